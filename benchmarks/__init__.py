@@ -1,0 +1,14 @@
+"""Benchmarks of stream_hub against the hub a user would write by hand.
+
+``scripts/bench.py`` drives everything. The pieces:
+
+- :mod:`benchmarks.baseline` -- the obvious hand-written hub (FastAPI +
+  sse-starlette + a queue per client + ``call_soon_threadsafe`` per event,
+  uvicorn in a thread, plus a ``websockets`` face).
+- :mod:`benchmarks.sides` -- one small start/log/restart/stop interface over
+  stream_hub and the baseline, so every figure measures both the same way.
+- :mod:`benchmarks.clients` -- the load generator: raw non-blocking SSE and
+  WebSocket clients in a selector loop, in a process of its own.
+- :mod:`benchmarks.figures` -- the measurements; each runs in a fresh process.
+- :mod:`benchmarks.report` -- targets, the table and the JSON file.
+"""

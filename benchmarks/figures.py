@@ -1,0 +1,418 @@
+"""The measurements. Each runs in a fresh process, one side at a time.
+
+Every figure function takes the side's name and the sizes (a plain dict, see
+``scripts/bench.py``) and returns ``{"figures": {...}, "details": {...}}``.
+:func:`run_isolated` runs one of them in a spawned worker process, so that no
+figure inherits another's threads, garbage or allocator state, and the two
+sides never share a process. The load clients run in yet another process
+(:class:`~benchmarks.clients.LoadClient`).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import multiprocessing
+import socket
+import statistics
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .clients import LoadClient, raise_fd_limit
+from .sides import Side, make_side
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["GROUPS", "calibrate_work", "run_isolated"]
+
+HOST = "127.0.0.1"
+METRICS = {"loss": 0.123456, "acc": 0.9}
+_PROBE = {"probe": 1.0}
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+def _pause(seconds: float) -> None:
+    threading.Event().wait(seconds)
+
+
+def _wait_accepting(ports: Mapping[str, int], timeout: float = 10.0) -> None:
+    """Return once every port accepts a TCP connection."""
+    deadline = time.monotonic() + timeout
+    for name, port in ports.items():
+        while True:
+            try:
+                socket.create_connection((HOST, port), timeout=1.0).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} port {port} not accepting after {timeout} s")
+                _pause(0.0002)
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_free(ports: Mapping[str, int], timeout: float = 10.0) -> None:
+    """Return once every port can be bound again (the server really let go)."""
+    deadline = time.monotonic() + timeout
+    for name, port in ports.items():
+        while not _port_is_free(port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} port {port} still bound {timeout} s after stop")
+            _pause(0.0002)
+
+
+def _warm_up(side: Side, client: LoadClient, timeout: float = 0.25, attempts: int = 40) -> int:
+    """Publish probes until every client has one, then zero the client counters.
+
+    A client counts as subscribed only once an event reached it; probes
+    published before a server registered a subscriber never arrive, hence
+    the retries.
+    """
+    for _ in range(attempts):
+        seq = side.log(_PROBE, step=0, run="warmup")
+        reply = client.sync(seq, timeout=timeout)
+        if reply["ok"]:
+            return seq
+    raise RuntimeError(f"clients never all received a probe event: {reply}")
+
+
+def _connect(client: LoadClient, kind: str, port: int, n: int, **kw: Any) -> dict[str, Any]:
+    reply = client.connect(kind, port, n, **kw)
+    if reply["n"] != n:
+        raise RuntimeError(f"only {reply['n']} of {n} {kind} clients connected: {reply}")
+    return reply
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return math.nan
+    k = (len(sorted_values) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def _rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+# -- publish cost ----------------------------------------------------------------
+
+
+def _publish_batches(side: Side, batches: int, batch: int) -> list[float]:
+    """µs per ``log()`` call, one number per batch of back-to-back calls."""
+    log = side.log
+    metrics = METRICS
+    out = []
+    for b in range(batches):
+        t0 = time.perf_counter_ns()
+        for i in range(batch):
+            log(metrics, step=i, run="pub")
+        out.append((time.perf_counter_ns() - t0) / batch / 1000.0)
+    return out
+
+
+def fig_publish(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
+    side = make_side(side_name)
+    side.start()
+    try:
+        _publish_batches(side, 1, sz["publish_batch"])  # warm caches and code paths
+        idle = _publish_batches(side, sz["publish_batches"], sz["publish_batch"])
+        with LoadClient() as client:
+            _connect(client, "sse", side.ports["sse"], 1)
+            _warm_up(side, client)
+            one = _publish_batches(side, sz["publish_batches"], sz["publish_batch"])
+    finally:
+        side.stop()
+    return {
+        "figures": {"publish_us": statistics.median(idle),
+                    "publish_us_1client": statistics.median(one)},
+        "details": {"batches_us_idle": idle, "batches_us_1client": one},
+    }
+
+
+# -- fan-out ---------------------------------------------------------------------
+
+
+def _fanout(side_name: str, sz: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    n, burst = sz["fanout_clients"], sz["fanout_burst"]
+    side = make_side(side_name)
+    side.start()
+    try:
+        with LoadClient() as client:
+            _connect(client, kind, side.ports[kind], n)
+            _warm_up(side, client)
+            log = side.log
+            t0 = time.time()
+            seq = 0
+            for i in range(burst):
+                seq = log(METRICS, step=i, run="burst")
+            t_published = time.time()
+            done = client.expect(seq, timeout=sz["fanout_timeout"])
+    finally:
+        side.stop()
+    received = sum(done["counts"])
+    last = max(done["last"]) if done["last"] else 0.0
+    elapsed = last - t0
+    rate = received / elapsed if elapsed > 0 else math.nan
+    return {
+        "figures": {f"fanout_{kind}_per_s": rate},
+        "details": {
+            "clients": n, "burst": burst, "expected": n * burst, "received": received,
+            "complete": bool(done["ok"]), "publish_s": t_published - t0, "elapsed_s": elapsed,
+            "min_per_client": min(done["counts"]) if done["counts"] else 0,
+        },
+    }
+
+
+def fig_fanout_sse(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
+    return _fanout(side_name, sz, "sse")
+
+
+def fig_fanout_ws(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
+    return _fanout(side_name, sz, "ws")
+
+
+# -- latency ---------------------------------------------------------------------
+
+
+def fig_latency(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
+    rate, seconds = sz["latency_rate"], sz["latency_seconds"]
+    n_events = max(1, int(rate * seconds))
+    side = make_side(side_name)
+    side.start()
+    try:
+        with LoadClient() as client:
+            _connect(client, "sse", side.ports["sse"], sz["latency_clients"], mode="latency")
+            _warm_up(side, client)
+            log = side.log
+            interval = 1.0 / rate
+            seq = 0
+            start = time.perf_counter()
+            for i in range(n_events):
+                # Pace by absolute deadlines so sleep overshoot does not accumulate.
+                delay = start + i * interval - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                seq = log(METRICS, step=i, run="latency")
+            achieved = n_events / (time.perf_counter() - start)
+            done = client.expect(seq, timeout=30)
+    finally:
+        side.stop()
+    lat_ms = sorted(x * 1000.0 for x in done["latencies"])
+    return {
+        "figures": {"latency_p50_ms": _percentile(lat_ms, 0.50),
+                    "latency_p99_ms": _percentile(lat_ms, 0.99)},
+        "details": {
+            "clients": sz["latency_clients"], "rate": rate, "achieved_rate": achieved,
+            "events": n_events, "samples": len(lat_ms), "complete": bool(done["ok"]),
+            "p90_ms": _percentile(lat_ms, 0.90), "p999_ms": _percentile(lat_ms, 0.999),
+            "max_ms": lat_ms[-1] if lat_ms else math.nan,
+        },
+    }
+
+
+# -- training slowdown -----------------------------------------------------------
+
+
+def _work(n: int) -> int:
+    """Fixed pure-Python arithmetic standing in for one training step."""
+    x = 0
+    for i in range(n):
+        x = (x * 31 + i) & 0xFFFFF
+    return x
+
+
+def calibrate_work(step_seconds: float = 0.002) -> int:
+    """The ``_work`` size that takes about ``step_seconds`` on this machine."""
+    n = 20_000
+    _work(n)
+    times = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        _work(n)
+        times.append(time.perf_counter() - t0)
+    return max(1000, int(n * step_seconds / statistics.median(times)))
+
+
+def _train_segment(seconds: float, work_n: int, log: Callable[..., int] | None) -> float:
+    """Steps per second of the training loop over one segment."""
+    steps = 0
+    metrics = {"loss": 0.5, "acc": 0.5}
+    t0 = now = time.perf_counter()
+    while now - t0 < seconds:
+        _work(work_n)
+        if log is not None:
+            metrics["loss"] = 1.0 / (steps + 1)
+            log(metrics, step=steps, run="train")
+        steps += 1
+        now = time.perf_counter()
+    return steps / (now - t0)
+
+
+def fig_slowdown(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
+    seg, reps, work_n = sz["train_segment_s"], sz["train_segments"], sz["work_n"]
+    _train_segment(seg / 2, work_n, None)  # warm-up
+    before = [_train_segment(seg, work_n, None) for _ in range(reps)]
+    side = make_side(side_name)
+    side.start()
+    try:
+        with LoadClient() as client:
+            _connect(client, "sse", side.ports["sse"], sz["train_clients"])
+            first = _warm_up(side, client)
+            watched = [_train_segment(seg, work_n, side.log) for _ in range(reps)]
+            last = side.log(METRICS, step=0, run="train-end")
+            t_end = time.time()
+            done = client.expect(last, timeout=60)
+    finally:
+        side.stop()
+    after = [_train_segment(seg, work_n, None) for _ in range(reps)]
+    ref = statistics.median(before + after)
+    with_server = statistics.median(watched)
+    published = last - first
+    return {
+        "figures": {"train_slowdown_pct": (ref - with_server) / ref * 100.0},
+        "details": {
+            "clients": sz["train_clients"], "work_n": work_n,
+            "steps_per_s_no_server": ref, "steps_per_s_watched": with_server,
+            "segments_no_server": before + after, "segments_watched": watched,
+            "published": published,
+            "delivered_fraction": sum(done["counts"]) / max(1, published * len(done["counts"])),
+            # How long after training stopped the slowest client had everything.
+            "lag_after_training_s": (max(done["last"]) - t_end) if done["last"] else None,
+        },
+    }
+
+
+# -- lifecycle -------------------------------------------------------------------
+
+
+def fig_lifecycle(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
+    if side_name == "stream_hub":
+        import stream_hub  # noqa: F401  (import time is not start time)
+    side = make_side(side_name)
+    start_ms: list[float] = []
+    restart_ms: list[float] = []
+    stop_ms: list[float] = []
+    for cycle in range(sz["lifecycle_cycles"] + 1):  # cycle 0 warms up, uncounted
+        t0 = time.perf_counter()
+        side.start()
+        _wait_accepting(side.ports)
+        t1 = time.perf_counter()
+        side.force_restart()
+        _wait_accepting(side.ports)
+        t2 = time.perf_counter()
+        ports = side.ports
+        side.stop()
+        _wait_free(ports)
+        t3 = time.perf_counter()
+        if cycle:
+            start_ms.append((t1 - t0) * 1000)
+            restart_ms.append((t2 - t1) * 1000)
+            stop_ms.append((t3 - t2) * 1000)
+    return {
+        "figures": {"start_ms": statistics.median(start_ms),
+                    "stop_ms": statistics.median(stop_ms),
+                    "restart_ms": statistics.median(restart_ms)},
+        "details": {"start_ms": start_ms, "stop_ms": stop_ms, "restart_ms": restart_ms},
+    }
+
+
+# -- memory ----------------------------------------------------------------------
+
+
+def fig_memory(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
+    n = sz["memory_clients"]
+    side = make_side(side_name, max_clients=n + 1000)
+    side.start()
+    try:
+        with LoadClient() as client:
+            # Warm up the code paths (lazy imports, first-request caches) first.
+            _connect(client, "sse", side.ports["sse"], 20)
+            _warm_up(side, client)
+            client.drop()
+            _pause(0.5)
+            gc.collect()
+            rss0 = _rss()
+            t0 = time.perf_counter()
+            _connect(client, "sse", side.ports["sse"], n, timeout=180)
+            connect_s = time.perf_counter() - t0
+            _warm_up(side, client, timeout=5.0, attempts=10)
+            _pause(0.5)
+            gc.collect()
+            rss1 = _rss()
+    finally:
+        side.stop()
+    return {
+        "figures": {"rss_kb_per_client": (rss1 - rss0) / n / 1024.0},
+        "details": {"clients": n, "rss_before_mb": rss0 / 2**20, "rss_after_mb": rss1 / 2**20,
+                    "connect_s": connect_s},
+    }
+
+
+GROUPS: dict[str, Callable[[str, Mapping[str, Any]], dict[str, Any]]] = {
+    "publish": fig_publish,
+    "fanout_sse": fig_fanout_sse,
+    "fanout_ws": fig_fanout_ws,
+    "latency": fig_latency,
+    "slowdown": fig_slowdown,
+    "lifecycle": fig_lifecycle,
+    "memory": fig_memory,
+}
+
+
+# -- isolation -------------------------------------------------------------------
+
+
+def _worker_main(pipe: Connection, group: str, side_name: str, sz: dict[str, Any],
+                 log_level: int) -> None:
+    logging.basicConfig(level=log_level,
+                        format=f"%(asctime)s {side_name}/{group} %(name)s %(levelname)s %(message)s")
+    raise_fd_limit()
+    try:
+        result = GROUPS[group](side_name, sz)
+    except BaseException as exc:
+        result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+    pipe.send(result)
+    pipe.close()
+
+
+def run_isolated(group: str, side_name: str, sz: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run one figure group for one side in a fresh process; never raises."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_worker_main, name=f"bench-{side_name}-{group}",
+                       args=(child, group, side_name, sz, logging.getLogger().getEffectiveLevel()))
+    proc.start()
+    child.close()
+    try:
+        if parent.poll(timeout):
+            result: dict[str, Any] = parent.recv()
+        else:
+            result = {"error": f"timed out after {timeout:.0f} s"}
+    except EOFError:
+        result = {"error": f"worker died (exit code {proc.exitcode})"}
+    finally:
+        parent.close()
+    proc.join(15)
+    if proc.is_alive():
+        logger.warning("%s/%s worker did not exit; terminating it", side_name, group)
+        proc.terminate()
+        proc.join(5)
+    return result

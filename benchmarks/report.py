@@ -1,0 +1,153 @@
+"""The figures' names, units and targets; the table and the JSON document."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["FIGURES", "Figure", "machine_info", "render_table", "summarize"]
+
+
+@dataclass(frozen=True)
+class Figure:
+    key: str
+    label: str  # may hold {placeholders} filled from the sizes
+    group: str
+    higher_is_better: bool = False
+    max_value: float | None = None  # target: stream_hub's value at most this
+    min_ratio: float | None = None  # target: stream_hub at least this many times better
+
+    @property
+    def has_target(self) -> bool:
+        return self.max_value is not None or self.min_ratio is not None
+
+    def target_text(self) -> str:
+        parts = []
+        if self.max_value is not None:
+            parts.append(f"<= {self.max_value:g}")
+        if self.min_ratio is not None:
+            parts.append(f">= {self.min_ratio:g}x")
+        return " and ".join(parts) if parts else "-"
+
+
+FIGURES: tuple[Figure, ...] = (
+    Figure("publish_us", "publish cost, no client (us/event)", "publish",
+           max_value=1.0, min_ratio=8.0),
+    Figure("publish_us_1client", "publish cost, 1 SSE client (us/event)", "publish"),
+    Figure("fanout_sse_per_s", "fan-out, {fanout_clients} SSE clients (deliveries/s)",
+           "fanout_sse", higher_is_better=True, min_ratio=20.0),
+    Figure("fanout_ws_per_s", "fan-out, {fanout_clients} WS clients (deliveries/s)",
+           "fanout_ws", higher_is_better=True, min_ratio=20.0),
+    Figure("latency_p50_ms", "latency p50, {latency_rate} ev/s, {latency_clients} SSE (ms)",
+           "latency"),
+    Figure("latency_p99_ms", "latency p99, {latency_rate} ev/s, {latency_clients} SSE (ms)",
+           "latency", max_value=5.0),
+    Figure("train_slowdown_pct", "training slowdown, {train_clients} SSE watching (%)",
+           "slowdown", max_value=3.0),
+    Figure("start_ms", "start, 3 ports bound (ms, median)", "lifecycle", max_value=50.0),
+    Figure("stop_ms", "stop, ports verified free (ms, median)", "lifecycle", max_value=50.0),
+    Figure("restart_ms", "force_restart (ms, median)", "lifecycle"),
+    Figure("rss_kb_per_client", "RSS per idle SSE client, {memory_clients} clients (KB)",
+           "memory", max_value=30.0),
+)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def summarize(results: Mapping[str, Mapping[str, Any]], sizes: Mapping[str, Any]
+              ) -> dict[str, dict[str, Any]]:
+    """Per figure: both values, the ratio (>1 = stream_hub better) and PASS/MISS."""
+    out: dict[str, dict[str, Any]] = {}
+    for fig in FIGURES:
+        values = {side: _number(results.get(side, {}).get(fig.group, {})
+                                .get("figures", {}).get(fig.key))
+                  for side in ("stream_hub", "baseline")}
+        ours, theirs = values["stream_hub"], values["baseline"]
+        ratio = None
+        if ours is not None and theirs is not None:
+            if fig.higher_is_better and theirs > 0:
+                ratio = ours / theirs
+            elif not fig.higher_is_better and ours > 0:
+                ratio = theirs / ours
+        verdict = None
+        if fig.has_target:
+            ok = ours is not None
+            if ok and fig.max_value is not None:
+                ok = ours <= fig.max_value  # type: ignore[operator]
+            if ok and fig.min_ratio is not None:
+                ok = ratio is not None and ratio >= fig.min_ratio
+            verdict = "PASS" if ok else "MISS"
+        out[fig.key] = {
+            "label": fig.label.format(**sizes), "stream_hub": ours, "baseline": theirs,
+            "ratio": ratio, "higher_is_better": fig.higher_is_better,
+            "target": fig.target_text() if fig.has_target else None, "result": verdict,
+        }
+    return out
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if abs(value) >= 10_000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def render_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
+    """A Markdown table: figure | stream_hub | baseline | ratio | target | result."""
+    rows = [("figure", "stream_hub", "baseline", "ratio", "target", "result")]
+    for row in summary.values():
+        ratio = row["ratio"]
+        rows.append((
+            row["label"], _fmt(row["stream_hub"]), _fmt(row["baseline"]),
+            "n/a" if ratio is None else f"{ratio:.1f}x",
+            row["target"] or "-", row["result"] or "-",
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, r in enumerate(rows):
+        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append("| " + " | ".join(cells) + " |")
+        if n == 0:
+            lines.append("|" + "|".join(
+                "-" * (w + 1) + ("-" if i == 0 else ":") for i, w in enumerate(widths)) + "|")
+    return "\n".join(lines)
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "python": platform.python_version(), "implementation": platform.python_implementation(),
+        "platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
+    }
+    try:
+        info["loadavg"] = list(os.getloadavg())
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        pass
+    return info

@@ -1,0 +1,132 @@
+"""Benchmark stream_hub against the hand-written baseline hub, side by side.
+
+    python scripts/bench.py            # full run (a few minutes)
+    python scripts/bench.py --quick    # under a minute, smaller sizes
+    python scripts/bench.py --quick --tiny --json /tmp/b.json   # smoke-test sizes
+
+Each figure runs in a fresh process per side (the sides alternate, so drift
+in the machine's load hits both alike); the clients run in a further process.
+Prints a table ``figure | stream_hub | baseline | ratio | target | result``
+(ratio > 1 means stream_hub is better) and writes every figure and its
+details to a JSON file (default ``bench_results.json``).
+``STREAM_HUB_BENCH_TINY=1`` is the same as ``--tiny``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.clients import raise_fd_limit  # noqa: E402
+from benchmarks.figures import GROUPS, calibrate_work, run_isolated  # noqa: E402
+from benchmarks.report import machine_info, render_table, summarize  # noqa: E402
+from benchmarks.sides import SIDES  # noqa: E402
+
+logger = logging.getLogger("bench")
+
+FULL: dict[str, Any] = {
+    "publish_batches": 30, "publish_batch": 10_000,
+    "fanout_clients": 50, "fanout_burst": 4_000, "fanout_timeout": 120.0,
+    "latency_clients": 20, "latency_rate": 500, "latency_seconds": 5.0,
+    "train_clients": 50, "train_segment_s": 1.0, "train_segments": 5,
+    "lifecycle_cycles": 20,
+    "memory_clients": 1_000,
+}
+QUICK: dict[str, Any] = {
+    **FULL,
+    "publish_batches": 10, "publish_batch": 5_000,
+    "fanout_burst": 1_000, "fanout_timeout": 60.0,
+    "latency_seconds": 2.0,
+    "train_segment_s": 0.5, "train_segments": 3,
+    "lifecycle_cycles": 10,
+    "memory_clients": 300,
+}
+TINY: dict[str, Any] = {
+    **QUICK,
+    "publish_batches": 3, "publish_batch": 500,
+    "fanout_clients": 5, "fanout_burst": 100, "fanout_timeout": 20.0,
+    "latency_clients": 3, "latency_rate": 200, "latency_seconds": 0.3,
+    "train_clients": 5, "train_segment_s": 0.1, "train_segments": 2,
+    "lifecycle_cycles": 2,
+    "memory_clients": 20,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smaller sizes; under a minute")
+    p.add_argument("--tiny", action="store_true",
+                   default=os.environ.get("STREAM_HUB_BENCH_TINY", "") not in ("", "0"),
+                   help="smoke-test sizes: proves every figure is produced, measures nothing")
+    p.add_argument("--json", default="bench_results.json", metavar="PATH",
+                   help="where to write the figures (default: %(default)s)")
+    p.add_argument("--only", nargs="+", choices=sorted(GROUPS), metavar="GROUP",
+                   help=f"run only these figure groups: {', '.join(GROUPS)}")
+    p.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    raise_fd_limit()
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    sizes = dict(TINY if args.tiny else QUICK if args.quick else FULL)
+    sizes["work_n"] = calibrate_work(0.002)
+    timeout = 120.0 if mode != "full" else 600.0
+    groups = args.only or list(GROUPS)
+
+    started = time.time()
+    results: dict[str, dict[str, Any]] = {side: {} for side in SIDES}
+    for group in groups:
+        for side in args.sides:
+            t0 = time.perf_counter()
+            logger.info("running %s for %s", group, side)
+            result = run_isolated(group, side, sizes, timeout)
+            result["seconds"] = round(time.perf_counter() - t0, 2)
+            results[side][group] = result
+            if "error" in result:
+                logger.error("%s/%s failed: %s\n%s", side, group, result["error"],
+                             result.get("traceback", ""))
+            else:
+                logger.info("%s/%s: %s (%.1f s)", side, group, result["figures"],
+                            result["seconds"])
+
+    summary = summarize(results, sizes)
+    doc = {
+        "schema": 1,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "mode": mode,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "elapsed_s": round(time.time() - started, 1),
+        "machine": machine_info(),
+        "sizes": sizes,
+        "figures": summary,
+        "raw": results,
+    }
+    Path(args.json).write_text(json.dumps(doc, indent=2, default=str) + "\n")
+
+    print(render_table(summary))
+    misses = [k for k, row in summary.items() if row["result"] == "MISS"]
+    errors = [f"{side}/{g}" for side, r in results.items() for g, v in r.items() if "error" in v]
+    print(f"\n{mode} run, {doc['elapsed_s']} s; targets: "
+          f"{sum(r['result'] == 'PASS' for r in summary.values())} PASS, {len(misses)} MISS"
+          + (f"; errors in {', '.join(errors)}" if errors else "")
+          + f"; figures written to {args.json}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

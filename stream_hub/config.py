@@ -1,0 +1,228 @@
+"""StreamConfig: every setting, its default, its ``STREAM_HUB_*`` variable and
+its validation.
+
+A field given to the constructor wins; a field left out is read from
+``STREAM_HUB_<FIELD>`` (for example ``STREAM_HUB_SSE_PORT=9000``); otherwise the
+default applies. Every value is checked at construction, and a bad one raises
+:class:`~stream_hub.errors.ConfigError` naming the field and what it accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+import os
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+__all__ = ["PORT_CONFLICT_POLICIES", "StreamConfig"]
+
+PortConflictPolicy = Literal["auto", "fail", "free", "next"]
+PORT_CONFLICT_POLICIES: tuple[str, ...] = ("auto", "fail", "free", "next")
+
+ENV_PREFIX = "STREAM_HUB_"
+
+# The sentinel marks "not given": such a field is read from the environment.
+_UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<unset>"})()
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamConfig:
+    """Settings of one :class:`~stream_hub.TrainingStreamServer`.
+
+    Ports may be ``0`` (any free port; the bound ones are in ``server.ports``).
+    Tokens are ``None`` when unset: the admin endpoints then refuse everyone,
+    reads and publishing are open to anyone who can reach the (by default
+    loopback-only) host.
+    """
+
+    host: str = _UNSET
+    sse_port: int = _UNSET
+    ws_port: int = _UNSET
+    rest_port: int = _UNSET
+    history_size: int = _UNSET
+    heartbeat_interval: float = _UNSET
+    admin_token: str | None = _UNSET
+    port_conflict: PortConflictPolicy = _UNSET
+    publish_token: str | None = _UNSET
+    read_token: str | None = _UNSET
+    max_clients: int = _UNSET
+    max_message_size: int = _UNSET
+    max_body_size: int = _UNSET
+    handshake_timeout: float = _UNSET
+    shutdown_timeout: float = _UNSET
+    cors_origins: tuple[str, ...] = _UNSET
+    ws_origins: tuple[str, ...] | None = _UNSET
+    series_points: int = _UNSET
+
+    def __post_init__(self) -> None:
+        env = os.environ
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is _UNSET:
+                raw = env.get(ENV_PREFIX + f.name.upper())
+                value = _DEFAULTS[f.name] if raw is None else _parse_env(f.name, raw)
+            object.__setattr__(self, f.name, _validate(f.name, value))
+
+    # -- helpers -------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain values, tokens masked (safe to log or serve)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("_token") and value is not None:
+                value = "***"
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    def differences(self, other: StreamConfig) -> list[str]:
+        """Names of the fields whose values differ between two configs."""
+        return [
+            f.name
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        ]
+
+    def replace(self, **changes: Any) -> StreamConfig:
+        """A copy with some fields changed (and validated)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        unknown = set(changes) - set(values)
+        if unknown:
+            raise ConfigError(sorted(unknown)[0], "no such field")
+        values.update(changes)
+        return StreamConfig(**values)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> StreamConfig:
+        """Build from a mapping, naming any unknown key in the error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key not in names:
+                raise ConfigError(key, f"no such field; known fields: {', '.join(sorted(names))}")
+        return cls(**values)
+
+
+_DEFAULTS: dict[str, Any] = {
+    "host": "127.0.0.1",
+    "sse_port": 8888,
+    "ws_port": 8889,
+    "rest_port": 8890,
+    "history_size": 10_000,
+    "heartbeat_interval": 15.0,
+    "admin_token": None,
+    "port_conflict": "auto",
+    "publish_token": None,
+    "read_token": None,
+    "max_clients": 1000,
+    "max_message_size": 64 * 1024,
+    "max_body_size": 1024 * 1024,
+    "handshake_timeout": 10.0,
+    "shutdown_timeout": 5.0,
+    "cors_origins": (),
+    "ws_origins": None,
+    "series_points": 1000,
+}
+
+_INT_FIELDS = {
+    "sse_port", "ws_port", "rest_port", "history_size", "max_clients",
+    "max_message_size", "max_body_size", "series_points",
+}
+_FLOAT_FIELDS = {"heartbeat_interval", "handshake_timeout", "shutdown_timeout"}
+_TOKEN_FIELDS = {"admin_token", "publish_token", "read_token"}
+_LIST_FIELDS = {"cors_origins", "ws_origins"}
+
+
+def _parse_env(name: str, raw: str) -> Any:
+    """Turn the text of ``STREAM_HUB_<NAME>`` into a value for ``name``."""
+    text = raw.strip()
+    var = ENV_PREFIX + name.upper()
+    if name in _INT_FIELDS:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(name, f"{var}={raw!r} is not an integer") from None
+    if name in _FLOAT_FIELDS:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(name, f"{var}={raw!r} is not a number") from None
+    if name in _TOKEN_FIELDS:
+        return text or None
+    if name in _LIST_FIELDS:
+        if name == "ws_origins" and text in ("", "*"):
+            return None
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+    return text
+
+
+def _validate(name: str, value: Any) -> Any:
+    if name == "host":
+        return _validate_host(value)
+    if name in ("sse_port", "ws_port", "rest_port"):
+        _check_int(name, value, 0, 65535, "a TCP port 0-65535 (0 = any free port)")
+        return value
+    if name == "history_size":
+        _check_int(name, value, 1, 10_000_000, "an integer from 1 to 10 000 000")
+        return value
+    if name == "max_clients":
+        _check_int(name, value, 1, 1_000_000, "an integer from 1 to 1 000 000")
+        return value
+    if name in ("max_message_size", "max_body_size"):
+        _check_int(name, value, 1024, 1 << 31, "a size in bytes from 1024 to 2**31")
+        return value
+    if name == "series_points":
+        _check_int(name, value, 16, 1_000_000, "an integer from 16 to 1 000 000")
+        return value
+    if name in _FLOAT_FIELDS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(name, f"expected a number of seconds, got {value!r}")
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(name, f"expected a positive number of seconds, got {value!r}")
+        return float(value)
+    if name in _TOKEN_FIELDS:
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(name, "expected a non-empty string or None")
+        return value
+    if name == "port_conflict":
+        if value not in PORT_CONFLICT_POLICIES:
+            raise ConfigError(
+                name, f"expected one of {', '.join(map(repr, PORT_CONFLICT_POLICIES))}, got {value!r}"
+            )
+        return value
+    if name in _LIST_FIELDS:
+        if value is None and name == "ws_origins":
+            return None
+        if isinstance(value, str):
+            value = (value,)
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(name, f"expected a list of origin strings, got {value!r}")
+        return tuple(value)
+    raise ConfigError(name, "no such field")  # pragma: no cover - fields are fixed
+
+
+def _check_int(name: str, value: Any, low: int, high: int, accepted: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(name, f"expected {accepted}, got {value!r}")
+    if not low <= value <= high:
+        raise ConfigError(name, f"expected {accepted}, got {value}")
+
+
+def _validate_host(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError("host", f"expected an IP address or host name, got {value!r}")
+    host = value.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
+        if not set(host) <= allowed or len(host) > 253:
+            raise ConfigError("host", f"expected an IP address or host name, got {value!r}") from None
+    return host

@@ -1,0 +1,130 @@
+"""The exception hierarchy: everything stream_hub raises on purpose derives from
+:class:`StreamHubError`."""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = [
+    "ConfigError",
+    "KillRefusedError",
+    "LoopThreadError",
+    "PortInUseError",
+    "StreamHubError",
+]
+
+
+class StreamHubError(Exception):
+    """Base class of every error stream_hub raises on purpose."""
+
+
+class ConfigError(StreamHubError, ValueError):
+    """A :class:`~stream_hub.StreamConfig` field has an invalid value.
+
+    ``field`` names the field; the message also says which values are accepted.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"StreamConfig.{field}: {message}")
+
+
+class LoopThreadError(StreamHubError, RuntimeError):
+    """A blocking call was made from the server's own event-loop thread.
+
+    Waiting there for the loop to do work would deadlock; call it from another
+    thread, or use the ``async`` variant (``await server.aclose()``).
+    """
+
+
+def _find_commands(port: int) -> str:
+    if sys.platform == "win32":
+        return f"netstat -ano | findstr :{port}"
+    return f"lsof -i :{port}"
+
+
+class PortInUseError(StreamHubError, OSError):
+    """A port stream_hub needs is held by another socket or process.
+
+    Attributes:
+        port: the TCP port.
+        pid: the PID of the process listening on it, or ``None`` if unknown.
+        process: the holder's name and command line, or ``None``.
+        reason: why stream_hub did not free it (production, a guard, policy).
+    """
+
+    def __init__(
+        self,
+        port: int,
+        pid: int | None = None,
+        process: str | None = None,
+        *,
+        host: str = "127.0.0.1",
+        reason: str | None = None,
+        transport: str | None = None,
+    ) -> None:
+        self.port = port
+        self.pid = pid
+        self.process = process
+        self.host = host
+        self.reason = reason
+        self.transport = transport
+        super().__init__(self._compose())
+
+    def _compose(self) -> str:
+        what = f"{self.transport} port" if self.transport else "port"
+        if self.pid is not None:
+            holder = f"process {self.pid}" + (f" ({self.process})" if self.process else "")
+        else:
+            holder = "an unknown process (its PID is not visible to this user)"
+        lines = [f"{what} {self.port} on {self.host} is already in use by {holder}."]
+        if self.reason:
+            lines.append(f"Not freed automatically: {self.reason}.")
+        env_name = {
+            "sse": "STREAM_HUB_SSE_PORT",
+            "ws": "STREAM_HUB_WS_PORT",
+            "rest": "STREAM_HUB_REST_PORT",
+        }.get(self.transport or "", "STREAM_HUB_<SSE|WS|REST>_PORT")
+        lines += [
+            "What to do:",
+            f"  1. find the holder: {_find_commands(self.port)}",
+            "  2. check whether it should still be running (a previous training run?)",
+            "  3. if it is safe, stop it by hand"
+            + (f" (kill {self.pid})" if self.pid is not None and sys.platform != "win32" else ""),
+            f"  4. or use another port: {env_name}=... or StreamConfig(port_conflict=\"next\")",
+        ]
+        return "\n".join(lines)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_port_error,
+            (self.port, self.pid, self.process, self.host, self.reason, self.transport),
+        )
+
+
+def _rebuild_port_error(
+    port: int,
+    pid: int | None,
+    process: str | None,
+    host: str,
+    reason: str | None,
+    transport: str | None,
+) -> PortInUseError:
+    return PortInUseError(port, pid, process, host=host, reason=reason, transport=transport)
+
+
+class KillRefusedError(StreamHubError, PermissionError):
+    """stream_hub refused to signal a process because a safety guard forbids it.
+
+    Raised by :func:`stream_hub.ports.kill_process` for this process, PID 1, an
+    ancestor of this process, or another user's process. ``pid`` is the target,
+    ``reason`` says which guard.
+    """
+
+    def __init__(self, pid: int, reason: str) -> None:
+        self.pid = pid
+        self.reason = reason
+        super().__init__(f"refusing to signal pid {pid}: {reason}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.pid, self.reason))

@@ -1,0 +1,192 @@
+"""The event model and its one JSON encoding, shared by every transport.
+
+An event on the wire::
+
+    {"seq": 42, "epoch": "3f2a...", "ts": 1764000000.123, "type": "metric",
+     "run": "exp1", "step": 10, "metrics": {"loss": 0.12, "acc": 0.9}}
+
+Non-metric events carry ``data`` instead of ``metrics``. Each event is encoded
+to JSON once, and from that to an SSE frame and a WebSocket frame once; every
+client of a transport is sent the same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "RESERVED_TYPES",
+    "SERVER_TYPES",
+    "EncodedEvent",
+    "encode_event",
+    "sse_frame",
+    "validate_metrics",
+    "validate_run",
+    "validate_type",
+    "ws_text_frame",
+]
+
+# Types only the server emits; user code cannot publish them.
+RESERVED_TYPES = frozenset({"gap", "shutdown", "error"})
+# Server events pass every subscriber's run filter (they belong to no run).
+SERVER_TYPES = frozenset({"gap", "shutdown", "status"})
+
+_NUMERIC = frozenset({float, int})
+_MAX_NAME = 200
+
+# NaN and the infinities are not JSON numbers; they travel as these strings,
+# which both float() in Python and Number() in JavaScript read back exactly.
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def validate_metrics(metrics: object) -> dict[str, Any]:
+    """Check metric values in the caller's thread and return a private copy.
+
+    Accepts ``int``, ``float``, ``bool`` and anything with ``__float__`` (numpy
+    and 0-d torch scalars), which is converted to ``float``.
+
+    Raises:
+        TypeError: ``metrics`` is not a mapping of ``str`` to real numbers.
+    """
+    # HOT PATH (training thread): the common all-int/float case is one dict copy
+    # and one type check per value; anything else takes the slow branch.
+    if type(metrics) is not dict:
+        if not hasattr(metrics, "items"):
+            raise TypeError(
+                f"metrics must be a mapping of name -> number, got {type(metrics).__name__}"
+            )
+        metrics = dict(metrics.items())  # type: ignore[attr-defined]
+    out: dict[str, Any] = metrics.copy()  # type: ignore[attr-defined]
+    for key, value in out.items():
+        if type(value) not in _NUMERIC or type(key) is not str:
+            _coerce_slow(out)
+            break
+    return out
+
+
+def _coerce_slow(out: dict[str, Any]) -> None:
+    for key, value in list(out.items()):
+        if type(key) is not str:
+            raise TypeError(f"metric names must be str, got {key!r} ({type(key).__name__})")
+        kind = type(value)
+        if kind is float or kind is int:
+            continue
+        if kind is bool:
+            out[key] = int(value)
+            continue
+        if isinstance(value, (str, bytes, bytearray, complex)) or not hasattr(value, "__float__"):
+            raise TypeError(
+                f"metric {key!r} must be a real number (int, float, bool or a numeric "
+                f"scalar), got {kind.__name__}: {value!r:.80}"
+            )
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"metric {key!r} could not be converted to float: {exc}") from None
+
+
+def validate_run(run: object) -> str:
+    """``run`` as a str ("default" when None); TypeError otherwise."""
+    if run is None:
+        return "default"
+    if type(run) is not str or not run or len(run) > _MAX_NAME:
+        raise TypeError(f"run must be a non-empty str of at most {_MAX_NAME} characters, got {run!r}")
+    return run
+
+
+def validate_step(step: object) -> int | None:
+    if step is None or type(step) is int:
+        return step  # type: ignore[return-value]
+    if isinstance(step, bool) or not hasattr(step, "__index__"):
+        raise TypeError(f"step must be an int or None, got {type(step).__name__}: {step!r:.80}")
+    return int(step.__index__())  # type: ignore[attr-defined]
+
+
+def validate_type(event_type: object) -> str:
+    """A publishable event type: a short word, not one of the reserved types."""
+    if type(event_type) is not str or not event_type or len(event_type) > 64:
+        raise TypeError(f"event type must be a non-empty str of at most 64 characters, got {event_type!r}")
+    if not event_type.replace("_", "").replace("-", "").replace(".", "").isalnum():
+        raise TypeError(f"event type may hold letters, digits, '_', '-', '.', got {event_type!r}")
+    if event_type in RESERVED_TYPES:
+        raise TypeError(f"event type {event_type!r} is reserved for the server")
+    return event_type
+
+
+class EncodedEvent:
+    """One event after encoding: its JSON and the frames sent to clients."""
+
+    __slots__ = ("json", "run", "seq", "sse", "type", "ws")
+
+    def __init__(self, seq: int, event_type: str, run: str | None, body: bytes) -> None:
+        self.seq = seq
+        self.type = event_type
+        self.run = run
+        self.json = body
+        self.sse = sse_frame(seq, event_type, body)
+        self.ws = ws_text_frame(body)
+
+
+def _finite_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    for value in metrics.values():
+        if type(value) is float and not math.isfinite(value):
+            break
+    else:
+        return metrics
+    return {
+        k: (_NON_FINITE[repr(v)] if type(v) is float and not math.isfinite(v) else v)
+        for k, v in metrics.items()
+    }
+
+
+def encode_event(
+    seq: int,
+    epoch: str,
+    ts: float,
+    event_type: str,
+    run: str | None,
+    step: int | None,
+    payload: Any,
+) -> bytes:
+    """The JSON of one event.
+
+    Raises:
+        TypeError: ``payload`` cannot be encoded (not JSON-able).
+    """
+    if event_type == "metric":
+        return orjson.dumps(
+            {"seq": seq, "epoch": epoch, "ts": ts, "type": event_type, "run": run,
+             "step": step, "metrics": _finite_metrics(payload)}
+        )
+    return orjson.dumps(
+        {"seq": seq, "epoch": epoch, "ts": ts, "type": event_type, "run": run,
+         "step": step, "data": payload}
+    )
+
+
+def sse_frame(seq: int, event_type: str, body: bytes) -> bytes:
+    """``id:``/``event:``/``data:`` lines; orjson never emits a raw newline."""
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, event_type.encode(), body)
+
+
+_HEADER_SHORT = struct.Struct("!BB")
+_HEADER_MEDIUM = struct.Struct("!BBH")
+_HEADER_LONG = struct.Struct("!BBQ")
+
+
+def ws_text_frame(body: bytes) -> bytes:
+    """A complete, unmasked, uncompressed WebSocket text frame (RFC 6455 5.2).
+
+    Server-to-client frames are not masked, so with compression off the frame
+    is the same bytes for every client: it is built once per event.
+    """
+    n = len(body)
+    if n < 126:
+        return _HEADER_SHORT.pack(0x81, n) + body
+    if n < 65536:
+        return _HEADER_MEDIUM.pack(0x81, 126, n) + body
+    return _HEADER_LONG.pack(0x81, 127, n) + body

@@ -1,0 +1,417 @@
+"""The I/O-free core: sequence numbers, epoch, the ring of recent events,
+subscriber cursors, gaps and counters.
+
+Nothing here touches sockets or an event loop. Events enter through one seam,
+:meth:`Hub.submit` (the training thread's ``log``/``publish``, ``POST
+/api/publish``, and later other sources), are numbered there, and are committed
+in batches by :meth:`Hub.commit`, which encodes each event once. Subscribers
+are :class:`Cursor` objects: a position in the one shared ring plus filters.
+:meth:`Hub.read` returns everything from a cursor to the head as one bytes
+object, preceded by a ``gap`` event when the cursor fell out of the ring.
+
+Threading: ``submit`` may be called from any thread. ``commit`` and ``read``
+run on one thread at a time (the server's loop thread while it runs; the
+submitting thread while no loop is attached).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterable
+from typing import Any
+
+import orjson
+
+from .events import (
+    encode_event,
+    sse_frame,
+    validate_metrics,
+    validate_run,
+    validate_step,
+    validate_type,
+    ws_text_frame,
+)
+from .runs import RunIndex
+
+__all__ = ["SSE", "WS", "Cursor", "Hub", "HubCounters"]
+
+logger = logging.getLogger(__name__)
+
+SSE = 0  # frame formats a cursor can read
+WS = 1
+JSON = 2
+
+# Gap and shutdown reach every subscriber whatever its type filter: one explains
+# a hole in the sequence, the other the end of the stream.
+_ALWAYS = frozenset({"gap", "shutdown"})
+
+# One write carries at most this many events; a client far behind gets several
+# writes, so no single buffer grows with the ring.
+MAX_CHUNK_EVENTS = 4096
+
+
+class HubCounters:
+    """Event counters; plain ints updated on the committing thread."""
+
+    __slots__ = ("delivered", "dropped", "published", "rejected")
+
+    def __init__(self) -> None:
+        self.published = 0  # events committed to the ring
+        self.delivered = 0  # event frames written to clients
+        self.dropped = 0  # events subscribers skipped after falling behind
+        self.rejected = 0  # events that could not be encoded or ingested
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "published": self.published,
+            "delivered": self.delivered,
+            "dropped": self.dropped,
+            "rejected": self.rejected,
+        }
+
+
+class Cursor:
+    """A subscriber's position in the ring and its filters.
+
+    ``pos`` is the seq of the last event the subscriber has been given.
+    ``runs``/``types`` are None for "all". ``pending_gap`` holds a gap to
+    announce before anything else (a resume from another epoch).
+    """
+
+    __slots__ = ("fmt", "pending_gap", "pos", "runs", "types")
+
+    def __init__(
+        self,
+        pos: int,
+        fmt: int = SSE,
+        runs: Collection[str] | None = None,
+        types: Collection[str] | None = None,
+    ) -> None:
+        self.pos = pos
+        self.fmt = fmt
+        self.runs = frozenset(runs) if runs else None
+        self.types = frozenset(types) if types else None
+        self.pending_gap: dict[str, Any] | None = None
+
+    @property
+    def filtered(self) -> bool:
+        return self.runs is not None or self.types is not None
+
+    def wants(self, run: str | None, event_type: str) -> bool:
+        if self.types is not None and event_type not in self.types and event_type not in _ALWAYS:
+            return False
+        return self.runs is None or run is None or run in self.runs
+
+
+class Hub:
+    """Sequence counter, epoch, ring history and counters of one server.
+
+    Args:
+        history_size: events kept for replay, and the most a subscriber may lag
+            before it skips ahead with a ``gap`` event.
+        series_points: buckets kept per metric curve (see :mod:`stream_hub.runs`).
+    """
+
+    def __init__(self, history_size: int = 10_000, series_points: int = 1000) -> None:
+        self.epoch = uuid.uuid4().hex
+        self.capacity = history_size
+        self.counters = HubCounters()
+        self.runs = RunIndex(series_points)
+        # Submission side, shared by every publishing thread.
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._pending: list[tuple[int, float, str, str | None, int | None, Any]] = []
+        self._wake_scheduled = False
+        # Called (outside the lock) by the first submit after a commit; the
+        # server points it at its loop. None means "commit inline".
+        self.wake: Callable[[], None] | None = None
+        # Called on the committing thread after each batch.
+        self.on_commit: Callable[[], None] | None = None
+        # Commit side: parallel rings indexed by seq % capacity.
+        self._commit_lock = threading.Lock()
+        self.head = 0  # seq of the newest committed event
+        self._json: list[bytes] = [b""] * history_size
+        self._sse: list[bytes] = [b""] * history_size
+        self._ws: list[bytes] = [b""] * history_size
+        self._run: list[str | None] = [None] * history_size
+        self._type: list[str] = [""] * history_size
+        self._ts: list[float] = [0.0] * history_size
+        self._formats = (self._sse, self._ws, self._json)
+        self._chunk_cache: dict[tuple[int, int, int], bytes] = {}
+
+    # -- submission (any thread) --------------------------------------------
+
+    def log(self, metrics: Any, step: Any = None, run: Any = None) -> int:
+        """Validate and submit one metric event; returns its seq.
+
+        Raises:
+            TypeError: a value is not a real number, or step/run have the wrong type.
+        """
+        # HOT PATH (training thread): validation, one lock, one append. No
+        # logging, no I/O, no allocation beyond the metrics copy and the tuple.
+        values = validate_metrics(metrics)
+        if type(run) is not str:
+            run = validate_run(run)
+        if step is not None and type(step) is not int:
+            step = validate_step(step)
+        return self.submit("metric", run, step, values)
+
+    def publish(self, event_type: Any, data: Any = None, run: Any = None, step: Any = None) -> int:
+        """Submit any JSON-able event; returns its seq.
+
+        Raises:
+            TypeError: ``event_type`` is not a plain word or is reserved.
+        """
+        if event_type == "metric":
+            return self.log(data, step=step, run=run)
+        validate_type(event_type)
+        return self.submit(event_type, validate_run(run), validate_step(step), data)
+
+    def submit(self, event_type: str, run: str | None, step: int | None, payload: Any,
+               ts: float | None = None) -> int:
+        """Number an already validated event and queue it for commit.
+
+        The one seam every source of events goes through.
+        """
+        if ts is None:
+            ts = time.time()
+        with self._lock:
+            seq = self._seq = self._seq + 1
+            self._pending.append((seq, ts, event_type, run, step, payload))
+            if self._wake_scheduled:
+                return seq
+            self._wake_scheduled = True
+        wake = self.wake
+        if wake is None:
+            self.commit()
+        else:
+            try:
+                wake()
+            except RuntimeError:
+                # The loop closed between our read of ``wake`` and the call.
+                self.commit()
+        return seq
+
+    @property
+    def last_seq(self) -> int:
+        """The seq given to the newest submitted event (committed or not)."""
+        return self._seq
+
+    # -- commit (one thread at a time) ----------------------------------------
+
+    def commit(self) -> int:
+        """Encode and store every submitted event; returns how many."""
+        with self._commit_lock:
+            with self._lock:
+                batch = self._pending
+                self._pending = []
+                self._wake_scheduled = False
+            if not batch:
+                return 0
+            cap = self.capacity
+            js, sse, ws, runs_, types_ = self._json, self._sse, self._ws, self._run, self._type
+            tss = self._ts
+            epoch = self.epoch
+            observe = self.runs.observe
+            for seq, ts, event_type, run, step, payload in batch:
+                try:
+                    body = encode_event(seq, epoch, ts, event_type, run, step, payload)
+                except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
+                    self.counters.rejected += 1
+                    logger.warning("event %d (%s) dropped: cannot encode it as JSON: %s",
+                                   seq, event_type, exc)
+                    # Keep the sequence contiguous: the slot explains the hole.
+                    event_type, run = "gap", None
+                    payload = {"lost": 1, "from": seq, "to": seq, "reason": "rejected",
+                               "error": str(exc)[:200]}
+                    body = encode_event(seq, epoch, ts, event_type, None, step, payload)
+                i = seq % cap
+                js[i] = body
+                sse[i] = sse_frame(seq, event_type, body)
+                ws[i] = ws_text_frame(body)
+                runs_[i] = run
+                types_[i] = event_type
+                tss[i] = ts
+                observe(seq, ts, run, step, payload if event_type == "metric" else None)
+            self.head = batch[-1][0]
+            self.counters.published += len(batch)
+            self._chunk_cache.clear()
+        callback = self.on_commit
+        if callback is not None:
+            callback()
+        return len(batch)
+
+    @property
+    def oldest(self) -> int:
+        """The seq of the oldest event still in the ring (head + 1 when empty)."""
+        return max(1, self.head - self.capacity + 1)
+
+    def ts_of(self, seq: int) -> float:
+        """Publish time of a committed event still in the ring."""
+        return self._ts[seq % self.capacity]
+
+    @property
+    def size(self) -> int:
+        return min(self.head, self.capacity)
+
+    # -- subscribers ----------------------------------------------------------
+
+    def open_cursor(
+        self,
+        since: int | None = None,
+        *,
+        epoch: str | None = None,
+        fmt: int = SSE,
+        runs: Collection[str] | None = None,
+        types: Collection[str] | None = None,
+    ) -> Cursor:
+        """A cursor for a new subscriber.
+
+        ``since=None`` follows new events only; ``since=N`` replays everything
+        after seq N still in history (``0``: all of it), announcing with a
+        ``gap`` event whatever has left the ring. A ``since`` from another
+        epoch (named, or beyond our head) replays all history after a gap.
+        """
+        head = self.head
+        if since is None:
+            return Cursor(head, fmt, runs, types)
+        if since < 0:
+            raise ValueError("since must be >= 0")
+        foreign = (epoch is not None and epoch != self.epoch) or since > self._seq
+        if since == 0 or foreign:
+            cursor = Cursor(self.oldest - 1, fmt, runs, types)
+            if foreign:
+                cursor.pending_gap = {
+                    "lost": None,
+                    "reason": "epoch",
+                    "from_epoch": epoch,
+                    "since": since,
+                }
+            return cursor
+        return Cursor(since, fmt, runs, types)
+
+    def read(self, cursor: Cursor, limit: int = MAX_CHUNK_EVENTS) -> tuple[bytes, int]:
+        """Everything after ``cursor.pos`` (up to ``limit`` events) as one chunk.
+
+        Advances the cursor. Returns ``(chunk, frames)``; ``(b"", 0)`` when the
+        cursor is at the head. A cursor that fell out of the ring first gets a
+        ``gap`` event (its seq is the last lost one) and skips to the oldest
+        kept event.
+        """
+        head = self.head
+        pos = cursor.pos
+        prefix = b""
+        frames = 0
+        if cursor.pending_gap is not None:
+            prefix = self._gap_frame(cursor, pos, cursor.pending_gap)
+            cursor.pending_gap = None
+            frames = 1
+        if pos >= head:
+            return prefix, frames
+        oldest = self.oldest
+        if pos < oldest - 1:
+            lost = oldest - 1 - pos
+            self.counters.dropped += lost
+            prefix += self._gap_frame(
+                cursor, oldest - 1,
+                {"lost": lost, "from": pos + 1, "to": oldest - 1, "reason": "behind"},
+            )
+            frames += 1
+            pos = oldest - 1
+        end = min(head, pos + limit)
+        if cursor.filtered:
+            chunk, n = self._filtered(cursor, pos, end)
+        else:
+            chunk, n = self._slice(cursor.fmt, pos, end), end - pos
+        cursor.pos = end
+        frames += n
+        self.counters.delivered += frames
+        return (prefix + chunk if prefix else chunk), frames
+
+    def _slice(self, fmt: int, pos: int, end: int) -> bytes:
+        """Frames of seqs pos+1..end joined; shared by all cursors at ``pos``."""
+        key = (fmt, pos, end)
+        chunk = self._chunk_cache.get(key)
+        if chunk is None:
+            ring = self._formats[fmt]
+            cap = self.capacity
+            a, b = (pos + 1) % cap, end % cap
+            if a <= b:
+                chunk = b"".join(ring[a:b + 1])
+            else:
+                chunk = b"".join(ring[a:]) + b"".join(ring[:b + 1])
+            if len(self._chunk_cache) > 64:
+                self._chunk_cache.clear()
+            self._chunk_cache[key] = chunk
+        return chunk
+
+    def _filtered(self, cursor: Cursor, pos: int, end: int) -> tuple[bytes, int]:
+        ring = self._formats[cursor.fmt]
+        runs_, types_, cap = self._run, self._type, self.capacity
+        wants = cursor.wants
+        parts = [ring[s % cap] for s in range(pos + 1, end + 1) if wants(runs_[s % cap], types_[s % cap])]
+        return b"".join(parts), len(parts)
+
+    def _gap_frame(self, cursor: Cursor, seq: int, data: dict[str, Any]) -> bytes:
+        body = encode_event(seq, self.epoch, time.time(), "gap", None, None, data)
+        if cursor.fmt == SSE:
+            return sse_frame(seq, "gap", body)
+        if cursor.fmt == WS:
+            return ws_text_frame(body)
+        return body
+
+    def reinit_after_fork(self) -> None:
+        """In a forked child: fresh locks (another thread may have held them
+        at fork time) and no loop to wake."""
+        self._lock = threading.Lock()
+        self._commit_lock = threading.Lock()
+        self._wake_scheduled = False
+        self.wake = None
+        self.on_commit = None
+
+    # -- queries ----------------------------------------------------------------
+
+    def history(
+        self,
+        since: int = 0,
+        *,
+        runs: Collection[str] | None = None,
+        types: Collection[str] | None = None,
+        limit: int = 1000,
+        epoch: str | None = None,
+    ) -> tuple[list[bytes], bool]:
+        """Event JSONs after ``since`` (a gap event first if some left history).
+
+        Returns ``(events, more)``; ``more`` is true when ``limit`` cut it short.
+        """
+        cursor = self.open_cursor(since, epoch=epoch, fmt=JSON, runs=runs, types=types)
+        out: list[bytes] = []
+        if cursor.pending_gap is not None:
+            out.append(self._gap_frame(cursor, cursor.pos, cursor.pending_gap))
+            cursor.pending_gap = None
+        oldest = self.oldest
+        if cursor.pos < oldest - 1 and self.head > 0:
+            lost = oldest - 1 - cursor.pos
+            out.append(self._gap_frame(
+                cursor, oldest - 1,
+                {"lost": lost, "from": cursor.pos + 1, "to": oldest - 1, "reason": "history"},
+            ))
+            cursor.pos = oldest - 1
+        cap, js, runs_, types_ = self.capacity, self._json, self._run, self._type
+        wants = cursor.wants
+        head = self.head
+        seq = cursor.pos
+        while seq < head and len(out) < limit:
+            seq += 1
+            i = seq % cap
+            if wants(runs_[i], types_[i]):
+                out.append(js[i])
+        return out, seq < head
+
+    def recent(self, n: int) -> Iterable[bytes]:
+        """The JSON of the last ``n`` committed events, oldest first."""
+        start = max(self.oldest, self.head - n + 1)
+        return [self._json[s % self.capacity] for s in range(start, self.head + 1)]

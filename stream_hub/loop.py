@@ -1,0 +1,148 @@
+"""The dedicated event-loop thread: start it, call into it, stop it.
+
+Every transport of a server runs on one asyncio loop owned by one daemon thread.
+Nothing is installed on the caller's loop or in its signal handlers, so a
+caller that is itself inside a running loop (a notebook) is unaffected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from .errors import LoopThreadError, StreamHubError
+
+__all__ = ["LoopThread"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """One asyncio event loop running in its own thread.
+
+    ``start()`` returns once the loop is running. ``run(coro)`` executes a
+    coroutine there and waits for its result from any *other* thread.
+    ``stop()`` cancels and awaits every task still on the loop, shuts down
+    async generators and the default executor, stops the loop, joins the
+    thread and closes the loop.
+    """
+
+    def __init__(self, name: str = "stream-hub-loop") -> None:
+        self.name = name
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+        self._crash: BaseException | None = None
+
+    # -- state ----------------------------------------------------------------
+
+    def is_alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def in_loop_thread(self) -> bool:
+        return self.thread is not None and threading.current_thread() is self.thread
+
+    def check_not_in_loop(self, what: str) -> None:
+        """Raise instead of deadlocking when a blocking call comes from the loop."""
+        if self.in_loop_thread():
+            raise LoopThreadError(
+                f"{what} blocks until the server's event loop has done the work, so it "
+                "cannot be called from that loop's own thread (a handler or callback). "
+                "Call it from another thread, or use `await server.aclose()`."
+            )
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def start(self) -> asyncio.AbstractEventLoop:
+        """Create the loop and its thread; return once the loop runs."""
+        if self.is_alive():
+            raise StreamHubError("loop thread already running")
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._crash = None
+
+        def main() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            try:
+                loop.run_forever()
+                # Callbacks queued by the last closes (connection_lost) must run
+                # before the loop closes, or their sockets are never released.
+                loop.run_until_complete(asyncio.sleep(0))
+            except BaseException as exc:  # pragma: no cover - only on injected faults
+                self._crash = exc
+                logger.exception("event-loop thread crashed")
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
+
+        thread = threading.Thread(target=main, name=self.name, daemon=True)
+        self.loop, self.thread = loop, thread
+        thread.start()
+        ready.wait()
+        return loop
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the loop and return its result (from another thread).
+
+        Raises:
+            LoopThreadError: called from the loop thread itself.
+            TimeoutError: ``timeout`` passed; the coroutine is cancelled.
+        """
+        if self.in_loop_thread():
+            coro.close()
+            self.check_not_in_loop("this call")
+        loop = self.loop
+        if loop is None or not self.is_alive():
+            coro.close()
+            raise StreamHubError("the server's event-loop thread is not running")
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"the event-loop thread did not finish within {timeout} s") from None
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Cancel leftover tasks, stop and close the loop, join the thread.
+
+        Safe to call when already stopped. Must not be called from the loop thread.
+        """
+        self.check_not_in_loop("stopping the loop thread")
+        loop, thread = self.loop, self.thread
+        if loop is None or thread is None:
+            return
+        if thread.is_alive() and not loop.is_closed():
+            try:
+                future = asyncio.run_coroutine_threadsafe(self._finish(), loop)
+                future.result(timeout)
+            except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+                logger.warning("loop thread cleanup did not finish within %s s", timeout)
+            except RuntimeError:
+                pass  # loop already stopped
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        if thread.is_alive():
+            raise StreamHubError(f"event-loop thread did not exit within {timeout} s")
+        self.loop = None
+        self.thread = None
+
+    async def _finish(self) -> None:
+        """Cancel and await every other task, then release loop resources."""
+        current = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not current]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for task, result in zip(tasks, results):
+                if isinstance(result, Exception) and not isinstance(result, asyncio.CancelledError):
+                    logger.debug("task %r ended with %r during shutdown", task.get_name(), result)
+        loop = asyncio.get_running_loop()
+        await loop.shutdown_asyncgens()
+        await loop.shutdown_default_executor()

@@ -1,0 +1,262 @@
+"""StreamServerManager: the one server of a process, shared by reference count.
+
+Training threads call :func:`get_stream_server` (one reference more; the
+first starts the server) and :func:`release_stream_server` (one fewer; the
+last stops it). Ops call :func:`get_stream_server_manager` for status,
+``force_restart`` and ``cleanup``. Every method is safe from any number of
+threads at once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from types import TracebackType
+from typing import Any
+
+from .config import StreamConfig
+from .errors import StreamHubError
+from .server import TrainingStreamServer
+
+__all__ = [
+    "Lease",
+    "StreamServerManager",
+    "get_stream_server",
+    "get_stream_server_manager",
+    "release_stream_server",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class Lease:
+    """One reference to the shared server that can be released only once.
+
+    ``with manager.lease(config=cfg) as server: ...`` releases on exit;
+    ``lease.release()`` may be called any number of times.
+    """
+
+    def __init__(self, manager: StreamServerManager, server: TrainingStreamServer) -> None:
+        self._manager = manager
+        self.server = server
+        self._released = False
+        self._lock = threading.Lock()
+
+    @property
+    def released(self) -> bool:
+        return self._released
+
+    def release(self) -> bool:
+        """Give the reference back; False if it was already given back."""
+        with self._lock:
+            if self._released:
+                return False
+            self._released = True
+        self._manager.release()
+        return True
+
+    def __enter__(self) -> TrainingStreamServer:
+        return self.server
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+
+class StreamServerManager:
+    """The process-wide owner of at most one :class:`TrainingStreamServer`.
+
+    ``StreamServerManager()`` always returns the same object (created with
+    double-checked locking). The server starts on the first reference and
+    stops when the count returns to zero; the object is kept, so a later
+    reference with the same config restarts it with its history.
+    """
+
+    _instance: StreamServerManager | None = None
+    _instance_lock = threading.Lock()
+
+    _lock: threading.RLock
+    _server: TrainingStreamServer | None
+    _refs: int
+
+    def __new__(cls) -> StreamServerManager:
+        instance = cls._instance
+        if instance is None:
+            with cls._instance_lock:
+                instance = cls._instance
+                if instance is None:
+                    instance = super().__new__(cls)
+                    instance._reset()
+                    cls._instance = instance
+        return instance
+
+    def _reset(self) -> None:
+        self._lock = threading.RLock()
+        self._server = None
+        self._refs = 0
+
+    # -- references ---------------------------------------------------------------
+
+    def get_server(self, training_system: Any = None,
+                   config: StreamConfig | None = None) -> TrainingStreamServer:
+        """Add a reference; start the server if it is not running.
+
+        Raises:
+            StreamHubError: ``config`` differs from the running server's (the
+                differing fields are named; the server is not touched).
+            PortInUseError: the server could not bind its ports (the count is
+                unchanged).
+            LoopThreadError: called from the server's own loop thread.
+        """
+        if config is not None and not isinstance(config, StreamConfig):
+            raise TypeError(f"config must be a StreamConfig, got {type(config).__name__}")
+        self._check_not_in_loop("get_stream_server()")
+        with self._lock:
+            server = self._server
+            if server is not None and config is not None:
+                diffs = config.differences(server.config)
+                if diffs and server.running:
+                    raise StreamHubError(
+                        "a stream server with a different config is already running; "
+                        f"differing fields: {', '.join(diffs)}. Pass config=None to share it, "
+                        "or release every reference before starting one with a new config."
+                    )
+                if diffs:
+                    server = None  # stopped: the new config replaces it
+            if server is None:
+                server = TrainingStreamServer(config, training_system)
+                server.status_extra = self._status_extra
+                server.restart_hook = self.force_restart
+                self._server = server
+            elif training_system is not None and server.training_system is None:
+                server.training_system = training_system
+            if not server.running:
+                server.start()
+            self._refs += 1
+            logger.debug("stream server reference acquired (count %d)", self._refs)
+            return server
+
+    def release(self) -> int:
+        """Remove a reference; stop the server when none are left.
+
+        Releasing with no reference held logs a warning and changes nothing.
+        Returns the count after the release.
+        """
+        self._check_not_in_loop("release_stream_server()")
+        with self._lock:
+            if self._refs == 0:
+                logger.warning("release_stream_server() called with no reference held; ignored")
+                return 0
+            self._refs -= 1
+            if self._refs == 0 and self._server is not None:
+                logger.info("last stream server reference released; stopping")
+                self._server.stop()
+            return self._refs
+
+    def lease(self, training_system: Any = None, config: StreamConfig | None = None) -> Lease:
+        """A reference as an object whose release is idempotent."""
+        return Lease(self, self.get_server(training_system, config))
+
+    # -- ops ----------------------------------------------------------------------
+
+    def is_server_running(self) -> bool:
+        server = self._server
+        return server is not None and server.running
+
+    @property
+    def ref_count(self) -> int:
+        return self._refs
+
+    @property
+    def server(self) -> TrainingStreamServer | None:
+        """The managed server object, running or not (None before the first get)."""
+        return self._server
+
+    def force_restart(self) -> TrainingStreamServer:
+        """Restart the server in place: same object, same references, same history.
+
+        Raises:
+            StreamHubError: there is no server, or it could not start again (it
+                is then stopped with its count kept; the next
+                ``get_stream_server`` or ``force_restart`` retries).
+        """
+        self._check_not_in_loop("force_restart()")
+        with self._lock:
+            server = self._server
+            if server is None:
+                raise StreamHubError("no stream server to restart: call get_stream_server() first")
+            logger.info("force restart requested (references: %d)", self._refs)
+            server.restart()
+            return server
+
+    def cleanup(self) -> None:
+        """Stop the server whatever the count, and set the count to zero."""
+        self._check_not_in_loop("cleanup()")
+        with self._lock:
+            refs, self._refs = self._refs, 0
+            if self._server is not None and (self._server.running or self._server.loop_thread_alive):
+                logger.info("cleanup: stopping the stream server (%d reference(s) dropped)", refs)
+                self._server.stop()
+
+    def status(self) -> dict[str, Any]:
+        """The status dict of the contract, also when no server exists."""
+        server = self._server
+        if server is not None:
+            return server.status()
+        return {
+            "running": False, "ref_count": self._refs, "pid": os.getpid(), "uptime_s": 0.0,
+            "ports": {}, "urls": {}, "epoch": None, "last_seq": 0,
+            "history": {"size": 0, "capacity": 0}, "clients": {"sse": 0, "ws": 0},
+            "events": {"published": 0, "delivered": 0, "dropped": 0, "rejected": 0},
+            "loop_thread_alive": False, "restarts": 0,
+        }
+
+    def _status_extra(self) -> dict[str, Any]:
+        return {"ref_count": self._refs}
+
+    def _check_not_in_loop(self, what: str) -> None:
+        server = self._server
+        if server is not None:
+            server._loop.check_not_in_loop(what)
+
+
+def get_stream_server_manager() -> StreamServerManager:
+    """The process-wide manager (the same object as ``StreamServerManager()``)."""
+    return StreamServerManager()
+
+
+def get_stream_server(training_system: Any = None,
+                      config: StreamConfig | None = None) -> TrainingStreamServer:
+    """Add a reference to the shared server, starting it on the first."""
+    return StreamServerManager().get_server(training_system, config)
+
+
+def release_stream_server() -> int:
+    """Remove a reference; the server stops when the count reaches zero."""
+    return StreamServerManager().release()
+
+
+def _cleanup_at_exit() -> None:
+    instance = StreamServerManager._instance
+    if instance is None or not instance.is_server_running():
+        return
+    try:
+        instance.cleanup()
+    except Exception:  # pragma: no cover - nothing useful left to do at exit
+        logger.exception("stream server cleanup at exit failed")
+
+
+def _reset_after_fork() -> None:
+    # The child owns none of the parent's threads or sockets: it starts with a
+    # fresh, empty manager and never stops (or touches) the parent's server.
+    instance = StreamServerManager._instance
+    StreamServerManager._instance_lock = threading.Lock()
+    if instance is not None:
+        instance._reset()
+
+
+atexit.register(_cleanup_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)

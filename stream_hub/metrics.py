@@ -1,0 +1,103 @@
+"""Prometheus exposition of one server: clients, event counters, history
+fill, restarts and the publish-to-write latency histogram.
+
+Each server has its own registry, so several servers (or tests) in one
+process never collide in prometheus-client's global registry.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .server import TrainingStreamServer
+
+__all__ = ["LatencyHistogram", "MetricsExporter"]
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class LatencyHistogram:
+    """Cumulative histogram of seconds, updated on the loop thread only."""
+
+    __slots__ = ("counts", "total", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += 1
+        self.sum += seconds
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip(LATENCY_BUCKETS, self.counts):
+            running += count
+            out.append((repr(bound), float(running)))
+        out.append(("+Inf", float(self.total)))
+        return out
+
+
+class _ServerCollector(Collector):
+    def __init__(self, server: TrainingStreamServer) -> None:
+        self.server = server
+
+    def collect(self) -> Iterator[Metric]:
+        server = self.server
+        hub = server.hub
+        feed = server.feed
+        clients = GaugeMetricFamily("stream_hub_clients", "Connected stream clients",
+                                    labels=["transport"])
+        counts = feed.clients if feed is not None else {"sse": 0, "ws": 0}
+        for transport, n in counts.items():
+            clients.add_metric([transport], n)
+        yield clients
+        c = hub.counters
+        for name, value, text in (
+            ("published", c.published, "Events committed to history"),
+            ("delivered", c.delivered, "Event frames written to clients"),
+            ("dropped", c.dropped, "Events skipped by subscribers that fell behind history"),
+            ("rejected", c.rejected, "Events that could not be encoded or ingested"),
+        ):
+            yield CounterMetricFamily(f"stream_hub_events_{name}", text, value=value)
+        yield GaugeMetricFamily("stream_hub_history_events", "Events kept in history",
+                                value=hub.size)
+        yield GaugeMetricFamily("stream_hub_history_capacity", "History capacity",
+                                value=hub.capacity)
+        yield GaugeMetricFamily("stream_hub_last_seq", "Seq of the newest event", value=hub.head)
+        yield GaugeMetricFamily("stream_hub_running", "1 while serving",
+                                value=1 if server.running else 0)
+        yield CounterMetricFamily("stream_hub_restarts", "Restarts of the server",
+                                  value=server.restarts)
+        h = server.latency
+        yield HistogramMetricFamily(
+            "stream_hub_publish_to_write_seconds",
+            "Time from publish to the write of the event to a client",
+            buckets=h.buckets(), sum_value=h.sum,
+        )
+
+
+class MetricsExporter:
+    """Renders one server's metrics in the Prometheus text format."""
+
+    def __init__(self, server: TrainingStreamServer) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_ServerCollector(server))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,424 @@
+"""TrainingStreamServer: one loop thread hosting the SSE, WebSocket and REST
+faces over one hub; start binds all three ports or none; stop returns only
+once every port is verified free.
+
+Lifecycle, in the order the steps run::
+
+    start()  -> _resolve_ports -> _bind_sockets -> loop.start -> _startup
+    stop()   -> _shutdown (on the loop) -> loop.stop -> _verify_ports_released
+    restart()-> stop(keep history) -> start(on the same ports)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+
+from . import ports as port_tools
+from .config import StreamConfig
+from .errors import PortInUseError, StreamHubError
+from .feed import Feed
+from .hub import Hub
+from .loop import LoopThread
+from .metrics import LatencyHistogram, MetricsExporter
+from .transports.rest import create_rest_app
+from .transports.sse import create_sse_app
+from .transports.ws import WebSocketFace
+
+__all__ = ["TrainingStreamServer"]
+
+logger = logging.getLogger(__name__)
+
+TRANSPORTS = ("sse", "ws", "rest")
+
+# Every server object of this process, so a forked child can disown them.
+_ALL_SERVERS: weakref.WeakSet[TrainingStreamServer] = weakref.WeakSet()
+
+
+class TrainingStreamServer:
+    """SSE, WebSocket and REST over one hub, on one dedicated loop thread.
+
+    Most code gets one through :func:`stream_hub.get_stream_server`, which
+    shares a single server per process. ``log`` and ``publish`` may be called
+    from any thread, before, during and after the server runs; they never
+    block on the network.
+    """
+
+    def __init__(self, config: StreamConfig | None = None, training_system: Any = None) -> None:
+        self.config = config if config is not None else StreamConfig()
+        self.training_system = training_system
+        self.hub = Hub(self.config.history_size, self.config.series_points)
+        self.restarts = 0
+        # Set by the manager: the reference count for status(), and the restart
+        # the admin endpoint triggers (so the manager's bookkeeping sees it).
+        self.status_extra: Callable[[], dict[str, Any]] | None = None
+        self.restart_hook: Callable[[], Any] | None = None
+        self.latency = LatencyHistogram()
+        self._metrics = MetricsExporter(self)
+        self._loop = LoopThread()
+        self._lifecycle = threading.RLock()
+        self._feed: Feed | None = None
+        self._ports: dict[str, int] = {}
+        self._sockets: dict[str, socket.socket] = {}
+        self._uvicorn: dict[str, uvicorn.Server] = {}
+        self._uv_configs: dict[str, uvicorn.Config] = {}
+        self._ws = WebSocketFace(self)
+        self._started_at: float | None = None
+        self._running = False
+        self._apps: dict[str, Any] = {}
+        _ALL_SERVERS.add(self)
+
+    # -- publishing (any thread) --------------------------------------------------
+
+    def log(self, metrics: Any, step: int | None = None, run: str | None = None) -> int:
+        """Publish one metric event and return its seq.
+
+        Raises:
+            TypeError: a metric value is not a real number (in the caller's thread).
+        """
+        return self.hub.log(metrics, step, run)
+
+    def publish(self, event_type: str, data: Any = None, run: str | None = None,
+                step: int | None = None) -> int:
+        """Publish any JSON-able event of ``event_type`` and return its seq."""
+        return self.hub.publish(event_type, data, run, step)
+
+    # -- state ----------------------------------------------------------------------
+
+    @property
+    def feed(self) -> Feed | None:
+        return self._feed
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def loop_thread_alive(self) -> bool:
+        return self._loop.is_alive()
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """The bound ports: ``{"sse": int, "ws": int, "rest": int}`` (empty when stopped)."""
+        return dict(self._ports)
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """Base URLs of the three faces."""
+        host = self.config.host
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+        shown = f"[{host}]" if ":" in host else host
+        p = self._ports
+        if not p:
+            return {}
+        return {
+            "sse": f"http://{shown}:{p['sse']}",
+            "ws": f"ws://{shown}:{p['ws']}",
+            "rest": f"http://{shown}:{p['rest']}",
+        }
+
+    def status(self) -> dict[str, Any]:
+        """The status dict of the contract (``ref_count`` from the manager)."""
+        hub = self.hub
+        feed = self._feed
+        extra = self.status_extra() if self.status_extra is not None else {"ref_count": 0}
+        return {
+            "running": self._running,
+            "ref_count": extra.get("ref_count", 0),
+            "pid": os.getpid(),
+            "uptime_s": (time.monotonic() - self._started_at) if self._started_at else 0.0,
+            "ports": self.ports,
+            "urls": self.urls,
+            "epoch": hub.epoch,
+            "last_seq": hub.head,
+            "history": {"size": hub.size, "capacity": hub.capacity},
+            "clients": dict(feed.clients) if feed is not None else {"sse": 0, "ws": 0},
+            "events": hub.counters.as_dict(),
+            "loop_thread_alive": self._loop.is_alive(),
+            "restarts": self.restarts,
+        }
+
+    # -- start ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind all three ports and serve; on any failure nothing stays bound.
+
+        Raises:
+            PortInUseError: a port is taken and the ``port_conflict`` policy
+                refused to free it (nothing is bound then).
+            LoopThreadError: called from the server's own loop thread.
+        """
+        self._loop.check_not_in_loop("TrainingStreamServer.start()")
+        with self._lifecycle:
+            if self._running:
+                return
+            wanted = self._ports or {
+                "sse": self.config.sse_port, "ws": self.config.ws_port, "rest": self.config.rest_port
+            }
+            resolved = self._resolve_ports(wanted)
+            self._bind_sockets(resolved)
+            try:
+                loop = self._loop.start()
+                self._feed = Feed(self.hub, loop)
+                self._loop.run(self._startup(), timeout=30)
+            except BaseException:
+                self._abort_start()
+                raise
+            self._running = True
+            self._started_at = time.monotonic()
+            self.hub.submit("status", None, None, {"state": "started", "ports": self.ports,
+                                                   "pid": os.getpid(), "restarts": self.restarts})
+            logger.info("stream_hub serving: SSE %s/events, WebSocket %s/, REST %s/",
+                        self.urls["sse"], self.urls["ws"], self.urls["rest"])
+
+    def _resolve_ports(self, wanted: dict[str, int]) -> dict[str, int]:
+        """Apply the port-conflict policy to all three ports before binding any."""
+        manager = port_tools.PortManager(self.config.host, self.config.port_conflict)
+        return manager.resolve(dict(wanted))
+
+    def _bind_sockets(self, wanted: dict[str, int]) -> None:
+        """Bind and listen on all three ports, or on none (closing the others)."""
+        bound: dict[str, socket.socket] = {}
+        try:
+            for name in TRANSPORTS:
+                bound[name] = _listen(self.config.host, wanted[name], name)
+        except BaseException:
+            for sock in bound.values():
+                sock.close()
+            raise
+        self._sockets = bound
+        self._ports = {name: sock.getsockname()[1] for name, sock in bound.items()}
+
+    async def _startup(self) -> None:
+        feed = self._feed
+        assert feed is not None
+        if not self._apps:
+            self._apps["sse"] = create_sse_app(self)
+            self._apps["rest"] = create_rest_app(
+                self,
+                restart=self._restart_in_background,
+                training_status=_status_method(self.training_system),
+                metrics_text=self._metrics.render,
+            )
+        for name in ("sse", "rest"):
+            config = self._uv_configs.get(name)
+            if config is None:
+                config = self._uv_configs[name] = uvicorn.Config(
+                    self._apps[name], http="h11", lifespan="off", log_config=None,
+                    access_log=False, server_header=False, date_header=False,
+                    timeout_keep_alive=5, ws="none",
+                )
+                config.load()
+            uv = uvicorn.Server(config)
+            uv.lifespan = config.lifespan_class(config)
+            await uv.startup(sockets=[self._sockets[name]])
+            self._uvicorn[name] = uv
+        await self._ws.start(self._sockets["ws"])
+        feed.attach()
+
+    def _abort_start(self) -> None:
+        """Undo a partial start: close listeners, stop the loop, free the ports."""
+        try:
+            if self._loop.is_alive():
+                with contextlib.suppress(Exception):
+                    self._loop.run(self._close_transports(0.5), timeout=5)
+                self._loop.stop()
+        finally:
+            if self._feed is not None:
+                self._feed.detach()
+            self._feed = None
+            for sock in self._sockets.values():
+                sock.close()
+            self._sockets = {}
+            self._uvicorn = {}
+            if not self._running:
+                self._ports = {}
+
+    # -- stop -----------------------------------------------------------------------------
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop serving; return only after every port is verified free.
+
+        Ends every SSE stream (after a ``shutdown`` event), closes every
+        WebSocket with 1001, stops both HTTP servers and the WebSocket server,
+        cancels every task the server started, joins the loop thread and
+        closes the loop. Safe to call when stopped.
+
+        Raises:
+            StreamHubError: a port could still not be bound afterwards.
+            LoopThreadError: called from the server's own loop thread.
+        """
+        self._loop.check_not_in_loop("TrainingStreamServer.stop()")
+        with self._lifecycle:
+            self._stop(timeout, reason="stop", keep_ports=False)
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """``stop()`` for async callers: awaits it without blocking their loop."""
+        self._loop.check_not_in_loop("TrainingStreamServer.aclose()")
+        await asyncio.to_thread(self.stop, timeout)
+
+    def restart(self, timeout: float | None = None) -> None:
+        """Stop and start again on the same ports, keeping history and seq.
+
+        Clients see a ``shutdown`` event, reconnect, and resume from their
+        last seq without loss.
+        """
+        self._loop.check_not_in_loop("TrainingStreamServer.restart()")
+        with self._lifecycle:
+            if self._running:
+                self._stop(timeout, reason="restart", keep_ports=True)
+            self.restarts += 1
+            self.start()
+
+    def _stop(self, timeout: float | None, reason: str, keep_ports: bool) -> None:
+        if not self._running and not self._loop.is_alive():
+            return
+        timeout = self.config.shutdown_timeout if timeout is None else timeout
+        ports = dict(self._ports)
+        started = time.monotonic()
+        self._running = False
+        try:
+            if self._loop.is_alive():
+                try:
+                    self._loop.run(self._shutdown(reason, timeout), timeout=timeout + 5)
+                except (TimeoutError, StreamHubError) as exc:
+                    logger.warning("graceful shutdown incomplete (%s); stopping the loop anyway", exc)
+            self._loop.stop(timeout=timeout + 5)
+        finally:
+            if self._feed is not None:
+                self._feed.detach()
+            self._feed = None
+            for sock in self._sockets.values():
+                sock.close()
+            self._sockets = {}
+            self._uvicorn = {}
+            self._started_at = None
+        self._verify_ports_released(ports)
+        if not keep_ports:
+            self._ports = {}
+        logger.info("stream_hub stopped (%s) in %.1f ms; ports %s verified free",
+                    reason, (time.monotonic() - started) * 1000, sorted(ports.values()))
+
+    async def _shutdown(self, reason: str, timeout: float) -> None:
+        """On the loop: announce, flush every stream, close every connection."""
+        feed = self._feed
+        hub = self.hub
+        hub.submit("shutdown", None, None, {"reason": reason, "restart": reason == "restart"})
+        hub.commit()
+        if feed is not None:
+            feed.close()
+        await self._close_transports(timeout)
+
+    async def _close_transports(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        # 1. Stop accepting connections on all three ports.
+        for uv in self._uvicorn.values():
+            for srv in getattr(uv, "servers", []):
+                srv.close()
+        self._ws.abort_listener()
+        # 2. Let every stream flush to the head (the shutdown event) and end.
+        tasks: set[asyncio.Task[Any]] = set(self._ws.handlers)
+        for uv in self._uvicorn.values():
+            tasks |= uv.server_state.tasks
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
+            for task in pending:
+                task.cancel()
+            if pending:
+                logger.warning("%d stream(s) did not end within %.1f s; cancelled", len(pending),
+                               timeout)
+                await asyncio.wait(pending, timeout=1.0)
+        # 3. Close what is left: WebSocket handshakes, idle HTTP keep-alives.
+        await self._ws.close(max(0.1, deadline - time.monotonic()))
+        for uv in self._uvicorn.values():
+            for connection in list(uv.server_state.connections):
+                connection.shutdown()
+            for connection in list(uv.server_state.connections):
+                transport = getattr(connection, "transport", None)
+                if transport is not None and not transport.is_closing():
+                    transport.close()
+
+    def _verify_ports_released(self, ports: dict[str, int]) -> None:
+        """Bind each port again (SO_REUSEADDR, as the next server will) or raise."""
+        for name, port in ports.items():
+            try:
+                _listen(self.config.host, port, name, listen=False).close()
+            except PortInUseError as exc:
+                raise StreamHubError(
+                    f"{name} port {port} is still bound after stop: {exc}"
+                ) from exc
+
+    def _restart_in_background(self) -> None:
+        """Called on the loop by the admin endpoint: restart from another thread."""
+        target = self.restart_hook or self.restart
+        threading.Thread(target=target, name="stream-hub-restart", daemon=True).start()
+
+    # -- fork ----------------------------------------------------------------------------
+
+    def _disown_after_fork(self) -> None:
+        """In a forked child: forget the parent's loop, sockets and locks."""
+        self.hub.reinit_after_fork()
+        self._feed = None
+        self._running = False
+        self._loop = LoopThread()
+        self._lifecycle = threading.RLock()
+        self._sockets = {}
+        self._uvicorn = {}
+        self._ports = {}
+        self._started_at = None
+        self._ws = WebSocketFace(self)
+        self._apps = {}
+        self._uv_configs = {}
+
+
+def _status_method(training_system: Any) -> Any:
+    method = getattr(training_system, "get_status", None)
+    return method if callable(method) else None
+
+
+def _listen(host: str, port: int, name: str, listen: bool = True) -> socket.socket:
+    """A bound (and listening) TCP socket with SO_REUSEADDR, or PortInUseError."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StreamHubError(f"cannot resolve host {host!r}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        if listen:
+            sock.listen(2048)
+            sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES, getattr(errno, "WSAEADDRINUSE", -1)):
+            pid = port_tools.get_process_using_port(port)
+            raise PortInUseError(port, pid, port_tools.describe_process(pid) if pid else None,
+                                 host=host, transport=name,
+                                 reason=None if exc.errno == errno.EADDRINUSE else str(exc)) from exc
+        raise
+    return sock
+
+
+def _after_fork_in_child() -> None:
+    for server in list(_ALL_SERVERS):
+        server._disown_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

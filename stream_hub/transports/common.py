@@ -1,0 +1,100 @@
+"""Small pieces shared by the transports: parsing filters and resume points,
+token checks, and the server interface they depend on."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..config import StreamConfig
+    from ..feed import Feed
+    from ..hub import Hub
+    from ..metrics import LatencyHistogram
+
+__all__ = [
+    "BadRequest",
+    "ServerView",
+    "bearer_token",
+    "parse_list",
+    "parse_seq",
+    "token_matches",
+]
+
+
+class BadRequest(ValueError):
+    """A client sent a parameter we cannot use; the message says which."""
+
+
+class ServerView(Protocol):
+    """What the transports need from the server (keeps imports one-way)."""
+
+    hub: Hub
+    config: StreamConfig
+    latency: LatencyHistogram
+
+    @property
+    def feed(self) -> Feed | None: ...
+
+    @property
+    def ports(self) -> dict[str, int]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+def parse_list(value: str | Iterable[str] | None, name: str, limit: int = 100) -> list[str] | None:
+    """``"a,b"`` or ``["a", "b,c"]`` -> ``["a", "b", "c"]``; empty -> None."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise BadRequest(f"{name} must be a string or a list of strings, got {item!r:.60}")
+        out.extend(part.strip() for part in item.split(",") if part.strip())
+    if len(out) > limit:
+        raise BadRequest(f"{name}: at most {limit} values")
+    if any(len(part) > 200 for part in out):
+        raise BadRequest(f"{name}: each value must be at most 200 characters")
+    return out or None
+
+
+def parse_seq(value: object, name: str) -> int | None:
+    """A resume point: a non-negative integer, or None when absent/empty."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise BadRequest(f"{name} must be a non-negative integer, got {value!r}")
+    if isinstance(value, int):
+        seq = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if not text.isdigit() or len(text) > 18:
+            raise BadRequest(f"{name} must be a non-negative integer (an event seq), got {value!r:.60}")
+        seq = int(text)
+    else:
+        raise BadRequest(f"{name} must be a non-negative integer, got {type(value).__name__}")
+    if seq < 0 or seq > 2**62:
+        raise BadRequest(f"{name} must be a non-negative integer, got {seq}")
+    return seq
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def token_matches(given: str | None, expected: str | None) -> bool:
+    """Constant-time comparison; ``expected=None`` means no token required."""
+    if expected is None:
+        return True
+    if given is None:
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())

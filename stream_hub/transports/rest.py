@@ -1,0 +1,355 @@
+"""The REST face (FastAPI): health, status, runs, latest values, history,
+ingest from other processes, admin restart, Prometheus metrics and the
+dashboard.
+
+Every endpoint is ``async`` and does no blocking work on the loop, so no
+thread pool is ever started; calls into user code (``get_status()``) run on a
+daemon thread with a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from ..events import validate_metrics, validate_run, validate_step, validate_type
+from .common import BadRequest, ServerView, bearer_token, parse_list, parse_seq, token_matches
+
+__all__ = ["create_rest_app"]
+
+logger = logging.getLogger(__name__)
+
+TRAINING_STATUS_TIMEOUT = 2.0
+MAX_INGEST_EVENTS = 10_000
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def _json(body: bytes, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def _dashboard_files() -> dict[str, tuple[bytes, str]]:
+    """The dashboard's static files, read once into memory."""
+    types = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+             ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png",
+             ".ico": "image/x-icon"}
+    files: dict[str, tuple[bytes, str]] = {}
+    try:
+        root = resources.files("stream_hub") / "dashboard"
+        for entry in root.iterdir():
+            name = entry.name
+            suffix = name[name.rfind("."):] if "." in name else ""
+            if entry.is_file() and suffix in types:
+                files[name] = (entry.read_bytes(), types[suffix])
+    except (FileNotFoundError, NotADirectoryError):  # pragma: no cover - broken install
+        logger.warning("dashboard files are missing from the installed package")
+    return files
+
+
+def create_rest_app(
+    server: ServerView,
+    *,
+    restart: Callable[[], None],
+    training_status: Callable[[], Any] | None,
+    metrics_text: Callable[[], bytes],
+) -> FastAPI:
+    """The ASGI app served on the REST port.
+
+    Args:
+        restart: starts a force-restart (must not block the loop).
+        training_status: the training system's ``get_status`` (None: absent).
+        metrics_text: Prometheus exposition of the server's metrics.
+    """
+    app = FastAPI(
+        title="stream_hub",
+        description="Live training metrics: status, runs, latest values, history and ingest.",
+        version="0.1.0",
+    )
+    hub = server.hub
+    dashboard = _dashboard_files()
+
+    def check_read(request: Request) -> JSONResponse | None:
+        given = bearer_token(request.headers.get("authorization")) or request.query_params.get("token")
+        if not token_matches(given, server.config.read_token):
+            return _error(401, "a read token is required: Authorization: Bearer <token>")
+        return None
+
+    @app.get("/health", tags=["status"])
+    async def health() -> dict[str, Any]:
+        """200 while serving."""
+        return {"status": "ok", "last_seq": hub.head}
+
+    @app.get("/api/status", tags=["status"])
+    async def status(request: Request) -> Response:
+        """The server's status dict (same as ``manager.status()``)."""
+        denied = check_read(request)
+        if denied:
+            return denied
+        return _json(orjson.dumps(server.status()))
+
+    @app.get("/api/runs", tags=["runs"])
+    async def runs(request: Request) -> Response:
+        """Every run seen: last step, metric names, event counts."""
+        denied = check_read(request)
+        if denied:
+            return denied
+        body = {
+            "runs": [s.describe() for s in hub.runs.runs.values()],
+            "epoch": hub.epoch,
+            "last_seq": hub.head,
+        }
+        return _json(orjson.dumps(body))
+
+    @app.get("/api/runs/{run}/series", tags=["runs"])
+    async def series(
+        request: Request,
+        run: str,
+        metric: str | None = Query(None, description="one metric; all of the run's when omitted"),
+        max_points: int = Query(2000, ge=2, le=100_000, description="points per series at most"),
+    ) -> Response:
+        """The whole run's curve of a metric, downsampled in bounded memory."""
+        denied = check_read(request)
+        if denied:
+            return denied
+        summary = hub.runs.runs.get(run)
+        if summary is None:
+            return _error(404, f"unknown run {run!r}", runs=sorted(hub.runs.runs)[:100])
+        if metric is not None:
+            s = summary.series.get(metric)
+            if s is None:
+                return _error(404, f"run {run!r} has no metric {metric!r}",
+                              metrics=sorted(summary.series))
+            body: dict[str, Any] = {"run": run, "metric": metric, **s.snapshot(max_points),
+                                    "points_seen": s.count}
+        else:
+            body = {"run": run, "series": {name: s.snapshot(max_points)
+                                           for name, s in summary.series.items()}}
+        body["epoch"] = hub.epoch
+        body["last_seq"] = hub.head
+        return _json(orjson.dumps(body))
+
+    @app.get("/api/metrics/latest", tags=["runs"])
+    async def latest(request: Request, run: str | None = Query(None)) -> Response:
+        """Latest value of every metric, for one run or all."""
+        denied = check_read(request)
+        if denied:
+            return denied
+
+        def one(name: str) -> dict[str, Any]:
+            s = hub.runs.runs[name]
+            return {"run": name, "step": s.last_step, "ts": s.last_ts, "metrics": _wire(s.latest)}
+
+        if run is not None:
+            if run not in hub.runs.runs:
+                return _error(404, f"unknown run {run!r}", runs=sorted(hub.runs.runs)[:100])
+            return _json(orjson.dumps(one(run)))
+        return _json(orjson.dumps({"runs": {name: one(name) for name in hub.runs.runs},
+                                   "last_seq": hub.head}))
+
+    @app.get("/api/history", tags=["events"])
+    async def history(
+        request: Request,
+        run: list[str] | None = Query(None, description="runs (repeat or comma-separate)"),
+        types: list[str] | None = Query(None, description="event types"),
+        since: str | None = Query(None, description="events after this seq (0 = all kept)"),
+        limit: int = Query(1000, ge=1, le=10_000),
+        epoch: str | None = Query(None, max_length=64),
+    ) -> Response:
+        """Events kept in history after ``since``; a ``gap`` event first if some left it."""
+        denied = check_read(request)
+        if denied:
+            return denied
+        try:
+            runs_ = parse_list(run, "run")
+            types_ = parse_list(types, "types")
+            start = parse_seq(since, "since") or 0
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        events, more = hub.history(start, runs=runs_, types=types_, limit=limit, epoch=epoch)
+        body = (b'{"events":[' + b",".join(events) + b'],"epoch":"' + hub.epoch.encode()
+                + b'","last_seq":%d,"more":%s}' % (hub.head, b"true" if more else b"false"))
+        return _json(body)
+
+    @app.post("/api/publish", tags=["events"], status_code=200)
+    async def publish(request: Request) -> Response:
+        """Ingest events from another process.
+
+        Body: one event object, or ``{"events": [...]}``. An event is
+        ``{"type": "metric", "run": ..., "step": ..., "metrics": {...}}`` or
+        ``{"type": "<word>", "run": ..., "data": ...}``; ``ts`` optional.
+        All events are checked before any is published.
+        """
+        if not token_matches(bearer_token(request.headers.get("authorization")),
+                             server.config.publish_token):
+            return _error(401, "a publish token is required: Authorization: Bearer <token>")
+        limit = server.config.max_body_size
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return _error(413, f"body larger than max_body_size ({limit} bytes)")
+        raw = bytearray()
+        async for part in request.stream():
+            raw += part
+            if len(raw) > limit:
+                return _error(413, f"body larger than max_body_size ({limit} bytes)")
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            hub.counters.rejected += 1
+            return _error(400, f"body is not valid JSON: {exc}")
+        try:
+            items = _ingest_items(payload)
+            checked = [_check_event(item, i) for i, item in enumerate(items)]
+        except (BadRequest, TypeError) as exc:
+            hub.counters.rejected += 1
+            return _error(422, str(exc))
+        seqs = [hub.submit(*event) for event in checked]
+        return _json(orjson.dumps({"seqs": seqs, "last_seq": seqs[-1] if seqs else hub.last_seq}))
+
+    @app.post("/api/admin/restart", tags=["admin"], status_code=202)
+    async def admin_restart(request: Request) -> Response:
+        """Force a restart (``Authorization: Bearer <admin_token>``)."""
+        expected = server.config.admin_token
+        if expected is None:
+            return _error(403, "admin endpoints are disabled: start the server with "
+                               "StreamConfig(admin_token=...) or STREAM_HUB_ADMIN_TOKEN to enable them")
+        if not token_matches(bearer_token(request.headers.get("authorization")), expected):
+            return _error(401, "wrong or missing admin token: send Authorization: Bearer <admin_token>")
+        restart()
+        return _json(orjson.dumps({"restarting": True, "last_seq": hub.head}), status=202)
+
+    @app.get("/api/training", tags=["status"])
+    async def training(request: Request) -> Response:
+        """The training system's ``get_status()``, if one was given."""
+        denied = check_read(request)
+        if denied:
+            return denied
+        if training_status is None:
+            return _error(404, "no training system with a get_status() method was given")
+        try:
+            result = await _call_off_loop(training_status, TRAINING_STATUS_TIMEOUT)
+        except TimeoutError:
+            return _error(504, f"get_status() did not answer within {TRAINING_STATUS_TIMEOUT} s")
+        except Exception as exc:
+            return _error(502, f"get_status() raised {type(exc).__name__}: {exc}")
+        try:
+            return _json(orjson.dumps(result, default=str, option=orjson.OPT_NON_STR_KEYS))
+        except TypeError as exc:
+            return _error(502, f"get_status() returned something not JSON-able: {exc}")
+
+    @app.get("/metrics", tags=["status"], response_class=Response)
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format."""
+        denied = check_read(request)
+        if denied:
+            return denied
+        return Response(metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> Response:
+        page = dashboard.get("index.html")
+        if page is None:
+            return HTMLResponse("<h1>stream_hub</h1><p>Dashboard files are missing.</p>")
+        return Response(page[0], media_type=page[1])
+
+    @app.get("/dashboard/{name}", include_in_schema=False)
+    async def dashboard_file(name: str) -> Response:
+        entry = dashboard.get(name)
+        if entry is None:
+            return _error(404, f"no dashboard file {name!r}")
+        return Response(entry[0], media_type=entry[1], headers={"Cache-Control": "no-cache"})
+
+    return app
+
+
+def _wire(values: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        if type(value) is float and value != value:
+            value = "NaN"
+        elif type(value) is float and value in (float("inf"), float("-inf")):
+            value = "Infinity" if value > 0 else "-Infinity"
+        out[key] = value
+    return out
+
+
+def _ingest_items(payload: Any) -> list[Any]:
+    if isinstance(payload, dict) and "events" in payload:
+        items = payload["events"]
+        if not isinstance(items, list):
+            raise BadRequest("\"events\" must be a list of event objects")
+    elif isinstance(payload, list):
+        items = payload
+    else:
+        items = [payload]
+    if not items:
+        raise BadRequest("no events given")
+    if len(items) > MAX_INGEST_EVENTS:
+        raise BadRequest(f"at most {MAX_INGEST_EVENTS} events per request")
+    return items
+
+
+def _check_event(item: Any, index: int) -> tuple[str, str, int | None, Any, float | None]:
+    where = f"event {index}"
+    if not isinstance(item, dict):
+        raise BadRequest(f"{where}: expected a JSON object")
+    unknown = set(item) - {"type", "run", "step", "metrics", "data", "ts"}
+    if unknown:
+        raise BadRequest(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    event_type = item.get("type", "metric")
+    try:
+        run = validate_run(item.get("run"))
+        step = validate_step(item.get("step"))
+        ts = item.get("ts")
+        if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (int, float))):
+            raise TypeError("ts must be Unix seconds (a number)")
+        if event_type == "metric":
+            if "metrics" not in item:
+                raise TypeError("a metric event needs \"metrics\": {name: number}")
+            return ("metric", run, step, validate_metrics(item["metrics"]),
+                    float(ts) if ts is not None else None)
+        validate_type(event_type)
+    except TypeError as exc:
+        raise BadRequest(f"{where}: {exc}") from None
+    return (event_type, run, step, item.get("data"), float(ts) if ts is not None else None)
+
+
+async def _call_off_loop(fn: Callable[[], Any], timeout: float) -> Any:
+    """Run blocking user code on a daemon thread; wait at most ``timeout``."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def deliver(ok: bool, value: Any) -> None:
+        if not future.done():
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    def work() -> None:
+        try:
+            result = fn()
+        except Exception as exc:
+            outcome: tuple[bool, Any] = (False, exc)
+        else:
+            outcome = (True, result)
+        try:
+            loop.call_soon_threadsafe(deliver, *outcome)
+        except RuntimeError:
+            pass  # the loop closed while user code ran
+
+    threading.Thread(target=work, name="stream-hub-get-status", daemon=True).start()
+    try:
+        return await asyncio.wait_for(future, timeout)
+    except asyncio.TimeoutError:
+        raise TimeoutError from None

@@ -1,0 +1,518 @@
+"""stream_hub.ports against real processes and real sockets.
+
+Holders are real subprocesses (``python -m http.server`` or a small listener
+that ignores SIGTERM) on ports found by binding port 0. Every wait polls with a
+deadline; every subprocess is killed in a fixture's teardown.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from stream_hub import ports
+from stream_hub.config import StreamConfig
+from stream_hub.errors import ConfigError, KillRefusedError, PortInUseError
+from stream_hub.ports import (
+    PortManager,
+    describe_process,
+    ensure_port_available,
+    format_ports_report,
+    get_process_using_port,
+    is_port_in_use,
+    is_production,
+    kill_process,
+    kill_refusal_reason,
+    ports_report,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Listens on argv[1] and ignores SIGTERM, so only SIGKILL ends it. Extra argv
+# words only label the command line.
+LISTENER = textwrap.dedent(
+    """
+    import signal, socket, sys
+    if "--ignore-sigterm" in sys.argv:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", int(sys.argv[1])))
+    srv.listen()
+    while True:
+        srv.accept()[0].close()
+    """
+)
+
+
+def free_port(host: str = "127.0.0.1", family: int = socket.AF_INET) -> int:
+    """A port that was free a moment ago (bound to 0, then closed)."""
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def accepts(port: int, host: str = "127.0.0.1") -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_listening(proc: subprocess.Popen[bytes], port: int, within: float = 15.0) -> None:
+    """Poll until ``proc`` accepts on ``port``; waiting on the process between polls."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if accepts(port):
+            return
+        try:
+            proc.wait(timeout=0.02)
+        except subprocess.TimeoutExpired:
+            continue
+        pytest.fail(f"holder exited early with code {proc.returncode}")
+    pytest.fail(f"nothing listened on port {port} within {within} s")
+
+
+def can_bind(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        sock.listen()
+        return True
+
+
+def alive(proc: subprocess.Popen[bytes]) -> bool:
+    return proc.poll() is None
+
+
+Spawn = Callable[..., subprocess.Popen[bytes]]
+
+
+@pytest.fixture
+def spawn() -> Iterator[Spawn]:
+    """Start a holder on a port and wait until it listens; kill them all afterwards."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        port: int, *, kind: str = "http", extra: tuple[str, ...] = ()
+    ) -> subprocess.Popen[bytes]:
+        if kind == "http":
+            args = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+        else:
+            args = [sys.executable, "-c", LISTENER, str(port), *extra]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(proc)
+        wait_listening(proc, port)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def held(spawn: Spawn) -> tuple[subprocess.Popen[bytes], int]:
+    """A ``python -m http.server`` holding a free port."""
+    port = free_port()
+    return spawn(port), port
+
+
+@pytest.fixture
+def own_listener() -> Iterator[socket.socket]:
+    """A socket listening in the test process itself."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+def ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        free_port("::1", socket.AF_INET6)
+    except OSError:
+        return False
+    return True
+
+
+# -- is_port_in_use / who holds it ----------------------------------------------
+
+
+def test_is_port_in_use_ipv4_listening_then_closed(own_listener: socket.socket) -> None:
+    port = own_listener.getsockname()[1]
+    assert is_port_in_use(port)
+    assert is_port_in_use(port, "127.0.0.1")
+    assert is_port_in_use(port, "localhost")
+    assert is_port_in_use(port, "0.0.0.0")
+    own_listener.close()
+    assert not is_port_in_use(port)
+    assert not is_port_in_use(port, "localhost")
+
+
+def test_is_port_in_use_bound_but_not_listening() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        assert is_port_in_use(sock.getsockname()[1])
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here")
+def test_is_port_in_use_ipv6() -> None:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.bind(("::1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert is_port_in_use(port, "::1")
+        assert is_port_in_use(port, "[::1]")
+        assert get_process_using_port(port, "::1") == os.getpid()
+    finally:
+        sock.close()
+    assert not is_port_in_use(port, "::1")
+
+
+def test_port_zero_and_bad_ports() -> None:
+    assert not is_port_in_use(0)
+    for policy in ("auto", "fail", "free", "next"):
+        assert ensure_port_available(0, policy=policy, environment="production") == 0
+    with pytest.raises(ValueError):
+        is_port_in_use(70000)
+    with pytest.raises(ConfigError, match="port_conflict"):
+        ensure_port_available(8888, policy="sometimes")
+
+
+Held = tuple[subprocess.Popen[bytes], int]
+
+
+def test_get_process_using_port_finds_the_subprocess(held: Held) -> None:
+    proc, port = held
+    assert get_process_using_port(port) == proc.pid
+    assert get_process_using_port(port, "127.0.0.1") == proc.pid
+    assert get_process_using_port(free_port()) is None
+    description = describe_process(proc.pid)
+    assert description is not None and "http.server" in description and str(port) in description
+
+
+@pytest.mark.skipif(shutil.which("lsof") is None, reason="lsof not installed")
+def test_get_process_using_port_falls_back_to_lsof(
+    held: tuple[subprocess.Popen[bytes], int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc, port = held
+
+    def denied(kind: str = "inet") -> list[object]:
+        raise psutil.AccessDenied()
+
+    monkeypatch.setattr(psutil, "net_connections", denied)
+    assert get_process_using_port(port) == proc.pid
+
+
+def test_get_process_using_port_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(kind: str = "inet") -> list[object]:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(psutil, "net_connections", broken)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert get_process_using_port(free_port()) is None
+
+
+# -- policies --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["argument", "ENVIRONMENT variable"])
+def test_production_refuses_and_holder_survives(
+    held: tuple[subprocess.Popen[bytes], int], how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc, port = held
+    if how == "argument":
+        environment: str | None = "production"
+        monkeypatch.delenv("ENVIRONMENT", raising=False)
+    else:
+        environment = None
+        monkeypatch.setenv("ENVIRONMENT", "Production")
+    with pytest.raises(PortInUseError) as info:
+        ensure_port_available(port, environment=environment, transport="ws")
+    err = info.value
+    assert (err.port, err.pid) == (port, proc.pid)
+    assert err.process is not None and "http.server" in err.process
+    message = str(err)
+    assert str(port) in message and str(proc.pid) in message and "production" in message
+    assert f"lsof -i :{port}" in message
+    assert alive(proc) and accepts(port)
+
+
+def test_development_frees_the_port(
+    held: tuple[subprocess.Popen[bytes], int], caplog: pytest.LogCaptureFixture
+) -> None:
+    proc, port = held
+    caplog.set_level(logging.INFO, logger="stream_hub.ports")
+    assert ensure_port_available(port, environment="development") == port
+    assert proc.wait(timeout=5) is not None
+    assert can_bind(port)
+    text = caplog.text
+    for expected in (f"port {port} on 127.0.0.1 busy", f"held by pid {proc.pid}",
+                     "http.server", "sending SIGTERM", f"port {port} is free"):
+        assert expected in text
+
+
+def test_unset_environment_is_development(
+    held: tuple[subprocess.Popen[bytes], int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc, port = held
+    monkeypatch.delenv("ENVIRONMENT", raising=False)
+    assert ensure_port_available(port, policy="free") == port
+    proc.wait(timeout=5)
+    assert can_bind(port)
+    assert not is_production("staging") and is_production(" PRODUCTION ")
+
+
+def test_holder_ignoring_sigterm_is_killed(spawn: Spawn, caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()
+    proc = spawn(port, kind="listener", extra=("--ignore-sigterm",))
+    caplog.set_level(logging.INFO, logger="stream_hub.ports")
+    started = time.monotonic()
+    freed = ensure_port_available(port, policy="free", environment="development", timeout=0.5)
+    assert freed == port
+    assert time.monotonic() - started < 5
+    proc.wait(timeout=5)
+    assert can_bind(port)
+    assert "sending SIGKILL" in caplog.text and f"killed pid {proc.pid} with SIGKILL" in caplog.text
+
+
+def test_fail_policy_refuses_even_in_development(held: tuple[subprocess.Popen[bytes], int]) -> None:
+    proc, port = held
+    with pytest.raises(PortInUseError, match='port_conflict="fail"') as info:
+        ensure_port_available(port, policy="fail", environment="development")
+    assert info.value.pid == proc.pid
+    assert alive(proc)
+
+
+def test_next_policy_returns_another_free_port(held: tuple[subprocess.Popen[bytes], int]) -> None:
+    proc, port = held
+    other = ensure_port_available(port, policy="next", environment="development")
+    assert other != port and port < other <= port + ports.NEXT_PORT_SEARCH
+    assert not is_port_in_use(other)
+    skipped = ensure_port_available(port, policy="next", exclude={other})
+    assert skipped not in (port, other)
+    assert alive(proc)
+
+
+# -- guards ----------------------------------------------------------------------
+
+
+def test_socket_in_this_process_is_reported_not_killed(own_listener: socket.socket) -> None:
+    port = own_listener.getsockname()[1]
+    with pytest.raises(PortInUseError) as info:
+        ensure_port_available(port, policy="free", environment="development")
+    assert info.value.pid == os.getpid()
+    assert "this very process" in str(info.value)
+    assert accepts(port)  # still ours, still listening
+
+
+def test_bound_but_not_listening_socket_is_reported() -> None:
+    # Not listening, so no PID is visible on Linux; it must be reported, not guessed at.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        with pytest.raises(PortInUseError, match="bound but not listening") as info:
+            ensure_port_available(port, policy="free", environment="development")
+        assert info.value.pid in (None, os.getpid())
+        assert sock.getsockname()[1] == port
+
+
+def test_guards_refuse_self_parent_and_init(spawn: Spawn) -> None:
+    for pid in (os.getpid(), os.getppid(), 1):
+        assert kill_refusal_reason(pid) is not None, pid
+    if os.getppid() > 1:  # run from a shell, not straight under init
+        assert "ancestor" in (kill_refusal_reason(os.getppid()) or "")
+    with pytest.raises(KillRefusedError):
+        kill_process(os.getppid())
+    with pytest.raises(KillRefusedError):
+        kill_process(os.getpid())
+    assert psutil.pid_exists(os.getppid())
+    child = spawn(free_port())
+    assert kill_refusal_reason(child.pid) is None
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "getuid") or os.getuid() != 0, reason="needs root to run as another user"
+)
+def test_guard_refuses_another_users_process() -> None:
+    proc = subprocess.Popen(["cat"], stdin=subprocess.PIPE, user=65534)
+    try:
+        reason = kill_refusal_reason(proc.pid)
+        assert reason is not None and "another user" in reason
+        with pytest.raises(KillRefusedError):
+            kill_process(proc.pid)
+        assert alive(proc)
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def test_child_refuses_to_kill_its_parent_holding_the_port() -> None:
+    """A parent listens and starts a child that tries to free the parent's port."""
+    child_code = (
+        "import sys\n"
+        "from stream_hub.ports import ensure_port_available\n"
+        "from stream_hub.errors import PortInUseError\n"
+        "try:\n"
+        "    ensure_port_available(int(sys.argv[1]), policy='free', environment='development')\n"
+        "except PortInUseError as e:\n"
+        "    print(e.pid, e.reason)\n"
+        "    sys.exit(3)\n"
+    )
+    parent_code = textwrap.dedent(
+        """
+        import os, socket, subprocess, sys
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        r = subprocess.run([sys.executable, "-c", sys.argv[1], str(srv.getsockname()[1])],
+                           capture_output=True, text=True, timeout=60)
+        print(os.getpid(), r.returncode, r.stdout.strip(), r.stderr.strip()[-500:])
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-c", parent_code, child_code],
+        capture_output=True, text=True, timeout=60, cwd=REPO, env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    parent_pid, child_rc, *rest = result.stdout.split(maxsplit=2)
+    assert child_rc == "3", result.stdout
+    assert rest[0].startswith(parent_pid) and "ancestor" in rest[0]
+
+
+def test_kill_process_of_a_finished_pid_is_true() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait(timeout=10)
+    assert kill_process(proc.pid) is True
+
+
+# -- PortManager -----------------------------------------------------------------
+
+
+def test_port_manager_check(spawn: Spawn, held: tuple[subprocess.Popen[bytes], int]) -> None:
+    proc, port = held
+    manager = PortManager()
+    status = manager.check(port)
+    assert status.in_use and status.pid == proc.pid and not status.is_stream_hub
+    assert status.process is not None and "http.server" in status.process
+    marked_port = free_port()
+    marked = spawn(marked_port, kind="listener", extra=("stream_hub-test-holder",))
+    marked_status = manager.check(marked_port)
+    assert marked_status.pid == marked.pid and marked_status.is_stream_hub
+    free = free_port()
+    assert manager.check(free) == ports.PortStatus(free, False)
+    assert alive(proc) and alive(marked)
+
+
+def test_resolve_next_gives_distinct_ports(held: tuple[subprocess.Popen[bytes], int]) -> None:
+    proc, port = held
+    # The WebSocket port is exactly the one "next" would pick for the busy SSE port.
+    ws_port = ensure_port_available(port, policy="next")
+    rest_port = free_port()
+    resolved = PortManager(policy="next").resolve({"sse": port, "ws": ws_port, "rest": rest_port})
+    assert resolved["ws"] == ws_port and resolved["rest"] == rest_port
+    assert resolved["sse"] not in (port, ws_port, rest_port)
+    assert len(set(resolved.values())) == 3
+    assert alive(proc)
+    assert PortManager(policy="next").resolve({"sse": 0, "ws": 0, "rest": 0}) == {
+        "sse": 0, "ws": 0, "rest": 0,
+    }
+
+
+def test_resolve_blocked_third_port_leaves_others_unbound(
+    held: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    proc, port = held
+    sse, ws = free_port(), free_port()
+    manager = PortManager(policy="auto", environment="production")
+    with pytest.raises(PortInUseError) as info:
+        manager.resolve({"sse": sse, "ws": ws, "rest": port})
+    assert (info.value.transport, info.value.pid) == ("rest", proc.pid)
+    assert "rest port" in str(info.value)
+    assert not is_port_in_use(sse) and not is_port_in_use(ws)
+    assert alive(proc)
+
+
+def test_resolve_checks_every_guard_before_killing_anything(
+    held: tuple[subprocess.Popen[bytes], int], own_listener: socket.socket
+) -> None:
+    proc, port = held
+    ours = own_listener.getsockname()[1]
+    manager = PortManager(policy="free", environment="development")
+    with pytest.raises(PortInUseError) as info:
+        manager.resolve({"sse": port, "ws": free_port(), "rest": ours})
+    assert info.value.pid == os.getpid() and info.value.transport == "rest"
+    assert alive(proc) and accepts(port)  # the killable SSE holder was not touched
+
+
+def test_resolve_frees_all_in_development(spawn: Spawn) -> None:
+    a, b = free_port(), free_port()
+    pa, pb = spawn(a), spawn(b)
+    wanted = {"sse": a, "ws": b, "rest": free_port()}
+    assert PortManager(policy="auto", environment="development").resolve(wanted) == wanted
+    pa.wait(timeout=5)
+    pb.wait(timeout=5)
+    assert can_bind(a) and can_bind(b)
+
+
+def test_resolve_rejects_duplicate_ports() -> None:
+    port = free_port()
+    with pytest.raises(ConfigError, match="ws_port"):
+        PortManager().resolve({"sse": port, "ws": port, "rest": 0})
+
+
+# -- report ----------------------------------------------------------------------
+
+
+def test_ports_report(held: tuple[subprocess.Popen[bytes], int]) -> None:
+    proc, port = held
+    free = free_port()
+    config = StreamConfig(host="127.0.0.1", sse_port=port, ws_port=free, rest_port=0)
+    rows = ports_report(config)
+    assert [row["name"] for row in rows] == ["sse", "ws", "rest"]
+    sse, ws, rest = rows
+    assert sse == {
+        "name": "sse", "host": "127.0.0.1", "port": port, "free": False, "pid": proc.pid,
+        "process": describe_process(proc.pid), "looks_like_stream_hub": False,
+    }
+    assert ws["free"] and ws["pid"] is None and rest["free"] and rest["port"] == 0
+    text = format_ports_report(rows)
+    lines = text.splitlines()
+    assert lines[0].split() == ["TRANSPORT", "ADDRESS", "STATE", "PID", "STREAM_HUB", "PROCESS"]
+    assert f"127.0.0.1:{port}" in lines[1] and "in use" in lines[1] and str(proc.pid) in lines[1]
+    assert "free" in lines[2] and "any free port" in lines[3]
+    assert alive(proc)  # reporting never signals
+
+
+def test_kill_process_waits_without_fixed_sleeps(spawn: Spawn) -> None:
+    port = free_port()
+    proc = spawn(port, kind="listener")
+    started = time.monotonic()
+    assert kill_process(proc.pid, timeout=5.0) is True
+    assert time.monotonic() - started < 2.0
+    proc.wait(timeout=5)
+    assert not is_port_in_use(port)
+
