@@ -156,20 +156,18 @@ class BaselineHub:
             raise RuntimeError(f"baseline hub did not start: {self._error!r}")
 
     def _thread_main(self, socks: dict[str, socket.socket]) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
         try:
-            loop.run_until_complete(self._serve(socks))
+            asyncio.run(self._serve(socks))
         except BaseException as exc:  # reported to start()/stop()
             self._error = exc
             self._ready.set()
         finally:
             self._loop = None
-            loop.close()
             for s in socks.values():
                 s.close()
 
     async def _serve(self, socks: dict[str, socket.socket]) -> None:
+        self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         self._servers = []
         tasks = []

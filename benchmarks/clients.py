@@ -493,7 +493,7 @@ class _Generator:
             got = complete.count(b"\ndata:") + complete.startswith(b"data:")
         j = complete.rfind(b"\nid:")
         if j >= 0 or complete.startswith(b"id:"):
-            j += 4 if j >= 0 else 3
+            j += 4  # past "\nid:", or past "id:" at 0 when rfind gave -1
             k = complete.find(b"\n", j)
             try:
                 conn.last_seq = int(complete[j : k if k >= 0 else None])

@@ -35,26 +35,26 @@ from benchmarks.sides import SIDES  # noqa: E402
 logger = logging.getLogger("bench")
 
 FULL: dict[str, Any] = {
-    "publish_batches": 30, "publish_batch": 10_000,
-    "fanout_clients": 50, "fanout_burst": 4_000, "fanout_timeout": 120.0,
+    "publish_batches": 20, "publish_batch": 20_000,
+    "fanout_clients": 50, "fanout_burst": 5_000, "fanout_rounds": 3, "fanout_timeout": 120.0,
     "latency_clients": 20, "latency_rate": 500, "latency_seconds": 5.0,
-    "train_clients": 50, "train_segment_s": 1.0, "train_segments": 5,
+    "train_clients": 50, "train_segment_s": 1.0, "train_segments": 7,
     "lifecycle_cycles": 20,
     "memory_clients": 1_000,
 }
 QUICK: dict[str, Any] = {
     **FULL,
-    "publish_batches": 10, "publish_batch": 5_000,
-    "fanout_burst": 1_000, "fanout_timeout": 60.0,
+    "publish_batches": 10, "publish_batch": 20_000,
+    "fanout_burst": 2_000, "fanout_rounds": 2, "fanout_timeout": 60.0,
     "latency_seconds": 2.0,
-    "train_segment_s": 0.5, "train_segments": 3,
+    "train_segment_s": 0.5, "train_segments": 5,
     "lifecycle_cycles": 10,
     "memory_clients": 300,
 }
 TINY: dict[str, Any] = {
     **QUICK,
     "publish_batches": 3, "publish_batch": 500,
-    "fanout_clients": 5, "fanout_burst": 100, "fanout_timeout": 20.0,
+    "fanout_clients": 5, "fanout_burst": 100, "fanout_rounds": 1, "fanout_timeout": 20.0,
     "latency_clients": 3, "latency_rate": 200, "latency_seconds": 0.3,
     "train_clients": 5, "train_segment_s": 0.1, "train_segments": 2,
     "lifecycle_cycles": 2,

@@ -192,13 +192,15 @@ class StreamServerManager:
             return server
 
     def cleanup(self) -> None:
-        """Stop the server whatever the count, and set the count to zero."""
+        """Stop the server whatever the count, set the count to zero and forget
+        the server: the next ``get_stream_server`` starts a fresh one."""
         self._check_not_in_loop("cleanup()")
         with self._lock:
             refs, self._refs = self._refs, 0
-            if self._server is not None and (self._server.running or self._server.loop_thread_alive):
+            server, self._server = self._server, None
+            if server is not None and (server.running or server.loop_thread_alive):
                 logger.info("cleanup: stopping the stream server (%d reference(s) dropped)", refs)
-                self._server.stop()
+                server.stop()
 
     def status(self) -> dict[str, Any]:
         """The status dict of the contract, also when no server exists."""

@@ -21,7 +21,7 @@
   const { fetchJSON, Backoff, SseFeed, WsMonitor, RestMonitor } = window.StreamHubTransports;
   const ui = window.StreamHubPanels;
 
-  const REST_MAX_POINTS = 2000;   // points per curve asked of the server
+  const REST_MAX_POINTS = 1500;   // buckets per curve asked of the server (up to 3 points each)
   const SERIES_CAP = 5000;        // points per curve kept here before thinning
   const SERIES_FETCHES = 4;       // curve requests in flight at once
   const EVENT_TYPES = ["metric", "log", "status", "gap", "shutdown"];
@@ -263,7 +263,10 @@
     if (!current()) return;
     const series = ensureSeries(run, metric);
     const floor = Number(answer.last_seq);
-    series.load(answer.steps || [], answer.values || [], isFinite(floor) ? floor : state.snapshotSeq);
+    const steps = answer.steps || [];
+    // points_seen above the bucket count: buckets hold several points each.
+    const exact = !(Number(answer.points_seen) > steps.length);
+    series.loadBuckets(answer, run.lastStep, isFinite(floor) ? floor : state.snapshotSeq, exact);
     markChart(metric);
   }
 
@@ -342,7 +345,10 @@
 
   const sse = new SseFeed({
     types: EVENT_TYPES,
-    url: () => withToken(`${baseUrl("sse")}/events?last_event_id=${state.lastSeq}`),
+    // The epoch lets the server tell a resume point of a previous process
+    // from one of its own (it then replays its history after a gap event).
+    url: () => withToken(`${baseUrl("sse")}/events?last_event_id=${state.lastSeq}` +
+      (state.epoch ? `&epoch=${encodeURIComponent(state.epoch)}` : "")),
     onEvent: receive,
     onState: (status, text) => setTransport("sse", status, text),
     beforeReconnect: async () => applyStatus(await api("/api/status", 2000)),

@@ -9,7 +9,8 @@
 (function (global) {
   "use strict";
 
-  var PAD_TOP = 10, PAD_RIGHT = 14, PAD_BOTTOM = 24, TICK_GAP = 8;
+  var PAD_TOP = 10, PAD_RIGHT = 14, PAD_BOTTOM = 24, TICK_GAP = 8, LINE_WIDTH = 1.6;
+  var SEGMENTS_PER_STROKE = 8;
 
   /** A "nice" tick spacing (1, 2 or 5 times a power of ten) for about `count` ticks over `span`. */
   function niceStep(span, count) {
@@ -209,7 +210,7 @@
     ctx.beginPath();
     ctx.rect(left, top - 2, plotW + 1, plotH + 4);
     ctx.clip();
-    ctx.lineWidth = 1.6;
+    ctx.lineWidth = LINE_WIDTH;
     ctx.lineJoin = "round";
     ctx.lineCap = "round";
     for (i = 0; i < this.entries.length; i++) {
@@ -242,39 +243,72 @@
       ctx.fill();
       return sent;
     }
-    if (n <= plotW * 2) {
+    if (n <= plotW) {
+      // Stroked a few segments at a time: Skia turns one long self-crossing
+      // stroke into one huge polygon, and a noisy 400-point line then costs
+      // ~10x more to rasterize than the same line in short pieces (round caps
+      // hide the joints).
+      var inPiece = 0;
       for (i = 0; i < n; i++) {
         v = values[i];
         if (!isFinite(v)) { penDown = false; continue; }
-        if (penDown) ctx.lineTo(X(steps[i]), Y(v)); else ctx.moveTo(X(steps[i]), Y(v));
+        var x = X(steps[i]), y = Y(v);
+        if (!penDown) {
+          ctx.moveTo(x, y);
+        } else {
+          ctx.lineTo(x, y);
+          if (++inPiece === SEGMENTS_PER_STROKE) {
+            ctx.stroke();
+            ctx.beginPath();
+            ctx.moveTo(x, y);
+            inPiece = 0;
+          }
+        }
         penDown = true;
         sent++;
       }
       ctx.stroke();
       return sent;
     }
-    // Dense: one column per device-independent pixel.
-    var col = NaN, first = 0, lo = 0, hi = 0, last = 0, has = false;
+    // Dense (more points than pixels): per pixel column, fill one bar from
+    // the column's lowest to highest value, stretched to reach the previous
+    // column's last value. That is the pixels the polyline would cover, but
+    // filling axis-aligned bars is many times cheaper than stroking a long
+    // antialiased zig-zag, which is what kept the frame rate down with noisy
+    // curves. Columns more than a pixel apart are joined with a stroked line.
+    var half = LINE_WIDTH / 2;
+    var bars = new Path2D(), bridges = new Path2D(), bridged = false;
+    var col = NaN, lo = 0, hi = 0, last = 0, has = false;
+    var prevCol = NaN, prevY = NaN;
     function flush() {
       if (!has) return;
-      var x = col + 0.5;
-      if (penDown) ctx.lineTo(x, Y(first)); else ctx.moveTo(x, Y(first));
-      if (hi !== lo) { ctx.lineTo(x, Y(lo)); ctx.lineTo(x, Y(hi)); sent += 2; }
-      ctx.lineTo(x, Y(last));
-      sent += 2;
-      penDown = true;
+      var top = Y(hi), bottom = Y(lo), y = Y(last);
+      if (col - prevCol === 1) {
+        if (prevY < top) top = prevY;
+        if (prevY > bottom) bottom = prevY;
+      } else if (prevY === prevY) {
+        bridges.moveTo(prevCol + 0.5, prevY);
+        bridges.lineTo(col + 0.5, Y(firstOfCol));
+        bridged = true;
+      }
+      bars.rect(col, top - half, 1, bottom - top + LINE_WIDTH);
+      sent += 1;
+      prevCol = col;
+      prevY = y;
       has = false;
     }
+    var firstOfCol = 0;
     for (i = 0; i < n; i++) {
       v = values[i];
-      if (!isFinite(v)) { flush(); penDown = false; continue; }
+      if (!isFinite(v)) { flush(); prevY = NaN; continue; }
       var c = Math.floor(X(steps[i]));
-      if (c !== col) { flush(); col = c; first = lo = hi = v; has = true; }
+      if (c !== col) { flush(); col = c; firstOfCol = lo = hi = v; has = true; }
       else { if (v < lo) lo = v; if (v > hi) hi = v; }
       last = v;
     }
     flush();
-    ctx.stroke();
+    ctx.fill(bars);
+    if (bridged) ctx.stroke(bridges);
     return sent;
   };
 

@@ -57,6 +57,51 @@
     if (this.steps.length > this.cap) this.thin();
   };
 
+  /**
+   * Replace the whole curve with the server's downsampled one
+   * (GET /api/runs/{run}/series): bucket i starts at steps[i], ends with
+   * values[i], and saw mins[i]..maxs[i]. When buckets hold several points
+   * (exact=false) each becomes up to three points — its extremes inside the
+   * bucket and its last value at the bucket's end — so a noisy curve loaded
+   * late looks like the same curve followed live. `endStep` is the run's last
+   * step, where the newest bucket ends.
+   */
+  Series.prototype.loadBuckets = function (answer, endStep, floor, exact) {
+    var starts = answer.steps || [], last = answer.values || [];
+    var mins = answer.mins || [], maxs = answer.maxs || [];
+    if (exact || mins.length !== starts.length || maxs.length !== starts.length) {
+      this.load(starts, last, floor);
+      return;
+    }
+    var steps = [], values = [], n = starts.length;
+    for (var i = 0; i < n; i++) {
+      var s = Number(starts[i]);
+      var next = i + 1 < n ? Number(starts[i + 1]) - 1 : Math.max(s, Number(endStep));
+      var end = isFinite(next) && next >= s ? next : s;
+      var v = toNumber(last[i]), lo = toNumber(mins[i]), hi = toNumber(maxs[i]);
+      var extremes = [];
+      if (isFinite(lo) && lo !== v) extremes.push(lo);
+      if (isFinite(hi) && hi !== v && hi !== lo) extremes.push(hi);
+      // The extreme farther from where the bucket ends comes first.
+      if (extremes.length === 2 && Math.abs(v - extremes[0]) < Math.abs(v - extremes[1])) extremes.reverse();
+      var span = end - s, m = extremes.length;
+      if (span >= m) {
+        // Spread over the bucket: the first at its start, the last value at its end.
+        for (var k = 0; k < m; k++) {
+          steps.push(s + Math.round((span * k) / (m + 1)));
+          values.push(extremes[k]);
+        }
+      }
+      if (i === 0 && (m === 0 || span < m) && end > s) {
+        steps.push(s); // the curve starts where the run started
+        values.push(v);
+      }
+      steps.push(end);
+      values.push(v);
+    }
+    this.load(steps, values, floor);
+  };
+
   /** Add one point. The common case (a new, higher step) is O(1). */
   Series.prototype.add = function (step, value) {
     var steps = this.steps, n = steps.length;

@@ -69,7 +69,7 @@ class WebSocketFace:
             open_timeout=cfg.handshake_timeout,
             ping_interval=cfg.heartbeat_interval,
             ping_timeout=max(cfg.heartbeat_interval, 10.0),
-            close_timeout=2.0,
+            close_timeout=1.0,
             process_request=self._process_request,
             origins=origins,
             server_header="stream_hub",

@@ -1,0 +1,83 @@
+"""Shared fixtures: real servers on port 0, a clean manager per test, and
+helpers that wait on a condition with a deadline (never a fixed sleep)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from stream_hub import StreamConfig, TrainingStreamServer, get_stream_server_manager
+
+REQUIRE_ALL = os.environ.get("STREAM_HUB_REQUIRE_ALL") == "1"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--torture-seconds", type=float, default=10.0,
+                     help="how long the torture test runs (default 10 s)")
+
+
+def need(condition: bool, what: str) -> None:
+    """Skip when an optional tool is missing — or fail, in CI (STREAM_HUB_REQUIRE_ALL=1)."""
+    if condition:
+        return
+    if REQUIRE_ALL:
+        pytest.fail(f"{what} is required (STREAM_HUB_REQUIRE_ALL=1) but missing")
+    pytest.skip(f"{what} is not available")
+
+
+def need_executable(name: str) -> str:
+    path = shutil.which(name)
+    need(path is not None, f"the {name!r} executable")
+    assert path is not None
+    return path
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(delay)  # test-side polling, bounded by the deadline
+        delay = min(delay * 2, 0.05)
+
+
+def free_config(**changes: Any) -> StreamConfig:
+    """A config on three free ports that never frees anything it finds busy."""
+    values: dict[str, Any] = {"sse_port": 0, "ws_port": 0, "rest_port": 0, "port_conflict": "fail"}
+    values.update(changes)
+    return StreamConfig(**values)
+
+
+@pytest.fixture
+def config() -> StreamConfig:
+    return free_config(heartbeat_interval=1.0)
+
+
+@pytest.fixture
+def server(config: StreamConfig) -> Iterator[TrainingStreamServer]:
+    """A started standalone server (not the managed one); stopped afterwards."""
+    srv = TrainingStreamServer(config)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(autouse=True)
+def clean_manager() -> Iterator[None]:
+    """Every test starts and ends with no managed server and a zero count."""
+    manager = get_stream_server_manager()
+    manager.cleanup()
+    yield
+    manager.cleanup()

@@ -1,0 +1,349 @@
+"""The dashboard in a real browser: headless Chromium (Debian's ``chromium``)
+driven by Playwright's Python package, against a real server on free ports.
+
+The page exposes ``window.streamHub.debug()`` (per-series point counts and step
+ranges, chart draw counts, transport states); the tests read it and the DOM,
+polling with deadlines (``wait_for_function``), never sleeping.
+
+Skipped when Playwright or Chromium is missing, unless
+``STREAM_HUB_REQUIRE_ALL=1``; then they fail. With
+``STREAM_HUB_SAVE_SCREENSHOT=1`` the late-joiner test also writes
+``docs/dashboard.png`` for the README.
+
+Run: ``pytest -m browser tests/test_dashboard.py``
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream_hub import StreamConfig, get_stream_server, get_stream_server_manager
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+REPO = Path(__file__).resolve().parent.parent
+WAIT_MS = 20_000  # deadline of every wait on the page
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("STREAM_HUB_REQUIRE_ALL") == "1":
+        pytest.fail(f"{reason} (STREAM_HUB_REQUIRE_ALL=1 makes this a failure)")
+    pytest.skip(reason)
+
+
+# -- fixtures -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import Error, sync_playwright
+    except ImportError:
+        _missing("playwright is not installed: pip install playwright")
+    if not os.access(CHROMIUM, os.X_OK):
+        _missing(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    with sync_playwright() as playwright:
+        try:
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        except Error as exc:
+            _missing(f"chromium did not start: {exc}")
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, color_scheme="dark")
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield page
+    finally:
+        context.close()
+    assert not errors, f"uncaught JavaScript errors on the dashboard: {errors}"
+
+
+@contextmanager
+def serving(**overrides: Any) -> Iterator[Any]:
+    """A real server on free ports; stopped (ports verified free) afterwards."""
+    manager = get_stream_server_manager()
+    manager.cleanup()
+    config = StreamConfig(sse_port=0, ws_port=0, rest_port=0, port_conflict="fail", **overrides)
+    server = get_stream_server(config=config)
+    try:
+        yield server
+    finally:
+        manager.cleanup()
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def debug(page: Any) -> dict[str, Any]:
+    result: dict[str, Any] = page.evaluate("window.streamHub.debug()")
+    return result
+
+
+def wait_for(page: Any, expression: str, arg: Any = None) -> None:
+    """Wait until ``expression`` (a JS function of ``d = debug()`` and ``arg``) is true."""
+    page.wait_for_function(
+        f"(arg) => {{ const d = window.streamHub && window.streamHub.debug(); return !!d && ({expression}); }}",
+        arg=arg,
+        timeout=WAIT_MS,
+    )
+
+
+def wait_connected(page: Any) -> None:
+    page.wait_for_function(
+        "document.querySelectorAll('.transports .pill[data-state=\"connected\"]').length === 3",
+        timeout=WAIT_MS,
+    )
+
+
+def cell(page: Any, run: str, metric: str) -> Any:
+    return page.locator(f'#latest-table td[data-run="{run}"][data-metric="{metric}"]')
+
+
+def coloured_pixels(page: Any, metric: str, color: str) -> int:
+    """How many pixels of the metric's canvas are drawn in ``color`` (#rrggbb)."""
+    return int(page.evaluate(
+        """([metric, color]) => {
+            const canvas = [...document.querySelectorAll('.chart-card')]
+              .find((card) => card.dataset.metric === metric).querySelector('canvas');
+            const want = [1, 3, 5].map((i) => parseInt(color.slice(i, i + 2), 16));
+            const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+            let hits = 0;
+            for (let i = 0; i < data.length; i += 4) {
+              if (data[i + 3] > 200 && want.every((c, k) => Math.abs(data[i + k] - c) < 40)) hits++;
+            }
+            return hits;
+        }""",
+        [metric, color],
+    ))
+
+
+def run_color(page: Any, run: str) -> str:
+    return next(r["color"] for r in debug(page)["runs"] if r["run"] == run)
+
+
+def screenshot(page: Any, path: Path) -> None:
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000
+
+
+def realistic(run_index: int, step: int, rng: random.Random) -> dict[str, float]:
+    """A training run's metrics: loss falling with noise, accuracy rising, a schedule."""
+    scale = 900 + 350 * run_index
+    return {
+        "loss": 2.3 * math.exp(-step / scale) + 0.15 + rng.gauss(0, 0.04),
+        "acc": 0.97 - 0.87 * math.exp(-step / (1.3 * scale)) + rng.gauss(0, 0.008),
+        "lr": 1e-3 * min(1.0, step / 250) * 0.5 * (1 + math.cos(math.pi * step / 6000)),
+        "throughput": 1800 + 150 * run_index + rng.gauss(0, 40),
+    }
+
+
+# -- tests ----------------------------------------------------------------------------
+
+
+def test_live_charts_latest_values_and_status(page: Any, tmp_path: Path) -> None:
+    with serving() as server:
+        page.goto(server.urls["rest"] + "/")
+        wait_connected(page)
+        assert page.locator("#latest-empty").is_visible()
+
+        for i in range(20):
+            server.log({"loss": 1 / (i + 1), "acc": i / 20}, step=i, run="exp1")
+        wait_for(page, "d.series.exp1 && d.series.exp1.loss && d.series.exp1.loss.maxStep === 19"
+                       " && d.charts.loss && d.charts.loss.xRange && d.charts.loss.xRange[1] === 19")
+        page.wait_for_function(
+            "document.querySelector('#latest-table td[data-run=\"exp1\"][data-metric=\"loss\"]')"
+            "?.textContent === '0.05'"
+        )
+        assert cell(page, "exp1", "acc").text_content() == "0.95"
+        color = run_color(page, "exp1")
+        assert coloured_pixels(page, "loss", color) > 50, "no line drawn in the run's colour"
+        draws = debug(page)["charts"]["loss"]["draws"]
+
+        # Live: more steps and a second run (with a NaN) show up without a reload.
+        for i in range(20, 40):
+            server.log({"loss": 1 / (i + 1), "acc": i / 40}, step=i, run="exp1")
+            server.log({"loss": 2 / (i + 1), "acc": i / 80}, step=i, run="exp2")
+        server.log({"loss": float("nan"), "acc": 0.5}, step=40, run="exp2")
+        wait_for(page, "d.series.exp2 && d.series.exp2.acc && d.series.exp2.acc.maxStep === 40"
+                       " && d.series.exp1.loss.maxStep === 39")
+        page.wait_for_function(
+            "document.querySelector('#latest-table td[data-run=\"exp1\"][data-metric=\"acc\"]')"
+            "?.textContent === '0.975'"
+        )
+        assert cell(page, "exp2", "loss").text_content() == "NaN"
+        assert "nonfinite" in (cell(page, "exp2", "loss").get_attribute("class") or "")
+        d = debug(page)
+        assert d["charts"]["loss"]["draws"] > draws
+        assert d["charts"]["loss"]["xRange"][1] == 40
+        assert d["series"]["exp1"]["loss"]["points"] == 40  # no duplicates, none lost
+        assert d["series"]["exp1"]["loss"]["rewrites"] == 0
+        assert d["series"]["exp2"]["loss"]["points"] == 21  # NaN kept as a break in the line
+        assert d["stats"]["duplicates"] == 0
+        assert coloured_pixels(page, "loss", run_color(page, "exp2")) > 50
+        assert page.locator('.chart-card[data-metric="loss"] .chart-legend .item').count() == 2
+        assert page.locator("#runs-list .run").count() == 2
+        assert d["transports"] == {"sse": "connected", "ws": "connected", "rest": "connected"}
+        for name in ("sse", "ws", "rest"):
+            assert page.locator(f"#status-{name}").get_attribute("data-state") == "connected"
+
+        # Hover shows the step and every run's value at it.
+        box = page.locator('.chart-card[data-metric="loss"] canvas').bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] / 2)
+        tooltip = page.locator("#tooltip")
+        tooltip.wait_for(state="visible")
+        text = tooltip.text_content() or ""
+        assert "step" in text and "exp1" in text and "exp2" in text
+
+        # Hiding a run takes it off the charts.
+        page.locator('#runs-list .run[data-run="exp2"]').click()
+        wait_for(page, "d.runs.find((r) => r.run === 'exp2').visible === false")
+        page.wait_for_function(
+            "document.querySelector('.chart-card[data-metric=\"loss\"]').dataset.series === '1'"
+        )
+        screenshot(page, tmp_path / "dashboard-live.png")
+
+
+def test_late_joiner_sees_the_whole_curve(page: Any, tmp_path: Path) -> None:
+    # A ring of 1000 events cannot hold 3 runs x 5000 steps: the curve has to
+    # come from the server's whole-run series.
+    with serving(history_size=1000) as server:
+        rng = random.Random(7)
+        runs = ["exp1", "exp2", "baseline"]
+        for step in range(5000):
+            for index, run in enumerate(runs):
+                server.log(realistic(index, step, rng), step=step, run=run)
+
+        page.goto(server.urls["rest"] + "/")
+        wait_connected(page)
+        wait_for(page, "!d.loading && d.series.exp1 && d.series.exp1.loss"
+                       " && d.series.exp1.loss.maxStep >= 4999 && d.charts.loss && d.charts.loss.draws > 0")
+        d = debug(page)
+        for run in runs:
+            for metric in ("loss", "acc", "lr", "throughput"):
+                s = d["series"][run][metric]
+                assert s["minStep"] == 0, (run, metric, s)
+                assert s["maxStep"] == 4999, (run, metric, s)
+                assert 200 <= s["points"] <= 5000, (run, metric, s)
+        assert d["charts"]["loss"]["xRange"] == [0, 4999]
+        assert d["stats"]["gaps"] == 0
+        assert cell(page, "baseline", "lr").text_content() != "–"
+
+        # Then it follows live from where the snapshot ended: nothing twice.
+        before = d["series"]["exp1"]["loss"]["points"]
+        for step in range(5000, 5050):
+            for index, run in enumerate(runs):
+                server.log(realistic(index, step, rng), step=step, run=run)
+        wait_for(page, "d.series.exp1.loss.maxStep === 5049 && d.series.baseline.acc.maxStep === 5049")
+        d = debug(page)
+        assert d["series"]["exp1"]["loss"]["points"] == before + 50
+        assert d["series"]["exp1"]["loss"]["rewrites"] == 0
+        assert d["charts"]["loss"]["xRange"] == [0, 5049]
+        assert d["latest"]["exp1"]["loss"]["step"] == 5049
+
+        box = page.locator('.chart-card[data-metric="loss"] canvas').bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.42, box["y"] + box["height"] * 0.5)
+        page.locator("#tooltip").wait_for(state="visible")
+        screenshot(page, tmp_path / "dashboard-late.png")
+        if os.environ.get("STREAM_HUB_SAVE_SCREENSHOT") == "1":
+            (REPO / "docs").mkdir(exist_ok=True)
+            page.screenshot(path=str(REPO / "docs" / "dashboard.png"), full_page=True)
+
+
+def test_resumes_after_a_restart_without_duplicates(page: Any) -> None:
+    with serving() as server:
+        for i in range(30):
+            server.log({"loss": 1 / (i + 1)}, step=i, run="exp1")
+        page.goto(server.urls["rest"] + "/")
+        wait_connected(page)
+        wait_for(page, "d.series.exp1 && d.series.exp1.loss && d.series.exp1.loss.maxStep === 29")
+
+        get_stream_server_manager().force_restart()
+        for i in range(30, 60):
+            server.log({"loss": 1 / (i + 1)}, step=i, run="exp1")
+        wait_for(page, "d.series.exp1.loss.maxStep === 59 && d.connects.sse >= 2")
+        wait_connected(page)
+        d = debug(page)
+        assert d["series"]["exp1"]["loss"]["points"] == 60
+        assert d["series"]["exp1"]["loss"]["rewrites"] == 0
+        assert d["stats"]["epochChanges"] == 0
+
+
+def test_stays_smooth_with_5_runs_x_10_metrics_at_50_updates_per_second(page: Any) -> None:
+    metrics = [f"m{k}" for k in range(10)]
+    with serving() as server:
+        page.goto(server.urls["rest"] + "/")
+        wait_connected(page)
+        page.evaluate("window.__frames = 0; (function tick() { window.__frames++; requestAnimationFrame(tick); })()")
+
+        stop = threading.Event()
+        published = {f"run{r}": 0 for r in range(5)}
+
+        def train(run: str) -> None:
+            rng = random.Random(run)
+            step = 0
+            next_at = time.monotonic()
+            while not stop.is_set():
+                server.log({m: rng.random() for m in metrics}, step=step, run=run)
+                published[run] += 1
+                step += 1
+                next_at += 1 / 50
+                time.sleep(max(0.0, next_at - time.monotonic()))
+
+        threads = [threading.Thread(target=train, args=(f"run{r}",)) for r in range(5)]
+        for thread in threads:
+            thread.start()
+        try:
+            stop.wait(4.0)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        last_seq = server.status()["last_seq"]
+        wait_for(page, "d.lastSeq >= arg", last_seq)
+        wait_for(page, "Object.values(d.charts).length === 10 && !d.loading")
+        d = debug(page)
+        frames = page.evaluate("window.__frames")
+        received = d["stats"]["applied"]
+        assert received == sum(published.values()), (received, published)
+        # Batched: each chart is drawn at most once per frame, far fewer times
+        # than events arrived.
+        for metric, chart in d["charts"].items():
+            assert chart["draws"] <= d["stats"]["frames"], (metric, chart["draws"], d["stats"]["frames"])
+            assert chart["draws"] < received / 2, (metric, chart["draws"], received)
+        assert d["stats"]["chartDraws"] <= 10 * d["stats"]["frames"]
+        # Generous bounds for a shared 2-core machine: the page must not stall.
+        assert d["stats"]["maxFrameMs"] < 500, d["stats"]
+        assert frames > 20, frames
+        for r in range(5):
+            for m in metrics:
+                assert d["series"][f"run{r}"][m]["rewrites"] == 0

@@ -1,0 +1,394 @@
+"""The I/O-free core on its own: no sockets, no event loop."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream_hub.events import ws_text_frame
+from stream_hub.hub import SSE, WS, Hub
+from stream_hub.runs import Series
+
+
+def events_of(chunk: bytes, fmt: int = SSE) -> list[dict[str, Any]]:
+    """Decode a chunk the hub produced back into event dicts."""
+    if fmt == SSE:
+        out = []
+        for frame in chunk.split(b"\n\n"):
+            if not frame:
+                continue
+            lines = dict(line.split(b": ", 1) for line in frame.split(b"\n"))
+            event = json.loads(lines[b"data"])
+            assert int(lines[b"id"]) == event["seq"]
+            assert lines[b"event"].decode() == event["type"]
+            out.append(event)
+        return out
+    if fmt == WS:
+        out, i = [], 0
+        while i < len(chunk):
+            assert chunk[i] == 0x81  # FIN + text
+            n = chunk[i + 1]
+            i += 2
+            if n == 126:
+                n = int.from_bytes(chunk[i:i + 2], "big")
+                i += 2
+            elif n == 127:
+                n = int.from_bytes(chunk[i:i + 8], "big")
+                i += 8
+            out.append(json.loads(chunk[i:i + n]))
+            i += n
+        return out
+    return [json.loads(b) for b in chunk]
+
+
+def read_all(hub: Hub, cursor: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    while True:
+        chunk, n = hub.read(cursor)
+        if not chunk:
+            return out
+        decoded = events_of(chunk, cursor.fmt)
+        assert len(decoded) == n
+        out += decoded
+
+
+# -- publishing -------------------------------------------------------------------
+
+
+def test_log_numbers_events_from_one_and_commits_inline_without_a_loop() -> None:
+    hub = Hub(100)
+    assert hub.log({"loss": 0.5}, step=1, run="a") == 1
+    assert hub.log({"loss": 0.25}, step=2) == 2
+    assert hub.head == 2
+    events = read_all(hub, hub.open_cursor(0))
+    assert [e["seq"] for e in events] == [1, 2]
+    first = events[0]
+    assert first["type"] == "metric" and first["run"] == "a" and first["step"] == 1
+    assert first["metrics"] == {"loss": 0.5} and first["epoch"] == hub.epoch
+    assert isinstance(first["ts"], float)
+    assert events[1]["run"] == "default"
+
+
+def test_log_rejects_non_numbers_in_the_callers_thread() -> None:
+    hub = Hub(10)
+    for bad in ({"loss": "0.1"}, {"loss": None}, {"loss": [1]}, {"loss": 1j}, {3: 1.0}, [1, 2]):
+        with pytest.raises(TypeError):
+            hub.log(bad)
+    with pytest.raises(TypeError):
+        hub.log({"x": 1}, step="3")
+    with pytest.raises(TypeError):
+        hub.log({"x": 1}, run=5)
+    assert hub.last_seq == 0  # nothing was numbered
+
+
+def test_log_accepts_bool_and_float_like_scalars() -> None:
+    class Scalar:
+        def __float__(self) -> float:
+            return 2.5
+
+    hub = Hub(10)
+    hub.log({"flag": True, "s": Scalar(), "i": 3}, step=True.__index__())
+    (event,) = read_all(hub, hub.open_cursor(0))
+    assert event["metrics"] == {"flag": 1, "s": 2.5, "i": 3}
+
+
+def test_log_copies_the_metrics_dict() -> None:
+    hub = Hub(10)
+    metrics = {"loss": 1.0}
+    hub.wake = lambda: None  # hold the commit back
+    hub.log(metrics)
+    metrics["loss"] = 99.0
+    hub.wake = None
+    hub.commit()
+    (event,) = read_all(hub, hub.open_cursor(0))
+    assert event["metrics"]["loss"] == 1.0
+
+
+def test_non_finite_values_travel_as_strings_that_parse_back() -> None:
+    hub = Hub(10)
+    hub.log({"a": math.nan, "b": math.inf, "c": -math.inf, "d": 1.5})
+    (event,) = read_all(hub, hub.open_cursor(0))
+    assert event["metrics"] == {"a": "NaN", "b": "Infinity", "c": "-Infinity", "d": 1.5}
+    assert math.isnan(float(event["metrics"]["a"])) and float(event["metrics"]["b"]) == math.inf
+
+
+def test_unencodable_event_is_rejected_as_a_gap_that_keeps_seq_contiguous() -> None:
+    hub = Hub(10)
+    hub.publish("log", {"text": "ok"})
+    hub.publish("log", {"bad": {1, 2}})  # a set is not JSON
+    hub.publish("log", {"text": "after"})
+    events = read_all(hub, hub.open_cursor(0))
+    assert [e["seq"] for e in events] == [1, 2, 3]
+    assert events[1]["type"] == "gap" and events[1]["data"]["reason"] == "rejected"
+    assert hub.counters.rejected == 1
+
+
+def test_reserved_and_malformed_types_are_refused() -> None:
+    hub = Hub(10)
+    for bad in ("gap", "shutdown", "error", "", "two words", "a\nb", 5):
+        with pytest.raises(TypeError):
+            hub.publish(bad, {})
+
+
+def test_wake_is_called_once_per_batch() -> None:
+    hub = Hub(100)
+    calls = []
+    hub.wake = lambda: calls.append(1)
+    for i in range(50):
+        hub.log({"x": i})
+    assert len(calls) == 1
+    assert hub.commit() == 50
+    hub.log({"x": 1})
+    assert len(calls) == 2
+
+
+def test_concurrent_submitters_get_unique_ordered_seqs() -> None:
+    hub = Hub(100_000)
+    hub.wake = lambda: None
+    seqs: list[list[int]] = [[] for _ in range(8)]
+
+    def worker(i: int) -> None:
+        for step in range(2000):
+            seqs[i].append(hub.log({"x": step}, step=step, run=f"t{i}"))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    hub.commit()
+    flat = sorted(s for per in seqs for s in per)
+    assert flat == list(range(1, 16001))
+    for per in seqs:
+        assert per == sorted(per)
+    events = read_all(hub, hub.open_cursor(0))
+    assert [e["seq"] for e in events] == list(range(1, 16001))
+    for i in range(8):
+        steps = [e["step"] for e in events if e["run"] == f"t{i}"]
+        assert steps == list(range(2000))
+
+
+# -- cursors, resume, gaps -----------------------------------------------------------
+
+
+def test_resume_gives_exactly_the_later_events() -> None:
+    hub = Hub(100)
+    for i in range(10):
+        hub.log({"x": i})
+    assert [e["seq"] for e in read_all(hub, hub.open_cursor(7))] == [8, 9, 10]
+    assert read_all(hub, hub.open_cursor(10)) == []
+    assert read_all(hub, hub.open_cursor(None)) == []
+
+
+def test_resume_from_before_history_announces_the_gap() -> None:
+    hub = Hub(5)
+    for i in range(12):
+        hub.log({"x": i})
+    events = read_all(hub, hub.open_cursor(3))
+    gap = events[0]
+    assert gap["type"] == "gap" and gap["seq"] == 7
+    assert gap["data"] == {"lost": 4, "from": 4, "to": 7, "reason": "behind"}
+    assert [e["seq"] for e in events[1:]] == [8, 9, 10, 11, 12]
+    assert hub.counters.dropped == 4
+
+
+def test_zero_means_everything_still_in_history() -> None:
+    hub = Hub(5)
+    for i in range(12):
+        hub.log({"x": i})
+    assert [e["seq"] for e in read_all(hub, hub.open_cursor(0))] == [8, 9, 10, 11, 12]
+
+
+def test_resume_from_another_epoch_replays_history_after_a_gap() -> None:
+    hub = Hub(5)
+    for i in range(3):
+        hub.log({"x": i})
+    events = read_all(hub, hub.open_cursor(2, epoch="someoneelse"))
+    assert events[0]["type"] == "gap" and events[0]["data"]["reason"] == "epoch"
+    assert [e["seq"] for e in events[1:]] == [1, 2, 3]
+    # A seq beyond anything we numbered is from another epoch too.
+    events = read_all(hub, hub.open_cursor(500))
+    assert events[0]["type"] == "gap" and [e["seq"] for e in events[1:]] == [1, 2, 3]
+
+
+def test_slow_subscriber_skips_ahead_while_others_keep_up() -> None:
+    hub = Hub(8)
+    slow = hub.open_cursor(None)
+    fast = hub.open_cursor(None)
+    for i in range(20):
+        hub.log({"x": i})
+        assert [e["seq"] for e in read_all(hub, fast)] == [i + 1]
+    events = read_all(hub, slow)
+    assert events[0]["type"] == "gap" and events[0]["data"]["lost"] == 12
+    assert [e["seq"] for e in events[1:]] == list(range(13, 21))
+
+
+def test_filters_by_run_and_type_let_server_events_through() -> None:
+    hub = Hub(100)
+    hub.log({"x": 1}, run="a")
+    hub.log({"x": 2}, run="b")
+    hub.publish("log", {"t": 1}, run="a")
+    hub.submit("shutdown", None, None, {"reason": "stop"})
+    by_run = read_all(hub, hub.open_cursor(0, runs=["a"]))
+    assert [e["seq"] for e in by_run] == [1, 3, 4]
+    by_type = read_all(hub, hub.open_cursor(0, types=["log"]))
+    assert [e["type"] for e in by_type] == ["log", "shutdown"]
+
+
+def test_formats_carry_the_same_event() -> None:
+    hub = Hub(100)
+    hub.log({"loss": 0.1}, step=3, run="r")
+    hub.publish("text", {"s": "x" * 70_000})  # long enough for the 8-byte WS length
+    sse = read_all(hub, hub.open_cursor(0, fmt=SSE))
+    ws = read_all(hub, hub.open_cursor(0, fmt=WS))
+    assert sse == ws
+    history, more = hub.history(0)
+    assert [json.loads(b) for b in history] == sse and not more
+    assert ws_text_frame(b"x" * 200)[:4] == b"\x81\x7e\x00\xc8"
+
+
+def test_history_limit_and_filters() -> None:
+    hub = Hub(100)
+    for i in range(10):
+        hub.log({"x": i}, run="a" if i % 2 else "b")
+    events, more = hub.history(0, limit=3)
+    assert [json.loads(e)["seq"] for e in events] == [1, 2, 3] and more
+    events, more = hub.history(3, runs=["a"])
+    assert [json.loads(e)["seq"] for e in events] == [4, 6, 8, 10] and not more
+
+
+def test_chunks_are_bounded_and_shared_between_cursors() -> None:
+    hub = Hub(10_000)
+    for i in range(5000):
+        hub.log({"x": i})
+    a, b = hub.open_cursor(0), hub.open_cursor(0)
+    chunk_a, n_a = hub.read(a)
+    chunk_b, n_b = hub.read(b)
+    assert n_a == n_b == 4096 and chunk_a is chunk_b  # encoded once, sent to both
+    assert hub.read(a)[1] == 5000 - 4096
+
+
+# -- property-based: resume and gap ------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    capacity=st.integers(1, 30),
+    published=st.integers(0, 80),
+    since=st.integers(0, 100),
+)
+def test_resume_is_exact_or_announces_exactly_what_was_lost(
+    capacity: int, published: int, since: int
+) -> None:
+    hub = Hub(capacity)
+    for i in range(published):
+        hub.log({"x": i})
+    events = read_all(hub, hub.open_cursor(since))
+    seqs = [e["seq"] for e in events if e["type"] != "gap"]
+    gaps = [e for e in events if e["type"] == "gap"]
+    oldest = max(1, published - capacity + 1)
+    if since > published:  # from another epoch: everything kept, after a gap
+        assert len(gaps) == 1 and gaps[0]["data"]["reason"] == "epoch"
+        assert seqs == list(range(oldest, published + 1))
+    elif since == 0 or since >= oldest - 1:
+        assert gaps == [] and seqs == list(range(since + 1 if since else oldest, published + 1))
+    else:
+        assert len(gaps) == 1 and gaps[0]["data"]["lost"] == oldest - 1 - since
+        assert gaps[0]["seq"] == oldest - 1
+        assert seqs == list(range(oldest, published + 1))
+    all_seqs = [e["seq"] for e in events]
+    assert all_seqs == sorted(set(all_seqs))  # strictly increasing
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    capacity=st.integers(1, 20),
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("publish"), st.integers(1, 15)),
+            st.tuples(st.just("read"), st.integers(0, 3)),
+            st.tuples(st.just("resume"), st.integers(0, 3)),
+        ),
+        max_size=60,
+    ),
+)
+def test_any_interleaving_keeps_every_subscriber_ordered_and_gapless(
+    capacity: int, ops: list[tuple[str, int]]
+) -> None:
+    """Each subscriber sees strictly increasing seqs; every hole is announced by a
+    gap event whose counts add up exactly."""
+    hub = Hub(capacity)
+    cursors = [hub.open_cursor(0, fmt=fmt) for fmt in (SSE, WS, SSE, WS)]
+    seen: list[list[dict[str, Any]]] = [[] for _ in cursors]
+    # Resuming from 0 asks for "everything still in history": where that starts.
+    first = [1 for _ in cursors]
+    for op, arg in ops:
+        if op == "publish":
+            for i in range(arg):
+                hub.log({"x": i}, run="r")
+        elif op == "read":
+            seen[arg] += read_one(hub, cursors[arg])
+        else:
+            last = seen[arg][-1]["seq"] if seen[arg] else 0
+            if last == 0:
+                first[arg] = hub.oldest
+            cursors[arg] = hub.open_cursor(last, fmt=cursors[arg].fmt)
+    for i, cursor in enumerate(cursors):
+        seen[i] += read_all(hub, cursor)
+        expected = first[i]
+        previous = 0
+        for event in seen[i]:
+            assert event["seq"] > previous
+            previous = event["seq"]
+            if event["type"] == "gap":
+                assert event["data"]["from"] == expected
+                expected = event["data"]["to"] + 1
+            else:
+                assert event["seq"] == expected
+                expected += 1
+        assert expected == hub.head + 1  # nothing silently missing at the end
+
+
+def read_one(hub: Hub, cursor: Any) -> list[dict[str, Any]]:
+    chunk, _ = hub.read(cursor)
+    return events_of(chunk, cursor.fmt) if chunk else []
+
+
+# -- whole-run series ----------------------------------------------------------------
+
+
+def test_series_stays_bounded_and_spans_the_whole_run() -> None:
+    s = Series(100)
+    for step in range(100_000):
+        s.append(step, math.sin(step / 1000))
+    snap = s.snapshot()
+    assert len(snap["steps"]) <= 100
+    assert snap["steps"][0] == 0 and snap["steps"][-1] > 95_000
+    assert snap["steps"] == sorted(snap["steps"])
+    assert min(snap["mins"]) == pytest.approx(-1, abs=1e-3)
+    assert max(snap["maxs"]) == pytest.approx(1, abs=1e-3)
+    assert len(s.snapshot(10)["steps"]) <= 10
+
+
+def test_series_keeps_spikes_in_min_max() -> None:
+    s = Series(16)
+    for step in range(1000):
+        s.append(step, 1000.0 if step == 517 else 1.0)
+    assert max(s.snapshot()["maxs"]) == 1000.0
+
+
+def test_run_index_tracks_latest_and_counts() -> None:
+    hub = Hub(10)
+    hub.log({"loss": 2.0, "acc": 0.1}, step=1, run="a")
+    hub.log({"loss": 1.0}, step=2, run="a")
+    hub.publish("log", {"t": "x"}, run="a")
+    summary = hub.runs.runs["a"].describe()
+    assert summary["last_step"] == 2 and summary["metrics"] == ["acc", "loss"]
+    assert summary["events"] == 3 and summary["metric_events"] == 2
+    assert hub.runs.runs["a"].latest == {"loss": 1.0, "acc": 0.1}

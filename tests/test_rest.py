@@ -1,0 +1,540 @@
+"""The REST face against a real server on port 0 and a real httpx client."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream_hub import TrainingStreamServer, get_stream_server
+
+from .conftest import free_config, wait_for
+
+STATUS_KEYS = {
+    "running", "ref_count", "pid", "uptime_s", "ports", "urls", "epoch", "last_seq",
+    "history", "clients", "events", "loop_thread_alive", "restarts",
+}
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"not valid JSON: bare {name}")
+
+
+def strict_json(response: httpx.Response) -> Any:
+    """The body as JSON, refusing NaN/Infinity tokens (Python accepts them)."""
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    return json.loads(response.text, parse_constant=_reject_constant)
+
+
+def get(server: TrainingStreamServer, path: str, **kwargs: Any) -> httpx.Response:
+    return httpx.get(f"{server.urls['rest']}{path}", timeout=10, **kwargs)
+
+
+def post(server: TrainingStreamServer, path: str, **kwargs: Any) -> httpx.Response:
+    return httpx.post(f"{server.urls['rest']}{path}", timeout=10, **kwargs)
+
+
+def error_message(response: httpx.Response) -> str:
+    """The message of a 4xx: ours ({"error": ...}) or FastAPI's validation detail."""
+    body = strict_json(response)
+    if "error" in body:
+        return str(body["error"])
+    detail = body["detail"]
+    return "; ".join(d["msg"] for d in detail) if isinstance(detail, list) else str(detail)
+
+
+def committed(server: TrainingStreamServer, seq: int) -> None:
+    wait_for(lambda: server.status()["last_seq"] >= seq, what=f"seq {seq} committed")
+
+
+def fill(server: TrainingStreamServer, n: int, run: str = "r") -> list[int]:
+    seqs = [server.log({"i": i}, step=i, run=run) for i in range(n)]
+    committed(server, seqs[-1])
+    return seqs
+
+
+def history(server: TrainingStreamServer, **params: Any) -> dict[str, Any]:
+    response = get(server, "/api/history", params=params)
+    assert response.status_code == 200, response.text
+    return strict_json(response)
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., TrainingStreamServer]]:
+    servers: list[TrainingStreamServer] = []
+
+    def make(**changes: Any) -> TrainingStreamServer:
+        srv = TrainingStreamServer(free_config(**changes))
+        srv.start()
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        srv.stop()
+
+
+# -- health, status ---------------------------------------------------------------------------
+
+
+def test_health(server):
+    response = get(server, "/health")
+    assert response.status_code == 200
+    assert strict_json(response)["status"] == "ok"
+
+
+def test_status_has_exactly_the_contract_keys(server):
+    seq = server.log({"x": 1})
+    committed(server, seq)
+    response = get(server, "/api/status")
+    assert response.status_code == 200
+    status = strict_json(response)
+    assert set(status) == STATUS_KEYS
+    assert set(status["history"]) == {"size", "capacity"}
+    assert set(status["clients"]) == {"sse", "ws"}
+    assert set(status["events"]) == {"published", "delivered", "dropped", "rejected"}
+    assert set(status["ports"]) == {"sse", "ws", "rest"}
+    assert set(status["urls"]) == {"sse", "ws", "rest"}
+    assert status["running"] is True
+    assert status["loop_thread_alive"] is True
+    assert status["ports"] == server.ports
+    assert status["urls"]["rest"] == server.urls["rest"]
+    assert status["last_seq"] == seq
+    assert status["history"] == {"size": seq, "capacity": server.config.history_size}
+    assert status["events"]["published"] == seq
+    assert status["restarts"] == 0
+    assert status["ref_count"] == 0  # a standalone server, not the managed one
+    assert status["uptime_s"] >= 0
+    assert isinstance(status["pid"], int) and isinstance(status["epoch"], str)
+
+
+# -- runs and latest values --------------------------------------------------------------------
+
+
+def _runs_fixture(server: TrainingStreamServer) -> int:
+    for step in range(5):
+        server.log({"loss": 1.0 / (step + 1), "acc": step / 10}, step=step, run="a")
+    server.publish("log", {"text": "hi"}, run="a")
+    server.log({"x": 7}, step=10, run="b")
+    last = server.log({"x": 8}, step=11, run="b")
+    committed(server, last)
+    return last
+
+
+def test_runs_list_last_step_metric_names_and_counts(server):
+    last = _runs_fixture(server)
+    body = strict_json(get(server, "/api/runs"))
+    assert body["last_seq"] == last
+    runs = {r["run"]: r for r in body["runs"]}
+    assert set(runs) == {"a", "b"}
+    assert runs["a"]["last_step"] == 4
+    assert sorted(runs["a"]["metrics"]) == ["acc", "loss"]
+    assert runs["a"]["events"] == 6
+    assert runs["a"]["metric_events"] == 5
+    assert runs["b"]["last_step"] == 11
+    assert runs["b"]["metrics"] == ["x"]
+    assert runs["b"]["events"] == 2
+    assert runs["b"]["last_seq"] == last
+
+
+def test_latest_metrics_all_runs(server):
+    _runs_fixture(server)
+    body = strict_json(get(server, "/api/metrics/latest"))
+    assert set(body["runs"]) == {"a", "b"}
+    assert body["runs"]["a"]["metrics"] == {"loss": 0.2, "acc": 0.4}
+    assert body["runs"]["a"]["step"] == 4
+    assert body["runs"]["b"]["metrics"] == {"x": 8}
+
+
+def test_latest_metrics_one_run(server):
+    _runs_fixture(server)
+    body = strict_json(get(server, "/api/metrics/latest", params={"run": "b"}))
+    assert body["run"] == "b"
+    assert body["step"] == 11
+    assert body["metrics"] == {"x": 8}
+
+
+def test_latest_metrics_unknown_run_is_404(server):
+    _runs_fixture(server)
+    response = get(server, "/api/metrics/latest", params={"run": "nope"})
+    assert response.status_code == 404
+    assert "nope" in error_message(response)
+
+
+def test_latest_non_finite_values_are_valid_json(server):
+    seq = server.log({"nan": math.nan, "inf": math.inf, "ninf": -math.inf}, step=1, run="n")
+    committed(server, seq)
+    body = strict_json(get(server, "/api/metrics/latest", params={"run": "n"}))
+    assert body["metrics"] == {"nan": "NaN", "inf": "Infinity", "ninf": "-Infinity"}
+
+
+# -- history -----------------------------------------------------------------------------------
+
+
+def test_history_default_is_everything_in_order(server):
+    seqs = fill(server, 10)
+    body = history(server)
+    assert [e["seq"] for e in body["events"]] == list(range(1, seqs[-1] + 1))
+    assert body["events"][0]["type"] == "status"
+    assert body["epoch"] == server.status()["epoch"]
+    assert body["last_seq"] == seqs[-1]
+    assert body["more"] is False
+
+
+def test_history_since_is_exact(server):
+    seqs = fill(server, 10)
+    body = history(server, since=seqs[3])
+    assert [e["seq"] for e in body["events"]] == seqs[4:]
+    assert [e["step"] for e in body["events"]] == list(range(4, 10))
+
+
+def test_history_limit_and_more_paging(server):
+    seqs = fill(server, 25)
+    page = history(server, since=0, limit=10)
+    assert [e["seq"] for e in page["events"]] == list(range(1, 11))
+    assert page["more"] is True
+    collected = list(page["events"])
+    pages = 1
+    while page["more"]:
+        page = history(server, since=collected[-1]["seq"], limit=10)
+        collected += page["events"]
+        pages += 1
+        assert pages < 10
+    assert [e["seq"] for e in collected] == list(range(1, seqs[-1] + 1))
+    assert pages == 3
+
+
+def test_history_filters(server):
+    _runs_fixture(server)
+    by_run = history(server, run="a")["events"]
+    assert {e["run"] for e in by_run if e["type"] != "status"} == {"a"}
+    assert len([e for e in by_run if e["run"] == "a"]) == 6
+    by_type = history(server, types="log")["events"]
+    assert [(e["type"], e["run"]) for e in by_type] == [("log", "a")]
+    both = history(server, run="b", types="metric")["events"]
+    assert [e["metrics"] for e in both] == [{"x": 7}, {"x": 8}]
+    several = history(server, run=["a", "b"], types="metric")["events"]
+    assert len(several) == 7
+
+
+def test_history_gap_when_since_left_history(make_server):
+    server = make_server(history_size=10)
+    seqs = fill(server, 30)
+    head, oldest = seqs[-1], seqs[-1] - 9
+    events = history(server, since=4)["events"]
+    gap, rest = events[0], events[1:]
+    assert gap["type"] == "gap"
+    assert gap["seq"] == oldest - 1
+    assert gap["data"]["lost"] == oldest - 1 - 4
+    assert [e["seq"] for e in rest] == list(range(oldest, head + 1))
+    # since=0 means "everything still kept": no gap.
+    assert [e["type"] for e in history(server, since=0)["events"]] == ["metric"] * 10
+
+
+@pytest.mark.parametrize("params", [
+    {"since": "-1"}, {"since": "abc"}, {"since": "1.5"}, {"since": "9" * 40},
+    {"limit": "0"}, {"limit": "abc"}, {"limit": "-5"}, {"limit": "100000000"},
+    {"epoch": "x" * 100},
+], ids=lambda p: "&".join(f"{k}={v[:10]}" for k, v in p.items()))
+def test_history_bad_params_are_4xx_with_message(server, params):
+    response = get(server, "/api/history", params=params)
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    message = error_message(response)
+    assert message
+    name = next(iter(params))
+    assert name in response.text
+
+
+# -- publish ------------------------------------------------------------------------------------
+
+
+def test_publish_single_event(server):
+    before = fill(server, 1)[-1]  # and the server's "started" event is committed
+    response = post(server, "/api/publish",
+                    json={"type": "metric", "run": "ext", "step": 5, "metrics": {"loss": 0.3}})
+    assert response.status_code == 200, response.text
+    body = strict_json(response)
+    assert body["seqs"] == [before + 1]
+    assert body["last_seq"] == before + 1
+    event, = history(server, since=before)["events"]
+    assert event["seq"] == before + 1
+    assert (event["type"], event["run"], event["step"], event["metrics"]) == (
+        "metric", "ext", 5, {"loss": 0.3})
+
+
+def test_publish_event_list(server):
+    before = fill(server, 1)[-1]  # and the server's "started" event is committed
+    events = [
+        {"run": "ext", "step": 1, "metrics": {"loss": 0.5}},  # type defaults to metric
+        {"type": "log", "run": "ext", "data": {"text": "hello"}},
+        {"type": "metric", "run": "ext2", "metrics": {"acc": 1}, "ts": 1700000000.5},
+    ]
+    response = post(server, "/api/publish", json={"events": events})
+    assert response.status_code == 200, response.text
+    body = strict_json(response)
+    assert body["seqs"] == [before + 1, before + 2, before + 3]
+    got = history(server, since=before)["events"]
+    assert [e["seq"] for e in got] == body["seqs"]
+    assert [e["type"] for e in got] == ["metric", "log", "metric"]
+    assert got[0]["metrics"] == {"loss": 0.5}
+    assert got[1]["data"] == {"text": "hello"}
+    assert got[2]["ts"] == 1700000000.5
+    runs = {r["run"] for r in strict_json(get(server, "/api/runs"))["runs"]}
+    assert {"ext", "ext2"} <= runs
+
+
+def test_publish_non_numeric_metric_is_422_naming_it(server):
+    fill(server, 1)
+    before = server.status()
+    response = post(server, "/api/publish", json={"metrics": {"ok": 1, "loss": "low"}})
+    assert response.status_code == 422
+    assert "loss" in error_message(response)
+    after = server.status()
+    assert after["last_seq"] == before["last_seq"]
+    assert after["events"]["rejected"] == before["events"]["rejected"] + 1
+
+
+def test_publish_is_all_or_nothing(server):
+    before = fill(server, 1)[-1]  # and the server's "started" event is committed
+    response = post(server, "/api/publish", json={"events": [
+        {"metrics": {"a": 1}}, {"metrics": {"b": [1, 2]}}]})
+    assert response.status_code == 422
+    assert "event 1" in error_message(response) and "'b'" in error_message(response)
+    assert server.status()["last_seq"] == before
+    assert history(server, since=before)["events"] == []
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"", b'{"metrics": {"x": 1}', b"\xff\xfe"])
+def test_publish_invalid_json_is_400(server, body):
+    response = post(server, "/api/publish", content=body,
+                    headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert "JSON" in error_message(response)
+
+
+@pytest.mark.parametrize("event_type", ["gap", "shutdown", "error"])
+def test_publish_reserved_type_is_422(server, event_type):
+    response = post(server, "/api/publish", json={"type": event_type, "data": {}})
+    assert response.status_code == 422
+    assert "reserved" in error_message(response)
+
+
+@pytest.mark.xfail(reason="BUG (contract): CONTRACT.md lists 'status' as a server event, but "
+                          "events.RESERVED_TYPES is {gap, shutdown, error}, so anyone can "
+                          "publish fake 'status' events (POST /api/publish and server.publish)",
+                   strict=True)
+def test_publish_server_status_type_is_refused(server):
+    response = post(server, "/api/publish", json={"type": "status", "data": {"state": "fake"}})
+    assert response.status_code == 422
+
+
+@pytest.mark.parametrize("body", [
+    {"events": []}, {"events": "x"}, [1], {"metrics": {"x": 1}, "bogus": 1},
+    {"type": "log", "run": 5}, {"metrics": {"x": 1}, "step": "ten"}, {"type": "metric"},
+    {"metrics": {"x": 1}, "ts": "now"}, {"type": "no spaces allowed"},
+], ids=["empty-list", "events-not-list", "item-not-object", "unknown-field", "run-not-str",
+        "step-not-int", "metric-without-metrics", "ts-not-number", "bad-type-name"])
+def test_publish_bad_event_is_422_with_message(server, body):
+    response = post(server, "/api/publish", json=body)
+    assert response.status_code == 422, response.text
+    assert error_message(response)
+
+
+def test_publish_body_over_max_body_size_is_413(make_server):
+    server = make_server(max_body_size=1024)
+    big = json.dumps({"type": "log", "data": {"blob": "x" * 2000}}).encode()
+    response = post(server, "/api/publish", content=big)
+    assert response.status_code == 413
+    assert "max_body_size" in error_message(response)
+
+    # Streamed without a Content-Length: counted as it arrives.
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(big), 256):
+            yield big[i:i + 256]
+
+    response = post(server, "/api/publish", content=chunks())
+    assert response.status_code == 413
+    # Just under the limit is fine.
+    small = json.dumps({"type": "log", "data": {"blob": "x" * 900}}).encode()
+    assert len(small) <= 1024
+    assert post(server, "/api/publish", content=small).status_code == 200
+
+
+def test_publish_token(make_server):
+    server = make_server(publish_token="pub")
+    event = {"metrics": {"x": 1}}
+    missing = post(server, "/api/publish", json=event)
+    assert missing.status_code == 401
+    assert "token" in error_message(missing)
+    wrong = post(server, "/api/publish", json=event, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    right = post(server, "/api/publish", json=event, headers={"Authorization": "Bearer pub"})
+    assert right.status_code == 200
+    # Reading needs no token unless read_token is set.
+    assert get(server, "/api/history").status_code == 200
+
+
+def test_read_token_guards_reads_but_not_health(make_server):
+    server = make_server(read_token="r34d")
+    assert get(server, "/health").status_code == 200
+    for path in ("/api/status", "/api/runs", "/api/history", "/api/metrics/latest", "/metrics"):
+        assert get(server, path).status_code == 401, path
+        assert get(server, path, headers={"Authorization": "Bearer r34d"}).status_code == 200, path
+        assert get(server, path, params={"token": "r34d"}).status_code == 200, path
+
+
+# -- admin restart -------------------------------------------------------------------------------
+
+
+def test_admin_restart_refused_without_admin_token(server):
+    response = post(server, "/api/admin/restart", headers={"Authorization": "Bearer anything"})
+    assert response.status_code == 403
+    message = error_message(response)
+    assert "admin_token" in message and "STREAM_HUB_ADMIN_TOKEN" in message
+    assert server.status()["restarts"] == 0
+
+
+def test_admin_restart_with_token_restarts_managed_server():
+    server = get_stream_server(config=free_config(admin_token="s3cret"))
+    ports = server.ports
+    seqs = fill(server, 5)
+    epoch = server.status()["epoch"]
+
+    assert post(server, "/api/admin/restart").status_code == 401
+    wrong = post(server, "/api/admin/restart", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert server.restarts == 0
+
+    response = post(server, "/api/admin/restart", headers={"Authorization": "Bearer s3cret"})
+    assert response.status_code == 202
+    assert strict_json(response)["restarting"] is True
+    wait_for(lambda: server.restarts == 1 and server.running, what="restart finished")
+
+    status = strict_json(httpx.get(f"http://127.0.0.1:{ports['rest']}/api/status", timeout=10))
+    assert status["restarts"] == 1
+    assert status["running"] is True
+    assert status["ports"] == ports
+    assert status["ref_count"] == 1
+    assert status["epoch"] == epoch
+    kept = history(server, since=0)["events"]
+    kept_seqs = [e["seq"] for e in kept]
+    assert set(seqs) <= set(kept_seqs)
+    assert [e["type"] for e in kept if e["seq"] > seqs[-1]][:2] == ["shutdown", "status"]
+
+
+# -- training system ---------------------------------------------------------------------------
+
+
+class FakeTraining:
+    def __init__(self, result: Any = None, gate: threading.Event | None = None,
+                 error: Exception | None = None) -> None:
+        self.result = result
+        self.gate = gate
+        self.error = error
+        self.calls = 0
+
+    def get_status(self) -> Any:
+        self.calls += 1
+        if self.gate is not None:
+            self.gate.wait(30)
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def test_training_status_is_returned():
+    training = FakeTraining({"epoch": 3, "loss": 0.25, "phase": "train"})
+    server = get_stream_server(training_system=training, config=free_config())
+    response = get(server, "/api/training")
+    assert response.status_code == 200
+    assert strict_json(response) == {"epoch": 3, "loss": 0.25, "phase": "train"}
+    assert training.calls == 1
+
+
+def test_training_404_without_training_system(server):
+    response = get(server, "/api/training")
+    assert response.status_code == 404
+    assert "get_status" in error_message(response)
+
+
+def test_training_get_status_that_raises_is_not_500():
+    server = get_stream_server(training_system=FakeTraining(error=RuntimeError("boom")),
+                               config=free_config())
+    response = get(server, "/api/training")
+    assert 500 < response.status_code < 600 and response.status_code != 500
+    assert "boom" in error_message(response)
+
+
+def test_training_get_status_that_hangs_is_504_and_loop_stays_free():
+    gate = threading.Event()
+    try:
+        server = get_stream_server(training_system=FakeTraining({"ok": 1}, gate=gate),
+                                   config=free_config())
+        result: list[httpx.Response] = []
+        started = time.monotonic()
+        caller = threading.Thread(target=lambda: result.append(get(server, "/api/training")))
+        caller.start()
+        wait_for(lambda: server.training_system.calls == 1, what="get_status called")
+        # The loop keeps serving while get_status hangs.
+        health_started = time.monotonic()
+        assert get(server, "/health").status_code == 200
+        assert time.monotonic() - health_started < 1.0
+        caller.join(15)
+        elapsed = time.monotonic() - started
+        assert result, "no answer from /api/training"
+        response = result[0]
+        assert response.status_code == 504
+        assert "get_status" in error_message(response)
+        assert 1.0 <= elapsed < 10.0, elapsed
+    finally:
+        gate.set()
+
+
+# -- docs, metrics, dashboard -------------------------------------------------------------------
+
+
+def test_openapi_and_docs(server):
+    spec = get(server, "/openapi.json")
+    assert spec.status_code == 200
+    paths = strict_json(spec)["paths"]
+    for path in ("/health", "/api/status", "/api/runs", "/api/metrics/latest", "/api/history",
+                 "/api/publish", "/api/admin/restart", "/metrics"):
+        assert path in paths, path
+    docs = get(server, "/docs")
+    assert docs.status_code == 200
+    assert docs.headers["content-type"].startswith("text/html")
+
+
+def test_prometheus_metrics(server):
+    seq = server.log({"x": 1})
+    committed(server, seq)
+    response = get(server, "/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    assert "stream_hub_events_published" in families
+    published = families["stream_hub_events_published"]
+    assert published.type == "counter"
+    assert published.samples[0].value == server.status()["events"]["published"] == seq
+    assert "stream_hub_clients" in families
+
+
+def test_dashboard_is_html(server):
+    response = get(server, "/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "<html" in response.text.lower()
+
+
+def test_unknown_path_is_404_not_500(server):
+    assert get(server, "/api/nope").status_code == 404

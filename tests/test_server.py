@@ -1,0 +1,209 @@
+"""TrainingStreamServer lifecycle: bind all or none, verified release, no leaks,
+clean under -X dev, at exit and across fork."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+
+from stream_hub import (
+    PortInUseError,
+    StreamConfig,
+    TrainingStreamServer,
+    get_stream_server,
+    release_stream_server,
+)
+from stream_hub.ports import is_port_in_use
+
+from .conftest import free_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def three_free_ports() -> list[int]:
+    socks = [socket.socket() for _ in range(3)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def run_python(code: str, timeout: float = 60, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO,
+    )
+
+
+def test_start_binds_the_configured_ports_and_stop_verifies_their_release() -> None:
+    sse, ws, rest = three_free_ports()
+    server = TrainingStreamServer(StreamConfig(sse_port=sse, ws_port=ws, rest_port=rest,
+                                               port_conflict="fail"))
+    server.start()
+    assert server.ports == {"sse": sse, "ws": ws, "rest": rest}
+    assert server.urls["ws"] == f"ws://127.0.0.1:{ws}"
+    assert all(is_port_in_use(p) for p in (sse, ws, rest))
+    server.stop()
+    assert not any(is_port_in_use(p) for p in (sse, ws, rest))
+    assert server.ports == {} and not server.loop_thread_alive
+    server.stop()  # idempotent
+
+
+@pytest.mark.parametrize("blocked", ["sse", "ws", "rest"])
+def test_a_blocked_port_leaves_nothing_bound(blocked: str) -> None:
+    ports = dict(zip(("sse", "ws", "rest"), three_free_ports()))
+    blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    blocker.bind(("127.0.0.1", ports[blocked]))
+    blocker.listen()
+    try:
+        server = TrainingStreamServer(StreamConfig(
+            sse_port=ports["sse"], ws_port=ports["ws"], rest_port=ports["rest"],
+            port_conflict="fail"))
+        with pytest.raises(PortInUseError) as info:
+            server.start()
+        assert info.value.port == ports[blocked]
+        assert info.value.pid == os.getpid()  # it is this very test holding it
+        assert "lsof -i :" in str(info.value)
+        for name, port in ports.items():
+            if name != blocked:
+                assert not is_port_in_use(port), f"{name} port left bound"
+        assert not server.running and not server.loop_thread_alive
+    finally:
+        blocker.close()
+
+
+def test_start_and_stop_take_no_sleep_ticks(server: TrainingStreamServer) -> None:
+    # uvicorn's own shutdown path waits 0.1 s at least once; ours must not.
+    started = time.perf_counter()
+    server.stop()
+    elapsed = time.perf_counter() - started
+    print(f"stop with verified release: {elapsed * 1000:.1f} ms")
+    assert elapsed < 0.1 * 5  # generous: shared CI machine; the benchmark reports the real figure
+
+
+def test_get_log_release_cycles_leave_fds_and_threads_where_they_started() -> None:
+    cfg = free_config()
+    process = psutil.Process()
+
+    def cycle() -> None:
+        server = get_stream_server(config=cfg)
+        server.log({"loss": 1.0}, step=1)
+        with httpx.Client() as client:
+            assert client.get(server.urls["rest"] + "/health").status_code == 200
+            with client.stream("GET", server.urls["sse"] + "/events",
+                               params={"last_event_id": 0}) as stream:
+                for line in stream.iter_lines():
+                    if line.startswith("event: metric"):
+                        break
+        release_stream_server()
+
+    cycle()  # warm imports and lazily created objects
+    fds, threads = process.num_fds(), threading.active_count()
+    for _ in range(25):
+        cycle()
+    assert process.num_fds() == fds
+    assert threading.active_count() == threads
+
+
+def test_dev_mode_cycles_print_no_asyncio_or_resource_warnings() -> None:
+    code = """
+        import asyncio, json, warnings
+        import httpx
+        from websockets.sync.client import connect
+        from stream_hub import StreamConfig, get_stream_server, release_stream_server, \\
+            get_stream_server_manager
+
+        cfg = StreamConfig(sse_port=0, ws_port=0, rest_port=0, port_conflict="fail")
+        for i in range(10):
+            server = get_stream_server(config=cfg)
+            for step in range(20):
+                last = server.log({"loss": 1.0 / (step + 1)}, step=step, run="dev")
+            with connect(server.urls["ws"] + "/") as ws:
+                ws.send(json.dumps({"op": "subscribe", "since": 0}))
+                while json.loads(ws.recv(timeout=5))["seq"] < last:
+                    pass
+                with httpx.stream("GET", server.urls["sse"] + "/events?last_event_id=0") as r:
+                    next(r.iter_lines())
+                    get_stream_server_manager().force_restart()
+                    # the server said goodbye with 1001 on this connection
+                    while True:
+                        try:
+                            event = json.loads(ws.recv(timeout=5))
+                        except Exception:
+                            break
+                assert ws.close_code == 1001, ws.close_code
+            server.log({"loss": 0.5}, step=99, run="dev")
+            release_stream_server()
+        print("done")
+    """
+    result = run_python(code, 120, "-X", "dev", "-W", "default")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "done" in result.stdout
+    for phrase in ("Task was destroyed", "never retrieved", "never awaited", "ResourceWarning",
+                   "Traceback"):
+        assert phrase not in result.stderr, result.stderr[-3000:]
+
+
+def test_process_exits_cleanly_with_the_server_running() -> None:
+    code = """
+        import logging, sys
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+        from stream_hub import StreamConfig, get_stream_server
+        server = get_stream_server(config=StreamConfig(sse_port=0, ws_port=0, rest_port=0))
+        server.log({"loss": 1.0})
+        print(server.ports["sse"], server.ports["ws"], server.ports["rest"])
+        # no release: atexit must stop it
+    """
+    result = run_python(code, 60, "-X", "dev")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "verified free" in result.stderr
+    for port in map(int, result.stdout.split()):
+        assert not is_port_in_use(port)
+
+
+def test_forked_child_starts_with_a_fresh_manager_and_leaves_the_parent_alone() -> None:
+    code = """
+        import os, sys, httpx
+        from stream_hub import StreamConfig, get_stream_server, get_stream_server_manager, \\
+            release_stream_server
+        cfg = StreamConfig(sse_port=0, ws_port=0, rest_port=0, port_conflict="fail")
+        parent = get_stream_server(config=cfg)
+        parent.log({"x": 1})
+        pid = os.fork()
+        if pid == 0:
+            ok = True
+            mgr = get_stream_server_manager()
+            st = mgr.status()
+            ok &= st["running"] is False and st["ref_count"] == 0
+            ok &= not mgr.is_server_running()
+            child = get_stream_server(config=cfg)
+            ok &= child is not parent and child.ports != parent.ports
+            ok &= child.log({"y": 2}) >= 1
+            ok &= httpx.get(child.urls["rest"] + "/health").status_code == 200
+            release_stream_server()
+            mgr.cleanup()
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+        assert get_stream_server_manager().status()["ref_count"] == 1
+        assert httpx.get(parent.urls["rest"] + "/health").status_code == 200
+        parent.log({"x": 3})
+        release_stream_server()
+        print("parent ok")
+    """
+    result = run_python(code, 60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "parent ok" in result.stdout

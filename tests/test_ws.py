@@ -1,0 +1,476 @@
+"""The WebSocket face against a real server on port 0 and the real
+``websockets`` asyncio client.
+
+A connection is known to be subscribed once it has answered a ping (the server
+opens the connection's cursor before it reads any client message), so no test
+sleeps waiting for a handler to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from stream_hub import TrainingStreamServer
+
+from .conftest import free_config, wait_for
+
+EVENT_KEYS_METRIC = {"seq", "epoch", "ts", "type", "run", "step", "metrics"}
+EVENT_KEYS_DATA = {"seq", "epoch", "ts", "type", "run", "step", "data"}
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"not valid JSON: bare {name}")
+
+
+def strict_json(text: str) -> Any:
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
+    """One frame: must be a text frame holding exactly one JSON object."""
+    message = await asyncio.wait_for(ws.recv(), timeout)
+    assert isinstance(message, str), f"expected a text frame, got {type(message).__name__}"
+    value = strict_json(message)
+    assert isinstance(value, dict), message
+    return value
+
+
+async def recv_until_seq(ws: ClientConnection, seq: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+    out = []
+    while True:
+        event = await recv_json(ws, timeout)
+        out.append(event)
+        if event.get("seq", -1) >= seq:
+            return out
+
+
+async def ready(ws: ClientConnection) -> dict[str, Any]:
+    """Ping and wait for the pong: the connection's handler is running."""
+    await ws.send(json.dumps({"op": "ping"}))
+    pong = await recv_json(ws)
+    assert pong["type"] == "pong", pong
+    return pong
+
+
+async def subscribe(ws: ClientConnection, **fields: Any) -> list[dict[str, Any]]:
+    """Subscribe, then ping: returns the frames before the pong (the replay).
+
+    The server handles one client message at a time, so once the pong is back
+    the subscription is in force and its replay has been sent.
+    """
+    await ws.send(json.dumps({"op": "subscribe", **fields}))
+    await ws.send(json.dumps({"op": "ping"}))
+    frames = []
+    while True:
+        frame = await recv_json(ws)
+        if frame.get("type") == "pong":
+            return frames
+        frames.append(frame)
+
+
+async def expect_closed(ws: ClientConnection, timeout: float = 5.0) -> ConnectionClosed:
+    """Read until the server closes; every frame before must be an event."""
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout)
+    except ConnectionClosed as exc:
+        return exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def ws_url(server: TrainingStreamServer, path: str = "/") -> str:
+    return f"ws://127.0.0.1:{server.ports['ws']}{path}"
+
+
+def ws_connect(server: TrainingStreamServer, path: str = "/", **kwargs: Any) -> Any:
+    return connect(ws_url(server, path), proxy=None, open_timeout=5, close_timeout=2, **kwargs)
+
+
+def committed(server: TrainingStreamServer, seq: int) -> None:
+    wait_for(lambda: server.status()["last_seq"] >= seq, what=f"seq {seq} committed")
+
+
+def fill(server: TrainingStreamServer, n: int, run: str = "r") -> list[int]:
+    seqs = [server.log({"i": i}, step=i, run=run) for i in range(n)]
+    committed(server, seqs[-1])
+    return seqs
+
+
+def port_is_bindable(port: int, host: str = "127.0.0.1") -> bool:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1)
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., TrainingStreamServer]]:
+    servers: list[TrainingStreamServer] = []
+
+    def make(**changes: Any) -> TrainingStreamServer:
+        srv = TrainingStreamServer(free_config(**changes))
+        srv.start()
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        srv.stop()
+
+
+@pytest.fixture
+async def client(server: TrainingStreamServer) -> AsyncIterator[ClientConnection]:
+    """A connected, ready WebSocket client following new events."""
+    async with ws_connect(server) as ws:
+        await ready(ws)
+        yield ws
+
+
+# -- events ----------------------------------------------------------------------------------
+
+
+async def test_new_events_arrive_one_json_object_per_text_frame(server, client):
+    s1 = server.log({"loss": 0.5, "acc": 1}, step=3, run="exp1")
+    s2 = server.publish("log", {"text": "hello"}, run="exp1")
+    s3 = server.log({"loss": float("nan"), "up": float("inf")})
+    metric, note, nonfinite = [await recv_json(client) for _ in range(3)]
+    epoch = server.status()["epoch"]
+    assert set(metric) == EVENT_KEYS_METRIC
+    assert metric == {"seq": s1, "epoch": epoch, "ts": metric["ts"], "type": "metric",
+                      "run": "exp1", "step": 3, "metrics": {"loss": 0.5, "acc": 1}}
+    assert abs(metric["ts"] - time.time()) < 5
+    assert set(note) == EVENT_KEYS_DATA
+    assert (note["seq"], note["type"], note["data"]) == (s2, "log", {"text": "hello"})
+    assert nonfinite["seq"] == s3 and nonfinite["run"] == "default"
+    assert nonfinite["metrics"] == {"loss": "NaN", "up": "Infinity"}
+
+
+async def test_connection_does_not_replay_history_by_default(server):
+    old = fill(server, 5)
+    async with ws_connect(server) as ws:
+        await ready(ws)
+        new = server.log({"x": 1})
+        event = await recv_json(ws)
+        assert event["seq"] == new > old[-1]
+
+
+async def test_many_events_in_order(server, client):
+    seqs = [server.log({"i": i}, step=i, run="r") for i in range(2000)]
+    events = await recv_until_seq(client, seqs[-1])
+    assert [e["seq"] for e in events] == seqs
+    assert [e["step"] for e in events] == list(range(2000))
+
+
+# -- subscribe ----------------------------------------------------------------------------------
+
+
+async def test_subscribe_since_replays_exactly_then_live(server, client):
+    seqs = fill(server, 20)
+    # Those 20 arrive live first (the connection follows new events).
+    assert [e["seq"] for e in await recv_until_seq(client, seqs[-1])] == seqs
+    since = seqs[7]
+    replay = await subscribe(client, since=since)
+    assert [e["seq"] for e in replay] == list(range(since + 1, seqs[-1] + 1))
+    assert [e["step"] for e in replay] == list(range(8, 20))
+    live = server.log({"i": 99}, step=99, run="r")
+    assert (await recv_json(client))["seq"] == live
+    await ready(client)  # nothing else was queued in between
+
+
+async def test_subscribe_since_zero_gives_all_history(server, client):
+    seqs = fill(server, 5)
+    await recv_until_seq(client, seqs[-1])
+    replay = await subscribe(client, since=0)
+    assert [e["seq"] for e in replay] == list(range(1, seqs[-1] + 1))
+    assert replay[0]["type"] == "status"
+
+
+async def test_gap_on_resume_beyond_history(make_server):
+    server = make_server(history_size=10)
+    seqs = fill(server, 30)
+    head, oldest = seqs[-1], seqs[-1] - 9
+    async with ws_connect(server) as ws:
+        gap, *rest = await subscribe(ws, since=3)
+        assert gap["type"] == "gap"
+        assert gap["seq"] == oldest - 1
+        assert gap["data"]["lost"] == oldest - 1 - 3
+        assert [e["seq"] for e in rest] == list(range(oldest, head + 1))
+
+
+async def _mixed(server: TrainingStreamServer) -> int:
+    last = 0
+    for i in range(5):
+        server.log({"v": i}, step=i, run="a")
+        server.log({"v": i}, step=i, run="b")
+        server.publish("log", {"i": i}, run="a")
+        last = server.publish("log", {"i": i}, run="b")
+    committed(server, last)
+    return last
+
+
+async def test_runs_filter(server):
+    await _mixed(server)
+    async with ws_connect(server) as ws:
+        events = await subscribe(ws, runs=["a"], since=0)
+        assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+        user = [e for e in events if e["type"] in ("metric", "log")]
+        assert {e["run"] for e in user} == {"a"}
+        assert len(user) == 10
+        # Live events of other runs are filtered too.
+        server.log({"v": 1}, run="b")
+        marker2 = server.log({"v": 2}, run="a")
+        assert (await recv_json(ws))["seq"] == marker2
+
+
+async def test_runs_filter_several_runs(server):
+    await _mixed(server)
+    server.log({"v": 1}, run="c")
+    async with ws_connect(server) as ws:
+        events = await subscribe(ws, runs=["a", "c"], since=0)
+        runs = [e["run"] for e in events if e["type"] in ("metric", "log")]
+        assert sorted(set(runs)) == ["a", "c"]
+        assert len(runs) == 10 + 1
+
+
+async def test_types_filter(server):
+    await _mixed(server)
+    async with ws_connect(server) as ws:
+        events = await subscribe(ws, types=["log"], since=0)
+        assert {e["type"] for e in events} == {"log"}
+        assert len(events) == 10
+        server.log({"v": 1}, run="z")
+        marker2 = server.publish("log", {"end": 2}, run="z")
+        assert (await recv_json(ws))["seq"] == marker2
+
+
+async def test_resubscribe_without_filters_follows_everything_again(server, client):
+    await client.send(json.dumps({"op": "subscribe", "runs": ["a"]}))
+    await ready(client)
+    server.log({"v": 1}, run="b")
+    a = server.log({"v": 1}, run="a")
+    assert (await recv_json(client))["seq"] == a
+    await client.send(json.dumps({"op": "subscribe"}))
+    await ready(client)
+    b = server.log({"v": 2}, run="b")
+    assert (await recv_json(client))["seq"] == b
+
+
+# -- control messages -----------------------------------------------------------------------------
+
+
+async def test_ping_gets_pong(server, client):
+    head = fill(server, 3)[-1]
+    await recv_until_seq(client, head)
+    await client.send(json.dumps({"op": "ping"}))
+    pong = await recv_json(client)
+    assert pong["type"] == "pong"
+    assert pong.get("last_seq") == head
+
+
+BAD_MESSAGES = {
+    "invalid-json": "{not json",
+    "empty-text": "",
+    "array": "[1, 2]",
+    "string": '"subscribe"',
+    "number": "42",
+    "null": "null",
+    "no-op": "{}",
+    "unknown-op": '{"op": "unsubscribe"}',
+    "op-not-string": '{"op": 1}',
+    "since-string": '{"op": "subscribe", "since": "abc"}',
+    "since-negative": '{"op": "subscribe", "since": -1}',
+    "since-float": '{"op": "subscribe", "since": 1.5}',
+    "since-bool": '{"op": "subscribe", "since": true}',
+    "runs-number": '{"op": "subscribe", "runs": 5}',
+    "runs-list-of-numbers": '{"op": "subscribe", "runs": [1, 2]}',
+    "types-object": '{"op": "subscribe", "types": {"a": 1}}',
+    "epoch-number": '{"op": "subscribe", "epoch": 5}',
+    "unknown-field": '{"op": "subscribe", "bogus": 1}',
+}
+
+
+@pytest.mark.parametrize("message", list(BAD_MESSAGES.values()), ids=list(BAD_MESSAGES))
+async def test_bad_message_gets_error_frame_and_connection_stays_open(server, client, message):
+    await client.send(message)
+    reply = await recv_json(client)
+    assert reply["type"] == "error", reply
+    assert isinstance(reply["error"], str) and reply["error"]
+    await ready(client)
+    # And it still streams.
+    seq = server.log({"x": 1})
+    assert (await recv_json(client))["seq"] == seq
+
+
+async def test_binary_frame_gets_error_frame_and_connection_stays_open(server, client):
+    await client.send(b'{"op": "ping"}')
+    reply = await recv_json(client)
+    assert reply["type"] == "error"
+    assert "binary" in reply["error"]
+    await ready(client)
+
+
+async def test_bad_subscribe_keeps_previous_subscription(server, client):
+    await client.send(json.dumps({"op": "subscribe", "runs": ["a"]}))
+    await ready(client)
+    await client.send(json.dumps({"op": "subscribe", "runs": ["b"], "since": "x"}))
+    assert (await recv_json(client))["type"] == "error"
+    server.log({"v": 1}, run="b")
+    a = server.log({"v": 1}, run="a")
+    assert (await recv_json(client))["seq"] == a
+
+
+async def test_frame_over_max_message_size_closes_1009(make_server):
+    server = make_server(max_message_size=4096)
+    async with ws_connect(server) as ws:
+        await ready(ws)
+        await ws.send("x" * 5000)
+        closed = await expect_closed(ws)
+        assert closed.rcvd is not None
+        assert closed.rcvd.code == 1009
+    # The server is fine for the next client.
+    async with ws_connect(server) as ws:
+        await ready(ws)
+
+
+async def test_frame_under_max_message_size_is_handled(make_server):
+    server = make_server(max_message_size=4096)
+    async with ws_connect(server) as ws:
+        await ws.send(json.dumps({"op": "subscribe", "runs": ["r" * 100] * 30}))
+        await ready(ws)
+
+
+@pytest.mark.parametrize("path", [
+    "/events", "/ws", "/api/status", "/x/",
+    pytest.param("//", marks=pytest.mark.xfail(
+        reason="BUG: ws.py _process_request runs urlsplit() on the request target, so '//' "
+               "parses as an empty netloc with path '' and is accepted as '/'", strict=True)),
+    pytest.param("//events", marks=pytest.mark.xfail(
+        reason="BUG: ws.py _process_request runs urlsplit() on the request target, so '//events'"
+               " parses as netloc 'events' with path '' and is accepted as '/'", strict=True)),
+])
+async def test_other_paths_are_rejected_with_404(server, path):
+    with pytest.raises(InvalidStatus) as info:
+        async with ws_connect(server, path):
+            pass
+    assert info.value.response.status_code == 404
+    assert server.status()["clients"]["ws"] == 0
+
+
+async def test_query_string_on_root_is_accepted(server):
+    async with ws_connect(server, "/?client=dashboard") as ws:
+        await ready(ws)
+
+
+async def test_read_token_required(make_server):
+    server = make_server(read_token="r34d")
+    with pytest.raises(InvalidStatus) as info:
+        async with ws_connect(server):
+            pass
+    assert info.value.response.status_code == 401
+    async with ws_connect(server, "/?token=r34d") as ws:
+        await ready(ws)
+    async with ws_connect(server, additional_headers={"Authorization": "Bearer r34d"}) as ws:
+        await ready(ws)
+
+
+# -- shutdown -----------------------------------------------------------------------------------
+
+
+async def test_stop_sends_shutdown_then_closes_1001(make_server):
+    server = make_server()
+    ports = server.ports
+    async with ws_connect(server) as ws, ws_connect(server) as filtered:
+        await ready(ws)
+        await filtered.send(json.dumps({"op": "subscribe", "types": ["log"], "runs": ["x"]}))
+        await ready(filtered)
+        seq = server.log({"x": 1})
+        assert (await recv_json(ws))["seq"] == seq
+
+        stopping = asyncio.create_task(server.aclose())
+        for conn in (ws, filtered):
+            shutdown = await recv_json(conn)
+            assert shutdown["type"] == "shutdown", shutdown
+            assert shutdown["seq"] == seq + 1
+            closed = await expect_closed(conn)
+            assert closed.rcvd is not None and closed.rcvd.code == 1001
+        await asyncio.wait_for(stopping, 10)
+    for name, port in ports.items():
+        assert port_is_bindable(port), f"{name} port {port} still bound"
+
+
+async def _sse_client(url: str, connected: asyncio.Event, counter: list[int]) -> list[str]:
+    """Read one SSE stream to its end; return the event types seen."""
+    seen: list[str] = []
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as http:
+        async with http.stream("GET", url) as response:
+            assert response.status_code == 200
+            counter[0] += 1
+            if counter[0] == 10:
+                connected.set()
+            async for line in response.aiter_lines():
+                if line.startswith("event:"):
+                    seen.append(line.partition(":")[2].strip())
+    return seen
+
+
+async def _ws_client(server: TrainingStreamServer) -> tuple[list[str], int | None]:
+    seen: list[str] = []
+    async with ws_connect(server) as ws:
+        await ready(ws)
+        try:
+            while True:
+                seen.append((await recv_json(ws, timeout=10))["type"])
+        except ConnectionClosed as exc:
+            return seen, exc.rcvd.code if exc.rcvd else None
+
+
+async def test_stop_with_10_sse_and_10_ws_clients_is_prompt(make_server):
+    server = make_server()
+    ports = server.ports
+    connected = asyncio.Event()
+    counter = [0]
+    sse_tasks = [asyncio.create_task(_sse_client(f"{server.urls['sse']}/events", connected, counter))
+                 for _ in range(10)]
+    ws_tasks = [asyncio.create_task(_ws_client(server)) for _ in range(10)]
+    await asyncio.wait_for(connected.wait(), 10)
+    await asyncio.to_thread(
+        wait_for, lambda: server.status()["clients"] == {"sse": 10, "ws": 10}, 10, "20 clients"
+    )
+    seq = server.log({"x": 1})
+    committed(server, seq)
+
+    started = time.monotonic()
+    await asyncio.wait_for(server.aclose(), 15)
+    elapsed = time.monotonic() - started
+    print(f"\nstop with 10 SSE + 10 WebSocket clients: {elapsed * 1000:.0f} ms")
+
+    sse_results = await asyncio.wait_for(asyncio.gather(*sse_tasks), 10)
+    ws_results = await asyncio.wait_for(asyncio.gather(*ws_tasks), 10)
+    for seen in sse_results:
+        assert seen[-1] == "shutdown", seen
+    for seen, code in ws_results:
+        assert seen[-1] == "shutdown", seen
+        assert code == 1001
+    assert elapsed < 3.0, f"stop took {elapsed:.2f} s"
+    assert not server.running
+    for name, port in ports.items():
+        assert port_is_bindable(port), f"{name} port {port} still bound"
