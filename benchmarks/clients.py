@@ -122,6 +122,7 @@ class _Conn:
     last_t: float = 0.0
     reached: bool = False
     tries: int = 0
+    timed: bool = False  # parse every event for its latency
 
 
 def _ws_client_frame(opcode: int, payload: bytes) -> bytes:
@@ -171,6 +172,7 @@ class _Generator:
         self.addr: tuple[str, int] = ("127.0.0.1", 0)
         self.path = "/events"
         self.ws_subscribe = False
+        self.timed = 0
         self.to_open: list[int] = []
         self.max_pending = 64
         self.n_pending = 0
@@ -242,11 +244,13 @@ class _Generator:
         self._close_all()
         self.kind = cmd["kind"]
         self.mode = cmd.get("mode", "count")
+        n = int(cmd["n"])
+        # In latency mode only the first ``timed`` connections parse every event.
+        self.timed = min(n, int(cmd.get("timed") or n)) if self.mode == "latency" else 0
         self.addr = (cmd.get("host", "127.0.0.1"), int(cmd["port"]))
         self.path = cmd.get("path", "/events" if self.kind == "sse" else "/")
         self.ws_subscribe = bool(cmd.get("ws_subscribe", False))
         self.max_pending = int(cmd.get("max_pending", 64))
-        n = int(cmd["n"])
         self.conns = []
         self.to_open = list(range(n - 1, -1, -1))
         self.n_pending = 0
@@ -328,7 +332,7 @@ class _Generator:
             return
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = _Conn(idx=idx, sock=sock, tries=tries)
+        conn = _Conn(idx=idx, sock=sock, tries=tries, timed=idx < self.timed)
         self.conns[idx] = conn
         err = sock.connect_ex(self.addr)
         if err not in (0, errno.EINPROGRESS):
@@ -475,7 +479,7 @@ class _Generator:
             return
         complete = buf[: cut + 1]
         conn.carry = buf[cut + 2 :]
-        if self.mode == "latency":
+        if conn.timed:
             got = 0
             lat = self.latencies
             for frame in complete.split(b"\n\n"):
@@ -509,7 +513,7 @@ class _Generator:
         got = 0
         last_span: tuple[int, int] | None = None  # the last whole single-frame message
         last_whole: bytes | None = None  # or the last reassembled fragmented one
-        latency = self.mode == "latency"
+        latency = conn.timed
         closing = False
         while n - i >= 2:
             b0 = buf[i]
@@ -652,10 +656,14 @@ class LoadClient:
     def connect(
         self, kind: str, port: int, n: int, *, mode: str = "count", host: str = "127.0.0.1",
         timeout: float = 60.0, max_pending: int = 64, ws_subscribe: bool = False,
+        timed: int | None = None,
     ) -> dict[str, Any]:
+        """Open ``n`` connections; in ``latency`` mode the first ``timed`` (default: all)
+        parse every event for its latency, the others only count."""
         return self._request(
             {"cmd": "connect", "kind": kind, "port": port, "n": n, "mode": mode, "host": host,
-             "timeout": timeout, "max_pending": max_pending, "ws_subscribe": ws_subscribe},
+             "timeout": timeout, "max_pending": max_pending, "ws_subscribe": ws_subscribe,
+             "timed": timed},
             timeout + 10,
         )
 

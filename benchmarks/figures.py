@@ -284,7 +284,10 @@ def _watched_segment(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
     side.start()
     try:
         with LoadClient() as client:
-            _connect(client, "sse", side.ports["sse"], sz["train_clients"], mode="latency")
+            # A few watchers time every event; the rest only count, which keeps
+            # the client process light next to the training process.
+            _connect(client, "sse", side.ports["sse"], sz["train_clients"], mode="latency",
+                     timed=min(5, sz["train_clients"]))
             first = _warm_up(side, client)
             rate = _train_segment(sz["train_segment_s"], sz["work_n"], side.log)
             last = side.log(METRICS, step=0, run="train-end")

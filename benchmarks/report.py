@@ -48,7 +48,7 @@ FIGURES: tuple[Figure, ...] = (
            "latency", max_value=5.0),
     Figure("train_slowdown_pct", "training slowdown, {train_clients} SSE watching (%)",
            "slowdown", max_value=3.0),
-    Figure("train_watch_p99_ms", "event latency p99 while training, {train_clients} SSE (ms)",
+    Figure("train_watch_p99_ms", "event latency p99 while training (ms)",
            "slowdown"),
     Figure("start_ms", "start, 3 ports bound (ms, median)", "lifecycle", max_value=50.0),
     Figure("stop_ms", "stop, ports verified free (ms, median)", "lifecycle", max_value=50.0),

@@ -474,3 +474,115 @@ async def test_stop_with_10_sse_and_10_ws_clients_is_prompt(make_server):
     assert not server.running
     for name, port in ports.items():
         assert port_is_bindable(port), f"{name} port {port} still bound"
+
+
+# -- slow and departing clients --------------------------------------------------------------
+
+
+class StalledWebSocket:
+    """Completes the opening handshake, then never reads again; a tiny
+    receive buffer makes the server's writes to it block almost at once."""
+
+    def __init__(self, server: TrainingStreamServer) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.settimeout(5)
+        self.sock.connect(("127.0.0.1", server.ports["ws"]))
+        self.sock.sendall(
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:  # the 101 response, then nothing more is read
+            chunk = self.sock.recv(1)
+            assert chunk, "server closed during the handshake"
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def test_client_that_never_reads_does_not_delay_another(make_server):
+    server = make_server(history_size=50_000)
+    stalled = await asyncio.to_thread(StalledWebSocket, server)
+    try:
+        await asyncio.to_thread(wait_for, lambda: server.status()["clients"]["ws"] == 1, 10,
+                                "stalled client registered")
+        async with ws_connect(server, max_size=None) as ws:
+            await ready(ws)
+            n = 12_000
+            delivered_before = server.status()["events"]["delivered"]
+            started = time.monotonic()
+            seqs = [server.publish("blob", {"blob": "x" * 1000}, run="big") for _ in range(n)]
+            events = await recv_until_seq(ws, seqs[-1], timeout=10)
+            elapsed = time.monotonic() - started
+            assert [e["seq"] for e in events] == seqs
+            to_stalled = server.status()["events"]["delivered"] - delivered_before - n
+            print(f"\n{n} events (~{n // 1000} MB) to the reading WebSocket in {elapsed:.2f} s; "
+                  f"the stalled one was handed {to_stalled}")
+            assert to_stalled < n, "the stalled client was not actually stalled"
+            assert server.status()["clients"]["ws"] == 2
+            assert elapsed < 10.0
+            started = time.monotonic()
+            stopping = asyncio.create_task(server.aclose(timeout=1.0))
+            closed = await expect_closed(ws, timeout=10)
+            await asyncio.wait_for(stopping, 10)
+            took = time.monotonic() - started
+            print(f"stop(timeout=1.0) with a stalled WebSocket client: {took * 1000:.0f} ms")
+            assert closed.rcvd is not None and closed.rcvd.code == 1001
+            assert took < 4.0
+    finally:
+        stalled.close()
+
+
+async def test_client_count_returns_to_zero_after_disconnect(server):
+    async with ws_connect(server) as a, ws_connect(server) as b:
+        await ready(a)
+        await ready(b)
+        assert server.status()["clients"]["ws"] == 2
+    await asyncio.to_thread(wait_for, lambda: server.status()["clients"]["ws"] == 0, 5,
+                            "client count back to 0")
+
+
+async def test_max_clients_is_503(make_server):
+    server = make_server(max_clients=1)
+    async with ws_connect(server) as ws:
+        await ready(ws)
+        with pytest.raises(InvalidStatus) as info:
+            async with ws_connect(server):
+                pass
+        assert info.value.response.status_code == 503
+        assert b"max_clients" in info.value.response.body
+    await asyncio.to_thread(wait_for, lambda: server.status()["clients"]["ws"] == 0, 5,
+                            "client count back to 0")
+    async with ws_connect(server) as ws:
+        await ready(ws)
+
+
+@pytest.mark.parametrize("size", [10, 125, 126, 1000, 65535, 65536, 300_000])
+async def test_event_frame_sizes_across_length_encodings(server, size):
+    """The server builds frames by hand: 7-bit, 16-bit and 64-bit payload lengths."""
+    rest = f"{server.urls['rest']}/api/publish"
+
+    def publish(pad: int) -> int:
+        # A fixed ts makes the event's JSON length predictable to the byte.
+        body = {"type": "blob", "data": "y" * pad, "ts": 1700000000.5}
+        response = httpx.post(rest, json=body, timeout=10)
+        assert response.status_code == 200, response.text
+        return int(response.json()["seqs"][0])
+
+    async with ws_connect(server, max_size=None) as ws:
+        await ready(ws)
+        for _ in range(2):  # both probes have one-digit seqs
+            await asyncio.to_thread(publish, 0)
+            empty_len = len(await ws.recv())
+        pad = max(0, size - empty_len)
+        seq = await asyncio.to_thread(publish, pad)
+        message = await asyncio.wait_for(ws.recv(), 5)
+        assert isinstance(message, str)
+        event = strict_json(message)
+        assert event["seq"] == seq
+        assert event["data"] == "y" * pad
+        assert len(message.encode()) == max(size, empty_len)
+        await ready(ws)

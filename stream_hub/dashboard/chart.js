@@ -272,43 +272,41 @@
     }
     // Dense (more points than pixels): per pixel column, fill one bar from
     // the column's lowest to highest value, stretched to reach the previous
-    // column's last value. That is the pixels the polyline would cover, but
-    // filling axis-aligned bars is many times cheaper than stroking a long
-    // antialiased zig-zag, which is what kept the frame rate down with noisy
-    // curves. Columns more than a pixel apart are joined with a stroked line.
+    // column's last value. Those are the pixels the polyline would cover, but
+    // fillRect is many times cheaper to rasterize than stroking a long
+    // zig-zag (or filling one path of many rects). Columns more than a pixel
+    // apart are joined with a stroked line.
     var half = LINE_WIDTH / 2;
-    var bars = new Path2D(), bridges = new Path2D(), bridged = false;
-    var col = NaN, lo = 0, hi = 0, last = 0, has = false;
+    var bridges = null;
+    var col = NaN, lo = 0, hi = 0, last = 0, first = 0, has = false;
     var prevCol = NaN, prevY = NaN;
     function flush() {
       if (!has) return;
-      var top = Y(hi), bottom = Y(lo), y = Y(last);
+      var top = Y(hi), bottom = Y(lo);
       if (col - prevCol === 1) {
         if (prevY < top) top = prevY;
         if (prevY > bottom) bottom = prevY;
       } else if (prevY === prevY) {
+        if (!bridges) bridges = new Path2D();
         bridges.moveTo(prevCol + 0.5, prevY);
-        bridges.lineTo(col + 0.5, Y(firstOfCol));
-        bridged = true;
+        bridges.lineTo(col + 0.5, Y(first));
       }
-      bars.rect(col, top - half, 1, bottom - top + LINE_WIDTH);
+      ctx.fillRect(col, top - half, 1, bottom - top + LINE_WIDTH);
       sent += 1;
       prevCol = col;
-      prevY = y;
+      prevY = Y(last);
       has = false;
     }
-    var firstOfCol = 0;
     for (i = 0; i < n; i++) {
       v = values[i];
       if (!isFinite(v)) { flush(); prevY = NaN; continue; }
       var c = Math.floor(X(steps[i]));
-      if (c !== col) { flush(); col = c; firstOfCol = lo = hi = v; has = true; }
+      if (c !== col) { flush(); col = c; first = lo = hi = v; has = true; }
       else { if (v < lo) lo = v; if (v > hi) hi = v; }
       last = v;
     }
     flush();
-    ctx.fill(bars);
-    if (bridged) ctx.stroke(bridges);
+    if (bridges) ctx.stroke(bridges);
     return sent;
   };
 
