@@ -263,10 +263,17 @@ def calibrate_work(step_seconds: float = 0.002) -> int:
     return max(1000, int(n * step_seconds / statistics.median(times)))
 
 
-def _train_segment(seconds: float, work_n: int, log: Callable[..., int] | None) -> float:
-    """Steps per second of the training loop over one segment."""
+def _train_segment(seconds: float, work_n: int, log: Callable[..., int] | None
+                   ) -> tuple[float, float]:
+    """One segment of the training loop: (steps per wall second, process CPU µs per step).
+
+    Process CPU time counts the server's loop thread too, and not the time
+    other processes take the cores: it shows the server's cost even on a busy
+    machine, where wall-clock rates wander.
+    """
     steps = 0
     metrics = {"loss": 0.5, "acc": 0.5}
+    cpu0 = time.process_time()
     t0 = now = time.perf_counter()
     while now - t0 < seconds:
         _work(work_n)
@@ -275,29 +282,31 @@ def _train_segment(seconds: float, work_n: int, log: Callable[..., int] | None) 
             log(metrics, step=steps, run="train")
         steps += 1
         now = time.perf_counter()
-    return steps / (now - t0)
+    return steps / (now - t0), (time.process_time() - cpu0) / steps * 1e6
 
 
-def _watched_segment(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
+def _watched_segment(side_name: str, sz: Mapping[str, Any], client: LoadClient
+                     ) -> dict[str, Any]:
     """One training segment with a fresh server and ``train_clients`` SSE watchers."""
     side = make_side(side_name)
     side.start()
     try:
-        with LoadClient() as client:
-            # A few watchers time every event; the rest only count, which keeps
-            # the client process light next to the training process.
-            _connect(client, "sse", side.ports["sse"], sz["train_clients"], mode="latency",
-                     timed=min(5, sz["train_clients"]))
-            first = _warm_up(side, client)
-            rate = _train_segment(sz["train_segment_s"], sz["work_n"], side.log)
-            last = side.log(METRICS, step=0, run="train-end")
-            t_end = time.time()
-            done = client.expect(last, timeout=60)
+        # A few watchers time every event; the rest only count, which keeps
+        # the client process light next to the training process.
+        _connect(client, "sse", side.ports["sse"], sz["train_clients"], mode="latency",
+                 timed=min(5, sz["train_clients"]))
+        first = _warm_up(side, client)
+        rate, cpu_us = _train_segment(sz["train_segment_s"], sz["work_n"], side.log)
+        last = side.log(METRICS, step=0, run="train-end")
+        t_end = time.time()
+        done = client.expect(last, timeout=60)
+        client.drop()
     finally:
         side.stop()
     published = last - first
     return {
         "rate": rate,
+        "cpu_us_per_step": cpu_us,
         "published": published,
         "delivered_fraction": sum(done["counts"]) / max(1, published * len(done["counts"])),
         # How long after training stopped the slowest watcher had everything.
@@ -317,20 +326,32 @@ def fig_slowdown(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
     _train_segment(seg / 2, work_n, None)  # warm-up
     alone = [_train_segment(seg, work_n, None)]
     watched = []
-    for _ in range(reps):
-        watched.append(_watched_segment(side_name, sz))
-        alone.append(_train_segment(seg, work_n, None))
-    paired = [(1.0 - w["rate"] / ((alone[i] + alone[i + 1]) / 2)) * 100.0
-              for i, w in enumerate(watched)]
+    with LoadClient() as client:  # idle between segments
+        for _ in range(reps):
+            watched.append(_watched_segment(side_name, sz, client))
+            alone.append(_train_segment(seg, work_n, None))
+
+    def paired(i: int, what: int, value: float) -> float:
+        """Slowdown of watched segment i against the mean of its two neighbours."""
+        ref = (alone[i][what] + alone[i + 1][what]) / 2
+        return (1.0 - value / ref) * 100.0 if what == 0 else (value / ref - 1.0) * 100.0
+
+    wall = [paired(i, 0, w["rate"]) for i, w in enumerate(watched)]
+    cpu = [paired(i, 1, w["cpu_us_per_step"]) for i, w in enumerate(watched)]
     lat_ms = sorted(x * 1000.0 for w in watched for x in w.pop("latencies"))
     return {
-        "figures": {"train_slowdown_pct": statistics.median(paired),
+        "figures": {"train_slowdown_pct": statistics.median(wall),
+                    "train_cpu_overhead_pct": statistics.median(cpu),
                     "train_watch_p99_ms": _percentile(lat_ms, 0.99)},
         "details": {
             "clients": sz["train_clients"], "work_n": work_n,
-            "steps_per_s_no_server": alone, "steps_per_s_watched": [w["rate"] for w in watched],
-            "paired_slowdown_pct": paired, "segments": watched,
-            "watch_p50_ms": _percentile(lat_ms, 0.5), "watch_max_ms": lat_ms[-1] if lat_ms else None,
+            "steps_per_s_no_server": [a[0] for a in alone],
+            "steps_per_s_watched": [w["rate"] for w in watched],
+            "cpu_us_per_step_no_server": [a[1] for a in alone],
+            "cpu_us_per_step_watched": [w["cpu_us_per_step"] for w in watched],
+            "paired_slowdown_pct": wall, "paired_cpu_overhead_pct": cpu, "segments": watched,
+            "watch_p50_ms": _percentile(lat_ms, 0.5),
+            "watch_max_ms": lat_ms[-1] if lat_ms else None,
         },
     }
 

@@ -48,6 +48,7 @@ FIGURES: tuple[Figure, ...] = (
            "latency", max_value=5.0),
     Figure("train_slowdown_pct", "training slowdown, {train_clients} SSE watching (%)",
            "slowdown", max_value=3.0),
+    Figure("train_cpu_overhead_pct", "training CPU overhead, same runs (%)", "slowdown"),
     Figure("train_watch_p99_ms", "event latency p99 while training (ms)",
            "slowdown"),
     Figure("start_ms", "start, 3 ports bound (ms, median)", "lifecycle", max_value=50.0),
@@ -143,7 +144,7 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
     }
     try:
-        info["loadavg"] = list(os.getloadavg())
+        info["loadavg_at_end"] = list(os.getloadavg())
     except OSError:
         pass
     try:

@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     groups = args.only or list(GROUPS)
 
     started = time.time()
+    loadavg_at_start = list(os.getloadavg())
     results: dict[str, dict[str, Any]] = {side: {} for side in SIDES}
     for group in groups:
         for side in args.sides:
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode": mode,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "elapsed_s": round(time.time() - started, 1),
-        "machine": machine_info(),
+        "machine": {**machine_info(), "loadavg_at_start": loadavg_at_start},
         "sizes": sizes,
         "figures": summary,
         "raw": results,

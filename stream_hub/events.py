@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 # Types only the server emits; user code cannot publish them.
-RESERVED_TYPES = frozenset({"gap", "shutdown", "error"})
+RESERVED_TYPES = frozenset({"gap", "shutdown", "error", "status"})
 # Server events pass every subscriber's run filter (they belong to no run).
 SERVER_TYPES = frozenset({"gap", "shutdown", "status"})
 
@@ -158,10 +158,15 @@ def encode_event(
         TypeError: ``payload`` cannot be encoded (not JSON-able).
     """
     if event_type == "metric":
-        return orjson.dumps(
-            {"seq": seq, "epoch": epoch, "ts": ts, "type": event_type, "run": run,
-             "step": step, "metrics": _finite_metrics(payload)}
-        )
+        event = {"seq": seq, "epoch": epoch, "ts": ts, "type": event_type, "run": run,
+                 "step": step, "metrics": _finite_metrics(payload)}
+        try:
+            return orjson.dumps(event)
+        except orjson.JSONEncodeError:
+            # Integers beyond 64 bits are still numbers: send them as floats.
+            event["metrics"] = {k: float(v) if type(v) is int else v
+                                for k, v in event["metrics"].items()}
+            return orjson.dumps(event)
     return orjson.dumps(
         {"seq": seq, "epoch": epoch, "ts": ts, "type": event_type, "run": run,
          "step": step, "data": payload}

@@ -11,7 +11,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from .errors import LoopThreadError, StreamHubError
@@ -33,8 +33,10 @@ class LoopThread:
     thread and closes the loop.
     """
 
-    def __init__(self, name: str = "stream-hub-loop") -> None:
+    def __init__(self, name: str = "stream-hub-loop",
+                 on_crash: Callable[[BaseException], None] | None = None) -> None:
         self.name = name
+        self.on_crash = on_crash
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
         self._crash: BaseException | None = None
@@ -74,12 +76,14 @@ class LoopThread:
                 # Callbacks queued by the last closes (connection_lost) must run
                 # before the loop closes, or their sockets are never released.
                 loop.run_until_complete(asyncio.sleep(0))
-            except BaseException as exc:  # pragma: no cover - only on injected faults
+            except BaseException as exc:  # only on faults: run_forever does not raise
                 self._crash = exc
-                logger.exception("event-loop thread crashed")
+                logger.error("event-loop thread crashed: %r", exc)
             finally:
                 asyncio.set_event_loop(None)
                 loop.close()
+            if self._crash is not None and self.on_crash is not None:
+                self.on_crash(self._crash)
 
         thread = threading.Thread(target=main, name=self.name, daemon=True)
         self.loop, self.thread = loop, thread

@@ -129,6 +129,7 @@ class StreamServerManager:
                 server = TrainingStreamServer(config, training_system)
                 server.status_extra = self._status_extra
                 server.restart_hook = self.force_restart
+                server.on_fault = self._recover
                 self._server = server
             elif training_system is not None and server.training_system is None:
                 server.training_system = training_system
@@ -190,6 +191,19 @@ class StreamServerManager:
             logger.info("force restart requested (references: %d)", self._refs)
             server.restart()
             return server
+
+    def _recover(self, server: TrainingStreamServer, cause: str) -> None:
+        """After a fault (dead loop thread, dead listener): restart in place."""
+        with self._lock:
+            if server is not self._server or self._refs == 0:
+                return
+            try:
+                server.restart()
+                logger.warning("stream server recovered from a fault (%s); restarts: %d",
+                               cause, server.restarts)
+            except Exception:
+                logger.exception("stream server could not recover from a fault (%s); the next "
+                                 "get_stream_server() or force_restart() retries", cause)
 
     def cleanup(self) -> None:
         """Stop the server whatever the count, set the count to zero and forget

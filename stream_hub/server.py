@@ -32,6 +32,7 @@ from .feed import Feed
 from .hub import Hub
 from .loop import LoopThread
 from .metrics import LatencyHistogram, MetricsExporter
+from .transports.http import make_protocol_class
 from .transports.rest import create_rest_app
 from .transports.sse import create_sse_app
 from .transports.ws import WebSocketFace
@@ -41,6 +42,7 @@ __all__ = ["TrainingStreamServer"]
 logger = logging.getLogger(__name__)
 
 TRANSPORTS = ("sse", "ws", "rest")
+WATCH_INTERVAL = 0.25  # seconds between listener health checks
 
 # Every server object of this process, so a forked child can disown them.
 _ALL_SERVERS: weakref.WeakSet[TrainingStreamServer] = weakref.WeakSet()
@@ -64,9 +66,14 @@ class TrainingStreamServer:
         # the admin endpoint triggers (so the manager's bookkeeping sees it).
         self.status_extra: Callable[[], dict[str, Any]] | None = None
         self.restart_hook: Callable[[], Any] | None = None
+        # Called (on a new thread) when the loop thread dies or a listener stops.
+        self.on_fault: Callable[[TrainingStreamServer, str], Any] | None = None
+        self.faults = 0
+        self.last_fault: str | None = None
+        self._watch_task: asyncio.Task[None] | None = None
         self.latency = LatencyHistogram()
         self._metrics = MetricsExporter(self)
-        self._loop = LoopThread()
+        self._loop = LoopThread(on_crash=self._loop_crashed)
         self._lifecycle = threading.RLock()
         self._feed: Feed | None = None
         self._ports: dict[str, int] = {}
@@ -102,7 +109,8 @@ class TrainingStreamServer:
 
     @property
     def running(self) -> bool:
-        return self._running
+        """True while serving (False as soon as the loop thread has died)."""
+        return self._running and self._loop.is_alive()
 
     @property
     def loop_thread_alive(self) -> bool:
@@ -135,7 +143,7 @@ class TrainingStreamServer:
         feed = self._feed
         extra = self.status_extra() if self.status_extra is not None else {"ref_count": 0}
         return {
-            "running": self._running,
+            "running": self.running,
             "ref_count": extra.get("ref_count", 0),
             "pid": os.getpid(),
             "uptime_s": (time.monotonic() - self._started_at) if self._started_at else 0.0,
@@ -216,7 +224,8 @@ class TrainingStreamServer:
             config = self._uv_configs.get(name)
             if config is None:
                 config = self._uv_configs[name] = uvicorn.Config(
-                    self._apps[name], http="h11", lifespan="off", log_config=None,
+                    self._apps[name], http=make_protocol_class(self.config.handshake_timeout),
+                    lifespan="off", log_config=None,
                     access_log=False, server_header=False, date_header=False,
                     timeout_keep_alive=5, ws="none",
                 )
@@ -227,6 +236,31 @@ class TrainingStreamServer:
             self._uvicorn[name] = uv
         await self._ws.start(self._sockets["ws"])
         feed.attach()
+        self._watch_task = asyncio.get_running_loop().create_task(self._watch(), name="stream-hub-watch")
+
+    async def _watch(self) -> None:
+        """Notice a transport that stopped listening underneath us (within a second)."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            if not self._running or (self._feed is not None and self._feed.closing):
+                continue
+            broken = [name for name, uv in self._uvicorn.items()
+                      if not all(srv.is_serving() for srv in getattr(uv, "servers", []))]
+            if self._ws.ws_server is not None and not self._ws.ws_server.is_serving():
+                broken.append("ws")
+            if broken:
+                self._report_fault(f"{', '.join(broken)} listener stopped serving")
+                return
+
+    def _report_fault(self, cause: str) -> None:
+        """Log a fault and hand recovery to the manager (on a thread of its own)."""
+        logger.error("stream_hub fault: %s; restarting in place", cause)
+        self.faults += 1
+        self.last_fault = cause
+        handler = self.on_fault
+        if handler is not None:
+            threading.Thread(target=handler, args=(self, cause), name="stream-hub-recover",
+                             daemon=True).start()
 
     def _abort_start(self) -> None:
         """Undo a partial start: close listeners, stop the loop, free the ports."""
@@ -334,21 +368,36 @@ class TrainingStreamServer:
             tasks |= uv.server_state.tasks
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
-            for task in pending:
-                task.cancel()
             if pending:
-                logger.warning("%d stream(s) did not end within %.1f s; cancelled", len(pending),
-                               timeout)
-                await asyncio.wait(pending, timeout=1.0)
+                # Clients that stopped reading: drop their connections outright.
+                logger.warning("%d stream(s) did not end within %.1f s; aborting them",
+                               len(pending), timeout)
+                self._abort_connections()
+                _, pending = await asyncio.wait(pending, timeout=0.5)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    await asyncio.wait(pending, timeout=0.5)
         # 3. Close what is left: WebSocket handshakes, idle HTTP keep-alives.
-        await self._ws.close(max(0.1, deadline - time.monotonic()))
+        await self._ws.close(max(0.05, deadline - time.monotonic()))
         for uv in self._uvicorn.values():
             for connection in list(uv.server_state.connections):
                 connection.shutdown()
+        self._abort_connections(only_idle=True)
+
+    def _abort_connections(self, only_idle: bool = False) -> None:
+        """Close HTTP connections (only idle ones if asked) and abort WebSockets."""
+        for uv in self._uvicorn.values():
             for connection in list(uv.server_state.connections):
                 transport = getattr(connection, "transport", None)
-                if transport is not None and not transport.is_closing():
+                if transport is None or transport.is_closing():
+                    continue
+                if only_idle:
                     transport.close()
+                else:
+                    transport.abort()
+        if not only_idle:
+            self._ws.abort_connections()
 
     def _verify_ports_released(self, ports: dict[str, int]) -> None:
         """Bind each port again (SO_REUSEADDR, as the next server will) or raise."""
@@ -359,6 +408,11 @@ class TrainingStreamServer:
                 raise StreamHubError(
                     f"{name} port {port} is still bound after stop: {exc}"
                 ) from exc
+
+    def _loop_crashed(self, exc: BaseException) -> None:
+        # On the dying loop thread: it can no longer serve anything.
+        if self._running:
+            self._report_fault(f"event-loop thread died: {exc!r}")
 
     def _restart_in_background(self) -> None:
         """Called on the loop by the admin endpoint: restart from another thread."""
@@ -372,7 +426,7 @@ class TrainingStreamServer:
         self.hub.reinit_after_fork()
         self._feed = None
         self._running = False
-        self._loop = LoopThread()
+        self._loop = LoopThread(on_crash=self._loop_crashed)
         self._lifecycle = threading.RLock()
         self._sockets = {}
         self._uvicorn = {}

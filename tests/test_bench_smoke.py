@@ -28,7 +28,8 @@ def test_bench_quick_tiny_produces_every_figure(tmp_path: Path) -> None:
     figures = doc["figures"]
     expected = {
         "publish_us", "publish_us_1client", "fanout_sse_per_s", "fanout_ws_per_s",
-        "latency_p50_ms", "latency_p99_ms", "train_slowdown_pct", "train_watch_p99_ms", "start_ms", "stop_ms",
+        "latency_p50_ms", "latency_p99_ms", "train_slowdown_pct",
+        "train_cpu_overhead_pct", "train_watch_p99_ms", "start_ms", "stop_ms",
         "restart_ms", "rss_kb_per_client",
     }
     assert expected <= set(figures)

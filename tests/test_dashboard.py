@@ -313,7 +313,13 @@ def test_stays_smooth_with_5_runs_x_10_metrics_at_50_updates_per_second(page: An
             step = 0
             next_at = time.monotonic()
             while not stop.is_set():
-                server.log({m: rng.random() for m in metrics}, step=step, run=run)
+                # Falling curves with noise; every tenth metric pure noise (the
+                # costliest kind of line to draw).
+                values = {
+                    m: rng.random() if k == 9 else math.exp(-step / (60 + 25 * k)) + rng.gauss(0, 0.02)
+                    for k, m in enumerate(metrics)
+                }
+                server.log(values, step=step, run=run)
                 published[run] += 1
                 step += 1
                 next_at += 1 / 50

@@ -486,9 +486,8 @@ def test_training_get_status_that_hangs_is_504_and_loop_stays_free():
         caller.start()
         wait_for(lambda: server.training_system.calls == 1, what="get_status called")
         # The loop keeps serving while get_status hangs.
-        health_started = time.monotonic()
         assert get(server, "/health").status_code == 200
-        assert time.monotonic() - health_started < 1.0
+        assert not result, "/health should answer while get_status() still hangs"
         caller.join(15)
         elapsed = time.monotonic() - started
         assert result, "no answer from /api/training"

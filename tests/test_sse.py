@@ -7,6 +7,7 @@ an actual message or a polled condition with a deadline.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -18,10 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
-from .conftest import free_config, wait_for
 from stream_hub import TrainingStreamServer
+
+from .conftest import free_config, wait_for
 
 EVENT_KEYS_METRIC = {"seq", "epoch", "ts", "type", "run", "step", "metrics"}
 EVENT_KEYS_DATA = {"seq", "epoch", "ts", "type", "run", "step", "data"}
@@ -521,13 +524,36 @@ def test_stop_with_stalled_client_logs_no_error(make_server, open_stream, caplog
         stalled.close()
 
 
+@pytest.mark.xfail(reason="BUG: stop() with a stalled SSE client returns with the server side "
+                          "of that connection still open (ESTABLISHED; the asyncio transport is "
+                          "'closing' with unsent data and is never aborted); it is only closed "
+                          "by GC, with 'ResourceWarning: unclosed transport'. The WebSocket "
+                          "face aborts such transports.", strict=True)
+def test_stop_with_stalled_client_closes_its_socket(make_server, open_stream):
+    server = make_server(history_size=50_000)
+    port = server.ports["sse"]
+    stalled, _ = _stall_one_client(server, open_stream)
+    # The garbage collector would close a leaked socket at some random later
+    # point; keep it out of the way so the check sees what stop() left.
+    gc.disable()
+    try:
+        server.stop(timeout=1.0)
+        left = [c for c in psutil.Process().net_connections("tcp")
+                if c.laddr and c.laddr.port == port]
+        assert not left, f"server-side sockets still open after stop(): {left}"
+    finally:
+        gc.enable()
+        stalled.close()
+
+
 def test_non_finite_metrics_arrive_as_valid_json(server, open_stream):
     stream = open_stream(server)
     seq = server.log({"nan": math.nan, "inf": math.inf, "ninf": -math.inf, "ok": 1.5}, step=1)
     frame = stream.next()
     assert frame.seq == seq
     assert "NaN" not in frame.data.replace('"NaN"', "")  # no bare NaN token
-    assert frame.json["metrics"] == {"nan": "NaN", "inf": "Infinity", "ninf": "-Infinity", "ok": 1.5}
+    assert frame.json["metrics"] == {
+        "nan": "NaN", "inf": "Infinity", "ninf": "-Infinity", "ok": 1.5}
     assert math.isnan(float(frame.json["metrics"]["nan"]))
     assert float(frame.json["metrics"]["ninf"]) == -math.inf
 

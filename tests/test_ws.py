@@ -48,7 +48,8 @@ async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any
     return value
 
 
-async def recv_until_seq(ws: ClientConnection, seq: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+async def recv_until_seq(ws: ClientConnection, seq: int,
+                         timeout: float = 5.0) -> list[dict[str, Any]]:
     out = []
     while True:
         event = await recv_json(ws, timeout)
@@ -448,8 +449,8 @@ async def test_stop_with_10_sse_and_10_ws_clients_is_prompt(make_server):
     ports = server.ports
     connected = asyncio.Event()
     counter = [0]
-    sse_tasks = [asyncio.create_task(_sse_client(f"{server.urls['sse']}/events", connected, counter))
-                 for _ in range(10)]
+    url = f"{server.urls['sse']}/events"
+    sse_tasks = [asyncio.create_task(_sse_client(url, connected, counter)) for _ in range(10)]
     ws_tasks = [asyncio.create_task(_ws_client(server)) for _ in range(10)]
     await asyncio.wait_for(connected.wait(), 10)
     await asyncio.to_thread(
@@ -532,6 +533,27 @@ async def test_client_that_never_reads_does_not_delay_another(make_server):
             print(f"stop(timeout=1.0) with a stalled WebSocket client: {took * 1000:.0f} ms")
             assert closed.rcvd is not None and closed.rcvd.code == 1001
             assert took < 4.0
+    finally:
+        stalled.close()
+
+
+@pytest.mark.xfail(reason="BUG: stop(timeout=1.0) with a WebSocket client that never reads takes "
+                          "~2.1 s: server._close_transports waits `timeout` for the handler, "
+                          "cancels it, then waits another fixed 1.0 s (the cancelled handler "
+                          "hangs in websockets' closing handshake), then ws.close() aborts; "
+                          "with SSE the same stop takes ~1.0 s", strict=True)
+async def test_stop_timeout_bounds_stop_with_stalled_websocket(make_server):
+    server = make_server(history_size=50_000)
+    stalled = await asyncio.to_thread(StalledWebSocket, server)
+    try:
+        await asyncio.to_thread(wait_for, lambda: server.status()["clients"]["ws"] == 1, 10,
+                                "stalled client registered")
+        seqs = [server.publish("blob", {"blob": "x" * 1000}) for _ in range(12_000)]
+        await asyncio.to_thread(committed, server, seqs[-1])
+        started = time.monotonic()
+        await asyncio.wait_for(server.aclose(timeout=1.0), 10)
+        took = time.monotonic() - started
+        assert took < 1.6, f"stop(timeout=1.0) took {took:.2f} s"
     finally:
         stalled.close()
 

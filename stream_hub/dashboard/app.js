@@ -363,10 +363,10 @@
     interval: 2000,
     token: TOKEN,
     onState: (status, text) => setTransport("rest", status, text),
-    onTick: (status, checks) => {
-      if (status === "connected" && state.booted && checks % 2 === 0) {
-        api("/api/status", 2000).then(applyStatus, () => {});
-      }
+    onTick: (status) => {
+      // The facts panel, and the way a restarted server with a new epoch or
+      // new ports is noticed even while no event arrives.
+      if (status === "connected" && state.booted) api("/api/status", 2000).then(applyStatus, () => {});
     },
   });
 

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -78,12 +78,12 @@ class WebSocketFace:
     # -- handshake ----------------------------------------------------------------
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        parts = urlsplit(request.path)
-        if parts.path not in ("/", ""):
+        path, _, query_string = request.path.partition("?")
+        if path != "/":
             return connection.respond(404, "WebSocket endpoint is / (for example ws://host:port/)\n")
         cfg = self.server.config
         if cfg.read_token is not None:
-            query = parse_qs(parts.query)
+            query = parse_qs(query_string)
             given = bearer_token(request.headers.get("Authorization")) or (
                 query.get("token", [None])[0]
             )
@@ -204,6 +204,12 @@ class WebSocketFace:
             for connection in list(ws_server.all_connections):
                 connection.transport.abort()
         self.ws_server = None
+
+    def abort_connections(self) -> None:
+        """Drop every connection at once (clients that stopped reading)."""
+        if self.ws_server is not None:
+            for connection in list(self.ws_server.all_connections):
+                connection.transport.abort()
 
     def abort_listener(self) -> None:
         """Stop accepting new connections now (the rest of close() follows)."""
