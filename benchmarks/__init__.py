@@ -9,6 +9,10 @@
   stream_hub and the baseline, so every figure measures both the same way.
 - :mod:`benchmarks.clients` -- the load generator: raw non-blocking SSE and
   WebSocket clients in a selector loop, in a process of its own.
-- :mod:`benchmarks.figures` -- the measurements; each runs in a fresh process.
+- :mod:`benchmarks.wire` -- its I/O-free half: requests, response heads,
+  chunked decoding, SSE and WebSocket frame counting.
+- :mod:`benchmarks.figures` -- the measurements; :mod:`benchmarks.probes`
+  checks a server is serving or gone; :mod:`benchmarks.runner` runs each
+  figure for each side in a fresh process.
 - :mod:`benchmarks.report` -- targets, the table and the JSON file.
 """

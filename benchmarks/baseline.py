@@ -52,7 +52,11 @@ class BaselineHub:
     name = "baseline"
 
     def __init__(
-        self, host: str = "127.0.0.1", sse_port: int = 0, ws_port: int = 0, rest_port: int = 0,
+        self,
+        host: str = "127.0.0.1",
+        sse_port: int = 0,
+        ws_port: int = 0,
+        rest_port: int = 0,
     ) -> None:
         self.host = host
         self._wanted = {"sse": sse_port, "ws": ws_port, "rest": rest_port}
@@ -70,13 +74,20 @@ class BaselineHub:
 
     # -- publishing (training thread) -----------------------------------------
 
-    def log(self, metrics: Mapping[str, float], step: int | None = None,
-            run: str | None = None) -> int:
+    def log(
+        self, metrics: Mapping[str, float], step: int | None = None, run: str | None = None
+    ) -> int:
         with self._seq_lock:
             self._seq += 1
             seq = self._seq
-        event = {"seq": seq, "ts": time.time(), "type": "metric", "run": run or "default",
-                 "step": step, "metrics": dict(metrics)}
+        event = {
+            "seq": seq,
+            "ts": time.time(),
+            "type": "metric",
+            "run": run or "default",
+            "step": step,
+            "metrics": dict(metrics),
+        }
         loop = self._loop
         if loop is not None:
             loop.call_soon_threadsafe(self._fan_out, event)
@@ -104,8 +115,11 @@ class BaselineHub:
                         event = await queue.get()
                         if event is None:
                             return
-                        yield {"id": str(event["seq"]), "event": event["type"],
-                               "data": json.dumps(event)}
+                        yield {
+                            "id": str(event["seq"]),
+                            "event": event["type"],
+                            "data": json.dumps(event),
+                        }
                 finally:
                     self._sse_queues.discard(queue)
 
@@ -122,8 +136,10 @@ class BaselineHub:
 
         @app.get("/api/status")
         async def status() -> dict[str, Any]:
-            return {"last_seq": self._seq, "clients": {"sse": len(self._sse_queues),
-                                                      "ws": len(self._ws_queues)}}
+            return {
+                "last_seq": self._seq,
+                "clients": {"sse": len(self._sse_queues), "ws": len(self._ws_queues)},
+            }
 
         return app
 
@@ -149,8 +165,9 @@ class BaselineHub:
         self.ports = {name: s.getsockname()[1] for name, s in socks.items()}
         self._ready.clear()
         self._error = None
-        self._thread = threading.Thread(target=self._thread_main, args=(socks,),
-                                        name="baseline-hub-loop", daemon=True)
+        self._thread = threading.Thread(
+            target=self._thread_main, args=(socks,), name="baseline-hub-loop", daemon=True
+        )
         self._thread.start()
         if not self._ready.wait(timeout) or self._error is not None:
             raise RuntimeError(f"baseline hub did not start: {self._error!r}")
@@ -172,8 +189,9 @@ class BaselineHub:
         self._servers = []
         tasks = []
         for name, app in (("sse", self._sse_app()), ("rest", self._rest_app())):
-            config = uvicorn.Config(app, log_level="warning", lifespan="off",
-                                    timeout_graceful_shutdown=2)
+            config = uvicorn.Config(
+                app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
+            )
             server = uvicorn.Server(config)
             self._servers.append(server)
             tasks.append(asyncio.create_task(server.serve(sockets=[socks[name]])))

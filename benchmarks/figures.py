@@ -2,7 +2,7 @@
 
 Every figure function takes the side's name and the sizes (a plain dict, see
 ``scripts/bench.py``) and returns ``{"figures": {...}, "details": {...}}``.
-:func:`run_isolated` runs one of them in a spawned worker process, so that no
+:func:`benchmarks.runner.run_isolated` runs one in a spawned worker process, so no
 figure inherits another's threads, garbage or allocator state, and the two
 sides never share a process. The load clients run in yet another process
 (:class:`~benchmarks.clients.LoadClient`).
@@ -13,24 +13,20 @@ from __future__ import annotations
 import gc
 import logging
 import math
-import multiprocessing
-import socket
 import statistics
 import threading
 import time
-import traceback
 from collections.abc import Callable, Mapping
-from multiprocessing.connection import Connection
 from typing import Any
 
-from .clients import LoadClient, raise_fd_limit
+from .clients import LoadClient
+from .probes import wait_free, wait_serving
 from .sides import Side, make_side
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GROUPS", "calibrate_work", "run_isolated"]
+__all__ = ["GROUPS", "calibrate_work"]
 
-HOST = "127.0.0.1"
 METRICS = {"loss": 0.123456, "acc": 0.9}
 _PROBE = {"probe": 1.0}
 
@@ -40,40 +36,6 @@ _PROBE = {"probe": 1.0}
 
 def _pause(seconds: float) -> None:
     threading.Event().wait(seconds)
-
-
-def _wait_accepting(ports: Mapping[str, int], timeout: float = 10.0) -> None:
-    """Return once every port accepts a TCP connection."""
-    deadline = time.monotonic() + timeout
-    for name, port in ports.items():
-        while True:
-            try:
-                socket.create_connection((HOST, port), timeout=1.0).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} port {port} not accepting after {timeout} s")
-                _pause(0.0002)
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def _wait_free(ports: Mapping[str, int], timeout: float = 10.0) -> None:
-    """Return once every port can be bound again (the server really let go)."""
-    deadline = time.monotonic() + timeout
-    for name, port in ports.items():
-        while not _port_is_free(port):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} port {port} still bound {timeout} s after stop")
-            _pause(0.0002)
 
 
 def _warm_up(side: Side, client: LoadClient, timeout: float = 0.25, attempts: int = 40) -> int:
@@ -120,7 +82,7 @@ def _publish_batches(side: Side, batches: int, batch: int) -> list[float]:
     log = side.log
     metrics = METRICS
     out = []
-    for b in range(batches):
+    for _ in range(batches):
         t0 = time.perf_counter_ns()
         for i in range(batch):
             log(metrics, step=i, run="pub")
@@ -148,10 +110,15 @@ def fig_publish(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
     finally:
         side.stop()
     return {
-        "figures": {"publish_us": statistics.median(idle),
-                    "publish_us_1client": statistics.median(one)},
-        "details": {"batches_us_idle": idle, "batches_us_1client": one,
-                    "client_had_fraction_at_end": sum(behind["counts"]) / max(1, last - first)},
+        "figures": {
+            "publish_us": statistics.median(idle),
+            "publish_us_1client": statistics.median(one),
+        },
+        "details": {
+            "batches_us_idle": idle,
+            "batches_us_1client": one,
+            "client_had_fraction_at_end": sum(behind["counts"]) / max(1, last - first),
+        },
     }
 
 
@@ -167,7 +134,7 @@ def _fanout(side_name: str, sz: Mapping[str, Any], kind: str) -> dict[str, Any]:
     try:
         with LoadClient() as client:
             _connect(client, kind, side.ports[kind], n)
-            for r in range(sz["fanout_rounds"]):
+            for _ in range(sz["fanout_rounds"]):
                 _warm_up(side, client)  # also: all of the previous round has arrived
                 log = side.log
                 t0 = time.time()
@@ -179,12 +146,17 @@ def _fanout(side_name: str, sz: Mapping[str, Any], kind: str) -> dict[str, Any]:
                 received = sum(done["counts"])
                 last = max(done["last"]) if done["last"] else 0.0
                 elapsed = last - t0
-                rounds.append({
-                    "rate": received / elapsed if elapsed > 0 else math.nan,
-                    "expected": n * burst, "received": received, "complete": bool(done["ok"]),
-                    "publish_s": t_published - t0, "elapsed_s": elapsed,
-                    "min_per_client": min(done["counts"]) if done["counts"] else 0,
-                })
+                rounds.append(
+                    {
+                        "rate": received / elapsed if elapsed > 0 else math.nan,
+                        "expected": n * burst,
+                        "received": received,
+                        "complete": bool(done["ok"]),
+                        "publish_s": t_published - t0,
+                        "elapsed_s": elapsed,
+                        "min_per_client": min(done["counts"]) if done["counts"] else 0,
+                    }
+                )
     finally:
         side.stop()
     return {
@@ -229,12 +201,19 @@ def fig_latency(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
         side.stop()
     lat_ms = sorted(x * 1000.0 for x in done["latencies"])
     return {
-        "figures": {"latency_p50_ms": _percentile(lat_ms, 0.50),
-                    "latency_p99_ms": _percentile(lat_ms, 0.99)},
+        "figures": {
+            "latency_p50_ms": _percentile(lat_ms, 0.50),
+            "latency_p99_ms": _percentile(lat_ms, 0.99),
+        },
         "details": {
-            "clients": sz["latency_clients"], "rate": rate, "achieved_rate": achieved,
-            "events": n_events, "samples": len(lat_ms), "complete": bool(done["ok"]),
-            "p90_ms": _percentile(lat_ms, 0.90), "p999_ms": _percentile(lat_ms, 0.999),
+            "clients": sz["latency_clients"],
+            "rate": rate,
+            "achieved_rate": achieved,
+            "events": n_events,
+            "samples": len(lat_ms),
+            "complete": bool(done["ok"]),
+            "p90_ms": _percentile(lat_ms, 0.90),
+            "p999_ms": _percentile(lat_ms, 0.999),
             "max_ms": lat_ms[-1] if lat_ms else math.nan,
         },
     }
@@ -263,8 +242,9 @@ def calibrate_work(step_seconds: float = 0.002) -> int:
     return max(1000, int(n * step_seconds / statistics.median(times)))
 
 
-def _train_segment(seconds: float, work_n: int, log: Callable[..., int] | None
-                   ) -> tuple[float, float]:
+def _train_segment(
+    seconds: float, work_n: int, log: Callable[..., int] | None
+) -> tuple[float, float]:
     """One segment of the training loop: (steps per wall second, process CPU µs per step).
 
     Process CPU time counts the server's loop thread too, and not the time
@@ -285,16 +265,21 @@ def _train_segment(seconds: float, work_n: int, log: Callable[..., int] | None
     return steps / (now - t0), (time.process_time() - cpu0) / steps * 1e6
 
 
-def _watched_segment(side_name: str, sz: Mapping[str, Any], client: LoadClient
-                     ) -> dict[str, Any]:
+def _watched_segment(side_name: str, sz: Mapping[str, Any], client: LoadClient) -> dict[str, Any]:
     """One training segment with a fresh server and ``train_clients`` SSE watchers."""
     side = make_side(side_name)
     side.start()
     try:
         # A few watchers time every event; the rest only count, which keeps
         # the client process light next to the training process.
-        _connect(client, "sse", side.ports["sse"], sz["train_clients"], mode="latency",
-                 timed=min(5, sz["train_clients"]))
+        _connect(
+            client,
+            "sse",
+            side.ports["sse"],
+            sz["train_clients"],
+            mode="latency",
+            timed=min(5, sz["train_clients"]),
+        )
         first = _warm_up(side, client)
         rate, cpu_us = _train_segment(sz["train_segment_s"], sz["work_n"], side.log)
         last = side.log(METRICS, step=0, run="train-end")
@@ -340,16 +325,21 @@ def fig_slowdown(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
     cpu = [paired(i, 1, w["cpu_us_per_step"]) for i, w in enumerate(watched)]
     lat_ms = sorted(x * 1000.0 for w in watched for x in w.pop("latencies"))
     return {
-        "figures": {"train_slowdown_pct": statistics.median(wall),
-                    "train_cpu_overhead_pct": statistics.median(cpu),
-                    "train_watch_p99_ms": _percentile(lat_ms, 0.99)},
+        "figures": {
+            "train_slowdown_pct": statistics.median(wall),
+            "train_cpu_overhead_pct": statistics.median(cpu),
+            "train_watch_p99_ms": _percentile(lat_ms, 0.99),
+        },
         "details": {
-            "clients": sz["train_clients"], "work_n": work_n,
+            "clients": sz["train_clients"],
+            "work_n": work_n,
             "steps_per_s_no_server": [a[0] for a in alone],
             "steps_per_s_watched": [w["rate"] for w in watched],
             "cpu_us_per_step_no_server": [a[1] for a in alone],
             "cpu_us_per_step_watched": [w["cpu_us_per_step"] for w in watched],
-            "paired_slowdown_pct": wall, "paired_cpu_overhead_pct": cpu, "segments": watched,
+            "paired_slowdown_pct": wall,
+            "paired_cpu_overhead_pct": cpu,
+            "segments": watched,
             "watch_p50_ms": _percentile(lat_ms, 0.5),
             "watch_max_ms": lat_ms[-1] if lat_ms else None,
         },
@@ -369,23 +359,25 @@ def fig_lifecycle(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
     for cycle in range(sz["lifecycle_cycles"] + 1):  # cycle 0 warms up, uncounted
         t0 = time.perf_counter()
         side.start()
-        _wait_accepting(side.ports)
+        wait_serving(side.ports)
         t1 = time.perf_counter()
         side.force_restart()
-        _wait_accepting(side.ports)
+        wait_serving(side.ports)
         t2 = time.perf_counter()
         ports = side.ports
         side.stop()
-        _wait_free(ports)
+        wait_free(ports)
         t3 = time.perf_counter()
         if cycle:
             start_ms.append((t1 - t0) * 1000)
             restart_ms.append((t2 - t1) * 1000)
             stop_ms.append((t3 - t2) * 1000)
     return {
-        "figures": {"start_ms": statistics.median(start_ms),
-                    "stop_ms": statistics.median(stop_ms),
-                    "restart_ms": statistics.median(restart_ms)},
+        "figures": {
+            "start_ms": statistics.median(start_ms),
+            "stop_ms": statistics.median(stop_ms),
+            "restart_ms": statistics.median(restart_ms),
+        },
         "details": {"start_ms": start_ms, "stop_ms": stop_ms, "restart_ms": restart_ms},
     }
 
@@ -417,8 +409,12 @@ def fig_memory(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
         side.stop()
     return {
         "figures": {"rss_kb_per_client": (rss1 - rss0) / n / 1024.0},
-        "details": {"clients": n, "rss_before_mb": rss0 / 2**20, "rss_after_mb": rss1 / 2**20,
-                    "connect_s": connect_s},
+        "details": {
+            "clients": n,
+            "rss_before_mb": rss0 / 2**20,
+            "rss_after_mb": rss1 / 2**20,
+            "connect_s": connect_s,
+        },
     }
 
 
@@ -431,48 +427,3 @@ GROUPS: dict[str, Callable[[str, Mapping[str, Any]], dict[str, Any]]] = {
     "lifecycle": fig_lifecycle,
     "memory": fig_memory,
 }
-
-
-# -- isolation -------------------------------------------------------------------
-
-
-def _worker_main(pipe: Connection, group: str, side_name: str, sz: dict[str, Any],
-                 log_level: int) -> None:
-    logging.basicConfig(level=log_level,
-                        format=f"%(asctime)s {side_name}/{group} %(name)s %(levelname)s %(message)s")
-    raise_fd_limit()
-    if side_name == "baseline":
-        # The hand-written hub makes asyncio warn about every send to a client that has
-        # already gone; that is the baseline's normal life, not news.
-        logging.getLogger("asyncio").setLevel(logging.ERROR)
-    try:
-        result = GROUPS[group](side_name, sz)
-    except BaseException as exc:
-        result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-    pipe.send(result)
-    pipe.close()
-
-
-def run_isolated(group: str, side_name: str, sz: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Run one figure group for one side in a fresh process; never raises."""
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_worker_main, name=f"bench-{side_name}-{group}",
-                       args=(child, group, side_name, sz, logging.getLogger().getEffectiveLevel()))
-    proc.start()
-    child.close()
-    try:
-        if parent.poll(timeout):
-            result: dict[str, Any] = parent.recv()
-        else:
-            result = {"error": f"timed out after {timeout:.0f} s"}
-    except EOFError:
-        result = {"error": f"worker died (exit code {proc.exitcode})"}
-    finally:
-        parent.close()
-    proc.join(15)
-    if proc.is_alive():
-        logger.warning("%s/%s worker did not exit; terminating it", side_name, group)
-        proc.terminate()
-        proc.join(5)
-    return result

@@ -35,27 +35,52 @@ class Figure:
 
 
 FIGURES: tuple[Figure, ...] = (
-    Figure("publish_us", "publish cost, no client (us/event)", "publish",
-           max_value=1.0, min_ratio=8.0),
+    Figure(
+        "publish_us", "publish cost, no client (us/event)", "publish", max_value=1.0, min_ratio=8.0
+    ),
     Figure("publish_us_1client", "publish cost, 1 SSE client (us/event)", "publish"),
-    Figure("fanout_sse_per_s", "fan-out, {fanout_clients} SSE clients (deliveries/s)",
-           "fanout_sse", higher_is_better=True, min_ratio=20.0),
-    Figure("fanout_ws_per_s", "fan-out, {fanout_clients} WS clients (deliveries/s)",
-           "fanout_ws", higher_is_better=True, min_ratio=20.0),
-    Figure("latency_p50_ms", "latency p50, {latency_rate} ev/s, {latency_clients} SSE (ms)",
-           "latency"),
-    Figure("latency_p99_ms", "latency p99, {latency_rate} ev/s, {latency_clients} SSE (ms)",
-           "latency", max_value=5.0),
-    Figure("train_slowdown_pct", "training slowdown, {train_clients} SSE watching (%)",
-           "slowdown", max_value=3.0),
+    Figure(
+        "fanout_sse_per_s",
+        "fan-out, {fanout_clients} SSE clients (deliveries/s)",
+        "fanout_sse",
+        higher_is_better=True,
+        min_ratio=20.0,
+    ),
+    Figure(
+        "fanout_ws_per_s",
+        "fan-out, {fanout_clients} WS clients (deliveries/s)",
+        "fanout_ws",
+        higher_is_better=True,
+        min_ratio=20.0,
+    ),
+    Figure(
+        "latency_p50_ms", "latency p50, {latency_rate} ev/s, {latency_clients} SSE (ms)", "latency"
+    ),
+    Figure(
+        "latency_p99_ms",
+        "latency p99, {latency_rate} ev/s, {latency_clients} SSE (ms)",
+        "latency",
+        max_value=5.0,
+    ),
+    Figure(
+        "train_slowdown_pct",
+        "training slowdown, {train_clients} SSE watching (%)",
+        "slowdown",
+        max_value=3.0,
+    ),
     Figure("train_cpu_overhead_pct", "training CPU overhead, same runs (%)", "slowdown"),
-    Figure("train_watch_p99_ms", "event latency p99 while training (ms)",
-           "slowdown"),
-    Figure("start_ms", "start, 3 ports bound (ms, median)", "lifecycle", max_value=50.0),
+    Figure("train_watch_p99_ms", "event latency p99 while training (ms)", "slowdown"),
+    Figure(
+        "start_ms", "start, 3 ports bound + /health 200 (ms, median)", "lifecycle", max_value=50.0
+    ),
     Figure("stop_ms", "stop, ports verified free (ms, median)", "lifecycle", max_value=50.0),
-    Figure("restart_ms", "force_restart (ms, median)", "lifecycle"),
-    Figure("rss_kb_per_client", "RSS per idle SSE client, {memory_clients} clients (KB)",
-           "memory", max_value=30.0),
+    Figure("restart_ms", "force_restart, serving again (ms, median)", "lifecycle"),
+    Figure(
+        "rss_kb_per_client",
+        "RSS per idle SSE client, {memory_clients} clients (KB)",
+        "memory",
+        max_value=30.0,
+    ),
 )
 
 
@@ -65,14 +90,16 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def summarize(results: Mapping[str, Mapping[str, Any]], sizes: Mapping[str, Any]
-              ) -> dict[str, dict[str, Any]]:
+def summarize(
+    results: Mapping[str, Mapping[str, Any]], sizes: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
     """Per figure: both values, the ratio (>1 = stream_hub better) and PASS/MISS."""
     out: dict[str, dict[str, Any]] = {}
     for fig in FIGURES:
-        values = {side: _number(results.get(side, {}).get(fig.group, {})
-                                .get("figures", {}).get(fig.key))
-                  for side in ("stream_hub", "baseline")}
+        values = {
+            side: _number(results.get(side, {}).get(fig.group, {}).get("figures", {}).get(fig.key))
+            for side in ("stream_hub", "baseline")
+        }
         ours, theirs = values["stream_hub"], values["baseline"]
         ratio = None
         if ours is not None and theirs is not None:
@@ -89,9 +116,13 @@ def summarize(results: Mapping[str, Mapping[str, Any]], sizes: Mapping[str, Any]
                 ok = ratio is not None and ratio >= fig.min_ratio
             verdict = "PASS" if ok else "MISS"
         out[fig.key] = {
-            "label": fig.label.format(**sizes), "stream_hub": ours, "baseline": theirs,
-            "ratio": ratio, "higher_is_better": fig.higher_is_better,
-            "target": fig.target_text() if fig.has_target else None, "result": verdict,
+            "label": fig.label.format(**sizes),
+            "stream_hub": ours,
+            "baseline": theirs,
+            "ratio": ratio,
+            "higher_is_better": fig.higher_is_better,
+            "target": fig.target_text() if fig.has_target else None,
+            "result": verdict,
         }
     return out
 
@@ -113,19 +144,28 @@ def render_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
     rows = [("figure", "stream_hub", "baseline", "ratio", "target", "result")]
     for row in summary.values():
         ratio = row["ratio"]
-        rows.append((
-            row["label"], _fmt(row["stream_hub"]), _fmt(row["baseline"]),
-            "n/a" if ratio is None else f"{ratio:.1f}x",
-            row["target"] or "-", row["result"] or "-",
-        ))
+        rows.append(
+            (
+                row["label"],
+                _fmt(row["stream_hub"]),
+                _fmt(row["baseline"]),
+                "n/a" if ratio is None else f"{ratio:.1f}x",
+                row["target"] or "-",
+                row["result"] or "-",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for n, r in enumerate(rows):
-        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        pairs = enumerate(zip(r, widths, strict=True))
+        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs]
         lines.append("| " + " | ".join(cells) + " |")
         if n == 0:
-            lines.append("|" + "|".join(
-                "-" * (w + 1) + ("-" if i == 0 else ":") for i, w in enumerate(widths)) + "|")
+            lines.append(
+                "|"
+                + "|".join("-" * (w + 1) + ("-" if i == 0 else ":") for i, w in enumerate(widths))
+                + "|"
+            )
     return "\n".join(lines)
 
 
@@ -140,8 +180,11 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     info: dict[str, Any] = {
-        "python": platform.python_version(), "implementation": platform.python_implementation(),
-        "platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
     }
     try:
         info["loadavg_at_end"] = list(os.getloadavg())

@@ -44,8 +44,7 @@ class StreamHubSide:
         from stream_hub import StreamConfig
 
         known = {f.name for f in dataclasses.fields(StreamConfig)}
-        wanted = {"host": "127.0.0.1", "sse_port": 0, "ws_port": 0, "rest_port": 0,
-                  **self._config}
+        wanted = {"host": "127.0.0.1", "sse_port": 0, "ws_port": 0, "rest_port": 0, **self._config}
         # Settings the core may not have (yet) are left out rather than fail.
         return StreamConfig(**{k: v for k, v in wanted.items() if k in known})
 
@@ -104,8 +103,9 @@ class BaselineSide:
         self.log = _not_started
 
 
-def _not_started(metrics: Mapping[str, float], step: int | None = None,
-                 run: str | None = None) -> int:
+def _not_started(
+    metrics: Mapping[str, float], step: int | None = None, run: str | None = None
+) -> int:
     raise RuntimeError("the side is not started")
 
 

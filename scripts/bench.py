@@ -28,35 +28,56 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.clients import raise_fd_limit  # noqa: E402
-from benchmarks.figures import GROUPS, calibrate_work, run_isolated  # noqa: E402
+from benchmarks.figures import GROUPS, calibrate_work  # noqa: E402
 from benchmarks.report import machine_info, render_table, summarize  # noqa: E402
+from benchmarks.runner import run_isolated  # noqa: E402
 from benchmarks.sides import SIDES  # noqa: E402
 
 logger = logging.getLogger("bench")
 
 FULL: dict[str, Any] = {
-    "publish_batches": 20, "publish_batch": 20_000,
-    "fanout_clients": 50, "fanout_burst": 5_000, "fanout_rounds": 3, "fanout_timeout": 120.0,
-    "latency_clients": 20, "latency_rate": 500, "latency_seconds": 5.0,
-    "train_clients": 50, "train_segment_s": 1.0, "train_segments": 7,
+    "publish_batches": 20,
+    "publish_batch": 20_000,
+    "fanout_clients": 50,
+    "fanout_burst": 5_000,
+    "fanout_rounds": 3,
+    "fanout_timeout": 120.0,
+    "latency_clients": 20,
+    "latency_rate": 500,
+    "latency_seconds": 5.0,
+    "train_clients": 50,
+    "train_segment_s": 1.0,
+    "train_segments": 7,
     "lifecycle_cycles": 20,
     "memory_clients": 1_000,
 }
 QUICK: dict[str, Any] = {
     **FULL,
-    "publish_batches": 10, "publish_batch": 20_000,
-    "fanout_burst": 2_000, "fanout_rounds": 2, "fanout_timeout": 60.0,
+    "publish_batches": 8,
+    "publish_batch": 10_000,
+    "fanout_burst": 1_000,
+    "fanout_rounds": 2,
+    "fanout_timeout": 60.0,
     "latency_seconds": 2.0,
-    "train_segment_s": 0.5, "train_segments": 5,
+    "train_segment_s": 0.5,
+    "train_segments": 4,
     "lifecycle_cycles": 10,
     "memory_clients": 300,
 }
 TINY: dict[str, Any] = {
     **QUICK,
-    "publish_batches": 3, "publish_batch": 500,
-    "fanout_clients": 5, "fanout_burst": 100, "fanout_rounds": 1, "fanout_timeout": 20.0,
-    "latency_clients": 3, "latency_rate": 200, "latency_seconds": 0.3,
-    "train_clients": 5, "train_segment_s": 0.1, "train_segments": 2,
+    "publish_batches": 3,
+    "publish_batch": 500,
+    "fanout_clients": 5,
+    "fanout_burst": 100,
+    "fanout_rounds": 1,
+    "fanout_timeout": 20.0,
+    "latency_clients": 3,
+    "latency_rate": 200,
+    "latency_seconds": 0.3,
+    "train_clients": 5,
+    "train_segment_s": 0.1,
+    "train_segments": 2,
     "lifecycle_cycles": 2,
     "memory_clients": 20,
 }
@@ -65,13 +86,25 @@ TINY: dict[str, Any] = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller sizes; under a minute")
-    p.add_argument("--tiny", action="store_true",
-                   default=os.environ.get("STREAM_HUB_BENCH_TINY", "") not in ("", "0"),
-                   help="smoke-test sizes: proves every figure is produced, measures nothing")
-    p.add_argument("--json", default="bench_results.json", metavar="PATH",
-                   help="where to write the figures (default: %(default)s)")
-    p.add_argument("--only", nargs="+", choices=sorted(GROUPS), metavar="GROUP",
-                   help=f"run only these figure groups: {', '.join(GROUPS)}")
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        default=os.environ.get("STREAM_HUB_BENCH_TINY", "") not in ("", "0"),
+        help="smoke-test sizes: proves every figure is produced, measures nothing",
+    )
+    p.add_argument(
+        "--json",
+        default="bench_results.json",
+        metavar="PATH",
+        help="where to write the figures (default: %(default)s)",
+    )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted(GROUPS),
+        metavar="GROUP",
+        help=f"run only these figure groups: {', '.join(GROUPS)}",
+    )
     p.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
     p.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO")
     return p.parse_args(argv)
@@ -79,8 +112,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     raise_fd_limit()
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     sizes = dict(TINY if args.tiny else QUICK if args.quick else FULL)
@@ -99,11 +134,15 @@ def main(argv: list[str] | None = None) -> int:
             result["seconds"] = round(time.perf_counter() - t0, 2)
             results[side][group] = result
             if "error" in result:
-                logger.error("%s/%s failed: %s\n%s", side, group, result["error"],
-                             result.get("traceback", ""))
+                logger.error(
+                    "%s/%s failed: %s\n%s",
+                    side,
+                    group,
+                    result["error"],
+                    result.get("traceback", ""),
+                )
             else:
-                logger.info("%s/%s: %s (%.1f s)", side, group, result["figures"],
-                            result["seconds"])
+                logger.info("%s/%s: %s (%.1f s)", side, group, result["figures"], result["seconds"])
 
     summary = summarize(results, sizes)
     doc = {
@@ -122,10 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     print(render_table(summary))
     misses = [k for k, row in summary.items() if row["result"] == "MISS"]
     errors = [f"{side}/{g}" for side, r in results.items() for g, v in r.items() if "error" in v]
-    print(f"\n{mode} run, {doc['elapsed_s']} s; targets: "
-          f"{sum(r['result'] == 'PASS' for r in summary.values())} PASS, {len(misses)} MISS"
-          + (f"; errors in {', '.join(errors)}" if errors else "")
-          + f"; figures written to {args.json}")
+    print(
+        f"\n{mode} run, {doc['elapsed_s']} s; targets: "
+        f"{sum(r['result'] == 'PASS' for r in summary.values())} PASS, {len(misses)} MISS"
+        + (f"; errors in {', '.join(errors)}" if errors else "")
+        + f"; figures written to {args.json}"
+    )
     return 1 if errors else 0
 
 

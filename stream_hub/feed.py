@@ -9,6 +9,7 @@ which sends everything from its cursor to the head in one write.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from .hub import Hub
@@ -32,6 +33,8 @@ class Feed:
         self._changed: asyncio.Future[None] = loop.create_future()
         self.last_commit = 0.0
         self.commits = 0
+        self.min_interval = float(os.environ.get("SH_MIN_INTERVAL", "0"))
+        self._timer: asyncio.TimerHandle | None = None
 
     # -- publishing side --------------------------------------------------------
 
@@ -54,6 +57,15 @@ class Feed:
         self.loop.call_soon_threadsafe(self._commit)
 
     def _commit(self) -> None:
+        wait = self.last_commit + self.min_interval - time.monotonic()
+        if wait > 0:
+            if self._timer is None:
+                self._timer = self.loop.call_later(wait, self._timed_commit)
+            return
+        self.hub.commit()
+
+    def _timed_commit(self) -> None:
+        self._timer = None
         self.hub.commit()
 
     def _notify(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import logging
 import os
 import socket
@@ -175,6 +176,7 @@ class TrainingStreamServer:
             wanted = self._ports or {
                 "sse": self.config.sse_port, "ws": self.config.ws_port, "rest": self.config.rest_port
             }
+            self._warn_if_exposed()
             resolved = self._resolve_ports(wanted)
             self._bind_sockets(resolved)
             try:
@@ -190,6 +192,23 @@ class TrainingStreamServer:
                                                    "pid": os.getpid(), "restarts": self.restarts})
             logger.info("stream_hub serving: SSE %s/events, WebSocket %s/, REST %s/",
                         self.urls["sse"], self.urls["ws"], self.urls["rest"])
+
+    def _warn_if_exposed(self) -> None:
+        """Binding beyond loopback without tokens lets anyone on the network in."""
+        host = self.config.host
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback and (self.config.read_token is None or self.config.publish_token is None):
+            logger.warning(
+                "binding %s, which other machines can reach, without %s: anyone who can reach "
+                "it can read%s your training events. Set STREAM_HUB_READ_TOKEN and "
+                "STREAM_HUB_PUBLISH_TOKEN, or bind 127.0.0.1.", host,
+                " and ".join(n for n, v in (("read_token", self.config.read_token),
+                                             ("publish_token", self.config.publish_token))
+                             if v is None),
+                " and publish" if self.config.publish_token is None else "")
 
     def _resolve_ports(self, wanted: dict[str, int]) -> dict[str, int]:
         """Apply the port-conflict policy to all three ports before binding any."""

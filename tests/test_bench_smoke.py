@@ -13,24 +13,46 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # benchmarks/ is a top-level package, not installed
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.wire import SseParser, WsParser  # noqa: E402
 
 
 def test_bench_quick_tiny_produces_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--tiny",
-         "--json", str(out)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=85,
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "bench.py"),
+            "--quick",
+            "--tiny",
+            "--json",
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=85,
     )
     assert proc.returncode == 0, f"bench failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
     doc = json.loads(out.read_text())
     assert doc["mode"] == "tiny"
     figures = doc["figures"]
     expected = {
-        "publish_us", "publish_us_1client", "fanout_sse_per_s", "fanout_ws_per_s",
-        "latency_p50_ms", "latency_p99_ms", "train_slowdown_pct",
-        "train_cpu_overhead_pct", "train_watch_p99_ms", "start_ms", "stop_ms",
-        "restart_ms", "rss_kb_per_client",
+        "publish_us",
+        "publish_us_1client",
+        "fanout_sse_per_s",
+        "fanout_ws_per_s",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "train_slowdown_pct",
+        "train_cpu_overhead_pct",
+        "train_watch_p99_ms",
+        "start_ms",
+        "stop_ms",
+        "restart_ms",
+        "rss_kb_per_client",
     }
     assert expected <= set(figures)
     for key in expected:
@@ -40,3 +62,57 @@ def test_bench_quick_tiny_produces_every_figure(tmp_path: Path) -> None:
             assert math.isfinite(value), (key, side, value)
         assert figures[key]["result"] in (None, "PASS", "MISS")
     assert "| figure" in proc.stdout
+
+
+# -- the load generator's parsers, byte by byte -------------------------------------
+
+
+def _sse_body(sep: str, n: int) -> bytes:
+    frames = [
+        f"id: {k}{sep}event: metric{sep}data: " + json.dumps({"seq": k, "ts": 1.0}) + sep + sep
+        for k in range(1, n + 1)
+    ]
+    return "".join(frames).encode() + f": keep-alive{sep}{sep}".encode()
+
+
+def _ws_frame(payload: bytes, first: int = 0x81) -> bytes:
+    n = len(payload)
+    head = bytes([first, n]) if n < 126 else bytes([first, 126]) + n.to_bytes(2, "big")
+    return head + payload
+
+
+def test_sse_parser_counts_across_any_split_and_chunking() -> None:
+    for sep in ("\n", "\r\n"):
+        body = _sse_body(sep, 50)
+        chunked = b"".join(
+            b"%x\r\n%s\r\n" % (len(body[i : i + 37]), body[i : i + 37])
+            for i in range(0, len(body), 37)
+        )
+        for src, is_chunked in ((body, False), (chunked + b"0\r\n\r\n", True)):
+            for step in (1, 5, 4096):
+                for timed in (False, True):
+                    parser, latencies, count = SseParser(is_chunked, timed), [], 0
+                    for i in range(0, len(src), step):
+                        count += parser.feed(src[i : i + step], 2.0, latencies)
+                    assert (count, parser.last_seq) == (50, 50)
+                    assert len(latencies) == (50 if timed else 0)
+
+
+def test_ws_parser_counts_fragments_and_answers_control_frames() -> None:
+    events = [json.dumps({"seq": k, "ts": 1.0, "pad": "x" * k}).encode() for k in range(1, 60)]
+    last = json.dumps({"seq": 60, "ts": 1.0}).encode()
+    stream = (
+        b"".join(_ws_frame(e) for e in events)
+        + _ws_frame(b"hi", 0x89)  # ping
+        + _ws_frame(last[:5], 0x01)  # a fragmented text message
+        + _ws_frame(last[5:], 0x80)
+        + _ws_frame(b"\x03\xe8", 0x88)  # close
+    )
+    for step in (1, 7, 4096):
+        for timed in (False, True):
+            parser, latencies, count = WsParser(timed), [], 0
+            for i in range(0, len(stream), step):
+                count += parser.feed(stream[i : i + step], 2.0, latencies)
+            assert (count, parser.last_seq, parser.closed) == (60, 60, True)
+            assert len(parser.outbox) == 2  # the pong and the close echo
+            assert len(latencies) == (60 if timed else 0)

@@ -1,16 +1,19 @@
 """The dashboard in a real browser: headless Chromium (Debian's ``chromium``)
 driven by Playwright's Python package, against a real server on free ports.
 
-The page exposes ``window.streamHub.debug()`` (per-series point counts and step
-ranges, chart draw counts, transport states); the tests read it and the DOM,
-polling with deadlines (``wait_for_function``), never sleeping.
+The page exposes ``window.streamHub.debug()`` (per-series point counts and
+step ranges, chart draw counts and axes, transport states, counters); the
+tests read it and the DOM, waiting on conditions with deadlines
+(``wait_for_function``), never sleeping.
 
 Skipped when Playwright or Chromium is missing, unless
-``STREAM_HUB_REQUIRE_ALL=1``; then they fail. With
+``STREAM_HUB_REQUIRE_ALL=1``, which makes that a failure. With
 ``STREAM_HUB_SAVE_SCREENSHOT=1`` the late-joiner test also writes
 ``docs/dashboard.png`` for the README.
 
 Run: ``pytest -m browser tests/test_dashboard.py``
+(needs ``apt-get install -y chromium`` and ``pip install playwright``; never
+``playwright install``, which downloads a browser of its own).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ CHROMIUM_ARGS = [
 ]
 REPO = Path(__file__).resolve().parent.parent
 WAIT_MS = 20_000  # deadline of every wait on the page
+NO_VALUE = "\u2013"  # what an empty latest-values cell shows
 
 
 def _missing(reason: str) -> None:
@@ -52,7 +56,7 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-# -- fixtures -------------------------------------------------------------------------
+# -- fixtures ---------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +80,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
+    """A fresh page (dark scheme); fails the test on any uncaught JavaScript error."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, color_scheme="dark")
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
@@ -90,10 +95,11 @@ def page(browser: Any) -> Iterator[Any]:
 
 @contextmanager
 def serving(**overrides: Any) -> Iterator[Any]:
-    """A real server on free ports; stopped (ports verified free) afterwards."""
+    """A real server (free ports unless given); stopped, ports verified free, afterwards."""
     manager = get_stream_server_manager()
     manager.cleanup()
-    config = StreamConfig(sse_port=0, ws_port=0, rest_port=0, port_conflict="fail", **overrides)
+    settings: dict[str, Any] = {"sse_port": 0, "ws_port": 0, "rest_port": 0}
+    config = StreamConfig(**{**settings, "port_conflict": "fail", **overrides})
     server = get_stream_server(config=config)
     try:
         yield server
@@ -101,7 +107,7 @@ def serving(**overrides: Any) -> Iterator[Any]:
         manager.cleanup()
 
 
-# -- helpers ------------------------------------------------------------------------
+# -- helpers ----------------------------------------------------------------------
 
 
 def debug(page: Any) -> dict[str, Any]:
@@ -109,10 +115,11 @@ def debug(page: Any) -> dict[str, Any]:
     return result
 
 
-def wait_for(page: Any, expression: str, arg: Any = None) -> None:
-    """Wait until ``expression`` (a JS function of ``d = debug()`` and ``arg``) is true."""
+def wait_for(page: Any, condition: str, arg: Any = None) -> None:
+    """Wait until ``condition``, JavaScript over ``d = debug()`` and ``arg``, is true."""
     page.wait_for_function(
-        f"(arg) => {{ const d = window.streamHub && window.streamHub.debug(); return !!d && ({expression}); }}",
+        "(arg) => { const d = window.streamHub && window.streamHub.debug();"
+        f" try {{ return !!d && ({condition}); }} catch (e) {{ return false; }} }}",
         arg=arg,
         timeout=WAIT_MS,
     )
@@ -129,26 +136,46 @@ def cell(page: Any, run: str, metric: str) -> Any:
     return page.locator(f'#latest-table td[data-run="{run}"][data-metric="{metric}"]')
 
 
+def wait_cell(page: Any, run: str, metric: str, text: str) -> None:
+    page.wait_for_function(
+        "([run, metric, text]) => [...document.querySelectorAll('#latest-table td')]"
+        ".some((td) => td.dataset.run === run && td.dataset.metric === metric"
+        " && td.textContent === text)",
+        arg=[run, metric, text],
+        timeout=WAIT_MS,
+    )
+
+
 def coloured_pixels(page: Any, metric: str, color: str) -> int:
     """How many pixels of the metric's canvas are drawn in ``color`` (#rrggbb)."""
-    return int(page.evaluate(
-        """([metric, color]) => {
-            const canvas = [...document.querySelectorAll('.chart-card')]
-              .find((card) => card.dataset.metric === metric).querySelector('canvas');
-            const want = [1, 3, 5].map((i) => parseInt(color.slice(i, i + 2), 16));
-            const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-            let hits = 0;
-            for (let i = 0; i < data.length; i += 4) {
-              if (data[i + 3] > 200 && want.every((c, k) => Math.abs(data[i + k] - c) < 40)) hits++;
-            }
-            return hits;
-        }""",
-        [metric, color],
-    ))
+    script = """([metric, color]) => {
+        const card = [...document.querySelectorAll('.chart-card')]
+          .find((c) => c.dataset.metric === metric);
+        const canvas = card.querySelector('canvas');
+        const want = [1, 3, 5].map((i) => parseInt(color.slice(i, i + 2), 16));
+        const ctx = canvas.getContext('2d');
+        const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+        let hits = 0;
+        for (let i = 0; i < data.length; i += 4) {
+          const close = want.every((c, k) => Math.abs(data[i + k] - c) < 40);
+          if (data[i + 3] > 200 && close) hits++;
+        }
+        return hits;
+    }"""
+    return int(page.evaluate(script, [metric, color]))
 
 
 def run_color(page: Any, run: str) -> str:
-    return next(r["color"] for r in debug(page)["runs"] if r["run"] == run)
+    return str(next(r["color"] for r in debug(page)["runs"] if r["run"] == run))
+
+
+def hover_chart(page: Any, metric: str, x: float, y: float = 0.5) -> str:
+    """Move the pointer over a chart (fractions of its size); the tooltip's text."""
+    box = page.locator(f'.chart-card[data-metric="{metric}"] canvas').bounding_box()
+    page.mouse.move(box["x"] + box["width"] * x, box["y"] + box["height"] * y)
+    tooltip = page.locator("#tooltip")
+    tooltip.wait_for(state="visible")
+    return str(tooltip.text_content() or "")
 
 
 def screenshot(page: Any, path: Path) -> None:
@@ -167,61 +194,49 @@ def realistic(run_index: int, step: int, rng: random.Random) -> dict[str, float]
     }
 
 
-# -- tests ----------------------------------------------------------------------------
+# -- tests --------------------------------------------------------------------------
 
 
 def test_live_charts_latest_values_and_status(page: Any, tmp_path: Path) -> None:
     with serving() as server:
         page.goto(server.urls["rest"] + "/")
         wait_connected(page)
+        for name in ("sse", "ws", "rest"):
+            assert page.locator(f"#status-{name}").get_attribute("data-state") == "connected"
         assert page.locator("#latest-empty").is_visible()
 
         for i in range(20):
             server.log({"loss": 1 / (i + 1), "acc": i / 20}, step=i, run="exp1")
-        wait_for(page, "d.series.exp1 && d.series.exp1.loss && d.series.exp1.loss.maxStep === 19"
-                       " && d.charts.loss && d.charts.loss.xRange && d.charts.loss.xRange[1] === 19")
-        page.wait_for_function(
-            "document.querySelector('#latest-table td[data-run=\"exp1\"][data-metric=\"loss\"]')"
-            "?.textContent === '0.05'"
-        )
+        wait_for(page, "d.series.exp1.loss.maxStep === 19 && d.charts.loss.xRange[1] === 19")
+        wait_cell(page, "exp1", "loss", "0.05")
         assert cell(page, "exp1", "acc").text_content() == "0.95"
-        color = run_color(page, "exp1")
-        assert coloured_pixels(page, "loss", color) > 50, "no line drawn in the run's colour"
+        assert coloured_pixels(page, "loss", run_color(page, "exp1")) > 50, "no line drawn"
         draws = debug(page)["charts"]["loss"]["draws"]
 
-        # Live: more steps and a second run (with a NaN) show up without a reload.
+        # Live: more steps, and a second run with a NaN, show up without a reload.
         for i in range(20, 40):
             server.log({"loss": 1 / (i + 1), "acc": i / 40}, step=i, run="exp1")
             server.log({"loss": 2 / (i + 1), "acc": i / 80}, step=i, run="exp2")
         server.log({"loss": float("nan"), "acc": 0.5}, step=40, run="exp2")
-        wait_for(page, "d.series.exp2 && d.series.exp2.acc && d.series.exp2.acc.maxStep === 40"
-                       " && d.series.exp1.loss.maxStep === 39")
-        page.wait_for_function(
-            "document.querySelector('#latest-table td[data-run=\"exp1\"][data-metric=\"acc\"]')"
-            "?.textContent === '0.975'"
-        )
-        assert cell(page, "exp2", "loss").text_content() == "NaN"
+        wait_for(page, "d.series.exp2.acc.maxStep === 40 && d.series.exp1.loss.maxStep === 39")
+        wait_cell(page, "exp1", "acc", "0.975")
+        wait_cell(page, "exp2", "loss", "NaN")
+        # Charts draw in the next animation frame: wait for it, then read.
+        wait_for(page, "d.charts.loss.xRange[1] === 40")
         assert "nonfinite" in (cell(page, "exp2", "loss").get_attribute("class") or "")
         d = debug(page)
         assert d["charts"]["loss"]["draws"] > draws
-        assert d["charts"]["loss"]["xRange"][1] == 40
-        assert d["series"]["exp1"]["loss"]["points"] == 40  # no duplicates, none lost
+        assert d["series"]["exp1"]["loss"]["points"] == 40  # none twice, none lost
         assert d["series"]["exp1"]["loss"]["rewrites"] == 0
-        assert d["series"]["exp2"]["loss"]["points"] == 21  # NaN kept as a break in the line
+        assert d["series"]["exp2"]["loss"]["points"] == 21  # the NaN breaks the line
         assert d["stats"]["duplicates"] == 0
         assert coloured_pixels(page, "loss", run_color(page, "exp2")) > 50
         assert page.locator('.chart-card[data-metric="loss"] .chart-legend .item').count() == 2
         assert page.locator("#runs-list .run").count() == 2
         assert d["transports"] == {"sse": "connected", "ws": "connected", "rest": "connected"}
-        for name in ("sse", "ws", "rest"):
-            assert page.locator(f"#status-{name}").get_attribute("data-state") == "connected"
 
-        # Hover shows the step and every run's value at it.
-        box = page.locator('.chart-card[data-metric="loss"] canvas').bounding_box()
-        page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] / 2)
-        tooltip = page.locator("#tooltip")
-        tooltip.wait_for(state="visible")
-        text = tooltip.text_content() or ""
+        # Hover shows the step and every run's value there.
+        text = hover_chart(page, "loss", 0.6)
         assert "step" in text and "exp1" in text and "exp2" in text
 
         # Hiding a run takes it off the charts.
@@ -245,8 +260,9 @@ def test_late_joiner_sees_the_whole_curve(page: Any, tmp_path: Path) -> None:
 
         page.goto(server.urls["rest"] + "/")
         wait_connected(page)
-        wait_for(page, "!d.loading && d.series.exp1 && d.series.exp1.loss"
-                       " && d.series.exp1.loss.maxStep >= 4999 && d.charts.loss && d.charts.loss.draws > 0")
+        wait_for(
+            page, "!d.loading && d.series.exp1.loss.maxStep >= 4999 && d.charts.loss.draws > 0"
+        )
         d = debug(page)
         for run in runs:
             for metric in ("loss", "acc", "lr", "throughput"):
@@ -254,25 +270,29 @@ def test_late_joiner_sees_the_whole_curve(page: Any, tmp_path: Path) -> None:
                 assert s["minStep"] == 0, (run, metric, s)
                 assert s["maxStep"] == 4999, (run, metric, s)
                 assert 200 <= s["points"] <= 5000, (run, metric, s)
-        assert d["charts"]["loss"]["xRange"] == [0, 4999]
+        wait_for(page, "d.charts.loss.xRange[0] === 0 && d.charts.loss.xRange[1] === 4999")
         assert d["stats"]["gaps"] == 0
-        assert cell(page, "baseline", "lr").text_content() != "–"
+        assert cell(page, "baseline", "lr").text_content() != NO_VALUE
 
         # Then it follows live from where the snapshot ended: nothing twice.
         before = d["series"]["exp1"]["loss"]["points"]
         for step in range(5000, 5050):
             for index, run in enumerate(runs):
                 server.log(realistic(index, step, rng), step=step, run=run)
-        wait_for(page, "d.series.exp1.loss.maxStep === 5049 && d.series.baseline.acc.maxStep === 5049")
+        wait_for(
+            page, "d.series.exp1.loss.maxStep === 5049 && d.series.baseline.acc.maxStep === 5049"
+        )
         d = debug(page)
         assert d["series"]["exp1"]["loss"]["points"] == before + 50
         assert d["series"]["exp1"]["loss"]["rewrites"] == 0
-        assert d["charts"]["loss"]["xRange"] == [0, 5049]
+        wait_for(page, "d.charts.loss.xRange[0] === 0 && d.charts.loss.xRange[1] === 5049")
         assert d["latest"]["exp1"]["loss"]["step"] == 5049
 
-        box = page.locator('.chart-card[data-metric="loss"] canvas').bounding_box()
-        page.mouse.move(box["x"] + box["width"] * 0.42, box["y"] + box["height"] * 0.5)
-        page.locator("#tooltip").wait_for(state="visible")
+        # The server panel refreshes every 2 s; let it count this page first.
+        page.wait_for_function(
+            "!document.querySelector('[data-fact=\"clients\"]').textContent.includes('SSE 0')"
+        )
+        hover_chart(page, "loss", 0.42)
         screenshot(page, tmp_path / "dashboard-late.png")
         if os.environ.get("STREAM_HUB_SAVE_SCREENSHOT") == "1":
             (REPO / "docs").mkdir(exist_ok=True)
@@ -285,9 +305,9 @@ def test_resumes_after_a_restart_without_duplicates(page: Any) -> None:
             server.log({"loss": 1 / (i + 1)}, step=i, run="exp1")
         page.goto(server.urls["rest"] + "/")
         wait_connected(page)
-        wait_for(page, "d.series.exp1 && d.series.exp1.loss && d.series.exp1.loss.maxStep === 29")
+        wait_for(page, "d.series.exp1.loss.maxStep === 29")
 
-        get_stream_server_manager().force_restart()
+        get_stream_server_manager().force_restart()  # shutdown event, same ports, same history
         for i in range(30, 60):
             server.log({"loss": 1 / (i + 1)}, step=i, run="exp1")
         wait_for(page, "d.series.exp1.loss.maxStep === 59 && d.connects.sse >= 2")
@@ -298,13 +318,57 @@ def test_resumes_after_a_restart_without_duplicates(page: Any) -> None:
         assert d["stats"]["epochChanges"] == 0
 
 
+def test_a_gap_reloads_the_curves_from_rest(page: Any) -> None:
+    # A burst far larger than a 16-event ring: the page's SSE cursor falls out
+    # of history, gets a gap event, and must fetch the curve again.
+    with serving(history_size=16) as server:
+        server.log({"loss": 1.0}, step=0, run="exp1")
+        page.goto(server.urls["rest"] + "/")
+        wait_connected(page)
+        wait_for(page, "d.series.exp1.loss.maxStep === 0")
+        for i in range(1, 3000):
+            server.log({"loss": 1 / (i + 1)}, step=i, run="exp1")
+        wait_for(page, "d.stats.gaps >= 1 && !d.loading && d.series.exp1.loss.maxStep === 2999")
+        d = debug(page)
+        assert d["series"]["exp1"]["loss"]["minStep"] == 0
+        assert d["series"]["exp1"]["loss"]["rewrites"] == 0
+        assert d["latest"]["exp1"]["loss"]["step"] == 2999
+        wait_for(page, "d.charts.loss.xRange[0] === 0 && d.charts.loss.xRange[1] === 2999")
+
+
+def test_a_new_server_process_resets_the_page(page: Any) -> None:
+    with serving() as server:
+        ports = dict(server.ports)
+        for i in range(10):
+            server.log({"loss": 1.0}, step=i, run="old")
+        page.goto(server.urls["rest"] + "/")
+        wait_connected(page)
+        wait_for(page, "d.series.old.loss.maxStep === 9")
+        old_epoch = debug(page)["epoch"]
+
+    # Same ports, a new hub: a new epoch, sequence numbers from 1 again.
+    with serving(sse_port=ports["sse"], ws_port=ports["ws"], rest_port=ports["rest"]) as server:
+        for i in range(5):
+            server.log({"acc": 0.5}, step=i, run="new")
+        wait_for(
+            page, "d.epoch !== arg && !d.series.old && d.series.new.acc.maxStep === 4", old_epoch
+        )
+        wait_connected(page)
+        d = debug(page)
+        assert d["stats"]["epochChanges"] >= 1
+        assert d["metrics"] == ["acc"]
+        assert page.locator('.chart-card[data-metric="loss"]').count() == 0
+
+
 def test_stays_smooth_with_5_runs_x_10_metrics_at_50_updates_per_second(page: Any) -> None:
     metrics = [f"m{k}" for k in range(10)]
     with serving() as server:
         page.goto(server.urls["rest"] + "/")
         wait_connected(page)
-        page.evaluate("window.__frames = 0; (function tick() { window.__frames++; requestAnimationFrame(tick); })()")
-
+        page.evaluate(
+            "window.__frames = 0;"
+            " (function tick() { window.__frames++; requestAnimationFrame(tick); })()"
+        )
         stop = threading.Event()
         published = {f"run{r}": 0 for r in range(5)}
 
@@ -313,19 +377,20 @@ def test_stays_smooth_with_5_runs_x_10_metrics_at_50_updates_per_second(page: An
             step = 0
             next_at = time.monotonic()
             while not stop.is_set():
-                # Falling curves with noise; every tenth metric pure noise (the
+                # Falling curves with noise, and one pure-noise metric (the
                 # costliest kind of line to draw).
                 values = {
-                    m: rng.random() if k == 9 else math.exp(-step / (60 + 25 * k)) + rng.gauss(0, 0.02)
+                    m: math.exp(-step / (60 + 25 * k)) + rng.gauss(0, 0.02)
                     for k, m in enumerate(metrics)
                 }
+                values[metrics[-1]] = rng.random()
                 server.log(values, step=step, run=run)
                 published[run] += 1
                 step += 1
                 next_at += 1 / 50
                 time.sleep(max(0.0, next_at - time.monotonic()))
 
-        threads = [threading.Thread(target=train, args=(f"run{r}",)) for r in range(5)]
+        threads = [threading.Thread(target=train, args=(run,)) for run in published]
         for thread in threads:
             thread.start()
         try:
@@ -334,22 +399,21 @@ def test_stays_smooth_with_5_runs_x_10_metrics_at_50_updates_per_second(page: An
             stop.set()
             for thread in threads:
                 thread.join()
-        last_seq = server.status()["last_seq"]
-        wait_for(page, "d.lastSeq >= arg", last_seq)
-        wait_for(page, "Object.values(d.charts).length === 10 && !d.loading")
+        wait_for(page, "d.lastSeq >= arg && !d.loading", server.status()["last_seq"])
+        wait_for(page, "Object.keys(d.charts).length === 10")
         d = debug(page)
         frames = page.evaluate("window.__frames")
-        received = d["stats"]["applied"]
-        assert received == sum(published.values()), (received, published)
-        # Batched: each chart is drawn at most once per frame, far fewer times
-        # than events arrived.
+        applied = d["stats"]["applied"]
+        assert applied == sum(published.values()), (applied, published)
+        # Batched: a chart is drawn at most once per frame, far less often than
+        # events arrive.
         for metric, chart in d["charts"].items():
-            assert chart["draws"] <= d["stats"]["frames"], (metric, chart["draws"], d["stats"]["frames"])
-            assert chart["draws"] < received / 2, (metric, chart["draws"], received)
-        assert d["stats"]["chartDraws"] <= 10 * d["stats"]["frames"]
+            assert chart["draws"] <= d["stats"]["frames"], (metric, chart, d["stats"])
+            assert chart["draws"] < applied / 2, (metric, chart["draws"], applied)
         # Generous bounds for a shared 2-core machine: the page must not stall.
         assert d["stats"]["maxFrameMs"] < 500, d["stats"]
         assert frames > 20, frames
-        for r in range(5):
-            for m in metrics:
-                assert d["series"][f"run{r}"][m]["rewrites"] == 0
+        for run in published:
+            for metric in metrics:
+                assert d["series"][run][metric]["points"] == published[run]
+                assert d["series"][run][metric]["rewrites"] == 0

@@ -509,10 +509,9 @@ def test_client_that_never_reads_does_not_delay_another(make_server, open_stream
         stalled.close()
 
 
-@pytest.mark.xfail(reason="BUG: stop() with a stalled SSE client cancels its uvicorn task and "
-                          "uvicorn logs 'Exception in ASGI application' (CancelledError traceback) "
-                          "at ERROR on a routine stop", strict=True)
 def test_stop_with_stalled_client_logs_no_error(make_server, open_stream, caplog):
+    # Regression: cancelling the stalled stream's uvicorn task made uvicorn log
+    # "Exception in ASGI application" (a CancelledError traceback) at ERROR.
     server = make_server(history_size=50_000)
     stalled, _ = _stall_one_client(server, open_stream)
     try:
@@ -524,12 +523,10 @@ def test_stop_with_stalled_client_logs_no_error(make_server, open_stream, caplog
         stalled.close()
 
 
-@pytest.mark.xfail(reason="BUG: stop() with a stalled SSE client returns with the server side "
-                          "of that connection still open (ESTABLISHED; the asyncio transport is "
-                          "'closing' with unsent data and is never aborted); it is only closed "
-                          "by GC, with 'ResourceWarning: unclosed transport'. The WebSocket "
-                          "face aborts such transports.", strict=True)
 def test_stop_with_stalled_client_closes_its_socket(make_server, open_stream):
+    # Regression: stop() returned with the server side of a stalled connection
+    # still ESTABLISHED (its transport "closing" with unsent data, never
+    # aborted), closed only later by GC with "ResourceWarning: unclosed transport".
     server = make_server(history_size=50_000)
     port = server.ports["sse"]
     stalled, _ = _stall_one_client(server, open_stream)
@@ -660,12 +657,9 @@ def test_large_event_arrives_whole(server, open_stream):
     assert len(frame.json["data"]["text"]) == 13 + 200_000
 
 
-@pytest.mark.xfail(reason="BUG (contract): log() accepts an int beyond 64 bits (e.g. 10**30) "
-                          "and returns a seq, but orjson cannot encode it at commit: the event "
-                          "is dropped and clients get a 'gap' (reason 'rejected') instead; the "
-                          "contract says non-numbers raise TypeError in the caller and numbers "
-                          "are delivered", strict=True)
 def test_huge_int_metric_is_delivered_or_refused_in_caller(server, open_stream):
+    # Regression: log() accepted 10**30, orjson could not encode it at commit,
+    # and clients got a "gap" (reason "rejected") instead of the metric.
     stream = open_stream(server)
     try:
         seq = server.log({"big": 10**30}, step=1)

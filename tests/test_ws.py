@@ -359,15 +359,9 @@ async def test_frame_under_max_message_size_is_handled(make_server):
         await ready(ws)
 
 
-@pytest.mark.parametrize("path", [
-    "/events", "/ws", "/api/status", "/x/",
-    pytest.param("//", marks=pytest.mark.xfail(
-        reason="BUG: ws.py _process_request runs urlsplit() on the request target, so '//' "
-               "parses as an empty netloc with path '' and is accepted as '/'", strict=True)),
-    pytest.param("//events", marks=pytest.mark.xfail(
-        reason="BUG: ws.py _process_request runs urlsplit() on the request target, so '//events'"
-               " parses as netloc 'events' with path '' and is accepted as '/'", strict=True)),
-])
+# "//" and "//events": regression, urlsplit() of the request target read them
+# as a netloc with an empty path, which was accepted as "/".
+@pytest.mark.parametrize("path", ["/events", "/ws", "/api/status", "/x/", "//", "//events"])
 async def test_other_paths_are_rejected_with_404(server, path):
     with pytest.raises(InvalidStatus) as info:
         async with ws_connect(server, path):
@@ -537,12 +531,9 @@ async def test_client_that_never_reads_does_not_delay_another(make_server):
         stalled.close()
 
 
-@pytest.mark.xfail(reason="BUG: stop(timeout=1.0) with a WebSocket client that never reads takes "
-                          "~2.1 s: server._close_transports waits `timeout` for the handler, "
-                          "cancels it, then waits another fixed 1.0 s (the cancelled handler "
-                          "hangs in websockets' closing handshake), then ws.close() aborts; "
-                          "with SSE the same stop takes ~1.0 s", strict=True)
 async def test_stop_timeout_bounds_stop_with_stalled_websocket(make_server):
+    # Regression: this stop took ~2.1 s (timeout, then a fixed extra 1.0 s wait
+    # on the cancelled handler stuck in the closing handshake, then abort).
     server = make_server(history_size=50_000)
     stalled = await asyncio.to_thread(StalledWebSocket, server)
     try:

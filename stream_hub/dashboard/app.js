@@ -292,13 +292,19 @@
   }
 
   let reloadTimer = 0;
-  function scheduleReload() {
+  const reloadBackoff = new Backoff(150, 8000);
+  function scheduleReload(delay = 150) {
     if (state.loading) {
       state.reloadQueued = true;
       return;
     }
     clearTimeout(reloadTimer);
-    reloadTimer = setTimeout(() => loadFromRest().catch(() => scheduleReload()), 150);
+    reloadTimer = setTimeout(() => {
+      loadFromRest().then(
+        () => reloadBackoff.reset(),
+        () => scheduleReload(reloadBackoff.next()),
+      );
+    }, delay);
   }
 
   /** A new epoch: the server lost its history (a new process). Start over. */
@@ -483,10 +489,18 @@
   const bootBackoff = new Backoff(500, 8000);
   function boot() {
     loadFromRest().then(
-      () => bootBackoff.reset(),
       () => {
+        bootBackoff.reset();
+        ui.showNotice(null);
+      },
+      (error) => {
+        if (error && error.status === 401) {
+          ui.showNotice("This server needs a read token: open the dashboard as /?token=<read token>.");
+        } else if (!state.booted) {
+          ui.showNotice(`Cannot load from the server (${(error && error.message) || error}); retrying.`);
+        }
         if (!state.booted) setTimeout(boot, bootBackoff.next());
-        else scheduleReload();
+        else scheduleReload(reloadBackoff.next());
       },
     );
   }

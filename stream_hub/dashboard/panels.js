@@ -69,6 +69,13 @@
     pill.querySelector(".detail").textContent = text || state;
   }
 
+  /** A sentence above the page (null hides it). */
+  function showNotice(text) {
+    const notice = $("notice");
+    notice.hidden = !text;
+    setText(notice, text || "");
+  }
+
   // ---- runs -----------------------------------------------------------------
 
   function bindRunButtons(showAll, hideAll) {
@@ -259,6 +266,7 @@
     }
     table.tHead.replaceChildren(head);
     table.tBodies[0].replaceWith(body);
+    table.hidden = metrics.length === 0;
     $("latest-empty").hidden = metrics.length > 0;
   }
 
@@ -379,13 +387,21 @@
     const max = Math.max(1, ...history);
     const dx = w / 119;
     const x0 = w - (history.length - 1) * dx;
+    const points = history.map((v, i) => [x0 + i * dx, h - 1 - (v / max) * (h - 3)]);
+    const accentColor = readAccent();
     ctx.beginPath();
-    history.forEach((v, i) => {
-      const x = x0 + i * dx, y = h - 2 - (v / max) * (h - 4);
-      if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
-    });
-    ctx.strokeStyle = readAccent();
-    ctx.lineWidth = 1.5;
+    ctx.moveTo(points[0][0], h);
+    for (const [x, y] of points) ctx.lineTo(x, y);
+    ctx.lineTo(w, h);
+    ctx.closePath();
+    ctx.globalAlpha = 0.18;
+    ctx.fillStyle = accentColor;
+    ctx.fill();
+    ctx.globalAlpha = 1;
+    ctx.beginPath();
+    points.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+    ctx.strokeStyle = accentColor;
+    ctx.lineWidth = 1.25;
     ctx.stroke();
   }
 
@@ -428,7 +444,7 @@
 
   global.StreamHubPanels = {
     runColor, compareNames, readTheme, onThemeChange, hiddenRuns, saveHiddenRuns,
-    setPill, bindRunButtons, renderRuns, updateRunMeta,
+    setPill, showNotice, bindRunButtons, renderRuns, updateRunMeta,
     createChartCard, observeSize, renderLegend,
     buildTable, updateTable, showTooltip, RateMeter, showRate, showServerFacts,
   };

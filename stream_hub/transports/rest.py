@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Query, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from ..events import validate_metrics, validate_run, validate_step, validate_type
@@ -78,6 +79,15 @@ def create_rest_app(
     )
     hub = server.hub
     dashboard = _dashboard_files()
+    if server.config.cors_origins:
+        # Closed by default: only origins named in StreamConfig.cors_origins
+        # may call this API from a browser page served elsewhere.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(server.config.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+        )
 
     def check_read(request: Request) -> JSONResponse | None:
         given = bearer_token(request.headers.get("authorization")) or request.query_params.get("token")
