@@ -57,6 +57,7 @@ class StreamConfig:
     cors_origins: tuple[str, ...] = _UNSET
     ws_origins: tuple[str, ...] | None = _UNSET
     series_points: int = _UNSET
+    busy_flush_interval: float = _UNSET
 
     def __post_init__(self) -> None:
         env = os.environ
@@ -127,13 +128,15 @@ _DEFAULTS: dict[str, Any] = {
     "cors_origins": (),
     "ws_origins": None,
     "series_points": 1000,
+    "busy_flush_interval": 0.05,
 }
 
 _INT_FIELDS = {
     "sse_port", "ws_port", "rest_port", "history_size", "max_clients",
     "max_message_size", "max_body_size", "series_points",
 }
-_FLOAT_FIELDS = {"heartbeat_interval", "handshake_timeout", "shutdown_timeout"}
+_FLOAT_FIELDS = {"heartbeat_interval", "handshake_timeout", "shutdown_timeout",
+                 "busy_flush_interval"}
 _TOKEN_FIELDS = {"admin_token", "publish_token", "read_token"}
 _LIST_FIELDS = {"cors_origins", "ws_origins"}
 

@@ -41,7 +41,8 @@ class SimulatedRun:
         floor = 0.15 * self.difficulty
         loss = floor + (2.3 - floor) * math.exp(-5 * progress / self.difficulty)
         loss *= 1 + rng.gauss(0, 0.04)
-        acc = min(0.999, (1 - math.exp(-4 * progress / self.difficulty)) * (0.97 - 0.1 * (self.difficulty - 1)))
+        ceiling = 0.97 - 0.1 * (self.difficulty - 1)
+        acc = min(0.999, (1 - math.exp(-4 * progress / self.difficulty)) * ceiling)
         acc = max(0.0, acc + rng.gauss(0, 0.01))
         return {
             "loss": round(loss, 5),

@@ -59,8 +59,9 @@ def validate_metrics(metrics: object) -> dict[str, Any]:
             raise TypeError(
                 f"metrics must be a mapping of name -> number, got {type(metrics).__name__}"
             )
-        metrics = dict(metrics.items())  # type: ignore[attr-defined]
-    out: dict[str, Any] = metrics.copy()  # type: ignore[attr-defined]
+        metrics = dict(metrics.items())
+    assert isinstance(metrics, dict)
+    out: dict[str, Any] = metrics.copy()
     for key, value in out.items():
         if type(value) not in _NUMERIC or type(key) is not str:
             _coerce_slow(out)
@@ -99,11 +100,11 @@ def validate_run(run: object) -> str:
 
 
 def validate_step(step: object) -> int | None:
-    if step is None or type(step) is int:
-        return step  # type: ignore[return-value]
+    if step is None or isinstance(step, int) and not isinstance(step, bool):
+        return step
     if isinstance(step, bool) or not hasattr(step, "__index__"):
         raise TypeError(f"step must be an int or None, got {type(step).__name__}: {step!r:.80}")
-    return int(step.__index__())  # type: ignore[attr-defined]
+    return int(step.__index__())
 
 
 def validate_type(event_type: object) -> str:
@@ -158,14 +159,14 @@ def encode_event(
         TypeError: ``payload`` cannot be encoded (not JSON-able).
     """
     if event_type == "metric":
+        metrics = _finite_metrics(payload)
         event = {"seq": seq, "epoch": epoch, "ts": ts, "type": event_type, "run": run,
-                 "step": step, "metrics": _finite_metrics(payload)}
+                 "step": step, "metrics": metrics}
         try:
             return orjson.dumps(event)
         except orjson.JSONEncodeError:
             # Integers beyond 64 bits are still numbers: send them as floats.
-            event["metrics"] = {k: float(v) if type(v) is int else v
-                                for k, v in event["metrics"].items()}
+            event["metrics"] = {k: float(v) if type(v) is int else v for k, v in metrics.items()}
             return orjson.dumps(event)
     return orjson.dumps(
         {"seq": seq, "epoch": epoch, "ts": ts, "type": event_type, "run": run,

@@ -20,8 +20,8 @@ import logging
 import threading
 import time
 import uuid
-from time import time as _time
 from collections.abc import Callable, Collection, Iterable
+from time import time as _time
 from typing import Any
 
 import orjson

@@ -31,7 +31,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 class LatencyHistogram:
     """Cumulative histogram of seconds, updated on the loop thread only."""
 
-    __slots__ = ("counts", "total", "sum")
+    __slots__ = ("counts", "sum", "total")
 
     def __init__(self) -> None:
         self.counts = [0] * (len(LATENCY_BUCKETS) + 1)

@@ -1,4 +1,5 @@
-"""The benchmark still runs end to end and produces every figure for both sides.
+"""The benchmark still runs end to end and produces every figure for both sides,
+and its load generator still counts events right.
 
 Only that the figures exist is checked, never how large they are: the targets
 are checked by ``scripts/bench.py`` itself, on a quiet machine.

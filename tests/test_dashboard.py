@@ -404,7 +404,7 @@ def test_stays_smooth_with_5_runs_x_10_metrics_at_50_updates_per_second(page: An
         d = debug(page)
         frames = page.evaluate("window.__frames")
         applied = d["stats"]["applied"]
-        assert applied == sum(published.values()), (applied, published)
+        assert applied == sum(published.values()), (applied, published, d["stats"])
         # Batched: a chart is drawn at most once per frame, far less often than
         # events arrive.
         for metric, chart in d["charts"].items():

@@ -22,7 +22,7 @@ def make_protocol_class(handshake_timeout: float) -> type[asyncio.Protocol]:
     class TimedH11Protocol(H11Protocol):
         _handshake_timer: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self._handshake_timer = self.loop.call_later(handshake_timeout, self._handshake_expired)
 
