@@ -100,7 +100,7 @@ def validate_run(run: object) -> str:
 
 
 def validate_step(step: object) -> int | None:
-    if step is None or isinstance(step, int) and not isinstance(step, bool):
+    if step is None or (isinstance(step, int) and not isinstance(step, bool)):
         return step
     if isinstance(step, bool) or not hasattr(step, "__index__"):
         raise TypeError(f"step must be an int or None, got {type(step).__name__}: {step!r:.80}")

@@ -38,10 +38,14 @@ class Feed:
         lateness: moving average of how late the loop ran when woken (s).
     """
 
-    def __init__(self, hub: Hub, loop: asyncio.AbstractEventLoop, busy_interval: float = 0.05) -> None:
+    def __init__(self, hub: Hub, loop: asyncio.AbstractEventLoop, busy_interval: float = 0.05,
+                 heartbeat: float = 15.0) -> None:
         self.hub = hub
         self.loop = loop
         self.busy_interval = busy_interval
+        self.heartbeat = heartbeat
+        self.beats = 0  # heartbeats so far; idle writers send a keep-alive on each
+        self._beat_timer: asyncio.TimerHandle | None = None
         self.closing = False
         self.clients = {"sse": 0, "ws": 0}
         self.lateness = 0.0
@@ -58,6 +62,7 @@ class Feed:
         """Route the hub's wake-ups and commits through this loop."""
         self.hub.on_commit = self._notify
         self.hub.wake = self._wake
+        self._beat_timer = self.loop.call_later(self.heartbeat, self._beat)
         # Anything submitted while no loop was attached is committed now.
         self.loop.call_soon_threadsafe(self.hub.commit)
 
@@ -67,9 +72,10 @@ class Feed:
             self.hub.wake = None
         if self.hub.on_commit == self._notify:
             self.hub.on_commit = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._beat_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._beat_timer = None
 
     def _wake(self) -> None:
         # Any thread; once per batch.
@@ -97,10 +103,19 @@ class Feed:
     def _observe(self, late: float) -> None:
         self.lateness += _ALPHA * (max(0.0, late) - self.lateness)
 
+    def _beat(self) -> None:
+        # One timer for all clients, instead of a keep-alive task per client.
+        self.beats += 1
+        self._beat_timer = self.loop.call_later(self.heartbeat, self._beat)
+        self._wake_waiters()
+
     def _notify(self) -> None:
         # Runs on the loop thread right after a commit: wake every writer.
         self._last_commit = time.monotonic()
         self.commits += 1
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -108,13 +123,18 @@ class Feed:
 
     # -- subscriber side -------------------------------------------------------
 
-    async def wait(self) -> None:
-        """Return after the next commit (or when the feed closes)."""
-        if self.closing:
-            return
+    def waiter(self) -> asyncio.Future[None]:
+        """A future resolved by the next commit, heartbeat or close."""
         waiter = self.loop.create_future()
-        self._waiters.append(waiter)
-        await waiter
+        if self.closing:
+            waiter.set_result(None)
+        else:
+            self._waiters.append(waiter)
+        return waiter
+
+    async def wait(self) -> None:
+        """Return after the next commit, heartbeat, or when the feed closes."""
+        await self.waiter()
 
     def close(self) -> None:
         """Tell every writer to flush what is committed and end."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Coroutine
@@ -44,7 +45,14 @@ class LoopThread:
     # -- state ----------------------------------------------------------------
 
     def is_alive(self) -> bool:
-        return self.thread is not None and self.thread.is_alive()
+        """True while the thread runs a loop that can still take work.
+
+        A crashed thread closes its loop before it exits (and before
+        ``on_crash`` runs): from then on nothing can be scheduled there.
+        """
+        loop = self.loop
+        return (self.thread is not None and self.thread.is_alive()
+                and loop is not None and not loop.is_closed())
 
     def in_loop_thread(self) -> bool:
         return self.thread is not None and threading.current_thread() is self.thread
@@ -79,6 +87,10 @@ class LoopThread:
             except BaseException as exc:  # only on faults: run_forever does not raise
                 self._crash = exc
                 logger.error("event-loop thread crashed: %r", exc)
+                # Cancel what was running, so connection tasks end and close
+                # their sockets: clients see the drop and reconnect.
+                with contextlib.suppress(BaseException):
+                    loop.run_until_complete(self._finish())
             finally:
                 asyncio.set_event_loop(None)
                 loop.close()

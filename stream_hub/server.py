@@ -181,7 +181,8 @@ class TrainingStreamServer:
             self._bind_sockets(resolved)
             try:
                 loop = self._loop.start()
-                self._feed = Feed(self.hub, loop, self.config.busy_flush_interval)
+                self._feed = Feed(self.hub, loop, self.config.busy_flush_interval,
+                                  self.config.heartbeat_interval)
                 self._loop.run(self._startup(), timeout=30)
             except BaseException:
                 self._abort_start()

@@ -7,19 +7,23 @@ Each event is one ``id:``/``event:``/``data:`` frame. A client resumes with the
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
+from starlette.types import Receive, Scope, Send
 
 from ..hub import SSE, Cursor
 from .common import BadRequest, ServerView, bearer_token, parse_list, parse_seq, token_matches
 
 __all__ = ["create_sse_app"]
 
+KEEP_ALIVE = b": keep-alive\n\n"
 _LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
@@ -51,15 +55,33 @@ def _error(status: int, message: str, origin: str | None = None) -> JSONResponse
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-async def _stream(server: ServerView, cursor: Cursor) -> AsyncIterator[bytes]:
+class _Client:
+    """One SSE subscriber: its cursor, and how its writer learns it has gone."""
+
+    __slots__ = ("cursor", "gone", "waiter")
+
+    def __init__(self, cursor: Cursor) -> None:
+        self.cursor = cursor
+        self.gone = False
+        self.waiter: asyncio.Future[None] | None = None
+
+    async def disconnected(self, message: Any) -> None:
+        # Called by sse-starlette's disconnect listener: end the stream cleanly.
+        self.gone = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+async def _stream(server: ServerView, client: _Client) -> AsyncIterator[bytes]:
     feed = server.feed
     hub = server.hub
     if feed is None:
         return
+    cursor = client.cursor
     latency = server.latency
     feed.clients["sse"] += 1
     try:
-        while True:
+        while not client.gone:
             chunk, _ = hub.read(cursor)
             if chunk:
                 yield chunk
@@ -68,9 +90,39 @@ async def _stream(server: ServerView, cursor: Cursor) -> AsyncIterator[bytes]:
                 continue
             if feed.closing:
                 return
-            await feed.wait()
+            beats = feed.beats
+            client.waiter = feed.waiter()
+            await client.waiter
+            client.waiter = None
+            if feed.beats != beats and hub.head == cursor.pos and not client.gone:
+                yield KEEP_ALIVE  # idle for a heartbeat interval
     finally:
         feed.clients["sse"] -= 1
+
+
+class _HubEventSource(EventSourceResponse):
+    """sse-starlette's response with one helper task per client instead of three.
+
+    The stock ``__call__`` runs the stream, a ping loop, a process-wide
+    shutdown watcher and a disconnect listener as four tasks in a task group.
+    Here keep-alives come from the feed's one shared heartbeat, and shutdown
+    from the hub itself (the stream ends after the ``shutdown`` event), so only
+    the disconnect listener runs beside the stream; it ends the stream by
+    telling the generator, not by cancelling it. This keeps an idle client
+    small (it is most of what a watcher costs).
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"].upper() == "HEAD":
+            await super().__call__(scope, receive, send)
+            return
+        listener = asyncio.get_running_loop().create_task(self._listen_for_disconnect(receive))
+        try:
+            await self._stream_response(send)
+        finally:
+            listener.cancel()
+        if self.background is not None:
+            await self.background()
 
 
 def create_sse_app(server: ServerView) -> FastAPI:
@@ -86,31 +138,25 @@ def create_sse_app(server: ServerView) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get(
-        "/events",
-        response_class=Response,
-        responses={200: {"content": {"text/event-stream": {}}, "description": "The event stream"}},
-    )
-    async def events(
-        request: Request,
-        run: list[str] | None = Query(None, description="runs to follow (repeat or comma-separate)"),
-        types: list[str] | None = Query(None, description="event types to follow"),
-        last_event_id: str | None = Query(None, description="resume after this seq"),
-        epoch: str | None = Query(None, description="epoch the resume seq belongs to"),
-        token: str | None = Query(None, description="read token (EventSource cannot set headers)"),
-    ) -> Response:
+    # A plain Starlette route: the stream lives as long as the client stays, so
+    # it should hold as little per-request state as possible (no dependency
+    # solving). Query: run, types, last_event_id, epoch, token.
+    async def events(request: Request) -> Response:
+        query = request.query_params
+        token = query.get("token")
+        epoch = query.get("epoch")
         origin = _allowed_origin(server, request.headers.get("origin"))
         given = bearer_token(request.headers.get("authorization")) or token
         if not token_matches(given, server.config.read_token):
             return _error(401, "a read token is required: Authorization: Bearer <token> "
                           "or ?token=<token>", origin)
         try:
-            runs = parse_list(run, "run")
-            type_list = parse_list(types, "types")
+            runs = parse_list(query.getlist("run") or None, "run")
+            type_list = parse_list(query.getlist("types") or None, "types")
             header = request.headers.get("last-event-id")
             since = parse_seq(header, "Last-Event-ID header")
             if since is None:
-                since = parse_seq(last_event_id, "last_event_id")
+                since = parse_seq(query.get("last_event_id"), "last_event_id")
             if epoch is not None and (len(epoch) > 64 or not epoch.isalnum()):
                 raise BadRequest("epoch must be the alphanumeric epoch of a previous event")
         except BadRequest as exc:
@@ -121,14 +167,11 @@ def create_sse_app(server: ServerView) -> FastAPI:
         if feed.clients["sse"] >= server.config.max_clients:
             return _error(503, f"too many SSE clients (max_clients={server.config.max_clients})",
                           origin)
-        cursor = server.hub.open_cursor(since, epoch=epoch, fmt=SSE, runs=runs, types=type_list)
+        client = _Client(server.hub.open_cursor(since, epoch=epoch, fmt=SSE, runs=runs,
+                                                types=type_list))
         headers = {"Access-Control-Allow-Origin": origin} if origin else None
-        return EventSourceResponse(
-            _stream(server, cursor),
-            headers=headers,
-            ping=server.config.heartbeat_interval,
-            ping_message_factory=lambda: ServerSentEvent(comment="keep-alive"),
-            sep="\n",
-        )
+        return _HubEventSource(_stream(server, client), headers=headers, ping=0, sep="\n",
+                               client_close_handler_callable=client.disconnected)
 
+    app.add_route("/events", events, methods=["GET"], include_in_schema=False)
     return app
