@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -110,6 +111,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _code_version() -> dict[str, Any]:
+    """The commit measured, and whether stream_hub/ had uncommitted changes."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD") or None,
+        "stream_hub_dirty": bool(git("status", "--porcelain", "--", "stream_hub")),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -145,13 +164,15 @@ def main(argv: list[str] | None = None) -> int:
                 logger.info("%s/%s: %s (%.1f s)", side, group, result["figures"], result["seconds"])
 
     summary = summarize(results, sizes)
+    machine = {**machine_info(), "loadavg_at_start": loadavg_at_start}
     doc = {
         "schema": 1,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "mode": mode,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "elapsed_s": round(time.time() - started, 1),
-        "machine": {**machine_info(), "loadavg_at_start": loadavg_at_start},
+        "code": _code_version(),
+        "machine": machine,
         "sizes": sizes,
         "figures": summary,
         "raw": results,
@@ -162,7 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     misses = [k for k, row in summary.items() if row["result"] == "MISS"]
     errors = [f"{side}/{g}" for side, r in results.items() for g, v in r.items() if "error" in v]
     print(
-        f"\n{mode} run, {doc['elapsed_s']} s; targets: "
+        f"\nload average {loadavg_at_start[0]:.1f} at start, "
+        f"{machine.get('loadavg_at_end', [math.nan])[0]:.1f} at end on {machine['cpus']} CPUs"
+    )
+    print(
+        f"{mode} run, {doc['elapsed_s']} s; targets: "
         f"{sum(r['result'] == 'PASS' for r in summary.values())} PASS, {len(misses)} MISS"
         + (f"; errors in {', '.join(errors)}" if errors else "")
         + f"; figures written to {args.json}"

@@ -7,6 +7,7 @@ also reads its ``STREAM_HUB_*`` variable; flags win.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -14,13 +15,16 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from .config import StreamConfig
 from .errors import StreamHubError
+
+if TYPE_CHECKING:
+    from .server import TrainingStreamServer
 
 __all__ = ["main"]
 
@@ -132,19 +136,41 @@ def _auth(token: str | None) -> dict[str, str]:
 # -- serve / demo ---------------------------------------------------------------------
 
 
-def _wait_for_signal(duration: float | None = None) -> None:
-    """Block until SIGINT/SIGTERM (or ``duration`` seconds)."""
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT/SIGTERM while the block runs; old handlers restored after.
+
+    Installed before the server starts: a signal that arrives while it starts,
+    or just after the ready line was printed, must stop it cleanly rather than
+    kill the process with its ports unverified (SIGTERM's default action).
+    """
     stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signal handlers can only be set from the main thread
+        return
 
     def handler(signum: int, frame: Any) -> None:
         stop.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        stop.wait(duration)
+        yield stop
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _print_ready(args: argparse.Namespace, server: TrainingStreamServer, demo: bool) -> None:
+    urls = server.urls
+    if args.json:
+        print(json.dumps({"ports": server.ports, "urls": urls, "pid": os.getpid()}), flush=True)
+        return
+    print(f"stream_hub {'demo ' if demo else ''}running (pid {os.getpid()})")
+    print(f"  dashboard  {urls['rest']}/")
+    print(f"  SSE        {urls['sse']}/events")
+    print(f"  WebSocket  {urls['ws']}/")
+    print(f"  REST       {urls['rest']}/api/status   (API docs: {urls['rest']}/docs)")
+    print("Press Ctrl-C to stop.", flush=True)
 
 
 def _cmd_serve(args: argparse.Namespace, demo: bool = False) -> int:
@@ -153,33 +179,25 @@ def _cmd_serve(args: argparse.Namespace, demo: bool = False) -> int:
 
     extra = {"admin_token": args.token} if args.token else {}
     cfg = _config(args, **extra)
-    server = get_stream_server(config=cfg)
-    urls = server.urls
-    if args.json:
-        print(json.dumps({"ports": server.ports, "urls": urls, "pid": os.getpid()}), flush=True)
-    else:
-        print(f"stream_hub {'demo ' if demo else ''}running (pid {os.getpid()})")
-        print(f"  dashboard  {urls['rest']}/")
-        print(f"  SSE        {urls['sse']}/events")
-        print(f"  WebSocket  {urls['ws']}/")
-        print(f"  REST       {urls['rest']}/api/status   (API docs: {urls['rest']}/docs)")
-        print("Press Ctrl-C to stop.", flush=True)
     threads: list[threading.Thread] = []
-    stop: threading.Event | None = None
-    try:
-        if demo:
-            threads, stop = run_demo_threads(args.runs, args.steps, args.interval)
-            _wait_for_signal(args.duration)
-        else:
-            _wait_for_signal()
-    finally:
-        if stop is not None:
-            stop.set()
-            for thread in threads:
-                thread.join(10)
-        ports = server.ports
-        release_stream_server()
-        get_stream_server_manager().cleanup()
+    demo_stop: threading.Event | None = None
+    with _stop_on_signals() as stop_requested:
+        server = get_stream_server(config=cfg)
+        try:
+            _print_ready(args, server, demo)
+            if demo:
+                threads, demo_stop = run_demo_threads(args.runs, args.steps, args.interval)
+                stop_requested.wait(args.duration)
+            else:
+                stop_requested.wait()
+        finally:
+            if demo_stop is not None:
+                demo_stop.set()
+                for thread in threads:
+                    thread.join(10)
+            ports = server.ports
+            release_stream_server()
+            get_stream_server_manager().cleanup()
     if not args.json:
         print(f"stopped; ports {', '.join(str(p) for p in ports.values())} are free", flush=True)
     return EXIT_OK
@@ -265,6 +283,10 @@ def _short(value: Any) -> str:
     return str(value)
 
 
+# Answers that mean "not now" (a hub restarting answers 503): retry, like a drop.
+_TRANSIENT_STATUS = frozenset({502, 503, 504})
+
+
 def _cmd_tail(args: argparse.Namespace) -> int:
     cfg = _config(args)
     token = args.token or os.environ.get("STREAM_HUB_READ_TOKEN")
@@ -275,40 +297,54 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     if args.types:
         params["types"] = args.types
     last_id: int | None = args.since
+    # Sent with Last-Event-ID, so a hub that is a new process (new epoch, seqs
+    # from 1 again) replays its history instead of skipping up to our last seq.
+    epoch: str | None = None
     seen = 0
     backoff = 0.2
     unreachable_since: float | None = None
     while True:
         headers = _auth(token)
+        query = dict(params)
         if last_id is not None:
             headers["Last-Event-ID"] = str(last_id)
+            if epoch is not None:
+                query["epoch"] = epoch
+        problem: str | None = None
         try:
-            with httpx.stream("GET", url, params=params, headers=headers,
+            with httpx.stream("GET", url, params=query, headers=headers,
                               timeout=httpx.Timeout(5.0, read=None)) as response:
-                if response.status_code != 200:
+                if response.status_code in _TRANSIENT_STATUS:
+                    problem = f"{url} answered {response.status_code}"
+                elif response.status_code != 200:
                     print(f"stream-hub tail: {url} answered {response.status_code}: "
                           f"{response.read()[:300]!r}", file=sys.stderr)
                     return EXIT_ERROR
-                unreachable_since = None
-                backoff = 0.2
-                for line in response.iter_lines():
-                    if not line.startswith("data: "):
-                        continue
-                    event = json.loads(line[6:])
-                    if isinstance(event.get("seq"), int):
-                        last_id = event["seq"]  # a gap's seq is the last lost one
-                    print(json.dumps(event) if args.json else _format_event(event), flush=True)
-                    seen += 1
-                    if args.count is not None and seen >= args.count:
-                        return EXIT_OK
+                else:
+                    unreachable_since = None
+                    backoff = 0.2
+                    for line in response.iter_lines():
+                        if not line.startswith("data: "):
+                            continue
+                        event = json.loads(line[6:])
+                        if isinstance(event.get("seq"), int):
+                            last_id = event["seq"]  # a gap's seq is the last lost one
+                        if isinstance(event.get("epoch"), str):
+                            epoch = event["epoch"]
+                        print(json.dumps(event) if args.json else _format_event(event), flush=True)
+                        seen += 1
+                        if args.count is not None and seen >= args.count:
+                            return EXIT_OK
         except httpx.HTTPError as exc:
+            problem = f"{exc.__class__.__name__}: {exc}"
+        except KeyboardInterrupt:
+            return EXIT_OK
+        if problem is not None:
             now = time.monotonic()
             unreachable_since = unreachable_since or now
             if now - unreachable_since > args.retry_for:
-                print(f"stream-hub tail: gave up reaching {url}: {exc}", file=sys.stderr)
+                print(f"stream-hub tail: gave up reaching {url}: {problem}", file=sys.stderr)
                 return EXIT_UNREACHABLE
-        except KeyboardInterrupt:
-            return EXIT_OK
         # The stream ended (server restart) or dropped: reconnect and resume.
         print(f"-- reconnecting (resume after {last_id})", file=sys.stderr, flush=True)
         threading.Event().wait(backoff)

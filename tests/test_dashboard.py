@@ -260,9 +260,7 @@ def test_late_joiner_sees_the_whole_curve(page: Any, tmp_path: Path) -> None:
 
         page.goto(server.urls["rest"] + "/")
         wait_connected(page)
-        wait_for(
-            page, "!d.loading && d.series.exp1.loss.maxStep >= 4999 && d.charts.loss.draws > 0"
-        )
+        wait_for(page, "!d.loading && d.series.exp1.loss.maxStep >= 4999 && d.charts.loss.draws > 0")
         d = debug(page)
         for run in runs:
             for metric in ("loss", "acc", "lr", "throughput"):
@@ -279,9 +277,7 @@ def test_late_joiner_sees_the_whole_curve(page: Any, tmp_path: Path) -> None:
         for step in range(5000, 5050):
             for index, run in enumerate(runs):
                 server.log(realistic(index, step, rng), step=step, run=run)
-        wait_for(
-            page, "d.series.exp1.loss.maxStep === 5049 && d.series.baseline.acc.maxStep === 5049"
-        )
+        wait_for(page, "d.series.exp1.loss.maxStep === 5049 && d.series.baseline.acc.maxStep === 5049")
         d = debug(page)
         assert d["series"]["exp1"]["loss"]["points"] == before + 50
         assert d["series"]["exp1"]["loss"]["rewrites"] == 0
@@ -350,9 +346,7 @@ def test_a_new_server_process_resets_the_page(page: Any) -> None:
     with serving(sse_port=ports["sse"], ws_port=ports["ws"], rest_port=ports["rest"]) as server:
         for i in range(5):
             server.log({"acc": 0.5}, step=i, run="new")
-        wait_for(
-            page, "d.epoch !== arg && !d.series.old && d.series.new.acc.maxStep === 4", old_epoch
-        )
+        wait_for(page, "d.epoch !== arg && !d.series.old && d.series.new.acc.maxStep === 4", old_epoch)
         wait_connected(page)
         d = debug(page)
         assert d["stats"]["epochChanges"] >= 1
@@ -366,8 +360,7 @@ def test_stays_smooth_with_5_runs_x_10_metrics_at_50_updates_per_second(page: An
         page.goto(server.urls["rest"] + "/")
         wait_connected(page)
         page.evaluate(
-            "window.__frames = 0;"
-            " (function tick() { window.__frames++; requestAnimationFrame(tick); })()"
+            "window.__frames = 0; (function tick() { window.__frames++; requestAnimationFrame(tick); })()"
         )
         stop = threading.Event()
         published = {f"run{r}": 0 for r in range(5)}
@@ -380,8 +373,7 @@ def test_stays_smooth_with_5_runs_x_10_metrics_at_50_updates_per_second(page: An
                 # Falling curves with noise, and one pure-noise metric (the
                 # costliest kind of line to draw).
                 values = {
-                    m: math.exp(-step / (60 + 25 * k)) + rng.gauss(0, 0.02)
-                    for k, m in enumerate(metrics)
+                    m: math.exp(-step / (60 + 25 * k)) + rng.gauss(0, 0.02) for k, m in enumerate(metrics)
                 }
                 values[metrics[-1]] = rng.random()
                 server.log(values, step=step, run=run)
@@ -399,12 +391,25 @@ def test_stays_smooth_with_5_runs_x_10_metrics_at_50_updates_per_second(page: An
             stop.set()
             for thread in threads:
                 thread.join()
-        wait_for(page, "d.lastSeq >= arg && !d.loading", server.status()["last_seq"])
-        wait_for(page, "Object.keys(d.charts).length === 10")
+        expected = {"seq": server.status()["last_seq"], "points": published}
+        wait_for(
+            page,
+            "d.lastSeq >= arg.seq && !d.loading && Object.keys(d.charts).length === 10"
+            " && Object.entries(arg.points).every(([run, n]) =>"
+            " Object.values(d.series[run]).every((s) => s.maxStep === n - 1))",
+            expected,
+        )
         d = debug(page)
         frames = page.evaluate("window.__frames")
         applied = d["stats"]["applied"]
-        assert applied == sum(published.values()), (applied, published, d["stats"])
+        # Every point arrived once: live, or (after a gap under heavy load)
+        # through the reload from REST.
+        for run in published:
+            for metric in metrics:
+                series = d["series"][run][metric]
+                assert series["points"] == published[run], (run, metric, series, d["stats"])
+                assert series["rewrites"] == 0
+        assert applied == sum(published.values()) or d["stats"]["gaps"] > 0, (applied, d["stats"])
         # Batched: a chart is drawn at most once per frame, far less often than
         # events arrive.
         for metric, chart in d["charts"].items():
@@ -413,7 +418,3 @@ def test_stays_smooth_with_5_runs_x_10_metrics_at_50_updates_per_second(page: An
         # Generous bounds for a shared 2-core machine: the page must not stall.
         assert d["stats"]["maxFrameMs"] < 500, d["stats"]
         assert frames > 20, frames
-        for run in published:
-            for metric in metrics:
-                assert d["series"][run][metric]["points"] == published[run]
-                assert d["series"][run][metric]["rewrites"] == 0

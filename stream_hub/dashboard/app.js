@@ -29,7 +29,7 @@
 
   const state = {
     epoch: null,
-    lastSeq: 0,            // the highest seq received; anything at or below is a duplicate
+    lastSeq: 0,            // the highest seq taken in; anything at or below is a duplicate
     snapshotSeq: 0,        // last_seq of the latest /api/runs snapshot
     ports: null,
     urls: null,
@@ -48,7 +48,11 @@
     },
   };
 
-  const dirty = { charts: new Set(), entries: new Set(), runs: false, runMeta: false, table: false, tableShape: false };
+  // What the next frame has to redo: charts to draw, charts whose set of runs
+  // changed, the run list, the table's numbers and its rows and columns.
+  const dirty = {
+    charts: new Set(), entries: new Set(), runs: false, runMeta: false, table: false, tableShape: false,
+  };
   let theme = ui.readTheme();
   let frameHandle = 0;
   let lastTableAt = 0;
@@ -382,14 +386,10 @@
     if (!frameHandle) frameHandle = requestAnimationFrame(frame);
   }
 
-  function orderedRuns() {
-    return Array.from(state.runs.values());
-  }
-
   function frame(now) {
     frameHandle = 0;
     const started = performance.now();
-    const runs = orderedRuns();
+    const runs = Array.from(state.runs.values());
     if (dirty.runs) {
       ui.renderRuns(runs, toggleRun);
       dirty.runs = false;
@@ -398,9 +398,9 @@
     for (const metric of dirty.entries) {
       const view = state.views.get(metric);
       if (!view) continue;
-      const entries = runs
-        .filter((run) => run.series.has(metric))
-        .map((run) => ({ key: run.name, label: run.name, color: run.color, visible: run.visible, series: run.series.get(metric) }));
+      const entries = runs.filter((run) => run.series.has(metric)).map((run) => ({
+        key: run.name, label: run.name, color: run.color, visible: run.visible, series: run.series.get(metric),
+      }));
       view.chart.setEntries(entries);
       ui.renderLegend(view, entries);
       dirty.charts.add(metric);

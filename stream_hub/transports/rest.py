@@ -132,6 +132,9 @@ def create_rest_app(
         denied = check_read(request)
         if denied:
             return denied
+        # Read the head first: live events after it are applied on top of the
+        # snapshot by clients, so the snapshot must not be older than the head.
+        head = hub.head
         summary = hub.runs.runs.get(run)
         if summary is None:
             return _error(404, f"unknown run {run!r}", runs=sorted(hub.runs.runs)[:100])
@@ -146,7 +149,7 @@ def create_rest_app(
             body = {"run": run, "series": {name: s.snapshot(max_points)
                                            for name, s in summary.series.items()}}
         body["epoch"] = hub.epoch
-        body["last_seq"] = hub.head
+        body["last_seq"] = head
         return _json(orjson.dumps(body))
 
     @app.get("/api/metrics/latest", tags=["runs"])

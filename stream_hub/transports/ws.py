@@ -59,8 +59,11 @@ class WebSocketFace:
         cfg = self.server.config
         origins: list[Any] | None = None
         if cfg.ws_origins is not None:
-            # Non-browser clients send no Origin header; browsers always do.
-            origins = [*cfg.ws_origins, None]
+            # Non-browser clients send no Origin header; browsers always do. The
+            # dashboard (served from the REST port) is always allowed.
+            rest = self.server.ports.get("rest")
+            hosts = {cfg.host, "127.0.0.1", "localhost", "[::1]"}
+            origins = [*cfg.ws_origins, *(f"http://{h}:{rest}" for h in sorted(hosts)), None]
         self.ws_server = await serve(
             self._handle,
             sock=sock,

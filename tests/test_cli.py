@@ -1,0 +1,348 @@
+"""The ``stream-hub`` command, each subcommand run as a real subprocess against
+a real server (``python -m stream_hub``, and the console script once).
+
+Servers bind port 0 and print their ports as the first JSON line; every wait
+polls a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from stream_hub.ports import is_port_in_use
+
+from .cli_helpers import (
+    CLI,
+    REPO,
+    Served,
+    Spawner,
+    cli_env,
+    free_port,
+    run,
+    spawner,
+)
+from .conftest import wait_for
+
+STATUS_KEYS = {"running", "ref_count", "pid", "uptime_s", "ports", "urls", "epoch", "last_seq",
+               "history", "clients", "events", "loop_thread_alive", "restarts"}
+SUBCOMMANDS = ("serve", "demo", "status", "restart", "tail", "ports")
+
+
+@pytest.fixture
+def spawn() -> Iterator[Spawner]:
+    yield from spawner()
+
+
+@pytest.fixture(scope="module")
+def module_spawn() -> Iterator[Spawner]:
+    yield from spawner()
+
+
+@pytest.fixture(scope="module")
+def hub(module_spawn: Spawner) -> Served:
+    """One ``stream-hub serve --token s3cret`` shared by the read-mostly tests."""
+    return module_spawn.serve("--token", "s3cret")
+
+
+def all_free(ports: dict[str, int]) -> bool:
+    return not any(is_port_in_use(port) for port in ports.values())
+
+
+def json_lines(lines: list[str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def metric_steps(lines: list[str]) -> list[int]:
+    return [e["step"] for e in json_lines(lines) if e["type"] == "metric"]
+
+
+# -- serve -------------------------------------------------------------------------------
+
+
+def test_serve_sigterm_exits_0_and_frees_ports(spawn: Spawner) -> None:
+    served = spawn.serve()
+    ports = served.ports
+    assert len(set(ports.values())) == 3 and all(is_port_in_use(p) for p in ports.values())
+    status = wait_for(served.status, what="GET /api/status")
+    assert status["running"] and status["pid"] == served.pid and status["ports"] == ports
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0, served.err.text
+    assert all_free(ports)  # stop returns only once the ports are verified free
+    assert "verified free" in served.err.text
+    assert served.out.lines[1:] == []  # --json: the ready line is all of stdout
+
+
+def test_serve_sigint_via_console_script(spawn: Spawner) -> None:
+    """The installed ``stream-hub`` script, human-readable output, Ctrl-C."""
+    exe = shutil.which("stream-hub")
+    assert exe is not None, "the stream-hub console script is not on PATH (pip install -e .)"
+    proc = spawn.start(["serve", "--sse-port", "0", "--ws-port", "0", "--rest-port", "0"],
+                       prefix=[exe])
+    lines = proc.out.wait(lambda ls: ls if any(x.startswith("Press Ctrl-C") for x in ls) else None,
+                          20, "the ready banner")
+    urls = {line.split()[0]: line.split()[1] for line in lines[1:5]}
+    ports = {name: int(urls[label].rstrip("/").split("/")[2].rsplit(":", 1)[1])
+             for name, label in (("sse", "SSE"), ("ws", "WebSocket"), ("rest", "dashboard"))}
+    assert lines[0].startswith("stream_hub running (pid ")
+    assert all(is_port_in_use(p) for p in ports.values())
+    proc.signal(signal.SIGINT)
+    assert proc.wait() == 0, proc.err.text
+    assert all_free(ports)
+    assert proc.out.lines[-1].startswith("stopped; ports ") and "are free" in proc.out.lines[-1]
+
+
+def test_serve_refuses_a_busy_port_with_a_clear_message(hub: Served) -> None:
+    # port_conflict "fail" (from the test environment): nothing is killed.
+    result = run(["serve", "--sse-port", str(hub.ports["sse"]), "--ws-port", "0",
+                  "--rest-port", "0"])
+    assert result.returncode == 1
+    assert f"port {hub.ports['sse']}" in result.stderr and str(hub.pid) in result.stderr
+    assert "What to do" in result.stderr
+    assert hub.popen.poll() is None
+
+
+# -- demo --------------------------------------------------------------------------------
+
+
+def test_demo_publishes_events_then_exits_0(spawn: Spawner) -> None:
+    demo = spawn.serve("--duration", "2", "--runs", "2", "--interval", "0.01", command="demo")
+    # What `stream-hub status` shows, polled while the demo runs.
+    status = wait_for(lambda: (s := demo.status()) and s["events"]["published"] >= 20 and s,
+                      10, "demo events")
+    assert status["running"] and status["ref_count"] >= 1
+    runs = httpx.get(demo.rest + "/api/runs", timeout=5).json()
+    assert {"exp1", "exp2"} <= {run["run"] for run in runs["runs"]}, runs
+    latest = httpx.get(demo.rest + "/api/metrics/latest", params={"run": "exp1"}, timeout=5).json()
+    assert {"loss", "accuracy", "learning_rate", "grad_norm", "samples_per_s"} <= set(
+        latest["metrics"])
+    assert demo.wait() == 0, demo.err.text
+    assert all_free(demo.ports)
+    assert "verified free" in demo.err.text
+
+
+# -- status ------------------------------------------------------------------------------
+
+
+def test_status_table_and_json(hub: Served) -> None:
+    table = run(["status", "--rest-port", str(hub.ports["rest"])])
+    assert table.returncode == 0, table.stderr
+    rows = dict(line.split(None, 1) for line in table.stdout.splitlines() if line.strip())
+    assert rows["running"].strip() == "True" and rows["pid"].strip() == str(hub.pid)
+    for label in ("uptime", "restarts", "history", "clients", "events", "loop"):
+        assert label in rows, table.stdout
+    as_json = run(["status", "--rest-port", str(hub.ports["rest"]), "--json"])
+    assert as_json.returncode == 0, as_json.stderr
+    status = json.loads(as_json.stdout)
+    assert STATUS_KEYS <= set(status)
+    assert status["pid"] == hub.pid and status["ports"] == hub.ports
+    assert set(status["events"]) == {"published", "delivered", "dropped", "rejected"}
+    assert set(status["clients"]) == {"sse", "ws"}
+
+
+def test_status_reads_the_environment(hub: Served) -> None:
+    env = cli_env(STREAM_HUB_REST_PORT=str(hub.ports["rest"]), STREAM_HUB_HOST="127.0.0.1")
+    result = run(["status", "--json"], env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["ports"] == hub.ports
+    # A flag wins over the variable.
+    env = cli_env(STREAM_HUB_REST_PORT=str(free_port()))
+    result = run(["status", "--json", "--rest-port", str(hub.ports["rest"])], env=env)
+    assert result.returncode == 0 and json.loads(result.stdout)["pid"] == hub.pid
+
+
+def test_status_without_a_server_exits_2_with_a_message() -> None:
+    port = free_port()
+    result = run(["status", "--rest-port", str(port), "--timeout", "2"])
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert f"no hub answers at http://127.0.0.1:{port}/api/status" in result.stderr
+    assert "stream-hub serve" in result.stderr
+
+
+# -- restart -----------------------------------------------------------------------------
+
+
+def test_restart_needs_the_right_token(hub: Served) -> None:
+    rest = ["--rest-port", str(hub.ports["rest"])]
+    assert wait_for(hub.status)["restarts"] == 0
+    wrong = run(["restart", *rest, "--token", "nope"])
+    assert wrong.returncode == 1
+    assert "refused (401)" in wrong.stderr and "admin token" in wrong.stderr
+    missing = run(["restart", *rest])
+    assert missing.returncode == 1 and "refused (401)" in missing.stderr
+    assert wait_for(hub.status)["restarts"] == 0
+
+    right = run(["restart", *rest, "--token", "s3cret"])
+    assert right.returncode == 0, right.stderr
+    assert "restart requested" in right.stdout
+    status = wait_for(lambda: (s := hub.status()) and s["restarts"] == 1 and s, 10, "restarts 1")
+    assert status["running"] and status["ports"] == hub.ports  # same ports, same process
+    assert status["pid"] == hub.pid
+
+    by_env = run(["restart", *rest, "--json"], env=cli_env(STREAM_HUB_ADMIN_TOKEN="s3cret"))
+    assert by_env.returncode == 0, by_env.stderr
+    assert json.loads(by_env.stdout)["restarting"] is True
+    wait_for(lambda: (s := hub.status()) and s["restarts"] == 2, 10, "restarts 2")
+
+
+def test_restart_without_a_server_exits_2() -> None:
+    result = run(["restart", "--rest-port", str(free_port()), "--token", "x", "--timeout", "2"])
+    assert result.returncode == 2 and "no hub answers" in result.stderr
+
+
+# -- tail --------------------------------------------------------------------------------
+
+
+def test_tail_count_and_run_filter(hub: Served, spawn: Spawner) -> None:
+    wait_for(lambda: (s := hub.status()) and s["clients"]["sse"] == 0, 10, "no SSE clients")
+    sse = ["--sse-port", str(hub.ports["sse"])]
+    everything = spawn.start(["tail", *sse, "--count", "5", "--json"])
+    # The SSE port from the environment this time.
+    only_b = spawn.start(["tail", "--run", "b", "--count", "3", "--json"],
+                         env=cli_env(STREAM_HUB_SSE_PORT=str(hub.ports["sse"])))
+    wait_for(lambda: (s := hub.status()) and s["clients"]["sse"] == 2, 15, "both tails connected")
+    seqs = hub.publish([
+        {"type": "metric", "run": run_, "step": step, "metrics": {"loss": 1.0 / (step + 1)}}
+        for step in range(3) for run_ in ("a", "b")
+    ])
+    assert everything.wait() == 0, everything.err.text
+    assert only_b.wait() == 0, only_b.err.text
+    got = json_lines(everything.out.lines)
+    assert [e["seq"] for e in got] == seqs[:5]
+    assert [(e["run"], e["step"]) for e in got] == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2)]
+    got_b = json_lines(only_b.out.lines)
+    assert [(e["run"], e["step"]) for e in got_b] == [("b", 0), ("b", 1), ("b", 2)]
+    assert got_b[0]["metrics"] == {"loss": 1.0}
+
+
+def test_tail_text_format(hub: Served) -> None:
+    since = wait_for(hub.status)["last_seq"]
+    hub.publish([{"type": "metric", "run": "fmt", "step": 7, "metrics": {"loss": 0.125}},
+                 {"type": "log", "run": "fmt", "data": {"text": "hello"}}])
+    result = run(["tail", "--sse-port", str(hub.ports["sse"]), "--since", str(since),
+                  "--count", "2"])
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.splitlines()
+    assert "metric" in first and "fmt" in first and "step 7" in first and "loss=0.125" in first
+    assert "log" in second and '"hello"' in second
+
+
+def test_tail_resumes_after_the_server_restarts(spawn: Spawner) -> None:
+    served = spawn.serve("--token", "s3cret")
+    tail = spawn.start(["tail", "--sse-port", str(served.ports["sse"]), "--type", "metric",
+                        "--json"])
+    wait_for(lambda: (s := served.status()) and s["clients"]["sse"] == 1, 15, "tail connected")
+
+    def metrics(steps: range) -> list[dict[str, Any]]:
+        return [{"type": "metric", "run": "r", "step": s, "metrics": {"loss": float(s)}}
+                for s in steps]
+
+    served.publish(metrics(range(0, 3)))
+    tail.out.wait(lambda ls: metric_steps(ls) == [0, 1, 2], 10, "steps 0-2")
+
+    # 1. Restart in place (same process, history kept): tail resumes by Last-Event-ID.
+    restart = run(["restart", "--rest-port", str(served.ports["rest"]), "--token", "s3cret"])
+    assert restart.returncode == 0, restart.stderr
+    wait_for(lambda: (s := served.status()) and s["restarts"] == 1, 10, "the restart")
+    served.publish(metrics(range(3, 6)))
+    tail.out.wait(lambda ls: metric_steps(ls) == list(range(6)), 15, "steps 0-5 after restart")
+
+    # 2. A new server process on the same ports: a new epoch, seqs from 1 again.
+    # Enough filler that the new seqs pass the tail's last one: it must resume
+    # by epoch, not skip ahead to its old seq.
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0, served.err.text
+    again = spawn.serve("--token", "s3cret", ports=served.port_args())
+    filler = [{"type": "log", "run": "r", "data": {"i": i}} for i in range(20)]
+    again.publish(filler + metrics(range(6, 9)))
+    tail.out.wait(lambda ls: metric_steps(ls) == list(range(9)), 20, "steps 0-8 after a new process")
+
+    tail.signal(signal.SIGINT)
+    assert tail.wait() == 0
+    assert "reconnecting" in tail.err.text
+    kinds = {e["type"] for e in json_lines(tail.out.lines)}
+    assert kinds <= {"metric", "shutdown", "gap"}  # server events always pass the filter
+
+
+# -- ports -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def holder(spawn: Spawner) -> tuple[subprocess.Popen[str], int]:
+    """A ``python -m http.server`` holding a free port."""
+    port = free_port()
+    proc = spawn.start(["-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                       prefix=[sys.executable])
+    wait_for(lambda: is_port_in_use(port) or proc.popen.poll() is not None, 15, "http.server")
+    assert proc.popen.poll() is None, proc.err.text
+    return proc.popen, port
+
+
+def test_ports_table_and_json(holder: tuple[subprocess.Popen[str], int], hub: Served) -> None:
+    proc, port = holder
+    flags = ["--sse-port", str(port), "--ws-port", str(free_port()),
+             "--rest-port", str(hub.ports["rest"])]
+    table = run(["ports", *flags])
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split()[:3] == ["TRANSPORT", "ADDRESS", "STATE"] and len(rows) == 3
+    sse, ws, rest = rows
+    assert sse.startswith("sse") and "in use" in sse and str(proc.pid) in sse
+    assert "http.server" in sse
+    assert ws.startswith("ws") and " free " in ws
+    assert rest.startswith("rest") and str(hub.pid) in rest and " yes " in rest
+
+    as_json = run(["ports", *flags, "--json"])
+    assert as_json.returncode == 0, as_json.stderr
+    report = {row["name"]: row for row in json.loads(as_json.stdout)}
+    assert list(report) == ["sse", "ws", "rest"]
+    assert report["sse"]["pid"] == proc.pid and report["sse"]["free"] is False
+    assert report["sse"]["looks_like_stream_hub"] is False
+    assert report["ws"]["free"] is True and report["ws"]["pid"] is None
+    assert report["rest"]["pid"] == hub.pid and report["rest"]["looks_like_stream_hub"] is True
+
+
+def test_ports_free_refused_in_production_then_frees_in_development(
+    holder: tuple[subprocess.Popen[str], int],
+) -> None:
+    proc, port = holder
+    flags = ["--sse-port", str(port), "--ws-port", str(free_port()),
+             "--rest-port", str(free_port())]
+    refused = run(["ports", *flags, "--free"], env=cli_env(ENVIRONMENT="production"))
+    assert refused.returncode != 0
+    assert "production" in refused.stderr and str(proc.pid) in refused.stderr
+    assert proc.poll() is None and is_port_in_use(port)
+
+    freed = run(["ports", *flags, "--free"])  # ENVIRONMENT unset: development
+    assert freed.returncode == 0, freed.stderr
+    assert proc.wait(timeout=10) is not None
+    assert not is_port_in_use(port)
+    assert f"pid {proc.pid}" in freed.stderr  # the log names what it signalled
+    assert all(" free " in row for row in freed.stdout.splitlines()[1:])
+
+
+# -- help --------------------------------------------------------------------------------
+
+
+def test_help_for_every_subcommand() -> None:
+    commands = [[], *([name] for name in SUBCOMMANDS)]
+    procs = [subprocess.Popen([*CLI, *command, "--help"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=REPO, env=cli_env())
+             for command in commands]
+    for command, proc in zip(commands, procs, strict=True):
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert out.startswith(f"usage: stream-hub {' '.join(command)}".rstrip()), out
+        if command:
+            assert "--rest-port" in out and "--json" in out
+        else:
+            assert all(name in out for name in SUBCOMMANDS)
