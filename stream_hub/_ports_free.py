@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import psutil
 
@@ -149,15 +150,26 @@ def terminate(proc: psutil.Process, timeout: float, label: str = "") -> bool:
 
 
 def _wait_gone(proc: psutil.Process, timeout: float) -> bool:
-    try:
-        proc.wait(timeout=timeout)
-        return True
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.TimeoutExpired:
-        # A dead process that is not our child stays a zombie until its parent
-        # reaps it; its sockets are already closed.
+    """Whether ``proc`` ended within ``timeout`` s (an unreaped zombie has ended)."""
+    deadline = time.monotonic() + timeout
+    step = 0.005
+    while True:
+        remaining = deadline - time.monotonic()
         try:
-            return proc.status() == psutil.STATUS_ZOMBIE
+            proc.wait(timeout=max(0.0, min(step, remaining)))
+            return True
+        except psutil.NoSuchProcess:
+            return True
+        except psutil.TimeoutExpired:
+            pass
+        # A dead process that is not our child stays a zombie until its parent
+        # reaps it, which a busy parent may not do for a long time; its sockets
+        # are already closed. Checked between short waits, not at the end.
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
         except psutil.Error:
             return True
+        if remaining <= 0:
+            return False
+        step = min(step * 2, 0.1)

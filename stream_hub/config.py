@@ -128,7 +128,7 @@ _DEFAULTS: dict[str, Any] = {
     "cors_origins": (),
     "ws_origins": None,
     "series_points": 1000,
-    "busy_flush_interval": 0.05,
+    "busy_flush_interval": 0.25,
 }
 
 _INT_FIELDS = {

@@ -133,10 +133,8 @@ class EncodedEvent:
 
 
 def _finite_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    for value in metrics.values():
-        if type(value) is float and not math.isfinite(value):
-            break
-    else:
+    total = sum(metrics.values())
+    if total - total == 0:  # every value finite: one C-level pass
         return metrics
     return {
         k: (_NON_FINITE[repr(v)] if type(v) is float and not math.isfinite(v) else v)

@@ -2,16 +2,19 @@
 
 One :class:`Feed` exists per running server, bound to its loop. Publishing
 threads call :meth:`Feed.wake` at most once per batch (the hub guarantees
-that); the loop then commits the batch and wakes every subscriber's writer,
-which sends everything from its cursor to the head in one write.
+that); the loop then commits the batch (encodes it into the ring) and wakes
+every subscriber's writer, which sends everything from its cursor to the head
+in one write.
 
-When to commit: at once, unless the loop keeps getting to run late. The loop
-thread shares the GIL with the training thread; if that thread is busy in
-Python, every wake-up of the loop takes the GIL from it, and each write to each
-client does it again. Lateness (time from "wake up" to "running") is how that
-shows, so while it is high, commits are spaced ``busy_interval`` apart and
-every client gets that interval's events in one write. An idle or I/O-bound
-training thread keeps lateness near zero and latency at its minimum.
+When to commit: at once (at most every ``MIN_INTERVAL``, so a publisher in a
+tight loop does not wake the loop per event), unless the loop keeps getting to
+run late. It shares the GIL with the training thread; if that thread is busy
+in Python, every wake-up takes the GIL from it, and every socket write hands
+the GIL over and waits to get it back. Lateness (time from "wake up" to
+"running") is how that shows, so while it is high, commits are spaced
+``busy_interval`` apart and each client gets that interval's events in one
+write. An idle or I/O-bound training thread (GPU work, data loading) keeps
+lateness near zero and latency at its minimum.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ __all__ = ["Feed"]
 
 # Mean lateness (seconds) above which the loop is competing for the GIL.
 CONTENDED = 0.002
+# Commits are at least this far apart even when idle: a publisher in a tight
+# loop then wakes the loop (a syscall, and a GIL hand-off) at most 1000 times/s.
+MIN_INTERVAL = 0.001
 # Weight of the newest sample in the lateness average.
 _ALPHA = 0.2
 
@@ -38,7 +44,7 @@ class Feed:
         lateness: moving average of how late the loop ran when woken (s).
     """
 
-    def __init__(self, hub: Hub, loop: asyncio.AbstractEventLoop, busy_interval: float = 0.05,
+    def __init__(self, hub: Hub, loop: asyncio.AbstractEventLoop, busy_interval: float = 0.25,
                  heartbeat: float = 15.0) -> None:
         self.hub = hub
         self.loop = loop
@@ -52,8 +58,8 @@ class Feed:
         self.commits = 0
         self._last_commit = 0.0
         self._requested = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_due = 0.0
+        self._commit_timer: asyncio.TimerHandle | None = None
+        self._commit_due = 0.0
         self._waiters: list[asyncio.Future[None]] = []
 
     # -- publishing side --------------------------------------------------------
@@ -62,6 +68,7 @@ class Feed:
         """Route the hub's wake-ups and commits through this loop."""
         self.hub.on_commit = self._notify
         self.hub.wake = self._wake
+        self.hub.wake_urgent = self._wake_urgent
         self._beat_timer = self.loop.call_later(self.heartbeat, self._beat)
         # Anything submitted while no loop was attached is committed now.
         self.loop.call_soon_threadsafe(self.hub.commit)
@@ -70,49 +77,60 @@ class Feed:
         """Stop routing; later submissions commit inline on their own thread."""
         if self.hub.wake == self._wake:
             self.hub.wake = None
+            self.hub.wake_urgent = None
         if self.hub.on_commit == self._notify:
             self.hub.on_commit = None
-        for timer in (self._timer, self._beat_timer):
+        for timer in (self._commit_timer, self._beat_timer):
             if timer is not None:
                 timer.cancel()
-        self._timer = self._beat_timer = None
+        self._commit_timer = self._beat_timer = None
 
     def _wake(self) -> None:
         # Any thread; once per batch.
         self._requested = time.monotonic()
         self.loop.call_soon_threadsafe(self._woken)
 
+    def _wake_urgent(self) -> None:
+        # Any thread: the backlog is long; commit now whatever the spacing.
+        self.loop.call_soon_threadsafe(self._commit_now)
+
+    def _commit_now(self) -> None:
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
+            self._commit_timer = None
+        self.hub.commit()
+
     def _woken(self) -> None:
         now = time.monotonic()
         self._observe(now - self._requested)
-        if self._timer is not None:
-            return  # a spaced commit is already due
-        if self.lateness > CONTENDED:
-            wait = self._last_commit + self.busy_interval - now
-            if wait > 0:
-                self._timer_due = now + wait
-                self._timer = self.loop.call_later(wait, self._timed)
-                return
+        if self._commit_timer is not None:
+            return  # a commit is already due
+        interval = self.busy_interval if self.lateness > CONTENDED else MIN_INTERVAL
+        wait = self._last_commit + interval - now
+        if wait > 0:
+            self._commit_due = now + wait
+            self._commit_timer = self.loop.call_later(wait, self._timed_commit)
+            return
         self.hub.commit()
 
-    def _timed(self) -> None:
-        self._timer = None
-        self._observe(time.monotonic() - self._timer_due)
+    def _timed_commit(self) -> None:
+        self._commit_timer = None
+        self._observe(time.monotonic() - self._commit_due)
         self.hub.commit()
 
     def _observe(self, late: float) -> None:
         self.lateness += _ALPHA * (max(0.0, late) - self.lateness)
 
+    def _notify(self) -> None:
+        # On the loop thread right after a commit: wake every writer.
+        self._last_commit = time.monotonic()
+        self.commits += 1
+        self._wake_waiters()
+
     def _beat(self) -> None:
         # One timer for all clients, instead of a keep-alive task per client.
         self.beats += 1
         self._beat_timer = self.loop.call_later(self.heartbeat, self._beat)
-        self._wake_waiters()
-
-    def _notify(self) -> None:
-        # Runs on the loop thread right after a commit: wake every writer.
-        self._last_commit = time.monotonic()
-        self.commits += 1
         self._wake_waiters()
 
     def _wake_waiters(self) -> None:
@@ -139,4 +157,4 @@ class Feed:
     def close(self) -> None:
         """Tell every writer to flush what is committed and end."""
         self.closing = True
-        self._notify()
+        self._wake_waiters()

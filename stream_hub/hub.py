@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from time import time as _time
 from typing import Any
 
@@ -50,6 +50,7 @@ JSON = 2
 _ALWAYS = frozenset({"gap", "shutdown"})
 
 _NUMERIC = frozenset({float, int})
+FIELDS = 6  # values per pending event
 
 # One write carries at most this many events; a client far behind gets several
 # writes, so no single buffer grows with the ring.
@@ -59,9 +60,10 @@ MAX_CHUNK_EVENTS = 4096
 class HubCounters:
     """Event counters; plain ints updated on the committing thread."""
 
-    __slots__ = ("delivered", "dropped", "published", "rejected")
+    __slots__ = ("delivered", "dropped", "published", "rejected", "shed")
 
     def __init__(self) -> None:
+        self.shed = 0  # events forgotten before commit (publishers outran the loop)
         self.published = 0  # events committed to the ring
         self.delivered = 0  # event frames written to clients
         self.dropped = 0  # events subscribers skipped after falling behind
@@ -71,7 +73,7 @@ class HubCounters:
         return {
             "published": self.published,
             "delivered": self.delivered,
-            "dropped": self.dropped,
+            "dropped": self.dropped + self.shed,
             "rejected": self.rejected,
         }
 
@@ -126,11 +128,19 @@ class Hub:
         # Submission side, shared by every publishing thread.
         self._lock = threading.Lock()
         self._seq = 0
-        self._pending: list[tuple[int, float, str, str | None, int | None, Any]] = []
+        # Submitted, not yet committed events, flattened: FIELDS values each
+        # (seq, ts, type, run, step, payload). Flat, because a list of tuples
+        # holding dicts would keep every one of them tracked by the garbage
+        # collector, whose full passes then grow with the backlog.
+        self._pending: list[Any] = []
+        self._pending_limit = FIELDS * max(4 * history_size, 50_000)
         self._wake_scheduled = False
         # Called (outside the lock) by the first submit after a commit; the
         # server points it at its loop. None means "commit inline".
         self.wake: Callable[[], None] | None = None
+        # Called (any thread, outside the lock) when the backlog is too long.
+        self.wake_urgent: Callable[[], None] | None = None
+        self._urgent_sent = False
         # Called on the committing thread after each batch.
         self.on_commit: Callable[[], None] | None = None
         # Commit side: parallel rings indexed by seq % capacity.
@@ -142,6 +152,9 @@ class Hub:
         self._run: list[str | None] = [None] * history_size
         self._type: list[str] = [""] * history_size
         self._ts: list[float] = [0.0] * history_size
+        self._step: list[int | None] = [None] * history_size
+        self._payload: list[Any] = [None] * history_size
+        self._encoded = 0  # events up to this seq are encoded
         self._formats = (self._sse, self._ws, self._json)
         self._chunk_cache: dict[tuple[int, int, int], bytes] = {}
 
@@ -171,8 +184,11 @@ class Hub:
         ts = _time()
         with self._lock:
             seq = self._seq = self._seq + 1
-            self._pending.append((seq, ts, "metric", run, step, values))
+            pending = self._pending
+            pending += (seq, ts, "metric", run, step, values)
             if self._wake_scheduled:
+                if len(pending) > self._pending_limit:
+                    self._backlog(pending)
                 return seq
             self._wake_scheduled = True
         self._wake_now()
@@ -199,12 +215,35 @@ class Hub:
             ts = time.time()
         with self._lock:
             seq = self._seq = self._seq + 1
-            self._pending.append((seq, ts, event_type, run, step, payload))
+            pending = self._pending
+            pending += (seq, ts, event_type, run, step, payload)
             if self._wake_scheduled:
+                if len(pending) > self._pending_limit:
+                    self._backlog(pending)
                 return seq
             self._wake_scheduled = True
         self._wake_now()
         return seq
+
+    def _backlog(self, pending: list[Any]) -> None:
+        """Publishers are far ahead of the loop (called with ``_lock`` held).
+
+        First ask the loop to commit now, whatever its spacing; the commit
+        encodes only what the ring can hold and samples the rest into the run
+        curves. If the loop still does not come (it is stuck or dead), forget
+        the oldest events rather than grow without bound; followers see a gap.
+        """
+        urgent = self.wake_urgent
+        if not self._urgent_sent and urgent is not None:
+            self._urgent_sent = True
+            try:
+                urgent()
+            except RuntimeError:
+                pass  # the loop is closing; the limit below still holds
+        excess = len(pending) // FIELDS - 4 * self._pending_limit // FIELDS
+        if excess > 0:
+            del pending[:excess * FIELDS]
+            self.counters.shed += excess
 
     def _wake_now(self) -> None:
         wake = self.wake
@@ -225,46 +264,89 @@ class Hub:
     # -- commit (one thread at a time) ----------------------------------------
 
     def commit(self) -> int:
-        """Encode and store every submitted event; returns how many."""
+        """Store every submitted event in the ring; returns how many.
+
+        Events are encoded later, once, by the first reader that needs them
+        (:meth:`_encode_upto`): with nobody reading, a publisher in a tight
+        loop costs the loop no JSON work at all.
+        """
         with self._commit_lock:
             with self._lock:
                 batch = self._pending
                 self._pending = []
                 self._wake_scheduled = False
+                self._urgent_sent = False
             if not batch:
                 return 0
+            count = len(batch) // FIELDS
+            last_seq = batch[-FIELDS]
             cap = self.capacity
-            js, sse, ws, runs_, types_ = self._json, self._sse, self._ws, self._run, self._type
-            tss = self._ts
-            epoch = self.epoch
+            runs_, types_, tss = self._run, self._type, self._ts
             observe = self.runs.observe
-            for seq, ts, event_type, run, step, payload in batch:
-                try:
-                    body = encode_event(seq, epoch, ts, event_type, run, step, payload)
-                except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
-                    self.counters.rejected += 1
-                    logger.warning("event %d (%s) dropped: cannot encode it as JSON: %s",
-                                   seq, event_type, exc)
-                    # Keep the sequence contiguous: the slot explains the hole.
-                    event_type, run = "gap", None
-                    payload = {"lost": 1, "from": seq, "to": seq, "reason": "rejected",
-                               "error": str(exc)[:200]}
-                    body = encode_event(seq, epoch, ts, event_type, None, step, payload)
+            if count > cap:
+                # Only the newest ``cap`` events can still be in the ring after
+                # this commit: encoding the rest would be wasted. They still
+                # feed the run summaries, sampled down to ``cap`` points.
+                overflow = count - cap
+                stride = overflow // cap + 1
+                known = self.runs.runs
+                it = iter(batch[:overflow * FIELDS])
+                for k, (seq, ts, event_type, run, step, payload) in enumerate(
+                        zip(it, it, it, it, it, it)):
+                    # A run's first event always counts: its curve starts there.
+                    if k % stride == 0 or run not in known:
+                        observe(seq, ts, run, step, payload if event_type == "metric" else None)
+                del batch[:overflow * FIELDS]
+            it = iter(batch)
+            steps, payloads = self._step, self._payload
+            for seq, ts, event_type, run, step, payload in zip(it, it, it, it, it, it):
                 i = seq % cap
-                js[i] = body
-                sse[i] = sse_frame(seq, event_type, body)
-                ws[i] = ws_text_frame(body)
                 runs_[i] = run
                 types_[i] = event_type
                 tss[i] = ts
+                steps[i] = step
+                payloads[i] = payload
                 observe(seq, ts, run, step, payload if event_type == "metric" else None)
-            self.head = batch[-1][0]
-            self.counters.published += len(batch)
+            self.head = last_seq
+            self.counters.published += count
             self._chunk_cache.clear()
         callback = self.on_commit
         if callback is not None:
             callback()
-        return len(batch)
+        return count
+
+    def encode_all(self) -> None:
+        """Encode every committed event now (committing thread only)."""
+        self._encode_upto(self.head)
+
+    def _encode_upto(self, end: int) -> None:
+        """Encode committed events up to seq ``end`` (JSON, SSE and WS frames)."""
+        start = max(self._encoded + 1, self.oldest)
+        if start > end:
+            return
+        cap, epoch = self.capacity, self.epoch
+        js, sse, ws, runs_, types_ = self._json, self._sse, self._ws, self._run, self._type
+        tss, steps, payloads = self._ts, self._step, self._payload
+        for seq in range(start, end + 1):
+            i = seq % cap
+            event_type, run, step = types_[i], runs_[i], steps[i]
+            try:
+                body = encode_event(seq, epoch, tss[i], event_type, run, step, payloads[i])
+            except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
+                self.counters.rejected += 1
+                logger.warning("event %d (%s) dropped: cannot encode it as JSON: %s",
+                               seq, event_type, exc)
+                # Keep the sequence contiguous: the slot explains the hole.
+                event_type = types_[i] = "gap"
+                runs_[i] = None
+                body = encode_event(seq, epoch, tss[i], "gap", None, step,
+                                    {"lost": 1, "from": seq, "to": seq, "reason": "rejected",
+                                     "error": str(exc)[:200]})
+            js[i] = body
+            sse[i] = sse_frame(seq, event_type, body)
+            ws[i] = ws_text_frame(body)
+            payloads[i] = None
+        self._encoded = end
 
     @property
     def oldest(self) -> int:
@@ -344,6 +426,8 @@ class Hub:
             frames += 1
             pos = oldest - 1
         end = min(head, pos + limit)
+        if end > self._encoded:
+            self._encode_upto(head)
         if cursor.filtered:
             chunk, n = self._filtered(cursor, pos, end)
         else:
@@ -391,7 +475,9 @@ class Hub:
         self._lock = threading.Lock()
         self._commit_lock = threading.Lock()
         self._wake_scheduled = False
+        self._urgent_sent = False
         self.wake = None
+        self.wake_urgent = None
         self.on_commit = None
 
     # -- queries ----------------------------------------------------------------
@@ -409,6 +495,7 @@ class Hub:
 
         Returns ``(events, more)``; ``more`` is true when ``limit`` cut it short.
         """
+        self.encode_all()
         cursor = self.open_cursor(since, epoch=epoch, fmt=JSON, runs=runs, types=types)
         out: list[bytes] = []
         if cursor.pending_gap is not None:
@@ -432,8 +519,3 @@ class Hub:
             if wants(runs_[i], types_[i]):
                 out.append(js[i])
         return out, seq < head
-
-    def recent(self, n: int) -> Iterable[bytes]:
-        """The JSON of the last ``n`` committed events, oldest first."""
-        start = max(self.oldest, self.head - n + 1)
-        return [self._json[s % self.capacity] for s in range(start, self.head + 1)]

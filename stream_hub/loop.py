@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# How long a crashed loop's thread spends closing what was left on it.
+CRASH_CLEANUP_TIMEOUT = 2.0
+
 
 class LoopThread:
     """One asyncio event loop running in its own thread.
@@ -47,11 +50,11 @@ class LoopThread:
     def is_alive(self) -> bool:
         """True while the thread runs a loop that can still take work.
 
-        A crashed thread closes its loop before it exits (and before
-        ``on_crash`` runs): from then on nothing can be scheduled there.
+        False from the moment the loop crashed, even while the dying thread
+        still cleans up: nothing may be scheduled on that loop any more.
         """
         loop = self.loop
-        return (self.thread is not None and self.thread.is_alive()
+        return (self._crash is None and self.thread is not None and self.thread.is_alive()
                 and loop is not None and not loop.is_closed())
 
     def in_loop_thread(self) -> bool:
@@ -87,15 +90,16 @@ class LoopThread:
             except BaseException as exc:  # only on faults: run_forever does not raise
                 self._crash = exc
                 logger.error("event-loop thread crashed: %r", exc)
-                # Cancel what was running, so connection tasks end and close
-                # their sockets: clients see the drop and reconnect.
+                # Report first (stop() waits for this thread), then cancel what
+                # was running so connections close: clients see the drop.
+                if self.on_crash is not None:
+                    with contextlib.suppress(Exception):
+                        self.on_crash(exc)
                 with contextlib.suppress(BaseException):
-                    loop.run_until_complete(self._finish())
+                    loop.run_until_complete(self._finish(CRASH_CLEANUP_TIMEOUT))
             finally:
                 asyncio.set_event_loop(None)
                 loop.close()
-            if self._crash is not None and self.on_crash is not None:
-                self.on_crash(self._crash)
 
         thread = threading.Thread(target=main, name=self.name, daemon=True)
         self.loop, self.thread = loop, thread
@@ -133,7 +137,7 @@ class LoopThread:
         loop, thread = self.loop, self.thread
         if loop is None or thread is None:
             return
-        if thread.is_alive() and not loop.is_closed():
+        if thread.is_alive() and not loop.is_closed() and self._crash is None:
             try:
                 future = asyncio.run_coroutine_threadsafe(self._finish(), loop)
                 future.result(timeout)
@@ -148,15 +152,21 @@ class LoopThread:
         self.loop = None
         self.thread = None
 
-    async def _finish(self) -> None:
-        """Cancel and await every other task, then release loop resources."""
+    async def _finish(self, timeout: float | None = None) -> None:
+        """Cancel and await every other task (at most ``timeout`` s), then
+        release loop resources."""
         current = asyncio.current_task()
         tasks = [t for t in asyncio.all_tasks() if t is not current]
         for task in tasks:
             task.cancel()
         if tasks:
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            for task, result in zip(tasks, results):
+            gathered = asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait([gathered], timeout=timeout)
+            if not gathered.done():
+                logger.warning("%d task(s) still running %s s after being cancelled",
+                               sum(not t.done() for t in tasks), timeout)
+                return
+            for task, result in zip(tasks, gathered.result()):
                 if isinstance(result, Exception) and not isinstance(result, asyncio.CancelledError):
                     logger.debug("task %r ended with %r during shutdown", task.get_name(), result)
         loop = asyncio.get_running_loop()

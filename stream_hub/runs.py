@@ -4,8 +4,12 @@ The event ring keeps only the last ``history_size`` events; a dashboard opened
 at step 1 000 000 still wants the whole curve. :class:`Series` keeps every
 metric's curve as at most ``max_points`` buckets: while a series is short each
 point is its own bucket; when it fills, neighbouring buckets merge pairwise and
-each new bucket covers twice as many points. A bucket remembers its first step,
-its last value and the min and max of its values, so spikes survive.
+new buckets cover twice as many points. A bucket remembers its first step, its
+last value and the min and max of its finite values, so spikes survive.
+
+Points arrive on the loop thread once per metric per event, so appending is
+two list appends; the bucketing runs in batches (``fold``) where min and max
+over a bucket are single builtin calls.
 """
 
 from __future__ import annotations
@@ -16,12 +20,36 @@ from typing import Any
 
 __all__ = ["RunIndex", "RunSummary", "Series"]
 
+_NAN = math.nan
+
+
+def _finite_range(chunk: list[float]) -> tuple[float, float]:
+    """(min, max) of the finite values, NaN when there are none."""
+    total = sum(chunk)
+    if total - total == 0:  # every value finite (the common case): two C calls
+        return min(chunk), max(chunk)
+    finite = [v for v in chunk if v - v == 0]
+    return (min(finite), max(finite)) if finite else (_NAN, _NAN)
+
+
+def _merge(a: float, b: float, pick: Any) -> float:
+    if a != a:
+        return b
+    if b != b:
+        return a
+    return pick(a, b)  # type: ignore[no-any-return]
+
 
 class Series:
-    """One metric of one run, downsampled to at most ``max_points`` buckets."""
+    """One metric of one run, downsampled to at most ``max_points`` buckets.
 
-    __slots__ = ("_fill", "_width", "count", "max_points", "maxs", "mins", "steps",
-                 "values")
+    ``raw_steps``/``raw_values`` collect new points; :meth:`fold` moves them
+    into buckets (it runs by itself when they reach ``max_points``, and before
+    every snapshot).
+    """
+
+    __slots__ = ("count", "max_points", "maxs", "mins", "points", "raw_steps", "raw_values",
+                 "steps", "values", "width")
 
     def __init__(self, max_points: int) -> None:
         self.max_points = max_points
@@ -29,30 +57,53 @@ class Series:
         self.values: list[float] = []
         self.mins: list[float] = []
         self.maxs: list[float] = []
-        self.count = 0  # points seen
-        self._width = 1  # points per bucket for new buckets
-        self._fill = 0  # points in the newest bucket
+        self.raw_steps: list[int] = []
+        self.raw_values: list[float] = []
+        self.points = 0  # points folded so far
+        self.count = 0  # the same, counted from the last realignment of buckets
+        self.width = 1  # points per bucket for new buckets
 
     def append(self, step: int, value: float) -> None:
-        self.count += 1
-        finite = value == value and value not in (math.inf, -math.inf)
-        if self._fill and self._fill < self._width:
-            self._fill += 1
-            self.values[-1] = value
-            if finite:
-                low, high = self.mins[-1], self.maxs[-1]
-                if low != low or value < low:
-                    self.mins[-1] = value
-                if high != high or value > high:
-                    self.maxs[-1] = value
+        self.raw_steps.append(step)
+        self.raw_values.append(value)
+        if len(self.raw_values) >= self.max_points:
+            self.fold()
+
+    def fold(self) -> None:
+        """Move the raw points into buckets, halving the resolution as needed."""
+        steps, values = self.raw_steps, self.raw_values
+        if not values:
             return
-        if len(self.steps) >= self.max_points:
+        self.raw_steps, self.raw_values = [], []
+        w = self.width
+        start = 0
+        # First top up the newest bucket if it is not full yet.
+        filled = (self.count - 1) % w + 1 if self.count and self.steps else w
+        if filled < w:
+            take = min(w - filled, len(values))
+            low, high = _finite_range(values[:take])
+            self.values[-1] = values[take - 1]
+            self.mins[-1] = _merge(self.mins[-1], low, min)
+            self.maxs[-1] = _merge(self.maxs[-1], high, max)
+            start = take
+        if w == 1:
+            ranges = [(v, v) if v - v == 0 else (_NAN, _NAN) for v in values[start:]]
+            self.steps += steps[start:]
+            self.values += values[start:]
+            self.mins += [r[0] for r in ranges]
+            self.maxs += [r[1] for r in ranges]
+        else:
+            for i in range(start, len(values), w):
+                chunk = values[i:i + w]
+                low, high = _finite_range(chunk)
+                self.steps.append(steps[i])
+                self.values.append(chunk[-1])
+                self.mins.append(low)
+                self.maxs.append(high)
+        self.count += len(values)
+        self.points += len(values)
+        while len(self.steps) > self.max_points:
             self._halve()
-        self.steps.append(step)
-        self.values.append(value)
-        self.mins.append(value if finite else math.nan)
-        self.maxs.append(value if finite else math.nan)
-        self._fill = 1
 
     def _halve(self) -> None:
         """Merge neighbouring buckets pairwise; new buckets get twice as wide."""
@@ -60,45 +111,35 @@ class Series:
         n = len(steps) - (len(steps) % 2)
         self.steps = steps[0:n:2] + steps[n:]
         self.values = values[1:n:2] + values[n:]
-        self.mins = [_nanmin(a, b) for a, b in zip(mins[0:n:2], mins[1:n:2])] + mins[n:]
-        self.maxs = [_nanmax(a, b) for a, b in zip(maxs[0:n:2], maxs[1:n:2])] + maxs[n:]
-        if n == len(steps):
-            # The newest bucket was merged with its (full) predecessor.
-            self._fill += self._width
-        self._width *= 2
+        self.mins = [_merge(a, b, min) for a, b in zip(mins[0:n:2], mins[1:n:2])] + mins[n:]
+        self.maxs = [_merge(a, b, max) for a, b in zip(maxs[0:n:2], maxs[1:n:2])] + maxs[n:]
+        self.width *= 2
+        # Realign so the newest bucket counts as full: new points start a new one.
+        self.count = len(self.steps) * self.width
 
     def snapshot(self, max_points: int | None = None) -> dict[str, list[Any]]:
         """The curve, reduced further to ``max_points`` buckets if asked."""
+        self.fold()
         steps, values, mins, maxs = self.steps, self.values, self.mins, self.maxs
         if max_points is not None and len(steps) > max_points:
             k = math.ceil(len(steps) / max_points)
             steps = steps[::k]
             values = [values[min(i + k, len(values)) - 1] for i in range(0, len(values), k)]
-            mins = [_reduce(_nanmin, mins[i:i + k]) for i in range(0, len(mins), k)]
-            maxs = [_reduce(_nanmax, maxs[i:i + k]) for i in range(0, len(maxs), k)]
-        return {"steps": list(steps), "values": list(values), "mins": list(mins), "maxs": list(maxs)}
+            mins = [_reduce(mins[i:i + k], min) for i in range(0, len(mins), k)]
+            maxs = [_reduce(maxs[i:i + k], max) for i in range(0, len(maxs), k)]
+        return {"steps": list(steps), "values": list(values), "mins": list(mins),
+                "maxs": list(maxs)}
+
+    @property
+    def seen(self) -> int:
+        """Points received so far."""
+        return self.points + len(self.raw_values)
 
 
-def _nanmin(a: float, b: float) -> float:
-    if a != a:
-        return b
-    if b != b:
-        return a
-    return a if a <= b else b
-
-
-def _nanmax(a: float, b: float) -> float:
-    if a != a:
-        return b
-    if b != b:
-        return a
-    return a if a >= b else b
-
-
-def _reduce(fn: Any, items: list[float]) -> float:
+def _reduce(items: list[float], pick: Any) -> float:
     out = items[0]
     for item in items[1:]:
-        out = fn(out, item)
+        out = _merge(out, item, pick)
     return out
 
 
@@ -141,22 +182,16 @@ class RunIndex:
         self.max_metrics = max_metrics
         self.runs: dict[str, RunSummary] = {}
 
-    def _summary(self, run: str) -> RunSummary | None:
-        summary = self.runs.get(run)
-        if summary is None:
-            if len(self.runs) >= self.max_runs:
-                return None
-            summary = self.runs[run] = RunSummary(run)
-        return summary
-
     def observe(self, seq: int, ts: float, run: str | None, step: int | None,
                 metrics: dict[str, Any] | None) -> None:
         """Record one committed event (``metrics`` is None for non-metric events)."""
         if run is None:
             return
-        summary = self._summary(run)
+        summary = self.runs.get(run)
         if summary is None:
-            return
+            if len(self.runs) >= self.max_runs:
+                return
+            summary = self.runs[run] = RunSummary(run)
         summary.events += 1
         summary.last_ts = ts
         summary.last_seq = seq
@@ -167,6 +202,11 @@ class RunIndex:
             step = summary.metric_events
         summary.last_step = step
         latest = summary.latest
+        if len(latest) < self.max_metrics:
+            latest.update(metrics)
+        else:
+            for name in metrics.keys() & latest.keys():
+                latest[name] = metrics[name]
         series = summary.series
         for name, value in metrics.items():
             s = series.get(name)
@@ -174,8 +214,12 @@ class RunIndex:
                 if len(series) >= self.max_metrics:
                     continue
                 s = series[name] = Series(self.series_points)
-            s.append(step, value)
-            latest[name] = value
+            # Series.append, inlined: this runs once per metric per event.
+            s.raw_steps.append(step)
+            raw = s.raw_values
+            raw.append(value)
+            if len(raw) >= s.max_points:
+                s.fold()
 
     def clear(self) -> None:
         self.runs.clear()

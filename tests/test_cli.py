@@ -257,13 +257,15 @@ def test_tail_resumes_after_the_server_restarts(spawn: Spawner) -> None:
     tail.out.wait(lambda ls: metric_steps(ls) == list(range(6)), 15, "steps 0-5 after restart")
 
     # 2. A new server process on the same ports: a new epoch, seqs from 1 again.
-    # Enough filler that the new seqs pass the tail's last one: it must resume
-    # by epoch, not skip ahead to its old seq.
+    # The new metrics get seqs below the tail's last one, and filler lifts the
+    # head past it: a resume by seq alone would skip them; by epoch it replays.
+    last_seen = json_lines(tail.out.lines)[-1]["seq"]
     served.signal(signal.SIGTERM)
     assert served.wait() == 0, served.err.text
     again = spawn.serve("--token", "s3cret", ports=served.port_args())
-    filler = [{"type": "log", "run": "r", "data": {"i": i}} for i in range(20)]
-    again.publish(filler + metrics(range(6, 9)))
+    seqs = again.publish(metrics(range(6, 9))
+                         + [{"type": "log", "run": "r", "data": {"i": i}} for i in range(20)])
+    assert seqs[2] < last_seen < seqs[-1]
     tail.out.wait(lambda ls: metric_steps(ls) == list(range(9)), 20, "steps 0-8 after a new process")
 
     tail.signal(signal.SIGINT)

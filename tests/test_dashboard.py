@@ -260,7 +260,11 @@ def test_late_joiner_sees_the_whole_curve(page: Any, tmp_path: Path) -> None:
 
         page.goto(server.urls["rest"] + "/")
         wait_connected(page)
-        wait_for(page, "!d.loading && d.series.exp1.loss.maxStep >= 4999 && d.charts.loss.draws > 0")
+        # The last events may reach the page live (SSE) rather than in the
+        # REST snapshot: wait for every run's last step.
+        wait_for(page, "!d.loading && ['exp1', 'exp2', 'baseline'].every("
+                       "(r) => d.series[r] && d.series[r].loss && d.series[r].loss.maxStep >= 4999)"
+                       " && d.charts.loss.draws > 0")
         d = debug(page)
         for run in runs:
             for metric in ("loss", "acc", "lr", "throughput"):

@@ -6,6 +6,7 @@ history kept, and clients resume.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import select
@@ -57,11 +58,14 @@ def history(server: TrainingStreamServer, **params: Any) -> dict[str, Any]:
     return body
 
 
-def ws_open(server: TrainingStreamServer, since: int | None = None) -> Any:
-    ws = ws_connect(f"{server.urls['ws']}/", proxy=None, open_timeout=5, close_timeout=1)
-    ws.send(json.dumps({"op": "subscribe", "since": since} if since is not None else {"op": "ping"}))
-    ws.send(json.dumps({"op": "ping"}))
-    return ws
+@contextlib.contextmanager
+def ws_open(server: TrainingStreamServer, since: int | None = None) -> Iterator[Any]:
+    """A WebSocket client, subscribed from ``since`` (if given), pinged once."""
+    with ws_connect(f"{server.urls['ws']}/", proxy=None, open_timeout=5, close_timeout=1) as ws:
+        if since is not None:
+            ws.send(json.dumps({"op": "subscribe", "since": since}))
+        ws.send(json.dumps({"op": "ping"}))
+        yield ws
 
 
 def ws_events_until(ws: Any, seq: int) -> list[dict[str, Any]]:
@@ -96,9 +100,22 @@ def managed() -> Iterator[TrainingStreamServer]:
 # -- a dead loop thread ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("slow_exit", [False, True], ids=["prompt-exit", "slow-exit"])
 def test_dead_loop_thread_is_noticed_logged_and_restarted_in_place(
-        managed: TrainingStreamServer, caplog: pytest.LogCaptureFixture) -> None:
+        managed: TrainingStreamServer, caplog: pytest.LogCaptureFixture, slow_exit: bool) -> None:
+    """slow-exit: the dying thread lingers after reporting the crash (as when
+    it finalizes many pending tasks), so the recovery runs while it is alive."""
     server = managed
+    if slow_exit:
+        report = server._loop.on_crash
+        assert report is not None
+        exited = threading.Event()
+
+        def report_then_linger(exc: BaseException) -> None:
+            report(exc)
+            exited.wait(0.5)  # a slow exit, not a wait for a condition
+
+        server._loop.on_crash = report_then_linger
     manager = get_stream_server_manager()
     ports, epoch = server.ports, server.hub.epoch
     proc = psutil.Process()
@@ -106,8 +123,9 @@ def test_dead_loop_thread_is_noticed_logged_and_restarted_in_place(
     before = [server.log({"x": i}, step=i, run="before") for i in range(10)]
     sse = SSEStream(f"{server.urls['sse']}/events", headers={"Last-Event-ID": "0"},
                     read_timeout=5)
-    ws = ws_open(server, since=0)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(sse.close)
+        ws = stack.enter_context(ws_open(server, since=0))
         last_sse = sse.read_until_seq(before[-1])[-1].seq
         assert [e["seq"] for e in ws_events_until(ws, before[-1])] == list(range(1, before[-1] + 1))
 
@@ -145,9 +163,6 @@ def test_dead_loop_thread_is_noticed_logged_and_restarted_in_place(
         with pytest.raises(ConnectionClosed):
             while True:
                 ws.recv(timeout=5)
-    finally:
-        sse.close()
-        ws.close()
     after = server.publish("note", {"text": "after the crash"})
     resumed = SSEStream(f"{server.urls['sse']}/events", headers={"Last-Event-ID": str(last_sse)})
     try:
@@ -160,11 +175,8 @@ def test_dead_loop_thread_is_noticed_logged_and_restarted_in_place(
     kept = history(server, run="trainer", limit=10_000)
     assert [e["step"] for e in kept["events"] if e["type"] == "metric"] == list(range(3000))
     assert [e["seq"] for e in kept["events"] if e["type"] == "metric"] == logged
-    ws2 = ws_open(server, since=last_sse)
-    try:
+    with ws_open(server, since=last_sse) as ws2:
         replay = ws_events_until(ws2, after)
-    finally:
-        ws2.close()
     assert [e["seq"] for e in replay] == list(range(last_sse + 1, after + 1))
     # The dead loop's connections were closed, not leaked.
     wait_for(lambda: proc.num_fds() <= fds_serving, timeout=5,
@@ -205,11 +217,8 @@ def _close_listener(server: TrainingStreamServer, name: str) -> None:
 def _serves(server: TrainingStreamServer, name: str) -> bool:
     try:
         if name == "ws":
-            ws = ws_open(server)
-            try:
-                return json.loads(ws.recv(timeout=5))["type"] == "pong"
-            finally:
-                ws.close()
+            with ws_open(server) as ws:
+                return bool(json.loads(ws.recv(timeout=5))["type"] == "pong")
         return httpx.get(f"{server.urls[name]}/health", timeout=5).status_code == 200
     except (httpx.HTTPError, OSError, ConnectionClosed):
         return False

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import random
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -71,6 +72,13 @@ def port_is_free(port: int) -> bool:
         return False
     finally:
         sock.close()
+
+
+def thread_stacks() -> str:
+    """Where every thread is (for a test that finds the load stuck)."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return "\n".join(f"--- {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame))
+                     for ident, frame in sys._current_frames().items())
 
 
 # -- shared state -------------------------------------------------------------------------
@@ -123,7 +131,8 @@ class Gate:
         with self._cond:
             self._closed = True
             ok = self._cond.wait_for(lambda: self._parked == self._participants, timeout)
-            assert ok, f"only {self._parked} of {self._participants} threads parked within {timeout} s"
+            assert ok, (f"only {self._parked} of {self._participants} threads parked within "
+                        f"{timeout} s; stacks:\n{thread_stacks()}")
 
     def open(self) -> None:
         with self._cond:

@@ -72,7 +72,8 @@ def parse_seq(value: object, name: str) -> int | None:
         text = value.strip()
         if not text:
             return None
-        if not text.isdigit() or len(text) > 18:
+        # isascii: str.isdigit() is also true of '²' and other non-ASCII digits.
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:
             raise BadRequest(f"{name} must be a non-negative integer (an event seq), got {value!r:.60}")
         seq = int(text)
     else:

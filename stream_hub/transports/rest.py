@@ -106,6 +106,7 @@ def create_rest_app(
         denied = check_read(request)
         if denied:
             return denied
+        hub.encode_all()  # so the counters include events no client has read yet
         return _json(orjson.dumps(server.status()))
 
     @app.get("/api/runs", tags=["runs"])
@@ -144,7 +145,7 @@ def create_rest_app(
                 return _error(404, f"run {run!r} has no metric {metric!r}",
                               metrics=sorted(summary.series))
             body: dict[str, Any] = {"run": run, "metric": metric, **s.snapshot(max_points),
-                                    "points_seen": s.count}
+                                    "points_seen": s.seen}
         else:
             body = {"run": run, "series": {name: s.snapshot(max_points)
                                            for name, s in summary.series.items()}}
@@ -266,6 +267,7 @@ def create_rest_app(
         denied = check_read(request)
         if denied:
             return denied
+        hub.encode_all()
         return Response(metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/", include_in_schema=False)
@@ -334,7 +336,15 @@ def _check_event(item: Any, index: int) -> tuple[str, str, int | None, Any, floa
         validate_type(event_type)
     except TypeError as exc:
         raise BadRequest(f"{where}: {exc}") from None
-    return (event_type, run, step, item.get("data"), float(ts) if ts is not None else None)
+    data = item.get("data")
+    if isinstance(data, (dict, list)):
+        # The parser takes deeper nesting than the encoder writes: refuse now
+        # rather than answer 200 for an event that would be dropped at commit.
+        try:
+            orjson.dumps({"data": data})
+        except orjson.JSONEncodeError as exc:
+            raise BadRequest(f"{where}: data cannot be stored as JSON: {exc}") from None
+    return (event_type, run, step, data, float(ts) if ts is not None else None)
 
 
 async def _call_off_loop(fn: Callable[[], Any], timeout: float) -> Any:

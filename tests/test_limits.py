@@ -1,0 +1,269 @@
+"""The limits that keep the server up: client counts, message and body sizes,
+clients that never finish a handshake, and subscribers that never read."""
+
+from __future__ import annotations
+
+import gc
+import json
+import select
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect as ws_connect
+
+from stream_hub import TrainingStreamServer
+
+from .conftest import free_config, wait_for
+from .test_sse import SSEStream
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., TrainingStreamServer]]:
+    servers: list[TrainingStreamServer] = []
+
+    def make(**changes: Any) -> TrainingStreamServer:
+        server = TrainingStreamServer(free_config(**changes))
+        server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+def ws(server: TrainingStreamServer, **kwargs: Any) -> Any:
+    return ws_connect(f"{server.urls['ws']}/", proxy=None, open_timeout=5, close_timeout=1, **kwargs)
+
+
+def ping(conn: Any) -> dict[str, Any]:
+    conn.send(json.dumps({"op": "ping"}))
+    while True:
+        frame = json.loads(conn.recv(timeout=5))
+        if frame.get("type") == "pong":
+            return dict(frame)
+
+
+# -- max_clients -----------------------------------------------------------------------------
+
+
+def test_sse_max_clients_is_503_with_a_message_and_frees_up(
+        make_server: Callable[..., TrainingStreamServer]) -> None:
+    server = make_server(max_clients=2)
+    url = f"{server.urls['sse']}/events"
+    first, second = SSEStream(url), SSEStream(url)
+    try:
+        wait_for(lambda: server.status()["clients"]["sse"] == 2, what="two SSE clients")
+        refused = httpx.get(url, timeout=5)
+        assert refused.status_code == 503
+        assert "max_clients=2" in refused.json()["error"]
+        # The other transports have their own count.
+        with ws(server) as conn:
+            assert ping(conn)["type"] == "pong"
+        first.close()
+        wait_for(lambda: server.status()["clients"]["sse"] == 1, what="a slot freed")
+        third = SSEStream(url)
+        try:
+            assert third.response.status_code == 200
+            seq = server.log({"x": 1})
+            assert third.read_until_seq(seq)[-1].seq == seq
+        finally:
+            third.close()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_ws_max_clients_rejects_the_handshake_with_503_and_frees_up(
+        make_server: Callable[..., TrainingStreamServer]) -> None:
+    server = make_server(max_clients=2)
+    with ws(server) as a, ws(server) as b:
+        ping(a), ping(b)
+        assert server.status()["clients"]["ws"] == 2
+        with pytest.raises(InvalidStatus) as refused:
+            ws(server).__enter__()
+        assert refused.value.response.status_code == 503
+        assert b"max_clients=2" in refused.value.response.body
+        # SSE has its own count.
+        stream = SSEStream(f"{server.urls['sse']}/events")
+        try:
+            assert stream.response.status_code == 200
+        finally:
+            stream.close()
+        a.close()
+        wait_for(lambda: server.status()["clients"]["ws"] == 1, what="a slot freed")
+        with ws(server) as c:
+            assert ping(c)["type"] == "pong"
+
+
+# -- message and body sizes --------------------------------------------------------------------
+
+
+def test_ws_message_at_the_limit_is_handled_one_byte_over_closes_1009(
+        make_server: Callable[..., TrainingStreamServer]) -> None:
+    server = make_server(max_message_size=2048)
+    with ws(server) as conn:
+        head = '{"op": "ping", "pad": "'
+        exact = head + "x" * (2048 - len(head) - 2) + '"}'
+        assert len(exact.encode()) == 2048
+        conn.send(exact)
+        assert json.loads(conn.recv(timeout=5))["type"] == "pong"
+        conn.send(exact[:-2] + 'x"}')
+        with pytest.raises(ConnectionClosed) as closed:
+            conn.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    with ws(server) as again:  # the server serves on
+        assert ping(again)["type"] == "pong"
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_publish_body_over_max_body_size_is_413(
+        make_server: Callable[..., TrainingStreamServer], declared: bool) -> None:
+    server = make_server(max_body_size=4096)
+    url = f"{server.urls['rest']}/api/publish"
+    event = {"type": "note", "data": ""}
+    fits = json.dumps({**event, "data": "x" * (4096 - len(json.dumps(event)))}).encode()
+    assert len(fits) == 4096
+    too_big = fits[:-2] + b'x"}'
+
+    def body(data: bytes) -> Any:
+        if declared:
+            return data
+        return iter([data[i:i + 1000] for i in range(0, len(data), 1000)])  # no Content-Length
+
+    ok = httpx.post(url, content=body(fits), timeout=5)
+    assert ok.status_code == 200, ok.text
+    refused = httpx.post(url, content=body(too_big), timeout=5)
+    assert refused.status_code == 413
+    assert "max_body_size" in refused.json()["error"]
+    huge = httpx.post(url, content=body(b"x" * 5_000_000), timeout=10)
+    assert huge.status_code == 413
+    assert server.status()["running"]
+
+
+# -- handshakes that never finish ------------------------------------------------------------
+
+
+def closed_after(port: int, send: bytes = b"", limit: float = 10.0) -> float:
+    """Connect, send ``send`` (maybe nothing), and time how long until the server closes."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=limit) as sock:
+        if send:
+            sock.sendall(send)
+        while True:
+            try:
+                data = sock.recv(4096)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("face", ["sse", "rest", "ws"])
+@pytest.mark.parametrize("send", [b"", b"GET /events HTTP/1.1\r\nHost: x\r\n"],
+                         ids=["silent", "partial-request"])
+def test_connection_that_never_completes_its_handshake_is_closed(
+        make_server: Callable[..., TrainingStreamServer], face: str, send: bytes) -> None:
+    server = make_server(handshake_timeout=0.5)
+    elapsed = closed_after(server.ports[face], send)
+    assert 0.4 <= elapsed < 3.0, f"{face}: closed after {elapsed:.2f} s (handshake_timeout 0.5 s)"
+
+
+def test_completed_http_request_is_not_cut_by_the_handshake_timeout(
+        make_server: Callable[..., TrainingStreamServer]) -> None:
+    server = make_server(handshake_timeout=0.5)
+    stream = SSEStream(f"{server.urls['sse']}/events", read_timeout=5)
+    try:
+        first = server.log({"x": 1})
+        assert stream.read_until_seq(first)[-1].seq == first
+        # Still open well after the timeout (a heartbeat keeps it busy meanwhile).
+        wait_for(lambda: server.status()["uptime_s"] > 1.5, timeout=5, what="time to pass")
+        second = server.log({"x": 2})
+        assert stream.read_until_seq(second)[-1].seq == second
+    finally:
+        stream.close()
+
+
+def test_many_silent_connections_are_all_closed(
+        make_server: Callable[..., TrainingStreamServer]) -> None:
+    """Silent clients on every port are all closed, and their descriptors come
+    back (no slow exhaustion)."""
+    server = make_server(handshake_timeout=0.5)
+    proc = psutil.Process()
+    fds_before = proc.num_fds()
+    started = time.monotonic()
+    socks = [socket.create_connection(("127.0.0.1", server.ports[face]), timeout=5)
+             for face in ("sse", "rest", "ws") for _ in range(20)]
+    try:
+        open_ = list(socks)
+        deadline = started + 5
+        while open_ and time.monotonic() < deadline:
+            readable, _, _ = select.select(open_, [], [], 0.1)
+            for sock in readable:
+                try:
+                    data = sock.recv(4096)
+                except ConnectionResetError:
+                    data = b""
+                assert not data, data
+                open_.remove(sock)
+        assert not open_, f"{len(open_)} of {len(socks)} silent connections still open after 5 s"
+        assert time.monotonic() - started >= 0.4
+    finally:
+        for sock in socks:
+            sock.close()
+    wait_for(lambda: proc.num_fds() <= fds_before, timeout=5,
+             what=f"descriptors back to {fds_before} (now {proc.num_fds()})")
+
+
+# -- subscribers that never read --------------------------------------------------------------
+
+
+def test_never_reading_clients_do_not_grow_memory(
+        make_server: Callable[..., TrainingStreamServer]) -> None:
+    """A never-reading SSE and WebSocket client while 100 MB of events go by:
+    the server's memory stays bounded by history, and a reader that comes
+    back is told what it missed with a gap."""
+    server = make_server(history_size=100)
+    proc = psutil.Process()
+    sse = socket.create_connection(("127.0.0.1", server.ports["sse"]), timeout=5)
+    sse.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sse.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    # The sync client's reader thread stops reading once 16 frames are queued.
+    conn = ws(server, max_size=None).__enter__()
+    try:
+        wait_for(lambda: server.status()["clients"]["sse"] == 1 and server.status()["clients"]["ws"] == 1,
+                 what="both clients connected")
+        blob = "x" * 20_000
+        gc.collect()
+        rss_before = proc.memory_info().rss
+        peak = rss_before
+        for i in range(5000):  # 5 000 x 20 KB = 100 MB
+            server.publish("blob", {"i": i, "blob": blob})
+            if i % 250 == 0:
+                wait_for(lambda i=i: server.hub.head >= i, what="commit")
+                peak = max(peak, proc.memory_info().rss)
+        last = server.publish("blob", {"i": "last"})
+        wait_for(lambda: server.hub.head >= last, what="the last commit")
+        peak = max(peak, proc.memory_info().rss)
+        status = server.status()
+        assert status["history"]["size"] <= 100
+        growth = (peak - rss_before) / 1e6
+        assert growth < 60, f"RSS grew by {growth:.0f} MB for 100 MB published with history_size=100"
+        # The stalled SSE client, reading at last, is told what it missed.
+        sse.settimeout(5)
+        seen = b""
+        while b"event: gap" not in seen and len(seen) < 50_000_000:
+            part = sse.recv(1 << 20)
+            assert part, "the stream ended before any gap"
+            seen += part
+        assert b'"reason":"behind"' in seen
+    finally:
+        sse.close()
+        conn.close()

@@ -1,0 +1,229 @@
+"""``GET /metrics`` of a real server, parsed with prometheus-client's own parser.
+
+Each figure is checked to move with real traffic: clients connected over real
+sockets, events read by a real SSE client, a resume that falls out of a small
+history, a restart through the manager.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+from websockets.sync.client import connect as ws_connect
+
+from stream_hub import (
+    TrainingStreamServer,
+    get_stream_server,
+    get_stream_server_manager,
+    release_stream_server,
+)
+
+from .conftest import free_config, wait_for
+
+LATENCY = "stream_hub_publish_to_write_seconds"
+COUNTERS = ("published", "delivered", "dropped", "rejected")
+
+
+# -- scraping ----------------------------------------------------------------------------
+
+
+def scrape(server: TrainingStreamServer) -> dict[str, Any]:
+    """Families by name, parsed from the server's ``/metrics``."""
+    response = httpx.get(server.urls["rest"] + "/metrics", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {family.name: family for family in text_string_to_metric_families(response.text)}
+
+
+def samples(server: TrainingStreamServer) -> list[Sample]:
+    return [s for family in scrape(server).values() for s in family.samples]
+
+
+def value(server: TrainingStreamServer, name: str, **labels: str) -> float:
+    """The one sample called ``name`` (exact sample name) with these labels."""
+    found = [s.value for s in samples(server) if s.name == name and s.labels == labels]
+    assert len(found) == 1, f"{name}{labels}: {found}"
+    return float(found[0])
+
+
+def counter(server: TrainingStreamServer, what: str) -> float:
+    return value(server, f"stream_hub_events_{what}_total")
+
+
+def clients(server: TrainingStreamServer) -> dict[str, float]:
+    return {s.labels["transport"]: s.value for s in samples(server) if s.name == "stream_hub_clients"}
+
+
+# -- a small SSE reader ------------------------------------------------------------------
+
+
+class SSE:
+    """``GET /events`` over a real connection; yields each event's JSON."""
+
+    def __init__(self, server: TrainingStreamServer, last_event_id: int | None = None) -> None:
+        headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
+        self._client = httpx.Client(timeout=httpx.Timeout(10.0))
+        self._ctx = self._client.stream("GET", server.urls["sse"] + "/events", headers=headers)
+        response = self._ctx.__enter__()
+        assert response.status_code == 200
+        self._lines = response.iter_lines()
+
+    def next(self) -> dict[str, Any]:
+        for line in self._lines:
+            if line.startswith("data: "):
+                event = json.loads(line[6:])
+                assert isinstance(event, dict)
+                return event
+        raise AssertionError("the stream ended")
+
+    def until(self, seq: int) -> list[dict[str, Any]]:
+        events = [self.next()]
+        while events[-1]["seq"] < seq:
+            events.append(self.next())
+        return events
+
+    def close(self) -> None:
+        try:
+            self._ctx.__exit__(None, None, None)
+        finally:
+            self._client.close()
+
+
+@pytest.fixture
+def sse() -> Iterator[Any]:
+    opened: list[SSE] = []
+
+    def open_(server: TrainingStreamServer, last_event_id: int | None = None) -> SSE:
+        stream = SSE(server, last_event_id)
+        opened.append(stream)
+        return stream
+
+    yield open_
+    for stream in opened:
+        stream.close()
+
+
+# -- tests -------------------------------------------------------------------------------
+
+
+def test_output_parses_and_has_every_family(server: TrainingStreamServer) -> None:
+    families = scrape(server)
+    kinds = {name: family.type for name, family in families.items()}
+    assert kinds["stream_hub_clients"] == "gauge"
+    for what in COUNTERS:
+        assert kinds[f"stream_hub_events_{what}"] == "counter"
+    assert kinds["stream_hub_history_events"] == "gauge"
+    assert kinds["stream_hub_history_capacity"] == "gauge"
+    assert kinds["stream_hub_restarts"] == "counter"
+    assert kinds[LATENCY] == "histogram"
+    assert all(family.documentation for family in families.values())
+    assert clients(server) == {"sse": 0, "ws": 0}
+    assert value(server, "stream_hub_history_capacity") == server.config.history_size
+    assert value(server, "stream_hub_restarts_total") == 0
+    assert value(server, "stream_hub_running") == 1
+
+
+def test_clients_per_transport(server: TrainingStreamServer, sse: Any) -> None:
+    stream = sse(server)
+    wait_for(lambda: clients(server) == {"sse": 1, "ws": 0}, what="sse=1 in /metrics")
+    with ws_connect(server.urls["ws"] + "/") as ws:
+        ws.send(json.dumps({"op": "ping"}))
+        ws.recv(timeout=10)  # answered: the connection is registered
+        wait_for(lambda: clients(server) == {"sse": 1, "ws": 1}, what="ws=1 in /metrics")
+    wait_for(lambda: clients(server)["ws"] == 0, what="ws back to 0")
+    stream.close()
+    wait_for(lambda: clients(server) == {"sse": 0, "ws": 0}, what="sse back to 0")
+
+
+def test_event_counters_move_with_traffic(server: TrainingStreamServer, sse: Any) -> None:
+    before = {what: counter(server, what) for what in COUNTERS}
+    start = server.status()["last_seq"]
+    stream = sse(server, last_event_id=start)
+    seqs = [server.log({"loss": 1.0 / (i + 1)}, step=i, run="m") for i in range(10)]
+    events = stream.until(seqs[-1])
+    assert [e["seq"] for e in events] == seqs
+    wait_for(lambda: counter(server, "published") >= before["published"] + 10, what="published")
+    wait_for(lambda: counter(server, "delivered") >= before["delivered"] + 10, what="delivered")
+    assert counter(server, "rejected") == before["rejected"] == 0
+
+    # Accepted by publish (the check is the encoder's, on the loop thread), then
+    # rejected: the client gets a gap in its place, the counter says why.
+    bad = server.publish("log", {"bad": {1, 2}})
+    gap = stream.next()
+    assert gap["seq"] == bad and gap["type"] == "gap" and gap["data"]["reason"] == "rejected"
+    wait_for(lambda: counter(server, "rejected") == 1, what="rejected 1")
+    assert counter(server, "dropped") == 0
+    assert server.status()["events"]["rejected"] == 1
+
+
+def test_rest_ingest_rejections_are_counted(server: TrainingStreamServer) -> None:
+    url = server.urls["rest"] + "/api/publish"
+    assert httpx.post(url, content=b"{not json", timeout=10).status_code == 400
+    bad_metric = {"type": "metric", "run": "r", "metrics": {"loss": "high"}}
+    assert httpx.post(url, json=bad_metric, timeout=10).status_code == 422
+    wait_for(lambda: counter(server, "rejected") == 2, what="rejected 2")
+
+
+def test_dropped_and_history_fill_with_a_small_history(sse: Any) -> None:
+    srv = TrainingStreamServer(free_config(history_size=10))
+    srv.start()
+    try:
+        assert value(srv, "stream_hub_history_capacity") == 10
+        last = [srv.log({"x": i}, step=i, run="small") for i in range(30)][-1]
+        wait_for(lambda: value(srv, "stream_hub_last_seq") == last, what="all committed")
+        assert value(srv, "stream_hub_history_events") == 10
+        assert counter(srv, "published") == last  # seqs start at 1, none lost
+
+        stream = sse(srv, last_event_id=1)  # seqs 2..last-10 have left the ring
+        gap = stream.next()
+        assert gap["type"] == "gap" and gap["data"]["reason"] == "behind"
+        lost = gap["data"]["lost"]
+        assert lost == last - 10 - 1
+        assert [e["seq"] for e in stream.until(last)] == list(range(last - 9, last + 1))
+        wait_for(lambda: counter(srv, "dropped") == lost, what=f"dropped {lost}")
+    finally:
+        srv.stop()
+
+
+def test_restarts_after_force_restart_via_the_manager() -> None:
+    manager = get_stream_server_manager()
+    server = get_stream_server(config=free_config())
+    try:
+        assert value(server, "stream_hub_restarts_total") == 0
+        assert manager.force_restart() is server
+        wait_for(lambda: value(server, "stream_hub_restarts_total") == 1, what="restarts 1")
+        assert manager.status()["restarts"] == 1
+    finally:
+        release_stream_server()
+
+
+def test_publish_to_write_latency_histogram(server: TrainingStreamServer, sse: Any) -> None:
+    def histogram() -> tuple[list[tuple[float, float]], float, float]:
+        found = [s for s in samples(server) if s.name.startswith(LATENCY)]
+        buckets = sorted((float(s.labels["le"]), s.value) for s in found
+                         if s.name == LATENCY + "_bucket")
+        count = next(s.value for s in found if s.name == LATENCY + "_count")
+        total = next(s.value for s in found if s.name == LATENCY + "_sum")
+        return buckets, count, total
+
+    buckets, count, _ = histogram()
+    assert count == 0 and all(n == 0 for _, n in buckets)
+
+    stream = sse(server, last_event_id=server.status()["last_seq"])
+    seq = server.log({"loss": 0.5}, step=1, run="lat")
+    assert stream.until(seq)[-1]["seq"] == seq
+    wait_for(lambda: histogram()[1] >= 1, what="a latency observation")
+    buckets, count, total = histogram()
+    bounds = [le for le, _ in buckets]
+    assert bounds == sorted(set(bounds)) and bounds[-1] == math.inf and len(bounds) > 5
+    counts = [n for _, n in buckets]
+    assert counts == sorted(counts), "buckets must be cumulative"
+    assert counts[-1] == count >= 1
+    assert 0 <= total < 60 * count  # seconds, and not an absolute timestamp
