@@ -182,7 +182,9 @@ class Hub:
         if step is not None and type(step) is not int:
             step = validate_step(step)
         ts = _time()
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # explicit acquire/release: half the cost of ``with``
+        try:
             seq = self._seq = self._seq + 1
             pending = self._pending
             pending += (seq, ts, "metric", run, step, values)
@@ -191,6 +193,8 @@ class Hub:
                     self._backlog(pending)
                 return seq
             self._wake_scheduled = True
+        finally:
+            lock.release()
         self._wake_now()
         return seq
 

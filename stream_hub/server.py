@@ -62,6 +62,9 @@ class TrainingStreamServer:
         self.config = config if config is not None else StreamConfig()
         self.training_system = training_system
         self.hub = Hub(self.config.history_size, self.config.series_points)
+        # HOT PATH: ``server.log`` is the hub's bound method itself, so a
+        # training step pays one call, not two (the method below documents it).
+        self.log = self.hub.log  # type: ignore[method-assign]
         self.restarts = 0
         # Set by the manager: the reference count for status(), and the restart
         # the admin endpoint triggers (so the manager's bookkeeping sees it).
