@@ -244,8 +244,9 @@ class Hub:
                 urgent()
             except RuntimeError:
                 pass  # the loop is closing; the limit below still holds
-        excess = len(pending) // FIELDS - 4 * self._pending_limit // FIELDS
-        if excess > 0:
+        if len(pending) > 4 * self._pending_limit:
+            # Cut back to twice the limit, so the cut happens rarely.
+            excess = (len(pending) - 2 * self._pending_limit) // FIELDS
             del pending[:excess * FIELDS]
             self.counters.shed += excess
 
@@ -287,30 +288,40 @@ class Hub:
             cap = self.capacity
             runs_, types_, tss = self._run, self._type, self._ts
             observe = self.runs.observe
+            steps, payloads = self._step, self._payload
             if count > cap:
-                # Only the newest ``cap`` events can still be in the ring after
-                # this commit: encoding the rest would be wasted. They still
-                # feed the run summaries, sampled down to ``cap`` points.
+                # Overload: more events than the ring holds arrived since the
+                # last commit. Only the newest ``cap`` can still be in the ring
+                # afterwards, so only they are stored; the run summaries get a
+                # sample of ``cap`` events spread over the whole batch, plus
+                # every run's first (its curve starts there) and last (its
+                # latest values) event.
                 overflow = count - cap
-                stride = overflow // cap + 1
+                stride = count // cap + 1
                 known = self.runs.runs
-                it = iter(batch[:overflow * FIELDS])
+                last = {run: k for k, run in enumerate(batch[3::FIELDS])}
+                it = iter(batch)
                 for k, (seq, ts, event_type, run, step, payload) in enumerate(
                         zip(it, it, it, it, it, it)):
-                    # A run's first event always counts: its curve starts there.
-                    if k % stride == 0 or run not in known:
+                    if k >= overflow:
+                        i = seq % cap
+                        runs_[i] = run
+                        types_[i] = event_type
+                        tss[i] = ts
+                        steps[i] = step
+                        payloads[i] = payload
+                    if k % stride == 0 or last[run] == k or run not in known:
                         observe(seq, ts, run, step, payload if event_type == "metric" else None)
-                del batch[:overflow * FIELDS]
-            it = iter(batch)
-            steps, payloads = self._step, self._payload
-            for seq, ts, event_type, run, step, payload in zip(it, it, it, it, it, it):
-                i = seq % cap
-                runs_[i] = run
-                types_[i] = event_type
-                tss[i] = ts
-                steps[i] = step
-                payloads[i] = payload
-                observe(seq, ts, run, step, payload if event_type == "metric" else None)
+            else:
+                it = iter(batch)
+                for seq, ts, event_type, run, step, payload in zip(it, it, it, it, it, it):
+                    i = seq % cap
+                    runs_[i] = run
+                    types_[i] = event_type
+                    tss[i] = ts
+                    steps[i] = step
+                    payloads[i] = payload
+                    observe(seq, ts, run, step, payload if event_type == "metric" else None)
             self.head = last_seq
             self.counters.published += count
             self._chunk_cache.clear()

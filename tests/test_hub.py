@@ -392,3 +392,36 @@ def test_run_index_tracks_latest_and_counts() -> None:
     assert summary["last_step"] == 2 and summary["metrics"] == ["acc", "loss"]
     assert summary["events"] == 3 and summary["metric_events"] == 2
     assert hub.runs.runs["a"].latest == {"loss": 1.0, "acc": 0.1}
+
+
+def test_an_overloaded_commit_keeps_the_ring_exact_and_the_curves_whole() -> None:
+    hub = Hub(100)
+    hub.wake = lambda: None  # the loop is busy: everything lands in one batch
+    for step in range(1000):
+        for run in ("a", "b"):
+            hub.log({"loss": 1000.0 - step}, step=step, run=run)
+    hub.wake = None
+    assert hub.commit() == 2000
+    events = read_all(hub, hub.open_cursor(0))
+    assert [e["seq"] for e in events] == list(range(1901, 2001))  # exactly the newest 100
+    for run in ("a", "b"):
+        summary = hub.runs.runs[run]
+        curve = summary.series["loss"].snapshot()
+        assert curve["steps"][0] == 0  # the curve still starts at the first step
+        assert summary.last_step == 999 and summary.latest == {"loss": 1.0}
+        assert len(curve["steps"]) >= 40  # sampled, not emptied
+
+
+def test_a_stuck_loop_cannot_grow_the_backlog_without_bound() -> None:
+    hub = Hub(10)
+    urgent: list[int] = []
+    hub.wake = lambda: None
+    hub.wake_urgent = lambda: urgent.append(1)
+    for i in range(300_000):
+        hub.log({"x": i})
+    assert urgent == [1]  # asked once for an immediate commit
+    assert len(hub._pending) // 6 <= 4 * 50_000 + 1
+    assert hub.counters.shed > 0
+    hub.wake = None
+    hub.commit()
+    assert hub.head == 300_000
