@@ -295,23 +295,27 @@ class Hub:
                 # afterwards, so only they are stored; the run summaries get a
                 # sample of ``cap`` events spread over the whole batch, plus
                 # every run's first (its curve starts there) and last (its
-                # latest values) event.
+                # latest values) event. No Python-level work per event here.
                 overflow = count - cap
-                stride = count // cap + 1
+                # The ring: field columns of the newest ``cap`` events, copied
+                # with slice assignments (two per column: the ring may wrap).
+                columns = [batch[overflow * FIELDS + f::FIELDS] for f in range(FIELDS)]
+                start = columns[0][0] % cap
+                head_part = cap - start
+                for ring, column in ((tss, columns[1]), (types_, columns[2]), (runs_, columns[3]),
+                                     (steps, columns[4]), (payloads, columns[5])):
+                    ring[start:] = column[:head_part]
+                    ring[:start] = column[head_part:]
+                # The sample for the run summaries.
+                all_runs = batch[3::FIELDS]
+                picks = set(range(0, count, count // cap + 1))
+                picks.update({run: k for k, run in enumerate(all_runs)}.values())
                 known = self.runs.runs
-                last = {run: k for k, run in enumerate(batch[3::FIELDS])}
-                it = iter(batch)
-                for k, (seq, ts, event_type, run, step, payload) in enumerate(
-                        zip(it, it, it, it, it, it)):
-                    if k >= overflow:
-                        i = seq % cap
-                        runs_[i] = run
-                        types_[i] = event_type
-                        tss[i] = ts
-                        steps[i] = step
-                        payloads[i] = payload
-                    if k % stride == 0 or last[run] == k or run not in known:
-                        observe(seq, ts, run, step, payload if event_type == "metric" else None)
+                for run in set(all_runs) - known.keys():
+                    picks.add(all_runs.index(run))
+                for k in sorted(picks):
+                    seq, ts, event_type, run, step, payload = batch[k * FIELDS:(k + 1) * FIELDS]
+                    observe(seq, ts, run, step, payload if event_type == "metric" else None)
             else:
                 it = iter(batch)
                 for seq, ts, event_type, run, step, payload in zip(it, it, it, it, it, it):
