@@ -90,9 +90,13 @@ def create_rest_app(
         )
 
     def check_read(request: Request) -> JSONResponse | None:
+        """Refuse a read without the read token; otherwise commit what is
+        pending, so the answer includes every event published before the
+        request (the loop may be spacing its commits)."""
         given = bearer_token(request.headers.get("authorization")) or request.query_params.get("token")
         if not token_matches(given, server.config.read_token):
             return _error(401, "a read token is required: Authorization: Bearer <token>")
+        hub.commit()
         return None
 
     @app.get("/health", tags=["status"])
