@@ -357,7 +357,7 @@ def test_torture(request: pytest.FixtureRequest) -> None:
     fds_before = proc.num_fds()
     threads_before = threading.active_count()
 
-    cfg: StreamConfig = free_config(heartbeat_interval=0.5, history_size=2000, shutdown_timeout=2.0)
+    cfg: StreamConfig = free_config(heartbeat_interval=0.5, history_size=10_000, shutdown_timeout=2.0)
     manager = get_stream_server_manager()
     failures = Failures()
     figures = Figures()
@@ -379,19 +379,20 @@ def test_torture(request: pytest.FixtureRequest) -> None:
             if stop_load.is_set():
                 return
             server = get_stream_server(config=cfg)
+            logged = 0
             try:
                 for _ in range(rng.randint(1, 10)):
                     server.log({"loss": rng.random(), "i": step}, step=step, run=run)
                     step += 1
+                    logged += 1
                 if rng.random() < 0.05:
                     server.publish("note", {"text": f"{run} at {step}"}, run=run)
             finally:
                 release_stream_server()
             with counter_lock:
                 figures.cycles += 1
+                figures.logged += logged
             time.sleep(rng.uniform(0, 0.004))  # pacing of the load
-        with counter_lock:
-            figures.logged += step
 
     def restarter() -> None:
         rng = random.Random("restart")
