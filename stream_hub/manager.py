@@ -186,8 +186,9 @@ class StreamServerManager:
         self._check_not_in_loop("force_restart()")
         with self._lock:
             server = self._server
-            if server is None:
-                raise StreamHubError("no stream server to restart: call get_stream_server() first")
+            if server is None or (self._refs == 0 and not server.running):
+                raise StreamHubError("no stream server to restart: none is running and no "
+                                     "reference is held; call get_stream_server() first")
             logger.info("force restart requested (references: %d)", self._refs)
             server.restart()
             return server

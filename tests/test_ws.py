@@ -599,3 +599,66 @@ async def test_event_frame_sizes_across_length_encodings(server, size):
         assert event["data"] == "y" * pad
         assert len(message.encode()) == max(size, empty_len)
         await ready(ws)
+
+
+async def test_subscription_in_the_url_resumes_without_duplicates_under_load() -> None:
+    """A resume point in the connect URL is in place before the first frame."""
+    import json as _json
+    import threading as _threading
+
+    from websockets.asyncio.client import connect as _connect
+
+    from stream_hub import TrainingStreamServer
+
+    from .conftest import free_config as _free_config
+
+    server = TrainingStreamServer(_free_config())
+    server.start()
+    stop = _threading.Event()
+    try:
+        first = [server.log({"x": i}, step=i, run="busy") for i in range(200)]
+        since = first[99]
+
+        def publish() -> None:
+            step = 200
+            while not stop.wait(0.0005):  # steady traffic, well within history
+                server.log({"x": step}, step=step, run="busy")
+                step += 1
+
+        publisher = _threading.Thread(target=publish)
+        publisher.start()
+        try:
+            url = f"{server.urls['ws']}/?since={since}&runs=busy&types=metric"
+            async with _connect(url) as ws:
+                seqs = []
+                while len(seqs) < 500:
+                    event = _json.loads(await ws.recv())
+                    seqs.append(event["seq"])
+                    assert event["type"] == "metric" and event["run"] == "busy"
+        finally:
+            stop.set()
+            publisher.join()
+        assert seqs[:100] == first[100:]  # exactly the events after `since`, first
+        assert seqs == sorted(set(seqs))  # strictly increasing: no duplicates
+    finally:
+        server.stop()
+
+
+async def test_bad_url_subscription_is_refused_with_400() -> None:
+    from websockets.asyncio.client import connect as _connect
+    from websockets.exceptions import InvalidStatus
+
+    from stream_hub import TrainingStreamServer
+
+    from .conftest import free_config as _free_config
+
+    server = TrainingStreamServer(_free_config())
+    server.start()
+    try:
+        for query in ("since=abc", "since=-1", "epoch=not-alnum!"):
+            with pytest.raises(InvalidStatus) as info:
+                async with _connect(f"{server.urls['ws']}/?{query}"):
+                    pass
+            assert info.value.response.status_code == 400, query
+    finally:
+        server.stop()

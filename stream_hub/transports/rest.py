@@ -93,7 +93,9 @@ def create_rest_app(
         """Refuse a read without the read token; otherwise commit what is
         pending, so the answer includes every event published before the
         request (the loop may be spacing its commits)."""
-        given = bearer_token(request.headers.get("authorization")) or request.query_params.get("token")
+        # Header only: ``?token=`` is for EventSource and WebSocket, which
+        # cannot set headers; fetch() can, and URLs end up in logs.
+        given = bearer_token(request.headers.get("authorization"))
         if not token_matches(given, server.config.read_token):
             return _error(401, "a read token is required: Authorization: Bearer <token>")
         hub.commit()

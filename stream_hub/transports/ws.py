@@ -5,7 +5,12 @@ Client -> server text frames::
     {"op": "subscribe", "runs": [...], "types": [...], "since": <seq>, "epoch": "..."}
     {"op": "ping"}
 
-A new connection follows all new events until it subscribes. Server -> client:
+A new connection follows all new events until it subscribes. To resume
+without duplicates, put the subscription in the URL instead
+(``ws://host:port/?since=<seq>&epoch=...&runs=a,b&types=metric``): it is in
+place before the first frame is written. A ``subscribe`` message replaces the
+subscription from then on (its replay may repeat frames the connection already
+got under the old one). Server -> client:
 one event JSON per text frame; a bad client message gets
 ``{"type": "error", "error": "..."}`` and the connection stays open; shutdown
 closes with 1001.
@@ -21,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -54,6 +60,8 @@ class WebSocketFace:
         self.server = server
         self.ws_server: Server | None = None
         self.handlers: set[asyncio.Task[Any]] = set()
+        self._subscriptions: weakref.WeakKeyDictionary[ServerConnection, _Subscription] = (
+            weakref.WeakKeyDictionary())
 
     async def start(self, sock: Any) -> None:
         cfg = self.server.config
@@ -98,6 +106,10 @@ class WebSocketFace:
             return connection.respond(503, "the server is shutting down; reconnect shortly\n")
         if feed.clients["ws"] >= cfg.max_clients:
             return connection.respond(503, f"too many WebSocket clients (max_clients={cfg.max_clients})\n")
+        try:
+            self._subscriptions[connection] = _url_subscription(parse_qs(query_string))
+        except BadRequest as exc:
+            return connection.respond(400, f"{exc}\n")
         return None
 
     # -- connection -----------------------------------------------------------------
@@ -108,7 +120,10 @@ class WebSocketFace:
         if feed is None or feed.closing:
             await connection.close(GOING_AWAY, "server shutting down")
             return
-        session = _Session(hub.open_cursor(None, fmt=WS))
+        # A subscription in the URL (?since=&epoch=&runs=&types=) is in place
+        # before anything is written: the way to resume without duplicates.
+        since, epoch, runs, types = self._subscriptions.pop(connection, (None, None, None, None))
+        session = _Session(hub.open_cursor(since, epoch=epoch, fmt=WS, runs=runs, types=types))
         feed.clients["ws"] += 1
         task = asyncio.current_task()
         if task is not None:
@@ -218,6 +233,20 @@ class WebSocketFace:
         """Stop accepting new connections now (the rest of close() follows)."""
         if self.ws_server is not None:
             self.ws_server.server.close()
+
+
+_Subscription = tuple[int | None, str | None, list[str] | None, list[str] | None]
+
+
+def _url_subscription(query: dict[str, list[str]]) -> _Subscription:
+    """since/epoch/runs/types from the connect URL's query string."""
+    since = parse_seq(query.get("since", [None])[-1], "since")
+    epoch = query.get("epoch", [None])[-1]
+    if epoch is not None and (len(epoch) > 64 or not epoch.isalnum()):
+        raise BadRequest("epoch must be the alphanumeric epoch of a previous event")
+    runs = parse_list(query.get("runs", []) + query.get("run", []) or None, "runs")
+    types = parse_list(query.get("types") or None, "types")
+    return since, epoch, runs, types
 
 
 def _list_field(msg: dict[str, Any], name: str) -> Any:
