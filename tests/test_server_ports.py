@@ -1,0 +1,83 @@
+"""The server's start path with real processes holding its ports."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+
+from stream_hub import PortInUseError, StreamConfig, TrainingStreamServer, get_stream_server
+from stream_hub.ports import is_port_in_use
+
+from .test_ports import Spawn, alive, free_port, spawn  # noqa: F401  (fixture)
+
+
+def config_with(rest_port: int, policy: str) -> StreamConfig:
+    return StreamConfig(sse_port=0, ws_port=0, rest_port=rest_port, port_conflict=policy)
+
+
+def test_development_frees_the_port_and_the_server_binds_it(
+    spawn: Spawn, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture  # noqa: F811
+) -> None:
+    monkeypatch.delenv("ENVIRONMENT", raising=False)
+    port = free_port()
+    holder = spawn(port)
+    server = TrainingStreamServer(config_with(port, "auto"))
+    with caplog.at_level(logging.INFO):
+        server.start()
+    try:
+        assert holder.wait(timeout=10) is not None and not alive(holder)
+        assert server.ports["rest"] == port
+        assert httpx.get(f"http://127.0.0.1:{port}/health").json()["status"] == "ok"
+        assert f"held by pid {holder.pid}" in caplog.text and "SIGTERM" in caplog.text
+    finally:
+        server.stop()
+    assert not is_port_in_use(port)
+
+
+def test_production_refuses_names_port_and_pid_and_leaves_the_holder_alive(
+    spawn: Spawn, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    port = free_port()
+    holder = spawn(port)
+    server = TrainingStreamServer(config_with(port, "auto"))
+    with pytest.raises(PortInUseError) as info:
+        server.start()
+    assert info.value.port == port and info.value.pid == holder.pid
+    message = str(info.value)
+    assert str(port) in message and str(holder.pid) in message and "lsof -i :" in message
+    assert alive(holder)
+    assert not server.running and server.ports == {}
+
+
+def test_next_binds_another_port_and_reports_it(
+    spawn: Spawn, caplog: pytest.LogCaptureFixture  # noqa: F811
+) -> None:
+    port = free_port()
+    holder = spawn(port)
+    with caplog.at_level(logging.INFO):
+        server = get_stream_server(config=config_with(port, "next"))
+    bound = server.ports["rest"]
+    assert bound != port and bound > port
+    assert server.status()["ports"]["rest"] == bound
+    assert server.urls["rest"].endswith(f":{bound}")
+    assert f":{bound}/" in caplog.text  # the serving line names the port actually bound
+    assert alive(holder)
+    assert httpx.get(server.urls["rest"] + "/health").status_code == 200
+
+
+def test_a_stalled_holder_of_the_third_port_leaves_the_first_two_unbound(
+    spawn: Spawn, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    sse, ws, rest = free_port(), free_port(), free_port()
+    holder = spawn(rest)
+    server = TrainingStreamServer(StreamConfig(sse_port=sse, ws_port=ws, rest_port=rest))
+    with pytest.raises(PortInUseError):
+        server.start()
+    assert not is_port_in_use(sse) and not is_port_in_use(ws)
+    assert alive(holder)
+    holder.kill()
+    assert isinstance(holder.wait(timeout=10), int)
