@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 
 import psutil
 
@@ -122,26 +123,18 @@ def terminate(proc: psutil.Process, timeout: float, label: str = "") -> bool:
     pid = proc.pid
     prefix = f"{label}: " if label else ""
     logger.warning("%ssending SIGTERM to pid %d", prefix, pid)
-    try:
-        proc.terminate()
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.Error as exc:
-        logger.error("cannot signal pid %d: %s", pid, exc)
-        return False
+    sent = _signal(proc, proc.terminate)
+    if sent is not None:
+        return sent
     if _wait_gone(proc, timeout):
         logger.info("%spid %d exited after SIGTERM", prefix, pid)
         return True
     logger.warning(
         "%spid %d still running %.1f s after SIGTERM; sending SIGKILL", prefix, pid, timeout
     )
-    try:
-        proc.kill()
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.Error as exc:
-        logger.error("cannot signal pid %d: %s", pid, exc)
-        return False
+    sent = _signal(proc, proc.kill)
+    if sent is not None:
+        return sent
     if _wait_gone(proc, timeout):
         logger.warning("%skilled pid %d with SIGKILL", prefix, pid)
         return True
@@ -173,3 +166,15 @@ def _wait_gone(proc: psutil.Process, timeout: float) -> bool:
         if remaining <= 0:
             return False
         step = min(step * 2, 0.1)
+
+
+def _signal(proc: psutil.Process, send: Callable[[], None]) -> bool | None:
+    """Send a signal; None when sent, else whether the process is gone."""
+    try:
+        send()
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error as exc:
+        logger.error("cannot signal pid %d: %s", proc.pid, exc)
+        return False
+    return None

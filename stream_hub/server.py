@@ -293,13 +293,7 @@ class TrainingStreamServer:
                     self._loop.run(self._close_transports(0.5), timeout=5)
                 self._loop.stop()
         finally:
-            if self._feed is not None:
-                self._feed.detach()
-            self._feed = None
-            for sock in self._sockets.values():
-                sock.close()
-            self._sockets = {}
-            self._uvicorn = {}
+            self._release_resources()
             if not self._running:
                 self._ports = {}
 
@@ -354,19 +348,23 @@ class TrainingStreamServer:
                     logger.warning("graceful shutdown incomplete (%s); stopping the loop anyway", exc)
             self._loop.stop(timeout=timeout + 5)
         finally:
-            if self._feed is not None:
-                self._feed.detach()
-            self._feed = None
-            for sock in self._sockets.values():
-                sock.close()
-            self._sockets = {}
-            self._uvicorn = {}
+            self._release_resources()
             self._started_at = None
         self._verify_ports_released(ports)
         if not keep_ports:
             self._ports = {}
         logger.info("stream_hub stopped (%s) in %.1f ms; ports %s verified free",
                     reason, (time.monotonic() - started) * 1000, sorted(ports.values()))
+
+    def _release_resources(self) -> None:
+        """Detach the hub from the (stopped) loop and close our listening sockets."""
+        if self._feed is not None:
+            self._feed.detach()
+        self._feed = None
+        for sock in self._sockets.values():
+            sock.close()
+        self._sockets = {}
+        self._uvicorn = {}
 
     async def _shutdown(self, reason: str, timeout: float) -> None:
         """On the loop: announce, flush every stream, close every connection."""

@@ -74,6 +74,22 @@ def server(config: StreamConfig) -> Iterator[TrainingStreamServer]:
         srv.stop()
 
 
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., TrainingStreamServer]]:
+    """Start standalone servers with some config fields changed; stopped afterwards."""
+    servers: list[TrainingStreamServer] = []
+
+    def make(**changes: Any) -> TrainingStreamServer:
+        srv = TrainingStreamServer(free_config(**changes))
+        srv.start()
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        srv.stop()
+
+
 @pytest.fixture(autouse=True)
 def clean_manager() -> Iterator[None]:
     """Every test starts and ends with no managed server and a zero count."""

@@ -8,7 +8,7 @@ import json
 import select
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -19,23 +19,8 @@ from websockets.sync.client import connect as ws_connect
 
 from stream_hub import TrainingStreamServer
 
-from .conftest import free_config, wait_for
+from .conftest import wait_for
 from .test_sse import SSEStream
-
-
-@pytest.fixture
-def make_server() -> Iterator[Callable[..., TrainingStreamServer]]:
-    servers: list[TrainingStreamServer] = []
-
-    def make(**changes: Any) -> TrainingStreamServer:
-        server = TrainingStreamServer(free_config(**changes))
-        server.start()
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
 
 
 def ws(server: TrainingStreamServer, **kwargs: Any) -> Any:

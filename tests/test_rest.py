@@ -6,7 +6,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -68,20 +68,6 @@ def history(server: TrainingStreamServer, **params: Any) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     return strict_json(response)
 
-
-@pytest.fixture
-def make_server() -> Iterator[Callable[..., TrainingStreamServer]]:
-    servers: list[TrainingStreamServer] = []
-
-    def make(**changes: Any) -> TrainingStreamServer:
-        srv = TrainingStreamServer(free_config(**changes))
-        srv.start()
-        servers.append(srv)
-        return srv
-
-    yield make
-    for srv in servers:
-        srv.stop()
 
 
 # -- health, status ---------------------------------------------------------------------------

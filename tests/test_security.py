@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -23,20 +23,6 @@ from .test_sse import SSEStream
 
 READ, PUBLISH, ADMIN = "read-s3cret", "publish-s3cret", "admin-s3cret"
 
-
-@pytest.fixture
-def make_server() -> Iterator[Callable[..., TrainingStreamServer]]:
-    servers: list[TrainingStreamServer] = []
-
-    def make(**changes: Any) -> TrainingStreamServer:
-        server = TrainingStreamServer(free_config(**changes))
-        server.start()
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import pytest
 
 from stream_hub import TrainingStreamServer
 
-from .conftest import free_config, wait_for
+from .conftest import wait_for
 
 EVENT_KEYS_METRIC = {"seq", "epoch", "ts", "type", "run", "step", "metrics"}
 EVENT_KEYS_DATA = {"seq", "epoch", "ts", "type", "run", "step", "data"}
@@ -128,21 +128,6 @@ def open_stream() -> Iterator[Callable[..., SSEStream]]:
     for stream in streams:
         stream.close()
 
-
-@pytest.fixture
-def make_server() -> Iterator[Callable[..., TrainingStreamServer]]:
-    """Start a standalone server with some config fields changed; stopped afterwards."""
-    servers: list[TrainingStreamServer] = []
-
-    def make(**changes: Any) -> TrainingStreamServer:
-        srv = TrainingStreamServer(free_config(**changes))
-        srv.start()
-        servers.append(srv)
-        return srv
-
-    yield make
-    for srv in servers:
-        srv.stop()
 
 
 def committed(server: TrainingStreamServer, seq: int) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from stream_hub import TrainingStreamServer
 
-from .conftest import free_config, wait_for
+from .conftest import wait_for
 
 EVENT_KEYS_METRIC = {"seq", "epoch", "ts", "type", "run", "step", "metrics"}
 EVENT_KEYS_DATA = {"seq", "epoch", "ts", "type", "run", "step", "data"}
@@ -122,20 +122,6 @@ def port_is_bindable(port: int, host: str = "127.0.0.1") -> bool:
     finally:
         sock.close()
 
-
-@pytest.fixture
-def make_server() -> Iterator[Callable[..., TrainingStreamServer]]:
-    servers: list[TrainingStreamServer] = []
-
-    def make(**changes: Any) -> TrainingStreamServer:
-        srv = TrainingStreamServer(free_config(**changes))
-        srv.start()
-        servers.append(srv)
-        return srv
-
-    yield make
-    for srv in servers:
-        srv.stop()
 
 
 @pytest.fixture
