@@ -24,8 +24,6 @@ from collections.abc import Callable, Collection
 from time import time as _time
 from typing import Any
 
-import orjson
-
 from .events import (
     encode_event,
     sse_frame,
@@ -35,22 +33,18 @@ from .events import (
     validate_type,
     ws_text_frame,
 )
+from .ring import FIELDS, JSON, SSE, WS, Ring
 from .runs import RunIndex
 
-__all__ = ["SSE", "WS", "Cursor", "Hub", "HubCounters"]
+__all__ = ["JSON", "SSE", "WS", "Cursor", "Hub", "HubCounters"]
 
 logger = logging.getLogger(__name__)
-
-SSE = 0  # frame formats a cursor can read
-WS = 1
-JSON = 2
 
 # Gap and shutdown reach every subscriber whatever its type filter: one explains
 # a hole in the sequence, the other the end of the stream.
 _ALWAYS = frozenset({"gap", "shutdown"})
 
 _NUMERIC = frozenset({float, int})
-FIELDS = 6  # values per pending event
 
 # One write carries at most this many events; a client far behind gets several
 # writes, so no single buffer grows with the ring.
@@ -143,20 +137,9 @@ class Hub:
         self._urgent_sent = False
         # Called on the committing thread after each batch.
         self.on_commit: Callable[[], None] | None = None
-        # Commit side: parallel rings indexed by seq % capacity.
+        # Commit side: the ring of the newest events, written by one thread.
         self._commit_lock = threading.Lock()
-        self.head = 0  # seq of the newest committed event
-        self._json: list[bytes] = [b""] * history_size
-        self._sse: list[bytes] = [b""] * history_size
-        self._ws: list[bytes] = [b""] * history_size
-        self._run: list[str | None] = [None] * history_size
-        self._type: list[str] = [""] * history_size
-        self._ts: list[float] = [0.0] * history_size
-        self._step: list[int | None] = [None] * history_size
-        self._payload: list[Any] = [None] * history_size
-        self._encoded = 0  # events up to this seq are encoded
-        self._formats = (self._sse, self._ws, self._json)
-        self._chunk_cache: dict[tuple[int, int, int], bytes] = {}
+        self.ring = Ring(history_size, self.epoch, self.counters)
 
     # -- submission (any thread) --------------------------------------------
 
@@ -272,7 +255,7 @@ class Hub:
         """Store every submitted event in the ring; returns how many.
 
         Events are encoded later, once, by the first reader that needs them
-        (:meth:`_encode_upto`): with nobody reading, a publisher in a tight
+        (:meth:`Ring.encode_upto`): with nobody reading, a publisher in a tight
         loop costs the loop no JSON work at all.
         """
         with self._commit_lock:
@@ -284,51 +267,8 @@ class Hub:
             if not batch:
                 return 0
             count = len(batch) // FIELDS
-            last_seq = batch[-FIELDS]
-            cap = self.capacity
-            runs_, types_, tss = self._run, self._type, self._ts
-            observe = self.runs.observe
-            steps, payloads = self._step, self._payload
-            if count > cap:
-                # Overload: more events than the ring holds arrived since the
-                # last commit. Only the newest ``cap`` can still be in the ring
-                # afterwards, so only they are stored; the run summaries get a
-                # sample of ``cap`` events spread over the whole batch, plus
-                # every run's first (its curve starts there) and last (its
-                # latest values) event. No Python-level work per event here.
-                overflow = count - cap
-                # The ring: field columns of the newest ``cap`` events, copied
-                # with slice assignments (two per column: the ring may wrap).
-                columns = [batch[overflow * FIELDS + f::FIELDS] for f in range(FIELDS)]
-                start = columns[0][0] % cap
-                head_part = cap - start
-                for ring, column in ((tss, columns[1]), (types_, columns[2]), (runs_, columns[3]),
-                                     (steps, columns[4]), (payloads, columns[5])):
-                    ring[start:] = column[:head_part]
-                    ring[:start] = column[head_part:]
-                # The sample for the run summaries.
-                all_runs = batch[3::FIELDS]
-                picks = set(range(0, count, count // cap + 1))
-                picks.update({run: k for k, run in enumerate(all_runs)}.values())
-                known = self.runs.runs
-                for run in set(all_runs) - known.keys():
-                    picks.add(all_runs.index(run))
-                for k in sorted(picks):
-                    seq, ts, event_type, run, step, payload = batch[k * FIELDS:(k + 1) * FIELDS]
-                    observe(seq, ts, run, step, payload if event_type == "metric" else None)
-            else:
-                it = iter(batch)
-                for seq, ts, event_type, run, step, payload in zip(it, it, it, it, it, it):
-                    i = seq % cap
-                    runs_[i] = run
-                    types_[i] = event_type
-                    tss[i] = ts
-                    steps[i] = step
-                    payloads[i] = payload
-                    observe(seq, ts, run, step, payload if event_type == "metric" else None)
-            self.head = last_seq
+            self.ring.store(batch, count, self.runs.observe, self.runs.runs)
             self.counters.published += count
-            self._chunk_cache.clear()
         callback = self.on_commit
         if callback is not None:
             callback()
@@ -336,49 +276,25 @@ class Hub:
 
     def encode_all(self) -> None:
         """Encode every committed event now (committing thread only)."""
-        self._encode_upto(self.head)
+        self.ring.encode_upto(self.ring.head)
 
-    def _encode_upto(self, end: int) -> None:
-        """Encode committed events up to seq ``end`` (JSON, SSE and WS frames)."""
-        start = max(self._encoded + 1, self.oldest)
-        if start > end:
-            return
-        cap, epoch = self.capacity, self.epoch
-        js, sse, ws, runs_, types_ = self._json, self._sse, self._ws, self._run, self._type
-        tss, steps, payloads = self._ts, self._step, self._payload
-        for seq in range(start, end + 1):
-            i = seq % cap
-            event_type, run, step = types_[i], runs_[i], steps[i]
-            try:
-                body = encode_event(seq, epoch, tss[i], event_type, run, step, payloads[i])
-            except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
-                self.counters.rejected += 1
-                logger.warning("event %d (%s) dropped: cannot encode it as JSON: %s",
-                               seq, event_type, exc)
-                # Keep the sequence contiguous: the slot explains the hole.
-                event_type = types_[i] = "gap"
-                runs_[i] = None
-                body = encode_event(seq, epoch, tss[i], "gap", None, step,
-                                    {"lost": 1, "from": seq, "to": seq, "reason": "rejected",
-                                     "error": str(exc)[:200]})
-            js[i] = body
-            sse[i] = sse_frame(seq, event_type, body)
-            ws[i] = ws_text_frame(body)
-            payloads[i] = None
-        self._encoded = end
+    @property
+    def head(self) -> int:
+        """The seq of the newest committed event."""
+        return self.ring.head
 
     @property
     def oldest(self) -> int:
-        """The seq of the oldest event still in the ring (head + 1 when empty)."""
-        return max(1, self.head - self.capacity + 1)
-
-    def ts_of(self, seq: int) -> float:
-        """Publish time of a committed event still in the ring."""
-        return self._ts[seq % self.capacity]
+        """The seq of the oldest event still in history (head + 1 when empty)."""
+        return self.ring.oldest
 
     @property
     def size(self) -> int:
-        return min(self.head, self.capacity)
+        return self.ring.size
+
+    def ts_of(self, seq: int) -> float:
+        """Publish time of a committed event still in history."""
+        return self.ring.ts_of(seq)
 
     # -- subscribers ----------------------------------------------------------
 
@@ -445,40 +361,17 @@ class Hub:
             frames += 1
             pos = oldest - 1
         end = min(head, pos + limit)
-        if end > self._encoded:
-            self._encode_upto(head)
+        ring = self.ring
+        ring.encode_upto(head)
         if cursor.filtered:
-            chunk, n = self._filtered(cursor, pos, end)
+            parts = ring.select(cursor.fmt, pos, end, cursor.wants)
+            chunk, n = b"".join(parts), len(parts)
         else:
-            chunk, n = self._slice(cursor.fmt, pos, end), end - pos
+            chunk, n = ring.slice(cursor.fmt, pos, end), end - pos
         cursor.pos = end
         frames += n
         self.counters.delivered += frames
         return (prefix + chunk if prefix else chunk), frames
-
-    def _slice(self, fmt: int, pos: int, end: int) -> bytes:
-        """Frames of seqs pos+1..end joined; shared by all cursors at ``pos``."""
-        key = (fmt, pos, end)
-        chunk = self._chunk_cache.get(key)
-        if chunk is None:
-            ring = self._formats[fmt]
-            cap = self.capacity
-            a, b = (pos + 1) % cap, end % cap
-            if a <= b:
-                chunk = b"".join(ring[a:b + 1])
-            else:
-                chunk = b"".join(ring[a:]) + b"".join(ring[:b + 1])
-            if len(self._chunk_cache) > 64:
-                self._chunk_cache.clear()
-            self._chunk_cache[key] = chunk
-        return chunk
-
-    def _filtered(self, cursor: Cursor, pos: int, end: int) -> tuple[bytes, int]:
-        ring = self._formats[cursor.fmt]
-        runs_, types_, cap = self._run, self._type, self.capacity
-        wants = cursor.wants
-        parts = [ring[s % cap] for s in range(pos + 1, end + 1) if wants(runs_[s % cap], types_[s % cap])]
-        return b"".join(parts), len(parts)
 
     def _gap_frame(self, cursor: Cursor, seq: int, data: dict[str, Any]) -> bytes:
         body = encode_event(seq, self.epoch, time.time(), "gap", None, None, data)
@@ -528,13 +421,11 @@ class Hub:
                 {"lost": lost, "from": cursor.pos + 1, "to": oldest - 1, "reason": "history"},
             ))
             cursor.pos = oldest - 1
-        cap, js, runs_, types_ = self.capacity, self._json, self._run, self._type
-        wants = cursor.wants
         head = self.head
-        seq = cursor.pos
-        while seq < head and len(out) < limit:
-            seq += 1
-            i = seq % cap
-            if wants(runs_[i], types_[i]):
-                out.append(js[i])
-        return out, seq < head
+        start = cursor.pos
+        end = head
+        selected = self.ring.select(JSON, start, end, cursor.wants)
+        if len(out) + len(selected) <= limit:
+            return out + selected, False
+        # Cut at ``limit`` events; ``more`` says there is more after them.
+        return out + selected[:limit - len(out)], True
