@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import ipaddress
 import logging
 import os
@@ -33,6 +32,7 @@ from .feed import Feed
 from .hub import Hub
 from .loop import LoopThread
 from .metrics import LatencyHistogram, MetricsExporter
+from .sockets import bind_port
 from .transports.http import make_protocol_class
 from .transports.rest import create_rest_app
 from .transports.sse import create_sse_app
@@ -224,7 +224,7 @@ class TrainingStreamServer:
         bound: dict[str, socket.socket] = {}
         try:
             for name in TRANSPORTS:
-                bound[name] = _listen(self.config.host, wanted[name], name)
+                bound[name] = bind_port(self.config.host, wanted[name], name)
         except BaseException:
             for sock in bound.values():
                 sock.close()
@@ -424,7 +424,7 @@ class TrainingStreamServer:
         """Bind each port again (SO_REUSEADDR, as the next server will) or raise."""
         for name, port in ports.items():
             try:
-                _listen(self.config.host, port, name, listen=False).close()
+                bind_port(self.config.host, port, name, listen=False).close()
             except PortInUseError as exc:
                 raise StreamHubError(
                     f"{name} port {port} is still bound after stop: {exc}"
@@ -461,33 +461,6 @@ class TrainingStreamServer:
 def _status_method(training_system: Any) -> Any:
     method = getattr(training_system, "get_status", None)
     return method if callable(method) else None
-
-
-def _listen(host: str, port: int, name: str, listen: bool = True) -> socket.socket:
-    """A bound (and listening) TCP socket with SO_REUSEADDR, or PortInUseError."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise StreamHubError(f"cannot resolve host {host!r}: {exc}") from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(address)
-        if listen:
-            sock.listen(2048)
-            sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        if exc.errno in (errno.EADDRINUSE, errno.EACCES, getattr(errno, "WSAEADDRINUSE", -1)):
-            pid = port_tools.get_process_using_port(port)
-            raise PortInUseError(port, pid, port_tools.describe_process(pid) if pid else None,
-                                 host=host, transport=name,
-                                 reason=None if exc.errno == errno.EADDRINUSE else str(exc)) from exc
-        raise
-    return sock
 
 
 def _after_fork_in_child() -> None:
