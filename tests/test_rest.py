@@ -517,3 +517,12 @@ def test_dashboard_is_html(server):
 
 def test_unknown_path_is_404_not_500(server):
     assert get(server, "/api/nope").status_code == 404
+
+
+def test_parameter_validation_errors_have_the_same_shape_as_ours(server):
+    for query in ("limit=0", "limit=abc", "epoch=" + "x" * 80):
+        response = get(server, "/api/history?" + query)
+        assert response.status_code == 422
+        body = response.json()
+        assert isinstance(body["error"], str) and body["error"].split(":")[0] in ("limit", "epoch")
+        assert isinstance(body["detail"], list)  # FastAPI's list, kept for its clients

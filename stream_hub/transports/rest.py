@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
@@ -79,6 +81,16 @@ def create_rest_app(
     )
     hub = server.hub
     dashboard = _dashboard_files()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_parameters(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # One error shape for every 4xx: {"error": "..."}; FastAPI's own
+        # "detail" list is kept beside it for clients that parse it.
+        errors = jsonable_encoder(exc.errors())
+        where = [".".join(str(p) for p in e.get("loc", ())[1:]) or "request" for e in errors]
+        message = "; ".join(f"{w}: {e.get('msg', 'invalid')}" for w, e in zip(where, errors))
+        return JSONResponse({"error": message or "invalid request", "detail": errors},
+                            status_code=422)
     if server.config.cors_origins:
         # Closed by default: only origins named in StreamConfig.cors_origins
         # may call this API from a browser page served elsewhere.
