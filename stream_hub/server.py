@@ -23,20 +23,15 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-import uvicorn
-
 from . import ports as port_tools
 from .config import StreamConfig
 from .errors import PortInUseError, StreamHubError
+from .faces import Faces
 from .feed import Feed
 from .hub import Hub
 from .loop import LoopThread
 from .metrics import LatencyHistogram, MetricsExporter
 from .sockets import bind_port
-from .transports.http import make_protocol_class
-from .transports.rest import create_rest_app
-from .transports.sse import create_sse_app
-from .transports.ws import WebSocketFace
 
 __all__ = ["TrainingStreamServer"]
 
@@ -82,12 +77,9 @@ class TrainingStreamServer:
         self._feed: Feed | None = None
         self._ports: dict[str, int] = {}
         self._sockets: dict[str, socket.socket] = {}
-        self._uvicorn: dict[str, uvicorn.Server] = {}
-        self._uv_configs: dict[str, uvicorn.Config] = {}
-        self._ws = WebSocketFace(self)
+        self._faces = self._new_faces()
         self._started_at: float | None = None
         self._running = False
-        self._apps: dict[str, Any] = {}
         _ALL_SERVERS.add(self)
 
     # -- publishing (any thread) --------------------------------------------------
@@ -232,32 +224,19 @@ class TrainingStreamServer:
         self._sockets = bound
         self._ports = {name: sock.getsockname()[1] for name, sock in bound.items()}
 
+    def _new_faces(self) -> Faces:
+        return Faces(
+            self,
+            restart=self._restart_in_background,
+            # Looked up per request: a training system may be given later.
+            training_status=lambda: _status_method(self.training_system),
+            metrics_text=self._metrics.render,
+        )
+
     async def _startup(self) -> None:
         feed = self._feed
         assert feed is not None
-        if not self._apps:
-            self._apps["sse"] = create_sse_app(self)
-            self._apps["rest"] = create_rest_app(
-                self,
-                restart=self._restart_in_background,
-                training_status=_status_method(self.training_system),
-                metrics_text=self._metrics.render,
-            )
-        for name in ("sse", "rest"):
-            config = self._uv_configs.get(name)
-            if config is None:
-                config = self._uv_configs[name] = uvicorn.Config(
-                    self._apps[name], http=make_protocol_class(self.config.handshake_timeout),
-                    lifespan="off", log_config=None,
-                    access_log=False, server_header=False, date_header=False,
-                    timeout_keep_alive=5, ws="none",
-                )
-                config.load()
-            uv = uvicorn.Server(config)
-            uv.lifespan = config.lifespan_class(config)
-            await uv.startup(sockets=[self._sockets[name]])
-            self._uvicorn[name] = uv
-        await self._ws.start(self._sockets["ws"])
+        await self._faces.start(self._sockets)
         feed.attach()
         self._watch_task = asyncio.get_running_loop().create_task(self._watch(), name="stream-hub-watch")
 
@@ -267,10 +246,7 @@ class TrainingStreamServer:
             await asyncio.sleep(WATCH_INTERVAL)
             if not self._running or (self._feed is not None and self._feed.closing):
                 continue
-            broken = [name for name, uv in self._uvicorn.items()
-                      if not all(srv.is_serving() for srv in getattr(uv, "servers", []))]
-            if self._ws.ws_server is not None and not self._ws.ws_server.is_serving():
-                broken.append("ws")
+            broken = self._faces.broken()
             if broken:
                 self._report_fault(f"{', '.join(broken)} listener stopped serving")
                 return
@@ -290,7 +266,7 @@ class TrainingStreamServer:
         try:
             if self._loop.is_alive():
                 with contextlib.suppress(Exception):
-                    self._loop.run(self._close_transports(0.5), timeout=5)
+                    self._loop.run(self._faces.close(0.5), timeout=5)
                 self._loop.stop()
         finally:
             self._release_resources()
@@ -364,7 +340,7 @@ class TrainingStreamServer:
         for sock in self._sockets.values():
             sock.close()
         self._sockets = {}
-        self._uvicorn = {}
+        self._faces.uvicorn = {}
 
     async def _shutdown(self, reason: str, timeout: float) -> None:
         """On the loop: announce, flush every stream, close every connection."""
@@ -374,51 +350,7 @@ class TrainingStreamServer:
         hub.commit()
         if feed is not None:
             feed.close()
-        await self._close_transports(timeout)
-
-    async def _close_transports(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        # 1. Stop accepting connections on all three ports.
-        for uv in self._uvicorn.values():
-            for srv in getattr(uv, "servers", []):
-                srv.close()
-        self._ws.abort_listener()
-        # 2. Let every stream flush to the head (the shutdown event) and end.
-        tasks: set[asyncio.Task[Any]] = set(self._ws.handlers)
-        for uv in self._uvicorn.values():
-            tasks |= uv.server_state.tasks
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
-            if pending:
-                # Clients that stopped reading: drop their connections outright.
-                logger.warning("%d stream(s) did not end within %.1f s; aborting them",
-                               len(pending), timeout)
-                self._abort_connections()
-                _, pending = await asyncio.wait(pending, timeout=0.5)
-                for task in pending:
-                    task.cancel()
-                if pending:
-                    await asyncio.wait(pending, timeout=0.5)
-        # 3. Close what is left: WebSocket handshakes, idle HTTP keep-alives.
-        await self._ws.close(max(0.05, deadline - time.monotonic()))
-        for uv in self._uvicorn.values():
-            for connection in list(uv.server_state.connections):
-                connection.shutdown()
-        self._abort_connections(only_idle=True)
-
-    def _abort_connections(self, only_idle: bool = False) -> None:
-        """Close HTTP connections (only idle ones if asked) and abort WebSockets."""
-        for uv in self._uvicorn.values():
-            for connection in list(uv.server_state.connections):
-                transport = getattr(connection, "transport", None)
-                if transport is None or transport.is_closing():
-                    continue
-                if only_idle:
-                    transport.close()
-                else:
-                    transport.abort()
-        if not only_idle:
-            self._ws.abort_connections()
+        await self._faces.close(timeout)
 
     def _verify_ports_released(self, ports: dict[str, int]) -> None:
         """Bind each port again (SO_REUSEADDR, as the next server will) or raise."""
@@ -450,12 +382,9 @@ class TrainingStreamServer:
         self._loop = LoopThread(on_crash=self._loop_crashed)
         self._lifecycle = threading.RLock()
         self._sockets = {}
-        self._uvicorn = {}
         self._ports = {}
         self._started_at = None
-        self._ws = WebSocketFace(self)
-        self._apps = {}
-        self._uv_configs = {}
+        self._faces = self._new_faces()
 
 
 def _status_method(training_system: Any) -> Any:

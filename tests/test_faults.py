@@ -207,11 +207,11 @@ def _close_listener(server: TrainingStreamServer, name: str) -> None:
     loop = server._loop.loop
     assert loop is not None
     if name == "ws":
-        ws_server = server._ws.ws_server
+        ws_server = server._faces.ws.ws_server
         assert ws_server is not None
         loop.call_soon_threadsafe(ws_server.server.close)
     else:
-        loop.call_soon_threadsafe(server._uvicorn[name].servers[0].close)
+        loop.call_soon_threadsafe(server._faces.uvicorn[name].servers[0].close)
 
 
 def _serves(server: TrainingStreamServer, name: str) -> bool:

@@ -526,3 +526,15 @@ def test_parameter_validation_errors_have_the_same_shape_as_ours(server):
         body = response.json()
         assert isinstance(body["error"], str) and body["error"].split(":")[0] in ("limit", "epoch")
         assert isinstance(body["detail"], list)  # FastAPI's list, kept for its clients
+
+
+def test_training_system_given_by_a_later_reference_is_served():
+    server = get_stream_server(config=free_config())
+    assert get(server, "/api/training").status_code == 404
+
+    class Trainer:
+        def get_status(self):
+            return {"epoch": 3}
+
+    assert get_stream_server(training_system=Trainer()) is server
+    assert get(server, "/api/training").json() == {"epoch": 3}

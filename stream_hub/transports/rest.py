@@ -64,14 +64,15 @@ def create_rest_app(
     server: ServerView,
     *,
     restart: Callable[[], None],
-    training_status: Callable[[], Any] | None,
+    training_status: Callable[[], Callable[[], Any] | None],
     metrics_text: Callable[[], bytes],
 ) -> FastAPI:
     """The ASGI app served on the REST port.
 
     Args:
         restart: starts a force-restart (must not block the loop).
-        training_status: the training system's ``get_status`` (None: absent).
+        training_status: returns the training system's ``get_status`` (None:
+            absent); asked per request, so a system given later is seen.
         metrics_text: Prometheus exposition of the server's metrics.
     """
     app = FastAPI(
@@ -266,10 +267,11 @@ def create_rest_app(
         denied = check_read(request)
         if denied:
             return denied
-        if training_status is None:
+        get_status = training_status()
+        if get_status is None:
             return _error(404, "no training system with a get_status() method was given")
         try:
-            result = await _call_off_loop(training_status, TRAINING_STATUS_TIMEOUT)
+            result = await _call_off_loop(get_status, TRAINING_STATUS_TIMEOUT)
         except TimeoutError:
             return _error(504, f"get_status() did not answer within {TRAINING_STATUS_TIMEOUT} s")
         except Exception as exc:
