@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -49,6 +50,32 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(delay)  # test-side polling, bounded by the deadline
         delay = min(delay * 2, 0.05)
+
+
+def committed(server: TrainingStreamServer, seq: int) -> None:
+    """Wait until ``seq`` is committed to history (visible to new readers)."""
+    wait_for(lambda: server.status()["last_seq"] >= seq, what=f"seq {seq} committed")
+
+
+def fill(server: TrainingStreamServer, n: int, run: str = "r") -> list[int]:
+    """Log ``n`` metric events to ``run`` and wait until they are committed."""
+    seqs = [server.log({"i": i}, step=i, run=run) for i in range(n)]
+    committed(server, seqs[-1])
+    return seqs
+
+
+def port_is_bindable(port: int, host: str = "127.0.0.1") -> bool:
+    """As the next server would: SO_REUSEADDR, bind, listen."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1)
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
 
 
 def free_config(**changes: Any) -> StreamConfig:

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream_hub import TrainingStreamServer, get_stream_server
 
-from .conftest import free_config, wait_for
+from .conftest import committed, fill, free_config, wait_for
 
 STATUS_KEYS = {
     "running", "ref_count", "pid", "uptime_s", "ports", "urls", "epoch", "last_seq",
@@ -53,14 +53,8 @@ def error_message(response: httpx.Response) -> str:
     return "; ".join(d["msg"] for d in detail) if isinstance(detail, list) else str(detail)
 
 
-def committed(server: TrainingStreamServer, seq: int) -> None:
-    wait_for(lambda: server.status()["last_seq"] >= seq, what=f"seq {seq} committed")
 
 
-def fill(server: TrainingStreamServer, n: int, run: str = "r") -> list[int]:
-    seqs = [server.log({"i": i}, step=i, run=run) for i in range(n)]
-    committed(server, seqs[-1])
-    return seqs
 
 
 def history(server: TrainingStreamServer, **params: Any) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import pytest
 
 from stream_hub import TrainingStreamServer
 
-from .conftest import wait_for
+from .conftest import committed, fill, port_is_bindable, wait_for
 
 EVENT_KEYS_METRIC = {"seq", "epoch", "ts", "type", "run", "step", "metrics"}
 EVENT_KEYS_DATA = {"seq", "epoch", "ts", "type", "run", "step", "data"}
@@ -130,29 +130,10 @@ def open_stream() -> Iterator[Callable[..., SSEStream]]:
 
 
 
-def committed(server: TrainingStreamServer, seq: int) -> None:
-    """Wait until ``seq`` is committed to history (visible to new readers)."""
-    wait_for(lambda: server.status()["last_seq"] >= seq, what=f"seq {seq} committed")
 
 
-def fill(server: TrainingStreamServer, n: int, run: str = "r") -> list[int]:
-    seqs = [server.log({"i": i}, step=i, run=run) for i in range(n)]
-    committed(server, seqs[-1])
-    return seqs
 
 
-def port_is_bindable(port: int, host: str = "127.0.0.1") -> bool:
-    """As the next server would: SO_REUSEADDR, bind, listen."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(1)
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.close()
 
 
 # -- frames and the event shape --------------------------------------------------------------
