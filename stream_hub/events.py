@@ -20,8 +20,6 @@ import orjson
 
 __all__ = [
     "RESERVED_TYPES",
-    "SERVER_TYPES",
-    "EncodedEvent",
     "encode_event",
     "sse_frame",
     "validate_metrics",
@@ -32,8 +30,6 @@ __all__ = [
 
 # Types only the server emits; user code cannot publish them.
 RESERVED_TYPES = frozenset({"gap", "shutdown", "error", "status"})
-# Server events pass every subscriber's run filter (they belong to no run).
-SERVER_TYPES = frozenset({"gap", "shutdown", "status"})
 
 _NUMERIC = frozenset({float, int})
 _MAX_NAME = 200
@@ -116,20 +112,6 @@ def validate_type(event_type: object) -> str:
     if event_type in RESERVED_TYPES:
         raise TypeError(f"event type {event_type!r} is reserved for the server")
     return event_type
-
-
-class EncodedEvent:
-    """One event after encoding: its JSON and the frames sent to clients."""
-
-    __slots__ = ("json", "run", "seq", "sse", "type", "ws")
-
-    def __init__(self, seq: int, event_type: str, run: str | None, body: bytes) -> None:
-        self.seq = seq
-        self.type = event_type
-        self.run = run
-        self.json = body
-        self.sse = sse_frame(seq, event_type, body)
-        self.ws = ws_text_frame(body)
 
 
 def _finite_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
