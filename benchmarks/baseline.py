@@ -74,9 +74,7 @@ class BaselineHub:
 
     # -- publishing (training thread) -----------------------------------------
 
-    def log(
-        self, metrics: Mapping[str, float], step: int | None = None, run: str | None = None
-    ) -> int:
+    def log(self, metrics: Mapping[str, float], step: int | None = None, run: str | None = None) -> int:
         with self._seq_lock:
             self._seq += 1
             seq = self._seq
@@ -189,9 +187,7 @@ class BaselineHub:
         self._servers = []
         tasks = []
         for name, app in (("sse", self._sse_app()), ("rest", self._rest_app())):
-            config = uvicorn.Config(
-                app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
-            )
+            config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
             server = uvicorn.Server(config)
             self._servers.append(server)
             tasks.append(asyncio.create_task(server.serve(sockets=[socks[name]])))

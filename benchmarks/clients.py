@@ -225,9 +225,7 @@ class _Generator:
                     c.count = 0
                     c.first_t = c.last_t = 0.0
                 self.latencies = []
-                self._reply(
-                    {"ev": "synced", "ok": not expired, "live": live, "reached": self.n_reached}
-                )
+                self._reply({"ev": "synced", "ok": not expired, "live": live, "reached": self.n_reached})
             else:
                 reply = self._stats()
                 reply.update(ev="done", ok=not expired, reached=self.n_reached)

@@ -242,9 +242,7 @@ def calibrate_work(step_seconds: float = 0.002) -> int:
     return max(1000, int(n * step_seconds / statistics.median(times)))
 
 
-def _train_segment(
-    seconds: float, work_n: int, log: Callable[..., int] | None
-) -> tuple[float, float]:
+def _train_segment(seconds: float, work_n: int, log: Callable[..., int] | None) -> tuple[float, float]:
     """One segment of the training loop: (steps per wall second, process CPU µs per step).
 
     Process CPU time counts the server's loop thread too, and not the time

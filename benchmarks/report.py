@@ -35,9 +35,7 @@ class Figure:
 
 
 FIGURES: tuple[Figure, ...] = (
-    Figure(
-        "publish_us", "publish cost, no client (us/event)", "publish", max_value=1.0, min_ratio=8.0
-    ),
+    Figure("publish_us", "publish cost, no client (us/event)", "publish", max_value=1.0, min_ratio=8.0),
     Figure("publish_us_1client", "publish cost, 1 SSE client (us/event)", "publish"),
     Figure(
         "fanout_sse_per_s",
@@ -53,9 +51,7 @@ FIGURES: tuple[Figure, ...] = (
         higher_is_better=True,
         min_ratio=20.0,
     ),
-    Figure(
-        "latency_p50_ms", "latency p50, {latency_rate} ev/s, {latency_clients} SSE (ms)", "latency"
-    ),
+    Figure("latency_p50_ms", "latency p50, {latency_rate} ev/s, {latency_clients} SSE (ms)", "latency"),
     Figure(
         "latency_p99_ms",
         "latency p99, {latency_rate} ev/s, {latency_clients} SSE (ms)",
@@ -70,9 +66,7 @@ FIGURES: tuple[Figure, ...] = (
     ),
     Figure("train_cpu_overhead_pct", "training CPU overhead, same runs (%)", "slowdown"),
     Figure("train_watch_p99_ms", "event latency p99 while training (ms)", "slowdown"),
-    Figure(
-        "start_ms", "start, 3 ports bound + /health 200 (ms, median)", "lifecycle", max_value=50.0
-    ),
+    Figure("start_ms", "start, 3 ports bound + /health 200 (ms, median)", "lifecycle", max_value=50.0),
     Figure("stop_ms", "stop, ports verified free (ms, median)", "lifecycle", max_value=50.0),
     Figure("restart_ms", "force_restart, serving again (ms, median)", "lifecycle"),
     Figure(
@@ -162,9 +156,7 @@ def render_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
         if n == 0:
             lines.append(
-                "|"
-                + "|".join("-" * (w + 1) + ("-" if i == 0 else ":") for i, w in enumerate(widths))
-                + "|"
+                "|" + "|".join("-" * (w + 1) + ("-" if i == 0 else ":") for i, w in enumerate(widths)) + "|"
             )
     return "\n".join(lines)
 

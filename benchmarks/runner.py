@@ -21,9 +21,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["run_isolated"]
 
 
-def _worker_main(
-    pipe: Connection, group: str, side_name: str, sz: dict[str, Any], log_level: int
-) -> None:
+def _worker_main(pipe: Connection, group: str, side_name: str, sz: dict[str, Any], log_level: int) -> None:
     logging.basicConfig(
         level=log_level,
         format=f"%(asctime)s {side_name}/{group} %(name)s %(levelname)s %(message)s",

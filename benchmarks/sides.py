@@ -103,9 +103,7 @@ class BaselineSide:
         self.log = _not_started
 
 
-def _not_started(
-    metrics: Mapping[str, float], step: int | None = None, run: str | None = None
-) -> int:
+def _not_started(metrics: Mapping[str, float], step: int | None = None, run: str | None = None) -> int:
     raise RuntimeError("the side is not started")
 
 

@@ -38,8 +38,7 @@ _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 def sse_request(host: str, path: str) -> bytes:
     return (
-        f"GET {path} HTTP/1.1\r\nHost: {host}\r\n"
-        "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
     ).encode()
 
 
@@ -62,9 +61,7 @@ def ws_accept(key: bytes) -> bytes:
 class ResponseHead:
     __slots__ = ("body", "headers", "status", "status_line")
 
-    def __init__(
-        self, status: int, status_line: bytes, headers: dict[bytes, bytes], body: bytes
-    ) -> None:
+    def __init__(self, status: int, status_line: bytes, headers: dict[bytes, bytes], body: bytes) -> None:
         self.status = status
         self.status_line = status_line
         self.headers = headers  # lower-case names

@@ -25,8 +25,11 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     server = get_stream_server()  # the script's own reference, to print the URLs first
-    print(f"dashboard: {server.urls['rest']}/   SSE: {server.urls['sse']}/events   "
-          f"WebSocket: {server.urls['ws']}/", flush=True)
+    print(
+        f"dashboard: {server.urls['rest']}/   SSE: {server.urls['sse']}/events   "
+        f"WebSocket: {server.urls['ws']}/",
+        flush=True,
+    )
     threads, stop = run_demo_threads(args.runs, args.steps, args.interval)
     try:
         for thread in threads:

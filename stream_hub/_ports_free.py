@@ -129,9 +129,7 @@ def terminate(proc: psutil.Process, timeout: float, label: str = "") -> bool:
     if _wait_gone(proc, timeout):
         logger.info("%spid %d exited after SIGTERM", prefix, pid)
         return True
-    logger.warning(
-        "%spid %d still running %.1f s after SIGTERM; sending SIGKILL", prefix, pid, timeout
-    )
+    logger.warning("%spid %d still running %.1f s after SIGTERM; sending SIGKILL", prefix, pid, timeout)
     sent = _signal(proc, proc.kill)
     if sent is not None:
         return sent

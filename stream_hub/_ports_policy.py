@@ -72,10 +72,7 @@ def policy_refusal(policy: str, environment: str | None) -> str | None:
     if policy == "fail":
         return 'port_conflict="fail" never frees a port'
     if policy == "auto" and is_production(environment):
-        return (
-            "ENVIRONMENT=production, where stream_hub never kills processes "
-            '(port_conflict="auto")'
-        )
+        return 'ENVIRONMENT=production, where stream_hub never kills processes (port_conflict="auto")'
     return None
 
 
@@ -97,8 +94,12 @@ class Conflict:
 
     def error(self, reason: str | None) -> PortInUseError:
         return PortInUseError(
-            self.port, self.pid, self.process,
-            host=self.host, reason=reason, transport=self.transport,
+            self.port,
+            self.pid,
+            self.process,
+            host=self.host,
+            reason=reason,
+            transport=self.transport,
         )
 
 
@@ -112,7 +113,12 @@ def inspect(port: int, host: str, transport: str | None) -> Conflict:
     if pid is None:
         logger.warning("%s: no listening process visible to this user", label)
         return Conflict(
-            port, host, transport, None, None, None,
+            port,
+            host,
+            transport,
+            None,
+            None,
+            None,
             "no listening process could be identified: it may belong to another user, "
             "or be a socket that is bound but not listening (possibly in this very process)",
         )
@@ -152,14 +158,19 @@ def next_free(port: int, host: str, transport: str | None, exclude: Collection[i
     for candidate in range(port + 1, last + 1):
         if candidate not in exclude and not is_port_in_use(candidate, host):
             logger.warning(
-                "%s busy; using port %d instead (port_conflict=\"next\")",
-                _label(port, transport), candidate,
+                '%s busy; using port %d instead (port_conflict="next")',
+                _label(port, transport),
+                candidate,
             )
             return candidate
     pid = get_process_using_port(port, host)
     raise PortInUseError(
-        port, pid, describe_process(pid) if pid is not None else None,
-        host=host, transport=transport, reason=f"no free port in {port + 1}-{last} either",
+        port,
+        pid,
+        describe_process(pid) if pid is not None else None,
+        host=host,
+        transport=transport,
+        reason=f"no free port in {port + 1}-{last} either",
     )
 
 

@@ -102,9 +102,7 @@ def _strip_brackets(host: str) -> str:
 def _bind_addresses(host: str, port: int) -> list[tuple[int, tuple[Any, ...]]]:
     name = _strip_brackets(host) or None
     try:
-        infos = socket.getaddrinfo(
-            name, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
-        )
+        infos = socket.getaddrinfo(name, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
     except (OSError, UnicodeError):
         logger.debug("cannot resolve host %r", host)
         return []
@@ -229,7 +227,10 @@ def _lsof_listener(port: int) -> int | None:
     try:
         result = subprocess.run(
             [exe, "-nP", f"-iTCP:{port}", "-sTCP:LISTEN", "-t"],
-            capture_output=True, text=True, timeout=_LSOF_TIMEOUT, check=False,
+            capture_output=True,
+            text=True,
+            timeout=_LSOF_TIMEOUT,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError) as exc:
         logger.debug("lsof failed: %s", exc)

@@ -37,12 +37,10 @@ EXIT_UNREACHABLE = 2
 
 
 def _add_connection_flags(parser: argparse.ArgumentParser, token_help: str) -> None:
-    parser.add_argument("--host", help="address to bind or reach (env STREAM_HUB_HOST, "
-                                       "default 127.0.0.1)")
+    parser.add_argument("--host", help="address to bind or reach (env STREAM_HUB_HOST, default 127.0.0.1)")
     parser.add_argument("--sse-port", type=int, help="SSE port (env STREAM_HUB_SSE_PORT, default 8888)")
     parser.add_argument("--ws-port", type=int, help="WebSocket port (env STREAM_HUB_WS_PORT, default 8889)")
-    parser.add_argument("--rest-port", type=int,
-                        help="REST port (env STREAM_HUB_REST_PORT, default 8890)")
+    parser.add_argument("--rest-port", type=int, help="REST port (env STREAM_HUB_REST_PORT, default 8890)")
     parser.add_argument("--token", help=token_help)
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
@@ -56,60 +54,91 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    serve = sub.add_parser("serve", help="run the hub in the foreground (Ctrl-C stops it)",
-                           description="Run the hub standalone; other processes publish through "
-                                       "POST /api/publish. Ctrl-C or SIGTERM stops it cleanly.")
-    _add_connection_flags(serve, "admin token for POST /api/admin/restart "
-                                 "(env STREAM_HUB_ADMIN_TOKEN)")
-    serve.add_argument("--port-conflict", choices=["auto", "fail", "free", "next"],
-                       help="what to do when a port is busy (env STREAM_HUB_PORT_CONFLICT)")
+    serve = sub.add_parser(
+        "serve",
+        help="run the hub in the foreground (Ctrl-C stops it)",
+        description="Run the hub standalone; other processes publish through "
+        "POST /api/publish. Ctrl-C or SIGTERM stops it cleanly.",
+    )
+    _add_connection_flags(serve, "admin token for POST /api/admin/restart (env STREAM_HUB_ADMIN_TOKEN)")
+    serve.add_argument(
+        "--port-conflict",
+        choices=["auto", "fail", "free", "next"],
+        help="what to do when a port is busy (env STREAM_HUB_PORT_CONFLICT)",
+    )
 
-    demo = sub.add_parser("demo", help="serve plus simulated training threads",
-                          description="Serve, and run simulated training threads that log "
-                                      "realistic curves. Open the printed dashboard URL.")
+    demo = sub.add_parser(
+        "demo",
+        help="serve plus simulated training threads",
+        description="Serve, and run simulated training threads that log "
+        "realistic curves. Open the printed dashboard URL.",
+    )
     _add_connection_flags(demo, "admin token (env STREAM_HUB_ADMIN_TOKEN)")
     demo.add_argument("--port-conflict", choices=["auto", "fail", "free", "next"])
     demo.add_argument("--runs", type=int, default=3, help="training threads (default 3)")
     demo.add_argument("--steps", type=int, default=3000, help="steps per run (default 3000)")
-    demo.add_argument("--interval", type=float, default=0.05,
-                      help="seconds per simulated step (default 0.05)")
-    demo.add_argument("--duration", type=float, default=None,
-                      help="stop after this many seconds (default: Ctrl-C)")
+    demo.add_argument(
+        "--interval", type=float, default=0.05, help="seconds per simulated step (default 0.05)"
+    )
+    demo.add_argument(
+        "--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)"
+    )
 
-    status = sub.add_parser("status", help="ask a running hub for its status",
-                            description="Query GET /api/status of a running hub.")
+    status = sub.add_parser(
+        "status",
+        help="ask a running hub for its status",
+        description="Query GET /api/status of a running hub.",
+    )
     _add_connection_flags(status, "read token, if the hub needs one (env STREAM_HUB_READ_TOKEN)")
     status.add_argument("--timeout", type=float, default=3.0, help="seconds to wait (default 3)")
 
-    restart = sub.add_parser("restart", help="force a restart of a running hub",
-                             description="POST /api/admin/restart with the admin token.")
+    restart = sub.add_parser(
+        "restart",
+        help="force a restart of a running hub",
+        description="POST /api/admin/restart with the admin token.",
+    )
     _add_connection_flags(restart, "admin token (env STREAM_HUB_ADMIN_TOKEN)")
     restart.add_argument("--timeout", type=float, default=10.0)
 
-    tail = sub.add_parser("tail", help="follow the SSE stream in the terminal",
-                          description="Follow events over SSE; resumes after a dropped "
-                                      "connection with Last-Event-ID.")
+    tail = sub.add_parser(
+        "tail",
+        help="follow the SSE stream in the terminal",
+        description="Follow events over SSE; resumes after a dropped connection with Last-Event-ID.",
+    )
     _add_connection_flags(tail, "read token (env STREAM_HUB_READ_TOKEN)")
     tail.add_argument("--run", action="append", help="only this run (repeatable)")
     tail.add_argument("--type", action="append", dest="types", help="only this event type")
     tail.add_argument("--since", type=int, default=None, help="replay history after this seq")
     tail.add_argument("--count", type=int, default=None, help="exit after this many events")
-    tail.add_argument("--retry-for", type=float, default=30.0,
-                      help="give up after this many seconds without a connection (default 30)")
+    tail.add_argument(
+        "--retry-for",
+        type=float,
+        default=30.0,
+        help="give up after this many seconds without a connection (default 30)",
+    )
 
-    ports = sub.add_parser("ports", help="show (and optionally free) the three ports",
-                           description="Show whether each configured port is free, who holds "
-                                       "it, and whether that looks like a stream_hub server.")
+    ports = sub.add_parser(
+        "ports",
+        help="show (and optionally free) the three ports",
+        description="Show whether each configured port is free, who holds "
+        "it, and whether that looks like a stream_hub server.",
+    )
     _add_connection_flags(ports, "unused")
-    ports.add_argument("--free", action="store_true",
-                       help="free busy ports (development only; refused in production)")
+    ports.add_argument(
+        "--free", action="store_true", help="free busy ports (development only; refused in production)"
+    )
     return parser
 
 
 def _config(args: argparse.Namespace, **extra: Any) -> StreamConfig:
     values: dict[str, Any] = {}
-    for flag, field in (("host", "host"), ("sse_port", "sse_port"), ("ws_port", "ws_port"),
-                        ("rest_port", "rest_port"), ("port_conflict", "port_conflict")):
+    for flag, field in (
+        ("host", "host"),
+        ("sse_port", "sse_port"),
+        ("ws_port", "ws_port"),
+        ("rest_port", "rest_port"),
+        ("port_conflict", "port_conflict"),
+    ):
         value = getattr(args, flag, None)
         if value is not None:
             values[field] = value
@@ -213,13 +242,17 @@ def _cmd_status(args: argparse.Namespace) -> int:
     try:
         response = httpx.get(url, headers=_auth(token), timeout=args.timeout)
     except httpx.HTTPError as exc:
-        print(f"stream-hub status: no hub answers at {url} ({exc.__class__.__name__}: {exc}).\n"
-              "Is it running? Start one with `stream-hub serve`, or pass --rest-port/--host.",
-              file=sys.stderr)
+        print(
+            f"stream-hub status: no hub answers at {url} ({exc.__class__.__name__}: {exc}).\n"
+            "Is it running? Start one with `stream-hub serve`, or pass --rest-port/--host.",
+            file=sys.stderr,
+        )
         return EXIT_UNREACHABLE
     if response.status_code != 200:
-        print(f"stream-hub status: {url} answered {response.status_code}: {response.text[:300]}",
-              file=sys.stderr)
+        print(
+            f"stream-hub status: {url} answered {response.status_code}: {response.text[:300]}",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     status = response.json()
     if args.json:
@@ -312,13 +345,16 @@ def _cmd_tail(args: argparse.Namespace) -> int:
                 query["epoch"] = epoch
         problem: str | None = None
         try:
-            with httpx.stream("GET", url, params=query, headers=headers,
-                              timeout=httpx.Timeout(5.0, read=None)) as response:
+            with httpx.stream(
+                "GET", url, params=query, headers=headers, timeout=httpx.Timeout(5.0, read=None)
+            ) as response:
                 if response.status_code in _TRANSIENT_STATUS:
                     problem = f"{url} answered {response.status_code}"
                 elif response.status_code != 200:
-                    print(f"stream-hub tail: {url} answered {response.status_code}: "
-                          f"{response.read()[:300]!r}", file=sys.stderr)
+                    print(
+                        f"stream-hub tail: {url} answered {response.status_code}: {response.read()[:300]!r}",
+                        file=sys.stderr,
+                    )
                     return EXIT_ERROR
                 else:
                     unreachable_since = None
@@ -360,8 +396,11 @@ def _cmd_ports(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.free:
         if port_tools.is_production():
-            print("stream-hub ports --free: refused, ENVIRONMENT=production; stop the holders "
-                  "by hand (see below)", file=sys.stderr)
+            print(
+                "stream-hub ports --free: refused, ENVIRONMENT=production; stop the holders "
+                "by hand (see below)",
+                file=sys.stderr,
+            )
             print(port_tools.format_ports_report(port_tools.ports_report(cfg)), file=sys.stderr)
             return EXIT_ERROR
         manager = port_tools.PortManager(cfg.host, "auto")

@@ -84,11 +84,7 @@ class StreamConfig:
 
     def differences(self, other: StreamConfig) -> list[str]:
         """Names of the fields whose values differ between two configs."""
-        return [
-            f.name
-            for f in dataclasses.fields(self)
-            if getattr(self, f.name) != getattr(other, f.name)
-        ]
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(other, f.name)]
 
     def replace(self, **changes: Any) -> StreamConfig:
         """A copy with some fields changed (and validated)."""
@@ -132,11 +128,16 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 _INT_FIELDS = {
-    "sse_port", "ws_port", "rest_port", "history_size", "max_clients",
-    "max_message_size", "max_body_size", "series_points",
+    "sse_port",
+    "ws_port",
+    "rest_port",
+    "history_size",
+    "max_clients",
+    "max_message_size",
+    "max_body_size",
+    "series_points",
 }
-_FLOAT_FIELDS = {"heartbeat_interval", "handshake_timeout", "shutdown_timeout",
-                 "busy_flush_interval"}
+_FLOAT_FIELDS = {"heartbeat_interval", "handshake_timeout", "shutdown_timeout", "busy_flush_interval"}
 _TOKEN_FIELDS = {"admin_token", "publish_token", "read_token"}
 _LIST_FIELDS = {"cors_origins", "ws_origins"}
 

@@ -89,8 +89,9 @@ def run_demo_threads(
             difficulty=1.0 + 0.35 * i,
             seed=i,
         )
-        thread = threading.Thread(target=run.train, args=(stop, config), name=f"train-{run.name}",
-                                  daemon=True)
+        thread = threading.Thread(
+            target=run.train, args=(stop, config), name=f"train-{run.name}", daemon=True
+        )
         thread.start()
         threads.append(thread)
     return threads, stop

@@ -91,7 +91,7 @@ class PortInUseError(StreamHubError, OSError):
             "  2. check whether it should still be running (a previous training run?)",
             "  3. if it is safe, stop it by hand"
             + (f" (kill {self.pid})" if self.pid is not None and sys.platform != "win32" else ""),
-            f"  4. or use another port: {env_name}=... or StreamConfig(port_conflict=\"next\")",
+            f'  4. or use another port: {env_name}=... or StreamConfig(port_conflict="next")',
         ]
         return "\n".join(lines)
 

@@ -52,9 +52,7 @@ def validate_metrics(metrics: object) -> dict[str, Any]:
     # and one type check per value; anything else takes the slow branch.
     if type(metrics) is not dict:
         if not hasattr(metrics, "items"):
-            raise TypeError(
-                f"metrics must be a mapping of name -> number, got {type(metrics).__name__}"
-            )
+            raise TypeError(f"metrics must be a mapping of name -> number, got {type(metrics).__name__}")
         metrics = dict(metrics.items())
     assert isinstance(metrics, dict)
     out: dict[str, Any] = metrics.copy()
@@ -140,8 +138,15 @@ def encode_event(
     """
     if event_type == "metric":
         metrics = _finite_metrics(payload)
-        event = {"seq": seq, "epoch": epoch, "ts": ts, "type": event_type, "run": run,
-                 "step": step, "metrics": metrics}
+        event = {
+            "seq": seq,
+            "epoch": epoch,
+            "ts": ts,
+            "type": event_type,
+            "run": run,
+            "step": step,
+            "metrics": metrics,
+        }
         try:
             return orjson.dumps(event)
         except orjson.JSONEncodeError:
@@ -149,8 +154,7 @@ def encode_event(
             event["metrics"] = {k: float(v) if type(v) is int else v for k, v in metrics.items()}
             return orjson.dumps(event)
     return orjson.dumps(
-        {"seq": seq, "epoch": epoch, "ts": ts, "type": event_type, "run": run,
-         "step": step, "data": payload}
+        {"seq": seq, "epoch": epoch, "ts": ts, "type": event_type, "run": run, "step": step, "data": payload}
     )
 
 

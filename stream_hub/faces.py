@@ -64,21 +64,37 @@ class Faces:
         await self.ws.start(sockets["ws"])
 
     def _config(self, name: str) -> uvicorn.Config:
-        app = create_sse_app(self.server) if name == "sse" else create_rest_app(
-            self.server, restart=self._restart, training_status=self._training_status,
-            metrics_text=self._metrics_text)
+        app = (
+            create_sse_app(self.server)
+            if name == "sse"
+            else create_rest_app(
+                self.server,
+                restart=self._restart,
+                training_status=self._training_status,
+                metrics_text=self._metrics_text,
+            )
+        )
         config = self._configs[name] = uvicorn.Config(
-            app, http=make_protocol_class(self.server.config.handshake_timeout),
-            lifespan="off", log_config=None, access_log=False, server_header=False,
-            date_header=False, timeout_keep_alive=5, ws="none",
+            app,
+            http=make_protocol_class(self.server.config.handshake_timeout),
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            date_header=False,
+            timeout_keep_alive=5,
+            ws="none",
         )
         config.load()
         return config
 
     def broken(self) -> list[str]:
         """The faces whose listener no longer serves."""
-        out = [name for name, uv in self.uvicorn.items()
-               if not all(srv.is_serving() for srv in getattr(uv, "servers", []))]
+        out = [
+            name
+            for name, uv in self.uvicorn.items()
+            if not all(srv.is_serving() for srv in getattr(uv, "servers", []))
+        ]
         if self.ws.ws_server is not None and not self.ws.ws_server.is_serving():
             out.append("ws")
         return out
@@ -102,8 +118,7 @@ class Faces:
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
             if pending:
-                logger.warning("%d stream(s) did not end within %.1f s; aborting them",
-                               len(pending), timeout)
+                logger.warning("%d stream(s) did not end within %.1f s; aborting them", len(pending), timeout)
                 self._abort_connections()
                 _, pending = await asyncio.wait(pending, timeout=0.5)
                 for task in pending:

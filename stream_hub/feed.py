@@ -44,8 +44,9 @@ class Feed:
         lateness: moving average of how late the loop ran when woken (s).
     """
 
-    def __init__(self, hub: Hub, loop: asyncio.AbstractEventLoop, busy_interval: float = 0.25,
-                 heartbeat: float = 15.0) -> None:
+    def __init__(
+        self, hub: Hub, loop: asyncio.AbstractEventLoop, busy_interval: float = 0.25, heartbeat: float = 15.0
+    ) -> None:
         self.hub = hub
         self.loop = loop
         self.busy_interval = busy_interval

@@ -192,8 +192,9 @@ class Hub:
         validate_type(event_type)
         return self.submit(event_type, validate_run(run), validate_step(step), data)
 
-    def submit(self, event_type: str, run: str | None, step: int | None, payload: Any,
-               ts: float | None = None) -> int:
+    def submit(
+        self, event_type: str, run: str | None, step: int | None, payload: Any, ts: float | None = None
+    ) -> int:
         """Number an already validated event and queue it for commit.
 
         The one seam every source of events goes through.
@@ -230,7 +231,7 @@ class Hub:
         if len(pending) > 4 * self._pending_limit:
             # Cut back to twice the limit, so the cut happens rarely.
             excess = (len(pending) - 2 * self._pending_limit) // FIELDS
-            del pending[:excess * FIELDS]
+            del pending[: excess * FIELDS]
             self.counters.shed += excess
 
     def _wake_now(self) -> None:
@@ -355,7 +356,8 @@ class Hub:
             lost = oldest - 1 - pos
             self.counters.dropped += lost
             prefix += self._gap_frame(
-                cursor, oldest - 1,
+                cursor,
+                oldest - 1,
                 {"lost": lost, "from": pos + 1, "to": oldest - 1, "reason": "behind"},
             )
             frames += 1
@@ -416,10 +418,13 @@ class Hub:
         oldest = self.oldest
         if cursor.pos < oldest - 1 and self.head > 0:
             lost = oldest - 1 - cursor.pos
-            out.append(self._gap_frame(
-                cursor, oldest - 1,
-                {"lost": lost, "from": cursor.pos + 1, "to": oldest - 1, "reason": "history"},
-            ))
+            out.append(
+                self._gap_frame(
+                    cursor,
+                    oldest - 1,
+                    {"lost": lost, "from": cursor.pos + 1, "to": oldest - 1, "reason": "history"},
+                )
+            )
             cursor.pos = oldest - 1
         head = self.head
         start = cursor.pos
@@ -428,4 +433,4 @@ class Hub:
         if len(out) + len(selected) <= limit:
             return out + selected, False
         # Cut at ``limit`` events; ``more`` says there is more after them.
-        return out + selected[:limit - len(out)], True
+        return out + selected[: limit - len(out)], True

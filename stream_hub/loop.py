@@ -37,8 +37,9 @@ class LoopThread:
     thread and closes the loop.
     """
 
-    def __init__(self, name: str = "stream-hub-loop",
-                 on_crash: Callable[[BaseException], None] | None = None) -> None:
+    def __init__(
+        self, name: str = "stream-hub-loop", on_crash: Callable[[BaseException], None] | None = None
+    ) -> None:
         self.name = name
         self.on_crash = on_crash
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -54,8 +55,13 @@ class LoopThread:
         still cleans up: nothing may be scheduled on that loop any more.
         """
         loop = self.loop
-        return (self._crash is None and self.thread is not None and self.thread.is_alive()
-                and loop is not None and not loop.is_closed())
+        return (
+            self._crash is None
+            and self.thread is not None
+            and self.thread.is_alive()
+            and loop is not None
+            and not loop.is_closed()
+        )
 
     def in_loop_thread(self) -> bool:
         return self.thread is not None and threading.current_thread() is self.thread
@@ -163,8 +169,11 @@ class LoopThread:
             gathered = asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.wait([gathered], timeout=timeout)
             if not gathered.done():
-                logger.warning("%d task(s) still running %s s after being cancelled",
-                               sum(not t.done() for t in tasks), timeout)
+                logger.warning(
+                    "%d task(s) still running %s s after being cancelled",
+                    sum(not t.done() for t in tasks),
+                    timeout,
+                )
                 return
             for task, result in zip(tasks, gathered.result()):
                 if isinstance(result, Exception) and not isinstance(result, asyncio.CancelledError):

@@ -60,8 +60,9 @@ class Lease:
     def __enter__(self) -> TrainingStreamServer:
         return self.server
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.release()
 
 
@@ -99,8 +100,9 @@ class StreamServerManager:
 
     # -- references ---------------------------------------------------------------
 
-    def get_server(self, training_system: Any = None,
-                   config: StreamConfig | None = None) -> TrainingStreamServer:
+    def get_server(
+        self, training_system: Any = None, config: StreamConfig | None = None
+    ) -> TrainingStreamServer:
         """Add a reference; start the server if it is not running.
 
         Raises:
@@ -187,8 +189,10 @@ class StreamServerManager:
         with self._lock:
             server = self._server
             if server is None or (self._refs == 0 and not server.running):
-                raise StreamHubError("no stream server to restart: none is running and no "
-                                     "reference is held; call get_stream_server() first")
+                raise StreamHubError(
+                    "no stream server to restart: none is running and no "
+                    "reference is held; call get_stream_server() first"
+                )
             logger.info("force restart requested (references: %d)", self._refs)
             server.restart()
             return server
@@ -200,11 +204,15 @@ class StreamServerManager:
                 return
             try:
                 server.restart()
-                logger.warning("stream server recovered from a fault (%s); restarts: %d",
-                               cause, server.restarts)
+                logger.warning(
+                    "stream server recovered from a fault (%s); restarts: %d", cause, server.restarts
+                )
             except Exception:
-                logger.exception("stream server could not recover from a fault (%s); the next "
-                                 "get_stream_server() or force_restart() retries", cause)
+                logger.exception(
+                    "stream server could not recover from a fault (%s); the next "
+                    "get_stream_server() or force_restart() retries",
+                    cause,
+                )
 
     def cleanup(self) -> None:
         """Stop the server whatever the count, set the count to zero and forget
@@ -223,11 +231,19 @@ class StreamServerManager:
         if server is not None:
             return server.status()
         return {
-            "running": False, "ref_count": self._refs, "pid": os.getpid(), "uptime_s": 0.0,
-            "ports": {}, "urls": {}, "epoch": None, "last_seq": 0,
-            "history": {"size": 0, "capacity": 0}, "clients": {"sse": 0, "ws": 0},
+            "running": False,
+            "ref_count": self._refs,
+            "pid": os.getpid(),
+            "uptime_s": 0.0,
+            "ports": {},
+            "urls": {},
+            "epoch": None,
+            "last_seq": 0,
+            "history": {"size": 0, "capacity": 0},
+            "clients": {"sse": 0, "ws": 0},
             "events": {"published": 0, "delivered": 0, "dropped": 0, "rejected": 0},
-            "loop_thread_alive": False, "restarts": 0,
+            "loop_thread_alive": False,
+            "restarts": 0,
         }
 
     def _status_extra(self) -> dict[str, Any]:
@@ -244,8 +260,9 @@ def get_stream_server_manager() -> StreamServerManager:
     return StreamServerManager()
 
 
-def get_stream_server(training_system: Any = None,
-                      config: StreamConfig | None = None) -> TrainingStreamServer:
+def get_stream_server(
+    training_system: Any = None, config: StreamConfig | None = None
+) -> TrainingStreamServer:
     """Add a reference to the shared server, starting it on the first."""
     return StreamServerManager().get_server(training_system, config)
 

@@ -61,8 +61,7 @@ class _ServerCollector(Collector):
         server = self.server
         hub = server.hub
         feed = server.feed
-        clients = GaugeMetricFamily("stream_hub_clients", "Connected stream clients",
-                                    labels=["transport"])
+        clients = GaugeMetricFamily("stream_hub_clients", "Connected stream clients", labels=["transport"])
         counts = feed.clients if feed is not None else {"sse": 0, "ws": 0}
         for transport, n in counts.items():
             clients.add_metric([transport], n)
@@ -75,20 +74,17 @@ class _ServerCollector(Collector):
             ("rejected", c.rejected, "Events that could not be encoded or ingested"),
         ):
             yield CounterMetricFamily(f"stream_hub_events_{name}", text, value=value)
-        yield GaugeMetricFamily("stream_hub_history_events", "Events kept in history",
-                                value=hub.size)
-        yield GaugeMetricFamily("stream_hub_history_capacity", "History capacity",
-                                value=hub.capacity)
+        yield GaugeMetricFamily("stream_hub_history_events", "Events kept in history", value=hub.size)
+        yield GaugeMetricFamily("stream_hub_history_capacity", "History capacity", value=hub.capacity)
         yield GaugeMetricFamily("stream_hub_last_seq", "Seq of the newest event", value=hub.head)
-        yield GaugeMetricFamily("stream_hub_running", "1 while serving",
-                                value=1 if server.running else 0)
-        yield CounterMetricFamily("stream_hub_restarts", "Restarts of the server",
-                                  value=server.restarts)
+        yield GaugeMetricFamily("stream_hub_running", "1 while serving", value=1 if server.running else 0)
+        yield CounterMetricFamily("stream_hub_restarts", "Restarts of the server", value=server.restarts)
         h = server.latency
         yield HistogramMetricFamily(
             "stream_hub_publish_to_write_seconds",
             "Time from publish to the write of the event to a client",
-            buckets=h.buckets(), sum_value=h.sum,
+            buckets=h.buckets(),
+            sum_value=h.sum,
         )
 
 

@@ -133,13 +133,16 @@ class PortManager:
             return PortStatus(port, True)
         return PortStatus(port, True, pid, describe_process(pid), looks_like_stream_hub(pid))
 
-    def ensure(
-        self, port: int, *, transport: str | None = None, exclude: Collection[int] = ()
-    ) -> int:
+    def ensure(self, port: int, *, transport: str | None = None, exclude: Collection[int] = ()) -> int:
         """:func:`ensure_port_available` with this manager's settings."""
         return ensure_port_available(
-            port, self.host, self.policy, self.environment,
-            transport=transport, exclude=exclude, timeout=self.timeout,
+            port,
+            self.host,
+            self.policy,
+            self.environment,
+            transport=transport,
+            exclude=exclude,
+            timeout=self.timeout,
         )
 
     def resolve(self, ports: Mapping[str, int]) -> dict[str, int]:
@@ -205,15 +208,17 @@ def ports_report(config: StreamConfig) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for name, port in _config_ports(config):
         status = manager.check(port)
-        rows.append({
-            "name": name,
-            "host": config.host,
-            "port": port,
-            "free": not status.in_use,
-            "pid": status.pid,
-            "process": status.process,
-            "looks_like_stream_hub": status.is_stream_hub,
-        })
+        rows.append(
+            {
+                "name": name,
+                "host": config.host,
+                "port": port,
+                "free": not status.in_use,
+                "pid": status.pid,
+                "process": status.process,
+                "looks_like_stream_hub": status.is_stream_hub,
+            }
+        )
     return rows
 
 
@@ -231,14 +236,16 @@ def format_ports_report(rows: Iterable[Mapping[str, Any]]) -> str:
         else:
             state = "free" if row["free"] else "in use"
         pid = row.get("pid")
-        table.append((
-            str(row["name"]),
-            f"{_url_host(str(row.get('host', '')))}:{port}",
-            state,
-            "-" if pid is None else str(pid),
-            ("yes" if row.get("looks_like_stream_hub") else "no") if pid is not None else "-",
-            str(row.get("process") or ("-" if row["free"] else "unknown")),
-        ))
+        table.append(
+            (
+                str(row["name"]),
+                f"{_url_host(str(row.get('host', '')))}:{port}",
+                state,
+                "-" if pid is None else str(pid),
+                ("yes" if row.get("looks_like_stream_hub") else "no") if pid is not None else "-",
+                str(row.get("process") or ("-" if row["free"] else "unknown")),
+            )
+        )
     # Pad every column but the last, so long command lines do not widen the table.
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
     lines = []

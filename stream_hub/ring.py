@@ -69,8 +69,7 @@ class Ring:
         """Publish time of a committed event still in the ring."""
         return self._ts[seq % self.capacity]
 
-    def store(self, batch: list[Any], count: int, observe: Observe,
-              known: dict[str, Any]) -> None:
+    def store(self, batch: list[Any], count: int, observe: Observe, known: dict[str, Any]) -> None:
         """Store a flat batch of ``count`` events, newest last; feed ``observe``.
 
         ``known`` maps the runs the summaries already know.
@@ -88,11 +87,16 @@ class Ring:
             overflow = count - cap
             # Field columns of the newest ``cap`` events, copied with slice
             # assignments (two per column: the ring may wrap).
-            columns = [batch[overflow * FIELDS + f::FIELDS] for f in range(FIELDS)]
+            columns = [batch[overflow * FIELDS + f :: FIELDS] for f in range(FIELDS)]
             start = columns[0][0] % cap
             head_part = cap - start
-            for ring, column in ((tss, columns[1]), (types_, columns[2]), (runs_, columns[3]),
-                                 (steps, columns[4]), (payloads, columns[5])):
+            for ring, column in (
+                (tss, columns[1]),
+                (types_, columns[2]),
+                (runs_, columns[3]),
+                (steps, columns[4]),
+                (payloads, columns[5]),
+            ):
                 ring[start:] = column[:head_part]
                 ring[:start] = column[head_part:]
             all_runs = batch[3::FIELDS]
@@ -101,7 +105,7 @@ class Ring:
             for run in set(all_runs) - known.keys():
                 picks.add(all_runs.index(run))
             for k in sorted(picks):
-                seq, ts, event_type, run, step, payload = batch[k * FIELDS:(k + 1) * FIELDS]
+                seq, ts, event_type, run, step, payload = batch[k * FIELDS : (k + 1) * FIELDS]
                 observe(seq, ts, run, step, payload if event_type == "metric" else None)
         else:
             it = iter(batch)
@@ -135,14 +139,19 @@ class Ring:
                 body = encode_event(seq, epoch, tss[i], event_type, run, step, payloads[i])
             except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
                 self.counters.rejected += 1
-                logger.warning("event %d (%s) dropped: cannot encode it as JSON: %s",
-                               seq, event_type, exc)
+                logger.warning("event %d (%s) dropped: cannot encode it as JSON: %s", seq, event_type, exc)
                 # Keep the sequence contiguous: the slot explains the hole.
                 event_type = types_[i] = "gap"
                 runs_[i] = None
-                body = encode_event(seq, epoch, tss[i], "gap", None, step,
-                                    {"lost": 1, "from": seq, "to": seq, "reason": "rejected",
-                                     "error": str(exc)[:200]})
+                body = encode_event(
+                    seq,
+                    epoch,
+                    tss[i],
+                    "gap",
+                    None,
+                    step,
+                    {"lost": 1, "from": seq, "to": seq, "reason": "rejected", "error": str(exc)[:200]},
+                )
             js[i] = body
             sse[i] = sse_frame(seq, event_type, body)
             ws[i] = ws_text_frame(body)
@@ -158,16 +167,15 @@ class Ring:
             cap = self.capacity
             a, b = (pos + 1) % cap, end % cap
             if a <= b:
-                chunk = b"".join(ring[a:b + 1])
+                chunk = b"".join(ring[a : b + 1])
             else:
-                chunk = b"".join(ring[a:]) + b"".join(ring[:b + 1])
+                chunk = b"".join(ring[a:]) + b"".join(ring[: b + 1])
             if len(self._chunk_cache) > 64:
                 self._chunk_cache.clear()
             self._chunk_cache[key] = chunk
         return chunk
 
-    def select(self, fmt: int, pos: int, end: int,
-               wants: Callable[[str | None, str], bool]) -> list[bytes]:
+    def select(self, fmt: int, pos: int, end: int, wants: Callable[[str | None, str], bool]) -> list[bytes]:
         """The frames of seqs pos+1..end that ``wants(run, type)`` accepts."""
         ring, runs_, types_, cap = self._formats[fmt], self.runs, self.types, self.capacity
         return [ring[s % cap] for s in range(pos + 1, end + 1) if wants(runs_[s % cap], types_[s % cap])]

@@ -48,8 +48,18 @@ class Series:
     every snapshot).
     """
 
-    __slots__ = ("count", "max_points", "maxs", "mins", "points", "raw_steps", "raw_values",
-                 "steps", "values", "width")
+    __slots__ = (
+        "count",
+        "max_points",
+        "maxs",
+        "mins",
+        "points",
+        "raw_steps",
+        "raw_values",
+        "steps",
+        "values",
+        "width",
+    )
 
     def __init__(self, max_points: int) -> None:
         self.max_points = max_points
@@ -94,7 +104,7 @@ class Series:
             self.maxs += [r[1] for r in ranges]
         else:
             for i in range(start, len(values), w):
-                chunk = values[i:i + w]
+                chunk = values[i : i + w]
                 low, high = _finite_range(chunk)
                 self.steps.append(steps[i])
                 self.values.append(chunk[-1])
@@ -125,10 +135,9 @@ class Series:
             k = math.ceil(len(steps) / max_points)
             steps = steps[::k]
             values = [values[min(i + k, len(values)) - 1] for i in range(0, len(values), k)]
-            mins = [_reduce(mins[i:i + k], min) for i in range(0, len(mins), k)]
-            maxs = [_reduce(maxs[i:i + k], max) for i in range(0, len(maxs), k)]
-        return {"steps": list(steps), "values": list(values), "mins": list(mins),
-                "maxs": list(maxs)}
+            mins = [_reduce(mins[i : i + k], min) for i in range(0, len(mins), k)]
+            maxs = [_reduce(maxs[i : i + k], max) for i in range(0, len(maxs), k)]
+        return {"steps": list(steps), "values": list(values), "mins": list(mins), "maxs": list(maxs)}
 
     @property
     def seen(self) -> int:
@@ -182,8 +191,9 @@ class RunIndex:
         self.max_metrics = max_metrics
         self.runs: dict[str, RunSummary] = {}
 
-    def observe(self, seq: int, ts: float, run: str | None, step: int | None,
-                metrics: dict[str, Any] | None) -> None:
+    def observe(
+        self, seq: int, ts: float, run: str | None, step: int | None, metrics: dict[str, Any] | None
+    ) -> None:
         """Record one committed event (``metrics`` is None for non-metric events)."""
         if run is None:
             return

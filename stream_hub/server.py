@@ -92,8 +92,9 @@ class TrainingStreamServer:
         """
         return self.hub.log(metrics, step, run)
 
-    def publish(self, event_type: str, data: Any = None, run: str | None = None,
-                step: int | None = None) -> int:
+    def publish(
+        self, event_type: str, data: Any = None, run: str | None = None, step: int | None = None
+    ) -> int:
         """Publish any JSON-able event of ``event_type`` and return its seq."""
         return self.hub.publish(event_type, data, run, step)
 
@@ -169,25 +170,36 @@ class TrainingStreamServer:
             if self._running:
                 return
             wanted = self._ports or {
-                "sse": self.config.sse_port, "ws": self.config.ws_port, "rest": self.config.rest_port
+                "sse": self.config.sse_port,
+                "ws": self.config.ws_port,
+                "rest": self.config.rest_port,
             }
             self._warn_if_exposed()
             resolved = self._resolve_ports(wanted)
             self._bind_sockets(resolved)
             try:
                 loop = self._loop.start()
-                self._feed = Feed(self.hub, loop, self.config.busy_flush_interval,
-                                  self.config.heartbeat_interval)
+                self._feed = Feed(
+                    self.hub, loop, self.config.busy_flush_interval, self.config.heartbeat_interval
+                )
                 self._loop.run(self._startup(), timeout=30)
             except BaseException:
                 self._abort_start()
                 raise
             self._running = True
             self._started_at = time.monotonic()
-            self.hub.submit("status", None, None, {"state": "started", "ports": self.ports,
-                                                   "pid": os.getpid(), "restarts": self.restarts})
-            logger.info("stream_hub serving: SSE %s/events, WebSocket %s/, REST %s/",
-                        self.urls["sse"], self.urls["ws"], self.urls["rest"])
+            self.hub.submit(
+                "status",
+                None,
+                None,
+                {"state": "started", "ports": self.ports, "pid": os.getpid(), "restarts": self.restarts},
+            )
+            logger.info(
+                "stream_hub serving: SSE %s/events, WebSocket %s/, REST %s/",
+                self.urls["sse"],
+                self.urls["ws"],
+                self.urls["rest"],
+            )
 
     def _warn_if_exposed(self) -> None:
         """Binding beyond loopback without tokens lets anyone on the network in."""
@@ -200,11 +212,18 @@ class TrainingStreamServer:
             logger.warning(
                 "binding %s, which other machines can reach, without %s: anyone who can reach "
                 "it can read%s your training events. Set STREAM_HUB_READ_TOKEN and "
-                "STREAM_HUB_PUBLISH_TOKEN, or bind 127.0.0.1.", host,
-                " and ".join(n for n, v in (("read_token", self.config.read_token),
-                                             ("publish_token", self.config.publish_token))
-                             if v is None),
-                " and publish" if self.config.publish_token is None else "")
+                "STREAM_HUB_PUBLISH_TOKEN, or bind 127.0.0.1.",
+                host,
+                " and ".join(
+                    n
+                    for n, v in (
+                        ("read_token", self.config.read_token),
+                        ("publish_token", self.config.publish_token),
+                    )
+                    if v is None
+                ),
+                " and publish" if self.config.publish_token is None else "",
+            )
 
     def _resolve_ports(self, wanted: dict[str, int]) -> dict[str, int]:
         """Apply the port-conflict policy to all three ports before binding any."""
@@ -258,8 +277,9 @@ class TrainingStreamServer:
         self.last_fault = cause
         handler = self.on_fault
         if handler is not None:
-            threading.Thread(target=handler, args=(self, cause), name="stream-hub-recover",
-                             daemon=True).start()
+            threading.Thread(
+                target=handler, args=(self, cause), name="stream-hub-recover", daemon=True
+            ).start()
 
     def _abort_start(self) -> None:
         """Undo a partial start: close listeners, stop the loop, free the ports."""
@@ -329,8 +349,12 @@ class TrainingStreamServer:
         self._verify_ports_released(ports)
         if not keep_ports:
             self._ports = {}
-        logger.info("stream_hub stopped (%s) in %.1f ms; ports %s verified free",
-                    reason, (time.monotonic() - started) * 1000, sorted(ports.values()))
+        logger.info(
+            "stream_hub stopped (%s) in %.1f ms; ports %s verified free",
+            reason,
+            (time.monotonic() - started) * 1000,
+            sorted(ports.values()),
+        )
 
     def _release_resources(self) -> None:
         """Detach the hub from the (stopped) loop and close our listening sockets."""
@@ -358,9 +382,7 @@ class TrainingStreamServer:
             try:
                 bind_port(self.config.host, port, name, listen=False).close()
             except PortInUseError as exc:
-                raise StreamHubError(
-                    f"{name} port {port} is still bound after stop: {exc}"
-                ) from exc
+                raise StreamHubError(f"{name} port {port} is still bound after stop: {exc}") from exc
 
     def _loop_crashed(self, exc: BaseException) -> None:
         # On the dying loop thread: it can no longer serve anything.

@@ -32,8 +32,13 @@ def bind_port(host: str, port: int, name: str, listen: bool = True) -> socket.so
         sock.close()
         if exc.errno in (errno.EADDRINUSE, errno.EACCES, getattr(errno, "WSAEADDRINUSE", -1)):
             pid = port_tools.get_process_using_port(port)
-            raise PortInUseError(port, pid, port_tools.describe_process(pid) if pid else None,
-                                 host=host, transport=name,
-                                 reason=None if exc.errno == errno.EADDRINUSE else str(exc)) from exc
+            raise PortInUseError(
+                port,
+                pid,
+                port_tools.describe_process(pid) if pid else None,
+                host=host,
+                transport=name,
+                reason=None if exc.errno == errno.EADDRINUSE else str(exc),
+            ) from exc
         raise
     return sock

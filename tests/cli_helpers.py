@@ -33,15 +33,16 @@ ZERO_PORTS = ["--sse-port", "0", "--ws-port", "0", "--rest-port", "0"]
 def cli_env(**changes: str | None) -> dict[str, str]:
     """The test process's environment without any ``STREAM_HUB_*``/``ENVIRONMENT``,
     plus safe defaults; ``changes`` set (or, with ``None``, remove) variables."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("STREAM_HUB_") and k != "ENVIRONMENT"}
-    env.update({
-        "STREAM_HUB_SSE_PORT": "0",
-        "STREAM_HUB_WS_PORT": "0",
-        "STREAM_HUB_REST_PORT": "0",
-        "STREAM_HUB_PORT_CONFLICT": "fail",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_HUB_") and k != "ENVIRONMENT"}
+    env.update(
+        {
+            "STREAM_HUB_SSE_PORT": "0",
+            "STREAM_HUB_WS_PORT": "0",
+            "STREAM_HUB_REST_PORT": "0",
+            "STREAM_HUB_PORT_CONFLICT": "fail",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     for key, value in changes.items():
         if value is None:
             env.pop(key, None)
@@ -50,11 +51,23 @@ def cli_env(**changes: str | None) -> dict[str, str]:
     return env
 
 
-def run(args: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 30.0,
-        prefix: Sequence[str] = CLI) -> subprocess.CompletedProcess[str]:
+def run(
+    args: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 30.0,
+    prefix: Sequence[str] = CLI,
+) -> subprocess.CompletedProcess[str]:
     """Run ``prefix + args`` to completion (bounded by ``timeout``), capturing text output."""
-    return subprocess.run([*prefix, *args], capture_output=True, text=True, cwd=REPO,
-                          env=env if env is not None else cli_env(), timeout=timeout, check=False)
+    return subprocess.run(
+        [*prefix, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env if env is not None else cli_env(),
+        timeout=timeout,
+        check=False,
+    )
 
 
 def free_port() -> int:
@@ -77,8 +90,7 @@ class Lines:
         for line in stream:
             self.lines.append(line.rstrip("\n"))
 
-    def wait(self, predicate: Callable[[list[str]], Any], timeout: float = 15.0,
-             what: str = "output") -> Any:
+    def wait(self, predicate: Callable[[list[str]], Any], timeout: float = 15.0, what: str = "output") -> Any:
         return wait_for(lambda: predicate(list(self.lines)), timeout, what)
 
     def first(self, timeout: float = 20.0) -> str:
@@ -150,8 +162,14 @@ class Served(Proc):
         return list(response.json()["seqs"])
 
     def port_args(self) -> list[str]:
-        return ["--sse-port", str(self.ports["sse"]), "--ws-port", str(self.ports["ws"]),
-                "--rest-port", str(self.ports["rest"])]
+        return [
+            "--sse-port",
+            str(self.ports["sse"]),
+            "--ws-port",
+            str(self.ports["ws"]),
+            "--rest-port",
+            str(self.ports["rest"]),
+        ]
 
 
 class Spawner:
@@ -160,18 +178,29 @@ class Spawner:
     def __init__(self) -> None:
         self.procs: list[Proc] = []
 
-    def start(self, args: Sequence[str], *, env: dict[str, str] | None = None,
-              prefix: Sequence[str] = CLI) -> Proc:
+    def start(
+        self, args: Sequence[str], *, env: dict[str, str] | None = None, prefix: Sequence[str] = CLI
+    ) -> Proc:
         popen = subprocess.Popen(
-            [*prefix, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            cwd=REPO, env=env if env is not None else cli_env(),
+            [*prefix, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env=env if env is not None else cli_env(),
         )
         proc = Proc(popen, Lines(popen.stdout), Lines(popen.stderr))
         self.procs.append(proc)
         return proc
 
-    def serve(self, *args: str, command: str = "serve", env: dict[str, str] | None = None,
-              prefix: Sequence[str] = CLI, ports: Sequence[str] = ZERO_PORTS) -> Served:
+    def serve(
+        self,
+        *args: str,
+        command: str = "serve",
+        env: dict[str, str] | None = None,
+        prefix: Sequence[str] = CLI,
+        ports: Sequence[str] = ZERO_PORTS,
+    ) -> Served:
         """``serve --json`` (or ``demo``) on ``ports``; returns once it printed its ports."""
         proc = self.start([command, *ports, "--json", *args], env=env, prefix=prefix)
         served = Served(proc.popen, proc.out, proc.err)
@@ -179,8 +208,9 @@ class Spawner:
         try:
             first = proc.out.first()
         except AssertionError:
-            raise AssertionError(f"{command} printed no ready line; exit code "
-                                 f"{proc.popen.poll()}; stderr:\n{proc.err.text}") from None
+            raise AssertionError(
+                f"{command} printed no ready line; exit code {proc.popen.poll()}; stderr:\n{proc.err.text}"
+            ) from None
         ready = json.loads(first)
         served.ports = {name: int(port) for name, port in ready["ports"].items()}
         assert ready["pid"] == proc.pid

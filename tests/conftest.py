@@ -18,8 +18,9 @@ REQUIRE_ALL = os.environ.get("STREAM_HUB_REQUIRE_ALL") == "1"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--torture-seconds", type=float, default=10.0,
-                     help="how long the torture test runs (default 10 s)")
+    parser.addoption(
+        "--torture-seconds", type=float, default=10.0, help="how long the torture test runs (default 10 s)"
+    )
 
 
 def need(condition: bool, what: str) -> None:
@@ -124,3 +125,6 @@ def clean_manager() -> Iterator[None]:
     manager.cleanup()
     yield
     manager.cleanup()
+
+
+from .test_ports import spawn  # noqa: E402, F401  (the holder-process fixture, shared)

@@ -86,8 +86,7 @@ def test_sse_parser_counts_across_any_split_and_chunking() -> None:
     for sep in ("\n", "\r\n"):
         body = _sse_body(sep, 50)
         chunked = b"".join(
-            b"%x\r\n%s\r\n" % (len(body[i : i + 37]), body[i : i + 37])
-            for i in range(0, len(body), 37)
+            b"%x\r\n%s\r\n" % (len(body[i : i + 37]), body[i : i + 37]) for i in range(0, len(body), 37)
         )
         for src, is_chunked in ((body, False), (chunked + b"0\r\n\r\n", True)):
             for step in (1, 5, 4096):

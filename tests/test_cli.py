@@ -32,8 +32,21 @@ from .cli_helpers import (
 )
 from .conftest import wait_for
 
-STATUS_KEYS = {"running", "ref_count", "pid", "uptime_s", "ports", "urls", "epoch", "last_seq",
-               "history", "clients", "events", "loop_thread_alive", "restarts"}
+STATUS_KEYS = {
+    "running",
+    "ref_count",
+    "pid",
+    "uptime_s",
+    "ports",
+    "urls",
+    "epoch",
+    "last_seq",
+    "history",
+    "clients",
+    "events",
+    "loop_thread_alive",
+    "restarts",
+}
 SUBCOMMANDS = ("serve", "demo", "status", "restart", "tail", "ports")
 
 
@@ -85,13 +98,15 @@ def test_serve_sigint_via_console_script(spawn: Spawner) -> None:
     """The installed ``stream-hub`` script, human-readable output, Ctrl-C."""
     exe = shutil.which("stream-hub")
     assert exe is not None, "the stream-hub console script is not on PATH (pip install -e .)"
-    proc = spawn.start(["serve", "--sse-port", "0", "--ws-port", "0", "--rest-port", "0"],
-                       prefix=[exe])
-    lines = proc.out.wait(lambda ls: ls if any(x.startswith("Press Ctrl-C") for x in ls) else None,
-                          20, "the ready banner")
+    proc = spawn.start(["serve", "--sse-port", "0", "--ws-port", "0", "--rest-port", "0"], prefix=[exe])
+    lines = proc.out.wait(
+        lambda ls: ls if any(x.startswith("Press Ctrl-C") for x in ls) else None, 20, "the ready banner"
+    )
     urls = {line.split()[0]: line.split()[1] for line in lines[1:5]}
-    ports = {name: int(urls[label].rstrip("/").split("/")[2].rsplit(":", 1)[1])
-             for name, label in (("sse", "SSE"), ("ws", "WebSocket"), ("rest", "dashboard"))}
+    ports = {
+        name: int(urls[label].rstrip("/").split("/")[2].rsplit(":", 1)[1])
+        for name, label in (("sse", "SSE"), ("ws", "WebSocket"), ("rest", "dashboard"))
+    }
     assert lines[0].startswith("stream_hub running (pid ")
     assert all(is_port_in_use(p) for p in ports.values())
     proc.signal(signal.SIGINT)
@@ -102,8 +117,7 @@ def test_serve_sigint_via_console_script(spawn: Spawner) -> None:
 
 def test_serve_refuses_a_busy_port_with_a_clear_message(hub: Served) -> None:
     # port_conflict "fail" (from the test environment): nothing is killed.
-    result = run(["serve", "--sse-port", str(hub.ports["sse"]), "--ws-port", "0",
-                  "--rest-port", "0"])
+    result = run(["serve", "--sse-port", str(hub.ports["sse"]), "--ws-port", "0", "--rest-port", "0"])
     assert result.returncode == 1
     assert f"port {hub.ports['sse']}" in result.stderr and str(hub.pid) in result.stderr
     assert "What to do" in result.stderr
@@ -116,14 +130,14 @@ def test_serve_refuses_a_busy_port_with_a_clear_message(hub: Served) -> None:
 def test_demo_publishes_events_then_exits_0(spawn: Spawner) -> None:
     demo = spawn.serve("--duration", "2", "--runs", "2", "--interval", "0.01", command="demo")
     # What `stream-hub status` shows, polled while the demo runs.
-    status = wait_for(lambda: (s := demo.status()) and s["events"]["published"] >= 20 and s,
-                      10, "demo events")
+    status = wait_for(
+        lambda: (s := demo.status()) and s["events"]["published"] >= 20 and s, 10, "demo events"
+    )
     assert status["running"] and status["ref_count"] >= 1
     runs = httpx.get(demo.rest + "/api/runs", timeout=5).json()
     assert {"exp1", "exp2"} <= {run["run"] for run in runs["runs"]}, runs
     latest = httpx.get(demo.rest + "/api/metrics/latest", params={"run": "exp1"}, timeout=5).json()
-    assert {"loss", "accuracy", "learning_rate", "grad_norm", "samples_per_s"} <= set(
-        latest["metrics"])
+    assert {"loss", "accuracy", "learning_rate", "grad_norm", "samples_per_s"} <= set(latest["metrics"])
     assert demo.wait() == 0, demo.err.text
     assert all_free(demo.ports)
     assert "verified free" in demo.err.text
@@ -207,13 +221,18 @@ def test_tail_count_and_run_filter(hub: Served, spawn: Spawner) -> None:
     sse = ["--sse-port", str(hub.ports["sse"])]
     everything = spawn.start(["tail", *sse, "--count", "5", "--json"])
     # The SSE port from the environment this time.
-    only_b = spawn.start(["tail", "--run", "b", "--count", "3", "--json"],
-                         env=cli_env(STREAM_HUB_SSE_PORT=str(hub.ports["sse"])))
+    only_b = spawn.start(
+        ["tail", "--run", "b", "--count", "3", "--json"],
+        env=cli_env(STREAM_HUB_SSE_PORT=str(hub.ports["sse"])),
+    )
     wait_for(lambda: (s := hub.status()) and s["clients"]["sse"] == 2, 15, "both tails connected")
-    seqs = hub.publish([
-        {"type": "metric", "run": run_, "step": step, "metrics": {"loss": 1.0 / (step + 1)}}
-        for step in range(3) for run_ in ("a", "b")
-    ])
+    seqs = hub.publish(
+        [
+            {"type": "metric", "run": run_, "step": step, "metrics": {"loss": 1.0 / (step + 1)}}
+            for step in range(3)
+            for run_ in ("a", "b")
+        ]
+    )
     assert everything.wait() == 0, everything.err.text
     assert only_b.wait() == 0, only_b.err.text
     got = json_lines(everything.out.lines)
@@ -226,10 +245,13 @@ def test_tail_count_and_run_filter(hub: Served, spawn: Spawner) -> None:
 
 def test_tail_text_format(hub: Served) -> None:
     since = wait_for(hub.status)["last_seq"]
-    hub.publish([{"type": "metric", "run": "fmt", "step": 7, "metrics": {"loss": 0.125}},
-                 {"type": "log", "run": "fmt", "data": {"text": "hello"}}])
-    result = run(["tail", "--sse-port", str(hub.ports["sse"]), "--since", str(since),
-                  "--count", "2"])
+    hub.publish(
+        [
+            {"type": "metric", "run": "fmt", "step": 7, "metrics": {"loss": 0.125}},
+            {"type": "log", "run": "fmt", "data": {"text": "hello"}},
+        ]
+    )
+    result = run(["tail", "--sse-port", str(hub.ports["sse"]), "--since", str(since), "--count", "2"])
     assert result.returncode == 0, result.stderr
     first, second = result.stdout.splitlines()
     assert "metric" in first and "fmt" in first and "step 7" in first and "loss=0.125" in first
@@ -238,13 +260,11 @@ def test_tail_text_format(hub: Served) -> None:
 
 def test_tail_resumes_after_the_server_restarts(spawn: Spawner) -> None:
     served = spawn.serve("--token", "s3cret")
-    tail = spawn.start(["tail", "--sse-port", str(served.ports["sse"]), "--type", "metric",
-                        "--json"])
+    tail = spawn.start(["tail", "--sse-port", str(served.ports["sse"]), "--type", "metric", "--json"])
     wait_for(lambda: (s := served.status()) and s["clients"]["sse"] == 1, 15, "tail connected")
 
     def metrics(steps: range) -> list[dict[str, Any]]:
-        return [{"type": "metric", "run": "r", "step": s, "metrics": {"loss": float(s)}}
-                for s in steps]
+        return [{"type": "metric", "run": "r", "step": s, "metrics": {"loss": float(s)}} for s in steps]
 
     served.publish(metrics(range(0, 3)))
     tail.out.wait(lambda ls: metric_steps(ls) == [0, 1, 2], 10, "steps 0-2")
@@ -263,8 +283,9 @@ def test_tail_resumes_after_the_server_restarts(spawn: Spawner) -> None:
     served.signal(signal.SIGTERM)
     assert served.wait() == 0, served.err.text
     again = spawn.serve("--token", "s3cret", ports=served.port_args())
-    seqs = again.publish(metrics(range(6, 9))
-                         + [{"type": "log", "run": "r", "data": {"i": i}} for i in range(20)])
+    seqs = again.publish(
+        metrics(range(6, 9)) + [{"type": "log", "run": "r", "data": {"i": i}} for i in range(20)]
+    )
     assert seqs[2] < last_seen < seqs[-1]
     tail.out.wait(lambda ls: metric_steps(ls) == list(range(9)), 20, "steps 0-8 after a new process")
 
@@ -282,8 +303,7 @@ def test_tail_resumes_after_the_server_restarts(spawn: Spawner) -> None:
 def holder(spawn: Spawner) -> tuple[subprocess.Popen[str], int]:
     """A ``python -m http.server`` holding a free port."""
     port = free_port()
-    proc = spawn.start(["-m", "http.server", str(port), "--bind", "127.0.0.1"],
-                       prefix=[sys.executable])
+    proc = spawn.start(["-m", "http.server", str(port), "--bind", "127.0.0.1"], prefix=[sys.executable])
     wait_for(lambda: is_port_in_use(port) or proc.popen.poll() is not None, 15, "http.server")
     assert proc.popen.poll() is None, proc.err.text
     return proc.popen, port
@@ -291,8 +311,7 @@ def holder(spawn: Spawner) -> tuple[subprocess.Popen[str], int]:
 
 def test_ports_table_and_json(holder: tuple[subprocess.Popen[str], int], hub: Served) -> None:
     proc, port = holder
-    flags = ["--sse-port", str(port), "--ws-port", str(free_port()),
-             "--rest-port", str(hub.ports["rest"])]
+    flags = ["--sse-port", str(port), "--ws-port", str(free_port()), "--rest-port", str(hub.ports["rest"])]
     table = run(["ports", *flags])
     assert table.returncode == 0, table.stderr
     header, *rows = table.stdout.splitlines()
@@ -317,8 +336,7 @@ def test_ports_free_refused_in_production_then_frees_in_development(
     holder: tuple[subprocess.Popen[str], int],
 ) -> None:
     proc, port = holder
-    flags = ["--sse-port", str(port), "--ws-port", str(free_port()),
-             "--rest-port", str(free_port())]
+    flags = ["--sse-port", str(port), "--ws-port", str(free_port()), "--rest-port", str(free_port())]
     refused = run(["ports", *flags, "--free"], env=cli_env(ENVIRONMENT="production"))
     assert refused.returncode != 0
     assert "production" in refused.stderr and str(proc.pid) in refused.stderr
@@ -337,9 +355,17 @@ def test_ports_free_refused_in_production_then_frees_in_development(
 
 def test_help_for_every_subcommand() -> None:
     commands = [[], *([name] for name in SUBCOMMANDS)]
-    procs = [subprocess.Popen([*CLI, *command, "--help"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, cwd=REPO, env=cli_env())
-             for command in commands]
+    procs = [
+        subprocess.Popen(
+            [*CLI, *command, "--help"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env=cli_env(),
+        )
+        for command in commands
+    ]
     for command, proc in zip(commands, procs, strict=True):
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err

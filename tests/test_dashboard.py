@@ -262,9 +262,12 @@ def test_late_joiner_sees_the_whole_curve(page: Any, tmp_path: Path) -> None:
         wait_connected(page)
         # The last events may reach the page live (SSE) rather than in the
         # REST snapshot: wait for every run's last step.
-        wait_for(page, "!d.loading && ['exp1', 'exp2', 'baseline'].every("
-                       "(r) => d.series[r] && d.series[r].loss && d.series[r].loss.maxStep >= 4999)"
-                       " && d.charts.loss.draws > 0")
+        wait_for(
+            page,
+            "!d.loading && ['exp1', 'exp2', 'baseline'].every("
+            "(r) => d.series[r] && d.series[r].loss && d.series[r].loss.maxStep >= 4999)"
+            " && d.charts.loss.draws > 0",
+        )
         d = debug(page)
         for run in runs:
             for metric in ("loss", "acc", "lr", "throughput"):

@@ -26,9 +26,9 @@ METRICS = {"loss", "accuracy", "learning_rate", "grad_norm", "samples_per_s"}
 
 
 def history(base: str, run: str, types: str) -> list[dict[str, Any]]:
-    response = httpx.get(base + "/api/history",
-                         params={"run": run, "types": types, "since": 0, "limit": 10_000},
-                         timeout=10)
+    response = httpx.get(
+        base + "/api/history", params={"run": run, "types": types, "since": 0, "limit": 10_000}, timeout=10
+    )
     assert response.status_code == 200, response.text
     return list(response.json()["events"])
 
@@ -109,13 +109,15 @@ def test_demo_threads_stop_when_asked() -> None:
 
 
 def test_demo_training_script_runs_and_stops_the_server() -> None:
-    result = run(["scripts/demo_training.py", "--runs", "2", "--steps", "50", "--interval", "0.001"],
-                 prefix=PYTHON, timeout=60)
+    result = run(
+        ["scripts/demo_training.py", "--runs", "2", "--steps", "50", "--interval", "0.001"],
+        prefix=PYTHON,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert "dashboard: http://127.0.0.1:" in result.stdout
     assert result.stdout.rstrip().endswith("the server stopped with the last release")
-    stopped = re.search(r"stream_hub stopped \(stop\) .*; ports \[([\d, ]+)\] verified free",
-                        result.stderr)
+    stopped = re.search(r"stream_hub stopped \(stop\) .*; ports \[([\d, ]+)\] verified free", result.stderr)
     assert stopped, result.stderr
     ports = [int(p) for p in stopped.group(1).split(",")]
     assert len(ports) == 3 and not any(is_port_in_use(p) for p in ports)
@@ -136,8 +138,9 @@ def test_stream_status_script(hub: Served) -> None:
     as_json = run(["scripts/stream_status.py", *rest, "--json"], prefix=PYTHON)
     assert as_json.returncode == 0
     assert '"running": true' in as_json.stdout
-    by_env = run(["scripts/stream_status.py"], prefix=PYTHON,
-                 env=cli_env(STREAM_HUB_REST_PORT=str(hub.ports["rest"])))
+    by_env = run(
+        ["scripts/stream_status.py"], prefix=PYTHON, env=cli_env(STREAM_HUB_REST_PORT=str(hub.ports["rest"]))
+    )
     assert by_env.returncode == 0, by_env.stderr
     nobody = run(["scripts/stream_status.py", "--rest-port", str(free_port())], prefix=PYTHON)
     assert nobody.returncode == 2 and "no hub answers" in nobody.stderr
@@ -148,12 +151,12 @@ def test_force_restart_script(hub: Served) -> None:
     restarts = wait_for(hub.status)["restarts"]
     wrong = run(["scripts/force_restart.py", *rest, "--token", "wrong"], prefix=PYTHON)
     assert wrong.returncode == 1 and "401" in wrong.stderr
-    right = run(["scripts/force_restart.py", *rest],
-                prefix=PYTHON, env=cli_env(STREAM_HUB_ADMIN_TOKEN="s3cret"))
+    right = run(
+        ["scripts/force_restart.py", *rest], prefix=PYTHON, env=cli_env(STREAM_HUB_ADMIN_TOKEN="s3cret")
+    )
     assert right.returncode == 0, right.stderr
     wait_for(lambda: (s := hub.status()) and s["restarts"] == restarts + 1, 10, "the restart")
-    nobody = run(["scripts/force_restart.py", "--rest-port", str(free_port()), "--token", "x"],
-                 prefix=PYTHON)
+    nobody = run(["scripts/force_restart.py", "--rest-port", str(free_port()), "--token", "x"], prefix=PYTHON)
     assert nobody.returncode == 2
 
 

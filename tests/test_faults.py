@@ -102,7 +102,8 @@ def managed() -> Iterator[TrainingStreamServer]:
 
 @pytest.mark.parametrize("slow_exit", [False, True], ids=["prompt-exit", "slow-exit"])
 def test_dead_loop_thread_is_noticed_logged_and_restarted_in_place(
-        managed: TrainingStreamServer, caplog: pytest.LogCaptureFixture, slow_exit: bool) -> None:
+    managed: TrainingStreamServer, caplog: pytest.LogCaptureFixture, slow_exit: bool
+) -> None:
     """slow-exit: the dying thread lingers after reporting the crash (as when
     it finalizes many pending tasks), so the recovery runs while it is alive."""
     server = managed
@@ -121,8 +122,7 @@ def test_dead_loop_thread_is_noticed_logged_and_restarted_in_place(
     proc = psutil.Process()
     fds_serving = proc.num_fds()
     before = [server.log({"x": i}, step=i, run="before") for i in range(10)]
-    sse = SSEStream(f"{server.urls['sse']}/events", headers={"Last-Event-ID": "0"},
-                    read_timeout=5)
+    sse = SSEStream(f"{server.urls['sse']}/events", headers={"Last-Event-ID": "0"}, read_timeout=5)
     with contextlib.ExitStack() as stack:
         stack.callback(sse.close)
         ws = stack.enter_context(ws_open(server, since=0))
@@ -145,8 +145,11 @@ def test_dead_loop_thread_is_noticed_logged_and_restarted_in_place(
         thread.start()
         crash_loop(server)
         wait_for(lambda: server.faults == 1, timeout=DETECT_WITHIN, what="the fault noticed")
-        wait_for(lambda: server.running and manager.status()["restarts"] == 1, timeout=10,
-                 what="the restart in place")
+        wait_for(
+            lambda: server.running and manager.status()["restarts"] == 1,
+            timeout=10,
+            what="the restart in place",
+        )
         thread.join(30)
         assert not errors, errors
         assert manager.server is server
@@ -179,8 +182,11 @@ def test_dead_loop_thread_is_noticed_logged_and_restarted_in_place(
         replay = ws_events_until(ws2, after)
     assert [e["seq"] for e in replay] == list(range(last_sse + 1, after + 1))
     # The dead loop's connections were closed, not leaked.
-    wait_for(lambda: proc.num_fds() <= fds_serving, timeout=5,
-             what=f"descriptors back to {fds_serving} (now {proc.num_fds()})")
+    wait_for(
+        lambda: proc.num_fds() <= fds_serving,
+        timeout=5,
+        what=f"descriptors back to {fds_serving} (now {proc.num_fds()})",
+    )
 
 
 def test_dead_loop_thread_without_references_is_left_stopped() -> None:
@@ -226,7 +232,8 @@ def _serves(server: TrainingStreamServer, name: str) -> bool:
 
 @pytest.mark.parametrize("name", ["sse", "ws", "rest"])
 def test_closed_listener_is_restarted_within_a_second(
-        managed: TrainingStreamServer, name: str, caplog: pytest.LogCaptureFixture) -> None:
+    managed: TrainingStreamServer, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
     server = managed
     ports = server.ports
     seq = server.log({"x": 1}, run="kept")
@@ -236,8 +243,10 @@ def test_closed_listener_is_restarted_within_a_second(
     wait_for(lambda: server.faults == 1, timeout=DETECT_WITHIN, what=f"the closed {name} listener noticed")
     wait_for(lambda: server.running and server.restarts == 1, timeout=10, what="the restart in place")
     assert server.last_fault == f"{name} listener stopped serving"
-    assert any(f"{name} listener stopped serving" in r.getMessage() and r.levelno == logging.ERROR
-               for r in caplog.records)
+    assert any(
+        f"{name} listener stopped serving" in r.getMessage() and r.levelno == logging.ERROR
+        for r in caplog.records
+    )
     assert server.ports == ports
     for face in ("sse", "ws", "rest"):
         assert _serves(server, face), f"{face} does not serve after the restart"
@@ -277,13 +286,18 @@ def _said_bound(grabber: subprocess.Popen[str]) -> bool:
 
 @pytest.mark.parametrize("retry", ["get_stream_server", "force_restart"])
 def test_port_taken_during_force_restart_leaves_a_consistent_manager(
-        managed: TrainingStreamServer, retry: str) -> None:
+    managed: TrainingStreamServer, retry: str
+) -> None:
     server = managed
     manager = get_stream_server_manager()
     ports = server.ports
     kept = server.log({"x": 1}, run="kept")
-    grabber = subprocess.Popen([sys.executable, "-c", GRABBER, str(ports["rest"])],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    grabber = subprocess.Popen(
+        [sys.executable, "-c", GRABBER, str(ports["rest"])],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         error: StreamHubError | None = None
         bound = False

@@ -41,8 +41,11 @@ from stream_hub.hub import SSE, WS, Hub
 from .conftest import free_config, wait_for
 from .test_hub import events_of
 
-FUZZ = settings(max_examples=60, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def strict_json(text: str | bytes) -> Any:
@@ -55,8 +58,9 @@ def strict_json(text: str | bytes) -> Any:
 @pytest.fixture(scope="module")
 def fuzzed() -> Iterator[TrainingStreamServer]:
     """One server for the whole module, with a little history to find."""
-    server = TrainingStreamServer(free_config(heartbeat_interval=1.0, max_message_size=4096,
-                                              max_body_size=64 * 1024))
+    server = TrainingStreamServer(
+        free_config(heartbeat_interval=1.0, max_message_size=4096, max_body_size=64 * 1024)
+    )
     server.start()
     for step in range(20):
         server.log({"loss": 1 / (step + 1), "acc": step / 20}, step=step, run="exp1")
@@ -76,7 +80,10 @@ def assert_still_serving(server: TrainingStreamServer) -> None:
 # -- the hub: any interleaving, with filters ---------------------------------------------------
 
 FILTERS: list[tuple[list[str] | None, list[str] | None]] = [
-    (None, None), (["a"], None), (None, ["note"]), (["b"], ["metric"]),
+    (None, None),
+    (["a"], None),
+    (None, ["note"]),
+    (["b"], ["metric"]),
 ]
 
 
@@ -99,14 +106,17 @@ class Unencodable:
     ),
 )
 def test_filtered_subscribers_get_exactly_their_events_or_a_gap(
-        capacity: int, ops: list[tuple[str, Any, int]]) -> None:
+    capacity: int, ops: list[tuple[str, Any, int]]
+) -> None:
     """Each filtered subscriber sees strictly increasing seqs, only events its
     filter wants (plus gap/shutdown), and every wanted event that was not
     announced lost by a gap."""
     hub = Hub(capacity)
     committed: dict[int, tuple[str, str | None]] = {}  # seq -> (type, run)
-    cursors = [hub.open_cursor(0, fmt=SSE if i % 2 == 0 else WS, runs=runs, types=types)
-               for i, (runs, types) in enumerate(FILTERS)]
+    cursors = [
+        hub.open_cursor(0, fmt=SSE if i % 2 == 0 else WS, runs=runs, types=types)
+        for i, (runs, types) in enumerate(FILTERS)
+    ]
     seen: list[list[dict[str, Any]]] = [[] for _ in cursors]
     start = [1 for _ in cursors]  # seqs before this are not owed to the subscriber
 
@@ -151,12 +161,17 @@ def test_filtered_subscribers_get_exactly_their_events_or_a_gap(
             if kind != "gap":
                 assert runs is None or run in runs, (i, event)
                 assert types is None or kind in types, (i, event)
-        owed = {seq for seq, (kind, run) in committed.items()
-                if seq >= start[i] and (runs is None or run is None or run in runs)
-                and (types is None or kind in types or kind == "gap")}
+        owed = {
+            seq
+            for seq, (kind, run) in committed.items()
+            if seq >= start[i]
+            and (runs is None or run is None or run in runs)
+            and (types is None or kind in types or kind == "gap")
+        }
         assert delivered == owed - lost, (
             f"subscriber {i}: missing {sorted(owed - lost - delivered)}, "
-            f"unexpected {sorted(delivered - (owed - lost))}")
+            f"unexpected {sorted(delivered - (owed - lost))}"
+        )
 
 
 # -- REST: schemathesis against the app's own OpenAPI schema ---------------------------------
@@ -179,17 +194,27 @@ def test_rest_api_conforms_to_its_openapi_schema(case: Any) -> None:
     checked: the endpoints answer 400/401/403/404/413 that FastAPI's generated
     schema does not list, and ``since`` is declared as any string.
     """
-    case.call_and_validate(checks=[not_a_server_error, response_schema_conformance,
-                                   content_type_conformance, response_headers_conformance])
+    case.call_and_validate(
+        checks=[
+            not_a_server_error,
+            response_schema_conformance,
+            content_type_conformance,
+            response_headers_conformance,
+        ]
+    )
 
 
 # -- WebSocket junk ------------------------------------------------------------------------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children,
-                                                                       max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 ws_fields = st.dictionaries(
@@ -200,16 +225,19 @@ ws_fields = st.dictionaries(
 ws_messages = st.one_of(
     st.text(max_size=200),
     json_values.map(json.dumps),
-    st.builds(lambda op, rest: json.dumps({"op": op, **rest}),
-              st.sampled_from(["subscribe", "ping", "unsubscribe", "", "PING"]) | json_values,
-              ws_fields),
+    st.builds(
+        lambda op, rest: json.dumps({"op": op, **rest}),
+        st.sampled_from(["subscribe", "ping", "unsubscribe", "", "PING"]) | json_values,
+        ws_fields,
+    ),
 )
 
 
 @pytest.fixture
 def junk_ws(fuzzed: TrainingStreamServer) -> Iterator[Any]:
-    with ws_connect(f"{fuzzed.urls['ws']}/", proxy=None, open_timeout=5, close_timeout=1,
-                    max_size=None) as ws:
+    with ws_connect(
+        f"{fuzzed.urls['ws']}/", proxy=None, open_timeout=5, close_timeout=1, max_size=None
+    ) as ws:
         yield ws
 
 
@@ -239,7 +267,8 @@ def _is_ping(message: str | bytes) -> bool:
 @FUZZ
 @given(message=ws_messages | st.binary(max_size=200))
 def test_websocket_junk_gets_an_error_frame_and_the_connection_stays(
-        junk_ws: Any, message: str | bytes) -> None:
+    junk_ws: Any, message: str | bytes
+) -> None:
     junk_ws.send(message)
     frames = _until_pong(junk_ws)  # raises ConnectionClosed if the server dropped us
     if _is_ping(message):  # the junk itself was a ping: its pong came first, then ours
@@ -278,13 +307,14 @@ async def test_frame_over_max_message_size_closes_1009(fuzzed: TrainingStreamSer
     assert_still_serving(fuzzed)
 
 
-async def test_ping_flood_is_answered_and_other_clients_keep_receiving(
-        fuzzed: TrainingStreamServer) -> None:
+async def test_ping_flood_is_answered_and_other_clients_keep_receiving(fuzzed: TrainingStreamServer) -> None:
     """5 000 pings in one burst: every one answered, while another client gets
     every event published meanwhile, promptly."""
     url = f"{fuzzed.urls['ws']}/"
-    async with async_ws_connect(url, proxy=None, open_timeout=5, max_queue=None) as flooder, \
-            async_ws_connect(url, proxy=None, open_timeout=5) as observer:
+    async with (
+        async_ws_connect(url, proxy=None, open_timeout=5, max_queue=None) as flooder,
+        async_ws_connect(url, proxy=None, open_timeout=5) as observer,
+    ):
         await observer.send(json.dumps({"op": "ping"}))
         assert strict_json(await asyncio.wait_for(observer.recv(), 5))["type"] == "pong"
         published: list[tuple[int, float]] = []
@@ -368,10 +398,13 @@ def test_sse_last_event_id_header_is_200_or_400(fuzzed: TrainingStreamServer, va
 
 
 @FUZZ
-@given(params=st.dictionaries(
-    st.sampled_from(["last_event_id", "run", "types", "epoch", "token"]),
-    st.text(max_size=30) | st.sampled_from(["²", "١٢", "5", "", "a,b", "x" * 300]),
-    max_size=4))
+@given(
+    params=st.dictionaries(
+        st.sampled_from(["last_event_id", "run", "types", "epoch", "token"]),
+        st.text(max_size=30) | st.sampled_from(["²", "١٢", "5", "", "a,b", "x" * 300]),
+        max_size=4,
+    )
+)
 def test_sse_query_values_are_200_or_400(fuzzed: TrainingStreamServer, params: dict[str, str]) -> None:
     target = "/events?" + "&".join(f"{quote(k)}={quote(v)}" for k, v in params.items())
     status, body = raw_request(fuzzed.ports["sse"], target)
@@ -396,13 +429,20 @@ def test_sse_clients_are_all_gone_after_the_fuzzing(fuzzed: TrainingStreamServer
 
 # -- POST /api/publish: arbitrary bodies ---------------------------------------------------------
 
-metric_values = (st.integers(-(2**63), 2**64 - 1) | st.floats() | st.booleans() | st.text(max_size=5)
-                 | st.none() | st.lists(st.integers(), max_size=2))
+metric_values = (
+    st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.booleans()
+    | st.text(max_size=5)
+    | st.none()
+    | st.lists(st.integers(), max_size=2)
+)
 event_bodies = st.fixed_dictionaries(
     {},
     optional={
         "type": st.sampled_from(["metric", "note", "log", "gap", "status", "shutdown", "", "a b"])
-        | st.text(max_size=10) | json_values,
+        | st.text(max_size=10)
+        | json_values,
         "run": st.text(max_size=10) | json_values,
         "step": st.integers() | json_values,
         "metrics": st.dictionaries(st.text(max_size=10), metric_values, max_size=4) | json_values,
@@ -447,10 +487,15 @@ def trainer(fuzzed: TrainingStreamServer) -> Iterator[list[Any]]:
 
 @FUZZ
 @given(body=publish_bodies)
-def test_publish_any_body_is_200_or_4xx(fuzzed: TrainingStreamServer, trainer: list[Any],
-                                        body: bytes) -> None:
-    response = httpx.post(f"{fuzzed.urls['rest']}/api/publish", content=body,
-                          headers={"Content-Type": "application/json"}, timeout=10)
+def test_publish_any_body_is_200_or_4xx(
+    fuzzed: TrainingStreamServer, trainer: list[Any], body: bytes
+) -> None:
+    response = httpx.post(
+        f"{fuzzed.urls['rest']}/api/publish",
+        content=body,
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
     assert response.status_code in (200, 400, 413, 422), (body[:200], response.status_code, response.text)
     answer = strict_json(response.content)
     if response.status_code == 200:
@@ -460,11 +505,13 @@ def test_publish_any_body_is_200_or_4xx(fuzzed: TrainingStreamServer, trainer: l
 
 
 def test_after_publish_fuzzing_history_is_valid_json_and_training_was_unaffected(
-        fuzzed: TrainingStreamServer, trainer: list[Any]) -> None:
+    fuzzed: TrainingStreamServer, trainer: list[Any]
+) -> None:
     """Whatever was accepted encodes as strict JSON; the training thread never saw an error."""
     assert not [x for x in trainer if isinstance(x, BaseException)], trainer
-    body = httpx.get(f"{fuzzed.urls['rest']}/api/history", params={"since": 0, "limit": 10_000},
-                     timeout=10).content
+    body = httpx.get(
+        f"{fuzzed.urls['rest']}/api/history", params={"since": 0, "limit": 10_000}, timeout=10
+    ).content
     events = strict_json(body)["events"]
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(set(seqs))
@@ -473,21 +520,21 @@ def test_after_publish_fuzzing_history_is_valid_json_and_training_was_unaffected
     assert_still_serving(fuzzed)
 
 
-def test_publish_nested_too_deep_for_the_encoder_is_refused_or_stored(
-        fuzzed: TrainingStreamServer) -> None:
+def test_publish_nested_too_deep_for_the_encoder_is_refused_or_stored(fuzzed: TrainingStreamServer) -> None:
     """JSON the parser accepts but the encoder refuses (nesting deeper than
     orjson writes): either a 4xx now, or stored, never a 200 for an event
     that then vanishes."""
     deep: Any = 1
     for _ in range(300):
         deep = [deep]
-    response = httpx.post(f"{fuzzed.urls['rest']}/api/publish", timeout=10,
-                          content=json.dumps({"type": "note", "data": deep}))
+    response = httpx.post(
+        f"{fuzzed.urls['rest']}/api/publish", timeout=10, content=json.dumps({"type": "note", "data": deep})
+    )
     assert response.status_code in (200, 400, 413, 422), response.text
     if response.status_code == 200:
         seq = response.json()["seqs"][0]
         wait_for(lambda: fuzzed.hub.head >= seq, what="the event committed")
-        events = httpx.get(f"{fuzzed.urls['rest']}/api/history", timeout=10,
-                           params={"since": seq - 1, "limit": 1}).json()["events"]
+        events = httpx.get(
+            f"{fuzzed.urls['rest']}/api/history", timeout=10, params={"since": seq - 1, "limit": 1}
+        ).json()["events"]
         assert events[0]["seq"] == seq and events[0]["type"] == "note", events[0]
-

@@ -36,12 +36,12 @@ def events_of(chunk: bytes, fmt: int = SSE) -> list[dict[str, Any]]:
             n = chunk[i + 1]
             i += 2
             if n == 126:
-                n = int.from_bytes(chunk[i:i + 2], "big")
+                n = int.from_bytes(chunk[i : i + 2], "big")
                 i += 2
             elif n == 127:
-                n = int.from_bytes(chunk[i:i + 8], "big")
+                n = int.from_bytes(chunk[i : i + 8], "big")
                 i += 8
-            out.append(json.loads(chunk[i:i + n]))
+            out.append(json.loads(chunk[i : i + n]))
             i += n
         return out
     return [json.loads(b) for b in chunk]

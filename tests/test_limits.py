@@ -39,7 +39,8 @@ def ping(conn: Any) -> dict[str, Any]:
 
 
 def test_sse_max_clients_is_503_with_a_message_and_frees_up(
-        make_server: Callable[..., TrainingStreamServer]) -> None:
+    make_server: Callable[..., TrainingStreamServer],
+) -> None:
     server = make_server(max_clients=2)
     url = f"{server.urls['sse']}/events"
     first, second = SSEStream(url), SSEStream(url)
@@ -66,7 +67,8 @@ def test_sse_max_clients_is_503_with_a_message_and_frees_up(
 
 
 def test_ws_max_clients_rejects_the_handshake_with_503_and_frees_up(
-        make_server: Callable[..., TrainingStreamServer]) -> None:
+    make_server: Callable[..., TrainingStreamServer],
+) -> None:
     server = make_server(max_clients=2)
     with ws(server) as a, ws(server) as b:
         ping(a), ping(b)
@@ -91,7 +93,8 @@ def test_ws_max_clients_rejects_the_handshake_with_503_and_frees_up(
 
 
 def test_ws_message_at_the_limit_is_handled_one_byte_over_closes_1009(
-        make_server: Callable[..., TrainingStreamServer]) -> None:
+    make_server: Callable[..., TrainingStreamServer],
+) -> None:
     server = make_server(max_message_size=2048)
     with ws(server) as conn:
         head = '{"op": "ping", "pad": "'
@@ -109,7 +112,8 @@ def test_ws_message_at_the_limit_is_handled_one_byte_over_closes_1009(
 
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
 def test_publish_body_over_max_body_size_is_413(
-        make_server: Callable[..., TrainingStreamServer], declared: bool) -> None:
+    make_server: Callable[..., TrainingStreamServer], declared: bool
+) -> None:
     server = make_server(max_body_size=4096)
     url = f"{server.urls['rest']}/api/publish"
     event = {"type": "note", "data": ""}
@@ -120,7 +124,7 @@ def test_publish_body_over_max_body_size_is_413(
     def body(data: bytes) -> Any:
         if declared:
             return data
-        return iter([data[i:i + 1000] for i in range(0, len(data), 1000)])  # no Content-Length
+        return iter([data[i : i + 1000] for i in range(0, len(data), 1000)])  # no Content-Length
 
     ok = httpx.post(url, content=body(fits), timeout=5)
     assert ok.status_code == 200, ok.text
@@ -152,17 +156,20 @@ def closed_after(port: int, send: bytes = b"", limit: float = 10.0) -> float:
 
 
 @pytest.mark.parametrize("face", ["sse", "rest", "ws"])
-@pytest.mark.parametrize("send", [b"", b"GET /events HTTP/1.1\r\nHost: x\r\n"],
-                         ids=["silent", "partial-request"])
+@pytest.mark.parametrize(
+    "send", [b"", b"GET /events HTTP/1.1\r\nHost: x\r\n"], ids=["silent", "partial-request"]
+)
 def test_connection_that_never_completes_its_handshake_is_closed(
-        make_server: Callable[..., TrainingStreamServer], face: str, send: bytes) -> None:
+    make_server: Callable[..., TrainingStreamServer], face: str, send: bytes
+) -> None:
     server = make_server(handshake_timeout=0.5)
     elapsed = closed_after(server.ports[face], send)
     assert 0.4 <= elapsed < 3.0, f"{face}: closed after {elapsed:.2f} s (handshake_timeout 0.5 s)"
 
 
 def test_completed_http_request_is_not_cut_by_the_handshake_timeout(
-        make_server: Callable[..., TrainingStreamServer]) -> None:
+    make_server: Callable[..., TrainingStreamServer],
+) -> None:
     server = make_server(handshake_timeout=0.5)
     stream = SSEStream(f"{server.urls['sse']}/events", read_timeout=5)
     try:
@@ -176,16 +183,18 @@ def test_completed_http_request_is_not_cut_by_the_handshake_timeout(
         stream.close()
 
 
-def test_many_silent_connections_are_all_closed(
-        make_server: Callable[..., TrainingStreamServer]) -> None:
+def test_many_silent_connections_are_all_closed(make_server: Callable[..., TrainingStreamServer]) -> None:
     """Silent clients on every port are all closed, and their descriptors come
     back (no slow exhaustion)."""
     server = make_server(handshake_timeout=0.5)
     proc = psutil.Process()
     fds_before = proc.num_fds()
     started = time.monotonic()
-    socks = [socket.create_connection(("127.0.0.1", server.ports[face]), timeout=5)
-             for face in ("sse", "rest", "ws") for _ in range(20)]
+    socks = [
+        socket.create_connection(("127.0.0.1", server.ports[face]), timeout=5)
+        for face in ("sse", "rest", "ws")
+        for _ in range(20)
+    ]
     try:
         open_ = list(socks)
         deadline = started + 5
@@ -203,15 +212,17 @@ def test_many_silent_connections_are_all_closed(
     finally:
         for sock in socks:
             sock.close()
-    wait_for(lambda: proc.num_fds() <= fds_before, timeout=5,
-             what=f"descriptors back to {fds_before} (now {proc.num_fds()})")
+    wait_for(
+        lambda: proc.num_fds() <= fds_before,
+        timeout=5,
+        what=f"descriptors back to {fds_before} (now {proc.num_fds()})",
+    )
 
 
 # -- subscribers that never read --------------------------------------------------------------
 
 
-def test_never_reading_clients_do_not_grow_memory(
-        make_server: Callable[..., TrainingStreamServer]) -> None:
+def test_never_reading_clients_do_not_grow_memory(make_server: Callable[..., TrainingStreamServer]) -> None:
     """A never-reading SSE and WebSocket client while 100 MB of events go by:
     the server's memory stays bounded by history, and a reader that comes
     back is told what it missed with a gap."""
@@ -223,8 +234,10 @@ def test_never_reading_clients_do_not_grow_memory(
     # The sync client's reader thread stops reading once 16 frames are queued.
     conn = ws(server, max_size=None).__enter__()
     try:
-        wait_for(lambda: server.status()["clients"]["sse"] == 1 and server.status()["clients"]["ws"] == 1,
-                 what="both clients connected")
+        wait_for(
+            lambda: server.status()["clients"]["sse"] == 1 and server.status()["clients"]["ws"] == 1,
+            what="both clients connected",
+        )
         blob = "x" * 20_000
         gc.collect()
         rss_before = proc.memory_info().rss

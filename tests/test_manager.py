@@ -24,8 +24,19 @@ from stream_hub.ports import is_port_in_use
 from .conftest import free_config, wait_for
 
 CONTRACT_STATUS_KEYS = {
-    "running", "ref_count", "pid", "uptime_s", "ports", "urls", "epoch", "last_seq",
-    "history", "clients", "events", "loop_thread_alive", "restarts",
+    "running",
+    "ref_count",
+    "pid",
+    "uptime_s",
+    "ports",
+    "urls",
+    "epoch",
+    "last_seq",
+    "history",
+    "clients",
+    "events",
+    "loop_thread_alive",
+    "restarts",
 }
 
 
@@ -165,8 +176,13 @@ def test_blocking_calls_from_the_loop_thread_raise_instead_of_deadlocking() -> N
     manager = get_stream_server_manager()
     loop = server._loop.loop
     assert loop is not None
-    for call in (manager.force_restart, manager.cleanup, release_stream_server,
-                 server.stop, get_stream_server):
+    for call in (
+        manager.force_restart,
+        manager.cleanup,
+        release_stream_server,
+        server.stop,
+        get_stream_server,
+    ):
 
         async def attempt(fn: object = call) -> BaseException | None:
             try:

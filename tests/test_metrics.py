@@ -207,8 +207,7 @@ def test_restarts_after_force_restart_via_the_manager() -> None:
 def test_publish_to_write_latency_histogram(server: TrainingStreamServer, sse: Any) -> None:
     def histogram() -> tuple[list[tuple[float, float]], float, float]:
         found = [s for s in samples(server) if s.name.startswith(LATENCY)]
-        buckets = sorted((float(s.labels["le"]), s.value) for s in found
-                         if s.name == LATENCY + "_bucket")
+        buckets = sorted((float(s.labels["le"]), s.value) for s in found if s.name == LATENCY + "_bucket")
         count = next(s.value for s in found if s.name == LATENCY + "_count")
         total = next(s.value for s in found if s.name == LATENCY + "_sum")
         return buckets, count, total

@@ -106,9 +106,7 @@ def spawn() -> Iterator[Spawn]:
     """Start a holder on a port and wait until it listens; kill them all afterwards."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(
-        port: int, *, kind: str = "http", extra: tuple[str, ...] = ()
-    ) -> subprocess.Popen[bytes]:
+    def start(port: int, *, kind: str = "http", extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
         if kind == "http":
             args = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
         else:
@@ -269,8 +267,13 @@ def test_development_frees_the_port(
     assert proc.wait(timeout=5) is not None
     assert can_bind(port)
     text = caplog.text
-    for expected in (f"port {port} on 127.0.0.1 busy", f"held by pid {proc.pid}",
-                     "http.server", "sending SIGTERM", f"port {port} is free"):
+    for expected in (
+        f"port {port} on 127.0.0.1 busy",
+        f"held by pid {proc.pid}",
+        "http.server",
+        "sending SIGTERM",
+        f"port {port} is free",
+    ):
         assert expected in text
 
 
@@ -353,9 +356,7 @@ def test_guards_refuse_self_parent_and_init(spawn: Spawn) -> None:
     assert kill_refusal_reason(child.pid) is None
 
 
-@pytest.mark.skipif(
-    not hasattr(os, "getuid") or os.getuid() != 0, reason="needs root to run as another user"
-)
+@pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() != 0, reason="needs root to run as another user")
 def test_guard_refuses_another_users_process() -> None:
     proc = subprocess.Popen(["cat"], stdin=subprocess.PIPE, user=65534)
     try:
@@ -395,7 +396,11 @@ def test_child_refuses_to_kill_its_parent_holding_the_port() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run(
         [sys.executable, "-c", parent_code, child_code],
-        capture_output=True, text=True, timeout=60, cwd=REPO, env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     parent_pid, child_rc, *rest = result.stdout.split(maxsplit=2)
@@ -438,7 +443,9 @@ def test_resolve_next_gives_distinct_ports(held: tuple[subprocess.Popen[bytes], 
     assert len(set(resolved.values())) == 3
     assert alive(proc)
     assert PortManager(policy="next").resolve({"sse": 0, "ws": 0, "rest": 0}) == {
-        "sse": 0, "ws": 0, "rest": 0,
+        "sse": 0,
+        "ws": 0,
+        "rest": 0,
     }
 
 
@@ -495,8 +502,13 @@ def test_ports_report(held: tuple[subprocess.Popen[bytes], int]) -> None:
     assert [row["name"] for row in rows] == ["sse", "ws", "rest"]
     sse, ws, rest = rows
     assert sse == {
-        "name": "sse", "host": "127.0.0.1", "port": port, "free": False, "pid": proc.pid,
-        "process": describe_process(proc.pid), "looks_like_stream_hub": False,
+        "name": "sse",
+        "host": "127.0.0.1",
+        "port": port,
+        "free": False,
+        "pid": proc.pid,
+        "process": describe_process(proc.pid),
+        "looks_like_stream_hub": False,
     }
     assert ws["free"] and ws["pid"] is None and rest["free"] and rest["port"] == 0
     text = format_ports_report(rows)
@@ -515,4 +527,3 @@ def test_kill_process_waits_without_fixed_sleeps(spawn: Spawn) -> None:
     assert time.monotonic() - started < 2.0
     proc.wait(timeout=5)
     assert not is_port_in_use(port)
-

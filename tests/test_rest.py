@@ -18,8 +18,19 @@ from stream_hub import TrainingStreamServer, get_stream_server
 from .conftest import committed, fill, free_config, wait_for
 
 STATUS_KEYS = {
-    "running", "ref_count", "pid", "uptime_s", "ports", "urls", "epoch", "last_seq",
-    "history", "clients", "events", "loop_thread_alive", "restarts",
+    "running",
+    "ref_count",
+    "pid",
+    "uptime_s",
+    "ports",
+    "urls",
+    "epoch",
+    "last_seq",
+    "history",
+    "clients",
+    "events",
+    "loop_thread_alive",
+    "restarts",
 }
 
 
@@ -53,15 +64,10 @@ def error_message(response: httpx.Response) -> str:
     return "; ".join(d["msg"] for d in detail) if isinstance(detail, list) else str(detail)
 
 
-
-
-
-
 def history(server: TrainingStreamServer, **params: Any) -> dict[str, Any]:
     response = get(server, "/api/history", params=params)
     assert response.status_code == 200, response.text
     return strict_json(response)
-
 
 
 # -- health, status ---------------------------------------------------------------------------
@@ -221,11 +227,21 @@ def test_history_gap_when_since_left_history(make_server):
     assert [e["type"] for e in history(server, since=0)["events"]] == ["metric"] * 10
 
 
-@pytest.mark.parametrize("params", [
-    {"since": "-1"}, {"since": "abc"}, {"since": "1.5"}, {"since": "9" * 40},
-    {"limit": "0"}, {"limit": "abc"}, {"limit": "-5"}, {"limit": "100000000"},
-    {"epoch": "x" * 100},
-], ids=lambda p: "&".join(f"{k}={v[:10]}" for k, v in p.items()))
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"since": "-1"},
+        {"since": "abc"},
+        {"since": "1.5"},
+        {"since": "9" * 40},
+        {"limit": "0"},
+        {"limit": "abc"},
+        {"limit": "-5"},
+        {"limit": "100000000"},
+        {"epoch": "x" * 100},
+    ],
+    ids=lambda p: "&".join(f"{k}={v[:10]}" for k, v in p.items()),
+)
 def test_history_bad_params_are_4xx_with_message(server, params):
     response = get(server, "/api/history", params=params)
     assert 400 <= response.status_code < 500, (response.status_code, response.text)
@@ -240,16 +256,21 @@ def test_history_bad_params_are_4xx_with_message(server, params):
 
 def test_publish_single_event(server):
     before = fill(server, 1)[-1]  # and the server's "started" event is committed
-    response = post(server, "/api/publish",
-                    json={"type": "metric", "run": "ext", "step": 5, "metrics": {"loss": 0.3}})
+    response = post(
+        server, "/api/publish", json={"type": "metric", "run": "ext", "step": 5, "metrics": {"loss": 0.3}}
+    )
     assert response.status_code == 200, response.text
     body = strict_json(response)
     assert body["seqs"] == [before + 1]
     assert body["last_seq"] == before + 1
-    event, = history(server, since=before)["events"]
+    (event,) = history(server, since=before)["events"]
     assert event["seq"] == before + 1
     assert (event["type"], event["run"], event["step"], event["metrics"]) == (
-        "metric", "ext", 5, {"loss": 0.3})
+        "metric",
+        "ext",
+        5,
+        {"loss": 0.3},
+    )
 
 
 def test_publish_event_list(server):
@@ -286,8 +307,9 @@ def test_publish_non_numeric_metric_is_422_naming_it(server):
 
 def test_publish_is_all_or_nothing(server):
     before = fill(server, 1)[-1]  # and the server's "started" event is committed
-    response = post(server, "/api/publish", json={"events": [
-        {"metrics": {"a": 1}}, {"metrics": {"b": [1, 2]}}]})
+    response = post(
+        server, "/api/publish", json={"events": [{"metrics": {"a": 1}}, {"metrics": {"b": [1, 2]}}]}
+    )
     assert response.status_code == 422
     assert "event 1" in error_message(response) and "'b'" in error_message(response)
     assert server.status()["last_seq"] == before
@@ -296,8 +318,7 @@ def test_publish_is_all_or_nothing(server):
 
 @pytest.mark.parametrize("body", [b"{not json", b"", b'{"metrics": {"x": 1}', b"\xff\xfe"])
 def test_publish_invalid_json_is_400(server, body):
-    response = post(server, "/api/publish", content=body,
-                    headers={"Content-Type": "application/json"})
+    response = post(server, "/api/publish", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 400
     assert "JSON" in error_message(response)
 
@@ -311,12 +332,31 @@ def test_publish_reserved_type_is_422(server, event_type):
     assert "reserved" in error_message(response)
 
 
-@pytest.mark.parametrize("body", [
-    {"events": []}, {"events": "x"}, [1], {"metrics": {"x": 1}, "bogus": 1},
-    {"type": "log", "run": 5}, {"metrics": {"x": 1}, "step": "ten"}, {"type": "metric"},
-    {"metrics": {"x": 1}, "ts": "now"}, {"type": "no spaces allowed"},
-], ids=["empty-list", "events-not-list", "item-not-object", "unknown-field", "run-not-str",
-        "step-not-int", "metric-without-metrics", "ts-not-number", "bad-type-name"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"events": []},
+        {"events": "x"},
+        [1],
+        {"metrics": {"x": 1}, "bogus": 1},
+        {"type": "log", "run": 5},
+        {"metrics": {"x": 1}, "step": "ten"},
+        {"type": "metric"},
+        {"metrics": {"x": 1}, "ts": "now"},
+        {"type": "no spaces allowed"},
+    ],
+    ids=[
+        "empty-list",
+        "events-not-list",
+        "item-not-object",
+        "unknown-field",
+        "run-not-str",
+        "step-not-int",
+        "metric-without-metrics",
+        "ts-not-number",
+        "bad-type-name",
+    ],
+)
 def test_publish_bad_event_is_422_with_message(server, body):
     response = post(server, "/api/publish", json=body)
     assert response.status_code == 422, response.text
@@ -333,7 +373,7 @@ def test_publish_body_over_max_body_size_is_413(make_server):
     # Streamed without a Content-Length: counted as it arrives.
     def chunks() -> Iterator[bytes]:
         for i in range(0, len(big), 256):
-            yield big[i:i + 256]
+            yield big[i : i + 256]
 
     response = post(server, "/api/publish", content=chunks())
     assert response.status_code == 413
@@ -410,8 +450,9 @@ def test_admin_restart_with_token_restarts_managed_server():
 
 
 class FakeTraining:
-    def __init__(self, result: Any = None, gate: threading.Event | None = None,
-                 error: Exception | None = None) -> None:
+    def __init__(
+        self, result: Any = None, gate: threading.Event | None = None, error: Exception | None = None
+    ) -> None:
         self.result = result
         self.gate = gate
         self.error = error
@@ -442,8 +483,7 @@ def test_training_404_without_training_system(server):
 
 
 def test_training_get_status_that_raises_is_not_500():
-    server = get_stream_server(training_system=FakeTraining(error=RuntimeError("boom")),
-                               config=free_config())
+    server = get_stream_server(training_system=FakeTraining(error=RuntimeError("boom")), config=free_config())
     response = get(server, "/api/training")
     assert 500 < response.status_code < 600 and response.status_code != 500
     assert "boom" in error_message(response)
@@ -452,8 +492,7 @@ def test_training_get_status_that_raises_is_not_500():
 def test_training_get_status_that_hangs_is_504_and_loop_stays_free():
     gate = threading.Event()
     try:
-        server = get_stream_server(training_system=FakeTraining({"ok": 1}, gate=gate),
-                                   config=free_config())
+        server = get_stream_server(training_system=FakeTraining({"ok": 1}, gate=gate), config=free_config())
         result: list[httpx.Response] = []
         started = time.monotonic()
         caller = threading.Thread(target=lambda: result.append(get(server, "/api/training")))
@@ -480,8 +519,16 @@ def test_openapi_and_docs(server):
     spec = get(server, "/openapi.json")
     assert spec.status_code == 200
     paths = strict_json(spec)["paths"]
-    for path in ("/health", "/api/status", "/api/runs", "/api/metrics/latest", "/api/history",
-                 "/api/publish", "/api/admin/restart", "/metrics"):
+    for path in (
+        "/health",
+        "/api/status",
+        "/api/runs",
+        "/api/metrics/latest",
+        "/api/history",
+        "/api/publish",
+        "/api/admin/restart",
+        "/metrics",
+    ):
         assert path in paths, path
     docs = get(server, "/docs")
     assert docs.status_code == 200

@@ -24,7 +24,6 @@ from .test_sse import SSEStream
 READ, PUBLISH, ADMIN = "read-s3cret", "publish-s3cret", "admin-s3cret"
 
 
-
 @pytest.fixture
 def guarded(make_server: Callable[..., TrainingStreamServer]) -> TrainingStreamServer:
     server = make_server(read_token=READ, publish_token=PUBLISH)
@@ -37,15 +36,19 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def listening_addresses(ports: dict[str, int]) -> set[str]:
-    return {c.laddr.ip for c in psutil.Process().net_connections("tcp")
-            if c.status == psutil.CONN_LISTEN and c.laddr.port in ports.values()}
+    return {
+        c.laddr.ip
+        for c in psutil.Process().net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port in ports.values()
+    }
 
 
 # -- where it listens ---------------------------------------------------------------------------
 
 
-def test_default_bind_is_loopback(monkeypatch: pytest.MonkeyPatch,
-                                  make_server: Callable[..., TrainingStreamServer]) -> None:
+def test_default_bind_is_loopback(
+    monkeypatch: pytest.MonkeyPatch, make_server: Callable[..., TrainingStreamServer]
+) -> None:
     monkeypatch.delenv("STREAM_HUB_HOST", raising=False)
     assert StreamConfig().host == "127.0.0.1"
     server = make_server()
@@ -53,30 +56,44 @@ def test_default_bind_is_loopback(monkeypatch: pytest.MonkeyPatch,
     assert listening_addresses(server.ports) == {"127.0.0.1"}
 
 
-@pytest.mark.parametrize(("tokens", "missing"), [
-    ({}, ["read_token", "publish_token"]),
-    ({"read_token": READ}, ["publish_token"]),
-    ({"publish_token": PUBLISH}, ["read_token"]),
-])
-def test_public_bind_without_tokens_warns(make_server: Callable[..., TrainingStreamServer],
-                                          caplog: pytest.LogCaptureFixture,
-                                          tokens: dict[str, str], missing: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("tokens", "missing"),
+    [
+        ({}, ["read_token", "publish_token"]),
+        ({"read_token": READ}, ["publish_token"]),
+        ({"publish_token": PUBLISH}, ["read_token"]),
+    ],
+)
+def test_public_bind_without_tokens_warns(
+    make_server: Callable[..., TrainingStreamServer],
+    caplog: pytest.LogCaptureFixture,
+    tokens: dict[str, str],
+    missing: list[str],
+) -> None:
     caplog.set_level(logging.WARNING, logger="stream_hub.server")
     server = make_server(host="0.0.0.0", **tokens)
     assert listening_addresses(server.ports) == {"0.0.0.0"}
-    warnings = [r.getMessage() for r in caplog.records
-                if r.name == "stream_hub.server" and r.levelno == logging.WARNING]
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "stream_hub.server" and r.levelno == logging.WARNING
+    ]
     assert len(warnings) == 1, warnings
     assert "0.0.0.0" in warnings[0]
     for name in ("read_token", "publish_token"):
         assert (name in warnings[0]) == (name in missing), warnings[0]
 
 
-@pytest.mark.parametrize("changes", [{}, {"host": "0.0.0.0", "read_token": READ, "publish_token": PUBLISH}],
-                         ids=["loopback", "public-with-tokens"])
-def test_no_warning_on_loopback_or_with_both_tokens(make_server: Callable[..., TrainingStreamServer],
-                                                   caplog: pytest.LogCaptureFixture,
-                                                   changes: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"host": "0.0.0.0", "read_token": READ, "publish_token": PUBLISH}],
+    ids=["loopback", "public-with-tokens"],
+)
+def test_no_warning_on_loopback_or_with_both_tokens(
+    make_server: Callable[..., TrainingStreamServer],
+    caplog: pytest.LogCaptureFixture,
+    changes: dict[str, str],
+) -> None:
     caplog.set_level(logging.WARNING, logger="stream_hub.server")
     make_server(**changes)
     assert not [r for r in caplog.records if r.name == "stream_hub.server" and r.levelno >= logging.WARNING]
@@ -85,25 +102,34 @@ def test_no_warning_on_loopback_or_with_both_tokens(make_server: Callable[..., T
 # -- read_token ---------------------------------------------------------------------------------
 
 
-def sse_status(server: TrainingStreamServer, headers: dict[str, str] | None = None,
-               params: dict[str, str] | None = None) -> int:
-    with httpx.stream("GET", f"{server.urls['sse']}/events", headers=headers, params=params,
-                      timeout=5) as response:
+def sse_status(
+    server: TrainingStreamServer, headers: dict[str, str] | None = None, params: dict[str, str] | None = None
+) -> int:
+    with httpx.stream(
+        "GET", f"{server.urls['sse']}/events", headers=headers, params=params, timeout=5
+    ) as response:
         return response.status_code
 
 
-@pytest.mark.parametrize(("headers", "params", "expected"), [
-    (None, None, 401),
-    (bearer("wrong"), None, 401),
-    ({"Authorization": f"Basic {READ}"}, None, 401),
-    ({"Authorization": f"Bearer {READ}x"}, None, 401),
-    (None, {"token": "wrong"}, 401),
-    (bearer(PUBLISH), None, 401),
-    (bearer(READ), None, 200),
-    (None, {"token": READ}, 200),
-])
-def test_read_token_on_sse(guarded: TrainingStreamServer, headers: dict[str, str] | None,
-                           params: dict[str, str] | None, expected: int) -> None:
+@pytest.mark.parametrize(
+    ("headers", "params", "expected"),
+    [
+        (None, None, 401),
+        (bearer("wrong"), None, 401),
+        ({"Authorization": f"Basic {READ}"}, None, 401),
+        ({"Authorization": f"Bearer {READ}x"}, None, 401),
+        (None, {"token": "wrong"}, 401),
+        (bearer(PUBLISH), None, 401),
+        (bearer(READ), None, 200),
+        (None, {"token": READ}, 200),
+    ],
+)
+def test_read_token_on_sse(
+    guarded: TrainingStreamServer,
+    headers: dict[str, str] | None,
+    params: dict[str, str] | None,
+    expected: int,
+) -> None:
     assert sse_status(guarded, headers, params) == expected
 
 
@@ -116,19 +142,22 @@ def test_sse_with_read_token_streams(guarded: TrainingStreamServer) -> None:
 
 
 def ws_open(server: TrainingStreamServer, query: str = "", **kwargs: Any) -> Any:
-    return ws_connect(f"{server.urls['ws']}/{query}", proxy=None, open_timeout=5, close_timeout=1,
-                      **kwargs)
+    return ws_connect(f"{server.urls['ws']}/{query}", proxy=None, open_timeout=5, close_timeout=1, **kwargs)
 
 
-@pytest.mark.parametrize(("query", "headers", "expected"), [
-    ("", None, 401),
-    ("", bearer("wrong"), 401),
-    ("?token=wrong", None, 401),
-    ("", bearer(READ), 101),
-    (f"?token={READ}", None, 101),
-])
-def test_read_token_on_websocket(guarded: TrainingStreamServer, query: str,
-                                 headers: dict[str, str] | None, expected: int) -> None:
+@pytest.mark.parametrize(
+    ("query", "headers", "expected"),
+    [
+        ("", None, 401),
+        ("", bearer("wrong"), 401),
+        ("?token=wrong", None, 401),
+        ("", bearer(READ), 101),
+        (f"?token={READ}", None, 101),
+    ],
+)
+def test_read_token_on_websocket(
+    guarded: TrainingStreamServer, query: str, headers: dict[str, str] | None, expected: int
+) -> None:
     if expected == 101:
         with ws_open(guarded, query, additional_headers=headers) as conn:
             conn.send('{"op": "ping"}')
@@ -139,8 +168,7 @@ def test_read_token_on_websocket(guarded: TrainingStreamServer, query: str,
     assert refused.value.response.status_code == expected
 
 
-READS = ["/api/status", "/api/runs", "/api/metrics/latest", "/api/history", "/metrics",
-         "/api/runs/r/series"]
+READS = ["/api/status", "/api/runs", "/api/metrics/latest", "/api/history", "/metrics", "/api/runs/r/series"]
 
 
 @pytest.mark.parametrize("path", READS)
@@ -162,8 +190,9 @@ def test_tokens_never_appear_in_answers(guarded: TrainingStreamServer) -> None:
     rest = guarded.urls["rest"]
     bodies = [httpx.get(rest + path, headers=bearer(READ), timeout=5).text for path in READS]
     bodies.append(httpx.get(rest + "/openapi.json", timeout=5).text)
-    bodies.append(httpx.post(rest + "/api/publish", json={"metrics": {"x": 1}},
-                             headers=bearer("nope"), timeout=5).text)
+    bodies.append(
+        httpx.post(rest + "/api/publish", json={"metrics": {"x": 1}}, headers=bearer("nope"), timeout=5).text
+    )
     for body in bodies:
         for token in (READ, PUBLISH):
             assert token not in body
@@ -172,18 +201,30 @@ def test_tokens_never_appear_in_answers(guarded: TrainingStreamServer) -> None:
 # -- publish_token ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("headers", "params", "expected"), [
-    (None, None, 401),
-    (bearer("wrong"), None, 401),
-    (bearer(READ), None, 401),
-    (None, {"token": PUBLISH}, 401),  # the query token is for EventSource reads only
-    (bearer(PUBLISH), None, 200),
-])
-def test_publish_token(guarded: TrainingStreamServer, headers: dict[str, str] | None,
-                       params: dict[str, str] | None, expected: int) -> None:
+@pytest.mark.parametrize(
+    ("headers", "params", "expected"),
+    [
+        (None, None, 401),
+        (bearer("wrong"), None, 401),
+        (bearer(READ), None, 401),
+        (None, {"token": PUBLISH}, 401),  # the query token is for EventSource reads only
+        (bearer(PUBLISH), None, 200),
+    ],
+)
+def test_publish_token(
+    guarded: TrainingStreamServer,
+    headers: dict[str, str] | None,
+    params: dict[str, str] | None,
+    expected: int,
+) -> None:
     before = guarded.hub.last_seq
-    response = httpx.post(f"{guarded.urls['rest']}/api/publish", params=params, headers=headers,
-                          json={"type": "metric", "run": "remote", "metrics": {"x": 1}}, timeout=5)
+    response = httpx.post(
+        f"{guarded.urls['rest']}/api/publish",
+        params=params,
+        headers=headers,
+        json={"type": "metric", "run": "remote", "metrics": {"x": 1}},
+        timeout=5,
+    )
     assert response.status_code == expected, response.text
     assert guarded.hub.last_seq == (before + 1 if expected == 200 else before)
 
@@ -194,8 +235,9 @@ def test_publish_is_open_without_a_publish_token(make_server: Callable[..., Trai
     assert response.status_code == 200
 
 
-def test_tokens_are_compared_in_constant_time(guarded: TrainingStreamServer,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tokens_are_compared_in_constant_time(
+    guarded: TrainingStreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
 
@@ -204,8 +246,9 @@ def test_tokens_are_compared_in_constant_time(guarded: TrainingStreamServer,
         return real(a, b)
 
     monkeypatch.setattr(common.hmac, "compare_digest", spy)
-    assert httpx.get(f"{guarded.urls['rest']}/api/status", headers=bearer("guess"),
-                     timeout=5).status_code == 401
+    assert (
+        httpx.get(f"{guarded.urls['rest']}/api/status", headers=bearer("guess"), timeout=5).status_code == 401
+    )
     assert sse_status(guarded, params={"token": "guess"}) == 401
     assert calls == [(b"guess", READ.encode())] * 2
     assert common.token_matches("x" * 5, "x" * 50) is False  # lengths differ: still no early exit
@@ -218,8 +261,7 @@ def test_tokens_are_compared_in_constant_time(guarded: TrainingStreamServer,
 
 def test_admin_restart_is_refused_without_a_configured_token() -> None:
     server = get_stream_server(config=free_config())
-    response = httpx.post(f"{server.urls['rest']}/api/admin/restart", headers=bearer("anything"),
-                          timeout=5)
+    response = httpx.post(f"{server.urls['rest']}/api/admin/restart", headers=bearer("anything"), timeout=5)
     assert response.status_code == 403
     assert "admin_token" in response.json()["error"]
     assert server.restarts == 0
@@ -242,15 +284,19 @@ def test_admin_restart_needs_the_right_token() -> None:
 # -- WebSocket Origin allow-list --------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("origin", "allowed"), [
-    ("https://app.example", True),
-    (None, True),  # not a browser
-    ("https://evil.example", False),
-    ("https://app.example.evil.example", False),
-    ("null", False),
-])
-def test_ws_origin_allow_list(make_server: Callable[..., TrainingStreamServer], origin: str | None,
-                              allowed: bool) -> None:
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        ("https://app.example", True),
+        (None, True),  # not a browser
+        ("https://evil.example", False),
+        ("https://app.example.evil.example", False),
+        ("null", False),
+    ],
+)
+def test_ws_origin_allow_list(
+    make_server: Callable[..., TrainingStreamServer], origin: str | None, allowed: bool
+) -> None:
     server = make_server(ws_origins=("https://app.example",))
     if allowed:
         with ws_open(server, origin=origin) as conn:
@@ -273,15 +319,22 @@ def test_ws_origin_allow_list_admits_the_dashboard(make_server: Callable[..., Tr
 
 
 def preflight(server: TrainingStreamServer, origin: str) -> httpx.Response:
-    return httpx.options(f"{server.urls['rest']}/api/status", timeout=5, headers={
-        "Origin": origin, "Access-Control-Request-Method": "GET",
-        "Access-Control-Request-Headers": "Authorization"})
+    return httpx.options(
+        f"{server.urls['rest']}/api/status",
+        timeout=5,
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "Authorization",
+        },
+    )
 
 
 def test_cors_is_closed_by_default(make_server: Callable[..., TrainingStreamServer]) -> None:
     server = make_server()
-    response = httpx.get(f"{server.urls['rest']}/api/status", headers={"Origin": "https://evil.example"},
-                         timeout=5)
+    response = httpx.get(
+        f"{server.urls['rest']}/api/status", headers={"Origin": "https://evil.example"}, timeout=5
+    )
     assert response.status_code == 200
     assert "access-control-allow-origin" not in response.headers
     answer = preflight(server, "https://evil.example")
@@ -307,12 +360,15 @@ def test_cors_is_open_for_configured_origins(make_server: Callable[..., Training
 
 
 def test_sse_cors_only_for_the_dashboard_and_configured_origins(
-        make_server: Callable[..., TrainingStreamServer]) -> None:
+    make_server: Callable[..., TrainingStreamServer],
+) -> None:
     server = make_server()
     url = f"{server.urls['sse']}/events"
-    for origin, expected in ((f"http://127.0.0.1:{server.ports['rest']}", True),
-                             ("https://evil.example", False),
-                             (f"http://evil.example:{server.ports['rest']}", False)):
+    for origin, expected in (
+        (f"http://127.0.0.1:{server.ports['rest']}", True),
+        ("https://evil.example", False),
+        (f"http://evil.example:{server.ports['rest']}", False),
+    ):
         with httpx.stream("GET", url, headers={"Origin": origin}, timeout=5) as response:
             assert ("access-control-allow-origin" in response.headers) == expected, origin
 

@@ -42,14 +42,18 @@ def three_free_ports() -> list[int]:
 def run_python(code: str, timeout: float = 60, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, *args, "-c", textwrap.dedent(code)],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
     )
 
 
 def test_start_binds_the_configured_ports_and_stop_verifies_their_release() -> None:
     sse, ws, rest = three_free_ports()
-    server = TrainingStreamServer(StreamConfig(sse_port=sse, ws_port=ws, rest_port=rest,
-                                               port_conflict="fail"))
+    server = TrainingStreamServer(
+        StreamConfig(sse_port=sse, ws_port=ws, rest_port=rest, port_conflict="fail")
+    )
     server.start()
     assert server.ports == {"sse": sse, "ws": ws, "rest": rest}
     assert server.urls["ws"] == f"ws://127.0.0.1:{ws}"
@@ -68,9 +72,11 @@ def test_a_blocked_port_leaves_nothing_bound(blocked: str) -> None:
     blocker.bind(("127.0.0.1", ports[blocked]))
     blocker.listen()
     try:
-        server = TrainingStreamServer(StreamConfig(
-            sse_port=ports["sse"], ws_port=ports["ws"], rest_port=ports["rest"],
-            port_conflict="fail"))
+        server = TrainingStreamServer(
+            StreamConfig(
+                sse_port=ports["sse"], ws_port=ports["ws"], rest_port=ports["rest"], port_conflict="fail"
+            )
+        )
         with pytest.raises(PortInUseError) as info:
             server.start()
         assert info.value.port == ports[blocked]
@@ -102,8 +108,7 @@ def test_get_log_release_cycles_leave_fds_and_threads_where_they_started() -> No
         server.log({"loss": 1.0}, step=1)
         with httpx.Client() as client:
             assert client.get(server.urls["rest"] + "/health").status_code == 200
-            with client.stream("GET", server.urls["sse"] + "/events",
-                               params={"last_event_id": 0}) as stream:
+            with client.stream("GET", server.urls["sse"] + "/events", params={"last_event_id": 0}) as stream:
                 for line in stream.iter_lines():
                     if line.startswith("event: metric"):
                         break
@@ -151,8 +156,7 @@ def test_dev_mode_cycles_print_no_asyncio_or_resource_warnings() -> None:
     result = run_python(code, 120, "-X", "dev", "-W", "default")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "done" in result.stdout
-    for phrase in ("Task was destroyed", "never retrieved", "never awaited", "ResourceWarning",
-                   "Traceback"):
+    for phrase in ("Task was destroyed", "never retrieved", "never awaited", "ResourceWarning", "Traceback"):
         assert phrase not in result.stderr, result.stderr[-3000:]
 
 

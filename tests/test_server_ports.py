@@ -10,7 +10,7 @@ import pytest
 from stream_hub import PortInUseError, StreamConfig, TrainingStreamServer, get_stream_server
 from stream_hub.ports import is_port_in_use
 
-from .test_ports import Spawn, alive, free_port, spawn  # noqa: F401  (fixture)
+from .test_ports import Spawn, alive, free_port
 
 
 def config_with(rest_port: int, policy: str) -> StreamConfig:
@@ -18,7 +18,9 @@ def config_with(rest_port: int, policy: str) -> StreamConfig:
 
 
 def test_development_frees_the_port_and_the_server_binds_it(
-    spawn: Spawn, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture  # noqa: F811
+    spawn: Spawn,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.delenv("ENVIRONMENT", raising=False)
     port = free_port()
@@ -37,7 +39,8 @@ def test_development_frees_the_port_and_the_server_binds_it(
 
 
 def test_production_refuses_names_port_and_pid_and_leaves_the_holder_alive(
-    spawn: Spawn, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    spawn: Spawn,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("ENVIRONMENT", "production")
     port = free_port()
@@ -53,7 +56,8 @@ def test_production_refuses_names_port_and_pid_and_leaves_the_holder_alive(
 
 
 def test_next_binds_another_port_and_reports_it(
-    spawn: Spawn, caplog: pytest.LogCaptureFixture  # noqa: F811
+    spawn: Spawn,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     port = free_port()
     holder = spawn(port)
@@ -69,7 +73,8 @@ def test_next_binds_another_port_and_reports_it(
 
 
 def test_a_stalled_holder_of_the_third_port_leaves_the_first_two_unbound(
-    spawn: Spawn, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    spawn: Spawn,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("ENVIRONMENT", "production")
     sse, ws, rest = free_port(), free_port(), free_port()

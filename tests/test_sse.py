@@ -62,8 +62,14 @@ class Frame:
 class SSEStream:
     """One ``GET /events`` over a real httpx connection, parsed into frames."""
 
-    def __init__(self, url: str, *, params: Any = None, headers: dict[str, str] | None = None,
-                 read_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        params: Any = None,
+        headers: dict[str, str] | None = None,
+        read_timeout: float = 10.0,
+    ) -> None:
         self._client = httpx.Client(timeout=httpx.Timeout(10.0, read=read_timeout))
         self._ctx = self._client.stream("GET", url, params=params, headers=headers)
         self.response = self._ctx.__enter__()
@@ -129,13 +135,6 @@ def open_stream() -> Iterator[Callable[..., SSEStream]]:
         stream.close()
 
 
-
-
-
-
-
-
-
 # -- frames and the event shape --------------------------------------------------------------
 
 
@@ -151,8 +150,15 @@ def test_frames_carry_id_event_and_contract_json(server, open_stream):
 
     epoch = server.status()["epoch"]
     assert (metric.id, metric.event) == (str(s1), "metric")
-    assert metric.json == {"seq": s1, "epoch": epoch, "ts": metric.json["ts"], "type": "metric",
-                           "run": "exp1", "step": 7, "metrics": {"loss": 0.5, "acc": 1}}
+    assert metric.json == {
+        "seq": s1,
+        "epoch": epoch,
+        "ts": metric.json["ts"],
+        "type": "metric",
+        "run": "exp1",
+        "step": 7,
+        "metrics": {"loss": 0.5, "acc": 1},
+    }
     assert set(metric.json) == EVENT_KEYS_METRIC
     assert before - 1 <= metric.json["ts"] <= time.time() + 1
 
@@ -252,8 +258,9 @@ def test_resume_with_last_event_id_query_is_exact(server, open_stream):
 
 def test_header_wins_over_query(server, open_stream):
     seqs = fill(server, 20)
-    stream = open_stream(server, headers={"Last-Event-ID": str(seqs[9])},
-                         params={"last_event_id": str(seqs[2])})
+    stream = open_stream(
+        server, headers={"Last-Event-ID": str(seqs[9])}, params={"last_event_id": str(seqs[2])}
+    )
     frames = stream.read_until_seq(seqs[-1])
     assert [f.seq for f in frames] == list(range(seqs[9] + 1, seqs[-1] + 1))
 
@@ -299,8 +306,7 @@ def test_resume_from_zero_before_history_wraps_starts_at_seq_1(server, open_stre
 @pytest.mark.parametrize("value", ["abc", "-1", "1.5", "1e3", "9" * 40])
 def test_malformed_resume_point_is_400_with_json_message(server, where, value):
     kwargs: dict[str, Any] = (
-        {"headers": {"Last-Event-ID": value}} if where == "header"
-        else {"params": {"last_event_id": value}}
+        {"headers": {"Last-Event-ID": value}} if where == "header" else {"params": {"last_event_id": value}}
     )
     response = httpx.get(f"{server.urls['sse']}/events", timeout=5, **kwargs)
     assert response.status_code == 400, response.text
@@ -422,15 +428,15 @@ class StalledClient:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         self.sock.connect(("127.0.0.1", server.ports["sse"]))
-        self.sock.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                          b"Accept: text/event-stream\r\n\r\n")
+        self.sock.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
 
     def close(self) -> None:
         self.sock.close()
 
 
-def _stall_one_client(server: TrainingStreamServer, open_stream: Callable[..., SSEStream],
-                      n: int = 12_000) -> tuple[StalledClient, float]:
+def _stall_one_client(
+    server: TrainingStreamServer, open_stream: Callable[..., SSEStream], n: int = 12_000
+) -> tuple[StalledClient, float]:
     """A stalled client and a reading one; publish ``n`` ~1 kB events (~12 MB,
     far past every socket buffer) and check the reader got them all."""
     stalled = StalledClient(server)
@@ -452,8 +458,10 @@ def _stall_one_client(server: TrainingStreamServer, open_stream: Callable[..., S
     except BaseException:
         stalled.close()
         raise
-    print(f"{n} events (~{n // 1000} MB) to the reading client in {elapsed:.2f} s while a "
-          f"stalled client (handed {to_stalled} events) stays connected")
+    print(
+        f"{n} events (~{n // 1000} MB) to the reading client in {elapsed:.2f} s while a "
+        f"stalled client (handed {to_stalled} events) stays connected"
+    )
     return stalled, elapsed
 
 
@@ -501,8 +509,7 @@ def test_stop_with_stalled_client_closes_its_socket(make_server, open_stream):
     gc.disable()
     try:
         server.stop(timeout=1.0)
-        left = [c for c in psutil.Process().net_connections("tcp")
-                if c.laddr and c.laddr.port == port]
+        left = [c for c in psutil.Process().net_connections("tcp") if c.laddr and c.laddr.port == port]
         assert not left, f"server-side sockets still open after stop(): {left}"
     finally:
         gc.enable()
@@ -515,8 +522,7 @@ def test_non_finite_metrics_arrive_as_valid_json(server, open_stream):
     frame = stream.next()
     assert frame.seq == seq
     assert "NaN" not in frame.data.replace('"NaN"', "")  # no bare NaN token
-    assert frame.json["metrics"] == {
-        "nan": "NaN", "inf": "Infinity", "ninf": "-Infinity", "ok": 1.5}
+    assert frame.json["metrics"] == {"nan": "NaN", "inf": "Infinity", "ninf": "-Infinity", "ok": 1.5}
     assert math.isnan(float(frame.json["metrics"]["nan"]))
     assert float(frame.json["metrics"]["ninf"]) == -math.inf
 
@@ -598,8 +604,11 @@ def test_client_count_returns_to_zero_after_disconnect(server, open_stream):
     wait_for(lambda: server.status()["clients"]["sse"] == 2, what="two clients")
     a.close()
     b.close()
-    wait_for(lambda: server.status()["clients"]["sse"] == 0, timeout=5,
-             what="client count back to 0 after disconnects")
+    wait_for(
+        lambda: server.status()["clients"]["sse"] == 0,
+        timeout=5,
+        what="client count back to 0 after disconnects",
+    )
 
 
 def test_max_clients_is_503_with_message(make_server, open_stream):

@@ -77,8 +77,10 @@ def port_is_free(port: int) -> bool:
 def thread_stacks() -> str:
     """Where every thread is (for a test that finds the load stuck)."""
     names = {t.ident: t.name for t in threading.enumerate()}
-    return "\n".join(f"--- {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame))
-                     for ident, frame in sys._current_frames().items())
+    return "\n".join(
+        f"--- {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame))
+        for ident, frame in sys._current_frames().items()
+    )
 
 
 # -- shared state -------------------------------------------------------------------------
@@ -131,8 +133,10 @@ class Gate:
         with self._cond:
             self._closed = True
             ok = self._cond.wait_for(lambda: self._parked == self._participants, timeout)
-            assert ok, (f"only {self._parked} of {self._participants} threads parked within "
-                        f"{timeout} s; stacks:\n{thread_stacks()}")
+            assert ok, (
+                f"only {self._parked} of {self._participants} threads parked within "
+                f"{timeout} s; stacks:\n{thread_stacks()}"
+            )
 
     def open(self) -> None:
         with self._cond:
@@ -223,8 +227,14 @@ def sse_client(log: ClientLog, stop: threading.Event, target: list[int]) -> None
                 time.sleep(rng.uniform(0, 0.15))  # pacing: stay away a while (may cause a gap)
 
 
-def read_frames(log: ClientLog, response: httpx.Response, drop_after: int, rng: random.Random,
-                stop: threading.Event, target: list[int]) -> None:
+def read_frames(
+    log: ClientLog,
+    response: httpx.Response,
+    drop_after: int,
+    rng: random.Random,
+    stop: threading.Event,
+    target: list[int],
+) -> None:
     fields: dict[str, str] = {}
     data: list[str] = []
     seen = 0
@@ -267,8 +277,9 @@ def ws_client(log: ClientLog, stop: threading.Event, target: list[int]) -> None:
             time.sleep(0.02)  # pacing: the server is between stop and start
             continue
         try:
-            with ws_connect(url + "/", proxy=None, compression=None, open_timeout=5,
-                            close_timeout=1, max_size=None) as ws:
+            with ws_connect(
+                url + "/", proxy=None, compression=None, open_timeout=5, close_timeout=1, max_size=None
+            ) as ws:
                 log.connections += 1
                 ws_session(log, ws, rng, stop, target)
         except (ConnectionClosed, InvalidStatus, InvalidHandshake, OSError):
@@ -278,8 +289,7 @@ def ws_client(log: ClientLog, stop: threading.Event, target: list[int]) -> None:
             time.sleep(rng.uniform(0, 0.15))  # pacing: stay away a while (may cause a gap)
 
 
-def ws_session(log: ClientLog, ws: Any, rng: random.Random, stop: threading.Event,
-               target: list[int]) -> None:
+def ws_session(log: ClientLog, ws: Any, rng: random.Random, stop: threading.Event, target: list[int]) -> None:
     if log.last is not None:
         resubscribe(log, ws)
     drop_after = rng.randint(20, 3000)
@@ -410,13 +420,27 @@ def test_torture(request: pytest.FixtureRequest) -> None:
 
     sse_logs = [ClientLog(f"sse{i}", failures) for i in range(SSE_CLIENTS)]
     ws_logs = [ClientLog(f"ws{i}", failures) for i in range(WS_CLIENTS)]
-    threads = [threading.Thread(target=failures.guard(f"worker{i}", lambda i=i: worker(i)),
-                                name=f"torture-worker-{i}") for i in range(WORKERS)]
+    threads = [
+        threading.Thread(
+            target=failures.guard(f"worker{i}", lambda i=i: worker(i)), name=f"torture-worker-{i}"
+        )
+        for i in range(WORKERS)
+    ]
     threads.append(threading.Thread(target=failures.guard("restarter", restarter), name="torture-restart"))
-    clients = [threading.Thread(target=failures.guard(log.name, lambda log=log: sse_client(
-        log, stop_clients, target)), name=f"torture-{log.name}") for log in sse_logs]
-    clients += [threading.Thread(target=failures.guard(log.name, lambda log=log: ws_client(
-        log, stop_clients, target)), name=f"torture-{log.name}") for log in ws_logs]
+    clients = [
+        threading.Thread(
+            target=failures.guard(log.name, lambda log=log: sse_client(log, stop_clients, target)),
+            name=f"torture-{log.name}",
+        )
+        for log in sse_logs
+    ]
+    clients += [
+        threading.Thread(
+            target=failures.guard(log.name, lambda log=log: ws_client(log, stop_clients, target)),
+            name=f"torture-{log.name}",
+        )
+        for log in ws_logs
+    ]
 
     anchor_refs = 1
     started = time.monotonic()
@@ -475,13 +499,22 @@ def test_torture(request: pytest.FixtureRequest) -> None:
     release_stream_server()
     assert not manager.is_server_running()
     manager.cleanup()
-    wait_for(lambda: all(port_is_free(p) for p in figures.ports_used), timeout=10,
-             what="every port used to be free")
-    wait_for(lambda: threading.active_count() <= threads_before, timeout=10,
-             what=f"threads back to {threads_before} (now {threading.active_count()}: "
-                  f"{[t.name for t in threading.enumerate()]})")
-    wait_for(lambda: proc.num_fds() <= fds_before, timeout=10,
-             what=f"file descriptors back to {fds_before} (now {proc.num_fds()})")
+    wait_for(
+        lambda: all(port_is_free(p) for p in figures.ports_used),
+        timeout=10,
+        what="every port used to be free",
+    )
+    wait_for(
+        lambda: threading.active_count() <= threads_before,
+        timeout=10,
+        what=f"threads back to {threads_before} (now {threading.active_count()}: "
+        f"{[t.name for t in threading.enumerate()]})",
+    )
+    wait_for(
+        lambda: proc.num_fds() <= fds_before,
+        timeout=10,
+        what=f"file descriptors back to {fds_before} (now {proc.num_fds()})",
+    )
 
     logs = sse_logs + ws_logs
     delivered = sum(log.frames for log in logs)

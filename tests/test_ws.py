@@ -48,8 +48,7 @@ async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any
     return value
 
 
-async def recv_until_seq(ws: ClientConnection, seq: int,
-                         timeout: float = 5.0) -> list[dict[str, Any]]:
+async def recv_until_seq(ws: ClientConnection, seq: int, timeout: float = 5.0) -> list[dict[str, Any]]:
     out = []
     while True:
         event = await recv_json(ws, timeout)
@@ -106,13 +105,6 @@ def ws_connect(server: TrainingStreamServer, path: str = "/", **kwargs: Any) -> 
     return connect(ws_url(server, path), proxy=None, open_timeout=5, close_timeout=2, **kwargs)
 
 
-
-
-
-
-
-
-
 @pytest.fixture
 async def client(server: TrainingStreamServer) -> AsyncIterator[ClientConnection]:
     """A connected, ready WebSocket client following new events."""
@@ -131,8 +123,15 @@ async def test_new_events_arrive_one_json_object_per_text_frame(server, client):
     metric, note, nonfinite = [await recv_json(client) for _ in range(3)]
     epoch = server.status()["epoch"]
     assert set(metric) == EVENT_KEYS_METRIC
-    assert metric == {"seq": s1, "epoch": epoch, "ts": metric["ts"], "type": "metric",
-                      "run": "exp1", "step": 3, "metrics": {"loss": 0.5, "acc": 1}}
+    assert metric == {
+        "seq": s1,
+        "epoch": epoch,
+        "ts": metric["ts"],
+        "type": "metric",
+        "run": "exp1",
+        "step": 3,
+        "metrics": {"loss": 0.5, "acc": 1},
+    }
     assert abs(metric["ts"] - time.time()) < 5
     assert set(note) == EVENT_KEYS_DATA
     assert (note["seq"], note["type"], note["data"]) == (s2, "log", {"text": "hello"})
@@ -477,8 +476,9 @@ async def test_client_that_never_reads_does_not_delay_another(make_server):
     server = make_server(history_size=50_000)
     stalled = await asyncio.to_thread(StalledWebSocket, server)
     try:
-        await asyncio.to_thread(wait_for, lambda: server.status()["clients"]["ws"] == 1, 10,
-                                "stalled client registered")
+        await asyncio.to_thread(
+            wait_for, lambda: server.status()["clients"]["ws"] == 1, 10, "stalled client registered"
+        )
         async with ws_connect(server, max_size=None) as ws:
             await ready(ws)
             n = 12_000
@@ -489,8 +489,10 @@ async def test_client_that_never_reads_does_not_delay_another(make_server):
             elapsed = time.monotonic() - started
             assert [e["seq"] for e in events] == seqs
             to_stalled = server.status()["events"]["delivered"] - delivered_before - n
-            print(f"\n{n} events (~{n // 1000} MB) to the reading WebSocket in {elapsed:.2f} s; "
-                  f"the stalled one was handed {to_stalled}")
+            print(
+                f"\n{n} events (~{n // 1000} MB) to the reading WebSocket in {elapsed:.2f} s; "
+                f"the stalled one was handed {to_stalled}"
+            )
             assert to_stalled < n, "the stalled client was not actually stalled"
             assert server.status()["clients"]["ws"] == 2
             assert elapsed < 10.0
@@ -512,8 +514,9 @@ async def test_stop_timeout_bounds_stop_with_stalled_websocket(make_server):
     server = make_server(history_size=50_000)
     stalled = await asyncio.to_thread(StalledWebSocket, server)
     try:
-        await asyncio.to_thread(wait_for, lambda: server.status()["clients"]["ws"] == 1, 10,
-                                "stalled client registered")
+        await asyncio.to_thread(
+            wait_for, lambda: server.status()["clients"]["ws"] == 1, 10, "stalled client registered"
+        )
         seqs = [server.publish("blob", {"blob": "x" * 1000}) for _ in range(12_000)]
         await asyncio.to_thread(committed, server, seqs[-1])
         started = time.monotonic()
@@ -529,8 +532,9 @@ async def test_client_count_returns_to_zero_after_disconnect(server):
         await ready(a)
         await ready(b)
         assert server.status()["clients"]["ws"] == 2
-    await asyncio.to_thread(wait_for, lambda: server.status()["clients"]["ws"] == 0, 5,
-                            "client count back to 0")
+    await asyncio.to_thread(
+        wait_for, lambda: server.status()["clients"]["ws"] == 0, 5, "client count back to 0"
+    )
 
 
 async def test_max_clients_is_503(make_server):
@@ -542,8 +546,9 @@ async def test_max_clients_is_503(make_server):
                 pass
         assert info.value.response.status_code == 503
         assert b"max_clients" in info.value.response.body
-    await asyncio.to_thread(wait_for, lambda: server.status()["clients"]["ws"] == 0, 5,
-                            "client count back to 0")
+    await asyncio.to_thread(
+        wait_for, lambda: server.status()["clients"]["ws"] == 0, 5, "client count back to 0"
+    )
     async with ws_connect(server) as ws:
         await ready(ws)
 

@@ -44,15 +44,20 @@ def _json(body: bytes, status: int = 200) -> Response:
 
 def _dashboard_files() -> dict[str, tuple[bytes, str]]:
     """The dashboard's static files, read once into memory."""
-    types = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-             ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png",
-             ".ico": "image/x-icon"}
+    types = {
+        ".html": "text/html; charset=utf-8",
+        ".js": "text/javascript; charset=utf-8",
+        ".css": "text/css; charset=utf-8",
+        ".svg": "image/svg+xml",
+        ".png": "image/png",
+        ".ico": "image/x-icon",
+    }
     files: dict[str, tuple[bytes, str]] = {}
     try:
         root = resources.files("stream_hub") / "dashboard"
         for entry in root.iterdir():
             name = entry.name
-            suffix = name[name.rfind("."):] if "." in name else ""
+            suffix = name[name.rfind(".") :] if "." in name else ""
             if entry.is_file() and suffix in types:
                 files[name] = (entry.read_bytes(), types[suffix])
     except (FileNotFoundError, NotADirectoryError):  # pragma: no cover - broken install
@@ -90,8 +95,8 @@ def create_rest_app(
         errors = jsonable_encoder(exc.errors())
         where = [".".join(str(p) for p in e.get("loc", ())[1:]) or "request" for e in errors]
         message = "; ".join(f"{w}: {e.get('msg', 'invalid')}" for w, e in zip(where, errors))
-        return JSONResponse({"error": message or "invalid request", "detail": errors},
-                            status_code=422)
+        return JSONResponse({"error": message or "invalid request", "detail": errors}, status_code=422)
+
     if server.config.cors_origins:
         # Closed by default: only origins named in StreamConfig.cors_origins
         # may call this API from a browser page served elsewhere.
@@ -161,13 +166,18 @@ def create_rest_app(
         if metric is not None:
             s = summary.series.get(metric)
             if s is None:
-                return _error(404, f"run {run!r} has no metric {metric!r}",
-                              metrics=sorted(summary.series))
-            body: dict[str, Any] = {"run": run, "metric": metric, **s.snapshot(max_points),
-                                    "points_seen": s.seen}
+                return _error(404, f"run {run!r} has no metric {metric!r}", metrics=sorted(summary.series))
+            body: dict[str, Any] = {
+                "run": run,
+                "metric": metric,
+                **s.snapshot(max_points),
+                "points_seen": s.seen,
+            }
         else:
-            body = {"run": run, "series": {name: s.snapshot(max_points)
-                                           for name, s in summary.series.items()}}
+            body = {
+                "run": run,
+                "series": {name: s.snapshot(max_points) for name, s in summary.series.items()},
+            }
         body["epoch"] = hub.epoch
         body["last_seq"] = head
         return _json(orjson.dumps(body))
@@ -187,8 +197,9 @@ def create_rest_app(
             if run not in hub.runs.runs:
                 return _error(404, f"unknown run {run!r}", runs=sorted(hub.runs.runs)[:100])
             return _json(orjson.dumps(one(run)))
-        return _json(orjson.dumps({"runs": {name: one(name) for name in hub.runs.runs},
-                                   "last_seq": hub.head}))
+        return _json(
+            orjson.dumps({"runs": {name: one(name) for name in hub.runs.runs}, "last_seq": hub.head})
+        )
 
     @app.get("/api/history", tags=["events"])
     async def history(
@@ -210,8 +221,13 @@ def create_rest_app(
         except BadRequest as exc:
             return _error(400, str(exc))
         events, more = hub.history(start, runs=runs_, types=types_, limit=limit, epoch=epoch)
-        body = (b'{"events":[' + b",".join(events) + b'],"epoch":"' + hub.epoch.encode()
-                + b'","last_seq":%d,"more":%s}' % (hub.head, b"true" if more else b"false"))
+        body = (
+            b'{"events":['
+            + b",".join(events)
+            + b'],"epoch":"'
+            + hub.epoch.encode()
+            + b'","last_seq":%d,"more":%s}' % (hub.head, b"true" if more else b"false")
+        )
         return _json(body)
 
     @app.post("/api/publish", tags=["events"], status_code=200)
@@ -223,8 +239,7 @@ def create_rest_app(
         ``{"type": "<word>", "run": ..., "data": ...}``; ``ts`` optional.
         All events are checked before any is published.
         """
-        if not token_matches(bearer_token(request.headers.get("authorization")),
-                             server.config.publish_token):
+        if not token_matches(bearer_token(request.headers.get("authorization")), server.config.publish_token):
             return _error(401, "a publish token is required: Authorization: Bearer <token>")
         limit = server.config.max_body_size
         declared = request.headers.get("content-length")
@@ -254,8 +269,11 @@ def create_rest_app(
         """Force a restart (``Authorization: Bearer <admin_token>``)."""
         expected = server.config.admin_token
         if expected is None:
-            return _error(403, "admin endpoints are disabled: start the server with "
-                               "StreamConfig(admin_token=...) or STREAM_HUB_ADMIN_TOKEN to enable them")
+            return _error(
+                403,
+                "admin endpoints are disabled: start the server with "
+                "StreamConfig(admin_token=...) or STREAM_HUB_ADMIN_TOKEN to enable them",
+            )
         if not token_matches(bearer_token(request.headers.get("authorization")), expected):
             return _error(401, "wrong or missing admin token: send Authorization: Bearer <admin_token>")
         restart()
@@ -322,7 +340,7 @@ def _ingest_items(payload: Any) -> list[Any]:
     if isinstance(payload, dict) and "events" in payload:
         items = payload["events"]
         if not isinstance(items, list):
-            raise BadRequest("\"events\" must be a list of event objects")
+            raise BadRequest('"events" must be a list of event objects')
     elif isinstance(payload, list):
         items = payload
     else:
@@ -350,9 +368,14 @@ def _check_event(item: Any, index: int) -> tuple[str, str, int | None, Any, floa
             raise TypeError("ts must be Unix seconds (a number)")
         if event_type == "metric":
             if "metrics" not in item:
-                raise TypeError("a metric event needs \"metrics\": {name: number}")
-            return ("metric", run, step, validate_metrics(item["metrics"]),
-                    float(ts) if ts is not None else None)
+                raise TypeError('a metric event needs "metrics": {name: number}')
+            return (
+                "metric",
+                run,
+                step,
+                validate_metrics(item["metrics"]),
+                float(ts) if ts is not None else None,
+            )
         validate_type(event_type)
     except TypeError as exc:
         raise BadRequest(f"{where}: {exc}") from None

@@ -148,8 +148,9 @@ def create_sse_app(server: ServerView) -> FastAPI:
         origin = _allowed_origin(server, request.headers.get("origin"))
         given = bearer_token(request.headers.get("authorization")) or token
         if not token_matches(given, server.config.read_token):
-            return _error(401, "a read token is required: Authorization: Bearer <token> "
-                          "or ?token=<token>", origin)
+            return _error(
+                401, "a read token is required: Authorization: Bearer <token> or ?token=<token>", origin
+            )
         try:
             runs = parse_list(query.getlist("run") or None, "run")
             type_list = parse_list(query.getlist("types") or None, "types")
@@ -165,13 +166,16 @@ def create_sse_app(server: ServerView) -> FastAPI:
         if feed is None or feed.closing:
             return _error(503, "the server is shutting down; reconnect shortly", origin)
         if feed.clients["sse"] >= server.config.max_clients:
-            return _error(503, f"too many SSE clients (max_clients={server.config.max_clients})",
-                          origin)
-        client = _Client(server.hub.open_cursor(since, epoch=epoch, fmt=SSE, runs=runs,
-                                                types=type_list))
+            return _error(503, f"too many SSE clients (max_clients={server.config.max_clients})", origin)
+        client = _Client(server.hub.open_cursor(since, epoch=epoch, fmt=SSE, runs=runs, types=type_list))
         headers = {"Access-Control-Allow-Origin": origin} if origin else None
-        return _HubEventSource(_stream(server, client), headers=headers, ping=0, sep="\n",
-                               client_close_handler_callable=client.disconnected)
+        return _HubEventSource(
+            _stream(server, client),
+            headers=headers,
+            ping=0,
+            sep="\n",
+            client_close_handler_callable=client.disconnected,
+        )
 
     app.add_route("/events", events, methods=["GET"], include_in_schema=False)
     return app

@@ -61,7 +61,8 @@ class WebSocketFace:
         self.ws_server: Server | None = None
         self.handlers: set[asyncio.Task[Any]] = set()
         self._subscriptions: weakref.WeakKeyDictionary[ServerConnection, _Subscription] = (
-            weakref.WeakKeyDictionary())
+            weakref.WeakKeyDictionary()
+        )
 
     async def start(self, sock: Any) -> None:
         cfg = self.server.config
@@ -95,12 +96,11 @@ class WebSocketFace:
         cfg = self.server.config
         if cfg.read_token is not None:
             query = parse_qs(query_string)
-            given = bearer_token(request.headers.get("Authorization")) or (
-                query.get("token", [None])[0]
-            )
+            given = bearer_token(request.headers.get("Authorization")) or (query.get("token", [None])[0])
             if not token_matches(given, cfg.read_token):
-                return connection.respond(401, "a read token is required: Authorization: Bearer "
-                                               "<token> or ?token=<token>\n")
+                return connection.respond(
+                    401, "a read token is required: Authorization: Bearer <token> or ?token=<token>\n"
+                )
         feed = self.server.feed
         if feed is None or feed.closing:
             return connection.respond(503, "the server is shutting down; reconnect shortly\n")
@@ -184,9 +184,9 @@ class WebSocketFace:
         try:
             msg = orjson.loads(message)
         except orjson.JSONDecodeError:
-            raise BadRequest("invalid JSON; expected an object like {\"op\": \"subscribe\"}") from None
+            raise BadRequest('invalid JSON; expected an object like {"op": "subscribe"}') from None
         if not isinstance(msg, dict):
-            raise BadRequest("expected a JSON object with an \"op\" field")
+            raise BadRequest('expected a JSON object with an "op" field')
         op = msg.get("op")
         if op == "ping":
             return {"type": "pong", "ts": time.time(), "last_seq": hub.head, "epoch": hub.epoch}
@@ -202,7 +202,7 @@ class WebSocketFace:
                 raise BadRequest("epoch must be a string")
             session.cursor = hub.open_cursor(since, epoch=epoch, fmt=WS, runs=runs, types=types)
             return None
-        raise BadRequest(f"unknown op {op!r}; expected \"subscribe\" or \"ping\"")
+        raise BadRequest(f'unknown op {op!r}; expected "subscribe" or "ping"')
 
     async def _send_error(self, connection: ServerConnection, error: str) -> None:
         await connection.send(orjson.dumps({"type": "error", "error": error}).decode())
