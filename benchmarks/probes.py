@@ -37,7 +37,7 @@ def wait_serving(ports: Mapping[str, int], timeout: float = 10.0) -> None:
 
 
 def _health_ok(sock: socket.socket) -> bool:
-    sock.sendall(b"GET /health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     head = b""
     while b"\r\n" not in head:
         data = sock.recv(4096)

@@ -58,6 +58,12 @@ class StreamConfig:
     ws_origins: tuple[str, ...] | None = _UNSET
     series_points: int = _UNSET
     busy_flush_interval: float = _UNSET
+    history_bytes: int = _UNSET
+    max_series: int = _UNSET
+    allowed_hosts: tuple[str, ...] | None = _UNSET
+    send_timeout: float = _UNSET
+    client_buffer_bytes: int = _UNSET
+    stale_timeout: float = _UNSET
 
     def __post_init__(self) -> None:
         env = os.environ
@@ -125,6 +131,12 @@ _DEFAULTS: dict[str, Any] = {
     "ws_origins": None,
     "series_points": 1000,
     "busy_flush_interval": 0.25,
+    "history_bytes": 64 * 1024 * 1024,
+    "max_series": 10_000,
+    "allowed_hosts": None,
+    "send_timeout": 10.0,
+    "client_buffer_bytes": 4 * 1024 * 1024,
+    "stale_timeout": 5.0,
 }
 
 _INT_FIELDS = {
@@ -136,10 +148,20 @@ _INT_FIELDS = {
     "max_message_size",
     "max_body_size",
     "series_points",
+    "history_bytes",
+    "max_series",
+    "client_buffer_bytes",
 }
-_FLOAT_FIELDS = {"heartbeat_interval", "handshake_timeout", "shutdown_timeout", "busy_flush_interval"}
+_FLOAT_FIELDS = {
+    "heartbeat_interval",
+    "handshake_timeout",
+    "shutdown_timeout",
+    "busy_flush_interval",
+    "send_timeout",
+    "stale_timeout",
+}
 _TOKEN_FIELDS = {"admin_token", "publish_token", "read_token"}
-_LIST_FIELDS = {"cors_origins", "ws_origins"}
+_LIST_FIELDS = {"cors_origins", "ws_origins", "allowed_hosts"}
 
 
 def _parse_env(name: str, raw: str) -> Any:
@@ -159,7 +181,7 @@ def _parse_env(name: str, raw: str) -> Any:
     if name in _TOKEN_FIELDS:
         return text or None
     if name in _LIST_FIELDS:
-        if name == "ws_origins" and text in ("", "*"):
+        if name in ("ws_origins", "allowed_hosts") and not text:
             return None
         return tuple(part.strip() for part in text.split(",") if part.strip())
     return text
@@ -183,6 +205,15 @@ def _validate(name: str, value: Any) -> Any:
     if name == "series_points":
         _check_int(name, value, 16, 1_000_000, "an integer from 16 to 1 000 000")
         return value
+    if name == "history_bytes":
+        _check_int(name, value, 1 << 20, 1 << 40, "a size in bytes from 1 MiB (1048576) to 2**40")
+        return value
+    if name == "max_series":
+        _check_int(name, value, 1, 10_000_000, "an integer from 1 to 10 000 000")
+        return value
+    if name == "client_buffer_bytes":
+        _check_int(name, value, 64 * 1024, 1 << 31, "a size in bytes from 65536 to 2**31")
+        return value
     if name in _FLOAT_FIELDS:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(name, f"expected a number of seconds, got {value!r}")
@@ -200,13 +231,14 @@ def _validate(name: str, value: Any) -> Any:
             )
         return value
     if name in _LIST_FIELDS:
-        if value is None and name == "ws_origins":
+        what = "host names" if name == "allowed_hosts" else "origin strings"
+        if value is None and name in ("ws_origins", "allowed_hosts"):
             return None
         if isinstance(value, str):
             value = (value,)
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(name, f"expected a list of origin strings, got {value!r}")
-        return tuple(value)
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(name, f"expected a list of {what}, got {value!r}")
+        return tuple(v.strip().lower() if name == "allowed_hosts" else v.strip() for v in value)
     raise ConfigError(name, "no such field")  # pragma: no cover - fields are fixed
 
 

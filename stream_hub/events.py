@@ -14,16 +14,21 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 __all__ = [
+    "MAX_TS",
     "RESERVED_TYPES",
+    "encode_data",
     "encode_event",
     "sse_frame",
     "validate_metrics",
     "validate_run",
+    "validate_step",
+    "validate_ts",
     "validate_type",
     "ws_text_frame",
 ]
@@ -33,6 +38,10 @@ RESERVED_TYPES = frozenset({"gap", "shutdown", "error", "status"})
 
 _NUMERIC = frozenset({float, int})
 _MAX_NAME = 200
+_MAX_NESTING = 8
+_DATA_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+#: The latest publish time accepted from a client (the year 2286).
+MAX_TS = 1e10
 
 # NaN and the infinities are not JSON numbers; they travel as these strings,
 # which both float() in Python and Number() in JavaScript read back exactly.
@@ -43,10 +52,12 @@ def validate_metrics(metrics: object) -> dict[str, Any]:
     """Check metric values in the caller's thread and return a private copy.
 
     Accepts ``int``, ``float``, ``bool`` and anything with ``__float__`` (numpy
-    and 0-d torch scalars), which is converted to ``float``.
+    and 0-d torch scalars), which is converted to ``float``. Nested mappings
+    are flattened with ``/``: ``{"train": {"loss": 0.1}}`` is ``{"train/loss": 0.1}``.
 
     Raises:
-        TypeError: ``metrics`` is not a mapping of ``str`` to real numbers.
+        TypeError: ``metrics`` is not a mapping of ``str`` to real numbers
+            (or to mappings of them).
     """
     # HOT PATH (training thread): the common all-int/float case is one dict copy
     # and one type check per value; anything else takes the slow branch.
@@ -58,30 +69,66 @@ def validate_metrics(metrics: object) -> dict[str, Any]:
     out: dict[str, Any] = metrics.copy()
     for key, value in out.items():
         if type(value) not in _NUMERIC or type(key) is not str:
-            _coerce_slow(out)
-            break
+            return _coerce_slow(out)
     return out
 
 
-def _coerce_slow(out: dict[str, Any]) -> None:
-    for key, value in list(out.items()):
+def _coerce_slow(metrics: Mapping[Any, Any], prefix: str = "", depth: int = 0) -> dict[str, Any]:
+    """The values of ``metrics`` as int/float, nested mappings flattened."""
+    if depth > _MAX_NESTING:
+        raise TypeError(f"metrics nested deeper than {_MAX_NESTING} levels under {prefix[:-1]!r}")
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
         if type(key) is not str:
             raise TypeError(f"metric names must be str, got {key!r} ({type(key).__name__})")
+        name = prefix + key
         kind = type(value)
         if kind is float or kind is int:
-            continue
-        if kind is bool:
-            out[key] = int(value)
-            continue
-        if isinstance(value, (str, bytes, bytearray, complex)) or not hasattr(value, "__float__"):
+            out[name] = value
+        elif kind is bool:
+            out[name] = int(value)
+        elif isinstance(value, Mapping):
+            out.update(_coerce_slow(value, name + "/", depth + 1))
+        elif isinstance(value, (str, bytes, bytearray, complex)) or not hasattr(value, "__float__"):
             raise TypeError(
-                f"metric {key!r} must be a real number (int, float, bool or a numeric "
-                f"scalar), got {kind.__name__}: {value!r:.80}"
+                f"metric {name!r} must be a real number (int, float, bool or a numeric "
+                f"scalar) or a mapping of them, got {kind.__name__}: {value!r:.80}"
             )
-        try:
-            out[key] = float(value)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"metric {key!r} could not be converted to float: {exc}") from None
+        else:
+            try:
+                out[name] = float(value)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"metric {name!r} could not be converted to float: {exc}") from None
+    return out
+
+
+def encode_data(data: object) -> bytes:
+    """The JSON of a non-metric event's ``data``, made in the caller's thread.
+
+    Encoding at publish time both copies the data (later changes to the
+    caller's objects do not reach the event) and checks it (an object that
+    is not JSON-able raises here, not later on the server). NaN and the
+    infinities inside ``data`` become ``null``.
+
+    Raises:
+        TypeError: ``data`` cannot be encoded as JSON (or nests too deeply).
+    """
+    try:
+        return orjson.dumps(data, option=_DATA_OPTIONS)
+    except orjson.JSONEncodeError as exc:
+        raise TypeError(f"event data cannot be encoded as JSON: {exc}") from None
+
+
+def validate_ts(ts: object) -> float | None:
+    """A client-given publish time: Unix seconds from 0 to ``MAX_TS``, or None."""
+    if ts is None:
+        return None
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+        raise TypeError(f"ts must be Unix seconds (a number), got {ts!r:.60}")
+    value = float(ts)
+    if not 0.0 <= value <= MAX_TS:
+        raise TypeError(f"ts must be Unix seconds from 0 to {MAX_TS:.0f}, got {ts!r:.60}")
+    return value
 
 
 def validate_run(run: object) -> str:
@@ -133,6 +180,10 @@ def encode_event(
 ) -> bytes:
     """The JSON of one event.
 
+    ``payload`` is the metrics dict of a metric event; for any other event it
+    is ``data``, either already encoded (bytes from :func:`encode_data`) or a
+    JSON-able object (the server's own events).
+
     Raises:
         TypeError: ``payload`` cannot be encoded (not JSON-able).
     """
@@ -153,6 +204,8 @@ def encode_event(
             # Integers beyond 64 bits are still numbers: send them as floats.
             event["metrics"] = {k: float(v) if type(v) is int else v for k, v in metrics.items()}
             return orjson.dumps(event)
+    if type(payload) is bytes:
+        payload = orjson.Fragment(payload)
     return orjson.dumps(
         {"seq": seq, "epoch": epoch, "ts": ts, "type": event_type, "run": run, "step": step, "data": payload}
     )

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import logging
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -25,6 +27,44 @@ T = TypeVar("T")
 
 # How long a crashed loop's thread spends closing what was left on it.
 CRASH_CLEANUP_TIMEOUT = 2.0
+# At most one "out of file descriptors" record per this many seconds.
+RESOURCE_LOG_INTERVAL = 10.0
+
+
+class _ResourceErrorFilter:
+    """The loop's exception handler: resource exhaustion logged once per interval.
+
+    When the process runs out of descriptors (``ulimit -n``), asyncio stops
+    accepting on the listener for a second and reports it, with a traceback,
+    every time; many connections queued on three listeners turn that into a
+    flood of identical tracebacks. They are summarised instead: one WARNING
+    per ``RESOURCE_LOG_INTERVAL`` with how many happened. Anything else goes
+    to asyncio's default handler.
+    """
+
+    def __init__(self) -> None:
+        self._last = -RESOURCE_LOG_INTERVAL
+        self._suppressed = 0
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS:
+            now = time.monotonic()
+            if now - self._last < RESOURCE_LOG_INTERVAL:
+                self._suppressed += 1
+                return
+            logger.warning(
+                "out of system resources (%s): %s; new connections wait until some close%s",
+                errno.errorcode.get(exc.errno or 0, exc.errno),
+                context.get("message", "loop error"),
+                f" ({self._suppressed} more since the last report)" if self._suppressed else "",
+            )
+            self._last, self._suppressed = now, 0
+            return
+        loop.default_exception_handler(context)
+
+
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class LoopThread:
@@ -82,6 +122,7 @@ class LoopThread:
         if self.is_alive():
             raise StreamHubError("loop thread already running")
         loop = asyncio.new_event_loop()
+        loop.set_exception_handler(_ResourceErrorFilter())
         ready = threading.Event()
         self._crash = None
 
@@ -135,24 +176,34 @@ class LoopThread:
             raise TimeoutError(f"the event-loop thread did not finish within {timeout} s") from None
 
     def stop(self, timeout: float | None = 5.0) -> None:
-        """Cancel leftover tasks, stop and close the loop, join the thread.
+        """Cancel leftover tasks, stop and close the loop, join the thread, all
+        within ``timeout`` seconds in total (None: no bound).
 
         Safe to call when already stopped. Must not be called from the loop thread.
+
+        Raises:
+            StreamHubError: the thread did not exit in time.
         """
         self.check_not_in_loop("stopping the loop thread")
         loop, thread = self.loop, self.thread
         if loop is None or thread is None:
             return
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left(share: float = 1.0) -> float | None:
+            return None if deadline is None else max(0.0, (deadline - time.monotonic()) * share)
+
         if thread.is_alive() and not loop.is_closed() and self._crash is None:
             try:
-                future = asyncio.run_coroutine_threadsafe(self._finish(), loop)
-                future.result(timeout)
+                # Half of what is left for the tasks; the rest to stop and join.
+                future = asyncio.run_coroutine_threadsafe(self._finish(left(0.5)), loop)
+                future.result(left(0.6))
             except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
                 logger.warning("loop thread cleanup did not finish within %s s", timeout)
             except RuntimeError:
                 pass  # loop already stopped
             loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout)
+        thread.join(left())
         if thread.is_alive():
             raise StreamHubError(f"event-loop thread did not exit within {timeout} s")
         self.loop = None

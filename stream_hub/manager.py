@@ -216,14 +216,22 @@ class StreamServerManager:
 
     def cleanup(self) -> None:
         """Stop the server whatever the count, set the count to zero and forget
-        the server: the next ``get_stream_server`` starts a fresh one."""
+        the server: the next ``get_stream_server`` starts a fresh one.
+
+        Raises:
+            StreamHubError: the server could not be stopped (it is kept, with
+                a count of zero, so ``cleanup()`` can be called again).
+        """
         self._check_not_in_loop("cleanup()")
         with self._lock:
             refs, self._refs = self._refs, 0
-            server, self._server = self._server, None
+            server = self._server
             if server is not None and (server.running or server.loop_thread_alive):
                 logger.info("cleanup: stopping the stream server (%d reference(s) dropped)", refs)
+                # Forgotten only once stopped: if stop() raises, the server stays
+                # known, so a later cleanup() can still end its loop thread.
                 server.stop()
+            self._server = None
 
     def status(self) -> dict[str, Any]:
         """The status dict of the contract, also when no server exists."""
@@ -240,7 +248,7 @@ class StreamServerManager:
             "epoch": None,
             "last_seq": 0,
             "history": {"size": 0, "capacity": 0},
-            "clients": {"sse": 0, "ws": 0},
+            "clients": {"sse": 0, "ws": 0, "evicted": 0},
             "events": {"published": 0, "delivered": 0, "dropped": 0, "rejected": 0},
             "loop_thread_alive": False,
             "restarts": 0,

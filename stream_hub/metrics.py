@@ -60,12 +60,17 @@ class _ServerCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         server = self.server
         hub = server.hub
-        feed = server.feed
+        notifier = server.notifier
         clients = GaugeMetricFamily("stream_hub_clients", "Connected stream clients", labels=["transport"])
-        counts = feed.clients if feed is not None else {"sse": 0, "ws": 0}
+        counts = notifier.clients if notifier is not None else {"sse": 0, "ws": 0}
         for transport, n in counts.items():
             clients.add_metric([transport], n)
         yield clients
+        yield CounterMetricFamily(
+            "stream_hub_clients_evicted",
+            "Clients closed because they stopped reading (send_timeout, client_buffer_bytes)",
+            value=server.clients.evicted,
+        )
         c = hub.counters
         for name, value, text in (
             ("published", c.published, "Events committed to history"),
@@ -76,6 +81,15 @@ class _ServerCollector(Collector):
             yield CounterMetricFamily(f"stream_hub_events_{name}", text, value=value)
         yield GaugeMetricFamily("stream_hub_history_events", "Events kept in history", value=hub.size)
         yield GaugeMetricFamily("stream_hub_history_capacity", "History capacity", value=hub.capacity)
+        yield GaugeMetricFamily(
+            "stream_hub_history_bytes", "Bytes of events kept in history", value=hub.ring.bytes
+        )
+        yield GaugeMetricFamily("stream_hub_series", "Metric curves kept", value=hub.runs.series_count)
+        yield CounterMetricFamily(
+            "stream_hub_series_points_dropped",
+            "Metric values not kept in curves because of max_series",
+            value=hub.runs.points_dropped,
+        )
         yield GaugeMetricFamily("stream_hub_last_seq", "Seq of the newest event", value=hub.head)
         yield GaugeMetricFamily("stream_hub_running", "1 while serving", value=1 if server.running else 0)
         yield CounterMetricFamily("stream_hub_restarts", "Restarts of the server", value=server.restarts)

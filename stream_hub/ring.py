@@ -1,24 +1,29 @@
-"""The ring: the last ``capacity`` committed events, their encodings, and
-the joined chunks readers send (I/O-free).
+"""The ring: the newest committed events, their encodings, and the joined
+chunks readers send (I/O-free).
 
 Parallel lists indexed by ``seq % capacity`` hold each event's fields; the
 JSON, SSE and WebSocket encodings are filled in lazily, once, by the first
 reader that needs them (:meth:`Ring.encode_upto`), so events nobody reads cost
 no encoding at all.
+
+History is bounded twice: by events (``capacity``) and by bytes
+(``max_bytes``). Each kept event is charged what it costs: an estimate while
+it waits to be encoded, the size of its three encodings afterwards. When the
+total passes ``max_bytes`` the oldest events leave early, so a publisher of
+large events cannot make memory grow with ``capacity``.
 """
 
 from __future__ import annotations
 
 import logging
+from bisect import bisect_right
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from itertools import accumulate
+from typing import Any, Protocol
 
 import orjson
 
 from .events import encode_event, sse_frame, ws_text_frame
-
-if TYPE_CHECKING:
-    from .hub import HubCounters
 
 __all__ = ["FIELDS", "JSON", "SSE", "WS", "Ring"]
 
@@ -29,24 +34,50 @@ WS = 1
 JSON = 2
 FIELDS = 6  # values per event in a flat batch: seq, ts, type, run, step, payload
 
+
+class RejectCounter(Protocol):
+    """Where encoding failures are counted (the hub's counters)."""
+
+    rejected: int
+
+
 Observe = Callable[[int, float, "str | None", "int | None", "dict[str, Any] | None"], None]
+
+# What an event is charged before it is encoded: a fixed part (the slot, the
+# tuple fields, the three bytes objects to come) plus its payload.
+_BASE_COST = 300
+_METRIC_COST = 100  # per metric: dict entry, float, its share of the JSON
+
+
+def _estimate(payload: Any) -> int:
+    if type(payload) is bytes:  # pre-encoded data: three encodings of it to come
+        return _BASE_COST + 3 * len(payload)
+    if type(payload) is dict:
+        return _BASE_COST + _METRIC_COST * len(payload)
+    return _BASE_COST
 
 
 class Ring:
-    """Storage of the newest ``capacity`` events of one hub.
+    """Storage of the newest events of one hub: at most ``capacity`` events
+    and about ``max_bytes`` bytes.
 
-    ``counters`` is the hub's :class:`~stream_hub.hub.HubCounters`; encoding
-    failures are counted there as ``rejected``.
+    Encoding failures are counted in ``counters.rejected``.
     """
 
-    def __init__(self, capacity: int, epoch: str, counters: HubCounters) -> None:
+    def __init__(
+        self, capacity: int, epoch: str, counters: RejectCounter, max_bytes: int = 64 * 1024 * 1024
+    ) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self.epoch = epoch
         self.counters = counters
         self.head = 0  # seq of the newest committed event
+        self.bytes = 0  # what the kept events are charged
+        self._floor = 1  # events below this seq left early (the byte bound)
         self._json: list[bytes] = [b""] * capacity
         self._sse: list[bytes] = [b""] * capacity
         self._ws: list[bytes] = [b""] * capacity
+        self._cost: list[int] = [0] * capacity
         self.runs: list[str | None] = [None] * capacity
         self.types: list[str] = [""] * capacity
         self._ts: list[float] = [0.0] * capacity
@@ -59,15 +90,17 @@ class Ring:
     @property
     def oldest(self) -> int:
         """The seq of the oldest event still in the ring (head + 1 when empty)."""
-        return max(1, self.head - self.capacity + 1)
+        return max(1, self.head - self.capacity + 1, self._floor)
 
     @property
     def size(self) -> int:
-        return min(self.head, self.capacity)
+        return self.head - self.oldest + 1
 
     def ts_of(self, seq: int) -> float:
         """Publish time of a committed event still in the ring."""
         return self._ts[seq % self.capacity]
+
+    # -- writing (the committing thread) ----------------------------------------------
 
     def store(self, batch: list[Any], count: int, observe: Observe, known: dict[str, Any]) -> None:
         """Store a flat batch of ``count`` events, newest last; feed ``observe``.
@@ -76,29 +109,25 @@ class Ring:
         """
         cap = self.capacity
         runs_, types_, tss = self.runs, self.types, self._ts
-        steps, payloads = self._step, self._payload
+        steps, payloads, costs = self._step, self._payload, self._cost
+        charged = self.bytes
         if count > cap:
             # Overload: more events than the ring holds arrived since the last
             # commit. Only the newest ``cap`` can still be in the ring
             # afterwards, so only they are stored; the summaries get a sample
             # of ``cap`` events spread over the whole batch, plus every run's
             # first (its curve starts there) and last (its latest values)
-            # event. No Python-level work per event here.
+            # event. No Python-level work per event here but the charges.
             overflow = count - cap
-            # Field columns of the newest ``cap`` events, copied with slice
-            # assignments (two per column: the ring may wrap).
             columns = [batch[overflow * FIELDS + f :: FIELDS] for f in range(FIELDS)]
             start = columns[0][0] % cap
             head_part = cap - start
-            for ring, column in (
-                (tss, columns[1]),
-                (types_, columns[2]),
-                (runs_, columns[3]),
-                (steps, columns[4]),
-                (payloads, columns[5]),
-            ):
+            column_costs = [_estimate(p) for p in columns[5]]
+            targets: tuple[list[Any], ...] = (tss, types_, runs_, steps, payloads, costs)
+            for ring, column in zip(targets, (*columns[1:], column_costs)):
                 ring[start:] = column[:head_part]
                 ring[:start] = column[head_part:]
+            charged = sum(column_costs)
             all_runs = batch[3::FIELDS]
             picks = set(range(0, count, count // cap + 1))
             picks.update({run: k for k, run in enumerate(all_runs)}.values())
@@ -116,8 +145,32 @@ class Ring:
                 tss[i] = ts
                 steps[i] = step
                 payloads[i] = payload
+                cost = _estimate(payload)
+                charged += cost - costs[i]  # the slot's previous event leaves
+                costs[i] = cost
                 observe(seq, ts, run, step, payload if event_type == "metric" else None)
         self.head = batch[-FIELDS]
+        self.bytes = charged
+        self._chunk_cache.clear()
+        self._trim()
+
+    def _trim(self) -> None:
+        """Let the oldest events go until the kept ones fit ``max_bytes``.
+
+        The newest event always stays, however large.
+        """
+        if self.bytes <= self.max_bytes:
+            return
+        cap, head = self.capacity, self.head
+        seq = self.oldest
+        while self.bytes > self.max_bytes and seq < head:
+            i = seq % cap
+            self.bytes -= self._cost[i]
+            self._cost[i] = 0
+            self._payload[i] = None
+            self._json[i] = self._sse[i] = self._ws[i] = b""
+            seq += 1
+        self._floor = seq
         self._chunk_cache.clear()
 
     def encode_all(self) -> None:
@@ -125,13 +178,18 @@ class Ring:
         self.encode_upto(self.head)
 
     def encode_upto(self, end: int) -> None:
-        """Encode committed events up to seq ``end`` (JSON, SSE and WS frames)."""
+        """Encode committed events up to seq ``end`` (JSON, SSE and WS frames).
+
+        The events are then charged their real size, which may let old
+        events go (call this before deciding what is still in the ring).
+        """
         start = max(self._encoded + 1, self.oldest)
         if start > end:
             return
         cap, epoch = self.capacity, self.epoch
         js, sse, ws, runs_, types_ = self._json, self._sse, self._ws, self.runs, self.types
-        tss, steps, payloads = self._ts, self._step, self._payload
+        tss, steps, payloads, costs = self._ts, self._step, self._payload, self._cost
+        charged = self.bytes
         for seq in range(start, end + 1):
             i = seq % cap
             event_type, run, step = types_[i], runs_[i], steps[i]
@@ -143,20 +201,31 @@ class Ring:
                 # Keep the sequence contiguous: the slot explains the hole.
                 event_type = types_[i] = "gap"
                 runs_[i] = None
-                body = encode_event(
-                    seq,
-                    epoch,
-                    tss[i],
-                    "gap",
-                    None,
-                    step,
-                    {"lost": 1, "from": seq, "to": seq, "reason": "rejected", "error": str(exc)[:200]},
-                )
+                data = {"lost": 1, "from": seq, "to": seq, "reason": "rejected", "error": str(exc)[:200]}
+                body = encode_event(seq, epoch, tss[i], "gap", None, step, data)
             js[i] = body
-            sse[i] = sse_frame(seq, event_type, body)
-            ws[i] = ws_text_frame(body)
+            sse[i] = frame = sse_frame(seq, event_type, body)
+            ws[i] = ws_frame = ws_text_frame(body)
             payloads[i] = None
+            cost = _BASE_COST + len(body) + len(frame) + len(ws_frame)
+            charged += cost - costs[i]
+            costs[i] = cost
         self._encoded = end
+        self.bytes = charged
+        self._trim()
+
+    # -- reading (the committing thread) -------------------------------------------------
+
+    def cut(self, fmt: int, pos: int, end: int, max_bytes: int) -> int:
+        """The last seq in pos+1..end such that the frames up to it stay within
+        ``max_bytes`` (always at least pos+1)."""
+        if end - pos <= 16:
+            return end
+        ring, cap = self._formats[fmt], self.capacity
+        a, b = (pos + 1) % cap, end % cap
+        frames = ring[a : b + 1] if a <= b else ring[a:] + ring[: b + 1]
+        fit = bisect_right(list(accumulate(map(len, frames))), max_bytes)
+        return pos + max(1, fit)
 
     def slice(self, fmt: int, pos: int, end: int) -> bytes:
         """Frames of seqs pos+1..end joined; shared by all cursors at ``pos``."""
@@ -175,7 +244,38 @@ class Ring:
             self._chunk_cache[key] = chunk
         return chunk
 
-    def select(self, fmt: int, pos: int, end: int, wants: Callable[[str | None, str], bool]) -> list[bytes]:
-        """The frames of seqs pos+1..end that ``wants(run, type)`` accepts."""
+    def select(
+        self,
+        fmt: int,
+        pos: int,
+        end: int,
+        wants: Callable[[str | None, str], bool],
+        max_bytes: int | None = None,
+    ) -> tuple[list[bytes], int]:
+        """The frames of seqs pos+1..end that ``wants(run, type)`` accepts.
+
+        Returns ``(frames, last)``: ``last`` is the last seq looked at, less
+        than ``end`` when ``max_bytes`` cut the selection short.
+        """
         ring, runs_, types_, cap = self._formats[fmt], self.runs, self.types, self.capacity
-        return [ring[s % cap] for s in range(pos + 1, end + 1) if wants(runs_[s % cap], types_[s % cap])]
+        if max_bytes is None:
+            frames = [
+                ring[s % cap] for s in range(pos + 1, end + 1) if wants(runs_[s % cap], types_[s % cap])
+            ]
+            return frames, end
+        out: list[bytes] = []
+        size = 0
+        for seq in range(pos + 1, end + 1):
+            i = seq % cap
+            if wants(runs_[i], types_[i]):
+                frame = ring[i]
+                out.append(frame)
+                size += len(frame)
+                if size >= max_bytes:
+                    return out, seq
+        return out, end
+
+    def matching(self, pos: int, end: int, wants: Callable[[str | None, str], bool]) -> int:
+        """How many events of seqs pos+1..end ``wants(run, type)`` accepts."""
+        runs_, types_, cap = self.runs, self.types, self.capacity
+        return sum(1 for s in range(pos + 1, end + 1) if wants(runs_[s % cap], types_[s % cap]))

@@ -15,6 +15,7 @@ over a bucket are single builtin calls.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,16 +181,30 @@ class RunSummary:
 class RunIndex:
     """Summaries of every run seen, fed by the hub as events are committed.
 
-    The number of runs and of metrics per run is bounded (``max_runs``,
-    ``max_metrics``) so a publisher that invents names cannot grow memory
-    without limit; events past the bounds are still streamed, just not indexed.
+    The number of runs, of metrics per run and of curves over all runs is
+    bounded (``max_runs``, ``max_metrics``, ``max_series``) so a publisher
+    that invents names cannot grow memory without limit: events past the
+    bounds are still streamed, just not kept in curves (``points_dropped``
+    counts the values left out).
     """
 
-    def __init__(self, series_points: int, max_runs: int = 1000, max_metrics: int = 1000) -> None:
+    def __init__(
+        self, series_points: int, max_runs: int = 1000, max_metrics: int = 1000, max_series: int = 10_000
+    ) -> None:
         self.series_points = series_points
         self.max_runs = max_runs
         self.max_metrics = max_metrics
+        self.max_series = max_series
+        self.series_count = 0
+        self.points_dropped = 0
         self.runs: dict[str, RunSummary] = {}
+
+    def new_series(self, run: str, names: Iterable[str]) -> int:
+        """How many curves ``names`` would add to ``run``."""
+        summary = self.runs.get(run)
+        if summary is None:
+            return sum(1 for _ in names)
+        return sum(1 for name in names if name not in summary.series)
 
     def observe(
         self, seq: int, ts: float, run: str | None, step: int | None, metrics: dict[str, Any] | None
@@ -211,25 +226,30 @@ class RunIndex:
         if step is None:
             step = summary.metric_events
         summary.last_step = step
-        latest = summary.latest
-        if len(latest) < self.max_metrics:
-            latest.update(metrics)
-        else:
-            for name in metrics.keys() & latest.keys():
-                latest[name] = metrics[name]
         series = summary.series
+        refused = 0
         for name, value in metrics.items():
             s = series.get(name)
             if s is None:
-                if len(series) >= self.max_metrics:
+                if self.series_count >= self.max_series or len(series) >= self.max_metrics:
+                    refused += 1
                     continue
                 s = series[name] = Series(self.series_points)
+                self.series_count += 1
             # Series.append, inlined: this runs once per metric per event.
             s.raw_steps.append(step)
             raw = s.raw_values
             raw.append(value)
             if len(raw) >= s.max_points:
                 s.fold()
+        if not refused:
+            summary.latest.update(metrics)
+            return
+        self.points_dropped += refused
+        latest = summary.latest
+        for name in metrics.keys() & series.keys():
+            latest[name] = metrics[name]
 
     def clear(self) -> None:
         self.runs.clear()
+        self.series_count = 0

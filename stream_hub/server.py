@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import socket
@@ -27,11 +26,14 @@ from . import ports as port_tools
 from .config import StreamConfig
 from .errors import PortInUseError, StreamHubError
 from .faces import Faces
-from .feed import Feed
+from .forking import close_inherited_sockets
 from .hub import Hub
 from .loop import LoopThread
 from .metrics import LatencyHistogram, MetricsExporter
+from .notifier import LoopNotifier
 from .sockets import bind_port
+from .transports.access import AccessPolicy, is_loopback_host, url_host
+from .transports.clients import ClientRegistry
 
 __all__ = ["TrainingStreamServer"]
 
@@ -39,6 +41,12 @@ logger = logging.getLogger(__name__)
 
 TRANSPORTS = ("sse", "ws", "rest")
 WATCH_INTERVAL = 0.25  # seconds between listener health checks
+# Of stop()'s timeout, the part streams get to flush; the rest stops the loop thread.
+GRACEFUL_SHARE = 0.8
+
+# Where the one "serving" line goes when the application configured no logging.
+_STDERR = logging.StreamHandler()
+_STDERR.setFormatter(logging.Formatter("%(message)s"))
 
 # Every server object of this process, so a forked child can disown them.
 _ALL_SERVERS: weakref.WeakSet[TrainingStreamServer] = weakref.WeakSet()
@@ -56,7 +64,8 @@ class TrainingStreamServer:
     def __init__(self, config: StreamConfig | None = None, training_system: Any = None) -> None:
         self.config = config if config is not None else StreamConfig()
         self.training_system = training_system
-        self.hub = Hub(self.config.history_size, self.config.series_points)
+        cfg = self.config
+        self.hub = Hub(cfg.history_size, cfg.series_points, cfg.history_bytes, cfg.max_series)
         # HOT PATH: ``server.log`` is the hub's bound method itself, so a
         # training step pays one call, not two (the method below documents it).
         self.log = self.hub.log  # type: ignore[method-assign]
@@ -71,10 +80,16 @@ class TrainingStreamServer:
         self.last_fault: str | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self.latency = LatencyHistogram()
+        # Every client connection, and the eviction of those that stop reading.
+        self.clients = ClientRegistry(cfg.send_timeout, cfg.client_buffer_bytes)
+        # The Host and Origin rules every face applies.
+        self.access = AccessPolicy(cfg, lambda: self._ports.get("rest"))
+        # The SSE streams running now (the WebSocket face keeps its own).
+        self.streams: set[asyncio.Task[Any]] = set()
         self._metrics = MetricsExporter(self)
         self._loop = LoopThread(on_crash=self._loop_crashed)
         self._lifecycle = threading.RLock()
-        self._feed: Feed | None = None
+        self._notifier: LoopNotifier | None = None
         self._ports: dict[str, int] = {}
         self._sockets: dict[str, socket.socket] = {}
         self._faces = self._new_faces()
@@ -101,8 +116,9 @@ class TrainingStreamServer:
     # -- state ----------------------------------------------------------------------
 
     @property
-    def feed(self) -> Feed | None:
-        return self._feed
+    def notifier(self) -> LoopNotifier | None:
+        """The loop side of the hub while serving (None when stopped)."""
+        return self._notifier
 
     @property
     def running(self) -> bool:
@@ -124,7 +140,7 @@ class TrainingStreamServer:
         host = self.config.host
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1" if host == "0.0.0.0" else "::1"
-        shown = f"[{host}]" if ":" in host else host
+        shown = url_host(host)
         p = self._ports
         if not p:
             return {}
@@ -137,7 +153,7 @@ class TrainingStreamServer:
     def status(self) -> dict[str, Any]:
         """The status dict of the contract (``ref_count`` from the manager)."""
         hub = self.hub
-        feed = self._feed
+        notifier = self._notifier
         extra = self.status_extra() if self.status_extra is not None else {"ref_count": 0}
         return {
             "running": self.running,
@@ -149,7 +165,10 @@ class TrainingStreamServer:
             "epoch": hub.epoch,
             "last_seq": hub.head,
             "history": {"size": hub.size, "capacity": hub.capacity},
-            "clients": dict(feed.clients) if feed is not None else {"sse": 0, "ws": 0},
+            "clients": {
+                **(notifier.clients if notifier is not None else {"sse": 0, "ws": 0}),
+                "evicted": self.clients.evicted,
+            },
             "events": hub.counters.as_dict(),
             "loop_thread_alive": self._loop.is_alive(),
             "restarts": self.restarts,
@@ -179,7 +198,7 @@ class TrainingStreamServer:
             self._bind_sockets(resolved)
             try:
                 loop = self._loop.start()
-                self._feed = Feed(
+                self._notifier = LoopNotifier(
                     self.hub, loop, self.config.busy_flush_interval, self.config.heartbeat_interval
                 )
                 self._loop.run(self._startup(), timeout=30)
@@ -194,36 +213,42 @@ class TrainingStreamServer:
                 None,
                 {"state": "started", "ports": self.ports, "pid": os.getpid(), "restarts": self.restarts},
             )
-            logger.info(
-                "stream_hub serving: SSE %s/events, WebSocket %s/, REST %s/",
-                self.urls["sse"],
-                self.urls["ws"],
-                self.urls["rest"],
-            )
+            self._announce()
 
     def _warn_if_exposed(self) -> None:
-        """Binding beyond loopback without tokens lets anyone on the network in."""
-        host = self.config.host
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = host == "localhost"
-        if not loopback and (self.config.read_token is None or self.config.publish_token is None):
+        """Binding beyond loopback: say what the missing tokens leave open."""
+        cfg = self.config
+        if is_loopback_host(cfg.host):
+            return
+        problems = []
+        if cfg.read_token is None:
+            problems.append("without read_token anyone who can reach it can read your training events")
+        if cfg.publish_token is None:
+            problems.append("without publish_token other machines cannot publish (they are refused)")
+        if problems:
             logger.warning(
-                "binding %s, which other machines can reach, without %s: anyone who can reach "
-                "it can read%s your training events. Set STREAM_HUB_READ_TOKEN and "
+                "binding %s, which other machines can reach: %s. Set STREAM_HUB_READ_TOKEN / "
                 "STREAM_HUB_PUBLISH_TOKEN, or bind 127.0.0.1.",
-                host,
-                " and ".join(
-                    n
-                    for n, v in (
-                        ("read_token", self.config.read_token),
-                        ("publish_token", self.config.publish_token),
-                    )
-                    if v is None
-                ),
-                " and publish" if self.config.publish_token is None else "",
+                cfg.host,
+                "; ".join(problems),
             )
+
+    def _announce(self) -> None:
+        """Say where the server is: at INFO, and on stderr if logging is not configured.
+
+        A library user who configured no logging would never see an INFO
+        record (Python's default level is WARNING), and would not learn the
+        dashboard's URL; one line on stderr tells them. With logging
+        configured, the record goes where they sent it and nothing else is
+        printed.
+        """
+        urls = self.urls
+        message = "stream_hub serving: dashboard %s/ SSE %s/events WebSocket %s/ (REST %s/api/status)"
+        args = (urls["rest"], urls["sse"], urls["ws"], urls["rest"])
+        logger.info(message, *args)
+        if not logger.hasHandlers():
+            record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, message, args, None)
+            _STDERR.handle(record)
 
     def _resolve_ports(self, wanted: dict[str, int]) -> dict[str, int]:
         """Apply the port-conflict policy to all three ports before binding any."""
@@ -253,17 +278,19 @@ class TrainingStreamServer:
         )
 
     async def _startup(self) -> None:
-        feed = self._feed
-        assert feed is not None
+        notifier = self._notifier
+        assert notifier is not None
+        # The hub commits on this loop from now on, before any listener accepts:
+        # no reader can ever see a commit running on a training thread.
+        notifier.attach()
         await self._faces.start(self._sockets)
-        feed.attach()
         self._watch_task = asyncio.get_running_loop().create_task(self._watch(), name="stream-hub-watch")
 
     async def _watch(self) -> None:
         """Notice a transport that stopped listening underneath us (within a second)."""
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
-            if not self._running or (self._feed is not None and self._feed.closing):
+            if not self._running or (self._notifier is not None and self._notifier.closing):
                 continue
             broken = self._faces.broken()
             if broken:
@@ -332,17 +359,23 @@ class TrainingStreamServer:
     def _stop(self, timeout: float | None, reason: str, keep_ports: bool) -> None:
         if not self._running and not self._loop.is_alive():
             return
-        timeout = self.config.shutdown_timeout if timeout is None else timeout
+        timeout = self.config.shutdown_timeout if timeout is None else max(0.0, timeout)
         ports = dict(self._ports)
         started = time.monotonic()
+        # ``timeout`` bounds the whole stop: streams get most of it to flush,
+        # the rest is kept for stopping the loop thread.
+        deadline = started + timeout
+        graceful = started + timeout * GRACEFUL_SHARE
         self._running = False
         try:
             if self._loop.is_alive():
                 try:
-                    self._loop.run(self._shutdown(reason, timeout), timeout=timeout + 5)
+                    self._loop.run(
+                        self._shutdown(reason, graceful), timeout=max(0.01, graceful - time.monotonic())
+                    )
                 except (TimeoutError, StreamHubError) as exc:
                     logger.warning("graceful shutdown incomplete (%s); stopping the loop anyway", exc)
-            self._loop.stop(timeout=timeout + 5)
+            self._loop.stop(timeout=max(0.01, deadline - time.monotonic()))
         finally:
             self._release_resources()
             self._started_at = None
@@ -358,23 +391,24 @@ class TrainingStreamServer:
 
     def _release_resources(self) -> None:
         """Detach the hub from the (stopped) loop and close our listening sockets."""
-        if self._feed is not None:
-            self._feed.detach()
-        self._feed = None
+        if self._notifier is not None:
+            self._notifier.detach()
+        self._notifier = None
         for sock in self._sockets.values():
             sock.close()
         self._sockets = {}
-        self._faces.uvicorn = {}
+        self._faces.http = {}
 
-    async def _shutdown(self, reason: str, timeout: float) -> None:
-        """On the loop: announce, flush every stream, close every connection."""
-        feed = self._feed
+    async def _shutdown(self, reason: str, deadline: float) -> None:
+        """On the loop: announce, flush every stream, close every connection
+        (streams still running at ``deadline`` are dropped)."""
+        notifier = self._notifier
         hub = self.hub
         hub.submit("shutdown", None, None, {"reason": reason, "restart": reason == "restart"})
         hub.commit()
-        if feed is not None:
-            feed.close()
-        await self._faces.close(timeout)
+        if notifier is not None:
+            notifier.close()
+        await self._faces.close(deadline)
 
     def _verify_ports_released(self, ports: dict[str, int]) -> None:
         """Bind each port again (SO_REUSEADDR, as the next server will) or raise."""
@@ -397,9 +431,17 @@ class TrainingStreamServer:
     # -- fork ----------------------------------------------------------------------------
 
     def _disown_after_fork(self) -> None:
-        """In a forked child: forget the parent's loop, sockets and locks."""
+        """In a forked child: let go of the parent's sockets, forget its loop and locks.
+
+        The child never serves: it holds none of the server's listeners or
+        client connections (see :mod:`stream_hub.forking`).
+        """
+        if self._ports:
+            close_inherited_sockets(self._ports.values())
         self.hub.reinit_after_fork()
-        self._feed = None
+        self._notifier = None
+        self.clients = ClientRegistry(self.config.send_timeout, self.config.client_buffer_bytes)
+        self.streams = set()
         self._running = False
         self._loop = LoopThread(on_crash=self._loop_crashed)
         self._lifecycle = threading.RLock()

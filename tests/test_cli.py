@@ -159,7 +159,7 @@ def test_status_table_and_json(hub: Served) -> None:
     assert STATUS_KEYS <= set(status)
     assert status["pid"] == hub.pid and status["ports"] == hub.ports
     assert set(status["events"]) == {"published", "delivered", "dropped", "rejected"}
-    assert set(status["clients"]) == {"sse", "ws"}
+    assert set(status["clients"]) == {"sse", "ws", "evicted"}  # contract v2: evicted
 
 
 def test_status_reads_the_environment(hub: Served) -> None:

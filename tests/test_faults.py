@@ -217,7 +217,9 @@ def _close_listener(server: TrainingStreamServer, name: str) -> None:
         assert ws_server is not None
         loop.call_soon_threadsafe(ws_server.server.close)
     else:
-        loop.call_soon_threadsafe(server._faces.uvicorn[name].servers[0].close)
+        listener = server._faces.http[name].server
+        assert listener is not None
+        loop.call_soon_threadsafe(listener.close)
 
 
 def _serves(server: TrainingStreamServer, name: str) -> bool:

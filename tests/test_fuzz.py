@@ -136,7 +136,8 @@ def test_filtered_subscribers_get_exactly_their_events_or_a_gap(
         elif op == "note":
             committed[hub.publish("note", {"k": 1}, run=arg)] = ("note", arg)
         elif op == "bad":
-            committed[hub.publish("note", Unencodable(), run="a")] = ("gap", None)
+            # A source that did not encode its data first (publish() refuses it).
+            committed[hub.submit("note", "a", None, Unencodable())] = ("gap", None)
         elif op == "read":
             read(arg)
         else:
@@ -528,7 +529,10 @@ def test_publish_nested_too_deep_for_the_encoder_is_refused_or_stored(fuzzed: Tr
     for _ in range(300):
         deep = [deep]
     response = httpx.post(
-        f"{fuzzed.urls['rest']}/api/publish", timeout=10, content=json.dumps({"type": "note", "data": deep})
+        f"{fuzzed.urls['rest']}/api/publish",
+        timeout=10,
+        content=json.dumps({"type": "note", "data": deep}),
+        headers={"Content-Type": "application/json"},
     )
     assert response.status_code in (200, 400, 413, 422), response.text
     if response.status_code == 200:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_hub.events import ws_text_frame
-from stream_hub.hub import SSE, WS, Hub
+from stream_hub.hub import MAX_CHUNK_BYTES, MAX_CHUNK_EVENTS, SSE, WS, Hub
 from stream_hub.runs import Series
 
 
@@ -98,14 +98,37 @@ def test_log_accepts_bool_and_float_like_scalars() -> None:
     assert event["metrics"] == {"flag": 1, "s": 2.5, "i": 3}
 
 
+class HeldNotifier:
+    """A notifier whose loop never comes: commits wait for the test's ``commit()``."""
+
+    def __init__(self) -> None:
+        self.wakes = 0
+        self.urgent = 0
+        self.commits = 0
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+    def wake_urgent(self) -> None:
+        self.urgent += 1
+
+    def committed(self) -> None:
+        self.commits += 1
+
+
+def held(hub: Hub) -> HeldNotifier:
+    notifier = HeldNotifier()
+    hub.attach(notifier)
+    return notifier
+
+
 def test_log_copies_the_metrics_dict() -> None:
     hub = Hub(10)
     metrics = {"loss": 1.0}
-    hub.wake = lambda: None  # hold the commit back
+    notifier = held(hub)  # hold the commit back
     hub.log(metrics)
     metrics["loss"] = 99.0
-    hub.wake = None
-    hub.commit()
+    hub.detach(notifier)
     (event,) = read_all(hub, hub.open_cursor(0))
     assert event["metrics"]["loss"] == 1.0
 
@@ -118,10 +141,25 @@ def test_non_finite_values_travel_as_strings_that_parse_back() -> None:
     assert math.isnan(float(event["metrics"]["a"])) and float(event["metrics"]["b"]) == math.inf
 
 
+def test_publish_copies_the_data_and_refuses_what_is_not_json_in_the_caller() -> None:
+    hub = Hub(10)
+    notifier = held(hub)
+    data = {"text": "original", "nested": {"n": 1}}
+    seq = hub.publish("log", data)
+    data["text"] = "MUTATED"
+    data["nested"]["n"] = 2
+    with pytest.raises(TypeError, match="JSON"):
+        hub.publish("log", {"bad": {1, 2}})  # a set is not JSON
+    hub.detach(notifier)
+    (event,) = read_all(hub, hub.open_cursor(0))
+    assert event["seq"] == seq and event["data"] == {"text": "original", "nested": {"n": 1}}
+    assert hub.last_seq == seq  # the refused event took no seq
+
+
 def test_unencodable_event_is_rejected_as_a_gap_that_keeps_seq_contiguous() -> None:
     hub = Hub(10)
     hub.publish("log", {"text": "ok"})
-    hub.publish("log", {"bad": {1, 2}})  # a set is not JSON
+    hub.submit("log", None, None, {"bad": {1, 2}})  # a source that did not pre-encode
     hub.publish("log", {"text": "after"})
     events = read_all(hub, hub.open_cursor(0))
     assert [e["seq"] for e in events] == [1, 2, 3]
@@ -138,19 +176,18 @@ def test_reserved_and_malformed_types_are_refused() -> None:
 
 def test_wake_is_called_once_per_batch() -> None:
     hub = Hub(100)
-    calls = []
-    hub.wake = lambda: calls.append(1)
+    notifier = held(hub)
     for i in range(50):
         hub.log({"x": i})
-    assert len(calls) == 1
-    assert hub.commit() == 50
+    assert notifier.wakes == 1
+    assert hub.commit() == 50 and notifier.commits == 1
     hub.log({"x": 1})
-    assert len(calls) == 2
+    assert notifier.wakes == 2
 
 
 def test_concurrent_submitters_get_unique_ordered_seqs() -> None:
     hub = Hub(100_000)
-    hub.wake = lambda: None
+    held(hub)
     seqs: list[list[int]] = [[] for _ in range(8)]
 
     def worker(i: int) -> None:
@@ -212,9 +249,18 @@ def test_resume_from_another_epoch_replays_history_after_a_gap() -> None:
     events = read_all(hub, hub.open_cursor(2, epoch="someoneelse"))
     assert events[0]["type"] == "gap" and events[0]["data"]["reason"] == "epoch"
     assert [e["seq"] for e in events[1:]] == [1, 2, 3]
-    # A seq beyond anything we numbered is from another epoch too.
-    events = read_all(hub, hub.open_cursor(500))
-    assert events[0]["type"] == "gap" and [e["seq"] for e in events[1:]] == [1, 2, 3]
+
+
+def test_resume_from_beyond_the_head_says_so_and_follows_new_events() -> None:
+    hub = Hub(5)
+    for i in range(3):
+        hub.log({"x": i})
+    cursor = hub.open_cursor(500)
+    (gap,) = read_all(hub, cursor)
+    assert gap["type"] == "gap" and gap["seq"] == 3  # where this hub stands, never 0
+    assert gap["data"] == {"lost": 0, "reason": "ahead", "since": 500, "last_seq": 3}
+    new = hub.log({"x": 9})
+    assert [e["seq"] for e in read_all(hub, cursor)] == [new]
 
 
 def test_slow_subscriber_skips_ahead_while_others_keep_up() -> None:
@@ -270,8 +316,20 @@ def test_chunks_are_bounded_and_shared_between_cursors() -> None:
     a, b = hub.open_cursor(0), hub.open_cursor(0)
     chunk_a, n_a = hub.read(a)
     chunk_b, n_b = hub.read(b)
-    assert n_a == n_b == 4096 and chunk_a is chunk_b  # encoded once, sent to both
-    assert hub.read(a)[1] == 5000 - 4096
+    assert n_a == n_b and chunk_a is chunk_b  # encoded once, sent to both
+    assert n_a <= MAX_CHUNK_EVENTS and len(chunk_a) <= MAX_CHUNK_BYTES
+    assert hub.read(a, limit=100)[1] == 100  # the event bound
+    total = n_a + 100
+    while (n := hub.read(a)[1]) > 0:
+        total += n
+    assert total == 5000
+
+
+def test_one_large_event_still_makes_a_chunk() -> None:
+    hub = Hub(100)
+    hub.publish("blob", {"s": "x" * (MAX_CHUNK_BYTES * 2)})
+    chunk, n = hub.read(hub.open_cursor(0))
+    assert n == 1 and len(chunk) > MAX_CHUNK_BYTES
 
 
 # -- property-based: resume and gap ------------------------------------------------------
@@ -293,9 +351,9 @@ def test_resume_is_exact_or_announces_exactly_what_was_lost(
     seqs = [e["seq"] for e in events if e["type"] != "gap"]
     gaps = [e for e in events if e["type"] == "gap"]
     oldest = max(1, published - capacity + 1)
-    if since > published:  # from another epoch: everything kept, after a gap
-        assert len(gaps) == 1 and gaps[0]["data"]["reason"] == "epoch"
-        assert seqs == list(range(oldest, published + 1))
+    if since > published:  # ahead of this hub: a gap that says where it stands
+        assert len(gaps) == 1 and gaps[0]["data"]["reason"] == "ahead"
+        assert gaps[0]["seq"] == published and seqs == []
     elif since == 0 or since >= oldest - 1:
         assert gaps == [] and seqs == list(range(since + 1 if since else oldest, published + 1))
     else:
@@ -396,11 +454,10 @@ def test_run_index_tracks_latest_and_counts() -> None:
 
 def test_an_overloaded_commit_keeps_the_ring_exact_and_the_curves_whole() -> None:
     hub = Hub(100)
-    hub.wake = lambda: None  # the loop is busy: everything lands in one batch
+    held(hub)  # the loop is busy: everything lands in one batch
     for step in range(1000):
         for run in ("a", "b"):
             hub.log({"loss": 1000.0 - step}, step=step, run=run)
-    hub.wake = None
     assert hub.commit() == 2000
     events = read_all(hub, hub.open_cursor(0))
     assert [e["seq"] for e in events] == list(range(1901, 2001))  # exactly the newest 100
@@ -414,14 +471,11 @@ def test_an_overloaded_commit_keeps_the_ring_exact_and_the_curves_whole() -> Non
 
 def test_a_stuck_loop_cannot_grow_the_backlog_without_bound() -> None:
     hub = Hub(10)
-    urgent: list[int] = []
-    hub.wake = lambda: None
-    hub.wake_urgent = lambda: urgent.append(1)
+    notifier = held(hub)
     for i in range(300_000):
         hub.log({"x": i})
-    assert urgent == [1]  # asked once for an immediate commit
+    assert notifier.urgent == 1  # asked once for an immediate commit
     assert len(hub._pending) // 6 <= 4 * 50_000 + 1
     assert hub.counters.shed > 0
-    hub.wake = None
-    hub.commit()
+    hub.detach(notifier)
     assert hub.head == 300_000

@@ -126,12 +126,13 @@ def test_publish_body_over_max_body_size_is_413(
             return data
         return iter([data[i : i + 1000] for i in range(0, len(data), 1000)])  # no Content-Length
 
-    ok = httpx.post(url, content=body(fits), timeout=5)
+    json_type = {"Content-Type": "application/json"}
+    ok = httpx.post(url, content=body(fits), timeout=5, headers=json_type)
     assert ok.status_code == 200, ok.text
-    refused = httpx.post(url, content=body(too_big), timeout=5)
+    refused = httpx.post(url, content=body(too_big), timeout=5, headers=json_type)
     assert refused.status_code == 413
     assert "max_body_size" in refused.json()["error"]
-    huge = httpx.post(url, content=body(b"x" * 5_000_000), timeout=10)
+    huge = httpx.post(url, content=body(b"x" * 5_000_000), timeout=10, headers=json_type)
     assert huge.status_code == 413
     assert server.status()["running"]
 
@@ -157,7 +158,7 @@ def closed_after(port: int, send: bytes = b"", limit: float = 10.0) -> float:
 
 @pytest.mark.parametrize("face", ["sse", "rest", "ws"])
 @pytest.mark.parametrize(
-    "send", [b"", b"GET /events HTTP/1.1\r\nHost: x\r\n"], ids=["silent", "partial-request"]
+    "send", [b"", b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n"], ids=["silent", "partial-request"]
 )
 def test_connection_that_never_completes_its_handshake_is_closed(
     make_server: Callable[..., TrainingStreamServer], face: str, send: bytes
@@ -230,7 +231,7 @@ def test_never_reading_clients_do_not_grow_memory(make_server: Callable[..., Tra
     proc = psutil.Process()
     sse = socket.create_connection(("127.0.0.1", server.ports["sse"]), timeout=5)
     sse.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sse.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    sse.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     # The sync client's reader thread stops reading once 16 frames are queued.
     conn = ws(server, max_size=None).__enter__()
     try:

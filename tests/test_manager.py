@@ -146,7 +146,7 @@ def test_status_has_the_contract_keys_with_and_without_a_server() -> None:
     assert status["running"] and status["loop_thread_alive"] and status["ref_count"] == 1
     assert set(status["events"]) == {"published", "delivered", "dropped", "rejected"}
     assert set(status["history"]) == {"size", "capacity"}
-    assert set(status["clients"]) == {"sse", "ws"}
+    assert set(status["clients"]) == {"sse", "ws", "evicted"}  # contract v2: evicted
 
 
 def test_cleanup_stops_whatever_the_count() -> None:

@@ -153,9 +153,10 @@ def test_event_counters_move_with_traffic(server: TrainingStreamServer, sse: Any
     wait_for(lambda: counter(server, "delivered") >= before["delivered"] + 10, what="delivered")
     assert counter(server, "rejected") == before["rejected"] == 0
 
-    # Accepted by publish (the check is the encoder's, on the loop thread), then
-    # rejected: the client gets a gap in its place, the counter says why.
-    bad = server.publish("log", {"bad": {1, 2}})
+    # Accepted from a source that does not encode first (publish() refuses it
+    # in the caller), then rejected by the encoder on the loop thread: the
+    # client gets a gap in its place, the counter says why.
+    bad = server.hub.submit("log", "m", None, {"bad": {1, 2}})
     gap = stream.next()
     assert gap["seq"] == bad and gap["type"] == "gap" and gap["data"]["reason"] == "rejected"
     wait_for(lambda: counter(server, "rejected") == 1, what="rejected 1")
@@ -165,7 +166,8 @@ def test_event_counters_move_with_traffic(server: TrainingStreamServer, sse: Any
 
 def test_rest_ingest_rejections_are_counted(server: TrainingStreamServer) -> None:
     url = server.urls["rest"] + "/api/publish"
-    assert httpx.post(url, content=b"{not json", timeout=10).status_code == 400
+    json_type = {"Content-Type": "application/json"}
+    assert httpx.post(url, content=b"{not json", timeout=10, headers=json_type).status_code == 400
     bad_metric = {"type": "metric", "run": "r", "metrics": {"loss": "high"}}
     assert httpx.post(url, json=bad_metric, timeout=10).status_code == 422
     wait_for(lambda: counter(server, "rejected") == 2, what="rejected 2")

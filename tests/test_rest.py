@@ -87,7 +87,7 @@ def test_status_has_exactly_the_contract_keys(server):
     status = strict_json(response)
     assert set(status) == STATUS_KEYS
     assert set(status["history"]) == {"size", "capacity"}
-    assert set(status["clients"]) == {"sse", "ws"}
+    assert set(status["clients"]) == {"sse", "ws", "evicted"}  # contract v2: evicted
     assert set(status["events"]) == {"published", "delivered", "dropped", "rejected"}
     assert set(status["ports"]) == {"sse", "ws", "rest"}
     assert set(status["urls"]) == {"sse", "ws", "rest"}
@@ -366,7 +366,8 @@ def test_publish_bad_event_is_422_with_message(server, body):
 def test_publish_body_over_max_body_size_is_413(make_server):
     server = make_server(max_body_size=1024)
     big = json.dumps({"type": "log", "data": {"blob": "x" * 2000}}).encode()
-    response = post(server, "/api/publish", content=big)
+    json_type = {"Content-Type": "application/json"}
+    response = post(server, "/api/publish", content=big, headers=json_type)
     assert response.status_code == 413
     assert "max_body_size" in error_message(response)
 
@@ -375,12 +376,12 @@ def test_publish_body_over_max_body_size_is_413(make_server):
         for i in range(0, len(big), 256):
             yield big[i : i + 256]
 
-    response = post(server, "/api/publish", content=chunks())
+    response = post(server, "/api/publish", content=chunks(), headers=json_type)
     assert response.status_code == 413
     # Just under the limit is fine.
     small = json.dumps({"type": "log", "data": {"blob": "x" * 900}}).encode()
     assert len(small) <= 1024
-    assert post(server, "/api/publish", content=small).status_code == 200
+    assert post(server, "/api/publish", content=small, headers=json_type).status_code == 200
 
 
 def test_publish_token(make_server):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -158,25 +159,79 @@ async def test_many_events_in_order(server, client):
 # -- subscribe ----------------------------------------------------------------------------------
 
 
-async def test_subscribe_since_replays_exactly_then_live(server, client):
+async def test_subscribe_since_replays_exactly_then_live(server):
     seqs = fill(server, 20)
-    # Those 20 arrive live first (the connection follows new events).
+    async with ws_connect(server) as ws:
+        since = seqs[7]
+        replay = await subscribe(ws, since=since)  # the first message: nothing was sent before it
+        assert [e["seq"] for e in replay] == list(range(since + 1, seqs[-1] + 1))
+        assert [e["step"] for e in replay] == list(range(8, 20))
+        live = server.log({"i": 99}, step=99, run="r")
+        assert (await recv_json(ws))["seq"] == live
+        await ready(ws)  # nothing else was queued in between
+
+
+async def test_subscribe_after_frames_were_sent_never_repeats_them(server, client):
+    seqs = fill(server, 20)
     assert [e["seq"] for e in await recv_until_seq(client, seqs[-1])] == seqs
-    since = seqs[7]
-    replay = await subscribe(client, since=since)
-    assert [e["seq"] for e in replay] == list(range(since + 1, seqs[-1] + 1))
-    assert [e["step"] for e in replay] == list(range(8, 20))
+    # Same filters, since in the past: everything after it was already sent.
+    assert await subscribe(client, since=seqs[7]) == []
     live = server.log({"i": 99}, step=99, run="r")
     assert (await recv_json(client))["seq"] == live
-    await ready(client)  # nothing else was queued in between
 
 
-async def test_subscribe_since_zero_gives_all_history(server, client):
+async def test_widening_a_subscription_in_the_past_announces_a_gap(server):
+    async with ws_connect(server) as ws:
+        await subscribe(ws, runs=["a"])
+        a1 = server.log({"v": 1}, run="a")
+        server.log({"v": 1}, run="b")
+        b2 = server.log({"v": 2}, run="b")
+        a3 = server.log({"v": 3}, run="a")
+        assert [e["seq"] for e in await recv_until_seq(ws, a3)] == [a1, a3]
+        # b's two events lie before what this connection already got: they
+        # cannot come in order any more, so they are announced, not lost silently.
+        (gap,) = await subscribe(ws, since=a1 - 1)
+        assert gap["type"] == "gap" and gap["data"]["reason"] == "resubscribe"
+        assert gap["data"]["lost"] == 2 and gap["data"]["to"] == a3 and b2 < a3
+        b5 = server.log({"v": 5}, run="b")
+        assert (await recv_json(ws))["seq"] == b5
+
+
+async def test_subscribe_since_zero_gives_all_history(server):
     seqs = fill(server, 5)
-    await recv_until_seq(client, seqs[-1])
-    replay = await subscribe(client, since=0)
-    assert [e["seq"] for e in replay] == list(range(1, seqs[-1] + 1))
-    assert replay[0]["type"] == "status"
+    async with ws_connect(server) as ws:
+        replay = await subscribe(ws, since=0)
+        assert [e["seq"] for e in replay] == list(range(1, seqs[-1] + 1))
+        assert replay[0]["type"] == "status"
+
+
+async def test_a_client_that_subscribes_right_after_connecting_loses_nothing(server):
+    """Live events never overtake the replay the first subscribe asks for:
+    a client that records the highest seq it saw can resume from it."""
+    stop = threading.Event()
+
+    def publish() -> None:
+        i = 0
+        while not stop.wait(0.0002):  # a few thousand events a second, well within history
+            server.log({"i": i}, step=i, run="r")
+            i += 1
+
+    seqs = fill(server, 200)
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    try:
+        last = seqs[-1] - 150
+        for _ in range(5):
+            async with ws_connect(server) as ws:
+                await ws.send(json.dumps({"op": "subscribe", "since": last}))
+                for _ in range(300):
+                    event = await recv_json(ws)
+                    assert event["type"] == "metric", event
+                    assert event["seq"] == last + 1, (event["seq"], last)  # no hole, no repeat
+                    last = event["seq"]
+    finally:
+        stop.set()
+        publisher.join()
 
 
 async def test_gap_on_resume_beyond_history(make_server):
@@ -422,7 +477,7 @@ async def test_stop_with_10_sse_and_10_ws_clients_is_prompt(make_server):
     ws_tasks = [asyncio.create_task(_ws_client(server)) for _ in range(10)]
     await asyncio.wait_for(connected.wait(), 10)
     await asyncio.to_thread(
-        wait_for, lambda: server.status()["clients"] == {"sse": 10, "ws": 10}, 10, "20 clients"
+        wait_for, lambda: server.status()["clients"] == {"sse": 10, "ws": 10, "evicted": 0}, 10, "20 clients"
     )
     seq = server.log({"x": 1})
     committed(server, seq)

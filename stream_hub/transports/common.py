@@ -8,15 +8,20 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ..config import StreamConfig
-    from ..feed import Feed
     from ..hub import Hub
     from ..metrics import LatencyHistogram
+    from ..notifier import LoopNotifier
+    from .access import AccessPolicy
+    from .clients import ClientRegistry
 
 __all__ = [
     "BadRequest",
     "ServerView",
     "bearer_token",
+    "parse_epoch",
     "parse_list",
     "parse_seq",
     "token_matches",
@@ -33,9 +38,12 @@ class ServerView(Protocol):
     hub: Hub
     config: StreamConfig
     latency: LatencyHistogram
+    clients: ClientRegistry
+    access: AccessPolicy
+    streams: set[asyncio.Task[Any]]
 
     @property
-    def feed(self) -> Feed | None: ...
+    def notifier(self) -> LoopNotifier | None: ...
 
     @property
     def ports(self) -> dict[str, int]: ...
@@ -81,6 +89,15 @@ def parse_seq(value: object, name: str) -> int | None:
     if seq < 0 or seq > 2**62:
         raise BadRequest(f"{name} must be a non-negative integer, got {seq}")
     return seq
+
+
+def parse_epoch(value: object) -> str | None:
+    """An epoch to resume in: the alphanumeric epoch of a previous event, or None."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 64 or not (value.isascii() and value.isalnum()):
+        raise BadRequest("epoch must be the alphanumeric epoch of a previous event")
+    return value
 
 
 def bearer_token(authorization: str | None) -> str | None:

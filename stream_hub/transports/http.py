@@ -1,41 +1,171 @@
-"""uvicorn's h11 protocol with one addition: a connection that has not sent a
-complete request line and headers within ``handshake_timeout`` is closed.
+"""HTTP/1.1 for the SSE and REST ports: uvicorn's h11 protocol, served on
+listening sockets we own, with three additions.
 
-uvicorn times out idle keep-alive connections only after a first response, so
-a client that connects and never sends (or trickles) its request would hold a
-socket forever; with many of them, the server runs out of descriptors.
+- **Every request has a deadline.** Its request line, headers and body must
+  all arrive within ``request_timeout`` seconds of its first byte (of the
+  connection, for the first request). uvicorn only times out idle keep-alive
+  connections, and a client trickling a request a byte at a time resets that
+  timer with each byte; enough of them would hold every descriptor.
+- **Each connection is tracked** in the server's
+  :class:`~stream_hub.transports.clients.ClientRegistry`: when its transport
+  stops taking data and since when, so stalled clients can be evicted, and
+  which connection an ASGI request came from (by peer address), so the SSE
+  writer can check the client's queued bytes.
+- **We own the listener.** ``loop.create_server`` on our pre-bound socket,
+  with this protocol; uvicorn's ``Server`` (its polling main loop, its
+  shutdown sleep) is not used. Closing the listener and the connections is
+  ours too (:meth:`HttpListener.close`).
+
+uvicorn's ``H11Protocol`` is not documented as public API; what we rely on
+(its constructor taking a ``ServerState``, ``connection_made``/
+``connection_lost``/``data_received``/``pause_writing``/``resume_writing``/
+``shutdown``, and its ``conn``, ``client``, ``loop`` and ``transport``
+attributes) is checked by
+``tests/test_dependencies.py``, and ``pyproject.toml`` bounds the version.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 from typing import Any
 
+import h11
+import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import ServerState
 
-__all__ = ["make_protocol_class"]
+from .clients import ClientRegistry
+
+__all__ = ["HttpListener", "TrackedH11Protocol"]
+
+# States in which the peer has sent its whole request (or the connection ended).
+_REQUEST_DONE = frozenset({h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.SWITCHED_PROTOCOL, h11.ERROR})
 
 
-def make_protocol_class(handshake_timeout: float) -> type[asyncio.Protocol]:
-    """An H11Protocol subclass that enforces ``handshake_timeout`` seconds."""
+class TrackedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with request deadlines and stall tracking."""
 
-    class TimedH11Protocol(H11Protocol):
-        _handshake_timer: asyncio.TimerHandle | None = None
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        registry: ClientRegistry,
+        request_timeout: float,
+    ) -> None:
+        super().__init__(config=config, server_state=server_state, app_state={})
+        self.registry = registry
+        self.request_timeout = request_timeout
+        self.paused_since: float | None = None
+        self.wire: asyncio.WriteTransport | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._peer: tuple[str, int] | None = None
+        self._writable: asyncio.Future[None] | None = None
 
-        def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
-            self._handshake_timer = self.loop.call_later(handshake_timeout, self._handshake_expired)
+    # -- asyncio.Protocol ----------------------------------------------------------------
 
-        def _handshake_expired(self) -> None:
-            self._handshake_timer = None
-            # No request has ever been parsed on this connection.
-            if self.cycle is None and self.conn.their_http_version is None:
-                self.transport.close()
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self.wire = transport
+        self._peer = self.client
+        self.registry.add(self, self._peer)
+        self._arm()
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self._handshake_timer is not None:
-                self._handshake_timer.cancel()
-                self._handshake_timer = None
-            super().connection_lost(exc)
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self.registry.discard(self, self._peer)
+        self.paused_since = None
+        self._release_writers()
+        super().connection_lost(exc)
 
-    return TimedH11Protocol
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is None and self.conn.their_state is h11.IDLE:
+            self._arm()  # the first bytes of a new request on a kept-alive connection
+        super().data_received(data)
+        if self.conn.their_state in _REQUEST_DONE:
+            self._disarm()
+
+    def pause_writing(self) -> None:
+        self.paused_since = time.monotonic()
+        super().pause_writing()
+
+    def resume_writing(self) -> None:
+        self.paused_since = None
+        super().resume_writing()
+        self._release_writers()
+
+    # -- for writers ---------------------------------------------------------------------
+
+    def writable(self) -> asyncio.Future[None] | None:
+        """A future resolved when the transport takes data again (None: it does now)."""
+        if self.paused_since is None:
+            return None
+        if self._writable is None or self._writable.done():
+            self._writable = self.loop.create_future()
+        return self._writable
+
+    def _release_writers(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    # -- the request deadline --------------------------------------------------------------
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self.request_timeout, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if self.conn.their_state not in _REQUEST_DONE and not self.transport.is_closing():
+            # The request (line, headers or body) did not arrive in time.
+            self.transport.abort()
+
+
+class HttpListener:
+    """One HTTP port: the asyncio server on our socket, and its connections."""
+
+    def __init__(self, app: Any, registry: ClientRegistry, request_timeout: float) -> None:
+        self.registry = registry
+        self.request_timeout = request_timeout
+        self.config = uvicorn.Config(
+            app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            date_header=False,
+            timeout_keep_alive=5,
+            proxy_headers=False,  # scope["client"] is the real peer: it is our key
+            ws="none",
+        )
+        self.config.load()
+        self.state = ServerState()
+        self.server: asyncio.Server | None = None
+
+    def _protocol(self) -> TrackedH11Protocol:
+        return TrackedH11Protocol(self.config, self.state, self.registry, self.request_timeout)
+
+    async def start(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(self._protocol, sock=sock, backlog=2048)
+
+    def is_serving(self) -> bool:
+        return self.server is not None and self.server.is_serving()
+
+    def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    def close_idle(self) -> None:
+        """Close this port's connections that are between requests; those in
+        the middle of one close when it completes."""
+        for conn in list(self.registry.live):
+            if isinstance(conn, TrackedH11Protocol) and conn.config is self.config:
+                conn.shutdown()
+        self.server = None

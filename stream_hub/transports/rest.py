@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import queue
 import threading
 from collections.abc import Callable
 from importlib import resources
@@ -23,7 +25,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from ..events import validate_metrics, validate_run, validate_step, validate_type
+from ..events import (
+    encode_data,
+    validate_metrics,
+    validate_run,
+    validate_step,
+    validate_ts,
+    validate_type,
+)
+from ..runs import RunIndex
+from .access import HostCheck, is_loopback_host
 from .common import BadRequest, ServerView, bearer_token, parse_list, parse_seq, token_matches
 
 __all__ = ["create_rest_app"]
@@ -32,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 TRAINING_STATUS_TIMEOUT = 2.0
 MAX_INGEST_EVENTS = 10_000
+MAX_METRIC_NAME = 200
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -71,7 +83,8 @@ def create_rest_app(
     restart: Callable[[], None],
     training_status: Callable[[], Callable[[], Any] | None],
     metrics_text: Callable[[], bytes],
-) -> FastAPI:
+    status_caller: OffLoopCaller,
+) -> Any:
     """The ASGI app served on the REST port.
 
     Args:
@@ -79,6 +92,7 @@ def create_rest_app(
         training_status: returns the training system's ``get_status`` (None:
             absent); asked per request, so a system given later is seen.
         metrics_text: Prometheus exposition of the server's metrics.
+        status_caller: runs ``get_status()`` off the loop.
     """
     app = FastAPI(
         title="stream_hub",
@@ -121,8 +135,8 @@ def create_rest_app(
 
     @app.get("/health", tags=["status"])
     async def health() -> dict[str, Any]:
-        """200 while serving."""
-        return {"status": "ok", "last_seq": hub.head}
+        """200 while serving; says which server answers."""
+        return {"status": "ok", "service": "stream_hub", "pid": os.getpid(), "last_seq": hub.head}
 
     @app.get("/api/status", tags=["status"])
     async def status(request: Request) -> Response:
@@ -234,13 +248,15 @@ def create_rest_app(
     async def publish(request: Request) -> Response:
         """Ingest events from another process.
 
-        Body: one event object, or ``{"events": [...]}``. An event is
-        ``{"type": "metric", "run": ..., "step": ..., "metrics": {...}}`` or
-        ``{"type": "<word>", "run": ..., "data": ...}``; ``ts`` optional.
-        All events are checked before any is published.
+        Body (``Content-Type: application/json``): one event object, or
+        ``{"events": [...]}``. An event is ``{"type": "metric", "run": ...,
+        "step": ..., "metrics": {...}}`` or ``{"type": "<word>", "run": ...,
+        "data": ...}``; ``ts`` optional. All events are checked before any is
+        published.
         """
-        if not token_matches(bearer_token(request.headers.get("authorization")), server.config.publish_token):
-            return _error(401, "a publish token is required: Authorization: Bearer <token>")
+        refusal = _publish_refusal(server, request)
+        if refusal is not None:
+            return refusal
         limit = server.config.max_body_size
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -255,14 +271,17 @@ def create_rest_app(
         except orjson.JSONDecodeError as exc:
             hub.counters.rejected += 1
             return _error(400, f"body is not valid JSON: {exc}")
+        del raw
         try:
             items = _ingest_items(payload)
             checked = [_check_event(item, i) for i, item in enumerate(items)]
+            _check_series_room(hub.runs, checked)
         except (BadRequest, TypeError) as exc:
             hub.counters.rejected += 1
             return _error(422, str(exc))
-        seqs = [hub.submit(*event) for event in checked]
-        return _json(orjson.dumps({"seqs": seqs, "last_seq": seqs[-1] if seqs else hub.last_seq}))
+        del payload, items
+        seqs = hub.submit_many(checked)
+        return _json(orjson.dumps({"seqs": seqs, "last_seq": seqs[-1]}))
 
     @app.post("/api/admin/restart", tags=["admin"], status_code=202)
     async def admin_restart(request: Request) -> Response:
@@ -289,9 +308,11 @@ def create_rest_app(
         if get_status is None:
             return _error(404, "no training system with a get_status() method was given")
         try:
-            result = await _call_off_loop(get_status, TRAINING_STATUS_TIMEOUT)
+            result = await status_caller.call(get_status, TRAINING_STATUS_TIMEOUT)
         except TimeoutError:
             return _error(504, f"get_status() did not answer within {TRAINING_STATUS_TIMEOUT} s")
+        except CallerBusy:
+            return _error(503, "get_status() has not returned from an earlier request yet")
         except Exception as exc:
             return _error(502, f"get_status() raised {type(exc).__name__}: {exc}")
         try:
@@ -322,7 +343,51 @@ def create_rest_app(
             return _error(404, f"no dashboard file {name!r}")
         return Response(entry[0], media_type=entry[1], headers={"Cache-Control": "no-cache"})
 
-    return app
+    return HostCheck(app, server.access)
+
+
+def _publish_refusal(server: ServerView, request: Request) -> JSONResponse | None:
+    """Why a publish request must be refused, as the response; None to accept it.
+
+    A browser can post a form to loopback from any page (a "simple" request
+    with ``text/plain`` needs no preflight), so publishing needs
+    ``application/json`` (which a cross-site page cannot send without CORS)
+    and, when a browser sends an Origin, one that is allowed. From another
+    machine, publishing needs ``publish_token``.
+    """
+    cfg = server.config
+    headers = request.headers
+    if not token_matches(bearer_token(headers.get("authorization")), cfg.publish_token):
+        return _error(401, "a publish token is required: Authorization: Bearer <token>")
+    peer = request.client.host if request.client else ""
+    if cfg.publish_token is None and not is_loopback_host(peer):
+        return _error(
+            403,
+            f"publishing from another machine ({peer}) needs a publish token: start the server "
+            "with StreamConfig(publish_token=...) / STREAM_HUB_PUBLISH_TOKEN and send "
+            "Authorization: Bearer <token>",
+        )
+    origin = headers.get("origin")
+    if not server.access.publish_origin_allowed(origin, headers.get("host")):
+        return _error(403, f"publishing from a web page at {origin!r} is not allowed (see cors_origins)")
+    media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        return _error(415, f"send the events as JSON with Content-Type: application/json, not {media!r}")
+    return None
+
+
+def _check_series_room(runs: RunIndex, events: list[Event]) -> None:
+    """Refuse a publish that would add metric curves past ``max_series``."""
+    new: dict[str, set[str]] = {}
+    for event_type, run, _step, payload, _ts in events:
+        if event_type == "metric" and run is not None:
+            new.setdefault(run, set()).update(payload)
+    added = sum(runs.new_series(run, names) for run, names in new.items())
+    if added and runs.series_count + added > runs.max_series:
+        raise BadRequest(
+            f"this would add {added} metric curves, past the server's limit of {runs.max_series} "
+            f"(max_series; {runs.series_count} in use): use fewer distinct run or metric names"
+        )
 
 
 def _wire(values: dict[str, Any]) -> dict[str, Any]:
@@ -352,7 +417,11 @@ def _ingest_items(payload: Any) -> list[Any]:
     return items
 
 
-def _check_event(item: Any, index: int) -> tuple[str, str, int | None, Any, float | None]:
+Event = tuple[str, str, "int | None", Any, "float | None"]
+
+
+def _check_event(item: Any, index: int) -> Event:
+    """One ingested event, checked: ``(type, run, step, payload, ts)``."""
     where = f"event {index}"
     if not isinstance(item, dict):
         raise BadRequest(f"{where}: expected a JSON object")
@@ -363,59 +432,98 @@ def _check_event(item: Any, index: int) -> tuple[str, str, int | None, Any, floa
     try:
         run = validate_run(item.get("run"))
         step = validate_step(item.get("step"))
-        ts = item.get("ts")
-        if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (int, float))):
-            raise TypeError("ts must be Unix seconds (a number)")
+        ts = validate_ts(item.get("ts"))
         if event_type == "metric":
             if "metrics" not in item:
                 raise TypeError('a metric event needs "metrics": {name: number}')
-            return (
-                "metric",
-                run,
-                step,
-                validate_metrics(item["metrics"]),
-                float(ts) if ts is not None else None,
-            )
+            metrics = validate_metrics(item["metrics"])
+            long = next((name for name in metrics if len(name) > MAX_METRIC_NAME), None)
+            if long is not None:
+                raise TypeError(
+                    f"metric names may have at most {MAX_METRIC_NAME} characters: {long[:60]!r}..."
+                )
+            return ("metric", run, step, metrics, ts)
         validate_type(event_type)
+        # Encoded now: what cannot be stored is refused here, not dropped later.
+        return (event_type, run, step, encode_data(item.get("data")), ts)
     except TypeError as exc:
         raise BadRequest(f"{where}: {exc}") from None
-    data = item.get("data")
-    if isinstance(data, (dict, list)):
-        # The parser takes deeper nesting than the encoder writes: refuse now
-        # rather than answer 200 for an event that would be dropped at commit.
+
+
+class CallerBusy(Exception):
+    """The previous call has not returned yet."""
+
+
+class OffLoopCaller:
+    """Calls blocking user code (``get_status()``) on one thread of its own.
+
+    One call at a time: a call that hangs makes the next requests answer at
+    once instead of piling up threads. The thread is started on the first
+    call and ends after the call it is running when :meth:`close` is called.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._busy = False
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Callable[[bool, Any], None]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+
+    async def call(self, fn: Callable[[], Any], timeout: float) -> Any:
+        """``fn()``'s result (or exception), waited for at most ``timeout`` s.
+
+        Raises:
+            TimeoutError: ``fn`` did not return in time (it keeps running).
+            CallerBusy: an earlier call is still running.
+        """
+        if self._busy:
+            raise CallerBusy
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def deliver(ok: bool, value: Any) -> None:
+            if not future.done():
+                future.set_result(value) if ok else future.set_exception(value)
+
+        def done(ok: bool, value: Any) -> None:
+            self._busy = False
+            try:
+                loop.call_soon_threadsafe(deliver, ok, value)
+            except RuntimeError:
+                pass  # the loop closed while user code ran
+
+        self._busy = True
+        self._ensure_thread()
+        self._jobs.put((fn, done))
         try:
-            orjson.dumps({"data": data})
-        except orjson.JSONEncodeError as exc:
-            raise BadRequest(f"{where}: data cannot be stored as JSON: {exc}") from None
-    return (event_type, run, step, data, float(ts) if ts is not None else None)
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError from None
 
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
+            self._thread.start()
 
-async def _call_off_loop(fn: Callable[[], Any], timeout: float) -> Any:
-    """Run blocking user code on a daemon thread; wait at most ``timeout``."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-
-    def deliver(ok: bool, value: Any) -> None:
-        if not future.done():
-            if ok:
-                future.set_result(value)
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, done = job
+            try:
+                result = fn()
+            except Exception as exc:
+                done(False, exc)
             else:
-                future.set_exception(value)
+                done(True, result)
 
-    def work() -> None:
-        try:
-            result = fn()
-        except Exception as exc:
-            outcome: tuple[bool, Any] = (False, exc)
-        else:
-            outcome = (True, result)
-        try:
-            loop.call_soon_threadsafe(deliver, *outcome)
-        except RuntimeError:
-            pass  # the loop closed while user code ran
-
-    threading.Thread(target=work, name="stream-hub-get-status", daemon=True).start()
-    try:
-        return await asyncio.wait_for(future, timeout)
-    except asyncio.TimeoutError:
-        raise TimeoutError from None
+    def close(self, timeout: float) -> bool:
+        """Ask the thread to end and join it for at most ``timeout`` s; whether it ended."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return True
+        self._jobs.put(None)
+        thread.join(timeout)
+        return not thread.is_alive()

@@ -5,19 +5,32 @@ Client -> server text frames::
     {"op": "subscribe", "runs": [...], "types": [...], "since": <seq>, "epoch": "..."}
     {"op": "ping"}
 
-A new connection follows all new events until it subscribes. To resume
-without duplicates, put the subscription in the URL instead
-(``ws://host:port/?since=<seq>&epoch=...&runs=a,b&types=metric``): it is in
-place before the first frame is written. A ``subscribe`` message replaces the
-subscription from then on (its replay may repeat frames the connection already
-got under the old one). Server -> client:
-one event JSON per text frame; a bad client message gets
+Server -> client: one event JSON per text frame; a bad client message gets
 ``{"type": "error", "error": "..."}`` and the connection stays open; shutdown
 closes with 1001.
 
-Event frames are pre-encoded by the hub (compression is off, and server frames
+Every frame a connection gets is in strictly increasing seq order, each event
+at most once, with every hole announced by a ``gap``:
+
+- A subscription in the URL (``ws://host:port/?since=<seq>&epoch=...&runs=a,b
+  &types=metric``) is in place before the first frame is written.
+- A connection without one waits for its first message (up to
+  ``SUBSCRIBE_GRACE`` seconds) before anything is written, so the usual
+  "connect, then send subscribe with since" replays exactly too; after that
+  it follows new events from the moment it connected.
+- A ``subscribe`` message after frames were written continues from where the
+  connection is: a ``since`` ahead skips ahead; a ``since`` in the past cannot
+  be replayed in order, so events the new filters would have added there are
+  announced by a ``gap`` (reason ``resubscribe``) — to replay them, reconnect
+  with the subscription in the URL.
+
+Event frames are pre-encoded by the hub (compression is off and server frames
 are unmasked, so a frame is the same bytes for every client) and written to
-the transport directly, everything pending in one write.
+the connection's transport directly, everything pending in one write, whole
+frames only. Our :class:`~websockets.asyncio.server.ServerConnection`
+subclass keeps the transport it is given (``connection_made``) and tracks
+flow control (``pause_writing``/``resume_writing``), so writers wait for a
+paused client themselves and a client that stays paused is evicted.
 """
 
 from __future__ import annotations
@@ -37,20 +50,90 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from ..hub import WS, Cursor, Hub
-from .common import BadRequest, ServerView, bearer_token, parse_list, parse_seq, token_matches
+from .clients import ClientRegistry
+from .common import BadRequest, ServerView, bearer_token, parse_epoch, parse_list, parse_seq, token_matches
 
-__all__ = ["WebSocketFace"]
+__all__ = ["SUBSCRIBE_GRACE", "WebSocketFace"]
 
 logger = logging.getLogger(__name__)
 
 GOING_AWAY = 1001
+# How long a connection without a URL subscription waits for a first message
+# before it starts following new events.
+SUBSCRIBE_GRACE = 0.5
+
+
+class TrackedConnection(ServerConnection):
+    """A server connection that keeps its transport and its flow-control state.
+
+    ``registry`` is set on the subclass made for each server (see
+    :func:`_connection_class`).
+    """
+
+    registry: ClientRegistry
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wire: asyncio.WriteTransport | None = None
+        self.paused_since: float | None = None
+        self._writable: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert isinstance(transport, asyncio.WriteTransport)
+        self.wire = transport
+        self.registry.add(self, None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.registry.discard(self, None)
+        self.paused_since = None
+        self._release_writers()
+        super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.paused_since = time.monotonic()
+        super().pause_writing()
+
+    def resume_writing(self) -> None:
+        self.paused_since = None
+        super().resume_writing()
+        self._release_writers()
+
+    def writable(self) -> asyncio.Future[None] | None:
+        """A future resolved when the transport takes data again (None: it does now)."""
+        if self.paused_since is None:
+            return None
+        if self._writable is None or self._writable.done():
+            self._writable = asyncio.get_running_loop().create_future()
+        return self._writable
+
+    def _release_writers(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+
+def _connection_class(registry: ClientRegistry) -> type[TrackedConnection]:
+    return type("ServerTrackedConnection", (TrackedConnection,), {"registry": registry})
 
 
 class _Session:
-    __slots__ = ("cursor",)
+    """One connection's subscription and the wake-up of its writer."""
 
-    def __init__(self, cursor: Cursor) -> None:
+    __slots__ = ("cursor", "started", "waiter", "written")
+
+    def __init__(self, cursor: Cursor, started: bool) -> None:
         self.cursor = cursor
+        self.started = started  # may the writer write (subscribed, or grace over)
+        self.written = False  # has any frame been written
+        self.waiter: asyncio.Future[None] | None = None
+
+    def kick(self) -> None:
+        """Make the writer look at the cursor again now."""
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+_Subscription = tuple[int | None, str | None, list[str] | None, list[str] | None]
 
 
 class WebSocketFace:
@@ -66,13 +149,6 @@ class WebSocketFace:
 
     async def start(self, sock: Any) -> None:
         cfg = self.server.config
-        origins: list[Any] | None = None
-        if cfg.ws_origins is not None:
-            # Non-browser clients send no Origin header; browsers always do. The
-            # dashboard (served from the REST port) is always allowed.
-            rest = self.server.ports.get("rest")
-            hosts = {cfg.host, "127.0.0.1", "localhost", "[::1]"}
-            origins = [*cfg.ws_origins, *(f"http://{h}:{rest}" for h in sorted(hosts)), None]
         self.ws_server = await serve(
             self._handle,
             sock=sock,
@@ -83,9 +159,12 @@ class WebSocketFace:
             ping_timeout=max(cfg.heartbeat_interval, 10.0),
             close_timeout=1.0,
             process_request=self._process_request,
-            origins=origins,
             server_header="stream_hub",
+            create_connection=_connection_class(self.server.clients),
         )
+
+    def is_serving(self) -> bool:
+        return self.ws_server is not None and self.ws_server.is_serving()
 
     # -- handshake ----------------------------------------------------------------
 
@@ -93,7 +172,17 @@ class WebSocketFace:
         path, _, query_string = request.path.partition("?")
         if path != "/":
             return connection.respond(404, "WebSocket endpoint is / (for example ws://host:port/)\n")
-        cfg = self.server.config
+        cfg, access = self.server.config, self.server.access
+        host = request.headers.get("Host")
+        if not access.host_allowed(host):
+            return connection.respond(403, access.host_refusal(host) + "\n")
+        origin = request.headers.get("Origin")
+        if not access.ws_origin_allowed(origin, host):
+            return connection.respond(
+                403,
+                f"Origin {origin!r} is not allowed: only the dashboard's own origin and "
+                "StreamConfig.ws_origins / STREAM_HUB_WS_ORIGINS may open a WebSocket here\n",
+            )
         if cfg.read_token is not None:
             query = parse_qs(query_string)
             given = bearer_token(request.headers.get("Authorization")) or (query.get("token", [None])[0])
@@ -101,30 +190,35 @@ class WebSocketFace:
                 return connection.respond(
                     401, "a read token is required: Authorization: Bearer <token> or ?token=<token>\n"
                 )
-        feed = self.server.feed
-        if feed is None or feed.closing:
+        notifier = self.server.notifier
+        if notifier is None or notifier.closing:
             return connection.respond(503, "the server is shutting down; reconnect shortly\n")
-        if feed.clients["ws"] >= cfg.max_clients:
+        if notifier.clients["ws"] >= cfg.max_clients:
             return connection.respond(503, f"too many WebSocket clients (max_clients={cfg.max_clients})\n")
         try:
-            self._subscriptions[connection] = _url_subscription(parse_qs(query_string))
+            subscription = _url_subscription(parse_qs(query_string))
         except BadRequest as exc:
             return connection.respond(400, f"{exc}\n")
+        if subscription is not None:
+            self._subscriptions[connection] = subscription
         return None
 
     # -- connection -----------------------------------------------------------------
 
     async def _handle(self, connection: ServerConnection) -> None:
-        feed = self.server.feed
+        notifier = self.server.notifier
         hub = self.server.hub
-        if feed is None or feed.closing:
+        if notifier is None or notifier.closing:
             await connection.close(GOING_AWAY, "server shutting down")
             return
-        # A subscription in the URL (?since=&epoch=&runs=&types=) is in place
-        # before anything is written: the way to resume without duplicates.
-        since, epoch, runs, types = self._subscriptions.pop(connection, (None, None, None, None))
-        session = _Session(hub.open_cursor(since, epoch=epoch, fmt=WS, runs=runs, types=types))
-        feed.clients["ws"] += 1
+        assert isinstance(connection, TrackedConnection)
+        subscription = self._subscriptions.pop(connection, None)
+        if subscription is not None:
+            since, epoch, runs, types = subscription
+            session = _Session(hub.open_cursor(since, epoch=epoch, fmt=WS, runs=runs, types=types), True)
+        else:
+            session = _Session(hub.open_cursor(None, fmt=WS), False)
+        notifier.clients["ws"] += 1
         task = asyncio.current_task()
         if task is not None:
             self.handlers.add(task)
@@ -134,7 +228,7 @@ class WebSocketFace:
         except ConnectionClosed:
             pass
         finally:
-            feed.clients["ws"] -= 1
+            notifier.clients["ws"] -= 1
             if not writer.done():
                 writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, OSError):
@@ -142,26 +236,53 @@ class WebSocketFace:
             if task is not None:
                 self.handlers.discard(task)
 
-    async def _write_loop(self, connection: ServerConnection, session: _Session, hub: Hub) -> None:
-        feed = self.server.feed
-        assert feed is not None
-        latency = self.server.latency
+    async def _write_loop(self, connection: TrackedConnection, session: _Session, hub: Hub) -> None:
+        notifier = self.server.notifier
+        assert notifier is not None
+        if not session.started:
+            loop = asyncio.get_running_loop()
+            session.waiter = loop.create_future()
+            timer = loop.call_later(SUBSCRIBE_GRACE, session.kick)
+            await session.waiter
+            timer.cancel()
+            session.started = True
         while True:
-            chunk, _ = hub.read(session.cursor)
-            if chunk:
-                if connection.protocol.state is not State.OPEN:
-                    return
-                connection.transport.write(chunk)
-                latency.observe(time.time() - hub.ts_of(session.cursor.pos))
-                await connection.drain()
+            sent = await self._send_some(connection, session, hub)
+            if sent is None:
+                return
+            if sent:
                 continue
-            if feed.closing:
+            if notifier.closing:
                 await connection.close(GOING_AWAY, "server shutting down")
                 return
-            await feed.wait()
+            session.waiter = notifier.waiter()
+            await session.waiter
+
+    async def _send_some(self, connection: TrackedConnection, session: _Session, hub: Hub) -> bool | None:
+        """Write the next chunk after the session's cursor; wait while the client
+        is paused. Returns whether something was written, None if the
+        connection is gone (or was evicted)."""
+        chunk, _ = hub.read(session.cursor)
+        if not chunk:
+            return False
+        wire = connection.wire
+        if wire is None or connection.state is not State.OPEN:
+            return None
+        if self.server.clients.over_budget(connection, len(chunk)):
+            return None
+        wire.write(chunk)
+        session.written = True
+        self.server.latency.observe(time.time() - hub.ts_of(session.cursor.pos))
+        paused = connection.writable()
+        if paused is not None:
+            await paused
+        return True
 
     async def _read_loop(self, connection: ServerConnection, session: _Session, hub: Hub) -> None:
+        assert isinstance(connection, TrackedConnection)
         async for message in connection:
+            session.started = True
+            session.kick()
             if isinstance(message, bytes):
                 await self._send_error(connection, "binary frames are not supported; send JSON text")
                 continue
@@ -172,13 +293,16 @@ class WebSocketFace:
                 continue
             if reply is not None:
                 await connection.send(orjson.dumps(reply).decode())
-            elif connection.protocol.state is State.OPEN:
-                # A resubscription with ``since`` replays history right away,
-                # before any newer event can be written.
-                chunk, _ = hub.read(session.cursor)
-                if chunk:
-                    connection.transport.write(chunk)
-                    await connection.drain()
+                continue
+            # A subscription's replay (up to the head as it is now) is written
+            # before the next message is handled, so a reply to a later message
+            # (a pong) comes after it.
+            head = hub.head
+            cursor = session.cursor
+            while (cursor.pos < head or cursor.pending_gap is not None) and await self._send_some(
+                connection, session, hub
+            ):
+                pass
 
     def _apply(self, message: str, session: _Session, hub: Hub) -> dict[str, Any] | None:
         try:
@@ -197,10 +321,12 @@ class WebSocketFace:
             runs = parse_list(_list_field(msg, "runs"), "runs")
             types = parse_list(_list_field(msg, "types"), "types")
             since = parse_seq(msg.get("since"), "since")
-            epoch = msg.get("epoch")
-            if epoch is not None and not isinstance(epoch, str):
-                raise BadRequest("epoch must be a string")
-            session.cursor = hub.open_cursor(since, epoch=epoch, fmt=WS, runs=runs, types=types)
+            epoch = parse_epoch(msg.get("epoch"))
+            if session.written:
+                session.cursor = hub.resubscribe(session.cursor, since, epoch=epoch, runs=runs, types=types)
+            else:
+                session.cursor = hub.open_cursor(since, epoch=epoch, fmt=WS, runs=runs, types=types)
+            session.kick()
             return None
         raise BadRequest(f'unknown op {op!r}; expected "subscribe" or "ping"')
 
@@ -208,6 +334,11 @@ class WebSocketFace:
         await connection.send(orjson.dumps({"type": "error", "error": error}).decode())
 
     # -- shutdown ---------------------------------------------------------------------
+
+    def stop_accepting(self) -> None:
+        """Stop accepting new connections now (the rest of :meth:`close` follows)."""
+        if self.ws_server is not None:
+            self.ws_server.server.close()
 
     async def close(self, timeout: float) -> None:
         """Close the listener and every connection (1001), wait for handlers."""
@@ -219,31 +350,22 @@ class WebSocketFace:
             await asyncio.wait_for(ws_server.wait_closed(), timeout)
         except asyncio.TimeoutError:
             logger.warning("WebSocket connections did not close within %.1f s; aborting them", timeout)
-            for connection in list(ws_server.all_connections):
-                connection.transport.abort()
+            self.abort_connections()
         self.ws_server = None
 
     def abort_connections(self) -> None:
-        """Drop every connection at once (clients that stopped reading)."""
-        if self.ws_server is not None:
-            for connection in list(self.ws_server.all_connections):
-                connection.transport.abort()
-
-    def abort_listener(self) -> None:
-        """Stop accepting new connections now (the rest of close() follows)."""
-        if self.ws_server is not None:
-            self.ws_server.server.close()
+        """Drop every WebSocket connection at once (clients that stopped reading)."""
+        for conn in list(self.server.clients.live):
+            if isinstance(conn, TrackedConnection) and conn.wire is not None:
+                conn.wire.abort()
 
 
-_Subscription = tuple[int | None, str | None, list[str] | None, list[str] | None]
-
-
-def _url_subscription(query: dict[str, list[str]]) -> _Subscription:
-    """since/epoch/runs/types from the connect URL's query string."""
+def _url_subscription(query: dict[str, list[str]]) -> _Subscription | None:
+    """since/epoch/runs/types from the connect URL's query string (None: none given)."""
+    if not any(key in query for key in ("since", "epoch", "runs", "run", "types")):
+        return None
     since = parse_seq(query.get("since", [None])[-1], "since")
-    epoch = query.get("epoch", [None])[-1]
-    if epoch is not None and (len(epoch) > 64 or not epoch.isalnum()):
-        raise BadRequest("epoch must be the alphanumeric epoch of a previous event")
+    epoch = parse_epoch(query.get("epoch", [None])[-1])
     runs = parse_list(query.get("runs", []) + query.get("run", []) or None, "runs")
     types = parse_list(query.get("types") or None, "types")
     return since, epoch, runs, types

@@ -1,10 +1,11 @@
 """The loop side of the hub: wake-ups, commits and subscriber notification.
 
-One :class:`Feed` exists per running server, bound to its loop. Publishing
-threads call :meth:`Feed.wake` at most once per batch (the hub guarantees
-that); the loop then commits the batch (encodes it into the ring) and wakes
-every subscriber's writer, which sends everything from its cursor to the head
-in one write.
+One :class:`LoopNotifier` exists per running server, bound to its loop and
+given to the hub (:meth:`Hub.attach <stream_hub.hub.Hub.attach>`) before any
+listener accepts. Publishing threads call :meth:`LoopNotifier.wake` at most
+once per batch (the hub guarantees that); the loop then commits the batch
+(stores it in the ring) and wakes every subscriber's writer, which sends
+everything from its cursor to the head in one write.
 
 When to commit: at once (at most every ``MIN_INTERVAL``, so a publisher in a
 tight loop does not wake the loop per event), unless the loop keeps getting to
@@ -24,7 +25,7 @@ import time
 
 from .hub import Hub
 
-__all__ = ["Feed"]
+__all__ = ["LoopNotifier"]
 
 # Mean lateness (seconds) above which the loop is competing for the GIL.
 CONTENDED = 0.002
@@ -35,8 +36,9 @@ MIN_INTERVAL = 0.001
 _ALPHA = 0.2
 
 
-class Feed:
-    """Bridges a :class:`~stream_hub.hub.Hub` to one asyncio loop.
+class LoopNotifier:
+    """Bridges a :class:`~stream_hub.hub.Hub` to one asyncio loop: the hub's
+    :class:`~stream_hub.hub.Notifier`, and what the writers wait on.
 
     Attributes:
         closing: set once the server stops; writers flush to the head and end.
@@ -66,34 +68,34 @@ class Feed:
     # -- publishing side --------------------------------------------------------
 
     def attach(self) -> None:
-        """Route the hub's wake-ups and commits through this loop."""
-        self.hub.on_commit = self._notify
-        self.hub.wake = self._wake
-        self.hub.wake_urgent = self._wake_urgent
+        """Become the hub's notifier and commit what was submitted before (on the loop)."""
+        self.hub.attach(self)
+        self.hub.commit()
         self._beat_timer = self.loop.call_later(self.heartbeat, self._beat)
-        # Anything submitted while no loop was attached is committed now.
-        self.loop.call_soon_threadsafe(self.hub.commit)
 
     def detach(self) -> None:
-        """Stop routing; later submissions commit inline on their own thread."""
-        if self.hub.wake == self._wake:
-            self.hub.wake = None
-            self.hub.wake_urgent = None
-        if self.hub.on_commit == self._notify:
-            self.hub.on_commit = None
+        """Give committing back to the publishing threads (after the loop stopped),
+        committing everything submitted so far."""
         for timer in (self._commit_timer, self._beat_timer):
             if timer is not None:
                 timer.cancel()
         self._commit_timer = self._beat_timer = None
+        self.hub.detach(self)
 
-    def _wake(self) -> None:
-        # Any thread; once per batch.
+    def wake(self) -> None:
+        # Any thread; once per batch. Raises RuntimeError once the loop closed.
         self._requested = time.monotonic()
         self.loop.call_soon_threadsafe(self._woken)
 
-    def _wake_urgent(self) -> None:
+    def wake_urgent(self) -> None:
         # Any thread: the backlog is long; commit now whatever the spacing.
         self.loop.call_soon_threadsafe(self._commit_now)
+
+    def committed(self) -> None:
+        # On the loop thread right after a commit: wake every writer.
+        self._last_commit = time.monotonic()
+        self.commits += 1
+        self._wake_waiters()
 
     def _commit_now(self) -> None:
         if self._commit_timer is not None:
@@ -121,12 +123,6 @@ class Feed:
 
     def _observe(self, late: float) -> None:
         self.lateness += _ALPHA * (max(0.0, late) - self.lateness)
-
-    def _notify(self) -> None:
-        # On the loop thread right after a commit: wake every writer.
-        self._last_commit = time.monotonic()
-        self.commits += 1
-        self._wake_waiters()
 
     def _beat(self) -> None:
         # One timer for all clients, instead of a keep-alive task per client.
