@@ -7,7 +7,10 @@ polls a condition with a deadline.
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -374,3 +377,62 @@ def test_help_for_every_subcommand() -> None:
             assert "--rest-port" in out and "--json" in out
         else:
             assert all(name in out for name in SUBCOMMANDS)
+
+
+# -- packaging ---------------------------------------------------------------------------
+
+
+def _module_level_imports(body: list[ast.stmt]) -> Iterator[tuple[str, int]]:
+    """(top-level module, line) of each import that runs when the module is imported.
+
+    Function bodies run later (lazy imports of optional features are fine),
+    ``if TYPE_CHECKING:`` never runs, and an import guarded by ``except
+    ImportError`` cannot break an install that lacks it.
+    """
+    for node in body:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name.split(".")[0], node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and node.module:
+                yield node.module.split(".")[0], node.lineno
+        elif isinstance(node, ast.If):
+            if "TYPE_CHECKING" not in ast.unparse(node.test):
+                yield from _module_level_imports(node.body)
+            yield from _module_level_imports(node.orelse)
+        elif isinstance(node, ast.Try):
+            caught = " ".join(ast.unparse(h.type) for h in node.handlers if h.type is not None)
+            if "ImportError" not in caught and "ModuleNotFoundError" not in caught:
+                yield from _module_level_imports(node.body)
+            for handler in node.handlers:
+                yield from _module_level_imports(handler.body)
+            yield from _module_level_imports(node.orelse + node.finalbody)
+        elif isinstance(node, (ast.ClassDef, ast.With)):
+            yield from _module_level_imports(node.body)
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_module_level_imports_are_runtime_dependencies() -> None:
+    """`pip install .` brings only [project] dependencies: every third-party module
+    the package imports at import time must come from one of them (the CLI once
+    imported httpx, which only the [test] extra brought)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    from packaging.requirements import Requirement  # a dependency of pytest
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = {_normalize(Requirement(spec).name) for spec in project["dependencies"]}
+    providers = importlib.metadata.packages_distributions()
+    undeclared = []
+    for path in sorted((REPO / "stream_hub").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for module, line in _module_level_imports(tree.body):
+            if module in sys.stdlib_module_names or module in ("stream_hub", "__future__"):
+                continue
+            dists = providers.get(module, [])
+            if not any(_normalize(dist) in declared for dist in dists):
+                where = path.relative_to(REPO)
+                undeclared.append(f"{where}:{line} imports {module} (from {dists or 'nothing installed'})")
+    assert not undeclared, "not in [project] dependencies:\n" + "\n".join(undeclared)
