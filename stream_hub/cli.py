@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from . import __version__
 from .config import StreamConfig
 from .errors import StreamHubError
 
@@ -51,6 +52,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Stream live training metrics over SSE, WebSocket and REST.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+import stream_hub
 from stream_hub.ports import is_port_in_use
 
 from .cli_helpers import (
@@ -353,7 +354,7 @@ def test_ports_free_refused_in_production_then_frees_in_development(
     assert all(" free " in row for row in freed.stdout.splitlines()[1:])
 
 
-# -- help --------------------------------------------------------------------------------
+# -- help, version -----------------------------------------------------------------------
 
 
 def test_help_for_every_subcommand() -> None:
@@ -415,14 +416,18 @@ def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def pyproject() -> dict[str, Any]:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    return dict(tomllib.loads((REPO / "pyproject.toml").read_text()))
+
+
 def test_module_level_imports_are_runtime_dependencies() -> None:
     """`pip install .` brings only [project] dependencies: every third-party module
     the package imports at import time must come from one of them (the CLI once
     imported httpx, which only the [test] extra brought)."""
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     from packaging.requirements import Requirement  # a dependency of pytest
 
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    project = pyproject()["project"]
     declared = {_normalize(Requirement(spec).name) for spec in project["dependencies"]}
     providers = importlib.metadata.packages_distributions()
     undeclared = []
@@ -436,3 +441,13 @@ def test_module_level_imports_are_runtime_dependencies() -> None:
                 where = path.relative_to(REPO)
                 undeclared.append(f"{where}:{line} imports {module} (from {dists or 'nothing installed'})")
     assert not undeclared, "not in [project] dependencies:\n" + "\n".join(undeclared)
+
+
+def test_version_is_written_once() -> None:
+    result = run(["--version"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"stream-hub {stream_hub.__version__}\n"
+    # The distribution's version is read from the package, not written a second time.
+    meta = pyproject()
+    assert "version" not in meta["project"] and "version" in meta["project"]["dynamic"]
+    assert meta["tool"]["hatch"]["version"]["path"] == "stream_hub/__init__.py"
