@@ -37,12 +37,14 @@ EXIT_UNREACHABLE = 2
 # -- arguments --------------------------------------------------------------------
 
 
-def _add_connection_flags(parser: argparse.ArgumentParser, token_help: str) -> None:
+def _add_connection_flags(parser: argparse.ArgumentParser, token_help: str | None) -> None:
+    """--host, the three ports, --json, and --token unless the command takes none."""
     parser.add_argument("--host", help="address to bind or reach (env STREAM_HUB_HOST, default 127.0.0.1)")
     parser.add_argument("--sse-port", type=int, help="SSE port (env STREAM_HUB_SSE_PORT, default 8888)")
     parser.add_argument("--ws-port", type=int, help="WebSocket port (env STREAM_HUB_WS_PORT, default 8889)")
     parser.add_argument("--rest-port", type=int, help="REST port (env STREAM_HUB_REST_PORT, default 8890)")
-    parser.add_argument("--token", help=token_help)
+    if token_help is not None:
+        parser.add_argument("--token", help=token_help)
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
@@ -125,7 +127,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Show whether each configured port is free, who holds "
         "it, and whether that looks like a stream_hub server.",
     )
-    _add_connection_flags(ports, "unused")
+    _add_connection_flags(ports, None)
     ports.add_argument(
         "--free", action="store_true", help="free busy ports (development only; refused in production)"
     )

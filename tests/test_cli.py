@@ -354,6 +354,14 @@ def test_ports_free_refused_in_production_then_frees_in_development(
     assert all(" free " in row for row in freed.stdout.splitlines()[1:])
 
 
+def test_ports_takes_no_token() -> None:
+    help_text = run(["ports", "--help"])
+    assert help_text.returncode == 0, help_text.stderr
+    assert "--token" not in help_text.stdout
+    result = run(["ports", "--token", "x"])
+    assert result.returncode == 2 and "unrecognized arguments: --token" in result.stderr
+
+
 # -- help, version -----------------------------------------------------------------------
 
 
