@@ -362,6 +362,70 @@ def test_ports_takes_no_token() -> None:
     assert result.returncode == 2 and "unrecognized arguments: --token" in result.stderr
 
 
+# -- client-side commands read only the settings they use ----------------------------------
+
+# Bad values of settings that only a server reads.
+BAD_SERVER_SETTINGS = {
+    "STREAM_HUB_HISTORY_SIZE": "lots",
+    "STREAM_HUB_MAX_CLIENTS": "-1",
+    "STREAM_HUB_HEARTBEAT_INTERVAL": "soon",
+    "STREAM_HUB_PORT_CONFLICT": "whatever",
+    "STREAM_HUB_SERIES_POINTS": "1",
+}
+
+
+def test_client_commands_ignore_bad_settings_they_do_not_use(hub: Served) -> None:
+    # Each command also ignores the ports it does not use.
+    status = run(
+        ["status", "--rest-port", str(hub.ports["rest"]), "--json"],
+        env=cli_env(**BAD_SERVER_SETTINGS, STREAM_HUB_SSE_PORT="x", STREAM_HUB_WS_PORT="x"),
+    )
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["pid"] == hub.pid
+
+    # Reaches the hub and is refused there (a wrong token), not by a setting.
+    restart = run(
+        ["restart", "--rest-port", str(hub.ports["rest"]), "--token", "wrong"],
+        env=cli_env(**BAD_SERVER_SETTINGS, STREAM_HUB_SSE_PORT="x"),
+    )
+    assert restart.returncode == 1 and "refused (401)" in restart.stderr, restart.stderr
+
+    since = wait_for(hub.status)["last_seq"]
+    hub.publish([{"type": "log", "run": "settings", "data": {"text": "hi"}}])
+    tail = run(
+        ["tail", "--sse-port", str(hub.ports["sse"]), "--since", str(since), "--count", "1", "--json"],
+        env=cli_env(**BAD_SERVER_SETTINGS, STREAM_HUB_REST_PORT="x"),
+    )
+    assert tail.returncode == 0, tail.stderr
+    assert json.loads(tail.stdout)["run"] == "settings"
+
+    ports = run(
+        ["ports", "--sse-port", str(free_port()), "--ws-port", str(free_port()), "--json"],
+        env=cli_env(**BAD_SERVER_SETTINGS, STREAM_HUB_READ_TOKEN="t"),
+    )
+    assert ports.returncode == 0, ports.stderr
+    assert [row["name"] for row in json.loads(ports.stdout)] == ["sse", "ws", "rest"]
+
+
+@pytest.mark.parametrize(
+    ("command", "variable", "value", "field"),
+    [
+        (["status"], "STREAM_HUB_REST_PORT", "x", "rest_port"),
+        (["status"], "STREAM_HUB_HOST", "no such host!", "host"),
+        (["restart", "--token", "t"], "STREAM_HUB_REST_PORT", "70000", "rest_port"),
+        (["tail"], "STREAM_HUB_SSE_PORT", "x", "sse_port"),
+        (["ports"], "STREAM_HUB_WS_PORT", "-1", "ws_port"),
+    ],
+)
+def test_client_commands_name_a_bad_setting_they_use(
+    command: list[str], variable: str, value: str, field: str
+) -> None:
+    result = run(command, env=cli_env(**{variable: value}))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"stream-hub {command[0]}: StreamConfig.{field}: "), result.stderr
+    assert result.stdout == ""
+
+
 # -- help, version -----------------------------------------------------------------------
 
 
