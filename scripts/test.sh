@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a fresh machine, then run it all.
 #   ./scripts/test.sh [pytest args...]
-# Debian packages (chromium for the dashboard's browser test) are installed
-# with apt-get when missing; Python packages with pip (the [test] extra).
+# Debian packages (chromium for the dashboard's browser test, lsof for port
+# holders, redis-server for the Redis backend) are installed with apt-get when
+# missing; Python packages with pip (the [test] extra).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,7 @@ if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; f
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v lsof >/dev/null 2>&1 || missing+=(lsof)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing Debian packages: ${missing[*]}"
     $SUDO apt-get update -qq

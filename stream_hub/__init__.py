@@ -8,6 +8,10 @@ one shared in-process server.
     release_stream_server()                      # -1 reference; stops at zero
 """
 
+# The one place the version is written: pyproject.toml reads it from here
+# ([tool.hatch.version]), and `stream-hub --version` prints it.
+__version__ = "0.1.0"
+
 from .config import StreamConfig
 from .errors import ConfigError, LoopThreadError, PortInUseError, StreamHubError
 from .manager import (
@@ -32,5 +36,3 @@ __all__ = [
     "get_stream_server_manager",
     "release_stream_server",
 ]
-
-__version__ = "0.1.0"

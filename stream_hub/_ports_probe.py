@@ -13,6 +13,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ __all__ = [
     "is_port_in_use",
     "looks_like_stream_hub",
     "own_socket_on",
+    "reuse_option",
     "wait_port_free",
 ]
 
@@ -42,14 +44,40 @@ _CMDLINE_LIMIT = 300
 
 # -- is the port free? ---------------------------------------------------------
 
+# winsock2.h: `#define SO_EXCLUSIVEADDRUSE ((int)(~SO_REUSEADDR))` with
+# SO_REUSEADDR = 0x0004 there, so -5 (0xfffffffb as an unsigned option name).
+# CPython defines socket.SO_EXCLUSIVEADDRUSE on Windows only.
+SO_EXCLUSIVEADDRUSE: int = getattr(socket, "SO_EXCLUSIVEADDRUSE", ~0x0004)
+
+
+def reuse_option(platform: str) -> tuple[int, int]:
+    """The ``(level, option)`` set to 1 before binding a server port on ``platform``
+    (a ``sys.platform`` value); the server's sockets and the probes here use it alike.
+
+    POSIX: ``SO_REUSEADDR``, as asyncio's ``create_server`` sets it. A port whose
+    last connections linger in TIME_WAIT binds again at once, and a port with a
+    live listener still refuses the bind, so a bind proves the port free.
+
+    Windows: ``SO_EXCLUSIVEADDRUSE``. There ``SO_REUSEADDR`` lets a bind succeed
+    over a live listener (a bind would prove nothing, and another program could
+    bind over ours); the exclusive option makes such a bind fail. The two must
+    not be combined (the bind fails with WSAEINVAL). Microsoft documents that an
+    exclusive bind may also fail while connections accepted by a closed
+    exclusive listener are still active.
+    """
+    if platform == "win32":
+        return socket.SOL_SOCKET, SO_EXCLUSIVEADDRUSE
+    return socket.SOL_SOCKET, socket.SO_REUSEADDR
+
 
 def is_port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     """Whether ``host:port`` is taken for a TCP server.
 
-    True when binding it the way our server does (``SO_REUSEADDR`` on POSIX,
-    ``IPV6_V6ONLY`` for IPv6) would fail with "address in use", or when
-    something accepts connections there (on macOS/BSD a wildcard listener does
-    not stop a bind to a specific address). ``host`` may be an IPv4 or IPv6
+    True when binding it the way our server does (:func:`reuse_option`:
+    ``SO_REUSEADDR`` on POSIX, ``SO_EXCLUSIVEADDRUSE`` on Windows; ``IPV6_V6ONLY``
+    for IPv6) would fail with "address in use", or when something accepts
+    connections there (on macOS/BSD and Windows a wildcard listener does not
+    stop a bind to a specific address). ``host`` may be an IPv4 or IPv6
     literal (``"::1"``, ``"[::1]"``), a name such as ``"localhost"`` (every
     address it resolves to is checked) or a wildcard (``"0.0.0.0"``, ``"::"``).
     Port 0 ("any free port") is never in use. A host that cannot be resolved or
@@ -123,10 +151,8 @@ def _is_addr_in_use(exc: OSError) -> bool:
 def _bind_verdict(family: int, sockaddr: tuple[Any, ...]) -> bool | None:
     """True: address in use; False: bindable; None: fails for another reason."""
     with socket.socket(family, socket.SOCK_STREAM) as sock:
-        if os.name != "nt":
-            # Like asyncio's create_server: ignore TIME_WAIT leftovers. On
-            # Windows SO_REUSEADDR would let us bind over a live listener.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        level, option = reuse_option(sys.platform)
+        sock.setsockopt(level, option, 1)
         if family == socket.AF_INET6 and hasattr(socket, "IPV6_V6ONLY"):
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:

@@ -1,7 +1,9 @@
 """The ``stream-hub`` command (also ``python -m stream_hub``).
 
 Subcommands: serve, demo, status, restart, tail, ports. Every connection flag
-also reads its ``STREAM_HUB_*`` variable; flags win.
+also reads its ``STREAM_HUB_*`` variable; flags win. The servers (serve, demo)
+read the whole :class:`StreamConfig`; the client-side commands read only the
+fields they use (host, their ports, their token).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from . import __version__
+from .config import _DEFAULTS as config_defaults  # every field's default, for _client_config
 from .config import StreamConfig
 from .errors import StreamHubError
 
@@ -36,12 +40,14 @@ EXIT_UNREACHABLE = 2
 # -- arguments --------------------------------------------------------------------
 
 
-def _add_connection_flags(parser: argparse.ArgumentParser, token_help: str) -> None:
+def _add_connection_flags(parser: argparse.ArgumentParser, token_help: str | None) -> None:
+    """--host, the three ports, --json, and --token unless the command takes none."""
     parser.add_argument("--host", help="address to bind or reach (env STREAM_HUB_HOST, default 127.0.0.1)")
     parser.add_argument("--sse-port", type=int, help="SSE port (env STREAM_HUB_SSE_PORT, default 8888)")
     parser.add_argument("--ws-port", type=int, help="WebSocket port (env STREAM_HUB_WS_PORT, default 8889)")
     parser.add_argument("--rest-port", type=int, help="REST port (env STREAM_HUB_REST_PORT, default 8890)")
-    parser.add_argument("--token", help=token_help)
+    if token_help is not None:
+        parser.add_argument("--token", help=token_help)
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
@@ -51,6 +57,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Stream live training metrics over SSE, WebSocket and REST.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -123,26 +130,53 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Show whether each configured port is free, who holds "
         "it, and whether that looks like a stream_hub server.",
     )
-    _add_connection_flags(ports, "unused")
+    _add_connection_flags(ports, None)
     ports.add_argument(
         "--free", action="store_true", help="free busy ports (development only; refused in production)"
     )
     return parser
 
 
+# -- settings -------------------------------------------------------------------------
+
+# The flags that set StreamConfig fields of the same name.
+_FIELD_FLAGS = ("host", "sse_port", "ws_port", "rest_port", "port_conflict")
+
+# The fields each client-side command reads. It talks to a hub that is already
+# configured: the server's own settings (history size, limits, timeouts, ...)
+# are none of its business, and a bad STREAM_HUB_HISTORY_SIZE must not stop
+# `stream-hub status` from reporting on a running hub.
+_CLIENT_FIELDS: dict[str, tuple[str, ...]] = {
+    "status": ("host", "rest_port", "read_token"),
+    "restart": ("host", "rest_port", "admin_token"),
+    "tail": ("host", "sse_port", "read_token"),
+    "ports": ("host", "sse_port", "ws_port", "rest_port"),
+}
+
+
+def _flag_values(args: argparse.Namespace, fields: Iterable[str]) -> dict[str, Any]:
+    """The fields among ``fields`` that a flag of the same name set on the command line."""
+    values = {name: getattr(args, name, None) for name in fields}
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def _config(args: argparse.Namespace, **extra: Any) -> StreamConfig:
-    values: dict[str, Any] = {}
-    for flag, field in (
-        ("host", "host"),
-        ("sse_port", "sse_port"),
-        ("ws_port", "ws_port"),
-        ("rest_port", "rest_port"),
-        ("port_conflict", "port_conflict"),
-    ):
-        value = getattr(args, flag, None)
-        if value is not None:
-            values[field] = value
+    """The whole config of a server (serve, demo): flags, then STREAM_HUB_*, then defaults."""
+    values = _flag_values(args, _FIELD_FLAGS)
     values.update(extra)
+    return StreamConfig(**values)
+
+
+def _client_config(args: argparse.Namespace) -> StreamConfig:
+    """The config of a client-side command (status, restart, tail, ports).
+
+    The fields it uses come from flags, then ``STREAM_HUB_*``, then defaults,
+    validated as usual: a bad one raises :class:`ConfigError` naming it. Every
+    other field is given its default, so its variable is never read.
+    """
+    used = _CLIENT_FIELDS[args.command]
+    values = {name: value for name, value in config_defaults.items() if name not in used}
+    values.update(_flag_values(args, used))
     return StreamConfig(**values)
 
 
@@ -236,8 +270,8 @@ def _cmd_serve(args: argparse.Namespace, demo: bool = False) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    cfg = _config(args)
-    token = args.token or os.environ.get("STREAM_HUB_READ_TOKEN")
+    cfg = _client_config(args)
+    token = args.token or cfg.read_token
     url = _rest_base(cfg) + "/api/status"
     try:
         response = httpx.get(url, headers=_auth(token), timeout=args.timeout)
@@ -280,7 +314,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_restart(args: argparse.Namespace) -> int:
-    cfg = _config(args)
+    cfg = _client_config(args)
     token = args.token or cfg.admin_token
     url = _rest_base(cfg) + "/api/admin/restart"
     try:
@@ -321,8 +355,8 @@ _TRANSIENT_STATUS = frozenset({502, 503, 504})
 
 
 def _cmd_tail(args: argparse.Namespace) -> int:
-    cfg = _config(args)
-    token = args.token or os.environ.get("STREAM_HUB_READ_TOKEN")
+    cfg = _client_config(args)
+    token = args.token or cfg.read_token
     url = _sse_base(cfg) + "/events"
     params: dict[str, Any] = {}
     if args.run:
@@ -393,7 +427,7 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 def _cmd_ports(args: argparse.Namespace) -> int:
     from . import ports as port_tools
 
-    cfg = _config(args)
+    cfg = _client_config(args)
     if args.free:
         if port_tools.is_production():
             print(

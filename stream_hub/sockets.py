@@ -5,15 +5,34 @@ from __future__ import annotations
 
 import errno
 import socket
+import sys
 
 from . import ports as port_tools
+from ._ports_probe import reuse_option
 from .errors import PortInUseError, StreamHubError
 
 __all__ = ["bind_port"]
 
+# How a refused bind reads: EADDRINUSE; EACCES (a privileged port); on Windows
+# WSAEADDRINUSE, and WSAEACCES for an exclusive bind over another socket or a
+# port in an excluded range (Hyper-V, WSL).
+_IN_USE_ERRNOS = (
+    errno.EADDRINUSE,
+    errno.EACCES,
+    getattr(errno, "WSAEADDRINUSE", -1),
+    getattr(errno, "WSAEACCES", -1),
+)
+
 
 def bind_port(host: str, port: int, name: str, listen: bool = True) -> socket.socket:
-    """A bound (and listening) TCP socket with SO_REUSEADDR, or PortInUseError."""
+    """A bound (and listening) TCP socket, or :class:`PortInUseError`.
+
+    The socket gets the platform's address-reuse option (see
+    :func:`~stream_hub._ports_probe.reuse_option`), so binding a port again
+    after stop (``listen=False``) succeeds exactly when the port is free for
+    the next server: on POSIX with TIME_WAIT leftovers ignored, on Windows
+    never over another socket.
+    """
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -21,7 +40,8 @@ def bind_port(host: str, port: int, name: str, listen: bool = True) -> socket.so
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        level, option = reuse_option(sys.platform)
+        sock.setsockopt(level, option, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
@@ -30,7 +50,7 @@ def bind_port(host: str, port: int, name: str, listen: bool = True) -> socket.so
             sock.setblocking(False)
     except OSError as exc:
         sock.close()
-        if exc.errno in (errno.EADDRINUSE, errno.EACCES, getattr(errno, "WSAEADDRINUSE", -1)):
+        if exc.errno in _IN_USE_ERRNOS:
             pid = port_tools.get_process_using_port(port)
             raise PortInUseError(
                 port,

@@ -7,7 +7,10 @@ polls a condition with a deadline.
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -18,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+import stream_hub
 from stream_hub.ports import is_port_in_use
 
 from .cli_helpers import (
@@ -350,7 +354,79 @@ def test_ports_free_refused_in_production_then_frees_in_development(
     assert all(" free " in row for row in freed.stdout.splitlines()[1:])
 
 
-# -- help --------------------------------------------------------------------------------
+def test_ports_takes_no_token() -> None:
+    help_text = run(["ports", "--help"])
+    assert help_text.returncode == 0, help_text.stderr
+    assert "--token" not in help_text.stdout
+    result = run(["ports", "--token", "x"])
+    assert result.returncode == 2 and "unrecognized arguments: --token" in result.stderr
+
+
+# -- client-side commands read only the settings they use ----------------------------------
+
+# Bad values of settings that only a server reads.
+BAD_SERVER_SETTINGS = {
+    "STREAM_HUB_HISTORY_SIZE": "lots",
+    "STREAM_HUB_MAX_CLIENTS": "-1",
+    "STREAM_HUB_HEARTBEAT_INTERVAL": "soon",
+    "STREAM_HUB_PORT_CONFLICT": "whatever",
+    "STREAM_HUB_SERIES_POINTS": "1",
+}
+
+
+def test_client_commands_ignore_bad_settings_they_do_not_use(hub: Served) -> None:
+    # Each command also ignores the ports it does not use.
+    status = run(
+        ["status", "--rest-port", str(hub.ports["rest"]), "--json"],
+        env=cli_env(**BAD_SERVER_SETTINGS, STREAM_HUB_SSE_PORT="x", STREAM_HUB_WS_PORT="x"),
+    )
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["pid"] == hub.pid
+
+    # Reaches the hub and is refused there (a wrong token), not by a setting.
+    restart = run(
+        ["restart", "--rest-port", str(hub.ports["rest"]), "--token", "wrong"],
+        env=cli_env(**BAD_SERVER_SETTINGS, STREAM_HUB_SSE_PORT="x"),
+    )
+    assert restart.returncode == 1 and "refused (401)" in restart.stderr, restart.stderr
+
+    since = wait_for(hub.status)["last_seq"]
+    hub.publish([{"type": "log", "run": "settings", "data": {"text": "hi"}}])
+    tail = run(
+        ["tail", "--sse-port", str(hub.ports["sse"]), "--since", str(since), "--count", "1", "--json"],
+        env=cli_env(**BAD_SERVER_SETTINGS, STREAM_HUB_REST_PORT="x"),
+    )
+    assert tail.returncode == 0, tail.stderr
+    assert json.loads(tail.stdout)["run"] == "settings"
+
+    ports = run(
+        ["ports", "--sse-port", str(free_port()), "--ws-port", str(free_port()), "--json"],
+        env=cli_env(**BAD_SERVER_SETTINGS, STREAM_HUB_READ_TOKEN="t"),
+    )
+    assert ports.returncode == 0, ports.stderr
+    assert [row["name"] for row in json.loads(ports.stdout)] == ["sse", "ws", "rest"]
+
+
+@pytest.mark.parametrize(
+    ("command", "variable", "value", "field"),
+    [
+        (["status"], "STREAM_HUB_REST_PORT", "x", "rest_port"),
+        (["status"], "STREAM_HUB_HOST", "no such host!", "host"),
+        (["restart", "--token", "t"], "STREAM_HUB_REST_PORT", "70000", "rest_port"),
+        (["tail"], "STREAM_HUB_SSE_PORT", "x", "sse_port"),
+        (["ports"], "STREAM_HUB_WS_PORT", "-1", "ws_port"),
+    ],
+)
+def test_client_commands_name_a_bad_setting_they_use(
+    command: list[str], variable: str, value: str, field: str
+) -> None:
+    result = run(command, env=cli_env(**{variable: value}))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"stream-hub {command[0]}: StreamConfig.{field}: "), result.stderr
+    assert result.stdout == ""
+
+
+# -- help, version -----------------------------------------------------------------------
 
 
 def test_help_for_every_subcommand() -> None:
@@ -374,3 +450,76 @@ def test_help_for_every_subcommand() -> None:
             assert "--rest-port" in out and "--json" in out
         else:
             assert all(name in out for name in SUBCOMMANDS)
+
+
+# -- packaging ---------------------------------------------------------------------------
+
+
+def _module_level_imports(body: list[ast.stmt]) -> Iterator[tuple[str, int]]:
+    """(top-level module, line) of each import that runs when the module is imported.
+
+    Function bodies run later (lazy imports of optional features are fine),
+    ``if TYPE_CHECKING:`` never runs, and an import guarded by ``except
+    ImportError`` cannot break an install that lacks it.
+    """
+    for node in body:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name.split(".")[0], node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and node.module:
+                yield node.module.split(".")[0], node.lineno
+        elif isinstance(node, ast.If):
+            if "TYPE_CHECKING" not in ast.unparse(node.test):
+                yield from _module_level_imports(node.body)
+            yield from _module_level_imports(node.orelse)
+        elif isinstance(node, ast.Try):
+            caught = " ".join(ast.unparse(h.type) for h in node.handlers if h.type is not None)
+            if "ImportError" not in caught and "ModuleNotFoundError" not in caught:
+                yield from _module_level_imports(node.body)
+            for handler in node.handlers:
+                yield from _module_level_imports(handler.body)
+            yield from _module_level_imports(node.orelse + node.finalbody)
+        elif isinstance(node, (ast.ClassDef, ast.With)):
+            yield from _module_level_imports(node.body)
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pyproject() -> dict[str, Any]:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    return dict(tomllib.loads((REPO / "pyproject.toml").read_text()))
+
+
+def test_module_level_imports_are_runtime_dependencies() -> None:
+    """`pip install .` brings only [project] dependencies: every third-party module
+    the package imports at import time must come from one of them (the CLI once
+    imported httpx, which only the [test] extra brought)."""
+    from packaging.requirements import Requirement  # a dependency of pytest
+
+    project = pyproject()["project"]
+    declared = {_normalize(Requirement(spec).name) for spec in project["dependencies"]}
+    providers = importlib.metadata.packages_distributions()
+    undeclared = []
+    for path in sorted((REPO / "stream_hub").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for module, line in _module_level_imports(tree.body):
+            if module in sys.stdlib_module_names or module in ("stream_hub", "__future__"):
+                continue
+            dists = providers.get(module, [])
+            if not any(_normalize(dist) in declared for dist in dists):
+                where = path.relative_to(REPO)
+                undeclared.append(f"{where}:{line} imports {module} (from {dists or 'nothing installed'})")
+    assert not undeclared, "not in [project] dependencies:\n" + "\n".join(undeclared)
+
+
+def test_version_is_written_once() -> None:
+    result = run(["--version"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"stream-hub {stream_hub.__version__}\n"
+    # The distribution's version is read from the package, not written a second time.
+    meta = pyproject()
+    assert "version" not in meta["project"] and "version" in meta["project"]["dynamic"]
+    assert meta["tool"]["hatch"]["version"]["path"] == "stream_hub/__init__.py"
