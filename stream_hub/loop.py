@@ -174,6 +174,10 @@ class LoopThread:
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise TimeoutError(f"the event-loop thread did not finish within {timeout} s") from None
+        except concurrent.futures.CancelledError:
+            # An earlier stop() that gave up waiting left its cleanup queued:
+            # it cancelled this work when the loop got to it.
+            raise StreamHubError("the event-loop thread is shutting down") from None
 
     def stop(self, timeout: float | None = 5.0) -> None:
         """Cancel leftover tasks, stop and close the loop, join the thread, all

@@ -425,3 +425,36 @@ def test_stays_smooth_with_5_runs_x_10_metrics_at_50_updates_per_second(page: An
         # Generous bounds for a shared 2-core machine: the page must not stall.
         assert d["stats"]["maxFrameMs"] < 500, d["stats"]
         assert frames > 20, frames
+
+
+def test_the_event_rate_sparkline_is_drawn_whole_at_1400_px(page: Any) -> None:
+    """Regression: the newest point sat on the canvas's right edge, half cut off,
+    and the first samples were a sliver against that edge."""
+    with serving() as server:
+        stop = threading.Event()
+
+        def publish() -> None:
+            step = 0
+            while not stop.wait(0.01):
+                server.log({"loss": 1.0 / (step + 1)}, step=step, run="spark")
+                step += 1
+
+        publisher = threading.Thread(target=publish)
+        publisher.start()
+        try:
+            page.goto(f"{server.urls['rest']}/")
+            wait_connected(page)
+            script = """() => {
+                const canvas = document.getElementById('rate-spark');
+                const box = canvas.getBoundingClientRect();
+                if (box.right > document.documentElement.clientWidth) return 'outside';
+                const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+                const drawn = (x) => { for (let y = 0; y < canvas.height; y++)
+                  if (data[(y * canvas.width + x) * 4 + 3] > 0) return true; return false; };
+                if (drawn(canvas.width - 1)) return 'touches the right edge';
+                return drawn(Math.floor(canvas.width * 0.1)) && drawn(canvas.width - 3) ? 'ok' : 'not yet';
+            }"""
+            page.wait_for_function(f"({script})() === 'ok'", timeout=WAIT_MS)
+        finally:
+            stop.set()
+            publisher.join()

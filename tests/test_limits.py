@@ -266,3 +266,221 @@ def test_never_reading_clients_do_not_grow_memory(make_server: Callable[..., Tra
     finally:
         sse.close()
         conn.close()
+
+
+# -- requests trickled a byte at a time (slowloris) ----------------------------------------------
+
+
+def _trickle_until_closed(sock: socket.socket, data: bytes, limit: float) -> float:
+    """Send ``data`` one byte every 0.1 s; return when the server closes the
+    connection (the time since the first byte), or fail after ``limit`` s."""
+    started = time.monotonic()
+    sock.setblocking(False)
+    for byte in data:
+        try:
+            sock.send(bytes([byte]))
+        except (BrokenPipeError, ConnectionResetError):
+            return time.monotonic() - started
+        readable, _, _ = select.select([sock], [], [], 0.1)
+        if readable:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                return time.monotonic() - started
+            if not chunk:
+                return time.monotonic() - started
+        if time.monotonic() - started > limit:
+            break
+    raise AssertionError(f"still open {time.monotonic() - started:.1f} s into a trickled request")
+
+
+def _keep_alive_request(port: int) -> socket.socket:
+    """A connection whose first request was answered in full (kept alive)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    answer = b""
+    while b'"ok"' not in answer:
+        answer += sock.recv(4096)
+    return sock
+
+
+@pytest.mark.parametrize("face", ["sse", "rest"])
+def test_a_trickled_second_request_is_closed_at_the_deadline(
+    make_server: Callable[..., TrainingStreamServer], face: str
+) -> None:
+    server = make_server(handshake_timeout=1.0)
+    sock = _keep_alive_request(server.ports[face])
+    try:
+        second = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"a" * 200 + b"\r\n\r\n"
+        elapsed = _trickle_until_closed(sock, second, limit=8.0)
+        assert elapsed < 5.0, f"{face}: closed {elapsed:.1f} s into the request (deadline 1 s)"
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_trickled_request_body_is_closed_at_the_deadline(
+    make_server: Callable[..., TrainingStreamServer], chunked: bool
+) -> None:
+    server = make_server(handshake_timeout=1.0)
+    body = json.dumps({"run": "slow", "metrics": {"x": 1}, "pad": "p" * 200}).encode()
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(body)
+    head = (
+        b"POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + framing
+        + b"\r\n\r\n"
+    )
+    if chunked:
+        body = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    sock = socket.create_connection(("127.0.0.1", server.ports["rest"]), timeout=5)
+    try:
+        sock.sendall(head)
+        elapsed = _trickle_until_closed(sock, body, limit=8.0)
+        assert elapsed < 5.0, f"closed {elapsed:.1f} s into the body (deadline 1 s)"
+    finally:
+        sock.close()
+    assert server.hub.runs.runs.get("slow") is None  # nothing half-received was published
+
+
+# -- subscribers that stop reading are evicted ------------------------------------------------------
+
+
+def _stalled_sse(server: TrainingStreamServer, resume_from: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.ports["sse"]))
+    sock.sendall(b"GET /events?last_event_id=%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % resume_from)
+    return sock
+
+
+def _stalled_ws(server: TrainingStreamServer) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", server.ports["ws"]))
+    sock.sendall(
+        b"GET /?since=0 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    return sock
+
+
+def _was_closed(sock: socket.socket) -> bool:
+    """Drain what the server sent; True once it has closed the connection."""
+    sock.setblocking(False)
+    try:
+        while True:
+            data = sock.recv(1 << 20)
+            if not data:
+                return True
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_clients_that_stop_reading_are_evicted_and_counted(
+    make_server: Callable[..., TrainingStreamServer],
+) -> None:
+    """Stalled SSE and WebSocket clients resuming from far back are closed after
+    send_timeout (the WebSocket one despite a ping that can never be sent),
+    counted, and a healthy client meanwhile gets every event."""
+    server = make_server(history_size=20_000, send_timeout=1.0, heartbeat_interval=2.0)
+    blob = "b" * 1000
+    last = [server.publish("blob", {"b": blob}) for _ in range(5000)][-1]  # ~5 MB to resume through
+    wait_for(lambda: server.hub.head >= last, what="commit")
+    healthy = SSEStream(f"{server.urls['sse']}/events", read_timeout=10)
+    stalled = [_stalled_sse(server) for _ in range(5)] + [_stalled_ws(server) for _ in range(5)]
+    try:
+        wait_for(lambda: server.status()["clients"]["evicted"] == 10, timeout=15, what="10 evictions")
+        # The evicted connections were really closed, from the server's side.
+        wait_for(lambda: all(_was_closed(s) for s in stalled), timeout=5, what="stalled sockets closed")
+        seqs = [server.log({"i": i}) for i in range(100)]
+        assert [e.seq for e in healthy.read_until_seq(seqs[-1])][-100:] == seqs
+        assert server.status()["clients"] == {"sse": 1, "ws": 0, "evicted": 10}
+        metrics = httpx.get(f"{server.urls['rest']}/metrics", timeout=5).text
+        assert "stream_hub_clients_evicted_total 10.0" in metrics
+    finally:
+        healthy.close()
+        for sock in stalled:
+            sock.close()
+
+
+def test_a_client_past_its_byte_budget_is_evicted_at_once(
+    make_server: Callable[..., TrainingStreamServer],
+) -> None:
+    server = make_server(client_buffer_bytes=64 * 1024, send_timeout=60.0)
+    sock = _stalled_sse(server)
+    try:
+        wait_for(lambda: server.status()["clients"]["sse"] == 1, what="connected")
+        blob = "z" * 30_000
+        for _ in range(200):  # 6 MB: far past what the kernel buffers and 64 KiB can hold
+            server.publish("blob", {"b": blob})
+            if server.status()["clients"]["evicted"]:
+                break
+        wait_for(lambda: server.status()["clients"]["evicted"] == 1, timeout=10, what="eviction")
+    finally:
+        sock.close()
+
+
+# -- running out of file descriptors -----------------------------------------------------------------
+
+FD_SERVER = """
+import resource, sys, threading
+resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+from stream_hub import StreamConfig, TrainingStreamServer
+server = TrainingStreamServer(StreamConfig(sse_port=0, ws_port=0, rest_port=0, port_conflict="fail"))
+server.start()
+print(server.ports["rest"], server.ports["sse"], flush=True)
+sys.stdin.readline()
+server.stop()
+"""
+
+
+def test_descriptor_exhaustion_is_logged_once_per_interval_and_recovers(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    err = (tmp_path / "stderr").open("w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FD_SERVER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=err,
+        text=True,
+    )
+    socks: list[socket.socket] = []
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        rest, sse = (int(p) for p in proc.stdout.readline().split())
+        for i in range(400):
+            try:
+                socks.append(socket.create_connection(("127.0.0.1", rest if i % 2 else sse), timeout=2))
+            except OSError:
+                break
+        # Hold them for a few seconds of refused accepts.
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            select.select([], [], [], 0.1)
+        for sock in socks:
+            sock.close()
+        socks.clear()
+        wait_for(
+            lambda: httpx.get(f"http://127.0.0.1:{rest}/health", timeout=2).status_code == 200,
+            timeout=15,
+            what="the server answering again",
+        )
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        for sock in socks:
+            sock.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err.seek(0)
+    log = err.read()
+    assert log.count("Traceback") == 0, log[-3000:]
+    assert log.count("out of system resources") <= 2, log[-3000:]
+    assert len(log) < 20_000, f"{len(log)} bytes of stderr"

@@ -223,3 +223,25 @@ def test_a_failed_start_leaves_the_count_unchanged_and_a_later_get_retries() -> 
     wait_for(lambda: not is_port_in_use(port), what="blocker released")
     server = get_stream_server(config=cfg)
     assert server.ports["rest"] == port and manager.ref_count == 1
+
+
+def test_cleanup_keeps_a_server_it_could_not_stop_so_it_can_try_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = get_stream_server(config=free_config())
+    manager = get_stream_server_manager()
+    real_stop = server.stop
+    calls = []
+
+    def failing_stop(timeout: float | None = None) -> None:
+        calls.append(timeout)
+        if len(calls) == 1:
+            raise StreamHubError("sse port is still bound after stop")
+        real_stop(timeout)
+
+    monkeypatch.setattr(server, "stop", failing_stop)
+    with pytest.raises(StreamHubError):
+        manager.cleanup()
+    assert manager.server is server and server.loop_thread_alive  # not orphaned
+    manager.cleanup()
+    assert manager.server is None and not server.loop_thread_alive

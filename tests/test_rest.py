@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_hub import TrainingStreamServer, get_stream_server
+from stream_hub import TrainingStreamServer, get_stream_server, get_stream_server_manager
 
 from .conftest import committed, fill, free_config, wait_for
 
@@ -513,6 +513,33 @@ def test_training_get_status_that_hangs_is_504_and_loop_stays_free():
         gate.set()
 
 
+def _status_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "stream-hub-get-status"]
+
+
+def test_training_status_calls_share_one_thread_that_stop_joins():
+    training = FakeTraining({"ok": 1})
+    server = get_stream_server(training_system=training, config=free_config())
+    for _ in range(20):
+        assert get(server, "/api/training").status_code == 200
+    assert len(_status_threads()) == 1
+    get_stream_server_manager().cleanup()
+    assert _status_threads() == []
+
+
+def test_a_hanging_get_status_makes_later_requests_answer_at_once():
+    gate = threading.Event()
+    try:
+        server = get_stream_server(training_system=FakeTraining({"ok": 1}, gate=gate), config=free_config())
+        assert get(server, "/api/training").status_code == 504
+        busy = get(server, "/api/training")
+        assert busy.status_code == 503 and "get_status" in error_message(busy)
+        assert len(_status_threads()) == 1
+    finally:
+        gate.set()
+    wait_for(lambda: get(server, "/api/training").status_code == 200, what="get_status free again")
+
+
 # -- docs, metrics, dashboard -------------------------------------------------------------------
 
 
@@ -580,3 +607,73 @@ def test_training_system_given_by_a_later_reference_is_served():
 
     assert get_stream_server(training_system=Trainer()) is server
     assert get(server, "/api/training").json() == {"epoch": 3}
+
+
+# -- what publishers send, and what the server keeps ----------------------------------------------
+
+
+def test_publish_keeps_a_snapshot_of_the_data_and_refuses_non_json_in_the_caller(server):
+    data = {"text": "epoch 3 done", "tags": ["a"]}
+    seq = server.publish("log", data, run="r")
+    data["text"] = "MUTATED"
+    data["tags"].append("b")
+    with pytest.raises(TypeError):
+        server.publish("log", {"bad": {1, 2}}, run="r")
+    committed(server, seq)
+    (event,) = history(server, since=seq - 1)["events"]
+    assert event["data"] == {"text": "epoch 3 done", "tags": ["a"]}
+
+
+@pytest.mark.parametrize("ts", [1e300, -1e300, -1.0, 1e11])
+def test_publish_ts_outside_unix_time_is_422(server, ts):
+    response = post(server, "/api/publish", json={"run": "r", "ts": ts, "metrics": {"x": 1}})
+    assert response.status_code == 422 and "ts" in error_message(response)
+
+
+def test_nested_metrics_are_flattened_with_slashes(server):
+    seq = server.log({"train": {"loss": 0.5, "grad": {"norm": 2}}, "lr": 0.1}, step=1, run="nest")
+    response = post(
+        server, "/api/publish", json={"run": "nest", "step": 2, "metrics": {"val": {"loss": 0.7}}}
+    )
+    assert response.status_code == 200, response.text
+    committed(server, response.json()["last_seq"])
+    first, second = history(server, since=seq - 1)["events"]
+    assert first["metrics"] == {"train/loss": 0.5, "train/grad/norm": 2, "lr": 0.1}
+    assert second["metrics"] == {"val/loss": 0.7}
+    with pytest.raises(TypeError):
+        server.log({"train": {"loss": "high"}})
+
+
+def test_series_past_max_series_are_refused_over_rest_and_counted_in_process(make_server):
+    server = make_server(max_series=4)
+    assert (
+        post(server, "/api/publish", json={"run": "a", "metrics": {"m1": 1, "m2": 2, "m3": 3}}).status_code
+        == 200
+    )
+    refused = post(server, "/api/publish", json={"run": "b", "metrics": {"m1": 1, "m2": 2}})
+    assert refused.status_code == 422 and "max_series" in error_message(refused)
+    # Known series still take points.
+    assert post(server, "/api/publish", json={"run": "a", "metrics": {"m1": 5}}).status_code == 200
+    # In-process, training is never interrupted: the event streams, the curve is not kept.
+    seq = server.log({"m4": 4, "m5": 5, "m6": 6}, run="a")
+    committed(server, seq)
+    assert server.hub.runs.series_count == 4
+    assert server.hub.runs.points_dropped == 2
+    metrics = get(server, "/metrics").text
+    assert "stream_hub_series_points_dropped_total 2.0" in metrics
+    (event,) = history(server, since=seq - 1)["events"]
+    assert event["metrics"] == {"m4": 4, "m5": 5, "m6": 6}
+
+
+def test_history_is_bounded_in_bytes_as_well_as_events(make_server):
+    server = make_server(history_size=10_000, history_bytes=2 * 1024 * 1024)
+    blob = "x" * 50_000
+    seqs = [server.publish("blob", {"b": blob}, run="big") for _ in range(200)]  # ~30 MB of frames
+    committed(server, seqs[-1])
+    body = history(server, since=1, limit=10_000)
+    kept = [e["seq"] for e in body["events"] if e["type"] == "blob"]
+    assert kept == list(range(kept[0], seqs[-1] + 1)) and len(kept) < 200
+    assert server.hub.ring.bytes <= 2 * 1024 * 1024
+    gap = body["events"][0]  # what left early is announced
+    assert gap["type"] == "gap" and gap["data"]["to"] == kept[0] - 1
+    assert server.status()["history"]["size"] == len(kept)

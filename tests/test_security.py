@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from websockets.sync.client import connect as ws_connect
 from stream_hub import StreamConfig, TrainingStreamServer, get_stream_server, get_stream_server_manager
 from stream_hub.transports import common
 
-from .conftest import free_config, wait_for
+from .conftest import free_config, need, wait_for
 from .test_sse import SSEStream
 
 READ, PUBLISH, ADMIN = "read-s3cret", "publish-s3cret", "admin-s3cret"
@@ -378,3 +379,126 @@ def test_nothing_listens_beyond_the_three_ports(make_server: Callable[..., Train
     server = make_server()
     after = {c.laddr.port for c in psutil.Process().net_connections("tcp") if c.status == psutil.CONN_LISTEN}
     assert after - before == set(server.ports.values())
+
+
+# -- a hostile web page: DNS rebinding, cross-site WebSockets and posts --------------------------
+
+EVIL = "http://evil.example"
+
+
+@pytest.mark.parametrize("face", ["sse", "rest"])
+def test_loopback_bind_refuses_a_foreign_host_header(
+    make_server: Callable[..., TrainingStreamServer], face: str
+) -> None:
+    """DNS rebinding: a page at evil.example resolved to 127.0.0.1 still says Host: evil.example."""
+    server = make_server()
+    path = "/api/history" if face == "rest" else "/health"
+    url = f"{server.urls[face]}{path}"
+    refused = httpx.get(url, headers={"Host": "evil.example"}, timeout=5)
+    assert refused.status_code == 403 and "allowed_hosts" in refused.json()["error"]
+    for host in ("127.0.0.1", "localhost", f"localhost:{server.ports[face]}", "[::1]", "LOCALHOST"):
+        assert httpx.get(url, headers={"Host": host}, timeout=5).status_code == 200, host
+
+
+def test_loopback_bind_refuses_a_foreign_host_on_the_websocket_port(
+    make_server: Callable[..., TrainingStreamServer],
+) -> None:
+    server = make_server()
+    sock = socket.create_connection(("127.0.0.1", server.ports["ws"]), timeout=5)
+    with pytest.raises(InvalidStatus) as refused:
+        ws_connect(f"ws://evil.example:{server.ports['ws']}/", sock=sock, open_timeout=5).__enter__()
+    assert refused.value.response.status_code == 403
+    sock.close()
+    with pytest.raises(InvalidStatus) as doubled:
+        ws_open(server, additional_headers={"Host": "evil.example"}).__enter__()
+    assert doubled.value.response.status_code == 400
+
+
+def test_allowed_hosts_adds_names_and_a_wildcard_bind_accepts_any_host(
+    make_server: Callable[..., TrainingStreamServer],
+) -> None:
+    named = make_server(allowed_hosts=("metrics.lab",))
+    url = f"{named.urls['rest']}/api/status"
+    assert httpx.get(url, headers={"Host": "metrics.lab:8890"}, timeout=5).status_code == 200
+    assert httpx.get(url, headers={"Host": "evil.example"}, timeout=5).status_code == 403
+    wide = make_server(host="0.0.0.0", read_token=READ, publish_token=PUBLISH)
+    url = f"{wide.urls['rest']}/api/status"
+    assert httpx.get(url, headers={"Host": "evil.example", **bearer(READ)}, timeout=5).status_code == 200
+    narrowed = make_server(host="0.0.0.0", read_token=READ, publish_token=PUBLISH, allowed_hosts=("lab",))
+    url = f"{narrowed.urls['rest']}/api/status"
+    assert httpx.get(url, headers={"Host": "evil.example", **bearer(READ)}, timeout=5).status_code == 403
+    assert httpx.get(url, headers={"Host": "lab", **bearer(READ)}, timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("origin", [EVIL, "null", f"{EVIL}:8890"])
+def test_websocket_from_a_foreign_page_is_refused_by_default(
+    make_server: Callable[..., TrainingStreamServer], origin: str
+) -> None:
+    server = make_server()
+    with pytest.raises(InvalidStatus) as refused:
+        ws_open(server, origin=origin).__enter__()
+    assert refused.value.response.status_code == 403
+
+
+def test_websocket_default_admits_non_browsers_and_the_dashboard(
+    make_server: Callable[..., TrainingStreamServer],
+) -> None:
+    server = make_server()
+    for origin in (
+        None,
+        f"http://127.0.0.1:{server.ports['rest']}",
+        f"http://localhost:{server.ports['rest']}",
+    ):
+        with ws_open(server, origin=origin) as conn:
+            conn.send('{"op": "ping"}')
+            assert '"pong"' in conn.recv(timeout=5), origin
+
+
+def publish_raw(server: TrainingStreamServer, headers: dict[str, str], body: bytes) -> httpx.Response:
+    return httpx.post(f"{server.urls['rest']}/api/publish", content=body, headers=headers, timeout=5)
+
+
+def test_a_cross_site_form_post_cannot_publish(make_server: Callable[..., TrainingStreamServer]) -> None:
+    """What a page can send without a CORS preflight: text/plain, with its Origin."""
+    server = make_server()
+    before = server.hub.last_seq
+    body = b'{"run": "x", "metrics": {"loss": 1}}'
+    form = publish_raw(server, {"Content-Type": "text/plain", "Origin": EVIL}, body)
+    assert form.status_code in (403, 415)
+    plain = publish_raw(server, {"Content-Type": "text/plain"}, body)
+    assert plain.status_code == 415 and "application/json" in plain.json()["error"]
+    foreign = publish_raw(server, {"Content-Type": "application/json", "Origin": EVIL}, body)
+    assert foreign.status_code == 403
+    assert server.hub.last_seq == before
+    dashboard = {"Content-Type": "application/json", "Origin": f"http://127.0.0.1:{server.ports['rest']}"}
+    assert publish_raw(server, dashboard, body).status_code == 200
+    assert publish_raw(server, {"Content-Type": "application/json; charset=utf-8"}, body).status_code == 200
+
+
+def _non_loopback_ipv4() -> str | None:
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family.name == "AF_INET" and not address.address.startswith("127."):
+                return str(address.address)
+    return None
+
+
+def test_publishing_from_another_machine_needs_a_publish_token(
+    make_server: Callable[..., TrainingStreamServer],
+) -> None:
+    address = _non_loopback_ipv4()
+    need(address is not None, "a non-loopback IPv4 address on this machine")
+    assert address is not None
+    open_server = make_server(host="0.0.0.0")
+    body = b'{"run": "remote", "metrics": {"loss": 1}}'
+    json_type = {"Content-Type": "application/json"}
+    url = f"http://{address}:{open_server.ports['rest']}/api/publish"
+    remote = httpx.post(url, content=body, headers=json_type, timeout=5)
+    assert remote.status_code == 403 and "publish token" in remote.json()["error"]
+    local = httpx.post(f"{open_server.urls['rest']}/api/publish", content=body, headers=json_type, timeout=5)
+    assert local.status_code == 200
+    tokened = make_server(host="0.0.0.0", publish_token=PUBLISH, read_token=READ)
+    url = f"http://{address}:{tokened.ports['rest']}/api/publish"
+    assert (
+        httpx.post(url, content=body, headers={**json_type, **bearer(PUBLISH)}, timeout=5).status_code == 200
+    )

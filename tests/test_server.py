@@ -18,6 +18,7 @@ import pytest
 from stream_hub import (
     PortInUseError,
     StreamConfig,
+    StreamHubError,
     TrainingStreamServer,
     get_stream_server,
     release_stream_server,
@@ -211,3 +212,114 @@ def test_forked_child_starts_with_a_fresh_manager_and_leaves_the_parent_alone() 
     result = run_python(code, 60)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "parent ok" in result.stdout
+
+
+# -- hardening: fork, stop, announce -------------------------------------------------------------
+
+
+def test_a_forked_child_holds_none_of_the_servers_sockets() -> None:
+    """The child lets go of the listeners and the client connections: the
+    parent restarts (twice) while it lives, without touching it, and a client
+    connected at fork time gets the shutdown event and the end of its stream."""
+    code = """
+        import os, socket, time, psutil
+        from stream_hub import StreamConfig, TrainingStreamServer
+        server = TrainingStreamServer(StreamConfig(sse_port=0, ws_port=0, rest_port=0))
+        server.start()
+        ports = set(server.ports.values())
+        sse = socket.create_connection(("127.0.0.1", server.ports["sse"]), timeout=10)
+        sse.sendall(b"GET /events HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n")
+        while server.status()["clients"]["sse"] != 1:
+            time.sleep(0.01)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(w)
+            os.read(r, 1)
+            os._exit(0)
+        os.close(r)
+        child = psutil.Process(pid)
+        deadline = time.monotonic() + 10
+        while True:
+            held = [c for c in child.net_connections("tcp") if c.laddr and c.laddr.port in ports]
+            if not held or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        assert held == [], held
+        server.restart()
+        server.restart()
+        assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+        data = b""
+        while True:
+            part = sse.recv(65536)
+            if not part:
+                break
+            data += part
+        assert b"event: shutdown" in data, data[-500:]
+        os.write(w, b"x")
+        os.waitpid(pid, 0)
+        server.stop()
+        print("ok")
+    """
+    result = run_python(code, 90)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ok" in result.stdout
+
+
+def test_events_logged_while_the_server_stops_are_all_stored() -> None:
+    for attempt in range(10):
+        server = TrainingStreamServer(free_config())
+        server.start()
+        stop = threading.Event()
+
+        def publish() -> None:
+            while not stop.is_set():
+                server.log({"x": 1})
+
+        publisher = threading.Thread(target=publish)
+        publisher.start()
+        while server.hub.last_seq < 2000:
+            stop.wait(0.001)
+        server.stop()
+        stop.set()
+        publisher.join()
+        after = [server.log({"after": i}) for i in range(5)][-1]
+        assert server.hub.head == server.hub.last_seq == after, (attempt, server.hub.head, after)
+        assert server.status()["last_seq"] == after
+
+
+def test_stop_timeout_bounds_the_whole_stop_even_with_a_stuck_loop() -> None:
+    server = TrainingStreamServer(free_config())
+    server.start()
+    release = threading.Event()
+    loop = server._loop.loop
+    assert loop is not None
+    loop.call_soon_threadsafe(release.wait, 30)  # user code that blocks the loop
+    started = time.monotonic()
+    try:
+        with pytest.raises(StreamHubError, match="did not exit"):
+            server.stop(timeout=1.0)
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+    assert elapsed < 2.5, f"stop(timeout=1.0) took {elapsed:.1f} s"
+    server.stop()
+    assert not server.loop_thread_alive
+
+
+def test_a_library_user_without_logging_sees_the_dashboard_url_once() -> None:
+    code = """
+        from stream_hub import StreamConfig, get_stream_server, release_stream_server
+        server = get_stream_server(config=StreamConfig(sse_port=0, ws_port=0, rest_port=0))
+        print(server.urls["rest"])
+        release_stream_server()
+    """
+    bare = run_python(code)
+    assert bare.returncode == 0, bare.stderr[-2000:]
+    rest = bare.stdout.split()[0]
+    assert bare.stderr.count("stream_hub serving") == 1 and f"dashboard {rest}/" in bare.stderr
+    configured = run_python(
+        "import logging; logging.basicConfig(level=logging.WARNING)\n" + textwrap.dedent(code)
+    )
+    assert configured.returncode == 0, configured.stderr[-2000:]
+    assert "stream_hub serving" not in configured.stderr

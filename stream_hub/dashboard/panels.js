@@ -385,14 +385,17 @@
     ctx.clearRect(0, 0, w, h);
     if (history.length < 2) return;
     const max = Math.max(1, ...history);
-    const dx = w / 119;
-    const x0 = w - (history.length - 1) * dx;
-    const points = history.map((v, i) => [x0 + i * dx, h - 1 - (v / max) * (h - 3)]);
+    // Inset by the line's width, so the newest point (at the right) and the
+    // peak (at the top) are drawn whole instead of half outside the canvas;
+    // the samples kept so far span the whole width.
+    const pad = 1.5;
+    const dx = (w - 2 * pad) / (history.length - 1);
+    const points = history.map((v, i) => [pad + i * dx, h - pad - (v / max) * (h - 2 * pad)]);
     const accentColor = readAccent();
     ctx.beginPath();
     ctx.moveTo(points[0][0], h);
     for (const [x, y] of points) ctx.lineTo(x, y);
-    ctx.lineTo(w, h);
+    ctx.lineTo(points[points.length - 1][0], h);
     ctx.closePath();
     ctx.globalAlpha = 0.18;
     ctx.fillStyle = accentColor;

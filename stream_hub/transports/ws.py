@@ -173,10 +173,13 @@ class WebSocketFace:
         if path != "/":
             return connection.respond(404, "WebSocket endpoint is / (for example ws://host:port/)\n")
         cfg, access = self.server.config, self.server.access
-        host = request.headers.get("Host")
+        hosts, origins = request.headers.get_all("Host"), request.headers.get_all("Origin")
+        if len(hosts) != 1 or len(origins) > 1:
+            return connection.respond(400, "exactly one Host header and at most one Origin header\n")
+        host = hosts[0]
         if not access.host_allowed(host):
             return connection.respond(403, access.host_refusal(host) + "\n")
-        origin = request.headers.get("Origin")
+        origin = origins[0] if origins else None
         if not access.ws_origin_allowed(origin, host):
             return connection.respond(
                 403,
