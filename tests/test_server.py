@@ -272,11 +272,11 @@ def test_events_logged_while_the_server_stops_are_all_stored() -> None:
         server.start()
         stop = threading.Event()
 
-        def publish() -> None:
+        def publish(server: TrainingStreamServer, stop: threading.Event) -> None:
             while not stop.is_set():
                 server.log({"x": 1})
 
-        publisher = threading.Thread(target=publish)
+        publisher = threading.Thread(target=publish, args=(server, stop))
         publisher.start()
         while server.hub.last_seq < 2000:
             stop.wait(0.001)
