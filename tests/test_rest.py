@@ -519,12 +519,15 @@ def _status_threads() -> list[threading.Thread]:
 
 def test_training_status_calls_share_one_thread_that_stop_joins():
     training = FakeTraining({"ok": 1})
+    threads: set[threading.Thread] = set()
+    training.get_status = lambda: threads.add(threading.current_thread()) or {"ok": 1}  # type: ignore[method-assign]
     server = get_stream_server(training_system=training, config=free_config())
     for _ in range(20):
         assert get(server, "/api/training").status_code == 200
-    assert len(_status_threads()) == 1
+    assert len(threads) == 1  # not a thread per request
+    (thread,) = threads
     get_stream_server_manager().cleanup()
-    assert _status_threads() == []
+    assert not thread.is_alive()  # joined when the server stopped
 
 
 def test_a_hanging_get_status_makes_later_requests_answer_at_once():
