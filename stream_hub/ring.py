@@ -145,7 +145,14 @@ class Ring:
                 tss[i] = ts
                 steps[i] = step
                 payloads[i] = payload
-                cost = _estimate(payload)
+                # _estimate(payload), inlined: this runs once per event.
+                kind = type(payload)
+                if kind is dict:
+                    cost = _BASE_COST + _METRIC_COST * len(payload)
+                elif kind is bytes:
+                    cost = _BASE_COST + 3 * len(payload)
+                else:
+                    cost = _BASE_COST
                 charged += cost - costs[i]  # the slot's previous event leaves
                 costs[i] = cost
                 observe(seq, ts, run, step, payload if event_type == "metric" else None)
