@@ -13,17 +13,44 @@ import dataclasses
 import ipaddress
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from .errors import ConfigError
 
-__all__ = ["PORT_CONFLICT_POLICIES", "StreamConfig"]
+__all__ = ["PORT_CONFLICT_POLICIES", "StreamConfig", "base_urls", "check_port_conflict", "url_host"]
 
 PortConflictPolicy = Literal["auto", "fail", "free", "next"]
 PORT_CONFLICT_POLICIES: tuple[str, ...] = ("auto", "fail", "free", "next")
 
 ENV_PREFIX = "STREAM_HUB_"
+
+
+def url_host(host: str) -> str:
+    """``host`` as it appears in a URL: IPv6 literals in brackets."""
+    host = host.strip("[]")
+    return f"[{host}]" if ":" in host else host
+
+
+def base_urls(host: str, ports: Mapping[str, int]) -> dict[str, str]:
+    """The base URL of each transport of a server bound to ``host``.
+
+    A wildcard bind is reached on loopback. Keys are those of ``ports``
+    (``sse``, ``ws``, ``rest``); ``ws`` gets the ``ws://`` scheme.
+    """
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+    shown = url_host(host)
+    return {name: f"{'ws' if name == 'ws' else 'http'}://{shown}:{port}" for name, port in ports.items()}
+
+
+def check_port_conflict(value: Any) -> PortConflictPolicy:
+    """``value`` if it is a port-conflict policy, else :class:`ConfigError`."""
+    if value not in PORT_CONFLICT_POLICIES:
+        accepted = ", ".join(map(repr, PORT_CONFLICT_POLICIES))
+        raise ConfigError("port_conflict", f"expected one of {accepted}, got {value!r}")
+    return value  # type: ignore[no-any-return]
+
 
 # The sentinel marks "not given": such a field is read from the environment.
 _UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<unset>"})()
@@ -100,6 +127,20 @@ class StreamConfig:
             raise ConfigError(sorted(unknown)[0], "no such field")
         values.update(changes)
         return StreamConfig(**values)
+
+    @classmethod
+    def reading(cls, fields: Iterable[str], **values: Any) -> StreamConfig:
+        """A config that reads only ``fields`` from the environment.
+
+        ``values`` are given as usual; every other field gets its default,
+        so a bad ``STREAM_HUB_*`` variable of a field the caller does not use
+        (a client of a running hub has no business with its history size)
+        cannot stop it.
+        """
+        wanted = set(fields)
+        given = {name: value for name, value in _DEFAULTS.items() if name not in wanted}
+        given.update(values)
+        return cls(**given)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> StreamConfig:
@@ -225,11 +266,7 @@ def _validate(name: str, value: Any) -> Any:
             raise ConfigError(name, "expected a non-empty string or None")
         return value
     if name == "port_conflict":
-        if value not in PORT_CONFLICT_POLICIES:
-            raise ConfigError(
-                name, f"expected one of {', '.join(map(repr, PORT_CONFLICT_POLICIES))}, got {value!r}"
-            )
-        return value
+        return check_port_conflict(value)
     if name in _LIST_FIELDS:
         what = "host names" if name == "allowed_hosts" else "origin strings"
         if value is None and name in ("ws_origins", "allowed_hosts"):

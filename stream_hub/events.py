@@ -30,6 +30,7 @@ __all__ = [
     "validate_step",
     "validate_ts",
     "validate_type",
+    "wire_numbers",
     "ws_text_frame",
 ]
 
@@ -159,7 +160,10 @@ def validate_type(event_type: object) -> str:
     return event_type
 
 
-def _finite_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+def wire_numbers(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metric values as they go on the wire: NaN and the infinities as the
+    strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (the same dict when all
+    are finite)."""
     total = sum(metrics.values())
     if total - total == 0:  # every value finite: one C-level pass
         return metrics
@@ -188,7 +192,7 @@ def encode_event(
         TypeError: ``payload`` cannot be encoded (not JSON-able).
     """
     if event_type == "metric":
-        metrics = _finite_metrics(payload)
+        metrics = wire_numbers(payload)
         event = {
             "seq": seq,
             "epoch": epoch,

@@ -19,6 +19,7 @@ from typing import Any
 from .config import StreamConfig
 from .errors import StreamHubError
 from .server import TrainingStreamServer
+from .status import Status
 
 __all__ = [
     "Lease",
@@ -129,9 +130,7 @@ class StreamServerManager:
                     server = None  # stopped: the new config replaces it
             if server is None:
                 server = TrainingStreamServer(config, training_system)
-                server.status_extra = self._status_extra
-                server.restart_hook = self.force_restart
-                server.on_fault = self._recover
+                server.owner = self
                 self._server = server
             elif training_system is not None and server.training_system is None:
                 server.training_system = training_system
@@ -197,8 +196,11 @@ class StreamServerManager:
             server.restart()
             return server
 
-    def _recover(self, server: TrainingStreamServer, cause: str) -> None:
-        """After a fault (dead loop thread, dead listener): restart in place."""
+    def recover(self, server: TrainingStreamServer, cause: str) -> None:
+        """After a fault (dead loop thread, dead listener): restart in place.
+
+        Called by the server, on a thread of its own.
+        """
         with self._lock:
             if server is not self._server or self._refs == 0:
                 return
@@ -238,29 +240,12 @@ class StreamServerManager:
         server = self._server
         if server is not None:
             return server.status()
-        return {
-            "running": False,
-            "ref_count": self._refs,
-            "pid": os.getpid(),
-            "uptime_s": 0.0,
-            "ports": {},
-            "urls": {},
-            "epoch": None,
-            "last_seq": 0,
-            "history": {"size": 0, "capacity": 0},
-            "clients": {"sse": 0, "ws": 0, "evicted": 0},
-            "events": {"published": 0, "delivered": 0, "dropped": 0, "rejected": 0},
-            "loop_thread_alive": False,
-            "restarts": 0,
-        }
-
-    def _status_extra(self) -> dict[str, Any]:
-        return {"ref_count": self._refs}
+        return Status(ref_count=self._refs).to_dict()
 
     def _check_not_in_loop(self, what: str) -> None:
         server = self._server
         if server is not None:
-            server._loop.check_not_in_loop(what)
+            server.check_not_in_loop(what)
 
 
 def get_stream_server_manager() -> StreamServerManager:

@@ -1,12 +1,12 @@
-"""TrainingStreamServer: one loop thread hosting the SSE, WebSocket and REST
-faces over one hub; start binds all three ports or none; stop returns only
-once every port is verified free.
+"""TrainingStreamServer: one loop thread serving the SSE, WebSocket and REST
+transports over one hub; start binds all three ports or none; stop returns
+only once every port is verified free.
 
 Lifecycle, in the order the steps run::
 
-    start()  -> _resolve_ports -> _bind_sockets -> loop.start -> _startup
-    stop()   -> _shutdown (on the loop) -> loop.stop -> _verify_ports_released
-    restart()-> stop(keep history) -> start(on the same ports)
+    start()   -> _resolve_ports -> _bind_sockets -> loop start -> _startup -> _announce
+    stop()    -> _shutdown (on the loop) -> loop stop -> _release_resources -> verify_released
+    restart() -> stop (keeping ports and history) -> start
 """
 
 from __future__ import annotations
@@ -20,26 +20,25 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from . import ports as port_tools
-from .config import StreamConfig
-from .errors import PortInUseError, StreamHubError
-from .faces import Faces
-from .forking import close_inherited_sockets
-from .hub import Hub
-from .loop import LoopThread
-from .metrics import LatencyHistogram, MetricsExporter
-from .notifier import LoopNotifier
-from .sockets import bind_port
-from .transports.access import AccessPolicy, is_loopback_host, url_host
+from .config import StreamConfig, base_urls
+from .core.hub import Hub
+from .errors import StreamHubError
+from .ports import PortManager, bind_port, verify_released
+from .runtime.forking import close_inherited_sockets
+from .runtime.loop import LoopThread
+from .runtime.notifier import LoopNotifier
+from .status import Status
+from .telemetry import LatencyHistogram, MetricsExporter
+from .transports import TRANSPORTS, Transports
+from .transports.access import AccessPolicy, is_loopback_host
 from .transports.clients import ClientRegistry
 
-__all__ = ["TrainingStreamServer"]
+__all__ = ["ServerOwner", "TrainingStreamServer"]
 
 logger = logging.getLogger(__name__)
 
-TRANSPORTS = ("sse", "ws", "rest")
 WATCH_INTERVAL = 0.25  # seconds between listener health checks
 # Of stop()'s timeout, the part streams get to flush; the rest stops the loop thread.
 GRACEFUL_SHARE = 0.8
@@ -52,6 +51,18 @@ _STDERR.setFormatter(logging.Formatter("%(message)s"))
 _ALL_SERVERS: weakref.WeakSet[TrainingStreamServer] = weakref.WeakSet()
 
 
+class ServerOwner(Protocol):
+    """Who shares a server (the manager): its reference count, and what a
+    restart asked for over REST or a fault should go through."""
+
+    @property
+    def ref_count(self) -> int: ...
+
+    def force_restart(self) -> Any: ...
+
+    def recover(self, server: TrainingStreamServer, cause: str) -> None: ...
+
+
 class TrainingStreamServer:
     """SSE, WebSocket and REST over one hub, on one dedicated loop thread.
 
@@ -59,59 +70,53 @@ class TrainingStreamServer:
     shares a single server per process. ``log`` and ``publish`` may be called
     from any thread, before, during and after the server runs; they never
     block on the network.
+
+    ``server.log(metrics, step=None, run=None)`` publishes one metric event
+    and returns its seq; a value that is not a real number raises
+    ``TypeError`` in the caller's thread. It *is* the hub's intake method
+    (one call on the training thread's hot path, not two).
     """
 
+    log: Callable[..., int | None]
+
     def __init__(self, config: StreamConfig | None = None, training_system: Any = None) -> None:
-        self.config = config if config is not None else StreamConfig()
+        self.config = cfg = config if config is not None else StreamConfig()
         self.training_system = training_system
-        cfg = self.config
         self.hub = Hub(cfg.history_size, cfg.series_points, cfg.history_bytes, cfg.max_series)
-        # HOT PATH: ``server.log`` is the hub's bound method itself, so a
-        # training step pays one call, not two (the method below documents it).
-        self.log = self.hub.log  # type: ignore[method-assign]
+        self.log = self.hub.intake.log  # HOT PATH: see the class docstring
+        self.owner: ServerOwner | None = None
         self.restarts = 0
-        # Set by the manager: the reference count for status(), and the restart
-        # the admin endpoint triggers (so the manager's bookkeeping sees it).
-        self.status_extra: Callable[[], dict[str, Any]] | None = None
-        self.restart_hook: Callable[[], Any] | None = None
-        # Called (on a new thread) when the loop thread dies or a listener stops.
-        self.on_fault: Callable[[TrainingStreamServer, str], Any] | None = None
         self.faults = 0
         self.last_fault: str | None = None
-        self._watch_task: asyncio.Task[None] | None = None
         self.latency = LatencyHistogram()
         # Every client connection, and the eviction of those that stop reading.
         self.clients = ClientRegistry(cfg.send_timeout, cfg.client_buffer_bytes)
-        # The Host and Origin rules every face applies.
+        # The Host and Origin rules every transport applies.
         self.access = AccessPolicy(cfg, lambda: self._ports.get("rest"))
-        # The SSE streams running now (the WebSocket face keeps its own).
+        # The SSE streams running now (the WebSocket server keeps its own).
         self.streams: set[asyncio.Task[Any]] = set()
         self._metrics = MetricsExporter(self)
         self._loop = LoopThread(on_crash=self._loop_crashed)
         self._lifecycle = threading.RLock()
         self._notifier: LoopNotifier | None = None
+        self._watch_task: asyncio.Task[None] | None = None
         self._ports: dict[str, int] = {}
         self._sockets: dict[str, socket.socket] = {}
-        self._faces = self._new_faces()
+        self._transports = self._new_transports()
         self._started_at: float | None = None
         self._running = False
         _ALL_SERVERS.add(self)
 
-    # -- publishing (any thread) --------------------------------------------------
-
-    def log(self, metrics: Any, step: int | None = None, run: str | None = None) -> int:
-        """Publish one metric event and return its seq.
-
-        Raises:
-            TypeError: a metric value is not a real number (in the caller's thread).
-        """
-        return self.hub.log(metrics, step, run)
-
     def publish(
         self, event_type: str, data: Any = None, run: str | None = None, step: int | None = None
-    ) -> int:
-        """Publish any JSON-able event of ``event_type`` and return its seq."""
-        return self.hub.publish(event_type, data, run, step)
+    ) -> int | None:
+        """Publish any JSON-able event of ``event_type`` and return its seq.
+
+        Raises:
+            TypeError: the type is reserved or not a plain word, or ``data``
+                is not JSON-able (in the caller's thread).
+        """
+        return self.hub.intake.publish(event_type, data, run, step)
 
     # -- state ----------------------------------------------------------------------
 
@@ -136,43 +141,38 @@ class TrainingStreamServer:
 
     @property
     def urls(self) -> dict[str, str]:
-        """Base URLs of the three faces."""
-        host = self.config.host
-        if host in ("0.0.0.0", "::"):
-            host = "127.0.0.1" if host == "0.0.0.0" else "::1"
-        shown = url_host(host)
-        p = self._ports
-        if not p:
-            return {}
-        return {
-            "sse": f"http://{shown}:{p['sse']}",
-            "ws": f"ws://{shown}:{p['ws']}",
-            "rest": f"http://{shown}:{p['rest']}",
-        }
+        """Base URLs of the three transports (empty when stopped)."""
+        return base_urls(self.config.host, self._ports)
+
+    def client_counts(self) -> dict[str, int]:
+        """Connected SSE and WebSocket clients, and evictions so far."""
+        notifier = self._notifier
+        counts = dict(notifier.clients) if notifier is not None else {"sse": 0, "ws": 0}
+        counts["evicted"] = self.clients.evicted
+        return counts
 
     def status(self) -> dict[str, Any]:
-        """The status dict of the contract (``ref_count`` from the manager)."""
+        """The status dict of the contract (``ref_count`` from the owner)."""
         hub = self.hub
-        notifier = self._notifier
-        extra = self.status_extra() if self.status_extra is not None else {"ref_count": 0}
-        return {
-            "running": self.running,
-            "ref_count": extra.get("ref_count", 0),
-            "pid": os.getpid(),
-            "uptime_s": (time.monotonic() - self._started_at) if self._started_at else 0.0,
-            "ports": self.ports,
-            "urls": self.urls,
-            "epoch": hub.epoch,
-            "last_seq": hub.head,
-            "history": {"size": hub.size, "capacity": hub.capacity},
-            "clients": {
-                **(notifier.clients if notifier is not None else {"sse": 0, "ws": 0}),
-                "evicted": self.clients.evicted,
-            },
-            "events": hub.counters.as_dict(),
-            "loop_thread_alive": self._loop.is_alive(),
-            "restarts": self.restarts,
-        }
+        return Status(
+            running=self.running,
+            ref_count=self.owner.ref_count if self.owner is not None else 0,
+            uptime_s=(time.monotonic() - self._started_at) if self._started_at else 0.0,
+            ports=self.ports,
+            urls=self.urls,
+            epoch=hub.epoch,
+            last_seq=hub.head,
+            history={"size": hub.size, "capacity": hub.capacity},
+            clients=self.client_counts(),
+            events=hub.events_counts(),
+            loop_thread_alive=self._loop.is_alive(),
+            restarts=self.restarts,
+        ).to_dict()
+
+    def check_not_in_loop(self, what: str) -> None:
+        """Raise :class:`~stream_hub.LoopThreadError` if called from this
+        server's loop thread (where a blocking call would deadlock)."""
+        self._loop.check_not_in_loop(what)
 
     # -- start ------------------------------------------------------------------------
 
@@ -184,76 +184,30 @@ class TrainingStreamServer:
                 refused to free it (nothing is bound then).
             LoopThreadError: called from the server's own loop thread.
         """
-        self._loop.check_not_in_loop("TrainingStreamServer.start()")
+        self.check_not_in_loop("TrainingStreamServer.start()")
         with self._lifecycle:
             if self._running:
                 return
-            wanted = self._ports or {
-                "sse": self.config.sse_port,
-                "ws": self.config.ws_port,
-                "rest": self.config.rest_port,
-            }
-            self._warn_if_exposed()
-            resolved = self._resolve_ports(wanted)
-            self._bind_sockets(resolved)
+            cfg = self.config
+            wanted = self._ports or {"sse": cfg.sse_port, "ws": cfg.ws_port, "rest": cfg.rest_port}
+            _warn_if_exposed(cfg)
+            self._bind_sockets(self._resolve_ports(wanted))
             try:
                 loop = self._loop.start()
-                self._notifier = LoopNotifier(
-                    self.hub, loop, self.config.busy_flush_interval, self.config.heartbeat_interval
-                )
+                self._notifier = LoopNotifier(self.hub, loop, cfg.busy_flush_interval, cfg.heartbeat_interval)
                 self._loop.run(self._startup(), timeout=30)
             except BaseException:
                 self._abort_start()
                 raise
             self._running = True
             self._started_at = time.monotonic()
-            self.hub.submit(
-                "status",
-                None,
-                None,
-                {"state": "started", "ports": self.ports, "pid": os.getpid(), "restarts": self.restarts},
-            )
-            self._announce()
-
-    def _warn_if_exposed(self) -> None:
-        """Binding beyond loopback: say what the missing tokens leave open."""
-        cfg = self.config
-        if is_loopback_host(cfg.host):
-            return
-        problems = []
-        if cfg.read_token is None:
-            problems.append("without read_token anyone who can reach it can read your training events")
-        if cfg.publish_token is None:
-            problems.append("without publish_token other machines cannot publish (they are refused)")
-        if problems:
-            logger.warning(
-                "binding %s, which other machines can reach: %s. Set STREAM_HUB_READ_TOKEN / "
-                "STREAM_HUB_PUBLISH_TOKEN, or bind 127.0.0.1.",
-                cfg.host,
-                "; ".join(problems),
-            )
-
-    def _announce(self) -> None:
-        """Say where the server is: at INFO, and on stderr if logging is not configured.
-
-        A library user who configured no logging would never see an INFO
-        record (Python's default level is WARNING), and would not learn the
-        dashboard's URL; one line on stderr tells them. With logging
-        configured, the record goes where they sent it and nothing else is
-        printed.
-        """
-        urls = self.urls
-        message = "stream_hub serving: dashboard %s/ SSE %s/events WebSocket %s/ (REST %s/api/status)"
-        args = (urls["rest"], urls["sse"], urls["ws"], urls["rest"])
-        logger.info(message, *args)
-        if not logger.hasHandlers():
-            record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, message, args, None)
-            _STDERR.handle(record)
+            state = {"state": "started", "ports": self.ports, "pid": os.getpid(), "restarts": self.restarts}
+            self.hub.submit("status", None, None, state)
+            _announce(self.urls)
 
     def _resolve_ports(self, wanted: dict[str, int]) -> dict[str, int]:
         """Apply the port-conflict policy to all three ports before binding any."""
-        manager = port_tools.PortManager(self.config.host, self.config.port_conflict)
-        return manager.resolve(dict(wanted))
+        return PortManager(self.config.host, self.config.port_conflict).resolve(wanted)
 
     def _bind_sockets(self, wanted: dict[str, int]) -> None:
         """Bind and listen on all three ports, or on none (closing the others)."""
@@ -268,8 +222,8 @@ class TrainingStreamServer:
         self._sockets = bound
         self._ports = {name: sock.getsockname()[1] for name, sock in bound.items()}
 
-    def _new_faces(self) -> Faces:
-        return Faces(
+    def _new_transports(self) -> Transports:
+        return Transports(
             self,
             restart=self._restart_in_background,
             # Looked up per request: a training system may be given later.
@@ -283,7 +237,7 @@ class TrainingStreamServer:
         # The hub commits on this loop from now on, before any listener accepts:
         # no reader can ever see a commit running on a training thread.
         notifier.attach()
-        await self._faces.start(self._sockets)
+        await self._transports.start(self._sockets)
         self._watch_task = asyncio.get_running_loop().create_task(self._watch(), name="stream-hub-watch")
 
     async def _watch(self) -> None:
@@ -292,20 +246,20 @@ class TrainingStreamServer:
             await asyncio.sleep(WATCH_INTERVAL)
             if not self._running or (self._notifier is not None and self._notifier.closing):
                 continue
-            broken = self._faces.broken()
+            broken = self._transports.broken()
             if broken:
                 self._report_fault(f"{', '.join(broken)} listener stopped serving")
                 return
 
     def _report_fault(self, cause: str) -> None:
-        """Log a fault and hand recovery to the manager (on a thread of its own)."""
+        """Log a fault and hand recovery to the owner (on a thread of its own)."""
         logger.error("stream_hub fault: %s; restarting in place", cause)
         self.faults += 1
         self.last_fault = cause
-        handler = self.on_fault
-        if handler is not None:
+        owner = self.owner
+        if owner is not None:
             threading.Thread(
-                target=handler, args=(self, cause), name="stream-hub-recover", daemon=True
+                target=owner.recover, args=(self, cause), name="stream-hub-recover", daemon=True
             ).start()
 
     def _abort_start(self) -> None:
@@ -313,7 +267,7 @@ class TrainingStreamServer:
         try:
             if self._loop.is_alive():
                 with contextlib.suppress(Exception):
-                    self._loop.run(self._faces.close(0.5), timeout=5)
+                    self._loop.run(self._transports.close(time.monotonic() + 0.5), timeout=5)
                 self._loop.stop()
         finally:
             self._release_resources()
@@ -326,21 +280,23 @@ class TrainingStreamServer:
         """Stop serving; return only after every port is verified free.
 
         Ends every SSE stream (after a ``shutdown`` event), closes every
-        WebSocket with 1001, stops both HTTP servers and the WebSocket server,
-        cancels every task the server started, joins the loop thread and
-        closes the loop. Safe to call when stopped.
+        WebSocket with 1001, stops listening, cancels every task the server
+        started, joins the loop thread and closes the loop, all within
+        ``timeout`` seconds (``shutdown_timeout`` by default) in total. Safe
+        to call when stopped.
 
         Raises:
-            StreamHubError: a port could still not be bound afterwards.
+            StreamHubError: the loop thread did not exit in time, or a port
+                could still not be bound afterwards.
             LoopThreadError: called from the server's own loop thread.
         """
-        self._loop.check_not_in_loop("TrainingStreamServer.stop()")
+        self.check_not_in_loop("TrainingStreamServer.stop()")
         with self._lifecycle:
             self._stop(timeout, reason="stop", keep_ports=False)
 
     async def aclose(self, timeout: float | None = None) -> None:
         """``stop()`` for async callers: awaits it without blocking their loop."""
-        self._loop.check_not_in_loop("TrainingStreamServer.aclose()")
+        self.check_not_in_loop("TrainingStreamServer.aclose()")
         await asyncio.to_thread(self.stop, timeout)
 
     def restart(self, timeout: float | None = None) -> None:
@@ -349,7 +305,7 @@ class TrainingStreamServer:
         Clients see a ``shutdown`` event, reconnect, and resume from their
         last seq without loss.
         """
-        self._loop.check_not_in_loop("TrainingStreamServer.restart()")
+        self.check_not_in_loop("TrainingStreamServer.restart()")
         with self._lifecycle:
             if self._running:
                 self._stop(timeout, reason="restart", keep_ports=True)
@@ -370,23 +326,20 @@ class TrainingStreamServer:
         try:
             if self._loop.is_alive():
                 try:
-                    self._loop.run(
-                        self._shutdown(reason, graceful), timeout=max(0.01, graceful - time.monotonic())
-                    )
+                    left = max(0.01, graceful - time.monotonic())
+                    self._loop.run(self._shutdown(reason, graceful), timeout=left)
                 except (TimeoutError, StreamHubError) as exc:
                     logger.warning("graceful shutdown incomplete (%s); stopping the loop anyway", exc)
             self._loop.stop(timeout=max(0.01, deadline - time.monotonic()))
         finally:
             self._release_resources()
             self._started_at = None
-        self._verify_ports_released(ports)
+        verify_released(self.config.host, ports)
         if not keep_ports:
             self._ports = {}
+        took = (time.monotonic() - started) * 1000
         logger.info(
-            "stream_hub stopped (%s) in %.1f ms; ports %s verified free",
-            reason,
-            (time.monotonic() - started) * 1000,
-            sorted(ports.values()),
+            "stream_hub stopped (%s) in %.1f ms; ports %s verified free", reason, took, sorted(ports.values())
         )
 
     def _release_resources(self) -> None:
@@ -397,26 +350,16 @@ class TrainingStreamServer:
         for sock in self._sockets.values():
             sock.close()
         self._sockets = {}
-        self._faces.http = {}
 
     async def _shutdown(self, reason: str, deadline: float) -> None:
         """On the loop: announce, flush every stream, close every connection
         (streams still running at ``deadline`` are dropped)."""
         notifier = self._notifier
-        hub = self.hub
-        hub.submit("shutdown", None, None, {"reason": reason, "restart": reason == "restart"})
-        hub.commit()
+        self.hub.submit("shutdown", None, None, {"reason": reason, "restart": reason == "restart"})
+        self.hub.commit()
         if notifier is not None:
             notifier.close()
-        await self._faces.close(deadline)
-
-    def _verify_ports_released(self, ports: dict[str, int]) -> None:
-        """Bind each port again (SO_REUSEADDR, as the next server will) or raise."""
-        for name, port in ports.items():
-            try:
-                bind_port(self.config.host, port, name, listen=False).close()
-            except PortInUseError as exc:
-                raise StreamHubError(f"{name} port {port} is still bound after stop: {exc}") from exc
+        await self._transports.close(deadline)
 
     def _loop_crashed(self, exc: BaseException) -> None:
         # On the dying loop thread: it can no longer serve anything.
@@ -425,7 +368,7 @@ class TrainingStreamServer:
 
     def _restart_in_background(self) -> None:
         """Called on the loop by the admin endpoint: restart from another thread."""
-        target = self.restart_hook or self.restart
+        target = self.owner.force_restart if self.owner is not None else self.restart
         threading.Thread(target=target, name="stream-hub-restart", daemon=True).start()
 
     # -- fork ----------------------------------------------------------------------------
@@ -434,11 +377,11 @@ class TrainingStreamServer:
         """In a forked child: let go of the parent's sockets, forget its loop and locks.
 
         The child never serves: it holds none of the server's listeners or
-        client connections (see :mod:`stream_hub.forking`).
+        client connections (see :mod:`stream_hub.runtime.forking`).
         """
         if self._ports:
             close_inherited_sockets(self._ports.values())
-        self.hub.reinit_after_fork()
+        self.hub.intake.reinit_after_fork()
         self._notifier = None
         self.clients = ClientRegistry(self.config.send_timeout, self.config.client_buffer_bytes)
         self.streams = set()
@@ -448,12 +391,45 @@ class TrainingStreamServer:
         self._sockets = {}
         self._ports = {}
         self._started_at = None
-        self._faces = self._new_faces()
+        self._transports = self._new_transports()
 
 
 def _status_method(training_system: Any) -> Any:
     method = getattr(training_system, "get_status", None)
     return method if callable(method) else None
+
+
+def _warn_if_exposed(cfg: StreamConfig) -> None:
+    """Binding beyond loopback: say what the missing tokens leave open."""
+    if is_loopback_host(cfg.host):
+        return
+    problems = []
+    if cfg.read_token is None:
+        problems.append("without read_token anyone who can reach it can read your training events")
+    if cfg.publish_token is None:
+        problems.append("without publish_token other machines cannot publish (they are refused)")
+    if problems:
+        logger.warning(
+            "binding %s, which other machines can reach: %s. Set STREAM_HUB_READ_TOKEN / "
+            "STREAM_HUB_PUBLISH_TOKEN, or bind 127.0.0.1.",
+            cfg.host,
+            "; ".join(problems),
+        )
+
+
+def _announce(urls: dict[str, str]) -> None:
+    """Say where the server is: at INFO, and on stderr if logging is not configured.
+
+    A library user who configured no logging would never see an INFO record
+    (Python's default level is WARNING), and would not learn the dashboard's
+    URL; one line on stderr tells them. With logging configured, the record
+    goes where they sent it and nothing else is printed.
+    """
+    message = "stream_hub serving: dashboard %s/ SSE %s/events WebSocket %s/ (REST %s/api/status)"
+    args = (urls["rest"], urls["sse"], urls["ws"], urls["rest"])
+    logger.info(message, *args)
+    if not logger.hasHandlers():
+        _STDERR.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, message, args, None))
 
 
 def _after_fork_in_child() -> None:

@@ -213,11 +213,11 @@ def _close_listener(server: TrainingStreamServer, name: str) -> None:
     loop = server._loop.loop
     assert loop is not None
     if name == "ws":
-        ws_server = server._faces.ws.ws_server
+        ws_server = server._transports.ws.ws_server
         assert ws_server is not None
         loop.call_soon_threadsafe(ws_server.server.close)
     else:
-        listener = server._faces.http[name].server
+        listener = server._transports.http[name].server
         assert listener is not None
         loop.call_soon_threadsafe(listener.close)
 

@@ -36,7 +36,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from stream_hub import TrainingStreamServer
-from stream_hub.hub import SSE, WS, Hub
+from stream_hub.core.hub import SSE, WS, Hub
 
 from .conftest import free_config, wait_for
 from .test_hub import events_of

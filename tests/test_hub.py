@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stream_hub.core.hub import MAX_CHUNK_BYTES, MAX_CHUNK_EVENTS, SSE, WS, Hub
+from stream_hub.core.runs import Series
 from stream_hub.events import ws_text_frame
-from stream_hub.hub import MAX_CHUNK_BYTES, MAX_CHUNK_EVENTS, SSE, WS, Hub
-from stream_hub.runs import Series
 
 
 def events_of(chunk: bytes, fmt: int = SSE) -> list[dict[str, Any]]:
@@ -475,7 +475,7 @@ def test_a_stuck_loop_cannot_grow_the_backlog_without_bound() -> None:
     for i in range(300_000):
         hub.log({"x": i})
     assert notifier.urgent == 1  # asked once for an immediate commit
-    assert len(hub._pending) // 6 <= 4 * 50_000 + 1
-    assert hub.counters.shed > 0
+    assert len(hub.intake._pending) // 6 <= 4 * 50_000 + 1
+    assert hub.intake.shed > 0
     hub.detach(notifier)
     assert hub.head == 300_000

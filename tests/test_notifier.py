@@ -6,8 +6,8 @@ import asyncio
 import threading
 import time
 
-from stream_hub.hub import Hub
-from stream_hub.notifier import CONTENDED, LoopNotifier
+from stream_hub.core.hub import Hub
+from stream_hub.runtime.notifier import CONTENDED, LoopNotifier
 
 
 async def test_an_idle_loop_commits_at_once_and_wakes_every_writer() -> None:

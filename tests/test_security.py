@@ -17,7 +17,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from stream_hub import StreamConfig, TrainingStreamServer, get_stream_server, get_stream_server_manager
-from stream_hub.transports import common
+from stream_hub.transports import params as common
 
 from .conftest import free_config, need, wait_for
 from .test_sse import SSEStream

@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 
-from stream_hub._ports_probe import SO_EXCLUSIVEADDRUSE, reuse_option
 from stream_hub.errors import PortInUseError
-from stream_hub.ports import is_port_in_use
-from stream_hub.sockets import bind_port
+from stream_hub.ports import bind_port, is_port_in_use
+from stream_hub.ports.probe import SO_EXCLUSIVEADDRUSE, reuse_option
 
 REUSEADDR = (socket.SOL_SOCKET, socket.SO_REUSEADDR)
 EXCLUSIVE = (socket.SOL_SOCKET, SO_EXCLUSIVEADDRUSE)

@@ -1,0 +1,138 @@
+"""Where events leave a hub: the three transports of a server, started,
+watched and closed together on its loop.
+
+- ``sse`` — ``GET /events``, Server-Sent Events (:mod:`.sse`);
+- ``ws`` — the WebSocket server (:mod:`.ws`);
+- ``rest`` — the REST API, Prometheus and the dashboard (:mod:`.rest`,
+  :mod:`.dashboard`, :mod:`.publish`).
+
+The two HTTP ones are served by :mod:`.http` (uvicorn's h11 protocol on
+listening sockets we own); every connection is tracked in :mod:`.clients`;
+:mod:`.access` holds the Host and Origin rules, :mod:`.params` the parsing of
+what clients send. The transports depend on the server only through
+:class:`~.params.ServerView`.
+
+Everything here runs on the server's loop thread. uvicorn's own ``serve()``
+is not used: its main loop polls every 0.1 s and its shutdown sleeps 0.1 s;
+:meth:`Transports.close` waits on the streams themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .http import HttpListener
+from .params import ServerView
+from .rest import OffLoopCaller, create_rest_app
+from .sse import create_sse_app
+from .ws import WebSocketServer
+
+__all__ = ["TRANSPORTS", "ServerView", "Transports"]
+
+logger = logging.getLogger(__name__)
+
+TRANSPORTS = ("sse", "ws", "rest")
+_HTTP = ("sse", "rest")
+
+
+class Transports:
+    """Start, watch and close SSE, WebSocket and REST of one server.
+
+    The apps are built on the first start and reused by every restart.
+    """
+
+    def __init__(
+        self,
+        server: ServerView,
+        *,
+        restart: Callable[[], None],
+        training_status: Callable[[], Callable[[], Any] | None],
+        metrics_text: Callable[[], bytes],
+    ) -> None:
+        self.server = server
+        self._restart = restart
+        self._training_status = training_status
+        self._metrics_text = metrics_text
+        self.ws = WebSocketServer(server)
+        self.status_caller = OffLoopCaller("stream-hub-get-status")
+        self._apps: dict[str, Any] = {}
+        self.http: dict[str, HttpListener] = {}
+
+    async def start(self, sockets: dict[str, socket.socket]) -> None:
+        """Serve on the three bound, listening sockets."""
+        timeout = self.server.config.handshake_timeout
+        for name in _HTTP:
+            listener = HttpListener(self._app(name), self.server.clients, timeout)
+            await listener.start(sockets[name])
+            self.http[name] = listener
+        await self.ws.start(sockets["ws"])
+        self.server.clients.start(asyncio.get_running_loop())
+
+    def _app(self, name: str) -> Any:
+        app = self._apps.get(name)
+        if app is None:
+            if name == "sse":
+                app = create_sse_app(self.server)
+            else:
+                app = create_rest_app(
+                    self.server,
+                    restart=self._restart,
+                    training_status=self._training_status,
+                    metrics_text=self._metrics_text,
+                    status_caller=self.status_caller,
+                )
+            self._apps[name] = app
+        return app
+
+    def broken(self) -> list[str]:
+        """The transports whose listener no longer serves."""
+        out = [name for name, listener in self.http.items() if not listener.is_serving()]
+        if self.ws.ws_server is not None and not self.ws.is_serving():
+            out.append("ws")
+        return out
+
+    async def close(self, deadline: float) -> None:
+        """Stop listening, let every stream flush and end, close every connection.
+
+        Streams still running near ``deadline`` (a ``time.monotonic()``
+        value; clients that stopped reading) are dropped, so this returns by it.
+        """
+        total = max(0.0, deadline - time.monotonic())
+        flush_by = deadline - min(1.0, 0.3 * total)  # the rest is for dropping what is stuck
+        clients = self.server.clients
+        # 1. Stop accepting connections on all three ports.
+        for listener in self.http.values():
+            listener.stop_accepting()
+        self.ws.stop_accepting()
+        # 2. Let every stream flush to the head (the shutdown event) and end.
+        tasks: set[asyncio.Task[Any]] = set(self.ws.handlers) | set(self.server.streams)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=max(0.0, flush_by - time.monotonic()))
+            if pending:
+                logger.warning("%d stream(s) did not end within %.1f s; aborting them", len(pending), total)
+                clients.abort_all()
+                _, pending = await asyncio.wait(pending, timeout=_left(deadline, 0.5))
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    await asyncio.wait(pending, timeout=_left(deadline, 0.5))
+        # 3. Close what is left: WebSocket handshakes, idle HTTP keep-alives,
+        # then anything still open (a request caught in the middle).
+        await self.ws.close(_left(deadline, 1.0))
+        for listener in self.http.values():
+            listener.close_idle()
+        clients.stop()
+        clients.abort_all()
+        self.http = {}
+        if not self.status_caller.close(_left(deadline, 0.5)):
+            logger.warning("the training system's get_status() is still running; its thread is left behind")
+
+
+def _left(deadline: float, at_most: float) -> float:
+    """Seconds until ``deadline``, at most ``at_most``, at least a tick."""
+    return max(0.01, min(at_most, deadline - time.monotonic()))

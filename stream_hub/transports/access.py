@@ -26,17 +26,11 @@ from urllib.parse import urlsplit
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..config import StreamConfig
+from ..config import StreamConfig, url_host
 
-__all__ = ["AccessPolicy", "HostCheck", "host_of", "is_loopback_host", "url_host"]
+__all__ = ["AccessPolicy", "HostCheck", "host_of", "is_loopback_host"]
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
-def url_host(host: str) -> str:
-    """``host`` as it appears in a URL: IPv6 literals in brackets."""
-    host = host.strip("[]")
-    return f"[{host}]" if ":" in host else host
 
 
 def host_of(value: str | None) -> str | None:

@@ -21,10 +21,19 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
-from ..hub import SSE, Cursor
+from ..core.hub import SSE, Cursor
 from .access import HostCheck
-from .common import BadRequest, ServerView, bearer_token, parse_epoch, parse_list, parse_seq, token_matches
 from .http import TrackedH11Protocol
+from .params import (
+    BadRequest,
+    ServerView,
+    bearer_token,
+    error_response,
+    parse_epoch,
+    parse_list,
+    parse_seq,
+    token_matches,
+)
 
 __all__ = ["EventStream", "create_sse_app"]
 
@@ -38,7 +47,7 @@ _HEADERS = [
 
 def _error(status: int, message: str, origin: str | None = None) -> JSONResponse:
     headers = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else None
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    return error_response(status, message, headers)
 
 
 class EventStream:

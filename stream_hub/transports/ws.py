@@ -49,11 +49,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from ..hub import WS, Cursor, Hub
+from ..core.hub import WS, Cursor, Hub
 from .clients import ClientRegistry
-from .common import BadRequest, ServerView, bearer_token, parse_epoch, parse_list, parse_seq, token_matches
+from .params import BadRequest, ServerView, bearer_token, parse_epoch, parse_list, parse_seq, token_matches
 
-__all__ = ["SUBSCRIBE_GRACE", "WebSocketFace"]
+__all__ = ["SUBSCRIBE_GRACE", "WebSocketServer"]
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class _Session:
 _Subscription = tuple[int | None, str | None, list[str] | None, list[str] | None]
 
 
-class WebSocketFace:
+class WebSocketServer:
     """Runs the websockets server of one :class:`~stream_hub.TrainingStreamServer`."""
 
     def __init__(self, server: ServerView) -> None:

@@ -7,11 +7,10 @@ import errno
 import socket
 import sys
 
-from . import ports as port_tools
-from ._ports_probe import reuse_option
-from .errors import PortInUseError, StreamHubError
+from ..errors import PortInUseError, StreamHubError
+from .probe import describe_process, get_process_using_port, reuse_option
 
-__all__ = ["bind_port"]
+__all__ = ["bind_port", "verify_released"]
 
 # How a refused bind reads: EADDRINUSE; EACCES (a privileged port); on Windows
 # WSAEADDRINUSE, and WSAEACCES for an exclusive bind over another socket or a
@@ -28,7 +27,7 @@ def bind_port(host: str, port: int, name: str, listen: bool = True) -> socket.so
     """A bound (and listening) TCP socket, or :class:`PortInUseError`.
 
     The socket gets the platform's address-reuse option (see
-    :func:`~stream_hub._ports_probe.reuse_option`), so binding a port again
+    :func:`~stream_hub.ports.probe.reuse_option`), so binding a port again
     after stop (``listen=False``) succeeds exactly when the port is free for
     the next server: on POSIX with TIME_WAIT leftovers ignored, on Windows
     never over another socket.
@@ -51,14 +50,27 @@ def bind_port(host: str, port: int, name: str, listen: bool = True) -> socket.so
     except OSError as exc:
         sock.close()
         if exc.errno in _IN_USE_ERRNOS:
-            pid = port_tools.get_process_using_port(port)
+            pid = get_process_using_port(port)
             raise PortInUseError(
                 port,
                 pid,
-                port_tools.describe_process(pid) if pid else None,
+                describe_process(pid) if pid else None,
                 host=host,
                 transport=name,
                 reason=None if exc.errno == errno.EADDRINUSE else str(exc),
             ) from exc
         raise
     return sock
+
+
+def verify_released(host: str, ports: dict[str, int]) -> None:
+    """Bind each port again, as the next server will, or raise.
+
+    Raises:
+        StreamHubError: a port is still bound (it names the port and the holder).
+    """
+    for name, port in ports.items():
+        try:
+            bind_port(host, port, name, listen=False).close()
+        except PortInUseError as exc:
+            raise StreamHubError(f"{name} port {port} is still bound after stop: {exc}") from exc

@@ -1,6 +1,6 @@
 """What to do with one busy port: the port-conflict policy, applied.
 
-Private to :mod:`stream_hub.ports`, which re-exports the public names and
+Part of :mod:`stream_hub.ports`, which re-exports the public names and
 describes the policies. The steps, in order: :func:`inspect` finds the holder
 and asks the guards; the policy may refuse; :func:`free` ends the holder and
 waits for the port; or, under ``"next"``, :func:`next_free` looks upward.
@@ -11,26 +11,28 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 import psutil
 
-from ._ports_free import listens_on, refusal, terminate
-from ._ports_probe import (
+from ..config import check_port_conflict
+from ..errors import ConfigError, PortInUseError
+from .kill import listens_on, refusal, terminate
+from .probe import (
     check_port,
     describe_process,
+    find_holder,
     get_process_using_port,
     is_port_in_use,
-    own_socket_on,
+    looks_like_stream_hub,
     wait_port_free,
 )
-from .config import PORT_CONFLICT_POLICIES
-from .errors import ConfigError, PortInUseError
 
 __all__ = [
     "NEXT_PORT_SEARCH",
     "Conflict",
-    "check_policy",
+    "PortManager",
+    "PortStatus",
     "ensure_port_available",
     "free",
     "inspect",
@@ -39,7 +41,7 @@ __all__ = [
     "policy_refusal",
 ]
 
-# Records keep the public module's name (see _ports_probe).
+# Records keep the public module's name (see probe.py).
 logger = logging.getLogger("stream_hub.ports")
 
 #: How many ports above a busy one the ``"next"`` policy tries.
@@ -58,13 +60,6 @@ def is_production(environment: str | None = None) -> bool:
     """Whether ``environment`` (default: ``$ENVIRONMENT``) is ``production``, any case."""
     value = os.environ.get("ENVIRONMENT", "") if environment is None else environment
     return value.strip().lower() == "production"
-
-
-def check_policy(policy: str) -> None:
-    """Raise :class:`ConfigError` unless ``policy`` is a known port-conflict policy."""
-    if policy not in PORT_CONFLICT_POLICIES:
-        accepted = ", ".join(map(repr, PORT_CONFLICT_POLICIES))
-        raise ConfigError("port_conflict", f"expected one of {accepted}, got {policy!r}")
 
 
 def policy_refusal(policy: str, environment: str | None) -> str | None:
@@ -107,9 +102,7 @@ def inspect(port: int, host: str, transport: str | None) -> Conflict:
     """Find who holds a busy port and whether the guards let us end it (logs both)."""
     label = _label(port, transport)
     logger.warning("%s on %s busy", label, host)
-    pid = get_process_using_port(port, host)
-    if pid is None and own_socket_on(port):
-        pid = os.getpid()
+    pid = find_holder(port, host)
     if pid is None:
         logger.warning("%s: no listening process visible to this user", label)
         return Conflict(
@@ -201,7 +194,7 @@ def ensure_port_available(
             under a policy other than ``"next"``.
         ValueError: ``port`` is not 0-65535.
     """
-    check_policy(policy)
+    check_port_conflict(policy)
     check_port(port)
     if port == 0:
         return 0
@@ -221,3 +214,125 @@ def ensure_port_available(
         raise conflict.error(reason)
     free(conflict, timeout)
     return port
+
+
+# -- the three ports of a server, grouped -------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PortStatus:
+    """What :meth:`PortManager.check` saw on one port.
+
+    ``pid``/``process`` are ``None`` when the port is free or the holder is not
+    visible; ``is_stream_hub`` is true when the holder's command line mentions
+    ``stream_hub`` or ``stream-hub``.
+    """
+
+    port: int
+    in_use: bool
+    pid: int | None = None
+    process: str | None = None
+    is_stream_hub: bool = False
+
+
+class PortManager:
+    """The port functions bound to one host, policy and environment.
+
+    ``environment`` ``None`` reads ``$ENVIRONMENT`` at each call. ``timeout`` is
+    how long SIGTERM (then SIGKILL) may take per holder.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        policy: str = "auto",
+        environment: str | None = None,
+        *,
+        timeout: float = 5.0,
+    ) -> None:
+        check_port_conflict(policy)
+        self.host = host
+        self.policy = policy
+        self.environment = environment
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"PortManager(host={self.host!r}, policy={self.policy!r})"
+
+    def is_port_in_use(self, port: int) -> bool:
+        """See :func:`is_port_in_use`."""
+        return is_port_in_use(port, self.host)
+
+    def get_process_using_port(self, port: int) -> int | None:
+        """See :func:`get_process_using_port`."""
+        return get_process_using_port(port, self.host)
+
+    def check(self, port: int) -> PortStatus:
+        """Whether ``port`` is in use and by whom. Never signals anything."""
+        if not is_port_in_use(port, self.host):
+            return PortStatus(port, False)
+        pid = find_holder(port, self.host)
+        if pid is None:
+            return PortStatus(port, True)
+        return PortStatus(port, True, pid, describe_process(pid), looks_like_stream_hub(pid))
+
+    def ensure(self, port: int, *, transport: str | None = None, exclude: Collection[int] = ()) -> int:
+        """:func:`ensure_port_available` with this manager's settings."""
+        return ensure_port_available(
+            port,
+            self.host,
+            self.policy,
+            self.environment,
+            transport=transport,
+            exclude=exclude,
+            timeout=self.timeout,
+        )
+
+    def resolve(self, ports: Mapping[str, int]) -> dict[str, int]:
+        """The ports to bind for a server, e.g. ``{"sse": 8888, "ws": 8889, "rest": 8890}``.
+
+        Every port is examined before anything is signalled, so a refusal on
+        the last port leaves the holders of the others untouched, and nothing
+        is bound here. Under ``"next"`` the returned non-zero ports are
+        distinct and never take a port another entry asked for. Port 0 stays 0.
+
+        Raises:
+            PortInUseError: for the first port that cannot be made available.
+            ConfigError: two entries ask for the same non-zero port.
+        """
+        _check_duplicates(ports)
+        busy = [name for name, port in ports.items() if is_port_in_use(port, self.host)]
+        if not busy:
+            return dict(ports)
+        if self.policy == "next":
+            return self._resolve_next(ports)
+        conflicts = [inspect(ports[name], self.host, name) for name in busy]
+        for conflict in conflicts:
+            reason = policy_refusal(self.policy, self.environment) or conflict.refusal
+            if reason is not None:
+                raise conflict.error(reason)
+        for conflict in conflicts:
+            free(conflict, self.timeout)
+        return dict(ports)
+
+    def _resolve_next(self, ports: Mapping[str, int]) -> dict[str, int]:
+        taken = {port for port in ports.values() if port}
+        resolved: dict[str, int] = {}
+        for name, port in ports.items():
+            new = self.ensure(port, transport=name, exclude=taken - {port})
+            resolved[name] = new
+            if new:
+                taken.add(new)
+        return resolved
+
+
+def _check_duplicates(ports: Mapping[str, int]) -> None:
+    owner: dict[int, str] = {}
+    for name, port in ports.items():
+        check_port(port)
+        if port and port in owner:
+            raise ConfigError(
+                f"{name}_port",
+                f"port {port} is also {owner[port]}_port; each transport needs its own port",
+            )
+        owner[port] = name

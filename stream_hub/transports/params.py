@@ -1,19 +1,22 @@
-"""Small pieces shared by the transports: parsing filters and resume points,
-token checks, and the server interface they depend on."""
+"""What the transports share: the parsing of what clients send (filters,
+resume points, epochs), token checks, and :class:`ServerView`, the one
+interface through which they see the server."""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
+
+from starlette.responses import JSONResponse, Response
 
 if TYPE_CHECKING:
     import asyncio
 
     from ..config import StreamConfig
-    from ..hub import Hub
-    from ..metrics import LatencyHistogram
-    from ..notifier import LoopNotifier
+    from ..core.hub import Hub
+    from ..runtime.notifier import LoopNotifier
+    from ..telemetry import LatencyHistogram
     from .access import AccessPolicy
     from .clients import ClientRegistry
 
@@ -21,6 +24,8 @@ __all__ = [
     "BadRequest",
     "ServerView",
     "bearer_token",
+    "error_response",
+    "json_response",
     "parse_epoch",
     "parse_list",
     "parse_seq",
@@ -116,3 +121,15 @@ def token_matches(given: str | None, expected: str | None) -> bool:
     if given is None:
         return False
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def error_response(
+    status: int, message: str, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    """Every 4xx/5xx we send: ``{"error": message, ...}``."""
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+def json_response(body: bytes, status: int = 200) -> Response:
+    """Already encoded JSON."""
+    return Response(body, status_code=status, media_type="application/json")

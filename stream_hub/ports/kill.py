@@ -1,6 +1,6 @@
 """The guards that decide whether a process may be signalled, and the killing.
 
-Private to :mod:`stream_hub.ports`, which re-exports the public names. Whatever
+Part of :mod:`stream_hub.ports`, which re-exports the public names. Whatever
 the port-conflict policy, nothing here signals this process, one of its
 ancestors, PID 0/1, or another user's process.
 """
@@ -14,12 +14,12 @@ from collections.abc import Callable
 
 import psutil
 
-from ._ports_probe import connections
-from .errors import KillRefusedError
+from ..errors import KillRefusedError
+from .probe import connections
 
 __all__ = ["kill_process", "kill_refusal_reason", "listens_on", "refusal", "terminate"]
 
-# Records keep the public module's name (see _ports_probe).
+# Records keep the public module's name (see probe.py).
 logger = logging.getLogger("stream_hub.ports")
 
 

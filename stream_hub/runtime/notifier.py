@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from .hub import Hub
+from ..core.hub import Hub
 
 __all__ = ["LoopNotifier"]
 

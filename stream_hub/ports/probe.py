@@ -1,6 +1,6 @@
 """Is a port free, and who holds it: probes that never signal anything.
 
-Private to :mod:`stream_hub.ports`, which re-exports the public names.
+Part of :mod:`stream_hub.ports`, which re-exports the public names.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = [
     "check_port",
     "connections",
     "describe_process",
+    "find_holder",
     "get_process_using_port",
     "is_port_in_use",
     "looks_like_stream_hub",
@@ -265,6 +266,15 @@ def _lsof_listener(port: int) -> int | None:
         if word.isdigit():
             return int(word)
     return None
+
+
+def find_holder(port: int, host: str) -> int | None:
+    """The PID listening on ``host:port``: another process, or this one if
+    the socket is ours; ``None`` if nobody visible holds it."""
+    pid = get_process_using_port(port, host)
+    if pid is None and own_socket_on(port):
+        pid = os.getpid()
+    return pid
 
 
 def own_socket_on(port: int) -> bool:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from .errors import LoopThreadError, StreamHubError
+from ..errors import LoopThreadError, StreamHubError
 
 __all__ = ["LoopThread"]
 
@@ -132,8 +132,11 @@ class LoopThread:
             try:
                 loop.run_forever()
                 # Callbacks queued by the last closes (connection_lost) must run
-                # before the loop closes, or their sockets are never released.
-                loop.run_until_complete(asyncio.sleep(0))
+                # before the loop closes, or their sockets are never released:
+                # one more pass over what is ready (no task of ours that a
+                # cleanup still queued by an earlier stop() could cancel).
+                loop.call_soon(loop.stop)
+                loop.run_forever()
             except BaseException as exc:  # only on faults: run_forever does not raise
                 self._crash = exc
                 logger.error("event-loop thread crashed: %r", exc)
@@ -197,7 +200,7 @@ class LoopThread:
         def left(share: float = 1.0) -> float | None:
             return None if deadline is None else max(0.0, (deadline - time.monotonic()) * share)
 
-        if thread.is_alive() and not loop.is_closed() and self._crash is None:
+        if thread.is_alive() and loop.is_running() and self._crash is None:
             try:
                 # Half of what is left for the tasks; the rest to stop and join.
                 future = asyncio.run_coroutine_threadsafe(self._finish(left(0.5)), loop)

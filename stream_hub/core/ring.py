@@ -23,7 +23,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from .events import encode_event, sse_frame, ws_text_frame
+from ..events import encode_event, sse_frame, ws_text_frame
+from .intake import FIELDS
 
 __all__ = ["FIELDS", "JSON", "SSE", "WS", "Ring"]
 
@@ -32,7 +33,6 @@ logger = logging.getLogger(__name__)
 SSE = 0  # frame formats a reader can ask for
 WS = 1
 JSON = 2
-FIELDS = 6  # values per event in a flat batch: seq, ts, type, run, step, payload
 
 
 class RejectCounter(Protocol):

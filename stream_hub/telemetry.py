@@ -1,5 +1,6 @@
-"""Prometheus exposition of one server: clients, event counters, history
-fill, restarts and the publish-to-write latency histogram.
+"""Telemetry about the server itself, in the Prometheus text format: clients,
+event counters, history fill, curves, restarts and the publish-to-write
+latency histogram (not the training metrics: those are the hub's events).
 
 Each server has its own registry, so several servers (or tests) in one
 process never collide in prometheus-client's global registry.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -21,9 +22,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from .server import TrainingStreamServer
+    from .core.hub import Hub
 
-__all__ = ["LatencyHistogram", "MetricsExporter"]
+__all__ = ["LatencyHistogram", "MetricsExporter", "Observed"]
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -53,31 +54,44 @@ class LatencyHistogram:
         return out
 
 
+class Observed(Protocol):
+    """What the exporter reads of a server."""
+
+    hub: Hub
+    latency: LatencyHistogram
+    restarts: int
+
+    @property
+    def running(self) -> bool: ...
+
+    def client_counts(self) -> dict[str, int]: ...
+
+
 class _ServerCollector(Collector):
-    def __init__(self, server: TrainingStreamServer) -> None:
+    def __init__(self, server: Observed) -> None:
         self.server = server
 
     def collect(self) -> Iterator[Metric]:
         server = self.server
         hub = server.hub
-        notifier = server.notifier
+        counts = server.client_counts()
         clients = GaugeMetricFamily("stream_hub_clients", "Connected stream clients", labels=["transport"])
-        counts = notifier.clients if notifier is not None else {"sse": 0, "ws": 0}
-        for transport, n in counts.items():
-            clients.add_metric([transport], n)
+        for transport in ("sse", "ws"):
+            clients.add_metric([transport], counts[transport])
         yield clients
         yield CounterMetricFamily(
             "stream_hub_clients_evicted",
             "Clients closed because they stopped reading (send_timeout, client_buffer_bytes)",
-            value=server.clients.evicted,
+            value=counts["evicted"],
         )
-        c = hub.counters
-        for name, value, text in (
-            ("published", c.published, "Events committed to history"),
-            ("delivered", c.delivered, "Event frames written to clients"),
-            ("dropped", c.dropped, "Events skipped by subscribers that fell behind history"),
-            ("rejected", c.rejected, "Events that could not be encoded or ingested"),
+        events = hub.events_counts()
+        for name, text in (
+            ("published", "Events committed to history"),
+            ("delivered", "Event frames written to clients"),
+            ("dropped", "Events skipped by subscribers that fell behind history, or shed before commit"),
+            ("rejected", "Events that could not be encoded or ingested"),
         ):
+            value = events[name]
             yield CounterMetricFamily(f"stream_hub_events_{name}", text, value=value)
         yield GaugeMetricFamily("stream_hub_history_events", "Events kept in history", value=hub.size)
         yield GaugeMetricFamily("stream_hub_history_capacity", "History capacity", value=hub.capacity)
@@ -105,7 +119,7 @@ class _ServerCollector(Collector):
 class MetricsExporter:
     """Renders one server's metrics in the Prometheus text format."""
 
-    def __init__(self, server: TrainingStreamServer) -> None:
+    def __init__(self, server: Observed) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_ServerCollector(server))
 

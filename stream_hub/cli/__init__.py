@@ -1,0 +1,147 @@
+"""The ``stream-hub`` command (also ``python -m stream_hub``).
+
+Subcommands: serve, demo (:mod:`.serve`), status, restart, tail
+(:mod:`.remote`), ports (:mod:`.ports`). Every connection flag also reads its
+``STREAM_HUB_*`` variable; flags win (see :mod:`.common`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import StreamHubError
+from .common import EXIT_ERROR, EXIT_OK
+from .ports import cmd_ports
+from .remote import cmd_restart, cmd_status, cmd_tail
+from .serve import cmd_serve
+
+__all__ = ["main"]
+
+
+def _add_connection_flags(parser: argparse.ArgumentParser, token_help: str | None) -> None:
+    """--host, the three ports, --json, and --token unless the command takes none."""
+    parser.add_argument("--host", help="address to bind or reach (env STREAM_HUB_HOST, default 127.0.0.1)")
+    parser.add_argument("--sse-port", type=int, help="SSE port (env STREAM_HUB_SSE_PORT, default 8888)")
+    parser.add_argument("--ws-port", type=int, help="WebSocket port (env STREAM_HUB_WS_PORT, default 8889)")
+    parser.add_argument("--rest-port", type=int, help="REST port (env STREAM_HUB_REST_PORT, default 8890)")
+    if token_help is not None:
+        parser.add_argument("--token", help=token_help)
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stream-hub",
+        description="Stream live training metrics over SSE, WebSocket and REST.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the hub in the foreground (Ctrl-C stops it)",
+        description="Run the hub standalone; other processes publish through "
+        "POST /api/publish. Ctrl-C or SIGTERM stops it cleanly.",
+    )
+    _add_connection_flags(serve, "admin token for POST /api/admin/restart (env STREAM_HUB_ADMIN_TOKEN)")
+    serve.add_argument(
+        "--port-conflict",
+        choices=["auto", "fail", "free", "next"],
+        help="what to do when a port is busy (env STREAM_HUB_PORT_CONFLICT)",
+    )
+
+    demo = sub.add_parser(
+        "demo",
+        help="serve plus simulated training threads",
+        description="Serve, and run simulated training threads that log "
+        "realistic curves. Open the printed dashboard URL.",
+    )
+    _add_connection_flags(demo, "admin token (env STREAM_HUB_ADMIN_TOKEN)")
+    demo.add_argument("--port-conflict", choices=["auto", "fail", "free", "next"])
+    demo.add_argument("--runs", type=int, default=3, help="training threads (default 3)")
+    demo.add_argument("--steps", type=int, default=3000, help="steps per run (default 3000)")
+    demo.add_argument(
+        "--interval", type=float, default=0.05, help="seconds per simulated step (default 0.05)"
+    )
+    demo.add_argument(
+        "--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)"
+    )
+
+    status = sub.add_parser(
+        "status",
+        help="ask a running hub for its status",
+        description="Query GET /api/status of a running hub.",
+    )
+    _add_connection_flags(status, "read token, if the hub needs one (env STREAM_HUB_READ_TOKEN)")
+    status.add_argument("--timeout", type=float, default=3.0, help="seconds to wait (default 3)")
+
+    restart = sub.add_parser(
+        "restart",
+        help="force a restart of a running hub",
+        description="POST /api/admin/restart with the admin token.",
+    )
+    _add_connection_flags(restart, "admin token (env STREAM_HUB_ADMIN_TOKEN)")
+    restart.add_argument("--timeout", type=float, default=10.0)
+
+    tail = sub.add_parser(
+        "tail",
+        help="follow the SSE stream in the terminal",
+        description="Follow events over SSE; resumes after a dropped connection with Last-Event-ID.",
+    )
+    _add_connection_flags(tail, "read token (env STREAM_HUB_READ_TOKEN)")
+    tail.add_argument("--run", action="append", help="only this run (repeatable)")
+    tail.add_argument("--type", action="append", dest="types", help="only this event type")
+    tail.add_argument("--since", type=int, default=None, help="replay history after this seq")
+    tail.add_argument("--count", type=int, default=None, help="exit after this many events")
+    tail.add_argument(
+        "--retry-for",
+        type=float,
+        default=30.0,
+        help="give up after this many seconds without a connection (default 30)",
+    )
+
+    ports = sub.add_parser(
+        "ports",
+        help="show (and optionally free) the three ports",
+        description="Show whether each configured port is free, who holds "
+        "it, and whether that looks like a stream_hub server.",
+    )
+    _add_connection_flags(ports, None)
+    ports.add_argument(
+        "--free", action="store_true", help="free busy ports (development only; refused in production)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.verbose:
+        for noisy in ("httpx", "websockets.server", "uvicorn.error"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    handlers = {
+        "serve": cmd_serve,
+        "demo": lambda a: cmd_serve(a, demo=True),
+        "status": cmd_status,
+        "restart": cmd_restart,
+        "tail": cmd_tail,
+        "ports": cmd_ports,
+    }
+    try:
+        return int(handlers[args.command](args))
+    except StreamHubError as exc:  # a config or port problem: say it plainly
+        print(f"stream-hub {args.command}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_OK

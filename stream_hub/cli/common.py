@@ -1,0 +1,77 @@
+"""What the ``stream-hub`` subcommands share: exit codes, and how each one
+reads its settings (flags win, then ``STREAM_HUB_*``, then defaults).
+
+The servers (serve, demo) read the whole :class:`StreamConfig`; the
+client-side commands read only the fields they use (host, their ports, their
+token), so a bad value of a setting they do not use never stops them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from typing import Any
+
+from ..config import StreamConfig, base_urls
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_UNREACHABLE",
+    "auth_header",
+    "client_config",
+    "server_config",
+    "service_url",
+]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_UNREACHABLE = 2
+
+
+# The flags that set StreamConfig fields of the same name.
+_FIELD_FLAGS = ("host", "sse_port", "ws_port", "rest_port", "port_conflict")
+
+# The fields each client-side command reads. It talks to a hub that is already
+# configured: the server's own settings (history size, limits, timeouts, ...)
+# are none of its business, and a bad STREAM_HUB_HISTORY_SIZE must not stop
+# `stream-hub status` from reporting on a running hub.
+_CLIENT_FIELDS: dict[str, tuple[str, ...]] = {
+    "status": ("host", "rest_port", "read_token"),
+    "restart": ("host", "rest_port", "admin_token"),
+    "tail": ("host", "sse_port", "read_token"),
+    "ports": ("host", "sse_port", "ws_port", "rest_port"),
+}
+
+
+def _flag_values(args: argparse.Namespace, fields: Iterable[str]) -> dict[str, Any]:
+    """The fields among ``fields`` that a flag of the same name set on the command line."""
+    values = {name: getattr(args, name, None) for name in fields}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def server_config(args: argparse.Namespace, **extra: Any) -> StreamConfig:
+    """The whole config of a server (serve, demo): flags, then STREAM_HUB_*, then defaults."""
+    values = _flag_values(args, _FIELD_FLAGS)
+    values.update(extra)
+    return StreamConfig(**values)
+
+
+def client_config(args: argparse.Namespace) -> StreamConfig:
+    """The config of a client-side command (status, restart, tail, ports).
+
+    The fields it uses come from flags, then ``STREAM_HUB_*``, then defaults,
+    validated as usual: a bad one raises :class:`ConfigError` naming it. Every
+    other field is given its default, so its variable is never read.
+    """
+    used = _CLIENT_FIELDS[args.command]
+    return StreamConfig.reading(used, **_flag_values(args, used))
+
+
+def service_url(cfg: StreamConfig, transport: str) -> str:
+    """The base URL of one transport of the hub ``cfg`` points at."""
+    return base_urls(cfg.host, {transport: getattr(cfg, f"{transport}_port")})[transport]
+
+
+def auth_header(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}

@@ -1,0 +1,338 @@
+"""The history side of a hub (I/O-free): the epoch, the ring of recent
+events, the run curves, subscriber cursors, gaps and counters.
+
+Events reach the hub through its :class:`~stream_hub.core.intake.Intake`
+(numbered there, committed in batches into the ring by :meth:`Hub.commit`).
+Subscribers are :class:`Cursor` objects: a position in the one shared ring
+plus filters. :meth:`Hub.read` returns everything from a cursor to the head
+as one bytes object, preceded by a ``gap`` event when the cursor fell out of
+the ring.
+
+Threading: submission may happen on any thread; commits and reads happen on
+one thread at a time, the committing thread (see :mod:`stream_hub.core.intake`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from ..events import encode_event, sse_frame, ws_text_frame
+from .intake import Intake, Notifier, Submission
+from .ring import JSON, SSE, WS, Ring
+from .runs import RunIndex
+
+__all__ = ["JSON", "SSE", "WS", "Cursor", "Hub", "HubCounters"]
+
+logger = logging.getLogger(__name__)
+
+# Gap and shutdown reach every subscriber whatever its type filter: one explains
+# a hole in the sequence, the other the end of the stream.
+_ALWAYS = frozenset({"gap", "shutdown"})
+
+# One write carries at most this many events, and about this many bytes: a
+# client far behind gets several writes, so no single buffer grows with the ring.
+MAX_CHUNK_EVENTS = 4096
+MAX_CHUNK_BYTES = 256 * 1024
+# The most bytes of events one /api/history answer carries (``more`` says the rest).
+MAX_HISTORY_BYTES = 8 * 1024 * 1024
+
+
+class HubCounters:
+    """Event counters; plain ints updated on the committing thread."""
+
+    __slots__ = ("delivered", "dropped", "published", "rejected")
+
+    def __init__(self) -> None:
+        self.published = 0  # events committed to the ring
+        self.delivered = 0  # event frames written to clients
+        self.dropped = 0  # events subscribers skipped after falling behind
+        self.rejected = 0  # events that could not be encoded or ingested
+
+    def as_dict(self, shed: int = 0) -> dict[str, int]:
+        """The contract's ``events`` dict; ``shed`` counts events the intake
+        had to forget (they are dropped too)."""
+        return {
+            "published": self.published,
+            "delivered": self.delivered,
+            "dropped": self.dropped + shed,
+            "rejected": self.rejected,
+        }
+
+
+class Cursor:
+    """A subscriber's position in the ring and its filters.
+
+    ``pos`` is the seq of the last event the subscriber has been given (or
+    skipped by its filters). ``runs``/``types`` are None for "all".
+    ``pending_gap`` holds a gap to announce before anything else.
+    """
+
+    __slots__ = ("fmt", "pending_gap", "pos", "runs", "types")
+
+    def __init__(
+        self,
+        pos: int,
+        fmt: int = SSE,
+        runs: Collection[str] | None = None,
+        types: Collection[str] | None = None,
+    ) -> None:
+        self.pos = pos
+        self.fmt = fmt
+        self.runs = frozenset(runs) if runs else None
+        self.types = frozenset(types) if types else None
+        self.pending_gap: dict[str, Any] | None = None
+
+    @property
+    def filtered(self) -> bool:
+        return self.runs is not None or self.types is not None
+
+    def wants(self, run: str | None, event_type: str) -> bool:
+        if self.types is not None and event_type not in self.types and event_type not in _ALWAYS:
+            return False
+        return self.runs is None or run is None or run in self.runs
+
+
+class Hub:
+    """Sequence counter, epoch, ring history and counters of one server.
+
+    Args:
+        history_size: events kept for replay, and the most a subscriber may lag
+            before it skips ahead with a ``gap`` event.
+        series_points: buckets kept per metric curve (see :mod:`stream_hub.runs`).
+        history_bytes: the most bytes of events kept (see :mod:`stream_hub.ring`).
+        max_series: the most metric curves kept over all runs.
+    """
+
+    def __init__(
+        self,
+        history_size: int = 10_000,
+        series_points: int = 1000,
+        history_bytes: int = 64 * 1024 * 1024,
+        max_series: int = 10_000,
+    ) -> None:
+        self.epoch = uuid.uuid4().hex
+        self.capacity = history_size
+        self.counters = HubCounters()
+        self.runs = RunIndex(series_points, max_series=max_series)
+        self.ring = Ring(history_size, self.epoch, self.counters, history_bytes)
+        self.intake = Intake(self._store, pending_limit=max(4 * history_size, 50_000))
+
+    def _store(self, batch: list[Any], count: int) -> None:
+        """The intake's sink: a committed batch goes into the ring and the curves."""
+        self.ring.store(batch, count, self.runs.observe, self.runs.runs)
+        self.counters.published += count
+
+    # -- the intake, for the server and for tests (the hot path calls it directly) -------
+
+    def log(self, metrics: Any, step: Any = None, run: Any = None) -> int | None:
+        return self.intake.log(metrics, step, run)
+
+    def publish(self, event_type: Any, data: Any = None, run: Any = None, step: Any = None) -> int | None:
+        return self.intake.publish(event_type, data, run, step)
+
+    def submit(
+        self, event_type: str, run: str | None, step: int | None, payload: Any, ts: float | None = None
+    ) -> int:
+        return self.intake.submit(event_type, run, step, payload, ts)
+
+    def submit_many(self, events: Sequence[Submission]) -> list[int]:
+        return self.intake.submit_many(events)
+
+    def commit(self) -> int:
+        """Store every submitted event in the ring (on the committing thread)."""
+        return self.intake.commit()
+
+    def attach(self, notifier: Notifier) -> None:
+        self.intake.attach(notifier)
+
+    def detach(self, notifier: Notifier) -> None:
+        self.intake.detach(notifier)
+
+    @property
+    def notifier(self) -> Notifier | None:
+        return self.intake.notifier
+
+    @property
+    def last_seq(self) -> int:
+        """The seq given to the newest submitted event (committed or not)."""
+        return self.intake.last_seq
+
+    def events_counts(self) -> dict[str, int]:
+        """The contract's ``events`` dict (published, delivered, dropped, rejected)."""
+        return self.counters.as_dict(shed=self.intake.shed)
+
+    def encode_all(self) -> None:
+        """Encode every committed event now (committing thread only)."""
+        self.ring.encode_upto(self.ring.head)
+
+    @property
+    def head(self) -> int:
+        """The seq of the newest committed event."""
+        return self.ring.head
+
+    @property
+    def oldest(self) -> int:
+        """The seq of the oldest event still in history (head + 1 when empty)."""
+        return self.ring.oldest
+
+    @property
+    def size(self) -> int:
+        return self.ring.size
+
+    def ts_of(self, seq: int) -> float:
+        """Publish time of a committed event still in history."""
+        return self.ring.ts_of(seq)
+
+    # -- subscribers ----------------------------------------------------------
+
+    def open_cursor(
+        self,
+        since: int | None = None,
+        *,
+        epoch: str | None = None,
+        fmt: int = SSE,
+        runs: Collection[str] | None = None,
+        types: Collection[str] | None = None,
+    ) -> Cursor:
+        """A cursor for a new subscriber.
+
+        ``since=None`` follows new events only; ``since=N`` replays everything
+        after seq N still in history (``0``: all of it), announcing with a
+        ``gap`` event whatever has left the ring. A ``since`` from another
+        epoch replays all history after a gap (reason ``epoch``); a ``since``
+        beyond the newest seq of this epoch follows new events after a gap
+        (reason ``ahead``) that says where this hub stands.
+        """
+        head = self.head
+        if since is None:
+            return Cursor(head, fmt, runs, types)
+        if since < 0:
+            raise ValueError("since must be >= 0")
+        if epoch is not None and epoch != self.epoch:
+            cursor = Cursor(self.oldest - 1, fmt, runs, types)
+            cursor.pending_gap = {"lost": None, "reason": "epoch", "from_epoch": epoch, "since": since}
+            return cursor
+        if since > self.intake.last_seq:
+            cursor = Cursor(head, fmt, runs, types)
+            cursor.pending_gap = {"lost": 0, "reason": "ahead", "since": since, "last_seq": head}
+            return cursor
+        if since == 0:
+            return Cursor(self.oldest - 1, fmt, runs, types)
+        return Cursor(since, fmt, runs, types)
+
+    def resubscribe(
+        self,
+        old: Cursor,
+        since: int | None,
+        *,
+        epoch: str | None = None,
+        runs: Collection[str] | None = None,
+        types: Collection[str] | None = None,
+    ) -> Cursor:
+        """A cursor with new filters that continues ``old`` on a connection
+        that has already been sent frames: nothing is repeated or reordered.
+
+        A ``since`` beyond ``old.pos`` skips ahead like :meth:`open_cursor`.
+        One at or before it cannot be replayed in order; events after it that
+        the new filters accept but the old ones did not are announced by a
+        ``gap`` (reason ``resubscribe``) instead of being lost silently.
+        """
+        if epoch is not None and epoch != self.epoch:
+            since = 0
+        if since is not None and since > old.pos:
+            return self.open_cursor(since, epoch=epoch, fmt=old.fmt, runs=runs, types=types)
+        new = Cursor(old.pos, old.fmt, runs, types)
+        new.pending_gap = old.pending_gap
+        if since is not None and since < old.pos:
+            start = max(since, self.oldest - 1)
+            lost = self.ring.matching(start, old.pos, lambda r, t: new.wants(r, t) and not old.wants(r, t))
+            if lost:
+                new.pending_gap = {"lost": lost, "from": since + 1, "to": old.pos, "reason": "resubscribe"}
+        return new
+
+    def read(
+        self, cursor: Cursor, limit: int = MAX_CHUNK_EVENTS, max_bytes: int = MAX_CHUNK_BYTES
+    ) -> tuple[bytes, int]:
+        """Everything after ``cursor.pos`` (up to ``limit`` events and about
+        ``max_bytes``) as one chunk.
+
+        Advances the cursor. Returns ``(chunk, frames)``; ``(b"", 0)`` when the
+        cursor is at the head. A cursor that fell out of the ring first gets a
+        ``gap`` event (its seq is the last lost one) and skips to the oldest
+        kept event.
+        """
+        head = self.head
+        ring = self.ring
+        if cursor.pos < head:
+            ring.encode_upto(head)  # first: encoding may let old events go
+        gaps = self._gaps(cursor, "behind")
+        pos = cursor.pos
+        if pos >= head:
+            if not gaps:
+                return b"", 0
+            self.counters.delivered += len(gaps)
+            return b"".join(gaps), len(gaps)
+        end = min(head, pos + limit)
+        if cursor.filtered:
+            parts, end = ring.select(cursor.fmt, pos, end, cursor.wants, max_bytes)
+            chunk, n = b"".join(parts), len(parts)
+        else:
+            end = ring.cut(cursor.fmt, pos, end, max_bytes)
+            chunk, n = ring.slice(cursor.fmt, pos, end), end - pos
+        cursor.pos = end
+        frames = n + len(gaps)
+        self.counters.delivered += frames
+        return (b"".join(gaps) + chunk if gaps else chunk), frames
+
+    def history(
+        self,
+        since: int = 0,
+        *,
+        runs: Collection[str] | None = None,
+        types: Collection[str] | None = None,
+        limit: int = 1000,
+        epoch: str | None = None,
+    ) -> tuple[list[bytes], bool]:
+        """Event JSONs after ``since`` (a gap event first if some left history).
+
+        Returns ``(events, more)``; ``more`` is true when ``limit`` (or the
+        size bound of one answer) cut it short.
+        """
+        self.encode_all()
+        cursor = self.open_cursor(since, epoch=epoch, fmt=JSON, runs=runs, types=types)
+        out = self._gaps(cursor, "history")
+        head = self.head
+        selected, last = self.ring.select(JSON, cursor.pos, head, cursor.wants, MAX_HISTORY_BYTES)
+        events = out + selected
+        if len(events) > limit:
+            return events[:limit], True
+        return events, last < head
+
+    def _gaps(self, cursor: Cursor, reason: str) -> list[bytes]:
+        """The gap frames a cursor is owed (its pending gap, then one for
+        events that left history), advancing it past what left."""
+        out: list[bytes] = []
+        if cursor.pending_gap is not None:
+            out.append(self._gap_frame(cursor.fmt, cursor.pos, cursor.pending_gap))
+            cursor.pending_gap = None
+        oldest = self.oldest
+        if cursor.pos < oldest - 1:
+            lost = oldest - 1 - cursor.pos
+            if reason == "behind":
+                self.counters.dropped += lost
+            data = {"lost": lost, "from": cursor.pos + 1, "to": oldest - 1, "reason": reason}
+            out.append(self._gap_frame(cursor.fmt, oldest - 1, data))
+            cursor.pos = oldest - 1
+        return out
+
+    def _gap_frame(self, fmt: int, seq: int, data: dict[str, Any]) -> bytes:
+        body = encode_event(seq, self.epoch, time.time(), "gap", None, None, data)
+        if fmt == SSE:
+            return sse_frame(seq, "gap", body)
+        if fmt == WS:
+            return ws_text_frame(body)
+        return body

@@ -1,0 +1,165 @@
+"""``POST /api/publish``: events from other processes, over REST.
+
+What a browser may not do here (see :mod:`.access`), and the checks every
+ingested event passes before any of a request's events is taken: the same
+validation the training thread's ``log``/``publish`` apply, plus the limits
+that keep a publisher from growing the server's memory (body size, events per
+request, metric name length, ``max_series``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from ..core.intake import Submission
+from ..core.runs import RunIndex
+from ..events import encode_data, validate_metrics, validate_run, validate_step, validate_ts, validate_type
+from .access import is_loopback_host
+from .params import BadRequest, ServerView, bearer_token, error_response, json_response, token_matches
+
+__all__ = ["MAX_INGEST_EVENTS", "MAX_METRIC_NAME", "add_publish_route", "check_event"]
+
+MAX_INGEST_EVENTS = 10_000
+MAX_METRIC_NAME = 200
+
+
+def add_publish_route(app: FastAPI, server: ServerView) -> None:
+    """Add ``POST /api/publish`` for ``server`` to ``app``."""
+    hub = server.hub
+
+    @app.post("/api/publish", tags=["events"], status_code=200)
+    async def publish(request: Request) -> Response:
+        """Ingest events from another process.
+
+        Body (``Content-Type: application/json``): one event object, or
+        ``{"events": [...]}``. An event is ``{"type": "metric", "run": ...,
+        "step": ..., "metrics": {...}}`` or ``{"type": "<word>", "run": ...,
+        "data": ...}``; ``ts`` optional. All events are checked before any is
+        published.
+        """
+        refusal = publish_refusal(server, request)
+        if refusal is not None:
+            return refusal
+        limit = server.config.max_body_size
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return error_response(413, f"body larger than max_body_size ({limit} bytes)")
+        raw = bytearray()
+        async for part in request.stream():
+            raw += part
+            if len(raw) > limit:
+                return error_response(413, f"body larger than max_body_size ({limit} bytes)")
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            hub.counters.rejected += 1
+            return error_response(400, f"body is not valid JSON: {exc}")
+        del raw
+        try:
+            items = ingest_items(payload)
+            checked = [check_event(item, i) for i, item in enumerate(items)]
+            check_series_room(hub.runs, checked)
+        except (BadRequest, TypeError) as exc:
+            hub.counters.rejected += 1
+            return error_response(422, str(exc))
+        del payload, items
+        seqs = hub.submit_many(checked)
+        return json_response(orjson.dumps({"seqs": seqs, "last_seq": seqs[-1]}))
+
+
+def publish_refusal(server: ServerView, request: Request) -> JSONResponse | None:
+    """Why a publish request must be refused, as the response; None to accept it.
+
+    A browser can post a form to loopback from any page (a "simple" request
+    with ``text/plain`` needs no preflight), so publishing needs
+    ``application/json`` (which a cross-site page cannot send without CORS)
+    and, when a browser sends an Origin, one that is allowed. From another
+    machine, publishing needs ``publish_token``.
+    """
+    cfg = server.config
+    headers = request.headers
+    if not token_matches(bearer_token(headers.get("authorization")), cfg.publish_token):
+        return error_response(401, "a publish token is required: Authorization: Bearer <token>")
+    peer = request.client.host if request.client else ""
+    if cfg.publish_token is None and not is_loopback_host(peer):
+        return error_response(
+            403,
+            f"publishing from another machine ({peer}) needs a publish token: start the server "
+            "with StreamConfig(publish_token=...) / STREAM_HUB_PUBLISH_TOKEN and send "
+            "Authorization: Bearer <token>",
+        )
+    origin = headers.get("origin")
+    if not server.access.publish_origin_allowed(origin, headers.get("host")):
+        return error_response(
+            403, f"publishing from a web page at {origin!r} is not allowed (see cors_origins)"
+        )
+    media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        return error_response(
+            415, f"send the events as JSON with Content-Type: application/json, not {media!r}"
+        )
+    return None
+
+
+def check_series_room(runs: RunIndex, events: list[Submission]) -> None:
+    """Refuse a publish that would add metric curves past ``max_series``."""
+    new: dict[str, set[str]] = {}
+    for event_type, run, _step, payload, _ts in events:
+        if event_type == "metric" and run is not None:
+            new.setdefault(run, set()).update(payload)
+    added = sum(runs.new_series(run, names) for run, names in new.items())
+    if added and runs.series_count + added > runs.max_series:
+        raise BadRequest(
+            f"this would add {added} metric curves, past the server's limit of {runs.max_series} "
+            f"(max_series; {runs.series_count} in use): use fewer distinct run or metric names"
+        )
+
+
+def ingest_items(payload: Any) -> list[Any]:
+    if isinstance(payload, dict) and "events" in payload:
+        items = payload["events"]
+        if not isinstance(items, list):
+            raise BadRequest('"events" must be a list of event objects')
+    elif isinstance(payload, list):
+        items = payload
+    else:
+        items = [payload]
+    if not items:
+        raise BadRequest("no events given")
+    if len(items) > MAX_INGEST_EVENTS:
+        raise BadRequest(f"at most {MAX_INGEST_EVENTS} events per request")
+    return items
+
+
+def check_event(item: Any, index: int) -> Submission:
+    """One ingested event, checked: ``(type, run, step, payload, ts)``."""
+    where = f"event {index}"
+    if not isinstance(item, dict):
+        raise BadRequest(f"{where}: expected a JSON object")
+    unknown = set(item) - {"type", "run", "step", "metrics", "data", "ts"}
+    if unknown:
+        raise BadRequest(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    event_type = item.get("type", "metric")
+    try:
+        run = validate_run(item.get("run"))
+        step = validate_step(item.get("step"))
+        ts = validate_ts(item.get("ts"))
+        if event_type == "metric":
+            if "metrics" not in item:
+                raise TypeError('a metric event needs "metrics": {name: number}')
+            metrics = validate_metrics(item["metrics"])
+            long = next((name for name in metrics if len(name) > MAX_METRIC_NAME), None)
+            if long is not None:
+                raise TypeError(
+                    f"metric names may have at most {MAX_METRIC_NAME} characters: {long[:60]!r}..."
+                )
+            return ("metric", run, step, metrics, ts)
+        validate_type(event_type)
+        # Encoded now: what cannot be stored is refused here, not dropped later.
+        return (event_type, run, step, encode_data(item.get("data")), ts)
+    except TypeError as exc:
+        raise BadRequest(f"{where}: {exc}") from None
