@@ -47,20 +47,14 @@
   }
 
   /**
-   * The live event feed over SSE.
-   *
-   * opts.url()                 -> the URL to (re)connect to (includes last_event_id)
-   * opts.types                 -> event types to listen for (named SSE events)
-   * opts.onEvent(type, data)   -> each parsed event
-   * opts.onState(state, text)  -> connection state changes
-   * opts.beforeReconnect()     -> awaited before each reconnect; may throw (ignored)
+   * What both live connections share: their state, start, and retrying with
+   * backoff after a drop. Subclasses define _connect() and _close().
    */
-  class SseFeed {
-    constructor(opts) {
+  class Reconnecting {
+    constructor(opts, backoff) {
       this.opts = opts;
-      this.source = null;
       this.timer = 0;
-      this.backoff = new Backoff(250, 8000);
+      this.backoff = backoff;
       this.connects = 0;
       this.state = "connecting";
       this.stopped = true;
@@ -74,13 +68,51 @@
     stop() {
       this.stopped = true;
       clearTimeout(this.timer);
-      if (this.source) this.source.close();
-      this.source = null;
+      this._close();
     }
 
     _setState(state, text) {
       this.state = state;
       this.opts.onState(state, text);
+    }
+
+    /** Reconnect after a backoff delay; `prepare` (async, may throw) runs first. */
+    _retry(reason, prepare = null) {
+      if (this.stopped) return;
+      clearTimeout(this.timer);
+      const delay = this.backoff.next();
+      this._setState("reconnecting", `${reason}, retry in ${seconds(delay)}`);
+      this.timer = setTimeout(async () => {
+        if (prepare) {
+          try {
+            await prepare();
+          } catch (_) {
+            // The attempt below decides whether the server is back.
+          }
+        }
+        this._connect();
+      }, delay);
+    }
+  }
+
+  /**
+   * The live event feed over SSE.
+   *
+   * opts.url()                 -> the URL to (re)connect to (includes last_event_id)
+   * opts.types                 -> event types to listen for (named SSE events)
+   * opts.onEvent(type, data)   -> each parsed event
+   * opts.onState(state, text)  -> connection state changes
+   * opts.beforeReconnect()     -> awaited before each reconnect; may throw (ignored)
+   */
+  class SseFeed extends Reconnecting {
+    constructor(opts) {
+      super(opts, new Backoff(250, 8000));
+      this.source = null;
+    }
+
+    _close() {
+      if (this.source) this.source.close();
+      this.source = null;
     }
 
     _connect() {
@@ -113,20 +145,8 @@
     }
 
     _drop(reason) {
-      if (this.source) this.source.close();
-      this.source = null;
-      if (this.stopped) return;
-      clearTimeout(this.timer);
-      const delay = this.backoff.next();
-      this._setState("reconnecting", `${reason}, retry in ${seconds(delay)}`);
-      this.timer = setTimeout(async () => {
-        try {
-          await this.opts.beforeReconnect();
-        } catch (_) {
-          // REST may be down too; the SSE attempt below decides.
-        }
-        this._connect();
-      }, delay);
+      this._close();
+      this._retry(reason, this.opts.beforeReconnect);
     }
   }
 
@@ -134,35 +154,18 @@
    * A WebSocket kept open only to show that the WebSocket face works: it
    * subscribes to status events and pings now and then.
    */
-  class WsMonitor {
+  class WsMonitor extends Reconnecting {
     constructor(opts) {
-      this.opts = opts; // {url(), onState(state, text), onMessage(data)}
+      super(opts, new Backoff(500, 15000)); // opts: {url(), onState(state, text), onMessage(data)}
       this.socket = null;
-      this.timer = 0;
       this.pinger = 0;
-      this.backoff = new Backoff(500, 15000);
       this.messages = 0;
-      this.connects = 0;
-      this.state = "connecting";
-      this.stopped = true;
     }
 
-    start() {
-      this.stopped = false;
-      this._connect();
-    }
-
-    stop() {
-      this.stopped = true;
-      clearTimeout(this.timer);
+    _close() {
       clearInterval(this.pinger);
       if (this.socket) this.socket.close(1000);
       this.socket = null;
-    }
-
-    _setState(state, text) {
-      this.state = state;
-      this.opts.onState(state, text);
     }
 
     _connect() {
@@ -200,14 +203,6 @@
         if (this.socket === socket) this.socket = null;
         this._retry(event.code === 1001 ? "server restarting" : "closed");
       };
-    }
-
-    _retry(reason) {
-      if (this.stopped) return;
-      clearTimeout(this.timer);
-      const delay = this.backoff.next();
-      this._setState("reconnecting", `${reason}, retry in ${seconds(delay)}`);
-      this.timer = setTimeout(() => this._connect(), delay);
     }
   }
 

@@ -18,7 +18,7 @@ import logging
 import time
 from typing import Protocol
 
-__all__ = ["ClientRegistry", "Tracked"]
+__all__ = ["ClientRegistry", "FlowState", "Tracked"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,35 @@ class Tracked(Protocol):
 
     wire: asyncio.WriteTransport | None
     paused_since: float | None
+
+
+class FlowState:
+    """Flow control of one connection, for the protocol classes to mix in.
+
+    The protocol calls :meth:`_paused` / :meth:`_resumed` from its
+    ``pause_writing`` / ``resume_writing`` (and :meth:`_resumed` when the
+    connection is lost); writers await :meth:`writable` before writing more.
+    """
+
+    wire: asyncio.WriteTransport | None = None
+    paused_since: float | None = None
+    _writable: asyncio.Future[None] | None = None
+
+    def writable(self) -> asyncio.Future[None] | None:
+        """A future resolved when the transport takes data again (None: it does now)."""
+        if self.paused_since is None:
+            return None
+        if self._writable is None or self._writable.done():
+            self._writable = asyncio.get_running_loop().create_future()
+        return self._writable
+
+    def _paused(self) -> None:
+        self.paused_since = time.monotonic()
+
+    def _resumed(self) -> None:
+        self.paused_since = None
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
 
 
 class ClientRegistry:

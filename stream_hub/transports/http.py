@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from typing import Any
 
 import h11
@@ -36,7 +35,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
-from .clients import ClientRegistry
+from .clients import ClientRegistry, FlowState
 
 __all__ = ["HttpListener", "TrackedH11Protocol"]
 
@@ -44,7 +43,7 @@ __all__ = ["HttpListener", "TrackedH11Protocol"]
 _REQUEST_DONE = frozenset({h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.SWITCHED_PROTOCOL, h11.ERROR})
 
 
-class TrackedH11Protocol(H11Protocol):
+class TrackedH11Protocol(FlowState, H11Protocol):
     """uvicorn's h11 protocol with request deadlines and stall tracking."""
 
     def __init__(
@@ -57,11 +56,8 @@ class TrackedH11Protocol(H11Protocol):
         super().__init__(config=config, server_state=server_state, app_state={})
         self.registry = registry
         self.request_timeout = request_timeout
-        self.paused_since: float | None = None
-        self.wire: asyncio.WriteTransport | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._peer: tuple[str, int] | None = None
-        self._writable: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -75,8 +71,7 @@ class TrackedH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         self.registry.discard(self, self._peer)
-        self.paused_since = None
-        self._release_writers()
+        self._resumed()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -87,27 +82,12 @@ class TrackedH11Protocol(H11Protocol):
             self._disarm()
 
     def pause_writing(self) -> None:
-        self.paused_since = time.monotonic()
+        self._paused()
         super().pause_writing()
 
     def resume_writing(self) -> None:
-        self.paused_since = None
         super().resume_writing()
-        self._release_writers()
-
-    # -- for writers ---------------------------------------------------------------------
-
-    def writable(self) -> asyncio.Future[None] | None:
-        """A future resolved when the transport takes data again (None: it does now)."""
-        if self.paused_since is None:
-            return None
-        if self._writable is None or self._writable.done():
-            self._writable = self.loop.create_future()
-        return self._writable
-
-    def _release_writers(self) -> None:
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_result(None)
+        self._resumed()
 
     # -- the request deadline --------------------------------------------------------------
 

@@ -50,7 +50,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from ..core.hub import WS, Cursor, Hub
-from .clients import ClientRegistry
+from .clients import ClientRegistry, FlowState
 from .params import BadRequest, ServerView, bearer_token, parse_epoch, parse_list, parse_seq, token_matches
 
 __all__ = ["SUBSCRIBE_GRACE", "WebSocketServer"]
@@ -63,7 +63,7 @@ GOING_AWAY = 1001
 SUBSCRIBE_GRACE = 0.5
 
 
-class TrackedConnection(ServerConnection):
+class TrackedConnection(FlowState, ServerConnection):
     """A server connection that keeps its transport and its flow-control state.
 
     ``registry`` is set on the subclass made for each server (see
@@ -71,12 +71,6 @@ class TrackedConnection(ServerConnection):
     """
 
     registry: ClientRegistry
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.wire: asyncio.WriteTransport | None = None
-        self.paused_since: float | None = None
-        self._writable: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -86,30 +80,16 @@ class TrackedConnection(ServerConnection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.registry.discard(self, None)
-        self.paused_since = None
-        self._release_writers()
+        self._resumed()
         super().connection_lost(exc)
 
     def pause_writing(self) -> None:
-        self.paused_since = time.monotonic()
+        self._paused()
         super().pause_writing()
 
     def resume_writing(self) -> None:
-        self.paused_since = None
         super().resume_writing()
-        self._release_writers()
-
-    def writable(self) -> asyncio.Future[None] | None:
-        """A future resolved when the transport takes data again (None: it does now)."""
-        if self.paused_since is None:
-            return None
-        if self._writable is None or self._writable.done():
-            self._writable = asyncio.get_running_loop().create_future()
-        return self._writable
-
-    def _release_writers(self) -> None:
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_result(None)
+        self._resumed()
 
 
 def _connection_class(registry: ClientRegistry) -> type[TrackedConnection]:
