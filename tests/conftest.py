@@ -127,4 +127,4 @@ def clean_manager() -> Iterator[None]:
     manager.cleanup()
 
 
-from .test_ports import spawn  # noqa: E402, F401  (the holder-process fixture, shared)
+from .integration.test_ports import spawn  # noqa: E402, F401  (the holder-process fixture, shared)

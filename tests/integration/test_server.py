@@ -25,9 +25,9 @@ from stream_hub import (
 )
 from stream_hub.ports import is_port_in_use
 
-from .conftest import free_config
+from ..conftest import free_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def three_free_ports() -> list[int]:

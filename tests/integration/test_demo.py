@@ -18,8 +18,8 @@ from stream_hub import get_stream_server, get_stream_server_manager, release_str
 from stream_hub.demo import SimulatedRun, run_demo_threads
 from stream_hub.ports import is_port_in_use
 
-from .cli_helpers import REPO, Served, cli_env, free_port, run, spawner
-from .conftest import free_config, wait_for
+from ..cli_helpers import REPO, Served, cli_env, free_port, run, spawner
+from ..conftest import free_config, wait_for
 
 PYTHON = [sys.executable]
 METRICS = {"loss", "accuracy", "learning_rate", "grad_norm", "samples_per_s"}

@@ -21,7 +21,7 @@ from stream_hub import (
 )
 from stream_hub.ports import is_port_in_use
 
-from .conftest import free_config, wait_for
+from ..conftest import free_config, wait_for
 
 CONTRACT_STATUS_KEYS = {
     "running",

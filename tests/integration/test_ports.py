@@ -37,7 +37,7 @@ from stream_hub.ports import (
     ports_report,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # Listens on argv[1] and ignores SIGTERM, so only SIGKILL ends it. Extra argv
 # words only label the command line.

@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from stream_hub import TrainingStreamServer
 
-from .conftest import committed, fill, port_is_bindable, wait_for
+from ..conftest import committed, fill, port_is_bindable, wait_for
 
 EVENT_KEYS_METRIC = {"seq", "epoch", "ts", "type", "run", "step", "metrics"}
 EVENT_KEYS_DATA = {"seq", "epoch", "ts", "type", "run", "step", "data"}
@@ -645,7 +645,7 @@ async def test_subscription_in_the_url_resumes_without_duplicates_under_load() -
 
     from stream_hub import TrainingStreamServer
 
-    from .conftest import free_config as _free_config
+    from ..conftest import free_config as _free_config
 
     server = TrainingStreamServer(_free_config())
     server.start()
@@ -685,7 +685,7 @@ async def test_bad_url_subscription_is_refused_with_400() -> None:
 
     from stream_hub import TrainingStreamServer
 
-    from .conftest import free_config as _free_config
+    from ..conftest import free_config as _free_config
 
     server = TrainingStreamServer(_free_config())
     server.start()

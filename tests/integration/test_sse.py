@@ -24,7 +24,7 @@ import pytest
 
 from stream_hub import TrainingStreamServer
 
-from .conftest import committed, fill, port_is_bindable, wait_for
+from ..conftest import committed, fill, port_is_bindable, wait_for
 
 EVENT_KEYS_METRIC = {"seq", "epoch", "ts", "type", "run", "step", "metrics"}
 EVENT_KEYS_DATA = {"seq", "epoch", "ts", "type", "run", "step", "data"}

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream_hub import TrainingStreamServer, get_stream_server, get_stream_server_manager
 
-from .conftest import committed, fill, free_config, wait_for
+from ..conftest import committed, fill, free_config, wait_for
 
 STATUS_KEYS = {
     "running",

@@ -25,7 +25,7 @@ from stream_hub import (
     release_stream_server,
 )
 
-from .conftest import free_config, wait_for
+from ..conftest import free_config, wait_for
 
 LATENCY = "stream_hub_publish_to_write_seconds"
 COUNTERS = ("published", "delivered", "dropped", "rejected")

@@ -19,7 +19,7 @@ from websockets.sync.client import connect as ws_connect
 from stream_hub import StreamConfig, TrainingStreamServer, get_stream_server, get_stream_server_manager
 from stream_hub.transports import params as common
 
-from .conftest import free_config, need, wait_for
+from ..conftest import free_config, need, wait_for
 from .test_sse import SSEStream
 
 READ, PUBLISH, ADMIN = "read-s3cret", "publish-s3cret", "admin-s3cret"

@@ -33,7 +33,7 @@ from stream_hub import (
     release_stream_server,
 )
 
-from .conftest import free_config, wait_for
+from ..conftest import free_config, wait_for
 from .test_sse import SSEStream
 
 DETECT_WITHIN = 1.0  # the contract: a fault is noticed within a second

@@ -45,7 +45,7 @@ from stream_hub import (
     release_stream_server,
 )
 
-from .conftest import free_config, wait_for
+from ..conftest import free_config, wait_for
 
 pytestmark = pytest.mark.torture
 

@@ -45,7 +45,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 WAIT_MS = 20_000  # deadline of every wait on the page
 NO_VALUE = "\u2013"  # what an empty latest-values cell shows
 

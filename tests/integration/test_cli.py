@@ -24,7 +24,7 @@ import pytest
 import stream_hub
 from stream_hub.ports import is_port_in_use
 
-from .cli_helpers import (
+from ..cli_helpers import (
     CLI,
     REPO,
     Served,
@@ -34,7 +34,7 @@ from .cli_helpers import (
     run,
     spawner,
 )
-from .conftest import wait_for
+from ..conftest import wait_for
 
 STATUS_KEYS = {
     "running",
