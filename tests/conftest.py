@@ -1,11 +1,16 @@
-"""Shared fixtures: real servers on port 0, a clean manager per test, and
-helpers that wait on a condition with a deadline (never a fixed sleep)."""
+"""Shared fixtures: real servers on port 0, a clean manager per test, child
+processes ended at teardown; helpers that wait on a condition with a
+deadline (never a fixed sleep).
+
+Clients of the three faces are in ``clients.py``; child processes and ports
+in ``processes.py``.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,6 +18,9 @@ from typing import Any
 import pytest
 
 from stream_hub import StreamConfig, TrainingStreamServer, get_stream_server_manager
+
+from .clients import SSEStream
+from .processes import Served, Spawner, free_port
 
 REQUIRE_ALL = os.environ.get("STREAM_HUB_REQUIRE_ALL") == "1"
 
@@ -65,20 +73,6 @@ def fill(server: TrainingStreamServer, n: int, run: str = "r") -> list[int]:
     return seqs
 
 
-def port_is_bindable(port: int, host: str = "127.0.0.1") -> bool:
-    """As the next server would: SO_REUSEADDR, bind, listen."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(1)
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.close()
-
-
 def free_config(**changes: Any) -> StreamConfig:
     """A config on three free ports that never frees anything it finds busy."""
     values: dict[str, Any] = {"sse_port": 0, "ws_port": 0, "rest_port": 0, "port_conflict": "fail"}
@@ -118,6 +112,21 @@ def make_server() -> Iterator[Callable[..., TrainingStreamServer]]:
         srv.stop()
 
 
+@pytest.fixture
+def open_stream() -> Iterator[Callable[..., SSEStream]]:
+    """``open_stream(server, params=..., headers=...)``: an SSE stream, closed afterwards."""
+    streams: list[SSEStream] = []
+
+    def opener(server: TrainingStreamServer, **kwargs: Any) -> SSEStream:
+        stream = SSEStream(f"{server.urls['sse']}/events", **kwargs)
+        streams.append(stream)
+        return stream
+
+    yield opener
+    for stream in streams:
+        stream.close()
+
+
 @pytest.fixture(autouse=True)
 def clean_manager() -> Iterator[None]:
     """Every test starts and ends with no managed server and a zero count."""
@@ -127,4 +136,27 @@ def clean_manager() -> Iterator[None]:
     manager.cleanup()
 
 
-from .integration.test_ports import spawn  # noqa: E402, F401  (the holder-process fixture, shared)
+@pytest.fixture
+def spawn() -> Iterator[Spawner]:
+    """Start child processes (``spawn.start``, ``.serve``, ``.holder``); all ended afterwards."""
+    with Spawner() as spawned:
+        yield spawned
+
+
+@pytest.fixture(scope="module")
+def module_spawn() -> Iterator[Spawner]:
+    with Spawner() as spawned:
+        yield spawned
+
+
+@pytest.fixture(scope="module")
+def hub(module_spawn: Spawner) -> Served:
+    """One ``stream-hub serve --token s3cret`` per module, shared by read-mostly tests."""
+    return module_spawn.serve("--token", "s3cret")
+
+
+@pytest.fixture
+def held(spawn: Spawner) -> tuple[subprocess.Popen[str], int]:
+    """A ``python -m http.server`` holding a free port."""
+    port = free_port()
+    return spawn.holder(port), port

@@ -30,12 +30,11 @@ from schemathesis.checks import (
     response_headers_conformance,
     response_schema_conformance,
 )
-from websockets.asyncio.client import connect as async_ws_connect
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect as ws_connect
 
 from stream_hub import TrainingStreamServer
 
+from ..clients import ready, strict_json, until_pong, ws_connect, ws_open
 from ..conftest import free_config, wait_for
 
 FUZZ = settings(
@@ -43,13 +42,6 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-
-
-def strict_json(text: str | bytes) -> Any:
-    def reject(name: str) -> Any:
-        raise ValueError(f"bare {name} is not JSON")
-
-    return json.loads(text, parse_constant=reject)
 
 
 @pytest.fixture(scope="module")
@@ -135,22 +127,8 @@ ws_messages = st.one_of(
 
 @pytest.fixture
 def junk_ws(fuzzed: TrainingStreamServer) -> Iterator[Any]:
-    with ws_connect(
-        f"{fuzzed.urls['ws']}/", proxy=None, open_timeout=5, close_timeout=1, max_size=None
-    ) as ws:
+    with ws_open(fuzzed, max_size=None) as ws:
         yield ws
-
-
-def _until_pong(ws: Any, send: bool = True) -> list[dict[str, Any]]:
-    """Ping (unless told not to), then every frame up to the pong (errors, a replay)."""
-    if send:
-        ws.send(json.dumps({"op": "ping"}))
-    frames = []
-    while True:
-        frame = strict_json(ws.recv(timeout=5))
-        if frame.get("type") == "pong":
-            return frames
-        frames.append(frame)
 
 
 def _is_ping(message: str | bytes) -> bool:
@@ -170,9 +148,9 @@ def test_websocket_junk_gets_an_error_frame_and_the_connection_stays(
     junk_ws: Any, message: str | bytes
 ) -> None:
     junk_ws.send(message)
-    frames = _until_pong(junk_ws)  # raises ConnectionClosed if the server dropped us
+    frames = until_pong(junk_ws)  # raises ConnectionClosed if the server dropped us
     if _is_ping(message):  # the junk itself was a ping: its pong came first, then ours
-        frames = _until_pong(junk_ws, send=False)
+        frames = until_pong(junk_ws, send=False)
     errors = [f for f in frames if f.get("type") == "error"]
     assert len(errors) <= 1
     for f in errors:
@@ -186,9 +164,9 @@ def test_websocket_junk_gets_an_error_frame_and_the_connection_stays(
 @pytest.mark.parametrize("since", ["²", "١٢", " 3", "3.0", "0x10", "-0", "1e3"])
 def test_websocket_since_strings(fuzzed: TrainingStreamServer, since: str) -> None:
     """``since`` as a string: ASCII digits or an error frame, never a dropped connection."""
-    with ws_connect(f"{fuzzed.urls['ws']}/", proxy=None, open_timeout=5, close_timeout=1) as ws:
+    with ws_open(fuzzed) as ws:
         ws.send(json.dumps({"op": "subscribe", "since": since}))
-        frames = _until_pong(ws)
+        frames = until_pong(ws)
     if since.strip().isascii() and since.strip().isdigit():
         assert frames and frames[0]["seq"] == int(since) + 1
     else:
@@ -197,7 +175,7 @@ def test_websocket_since_strings(fuzzed: TrainingStreamServer, since: str) -> No
 
 async def test_frame_over_max_message_size_closes_1009(fuzzed: TrainingStreamServer) -> None:
     limit = fuzzed.config.max_message_size
-    async with async_ws_connect(f"{fuzzed.urls['ws']}/", proxy=None, open_timeout=5) as ws:
+    async with ws_connect(fuzzed) as ws:
         await ws.send(json.dumps({"op": "ping", "pad": "x" * (limit - 40)}))
         assert strict_json(await asyncio.wait_for(ws.recv(), 5))["type"] == "pong"
         await ws.send("x" * (limit + 1))
@@ -210,13 +188,11 @@ async def test_frame_over_max_message_size_closes_1009(fuzzed: TrainingStreamSer
 async def test_ping_flood_is_answered_and_other_clients_keep_receiving(fuzzed: TrainingStreamServer) -> None:
     """5 000 pings in one burst: every one answered, while another client gets
     every event published meanwhile, promptly."""
-    url = f"{fuzzed.urls['ws']}/"
     async with (
-        async_ws_connect(url, proxy=None, open_timeout=5, max_queue=None) as flooder,
-        async_ws_connect(url, proxy=None, open_timeout=5) as observer,
+        ws_connect(fuzzed, max_queue=None) as flooder,
+        ws_connect(fuzzed) as observer,
     ):
-        await observer.send(json.dumps({"op": "ping"}))
-        assert strict_json(await asyncio.wait_for(observer.recv(), 5))["type"] == "pong"
+        await ready(observer)
         published: list[tuple[int, float]] = []
 
         def publisher() -> None:

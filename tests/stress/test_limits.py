@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import select
 import socket
+import subprocess
 import time
 from typing import Any
 
 import httpx
 
 from ..conftest import wait_for
+from ..processes import PYTHON, REPO, child_env
 
 # -- running out of file descriptors -----------------------------------------------------------------
 
@@ -27,16 +29,15 @@ server.stop()
 
 
 def test_descriptor_exhaustion_is_logged_once_per_interval_and_recovers(tmp_path: Any) -> None:
-    import subprocess
-    import sys
-
     err = (tmp_path / "stderr").open("w+")
     proc = subprocess.Popen(
-        [sys.executable, "-c", FD_SERVER],
+        [*PYTHON, "-c", FD_SERVER],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=err,
         text=True,
+        cwd=REPO,
+        env=child_env(),
     )
     socks: list[socket.socket] = []
     try:

@@ -15,35 +15,15 @@ from stream_hub.core.hub import MAX_CHUNK_BYTES, MAX_CHUNK_EVENTS, SSE, WS, Hub
 from stream_hub.core.runs import Series
 from stream_hub.events import ws_text_frame
 
+from ..clients import sse_events, ws_events
+
 
 def events_of(chunk: bytes, fmt: int = SSE) -> list[dict[str, Any]]:
     """Decode a chunk the hub produced back into event dicts."""
     if fmt == SSE:
-        out = []
-        for frame in chunk.split(b"\n\n"):
-            if not frame:
-                continue
-            lines = dict(line.split(b": ", 1) for line in frame.split(b"\n"))
-            event = json.loads(lines[b"data"])
-            assert int(lines[b"id"]) == event["seq"]
-            assert lines[b"event"].decode() == event["type"]
-            out.append(event)
-        return out
+        return sse_events(chunk)
     if fmt == WS:
-        out, i = [], 0
-        while i < len(chunk):
-            assert chunk[i] == 0x81  # FIN + text
-            n = chunk[i + 1]
-            i += 2
-            if n == 126:
-                n = int.from_bytes(chunk[i : i + 2], "big")
-                i += 2
-            elif n == 127:
-                n = int.from_bytes(chunk[i : i + 8], "big")
-                i += 8
-            out.append(json.loads(chunk[i : i + n]))
-            i += n
-        return out
+        return ws_events(chunk)
     return [json.loads(b) for b in chunk]
 
 
