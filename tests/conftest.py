@@ -1,18 +1,25 @@
 """Shared fixtures: real servers on port 0, a clean manager per test, child
 processes ended at teardown; helpers that wait on a condition with a
-deadline (never a fixed sleep).
+deadline (never a fixed sleep); and which tests run by default.
 
 Clients of the three faces are in ``clients.py``; child processes and ports
 in ``processes.py``.
+
+Tests under ``stress/`` are marked ``stress`` and run only when asked for:
+``--stress`` (everything, as CI runs it), a ``-m`` expression that names one
+of their markers (``-m stress``, ``-m torture``), or a path inside
+``tests/stress/``. Any other run leaves them out, whatever else ``-m`` says.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,12 +30,40 @@ from .clients import SSEStream
 from .processes import Served, Spawner, free_port
 
 REQUIRE_ALL = os.environ.get("STREAM_HUB_REQUIRE_ALL") == "1"
+STRESS = Path(__file__).resolve().parent / "stress"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--torture-seconds", type=float, default=10.0, help="how long the torture test runs (default 10 s)"
     )
+    parser.addoption(
+        "--stress", action="store_true", help="also run the stress suite (tests/stress/), as CI does"
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: it must see the stress marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark what is under tests/stress/ ``stress``; leave it out unless asked for."""
+    for item in items:
+        if STRESS in item.path.parents:
+            item.add_marker(pytest.mark.stress)
+    if config.getoption("--stress"):
+        return
+    named = set(re.findall(r"\w+", config.getoption("markexpr") or ""))
+    given = [(config.invocation_params.dir / arg.split("::")[0]).resolve() for arg in config.args]
+    given = [path for path in given if path == STRESS or STRESS in path.parents]
+
+    def asked_for(item: pytest.Item) -> bool:
+        marks = {mark.name for mark in item.iter_markers()}
+        if "stress" not in marks or marks & named:
+            return True
+        return any(path == item.path or path in item.path.parents for path in given)
+
+    deselected = [item for item in items if not asked_for(item)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if asked_for(item)]
 
 
 def need(condition: bool, what: str) -> None:
