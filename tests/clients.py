@@ -11,7 +11,8 @@
   ``expect_closed``, ...), the same few for the sync client, and a decoder for
   the frames the server builds by hand;
 * clients that connect and then never read (a tiny receive buffer makes the
-  server's writes to them block almost at once).
+  server's writes to them block almost at once);
+* arbitrary input for fuzzing (hypothesis) and what the server must accept.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed
@@ -69,6 +72,17 @@ STATUS_KEYS = {
     "loop_thread_alive",
     "restarts",
 }
+
+
+def valid_seq(text: str) -> bool:
+    """What the server accepts as a resume point (whitespace only: none given)."""
+    text = text.strip()
+    return text == "" or (text.isascii() and text.isdigit() and len(text) <= 18)
+
+
+def assert_still_serving(server: TrainingStreamServer) -> None:
+    for face in ("sse", "rest"):
+        assert httpx.get(f"{server.urls[face]}/health", timeout=5).status_code == 200
 
 
 # -- SSE -----------------------------------------------------------------------------------
@@ -363,3 +377,24 @@ def stalled_ws(server: TrainingStreamServer, query: str = "") -> socket.socket:
         head += chunk
     assert head.startswith(b"HTTP/1.1 101"), head
     return sock
+
+
+# -- arbitrary input -------------------------------------------------------------------------
+
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)

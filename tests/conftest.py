@@ -162,6 +162,23 @@ def open_stream() -> Iterator[Callable[..., SSEStream]]:
         stream.close()
 
 
+@pytest.fixture(scope="module")
+def fuzzed() -> Iterator[TrainingStreamServer]:
+    """One server for a whole fuzzing module, with a little history to find."""
+    server = TrainingStreamServer(
+        free_config(heartbeat_interval=1.0, max_message_size=4096, max_body_size=64 * 1024)
+    )
+    server.start()
+    for step in range(20):
+        server.log({"loss": 1 / (step + 1), "acc": step / 20}, step=step, run="exp1")
+    server.publish("note", {"text": "hello"}, run="exp1")
+    wait_for(lambda: server.hub.head >= 22, what="history committed")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(autouse=True)
 def clean_manager() -> Iterator[None]:
     """Every test starts and ends with no managed server and a zero count."""
