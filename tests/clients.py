@@ -81,6 +81,7 @@ def valid_seq(text: str) -> bool:
 
 
 def assert_still_serving(server: TrainingStreamServer) -> None:
+    """``/health`` answers on the SSE and the REST port."""
     for face in ("sse", "rest"):
         assert httpx.get(f"{server.urls[face]}/health", timeout=5).status_code == 200
 
@@ -381,6 +382,7 @@ def stalled_ws(server: TrainingStreamServer, query: str = "") -> socket.socket:
 
 # -- arbitrary input -------------------------------------------------------------------------
 
+# The settings of every fuzz test: module-scoped servers, requests that take their time.
 FUZZ = settings(
     max_examples=60,
     deadline=None,
