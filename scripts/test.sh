@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs on a fresh machine, then run it all.
+# Install everything the test suite needs on a fresh machine, then run it all:
+# the default suite and the stress suite (tests/stress/, which a plain
+# `pytest` leaves out), in one pytest run with --stress.
 #   ./scripts/test.sh [pytest args...]
 # Debian packages (chromium for the dashboard's browser test, lsof for port
 # holders, redis-server for the Redis backend) are installed with apt-get when
@@ -24,6 +26,6 @@ fi
 echo "== installing stream_hub with its test dependencies"
 $PYTHON -m pip install -q --disable-pip-version-check -e ".[test]"
 
-echo "== running the test suite"
+echo "== running the test suite, stress tests included"
 export STREAM_HUB_REQUIRE_ALL=${STREAM_HUB_REQUIRE_ALL:-1}
-exec $PYTHON -m pytest -p no:cacheprovider "$@"
+exec $PYTHON -m pytest -p no:cacheprovider --stress "$@"

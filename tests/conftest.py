@@ -1,26 +1,69 @@
-"""Shared fixtures: real servers on port 0, a clean manager per test, and
-helpers that wait on a condition with a deadline (never a fixed sleep)."""
+"""Shared fixtures: real servers on port 0, a clean manager per test, child
+processes ended at teardown; helpers that wait on a condition with a
+deadline (never a fixed sleep); and which tests run by default.
+
+Clients of the three faces are in ``clients.py``; child processes and ports
+in ``processes.py``.
+
+Tests under ``stress/`` are marked ``stress`` and run only when asked for:
+``--stress`` (everything, as CI runs it), a ``-m`` expression that names one
+of their markers (``-m stress``, ``-m torture``), or a path inside
+``tests/stress/``. Any other run leaves them out, whatever else ``-m`` says.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
-import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stream_hub import StreamConfig, TrainingStreamServer, get_stream_server_manager
 
+from .clients import SSEStream
+from .processes import Served, Spawner, free_port
+
 REQUIRE_ALL = os.environ.get("STREAM_HUB_REQUIRE_ALL") == "1"
+STRESS = Path(__file__).resolve().parent / "stress"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--torture-seconds", type=float, default=10.0, help="how long the torture test runs (default 10 s)"
     )
+    parser.addoption(
+        "--stress", action="store_true", help="also run the stress suite (tests/stress/), as CI does"
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: it must see the stress marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark what is under tests/stress/ ``stress``; leave it out unless asked for."""
+    for item in items:
+        if STRESS in item.path.parents:
+            item.add_marker(pytest.mark.stress)
+    if config.getoption("--stress"):
+        return
+    named = set(re.findall(r"\w+", config.getoption("markexpr") or ""))
+    given = [(config.invocation_params.dir / arg.split("::")[0]).resolve() for arg in config.args]
+    given = [path for path in given if path == STRESS or STRESS in path.parents]
+
+    def asked_for(item: pytest.Item) -> bool:
+        marks = {mark.name for mark in item.iter_markers()}
+        if "stress" not in marks or marks & named:
+            return True
+        return any(path == item.path or path in item.path.parents for path in given)
+
+    deselected = [item for item in items if not asked_for(item)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if asked_for(item)]
 
 
 def need(condition: bool, what: str) -> None:
@@ -65,20 +108,6 @@ def fill(server: TrainingStreamServer, n: int, run: str = "r") -> list[int]:
     return seqs
 
 
-def port_is_bindable(port: int, host: str = "127.0.0.1") -> bool:
-    """As the next server would: SO_REUSEADDR, bind, listen."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(1)
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.close()
-
-
 def free_config(**changes: Any) -> StreamConfig:
     """A config on three free ports that never frees anything it finds busy."""
     values: dict[str, Any] = {"sse_port": 0, "ws_port": 0, "rest_port": 0, "port_conflict": "fail"}
@@ -118,6 +147,38 @@ def make_server() -> Iterator[Callable[..., TrainingStreamServer]]:
         srv.stop()
 
 
+@pytest.fixture
+def open_stream() -> Iterator[Callable[..., SSEStream]]:
+    """``open_stream(server, params=..., headers=...)``: an SSE stream, closed afterwards."""
+    streams: list[SSEStream] = []
+
+    def opener(server: TrainingStreamServer, **kwargs: Any) -> SSEStream:
+        stream = SSEStream(f"{server.urls['sse']}/events", **kwargs)
+        streams.append(stream)
+        return stream
+
+    yield opener
+    for stream in streams:
+        stream.close()
+
+
+@pytest.fixture(scope="module")
+def fuzzed() -> Iterator[TrainingStreamServer]:
+    """One server for a whole fuzzing module, with a little history to find."""
+    server = TrainingStreamServer(
+        free_config(heartbeat_interval=1.0, max_message_size=4096, max_body_size=64 * 1024)
+    )
+    server.start()
+    for step in range(20):
+        server.log({"loss": 1 / (step + 1), "acc": step / 20}, step=step, run="exp1")
+    server.publish("note", {"text": "hello"}, run="exp1")
+    wait_for(lambda: server.hub.head >= 22, what="history committed")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(autouse=True)
 def clean_manager() -> Iterator[None]:
     """Every test starts and ends with no managed server and a zero count."""
@@ -127,4 +188,27 @@ def clean_manager() -> Iterator[None]:
     manager.cleanup()
 
 
-from .test_ports import spawn  # noqa: E402, F401  (the holder-process fixture, shared)
+@pytest.fixture
+def spawn() -> Iterator[Spawner]:
+    """Start child processes (``spawn.start``, ``.serve``, ``.holder``); all ended afterwards."""
+    with Spawner() as spawned:
+        yield spawned
+
+
+@pytest.fixture(scope="module")
+def module_spawn() -> Iterator[Spawner]:
+    with Spawner() as spawned:
+        yield spawned
+
+
+@pytest.fixture(scope="module")
+def hub(module_spawn: Spawner) -> Served:
+    """One ``stream-hub serve --token s3cret`` per module, shared by read-mostly tests."""
+    return module_spawn.serve("--token", "s3cret")
+
+
+@pytest.fixture
+def held(spawn: Spawner) -> tuple[subprocess.Popen[str], int]:
+    """A ``python -m http.server`` holding a free port."""
+    port = free_port()
+    return spawn.holder(port), port

@@ -19,8 +19,8 @@ from websockets.sync.client import connect as ws_connect
 from stream_hub import StreamConfig, TrainingStreamServer, get_stream_server, get_stream_server_manager
 from stream_hub.transports import params as common
 
-from .conftest import free_config, need, wait_for
-from .test_sse import SSEStream
+from ..clients import SSEStream, ping, ws_open
+from ..conftest import free_config, need, wait_for
 
 READ, PUBLISH, ADMIN = "read-s3cret", "publish-s3cret", "admin-s3cret"
 
@@ -142,10 +142,6 @@ def test_sse_with_read_token_streams(guarded: TrainingStreamServer) -> None:
         stream.close()
 
 
-def ws_open(server: TrainingStreamServer, query: str = "", **kwargs: Any) -> Any:
-    return ws_connect(f"{server.urls['ws']}/{query}", proxy=None, open_timeout=5, close_timeout=1, **kwargs)
-
-
 @pytest.mark.parametrize(
     ("query", "headers", "expected"),
     [
@@ -161,8 +157,7 @@ def test_read_token_on_websocket(
 ) -> None:
     if expected == 101:
         with ws_open(guarded, query, additional_headers=headers) as conn:
-            conn.send('{"op": "ping"}')
-            assert '"pong"' in conn.recv(timeout=5)
+            assert ping(conn)["type"] == "pong"
         return
     with pytest.raises(InvalidStatus) as refused:
         ws_open(guarded, query, additional_headers=headers).__enter__()
@@ -301,8 +296,7 @@ def test_ws_origin_allow_list(
     server = make_server(ws_origins=("https://app.example",))
     if allowed:
         with ws_open(server, origin=origin) as conn:
-            conn.send('{"op": "ping"}')
-            assert '"pong"' in conn.recv(timeout=5)
+            assert ping(conn)["type"] == "pong"
         return
     with pytest.raises(InvalidStatus) as refused:
         ws_open(server, origin=origin).__enter__()
@@ -312,8 +306,7 @@ def test_ws_origin_allow_list(
 def test_ws_origin_allow_list_admits_the_dashboard(make_server: Callable[..., TrainingStreamServer]) -> None:
     server = make_server(ws_origins=("https://app.example",))
     with ws_open(server, origin=f"http://127.0.0.1:{server.ports['rest']}") as conn:
-        conn.send('{"op": "ping"}')
-        assert '"pong"' in conn.recv(timeout=5)
+        assert ping(conn)["type"] == "pong"
 
 
 # -- CORS on REST --------------------------------------------------------------------------------
@@ -450,8 +443,7 @@ def test_websocket_default_admits_non_browsers_and_the_dashboard(
         f"http://localhost:{server.ports['rest']}",
     ):
         with ws_open(server, origin=origin) as conn:
-            conn.send('{"op": "ping"}')
-            assert '"pong"' in conn.recv(timeout=5), origin
+            assert ping(conn)["type"] == "pong", origin
 
 
 def publish_raw(server: TrainingStreamServer, headers: dict[str, str], body: bytes) -> httpx.Response:

@@ -24,50 +24,11 @@ import pytest
 import stream_hub
 from stream_hub.ports import is_port_in_use
 
-from .cli_helpers import (
-    CLI,
-    REPO,
-    Served,
-    Spawner,
-    cli_env,
-    free_port,
-    run,
-    spawner,
-)
-from .conftest import wait_for
+from ..clients import STATUS_KEYS
+from ..conftest import wait_for
+from ..processes import CLI, REPO, Served, Spawner, child_env, free_port, run
 
-STATUS_KEYS = {
-    "running",
-    "ref_count",
-    "pid",
-    "uptime_s",
-    "ports",
-    "urls",
-    "epoch",
-    "last_seq",
-    "history",
-    "clients",
-    "events",
-    "loop_thread_alive",
-    "restarts",
-}
 SUBCOMMANDS = ("serve", "demo", "status", "restart", "tail", "ports")
-
-
-@pytest.fixture
-def spawn() -> Iterator[Spawner]:
-    yield from spawner()
-
-
-@pytest.fixture(scope="module")
-def module_spawn() -> Iterator[Spawner]:
-    yield from spawner()
-
-
-@pytest.fixture(scope="module")
-def hub(module_spawn: Spawner) -> Served:
-    """One ``stream-hub serve --token s3cret`` shared by the read-mostly tests."""
-    return module_spawn.serve("--token", "s3cret")
 
 
 def all_free(ports: dict[str, int]) -> bool:
@@ -167,12 +128,12 @@ def test_status_table_and_json(hub: Served) -> None:
 
 
 def test_status_reads_the_environment(hub: Served) -> None:
-    env = cli_env(STREAM_HUB_REST_PORT=str(hub.ports["rest"]), STREAM_HUB_HOST="127.0.0.1")
+    env = child_env(STREAM_HUB_REST_PORT=str(hub.ports["rest"]), STREAM_HUB_HOST="127.0.0.1")
     result = run(["status", "--json"], env=env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["ports"] == hub.ports
     # A flag wins over the variable.
-    env = cli_env(STREAM_HUB_REST_PORT=str(free_port()))
+    env = child_env(STREAM_HUB_REST_PORT=str(free_port()))
     result = run(["status", "--json", "--rest-port", str(hub.ports["rest"])], env=env)
     assert result.returncode == 0 and json.loads(result.stdout)["pid"] == hub.pid
 
@@ -206,7 +167,7 @@ def test_restart_needs_the_right_token(hub: Served) -> None:
     assert status["running"] and status["ports"] == hub.ports  # same ports, same process
     assert status["pid"] == hub.pid
 
-    by_env = run(["restart", *rest, "--json"], env=cli_env(STREAM_HUB_ADMIN_TOKEN="s3cret"))
+    by_env = run(["restart", *rest, "--json"], env=child_env(STREAM_HUB_ADMIN_TOKEN="s3cret"))
     assert by_env.returncode == 0, by_env.stderr
     assert json.loads(by_env.stdout)["restarting"] is True
     wait_for(lambda: (s := hub.status()) and s["restarts"] == 2, 10, "restarts 2")
@@ -227,7 +188,7 @@ def test_tail_count_and_run_filter(hub: Served, spawn: Spawner) -> None:
     # The SSE port from the environment this time.
     only_b = spawn.start(
         ["tail", "--run", "b", "--count", "3", "--json"],
-        env=cli_env(STREAM_HUB_SSE_PORT=str(hub.ports["sse"])),
+        env=child_env(STREAM_HUB_SSE_PORT=str(hub.ports["sse"])),
     )
     wait_for(lambda: (s := hub.status()) and s["clients"]["sse"] == 2, 15, "both tails connected")
     seqs = hub.publish(
@@ -303,18 +264,8 @@ def test_tail_resumes_after_the_server_restarts(spawn: Spawner) -> None:
 # -- ports -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def holder(spawn: Spawner) -> tuple[subprocess.Popen[str], int]:
-    """A ``python -m http.server`` holding a free port."""
-    port = free_port()
-    proc = spawn.start(["-m", "http.server", str(port), "--bind", "127.0.0.1"], prefix=[sys.executable])
-    wait_for(lambda: is_port_in_use(port) or proc.popen.poll() is not None, 15, "http.server")
-    assert proc.popen.poll() is None, proc.err.text
-    return proc.popen, port
-
-
-def test_ports_table_and_json(holder: tuple[subprocess.Popen[str], int], hub: Served) -> None:
-    proc, port = holder
+def test_ports_table_and_json(held: tuple[subprocess.Popen[str], int], hub: Served) -> None:
+    proc, port = held
     flags = ["--sse-port", str(port), "--ws-port", str(free_port()), "--rest-port", str(hub.ports["rest"])]
     table = run(["ports", *flags])
     assert table.returncode == 0, table.stderr
@@ -337,11 +288,11 @@ def test_ports_table_and_json(holder: tuple[subprocess.Popen[str], int], hub: Se
 
 
 def test_ports_free_refused_in_production_then_frees_in_development(
-    holder: tuple[subprocess.Popen[str], int],
+    held: tuple[subprocess.Popen[str], int],
 ) -> None:
-    proc, port = holder
+    proc, port = held
     flags = ["--sse-port", str(port), "--ws-port", str(free_port()), "--rest-port", str(free_port())]
-    refused = run(["ports", *flags, "--free"], env=cli_env(ENVIRONMENT="production"))
+    refused = run(["ports", *flags, "--free"], env=child_env(ENVIRONMENT="production"))
     assert refused.returncode != 0
     assert "production" in refused.stderr and str(proc.pid) in refused.stderr
     assert proc.poll() is None and is_port_in_use(port)
@@ -378,7 +329,7 @@ def test_client_commands_ignore_bad_settings_they_do_not_use(hub: Served) -> Non
     # Each command also ignores the ports it does not use.
     status = run(
         ["status", "--rest-port", str(hub.ports["rest"]), "--json"],
-        env=cli_env(**BAD_SERVER_SETTINGS, STREAM_HUB_SSE_PORT="x", STREAM_HUB_WS_PORT="x"),
+        env=child_env(**BAD_SERVER_SETTINGS, STREAM_HUB_SSE_PORT="x", STREAM_HUB_WS_PORT="x"),
     )
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["pid"] == hub.pid
@@ -386,7 +337,7 @@ def test_client_commands_ignore_bad_settings_they_do_not_use(hub: Served) -> Non
     # Reaches the hub and is refused there (a wrong token), not by a setting.
     restart = run(
         ["restart", "--rest-port", str(hub.ports["rest"]), "--token", "wrong"],
-        env=cli_env(**BAD_SERVER_SETTINGS, STREAM_HUB_SSE_PORT="x"),
+        env=child_env(**BAD_SERVER_SETTINGS, STREAM_HUB_SSE_PORT="x"),
     )
     assert restart.returncode == 1 and "refused (401)" in restart.stderr, restart.stderr
 
@@ -394,14 +345,14 @@ def test_client_commands_ignore_bad_settings_they_do_not_use(hub: Served) -> Non
     hub.publish([{"type": "log", "run": "settings", "data": {"text": "hi"}}])
     tail = run(
         ["tail", "--sse-port", str(hub.ports["sse"]), "--since", str(since), "--count", "1", "--json"],
-        env=cli_env(**BAD_SERVER_SETTINGS, STREAM_HUB_REST_PORT="x"),
+        env=child_env(**BAD_SERVER_SETTINGS, STREAM_HUB_REST_PORT="x"),
     )
     assert tail.returncode == 0, tail.stderr
     assert json.loads(tail.stdout)["run"] == "settings"
 
     ports = run(
         ["ports", "--sse-port", str(free_port()), "--ws-port", str(free_port()), "--json"],
-        env=cli_env(**BAD_SERVER_SETTINGS, STREAM_HUB_READ_TOKEN="t"),
+        env=child_env(**BAD_SERVER_SETTINGS, STREAM_HUB_READ_TOKEN="t"),
     )
     assert ports.returncode == 0, ports.stderr
     assert [row["name"] for row in json.loads(ports.stdout)] == ["sse", "ws", "rest"]
@@ -420,7 +371,7 @@ def test_client_commands_ignore_bad_settings_they_do_not_use(hub: Served) -> Non
 def test_client_commands_name_a_bad_setting_they_use(
     command: list[str], variable: str, value: str, field: str
 ) -> None:
-    result = run(command, env=cli_env(**{variable: value}))
+    result = run(command, env=child_env(**{variable: value}))
     assert result.returncode == 1
     assert result.stderr.startswith(f"stream-hub {command[0]}: StreamConfig.{field}: "), result.stderr
     assert result.stdout == ""
@@ -438,7 +389,7 @@ def test_help_for_every_subcommand() -> None:
             stderr=subprocess.PIPE,
             text=True,
             cwd=REPO,
-            env=cli_env(),
+            env=child_env(),
         )
         for command in commands
     ]

@@ -7,16 +7,13 @@ history, a restart through the manager.
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from websockets.sync.client import connect as ws_connect
 
 from stream_hub import (
     TrainingStreamServer,
@@ -25,7 +22,10 @@ from stream_hub import (
     release_stream_server,
 )
 
-from .conftest import free_config, wait_for
+from ..clients import SSEStream, ping, ws_open
+from ..conftest import free_config, wait_for
+
+OpenStream = Callable[..., SSEStream]
 
 LATENCY = "stream_hub_publish_to_write_seconds"
 COUNTERS = ("published", "delivered", "dropped", "rejected")
@@ -61,55 +61,6 @@ def clients(server: TrainingStreamServer) -> dict[str, float]:
     return {s.labels["transport"]: s.value for s in samples(server) if s.name == "stream_hub_clients"}
 
 
-# -- a small SSE reader ------------------------------------------------------------------
-
-
-class SSE:
-    """``GET /events`` over a real connection; yields each event's JSON."""
-
-    def __init__(self, server: TrainingStreamServer, last_event_id: int | None = None) -> None:
-        headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
-        self._client = httpx.Client(timeout=httpx.Timeout(10.0))
-        self._ctx = self._client.stream("GET", server.urls["sse"] + "/events", headers=headers)
-        response = self._ctx.__enter__()
-        assert response.status_code == 200
-        self._lines = response.iter_lines()
-
-    def next(self) -> dict[str, Any]:
-        for line in self._lines:
-            if line.startswith("data: "):
-                event = json.loads(line[6:])
-                assert isinstance(event, dict)
-                return event
-        raise AssertionError("the stream ended")
-
-    def until(self, seq: int) -> list[dict[str, Any]]:
-        events = [self.next()]
-        while events[-1]["seq"] < seq:
-            events.append(self.next())
-        return events
-
-    def close(self) -> None:
-        try:
-            self._ctx.__exit__(None, None, None)
-        finally:
-            self._client.close()
-
-
-@pytest.fixture
-def sse() -> Iterator[Any]:
-    opened: list[SSE] = []
-
-    def open_(server: TrainingStreamServer, last_event_id: int | None = None) -> SSE:
-        stream = SSE(server, last_event_id)
-        opened.append(stream)
-        return stream
-
-    yield open_
-    for stream in opened:
-        stream.close()
-
-
 # -- tests -------------------------------------------------------------------------------
 
 
@@ -130,24 +81,23 @@ def test_output_parses_and_has_every_family(server: TrainingStreamServer) -> Non
     assert value(server, "stream_hub_running") == 1
 
 
-def test_clients_per_transport(server: TrainingStreamServer, sse: Any) -> None:
-    stream = sse(server)
+def test_clients_per_transport(server: TrainingStreamServer, open_stream: OpenStream) -> None:
+    stream = open_stream(server)
     wait_for(lambda: clients(server) == {"sse": 1, "ws": 0}, what="sse=1 in /metrics")
-    with ws_connect(server.urls["ws"] + "/") as ws:
-        ws.send(json.dumps({"op": "ping"}))
-        ws.recv(timeout=10)  # answered: the connection is registered
+    with ws_open(server) as ws:
+        ping(ws)  # answered: the connection is registered
         wait_for(lambda: clients(server) == {"sse": 1, "ws": 1}, what="ws=1 in /metrics")
     wait_for(lambda: clients(server)["ws"] == 0, what="ws back to 0")
     stream.close()
     wait_for(lambda: clients(server) == {"sse": 0, "ws": 0}, what="sse back to 0")
 
 
-def test_event_counters_move_with_traffic(server: TrainingStreamServer, sse: Any) -> None:
+def test_event_counters_move_with_traffic(server: TrainingStreamServer, open_stream: OpenStream) -> None:
     before = {what: counter(server, what) for what in COUNTERS}
     start = server.status()["last_seq"]
-    stream = sse(server, last_event_id=start)
+    stream = open_stream(server, headers={"Last-Event-ID": str(start)})
     seqs = [server.log({"loss": 1.0 / (i + 1)}, step=i, run="m") for i in range(10)]
-    events = stream.until(seqs[-1])
+    events = [f.json for f in stream.read_until_seq(seqs[-1])]
     assert [e["seq"] for e in events] == seqs
     wait_for(lambda: counter(server, "published") >= before["published"] + 10, what="published")
     wait_for(lambda: counter(server, "delivered") >= before["delivered"] + 10, what="delivered")
@@ -157,7 +107,7 @@ def test_event_counters_move_with_traffic(server: TrainingStreamServer, sse: Any
     # in the caller), then rejected by the encoder on the loop thread: the
     # client gets a gap in its place, the counter says why.
     bad = server.hub.submit("log", "m", None, {"bad": {1, 2}})
-    gap = stream.next()
+    gap = stream.next().json
     assert gap["seq"] == bad and gap["type"] == "gap" and gap["data"]["reason"] == "rejected"
     wait_for(lambda: counter(server, "rejected") == 1, what="rejected 1")
     assert counter(server, "dropped") == 0
@@ -173,7 +123,7 @@ def test_rest_ingest_rejections_are_counted(server: TrainingStreamServer) -> Non
     wait_for(lambda: counter(server, "rejected") == 2, what="rejected 2")
 
 
-def test_dropped_and_history_fill_with_a_small_history(sse: Any) -> None:
+def test_dropped_and_history_fill_with_a_small_history(open_stream: OpenStream) -> None:
     srv = TrainingStreamServer(free_config(history_size=10))
     srv.start()
     try:
@@ -183,12 +133,12 @@ def test_dropped_and_history_fill_with_a_small_history(sse: Any) -> None:
         assert value(srv, "stream_hub_history_events") == 10
         assert counter(srv, "published") == last  # seqs start at 1, none lost
 
-        stream = sse(srv, last_event_id=1)  # seqs 2..last-10 have left the ring
-        gap = stream.next()
+        stream = open_stream(srv, headers={"Last-Event-ID": "1"})  # seqs 2..last-10 have left the ring
+        gap = stream.next().json
         assert gap["type"] == "gap" and gap["data"]["reason"] == "behind"
         lost = gap["data"]["lost"]
         assert lost == last - 10 - 1
-        assert [e["seq"] for e in stream.until(last)] == list(range(last - 9, last + 1))
+        assert [f.seq for f in stream.read_until_seq(last)] == list(range(last - 9, last + 1))
         wait_for(lambda: counter(srv, "dropped") == lost, what=f"dropped {lost}")
     finally:
         srv.stop()
@@ -206,7 +156,7 @@ def test_restarts_after_force_restart_via_the_manager() -> None:
         release_stream_server()
 
 
-def test_publish_to_write_latency_histogram(server: TrainingStreamServer, sse: Any) -> None:
+def test_publish_to_write_latency_histogram(server: TrainingStreamServer, open_stream: OpenStream) -> None:
     def histogram() -> tuple[list[tuple[float, float]], float, float]:
         found = [s for s in samples(server) if s.name.startswith(LATENCY)]
         buckets = sorted((float(s.labels["le"]), s.value) for s in found if s.name == LATENCY + "_bucket")
@@ -217,9 +167,9 @@ def test_publish_to_write_latency_histogram(server: TrainingStreamServer, sse: A
     buckets, count, _ = histogram()
     assert count == 0 and all(n == 0 for _, n in buckets)
 
-    stream = sse(server, last_event_id=server.status()["last_seq"])
+    stream = open_stream(server, headers={"Last-Event-ID": str(server.status()["last_seq"])})
     seq = server.log({"loss": 0.5}, step=1, run="lat")
-    assert stream.until(seq)[-1]["seq"] == seq
+    assert stream.read_until_seq(seq)[-1].seq == seq
     wait_for(lambda: histogram()[1] >= 1, what="a latency observation")
     buckets, count, total = histogram()
     bounds = [le for le, _ in buckets]

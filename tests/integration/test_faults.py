@@ -7,10 +7,8 @@ history kept, and clients resume.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import select
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,7 +20,6 @@ import httpx
 import psutil
 import pytest
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect as ws_connect
 
 from stream_hub import (
     PortInUseError,
@@ -33,8 +30,9 @@ from stream_hub import (
     release_stream_server,
 )
 
-from .conftest import free_config, wait_for
-from .test_sse import SSEStream
+from ..clients import SSEStream, events_until, ping, send_op, ws_open
+from ..conftest import free_config, wait_for
+from ..processes import port_is_bindable
 
 DETECT_WITHIN = 1.0  # the contract: a fault is noticed within a second
 
@@ -59,22 +57,12 @@ def history(server: TrainingStreamServer, **params: Any) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def ws_open(server: TrainingStreamServer, since: int | None = None) -> Iterator[Any]:
-    """A WebSocket client, subscribed from ``since`` (if given), pinged once."""
-    with ws_connect(f"{server.urls['ws']}/", proxy=None, open_timeout=5, close_timeout=1) as ws:
-        if since is not None:
-            ws.send(json.dumps({"op": "subscribe", "since": since}))
-        ws.send(json.dumps({"op": "ping"}))
+def subscribed(server: TrainingStreamServer, since: int) -> Iterator[Any]:
+    """A WebSocket client, subscribed from ``since``, pinged once."""
+    with ws_open(server) as ws:
+        send_op(ws, "subscribe", since=since)
+        send_op(ws, "ping")
         yield ws
-
-
-def ws_events_until(ws: Any, seq: int) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    while not out or out[-1].get("seq", -1) < seq:
-        event = json.loads(ws.recv(timeout=5))
-        if event.get("type") != "pong":
-            out.append(event)
-    return out
 
 
 def stream_ends(stream: SSEStream) -> bool:
@@ -125,9 +113,9 @@ def test_dead_loop_thread_is_noticed_logged_and_restarted_in_place(
     sse = SSEStream(f"{server.urls['sse']}/events", headers={"Last-Event-ID": "0"}, read_timeout=5)
     with contextlib.ExitStack() as stack:
         stack.callback(sse.close)
-        ws = stack.enter_context(ws_open(server, since=0))
+        ws = stack.enter_context(subscribed(server, since=0))
         last_sse = sse.read_until_seq(before[-1])[-1].seq
-        assert [e["seq"] for e in ws_events_until(ws, before[-1])] == list(range(1, before[-1] + 1))
+        assert [e["seq"] for e in events_until(ws, before[-1])] == list(range(1, before[-1] + 1))
 
         # A training thread keeps logging through the crash and the recovery.
         logged: list[int] = []
@@ -178,8 +166,8 @@ def test_dead_loop_thread_is_noticed_logged_and_restarted_in_place(
     kept = history(server, run="trainer", limit=10_000)
     assert [e["step"] for e in kept["events"] if e["type"] == "metric"] == list(range(3000))
     assert [e["seq"] for e in kept["events"] if e["type"] == "metric"] == logged
-    with ws_open(server, since=last_sse) as ws2:
-        replay = ws_events_until(ws2, after)
+    with subscribed(server, since=last_sse) as ws2:
+        replay = events_until(ws2, after)
     assert [e["seq"] for e in replay] == list(range(last_sse + 1, after + 1))
     # The dead loop's connections were closed, not leaked.
     wait_for(
@@ -226,7 +214,7 @@ def _serves(server: TrainingStreamServer, name: str) -> bool:
     try:
         if name == "ws":
             with ws_open(server) as ws:
-                return bool(json.loads(ws.recv(timeout=5))["type"] == "pong")
+                return ping(ws)["type"] == "pong"
         return httpx.get(f"{server.urls[name]}/health", timeout=5).status_code == 200
     except (httpx.HTTPError, OSError, ConnectionClosed):
         return False
@@ -323,12 +311,7 @@ def test_port_taken_during_force_restart_leaves_a_consistent_manager(
         assert manager.ref_count == 1 and status["ref_count"] == 1
         assert not manager.is_server_running() and status["running"] is False
         for name in ("sse", "ws"):
-            probe = socket.socket()
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", ports[name]))
-            finally:
-                probe.close()
+            assert port_is_bindable(ports[name]), f"{name} port {ports[name]} left bound"
         # While the port is still taken, a retry fails the same way and changes nothing.
         with pytest.raises(PortInUseError):
             get_stream_server()

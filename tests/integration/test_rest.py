@@ -15,36 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream_hub import TrainingStreamServer, get_stream_server, get_stream_server_manager
 
-from .conftest import committed, fill, free_config, wait_for
-
-STATUS_KEYS = {
-    "running",
-    "ref_count",
-    "pid",
-    "uptime_s",
-    "ports",
-    "urls",
-    "epoch",
-    "last_seq",
-    "history",
-    "clients",
-    "events",
-    "loop_thread_alive",
-    "restarts",
-}
-
+from ..clients import STATUS_KEYS, json_body
+from ..conftest import committed, fill, free_config, wait_for
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"not valid JSON: bare {name}")
-
-
-def strict_json(response: httpx.Response) -> Any:
-    """The body as JSON, refusing NaN/Infinity tokens (Python accepts them)."""
-    assert response.headers["content-type"].startswith("application/json"), response.headers
-    return json.loads(response.text, parse_constant=_reject_constant)
 
 
 def get(server: TrainingStreamServer, path: str, **kwargs: Any) -> httpx.Response:
@@ -57,7 +31,7 @@ def post(server: TrainingStreamServer, path: str, **kwargs: Any) -> httpx.Respon
 
 def error_message(response: httpx.Response) -> str:
     """The message of a 4xx: ours ({"error": ...}) or FastAPI's validation detail."""
-    body = strict_json(response)
+    body = json_body(response)
     if "error" in body:
         return str(body["error"])
     detail = body["detail"]
@@ -67,7 +41,7 @@ def error_message(response: httpx.Response) -> str:
 def history(server: TrainingStreamServer, **params: Any) -> dict[str, Any]:
     response = get(server, "/api/history", params=params)
     assert response.status_code == 200, response.text
-    return strict_json(response)
+    return json_body(response)
 
 
 # -- health, status ---------------------------------------------------------------------------
@@ -76,7 +50,7 @@ def history(server: TrainingStreamServer, **params: Any) -> dict[str, Any]:
 def test_health(server):
     response = get(server, "/health")
     assert response.status_code == 200
-    assert strict_json(response)["status"] == "ok"
+    assert json_body(response)["status"] == "ok"
 
 
 def test_status_has_exactly_the_contract_keys(server):
@@ -84,7 +58,7 @@ def test_status_has_exactly_the_contract_keys(server):
     committed(server, seq)
     response = get(server, "/api/status")
     assert response.status_code == 200
-    status = strict_json(response)
+    status = json_body(response)
     assert set(status) == STATUS_KEYS
     assert set(status["history"]) == {"size", "capacity"}
     assert set(status["clients"]) == {"sse", "ws", "evicted"}  # contract v2: evicted
@@ -119,7 +93,7 @@ def _runs_fixture(server: TrainingStreamServer) -> int:
 
 def test_runs_list_last_step_metric_names_and_counts(server):
     last = _runs_fixture(server)
-    body = strict_json(get(server, "/api/runs"))
+    body = json_body(get(server, "/api/runs"))
     assert body["last_seq"] == last
     runs = {r["run"]: r for r in body["runs"]}
     assert set(runs) == {"a", "b"}
@@ -135,7 +109,7 @@ def test_runs_list_last_step_metric_names_and_counts(server):
 
 def test_latest_metrics_all_runs(server):
     _runs_fixture(server)
-    body = strict_json(get(server, "/api/metrics/latest"))
+    body = json_body(get(server, "/api/metrics/latest"))
     assert set(body["runs"]) == {"a", "b"}
     assert body["runs"]["a"]["metrics"] == {"loss": 0.2, "acc": 0.4}
     assert body["runs"]["a"]["step"] == 4
@@ -144,7 +118,7 @@ def test_latest_metrics_all_runs(server):
 
 def test_latest_metrics_one_run(server):
     _runs_fixture(server)
-    body = strict_json(get(server, "/api/metrics/latest", params={"run": "b"}))
+    body = json_body(get(server, "/api/metrics/latest", params={"run": "b"}))
     assert body["run"] == "b"
     assert body["step"] == 11
     assert body["metrics"] == {"x": 8}
@@ -160,7 +134,7 @@ def test_latest_metrics_unknown_run_is_404(server):
 def test_latest_non_finite_values_are_valid_json(server):
     seq = server.log({"nan": math.nan, "inf": math.inf, "ninf": -math.inf}, step=1, run="n")
     committed(server, seq)
-    body = strict_json(get(server, "/api/metrics/latest", params={"run": "n"}))
+    body = json_body(get(server, "/api/metrics/latest", params={"run": "n"}))
     assert body["metrics"] == {"nan": "NaN", "inf": "Infinity", "ninf": "-Infinity"}
 
 
@@ -260,7 +234,7 @@ def test_publish_single_event(server):
         server, "/api/publish", json={"type": "metric", "run": "ext", "step": 5, "metrics": {"loss": 0.3}}
     )
     assert response.status_code == 200, response.text
-    body = strict_json(response)
+    body = json_body(response)
     assert body["seqs"] == [before + 1]
     assert body["last_seq"] == before + 1
     (event,) = history(server, since=before)["events"]
@@ -282,7 +256,7 @@ def test_publish_event_list(server):
     ]
     response = post(server, "/api/publish", json={"events": events})
     assert response.status_code == 200, response.text
-    body = strict_json(response)
+    body = json_body(response)
     assert body["seqs"] == [before + 1, before + 2, before + 3]
     got = history(server, since=before)["events"]
     assert [e["seq"] for e in got] == body["seqs"]
@@ -290,7 +264,7 @@ def test_publish_event_list(server):
     assert got[0]["metrics"] == {"loss": 0.5}
     assert got[1]["data"] == {"text": "hello"}
     assert got[2]["ts"] == 1700000000.5
-    runs = {r["run"] for r in strict_json(get(server, "/api/runs"))["runs"]}
+    runs = {r["run"] for r in json_body(get(server, "/api/runs"))["runs"]}
     assert {"ext", "ext2"} <= runs
 
 
@@ -432,10 +406,10 @@ def test_admin_restart_with_token_restarts_managed_server():
 
     response = post(server, "/api/admin/restart", headers={"Authorization": "Bearer s3cret"})
     assert response.status_code == 202
-    assert strict_json(response)["restarting"] is True
+    assert json_body(response)["restarting"] is True
     wait_for(lambda: server.restarts == 1 and server.running, what="restart finished")
 
-    status = strict_json(httpx.get(f"http://127.0.0.1:{ports['rest']}/api/status", timeout=10))
+    status = json_body(httpx.get(f"http://127.0.0.1:{ports['rest']}/api/status", timeout=10))
     assert status["restarts"] == 1
     assert status["running"] is True
     assert status["ports"] == ports
@@ -473,7 +447,7 @@ def test_training_status_is_returned():
     server = get_stream_server(training_system=training, config=free_config())
     response = get(server, "/api/training")
     assert response.status_code == 200
-    assert strict_json(response) == {"epoch": 3, "loss": 0.25, "phase": "train"}
+    assert json_body(response) == {"epoch": 3, "loss": 0.25, "phase": "train"}
     assert training.calls == 1
 
 
@@ -549,7 +523,7 @@ def test_a_hanging_get_status_makes_later_requests_answer_at_once():
 def test_openapi_and_docs(server):
     spec = get(server, "/openapi.json")
     assert spec.status_code == 200
-    paths = strict_json(spec)["paths"]
+    paths = json_body(spec)["paths"]
     for path in (
         "/health",
         "/api/status",

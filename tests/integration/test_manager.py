@@ -21,23 +21,8 @@ from stream_hub import (
 )
 from stream_hub.ports import is_port_in_use
 
-from .conftest import free_config, wait_for
-
-CONTRACT_STATUS_KEYS = {
-    "running",
-    "ref_count",
-    "pid",
-    "uptime_s",
-    "ports",
-    "urls",
-    "epoch",
-    "last_seq",
-    "history",
-    "clients",
-    "events",
-    "loop_thread_alive",
-    "restarts",
-}
+from ..clients import STATUS_KEYS
+from ..conftest import free_config, wait_for
 
 
 def ports_free(ports: dict[str, int]) -> bool:
@@ -139,10 +124,10 @@ def test_force_restart_keeps_identity_count_history_and_ports() -> None:
 
 def test_status_has_the_contract_keys_with_and_without_a_server() -> None:
     manager = get_stream_server_manager()
-    assert set(manager.status()) == CONTRACT_STATUS_KEYS
+    assert set(manager.status()) == STATUS_KEYS
     get_stream_server(config=free_config())
     status = manager.status()
-    assert set(status) == CONTRACT_STATUS_KEYS
+    assert set(status) == STATUS_KEYS
     assert status["running"] and status["loop_thread_alive"] and status["ref_count"] == 1
     assert set(status["events"]) == {"published", "delivered", "dropped", "rejected"}
     assert set(status["history"]) == {"size", "capacity"}

@@ -7,21 +7,17 @@ from __future__ import annotations
 import random
 import re
 import statistics
-import sys
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
 from stream_hub import get_stream_server, get_stream_server_manager, release_stream_server
 from stream_hub.demo import SimulatedRun, run_demo_threads
 from stream_hub.ports import is_port_in_use
 
-from .cli_helpers import REPO, Served, cli_env, free_port, run, spawner
-from .conftest import free_config, wait_for
+from ..conftest import free_config, wait_for
+from ..processes import PYTHON, REPO, Served, child_env, free_port, run
 
-PYTHON = [sys.executable]
 METRICS = {"loss", "accuracy", "learning_rate", "grad_norm", "samples_per_s"}
 
 
@@ -124,12 +120,6 @@ def test_demo_training_script_runs_and_stops_the_server() -> None:
     assert result.stderr.count("stream_hub serving") == 1  # one server for both threads
 
 
-@pytest.fixture(scope="module")
-def hub() -> Iterator[Served]:
-    for spawned in spawner():
-        yield spawned.serve("--token", "s3cret")
-
-
 def test_stream_status_script(hub: Served) -> None:
     rest = ["--rest-port", str(hub.ports["rest"])]
     table = run(["scripts/stream_status.py", *rest], prefix=PYTHON)
@@ -139,7 +129,9 @@ def test_stream_status_script(hub: Served) -> None:
     assert as_json.returncode == 0
     assert '"running": true' in as_json.stdout
     by_env = run(
-        ["scripts/stream_status.py"], prefix=PYTHON, env=cli_env(STREAM_HUB_REST_PORT=str(hub.ports["rest"]))
+        ["scripts/stream_status.py"],
+        prefix=PYTHON,
+        env=child_env(STREAM_HUB_REST_PORT=str(hub.ports["rest"])),
     )
     assert by_env.returncode == 0, by_env.stderr
     nobody = run(["scripts/stream_status.py", "--rest-port", str(free_port())], prefix=PYTHON)
@@ -152,7 +144,7 @@ def test_force_restart_script(hub: Served) -> None:
     wrong = run(["scripts/force_restart.py", *rest, "--token", "wrong"], prefix=PYTHON)
     assert wrong.returncode == 1 and "401" in wrong.stderr
     right = run(
-        ["scripts/force_restart.py", *rest], prefix=PYTHON, env=cli_env(STREAM_HUB_ADMIN_TOKEN="s3cret")
+        ["scripts/force_restart.py", *rest], prefix=PYTHON, env=child_env(STREAM_HUB_ADMIN_TOKEN="s3cret")
     )
     assert right.returncode == 0, right.stderr
     wait_for(lambda: (s := hub.status()) and s["restarts"] == restarts + 1, 10, "the restart")

@@ -1,4 +1,4 @@
-"""Binding a server port (stream_hub.sockets) and the one choice it shares with
+"""Binding a server port (stream_hub.ports.bind) and the one choice it shares with
 the port probe: which address-reuse option the platform needs.
 
 CI runs on Linux; the Windows choice is checked with ``sys.platform`` patched

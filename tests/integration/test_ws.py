@@ -14,7 +14,6 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
@@ -23,87 +22,21 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from stream_hub import TrainingStreamServer
 
-from .conftest import committed, fill, port_is_bindable, wait_for
-
-EVENT_KEYS_METRIC = {"seq", "epoch", "ts", "type", "run", "step", "metrics"}
-EVENT_KEYS_DATA = {"seq", "epoch", "ts", "type", "run", "step", "data"}
-
-
-# -- helpers ---------------------------------------------------------------------------------
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"not valid JSON: bare {name}")
-
-
-def strict_json(text: str) -> Any:
-    return json.loads(text, parse_constant=_reject_constant)
-
-
-async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
-    """One frame: must be a text frame holding exactly one JSON object."""
-    message = await asyncio.wait_for(ws.recv(), timeout)
-    assert isinstance(message, str), f"expected a text frame, got {type(message).__name__}"
-    value = strict_json(message)
-    assert isinstance(value, dict), message
-    return value
-
-
-async def recv_until_seq(ws: ClientConnection, seq: int, timeout: float = 5.0) -> list[dict[str, Any]]:
-    out = []
-    while True:
-        event = await recv_json(ws, timeout)
-        out.append(event)
-        if event.get("seq", -1) >= seq:
-            return out
-
-
-async def ready(ws: ClientConnection, skip_events: bool = False) -> dict[str, Any]:
-    """Ping and wait for the pong: the connection's handler is running.
-
-    With ``skip_events``, events published meanwhile may come before the pong.
-    """
-    await ws.send(json.dumps({"op": "ping"}))
-    while True:
-        frame = await recv_json(ws)
-        if frame["type"] == "pong" or not skip_events:
-            assert frame["type"] == "pong", frame
-            return frame
-        assert "seq" in frame, frame  # an event, never an error
-
-
-async def subscribe(ws: ClientConnection, **fields: Any) -> list[dict[str, Any]]:
-    """Subscribe, then ping: returns the frames before the pong (the replay).
-
-    The server handles one client message at a time, so once the pong is back
-    the subscription is in force and its replay has been sent.
-    """
-    await ws.send(json.dumps({"op": "subscribe", **fields}))
-    await ws.send(json.dumps({"op": "ping"}))
-    frames = []
-    while True:
-        frame = await recv_json(ws)
-        if frame.get("type") == "pong":
-            return frames
-        frames.append(frame)
-
-
-async def expect_closed(ws: ClientConnection, timeout: float = 5.0) -> ConnectionClosed:
-    """Read until the server closes; every frame before must be an event."""
-    try:
-        while True:
-            await asyncio.wait_for(ws.recv(), timeout)
-    except ConnectionClosed as exc:
-        return exc
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def ws_url(server: TrainingStreamServer, path: str = "/") -> str:
-    return f"ws://127.0.0.1:{server.ports['ws']}{path}"
-
-
-def ws_connect(server: TrainingStreamServer, path: str = "/", **kwargs: Any) -> Any:
-    return connect(ws_url(server, path), proxy=None, open_timeout=5, close_timeout=2, **kwargs)
+from ..clients import (
+    EVENT_KEYS_DATA,
+    EVENT_KEYS_METRIC,
+    SSEParser,
+    expect_closed,
+    ready,
+    recv_json,
+    recv_until_seq,
+    stalled_ws,
+    strict_json,
+    subscribe,
+    ws_connect,
+)
+from ..conftest import committed, fill, wait_for
+from ..processes import port_is_bindable
 
 
 @pytest.fixture
@@ -444,6 +377,7 @@ async def test_stop_sends_shutdown_then_closes_1001(make_server):
 async def _sse_client(url: str, connected: asyncio.Event, counter: list[int]) -> list[str]:
     """Read one SSE stream to its end; return the event types seen."""
     seen: list[str] = []
+    parser = SSEParser()
     async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as http:
         async with http.stream("GET", url) as response:
             assert response.status_code == 200
@@ -451,8 +385,9 @@ async def _sse_client(url: str, connected: asyncio.Event, counter: list[int]) ->
             if counter[0] == 10:
                 connected.set()
             async for line in response.aiter_lines():
-                if line.startswith("event:"):
-                    seen.append(line.partition(":")[2].strip())
+                frame = parser.feed(line)
+                if frame is not None and frame.event is not None:
+                    seen.append(frame.event)
     return seen
 
 
@@ -503,37 +438,23 @@ async def test_stop_with_10_sse_and_10_ws_clients_is_prompt(make_server):
 # -- slow and departing clients --------------------------------------------------------------
 
 
-class StalledWebSocket:
-    """Completes the opening handshake, then never reads again; a tiny
-    receive buffer makes the server's writes to it block almost at once."""
-
-    def __init__(self, server: TrainingStreamServer) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.sock.settimeout(5)
-        self.sock.connect(("127.0.0.1", server.ports["ws"]))
-        self.sock.sendall(
-            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:  # the 101 response, then nothing more is read
-            chunk = self.sock.recv(1)
-            assert chunk, "server closed during the handshake"
-            head += chunk
-        assert head.startswith(b"HTTP/1.1 101"), head
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-async def test_client_that_never_reads_does_not_delay_another(make_server):
-    server = make_server(history_size=50_000)
-    stalled = await asyncio.to_thread(StalledWebSocket, server)
+async def _stalled_client(server: TrainingStreamServer) -> socket.socket:
+    """A WebSocket client that never reads, once the server counts it."""
+    stalled = await asyncio.to_thread(stalled_ws, server)
     try:
         await asyncio.to_thread(
             wait_for, lambda: server.status()["clients"]["ws"] == 1, 10, "stalled client registered"
         )
+    except BaseException:
+        stalled.close()
+        raise
+    return stalled
+
+
+async def test_client_that_never_reads_does_not_delay_another(make_server):
+    server = make_server(history_size=50_000)
+    stalled = await _stalled_client(server)
+    try:
         async with ws_connect(server, max_size=None) as ws:
             await ready(ws)
             n = 12_000
@@ -567,11 +488,8 @@ async def test_stop_timeout_bounds_stop_with_stalled_websocket(make_server):
     # Regression: this stop took ~2.1 s (timeout, then a fixed extra 1.0 s wait
     # on the cancelled handler stuck in the closing handshake, then abort).
     server = make_server(history_size=50_000)
-    stalled = await asyncio.to_thread(StalledWebSocket, server)
+    stalled = await _stalled_client(server)
     try:
-        await asyncio.to_thread(
-            wait_for, lambda: server.status()["clients"]["ws"] == 1, 10, "stalled client registered"
-        )
         seqs = [server.publish("blob", {"blob": "x" * 1000}) for _ in range(12_000)]
         await asyncio.to_thread(committed, server, seqs[-1])
         started = time.monotonic()
@@ -636,64 +554,40 @@ async def test_event_frame_sizes_across_length_encodings(server, size):
         await ready(ws)
 
 
-async def test_subscription_in_the_url_resumes_without_duplicates_under_load() -> None:
+async def test_subscription_in_the_url_resumes_without_duplicates_under_load(make_server) -> None:
     """A resume point in the connect URL is in place before the first frame."""
-    import json as _json
-    import threading as _threading
+    server = make_server()
+    stop = threading.Event()
+    first = [server.log({"x": i}, step=i, run="busy") for i in range(200)]
+    since = first[99]
 
-    from websockets.asyncio.client import connect as _connect
+    def publish() -> None:
+        step = 200
+        while not stop.wait(0.0005):  # steady traffic, well within history
+            server.log({"x": step}, step=step, run="busy")
+            step += 1
 
-    from stream_hub import TrainingStreamServer
-
-    from .conftest import free_config as _free_config
-
-    server = TrainingStreamServer(_free_config())
-    server.start()
-    stop = _threading.Event()
+    publisher = threading.Thread(target=publish)
+    publisher.start()
     try:
-        first = [server.log({"x": i}, step=i, run="busy") for i in range(200)]
-        since = first[99]
-
-        def publish() -> None:
-            step = 200
-            while not stop.wait(0.0005):  # steady traffic, well within history
-                server.log({"x": step}, step=step, run="busy")
-                step += 1
-
-        publisher = _threading.Thread(target=publish)
-        publisher.start()
-        try:
-            url = f"{server.urls['ws']}/?since={since}&runs=busy&types=metric"
-            async with _connect(url) as ws:
-                seqs = []
-                while len(seqs) < 500:
-                    event = _json.loads(await ws.recv())
-                    seqs.append(event["seq"])
-                    assert event["type"] == "metric" and event["run"] == "busy"
-        finally:
-            stop.set()
-            publisher.join()
-        assert seqs[:100] == first[100:]  # exactly the events after `since`, first
-        assert seqs == sorted(set(seqs))  # strictly increasing: no duplicates
+        url = f"{server.urls['ws']}/?since={since}&runs=busy&types=metric"
+        async with connect(url) as ws:
+            seqs = []
+            while len(seqs) < 500:
+                event = json.loads(await ws.recv())
+                seqs.append(event["seq"])
+                assert event["type"] == "metric" and event["run"] == "busy"
     finally:
-        server.stop()
+        stop.set()
+        publisher.join()
+    assert seqs[:100] == first[100:]  # exactly the events after `since`, first
+    assert seqs == sorted(set(seqs))  # strictly increasing: no duplicates
 
 
-async def test_bad_url_subscription_is_refused_with_400() -> None:
-    from websockets.asyncio.client import connect as _connect
-    from websockets.exceptions import InvalidStatus
-
-    from stream_hub import TrainingStreamServer
-
-    from .conftest import free_config as _free_config
-
-    server = TrainingStreamServer(_free_config())
-    server.start()
-    try:
-        for query in ("since=abc", "since=-1", "epoch=not-alnum!"):
-            with pytest.raises(InvalidStatus) as info:
-                async with _connect(f"{server.urls['ws']}/?{query}"):
-                    pass
-            assert info.value.response.status_code == 400, query
-    finally:
-        server.stop()
+async def test_bad_url_subscription_is_refused_with_400(make_server) -> None:
+    server = make_server()
+    for query in ("since=abc", "since=-1", "epoch=not-alnum!"):
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(f"{server.urls['ws']}/?{query}"):
+                pass
+        assert info.value.response.status_code == 400, query

@@ -11,7 +11,7 @@ Skipped when Playwright or Chromium is missing, unless
 ``STREAM_HUB_SAVE_SCREENSHOT=1`` the late-joiner test also writes
 ``docs/dashboard.png`` for the README.
 
-Run: ``pytest -m browser tests/test_dashboard.py``
+Run: ``pytest -m browser tests/integration/test_dashboard.py``
 (needs ``apt-get install -y chromium`` and ``pip install playwright``; never
 ``playwright install``, which downloads a browser of its own).
 """
@@ -30,7 +30,10 @@ from typing import Any
 
 import pytest
 
-from stream_hub import StreamConfig, get_stream_server, get_stream_server_manager
+from stream_hub import get_stream_server, get_stream_server_manager
+
+from ..conftest import free_config, need
+from ..processes import REPO
 
 pytestmark = pytest.mark.browser
 
@@ -45,15 +48,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-REPO = Path(__file__).resolve().parent.parent
 WAIT_MS = 20_000  # deadline of every wait on the page
 NO_VALUE = "\u2013"  # what an empty latest-values cell shows
-
-
-def _missing(reason: str) -> None:
-    if os.environ.get("STREAM_HUB_REQUIRE_ALL") == "1":
-        pytest.fail(f"{reason} (STREAM_HUB_REQUIRE_ALL=1 makes this a failure)")
-    pytest.skip(reason)
 
 
 # -- fixtures ---------------------------------------------------------------------
@@ -64,14 +60,13 @@ def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import Error, sync_playwright
     except ImportError:
-        _missing("playwright is not installed: pip install playwright")
-    if not os.access(CHROMIUM, os.X_OK):
-        _missing(f"{CHROMIUM} is missing: apt-get install -y chromium")
+        need(False, "playwright (pip install playwright)")
+    need(os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} (apt-get install -y chromium)")
     with sync_playwright() as playwright:
         try:
             chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         except Error as exc:
-            _missing(f"chromium did not start: {exc}")
+            need(False, f"a chromium that starts ({exc})")
         try:
             yield chromium
         finally:
@@ -98,9 +93,7 @@ def serving(**overrides: Any) -> Iterator[Any]:
     """A real server (free ports unless given); stopped, ports verified free, afterwards."""
     manager = get_stream_server_manager()
     manager.cleanup()
-    settings: dict[str, Any] = {"sse_port": 0, "ws_port": 0, "rest_port": 0}
-    config = StreamConfig(**{**settings, "port_conflict": "fail", **overrides})
-    server = get_stream_server(config=config)
+    server = get_stream_server(config=free_config(**overrides))
     try:
         yield server
     finally:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import sys
 import threading
 import time
@@ -45,7 +44,9 @@ from stream_hub import (
     release_stream_server,
 )
 
-from .conftest import free_config, wait_for
+from ..clients import SSEParser, strict_json
+from ..conftest import free_config, wait_for
+from ..processes import port_is_bindable
 
 pytestmark = pytest.mark.torture
 
@@ -53,25 +54,6 @@ WORKERS = 32
 SSE_CLIENTS = 3
 WS_CLIENTS = 3
 QUIESCE_EVERY = 1.5  # seconds between quiescent checks
-
-
-def _strict_json(text: str | bytes) -> Any:
-    def reject(name: str) -> Any:
-        raise ValueError(f"bare {name} is not JSON")
-
-    return json.loads(text, parse_constant=reject)
-
-
-def port_is_free(port: int) -> bool:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.close()
 
 
 def thread_stacks() -> str:
@@ -202,6 +184,13 @@ def current_urls() -> dict[str, str]:
     return server.urls if server is not None and server.running else {}
 
 
+def read(log: ClientLog, event: dict[str, Any], rng: random.Random) -> None:
+    """Check one event; now and then, stall a while before reading on."""
+    log.accept(event)
+    if rng.random() < 0.002:
+        time.sleep(rng.uniform(0.05, 0.2))  # pacing: a stalled reader
+
+
 def sse_client(log: ClientLog, stop: threading.Event, target: list[int]) -> None:
     rng = random.Random(log.name)
     with httpx.Client(timeout=httpx.Timeout(5.0, read=5.0)) as client:
@@ -235,36 +224,21 @@ def read_frames(
     stop: threading.Event,
     target: list[int],
 ) -> None:
-    fields: dict[str, str] = {}
-    data: list[str] = []
+    parser = SSEParser()
     seen = 0
     try:
         for line in response.iter_lines():
-            if line == "":
-                if data:
-                    event = _strict_json("\n".join(data))
-                    if fields.get("id") != str(event["seq"]) or fields.get("event") != event["type"]:
-                        log.failures.add(log.name, f"frame fields {fields} do not match {event}")
-                    log.accept(event)
-                    seen += 1
-                    if seen >= drop_after:
-                        return
-                    if rng.random() < 0.002:
-                        time.sleep(rng.uniform(0.05, 0.2))  # pacing: a stalled reader
-                fields, data = {}, []
-                if finished(log, stop, target):
+            frame = parser.feed(line)
+            if frame is not None:
+                event = frame.json
+                if frame.id != str(event["seq"]) or frame.event != event["type"]:
+                    log.failures.add(log.name, f"frame fields {frame} do not match {event}")
+                read(log, event, rng)
+                seen += 1
+                if seen >= drop_after:
                     return
-                continue
-            if line.startswith(":"):
-                if finished(log, stop, target):
-                    return
-                continue
-            name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if name == "data":
-                data.append(value)
-            else:
-                fields[name] = value
+            if (line == "" or line.startswith(":")) and finished(log, stop, target):
+                return
     except httpx.ReadTimeout:
         log.timeouts += 1
 
@@ -300,17 +274,15 @@ def ws_session(log: ClientLog, ws: Any, rng: random.Random, stop: threading.Even
         except TimeoutError:
             log.timeouts += 1
             return
-        event = _strict_json(message)
+        event = strict_json(message)
         if event.get("type") in ("pong", "error"):
             if event["type"] == "error":
                 log.failures.add(log.name, f"error frame: {event}")
             continue
-        log.accept(event)
+        read(log, event, rng)
         seen += 1
         if seen >= drop_after:
             return
-        if rng.random() < 0.002:
-            time.sleep(rng.uniform(0.05, 0.2))  # pacing: a stalled reader
 
 
 def resubscribe(log: ClientLog, ws: Any) -> None:
@@ -328,7 +300,7 @@ def resubscribe(log: ClientLog, ws: Any) -> None:
     ws.send(json.dumps({"op": "ping"}))
     frames: list[dict[str, Any]] = []
     while True:
-        event = _strict_json(ws.recv(timeout=5))
+        event = strict_json(ws.recv(timeout=5))
         if event.get("type") == "pong":
             break
         if event.get("type") == "error":
@@ -467,7 +439,7 @@ def test_torture(request: pytest.FixtureRequest) -> None:
                 anchor_refs = 0
                 assert not manager.is_server_running()
                 assert manager.status()["ref_count"] == 0
-                assert all(port_is_free(p) for p in ports), ports
+                assert all(port_is_bindable(p) for p in ports), ports
                 anchor = get_stream_server(config=cfg)
                 anchor_refs = 1
                 figures.full_stops += 1
@@ -500,7 +472,7 @@ def test_torture(request: pytest.FixtureRequest) -> None:
     assert not manager.is_server_running()
     manager.cleanup()
     wait_for(
-        lambda: all(port_is_free(p) for p in figures.ports_used),
+        lambda: all(port_is_bindable(p) for p in figures.ports_used),
         timeout=10,
         what="every port used to be free",
     )

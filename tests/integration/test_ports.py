@@ -15,8 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -37,99 +36,9 @@ from stream_hub.ports import (
     ports_report,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+from ..processes import PYTHON, Spawner, accepts, alive, free_port, port_is_bindable, run
 
-# Listens on argv[1] and ignores SIGTERM, so only SIGKILL ends it. Extra argv
-# words only label the command line.
-LISTENER = textwrap.dedent(
-    """
-    import signal, socket, sys
-    if "--ignore-sigterm" in sys.argv:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", int(sys.argv[1])))
-    srv.listen()
-    while True:
-        srv.accept()[0].close()
-    """
-)
-
-
-def free_port(host: str = "127.0.0.1", family: int = socket.AF_INET) -> int:
-    """A port that was free a moment ago (bound to 0, then closed)."""
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def accepts(port: int, host: str = "127.0.0.1") -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
-def wait_listening(proc: subprocess.Popen[bytes], port: int, within: float = 15.0) -> None:
-    """Poll until ``proc`` accepts on ``port``; waiting on the process between polls."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if accepts(port):
-            return
-        try:
-            proc.wait(timeout=0.02)
-        except subprocess.TimeoutExpired:
-            continue
-        pytest.fail(f"holder exited early with code {proc.returncode}")
-    pytest.fail(f"nothing listened on port {port} within {within} s")
-
-
-def can_bind(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        sock.listen()
-        return True
-
-
-def alive(proc: subprocess.Popen[bytes]) -> bool:
-    return proc.poll() is None
-
-
-Spawn = Callable[..., subprocess.Popen[bytes]]
-
-
-@pytest.fixture
-def spawn() -> Iterator[Spawn]:
-    """Start a holder on a port and wait until it listens; kill them all afterwards."""
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(port: int, *, kind: str = "http", extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
-        if kind == "http":
-            args = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
-        else:
-            args = [sys.executable, "-c", LISTENER, str(port), *extra]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(proc)
-        wait_listening(proc, port)
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=10)
-
-
-@pytest.fixture
-def held(spawn: Spawn) -> tuple[subprocess.Popen[bytes], int]:
-    """A ``python -m http.server`` holding a free port."""
-    port = free_port()
-    return spawn(port), port
+Held = tuple[subprocess.Popen[str], int]  # the ``held`` fixture: a holder and its port
 
 
 @pytest.fixture
@@ -199,9 +108,6 @@ def test_port_zero_and_bad_ports() -> None:
         ensure_port_available(8888, policy="sometimes")
 
 
-Held = tuple[subprocess.Popen[bytes], int]
-
-
 def test_get_process_using_port_finds_the_subprocess(held: Held) -> None:
     proc, port = held
     assert get_process_using_port(port) == proc.pid
@@ -212,9 +118,7 @@ def test_get_process_using_port_finds_the_subprocess(held: Held) -> None:
 
 
 @pytest.mark.skipif(shutil.which("lsof") is None, reason="lsof not installed")
-def test_get_process_using_port_falls_back_to_lsof(
-    held: tuple[subprocess.Popen[bytes], int], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_get_process_using_port_falls_back_to_lsof(held: Held, monkeypatch: pytest.MonkeyPatch) -> None:
     proc, port = held
 
     def denied(kind: str = "inet") -> list[object]:
@@ -238,7 +142,7 @@ def test_get_process_using_port_never_raises(monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.mark.parametrize("how", ["argument", "ENVIRONMENT variable"])
 def test_production_refuses_and_holder_survives(
-    held: tuple[subprocess.Popen[bytes], int], how: str, monkeypatch: pytest.MonkeyPatch
+    held: Held, how: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     proc, port = held
     if how == "argument":
@@ -258,14 +162,12 @@ def test_production_refuses_and_holder_survives(
     assert alive(proc) and accepts(port)
 
 
-def test_development_frees_the_port(
-    held: tuple[subprocess.Popen[bytes], int], caplog: pytest.LogCaptureFixture
-) -> None:
+def test_development_frees_the_port(held: Held, caplog: pytest.LogCaptureFixture) -> None:
     proc, port = held
     caplog.set_level(logging.INFO, logger="stream_hub.ports")
     assert ensure_port_available(port, environment="development") == port
     assert proc.wait(timeout=5) is not None
-    assert can_bind(port)
+    assert port_is_bindable(port)
     text = caplog.text
     for expected in (
         f"port {port} on 127.0.0.1 busy",
@@ -277,31 +179,29 @@ def test_development_frees_the_port(
         assert expected in text
 
 
-def test_unset_environment_is_development(
-    held: tuple[subprocess.Popen[bytes], int], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_unset_environment_is_development(held: Held, monkeypatch: pytest.MonkeyPatch) -> None:
     proc, port = held
     monkeypatch.delenv("ENVIRONMENT", raising=False)
     assert ensure_port_available(port, policy="free") == port
     proc.wait(timeout=5)
-    assert can_bind(port)
+    assert port_is_bindable(port)
     assert not is_production("staging") and is_production(" PRODUCTION ")
 
 
-def test_holder_ignoring_sigterm_is_killed(spawn: Spawn, caplog: pytest.LogCaptureFixture) -> None:
+def test_holder_ignoring_sigterm_is_killed(spawn: Spawner, caplog: pytest.LogCaptureFixture) -> None:
     port = free_port()
-    proc = spawn(port, kind="listener", extra=("--ignore-sigterm",))
+    proc = spawn.holder(port, kind="listener", extra=("--ignore-sigterm",))
     caplog.set_level(logging.INFO, logger="stream_hub.ports")
     started = time.monotonic()
     freed = ensure_port_available(port, policy="free", environment="development", timeout=0.5)
     assert freed == port
     assert time.monotonic() - started < 5
     proc.wait(timeout=5)
-    assert can_bind(port)
+    assert port_is_bindable(port)
     assert "sending SIGKILL" in caplog.text and f"killed pid {proc.pid} with SIGKILL" in caplog.text
 
 
-def test_fail_policy_refuses_even_in_development(held: tuple[subprocess.Popen[bytes], int]) -> None:
+def test_fail_policy_refuses_even_in_development(held: Held) -> None:
     proc, port = held
     with pytest.raises(PortInUseError, match='port_conflict="fail"') as info:
         ensure_port_available(port, policy="fail", environment="development")
@@ -309,7 +209,7 @@ def test_fail_policy_refuses_even_in_development(held: tuple[subprocess.Popen[by
     assert alive(proc)
 
 
-def test_next_policy_returns_another_free_port(held: tuple[subprocess.Popen[bytes], int]) -> None:
+def test_next_policy_returns_another_free_port(held: Held) -> None:
     proc, port = held
     other = ensure_port_available(port, policy="next", environment="development")
     assert other != port and port < other <= port + ports.NEXT_PORT_SEARCH
@@ -342,7 +242,7 @@ def test_bound_but_not_listening_socket_is_reported() -> None:
         assert sock.getsockname()[1] == port
 
 
-def test_guards_refuse_self_parent_and_init(spawn: Spawn) -> None:
+def test_guards_refuse_self_parent_and_init(spawn: Spawner) -> None:
     for pid in (os.getpid(), os.getppid(), 1):
         assert kill_refusal_reason(pid) is not None, pid
     if os.getppid() > 1:  # run from a shell, not straight under init
@@ -352,7 +252,7 @@ def test_guards_refuse_self_parent_and_init(spawn: Spawn) -> None:
     with pytest.raises(KillRefusedError):
         kill_process(os.getpid())
     assert psutil.pid_exists(os.getppid())
-    child = spawn(free_port())
+    child = spawn.holder(free_port())
     assert kill_refusal_reason(child.pid) is None
 
 
@@ -393,15 +293,7 @@ def test_child_refuses_to_kill_its_parent_holding_the_port() -> None:
         print(os.getpid(), r.returncode, r.stdout.strip(), r.stderr.strip()[-500:])
         """
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run(
-        [sys.executable, "-c", parent_code, child_code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-        env=env,
-    )
+    result = run(["-c", parent_code, child_code], prefix=PYTHON, timeout=60)
     assert result.returncode == 0, result.stderr
     parent_pid, child_rc, *rest = result.stdout.split(maxsplit=2)
     assert child_rc == "3", result.stdout
@@ -417,14 +309,14 @@ def test_kill_process_of_a_finished_pid_is_true() -> None:
 # -- PortManager -----------------------------------------------------------------
 
 
-def test_port_manager_check(spawn: Spawn, held: tuple[subprocess.Popen[bytes], int]) -> None:
+def test_port_manager_check(spawn: Spawner, held: Held) -> None:
     proc, port = held
     manager = PortManager()
     status = manager.check(port)
     assert status.in_use and status.pid == proc.pid and not status.is_stream_hub
     assert status.process is not None and "http.server" in status.process
     marked_port = free_port()
-    marked = spawn(marked_port, kind="listener", extra=("stream_hub-test-holder",))
+    marked = spawn.holder(marked_port, kind="listener", extra=("stream_hub-test-holder",))
     marked_status = manager.check(marked_port)
     assert marked_status.pid == marked.pid and marked_status.is_stream_hub
     free = free_port()
@@ -432,7 +324,7 @@ def test_port_manager_check(spawn: Spawn, held: tuple[subprocess.Popen[bytes], i
     assert alive(proc) and alive(marked)
 
 
-def test_resolve_next_gives_distinct_ports(held: tuple[subprocess.Popen[bytes], int]) -> None:
+def test_resolve_next_gives_distinct_ports(held: Held) -> None:
     proc, port = held
     # The WebSocket port is exactly the one "next" would pick for the busy SSE port.
     ws_port = ensure_port_available(port, policy="next")
@@ -450,7 +342,7 @@ def test_resolve_next_gives_distinct_ports(held: tuple[subprocess.Popen[bytes], 
 
 
 def test_resolve_blocked_third_port_leaves_others_unbound(
-    held: tuple[subprocess.Popen[bytes], int],
+    held: Held,
 ) -> None:
     proc, port = held
     sse, ws = free_port(), free_port()
@@ -463,9 +355,7 @@ def test_resolve_blocked_third_port_leaves_others_unbound(
     assert alive(proc)
 
 
-def test_resolve_checks_every_guard_before_killing_anything(
-    held: tuple[subprocess.Popen[bytes], int], own_listener: socket.socket
-) -> None:
+def test_resolve_checks_every_guard_before_killing_anything(held: Held, own_listener: socket.socket) -> None:
     proc, port = held
     ours = own_listener.getsockname()[1]
     manager = PortManager(policy="free", environment="development")
@@ -475,14 +365,14 @@ def test_resolve_checks_every_guard_before_killing_anything(
     assert alive(proc) and accepts(port)  # the killable SSE holder was not touched
 
 
-def test_resolve_frees_all_in_development(spawn: Spawn) -> None:
+def test_resolve_frees_all_in_development(spawn: Spawner) -> None:
     a, b = free_port(), free_port()
-    pa, pb = spawn(a), spawn(b)
+    pa, pb = spawn.holder(a), spawn.holder(b)
     wanted = {"sse": a, "ws": b, "rest": free_port()}
     assert PortManager(policy="auto", environment="development").resolve(wanted) == wanted
     pa.wait(timeout=5)
     pb.wait(timeout=5)
-    assert can_bind(a) and can_bind(b)
+    assert port_is_bindable(a) and port_is_bindable(b)
 
 
 def test_resolve_rejects_duplicate_ports() -> None:
@@ -494,7 +384,7 @@ def test_resolve_rejects_duplicate_ports() -> None:
 # -- report ----------------------------------------------------------------------
 
 
-def test_ports_report(held: tuple[subprocess.Popen[bytes], int]) -> None:
+def test_ports_report(held: Held) -> None:
     proc, port = held
     free = free_port()
     config = StreamConfig(host="127.0.0.1", sse_port=port, ws_port=free, rest_port=0)
@@ -519,9 +409,9 @@ def test_ports_report(held: tuple[subprocess.Popen[bytes], int]) -> None:
     assert alive(proc)  # reporting never signals
 
 
-def test_kill_process_waits_without_fixed_sleeps(spawn: Spawn) -> None:
+def test_kill_process_waits_without_fixed_sleeps(spawn: Spawner) -> None:
     port = free_port()
-    proc = spawn(port, kind="listener")
+    proc = spawn.holder(port, kind="listener")
     started = time.monotonic()
     assert kill_process(proc.pid, timeout=5.0) is True
     assert time.monotonic() - started < 2.0

@@ -10,7 +10,7 @@ import pytest
 from stream_hub import PortInUseError, StreamConfig, TrainingStreamServer, get_stream_server
 from stream_hub.ports import is_port_in_use
 
-from .test_ports import Spawn, alive, free_port
+from ..processes import Spawner, alive, free_port
 
 
 def config_with(rest_port: int, policy: str) -> StreamConfig:
@@ -18,13 +18,13 @@ def config_with(rest_port: int, policy: str) -> StreamConfig:
 
 
 def test_development_frees_the_port_and_the_server_binds_it(
-    spawn: Spawn,
+    spawn: Spawner,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.delenv("ENVIRONMENT", raising=False)
     port = free_port()
-    holder = spawn(port)
+    holder = spawn.holder(port)
     server = TrainingStreamServer(config_with(port, "auto"))
     with caplog.at_level(logging.INFO):
         server.start()
@@ -39,12 +39,12 @@ def test_development_frees_the_port_and_the_server_binds_it(
 
 
 def test_production_refuses_names_port_and_pid_and_leaves_the_holder_alive(
-    spawn: Spawn,
+    spawn: Spawner,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("ENVIRONMENT", "production")
     port = free_port()
-    holder = spawn(port)
+    holder = spawn.holder(port)
     server = TrainingStreamServer(config_with(port, "auto"))
     with pytest.raises(PortInUseError) as info:
         server.start()
@@ -56,11 +56,11 @@ def test_production_refuses_names_port_and_pid_and_leaves_the_holder_alive(
 
 
 def test_next_binds_another_port_and_reports_it(
-    spawn: Spawn,
+    spawn: Spawner,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     port = free_port()
-    holder = spawn(port)
+    holder = spawn.holder(port)
     with caplog.at_level(logging.INFO):
         server = get_stream_server(config=config_with(port, "next"))
     bound = server.ports["rest"]
@@ -73,12 +73,12 @@ def test_next_binds_another_port_and_reports_it(
 
 
 def test_a_stalled_holder_of_the_third_port_leaves_the_first_two_unbound(
-    spawn: Spawn,
+    spawn: Spawner,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("ENVIRONMENT", "production")
     sse, ws, rest = free_port(), free_port(), free_port()
-    holder = spawn(rest)
+    holder = spawn.holder(rest)
     server = TrainingStreamServer(StreamConfig(sse_port=sse, ws_port=ws, rest_port=rest))
     with pytest.raises(PortInUseError):
         server.start()

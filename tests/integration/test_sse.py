@@ -8,14 +8,12 @@ an actual message or a polled condition with a deadline.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import math
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -24,116 +22,9 @@ import pytest
 
 from stream_hub import TrainingStreamServer
 
-from .conftest import committed, fill, port_is_bindable, wait_for
-
-EVENT_KEYS_METRIC = {"seq", "epoch", "ts", "type", "run", "step", "metrics"}
-EVENT_KEYS_DATA = {"seq", "epoch", "ts", "type", "run", "step", "data"}
-
-
-# -- a small SSE client -------------------------------------------------------------------
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"not valid JSON: bare {name}")
-
-
-def strict_json(text: str) -> Any:
-    """json.loads that refuses NaN/Infinity (Python accepts them by default)."""
-    return json.loads(text, parse_constant=_reject_constant)
-
-
-@dataclass
-class Frame:
-    id: str | None
-    event: str | None
-    data: str
-
-    @property
-    def json(self) -> dict[str, Any]:
-        value = strict_json(self.data)
-        assert isinstance(value, dict), self.data
-        return value
-
-    @property
-    def seq(self) -> int:
-        return int(self.json["seq"])
-
-
-class SSEStream:
-    """One ``GET /events`` over a real httpx connection, parsed into frames."""
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        params: Any = None,
-        headers: dict[str, str] | None = None,
-        read_timeout: float = 10.0,
-    ) -> None:
-        self._client = httpx.Client(timeout=httpx.Timeout(10.0, read=read_timeout))
-        self._ctx = self._client.stream("GET", url, params=params, headers=headers)
-        self.response = self._ctx.__enter__()
-        self.comments: list[str] = []
-        self.lines: Iterator[str] = self.response.iter_lines()
-
-    def next(self) -> Frame | None:
-        """The next event frame, or None when the stream has ended."""
-        fields: dict[str, str] = {}
-        data: list[str] = []
-        for line in self.lines:
-            if line == "":
-                if fields or data:
-                    return Frame(fields.get("id"), fields.get("event"), "\n".join(data))
-                continue
-            if line.startswith(":"):
-                self.comments.append(line[1:].strip())
-                continue
-            name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if name == "data":
-                data.append(value)
-            else:
-                fields[name] = value
-        return None
-
-    def read(self, n: int) -> list[Frame]:
-        frames = []
-        for _ in range(n):
-            frame = self.next()
-            assert frame is not None, f"stream ended after {len(frames)} of {n} frames"
-            frames.append(frame)
-        return frames
-
-    def read_until_seq(self, seq: int) -> list[Frame]:
-        """Frames up to and including the one with ``id == seq``."""
-        frames = []
-        while True:
-            frame = self.next()
-            assert frame is not None, f"stream ended before seq {seq}: got {[f.id for f in frames]}"
-            frames.append(frame)
-            if frame.id is not None and int(frame.id) >= seq:
-                return frames
-
-    def close(self) -> None:
-        try:
-            self._ctx.__exit__(None, None, None)
-        finally:
-            self._client.close()
-
-
-@pytest.fixture
-def open_stream() -> Iterator[Callable[..., SSEStream]]:
-    streams: list[SSEStream] = []
-
-    def opener(server: TrainingStreamServer, **kwargs: Any) -> SSEStream:
-        stream = SSEStream(f"{server.urls['sse']}/events", **kwargs)
-        streams.append(stream)
-        return stream
-
-    yield opener
-    for stream in streams:
-        stream.close()
-
+from ..clients import EVENT_KEYS_DATA, EVENT_KEYS_METRIC, Frame, SSEStream, stalled_sse
+from ..conftest import committed, fill, wait_for
+from ..processes import port_is_bindable
 
 # -- frames and the event shape --------------------------------------------------------------
 
@@ -420,26 +311,12 @@ def test_stop_sends_shutdown_then_ends_stream_and_frees_ports(make_server, open_
 # -- slow clients, encoding ---------------------------------------------------------------------
 
 
-class StalledClient:
-    """Sends ``GET /events`` and never calls recv(); a tiny receive buffer
-    makes the server's writes to it block almost at once."""
-
-    def __init__(self, server: TrainingStreamServer) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.sock.connect(("127.0.0.1", server.ports["sse"]))
-        self.sock.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def _stall_one_client(
     server: TrainingStreamServer, open_stream: Callable[..., SSEStream], n: int = 12_000
-) -> tuple[StalledClient, float]:
+) -> tuple[socket.socket, float]:
     """A stalled client and a reading one; publish ``n`` ~1 kB events (~12 MB,
     far past every socket buffer) and check the reader got them all."""
-    stalled = StalledClient(server)
+    stalled = stalled_sse(server)
     try:
         wait_for(lambda: server.status()["clients"]["sse"] == 1, what="stalled client connected")
         reader = open_stream(server)

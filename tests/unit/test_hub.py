@@ -15,35 +15,15 @@ from stream_hub.core.hub import MAX_CHUNK_BYTES, MAX_CHUNK_EVENTS, SSE, WS, Hub
 from stream_hub.core.runs import Series
 from stream_hub.events import ws_text_frame
 
+from ..clients import sse_events, ws_events
+
 
 def events_of(chunk: bytes, fmt: int = SSE) -> list[dict[str, Any]]:
     """Decode a chunk the hub produced back into event dicts."""
     if fmt == SSE:
-        out = []
-        for frame in chunk.split(b"\n\n"):
-            if not frame:
-                continue
-            lines = dict(line.split(b": ", 1) for line in frame.split(b"\n"))
-            event = json.loads(lines[b"data"])
-            assert int(lines[b"id"]) == event["seq"]
-            assert lines[b"event"].decode() == event["type"]
-            out.append(event)
-        return out
+        return sse_events(chunk)
     if fmt == WS:
-        out, i = [], 0
-        while i < len(chunk):
-            assert chunk[i] == 0x81  # FIN + text
-            n = chunk[i + 1]
-            i += 2
-            if n == 126:
-                n = int.from_bytes(chunk[i : i + 2], "big")
-                i += 2
-            elif n == 127:
-                n = int.from_bytes(chunk[i : i + 8], "big")
-                i += 8
-            out.append(json.loads(chunk[i : i + n]))
-            i += n
-        return out
+        return ws_events(chunk)
     return [json.loads(b) for b in chunk]
 
 
@@ -416,6 +396,104 @@ def test_any_interleaving_keeps_every_subscriber_ordered_and_gapless(
 def read_one(hub: Hub, cursor: Any) -> list[dict[str, Any]]:
     chunk, _ = hub.read(cursor)
     return events_of(chunk, cursor.fmt) if chunk else []
+
+
+# -- property-based: filtered subscribers --------------------------------------------------------
+
+FILTERS: list[tuple[list[str] | None, list[str] | None]] = [
+    (None, None),
+    (["a"], None),
+    (None, ["note"]),
+    (["b"], ["metric"]),
+]
+
+
+class Unencodable:
+    """Accepted by publish, refused by the JSON encoder at commit: a 'rejected' gap."""
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    capacity=st.integers(1, 25),
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("log"), st.sampled_from(["a", "b"]), st.integers(1, 8)),
+            st.tuples(st.just("note"), st.sampled_from(["a", "b"]), st.just(1)),
+            st.tuples(st.just("bad"), st.just(""), st.just(1)),
+            st.tuples(st.just("read"), st.integers(0, 3), st.just(1)),
+            st.tuples(st.just("resume"), st.integers(0, 3), st.just(1)),
+        ),
+        max_size=60,
+    ),
+)
+def test_filtered_subscribers_get_exactly_their_events_or_a_gap(
+    capacity: int, ops: list[tuple[str, Any, int]]
+) -> None:
+    """Each filtered subscriber sees strictly increasing seqs, only events its
+    filter wants (plus gap/shutdown), and every wanted event that was not
+    announced lost by a gap."""
+    hub = Hub(capacity)
+    committed: dict[int, tuple[str, str | None]] = {}  # seq -> (type, run)
+    cursors = [
+        hub.open_cursor(0, fmt=SSE if i % 2 == 0 else WS, runs=runs, types=types)
+        for i, (runs, types) in enumerate(FILTERS)
+    ]
+    seen: list[list[dict[str, Any]]] = [[] for _ in cursors]
+    start = [1 for _ in cursors]  # seqs before this are not owed to the subscriber
+
+    def read(i: int) -> None:
+        while True:
+            chunk, n = hub.read(cursors[i])
+            if not chunk:
+                return
+            events = events_of(chunk, cursors[i].fmt)
+            assert len(events) == n
+            seen[i].extend(events)
+
+    for op, arg, count in ops:
+        if op == "log":
+            for k in range(count):
+                committed[hub.log({"x": k}, run=arg)] = ("metric", arg)
+        elif op == "note":
+            committed[hub.publish("note", {"k": 1}, run=arg)] = ("note", arg)
+        elif op == "bad":
+            # A source that did not encode its data first (publish() refuses it).
+            committed[hub.submit("note", "a", None, Unencodable())] = ("gap", None)
+        elif op == "read":
+            read(arg)
+        else:
+            last = seen[arg][-1]["seq"] if seen[arg] else 0
+            if last == 0:  # "everything still in history": nothing older is owed
+                start[arg] = hub.oldest
+            runs, types = FILTERS[arg]
+            cursors[arg] = hub.open_cursor(last, fmt=cursors[arg].fmt, runs=runs, types=types)
+    for i, (runs, types) in enumerate(FILTERS):
+        read(i)
+        seqs = [e["seq"] for e in seen[i]]
+        assert seqs == sorted(set(seqs)), f"subscriber {i}: not strictly increasing: {seqs}"
+        lost: set[int] = set()
+        delivered: set[int] = set()
+        for event in seen[i]:
+            if event["type"] == "gap" and event["data"].get("reason") == "behind":
+                lost.update(range(event["data"]["from"], event["data"]["to"] + 1))
+                continue
+            delivered.add(event["seq"])
+            kind, run = committed[event["seq"]]
+            assert event["type"] == kind and event["run"] == run
+            if kind != "gap":
+                assert runs is None or run in runs, (i, event)
+                assert types is None or kind in types, (i, event)
+        owed = {
+            seq
+            for seq, (kind, run) in committed.items()
+            if seq >= start[i]
+            and (runs is None or run is None or run in runs)
+            and (types is None or kind in types or kind == "gap")
+        }
+        assert delivered == owed - lost, (
+            f"subscriber {i}: missing {sorted(owed - lost - delivered)}, "
+            f"unexpected {sorted(delivered - (owed - lost))}"
+        )
 
 
 # -- whole-run series ----------------------------------------------------------------

@@ -9,31 +9,23 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # benchmarks/ is a top-level package, not installed
-    sys.path.insert(0, str(ROOT))
+from ..processes import PYTHON, REPO, run
 
-from benchmarks.wire import SseParser, WsParser  # noqa: E402
+if str(REPO) not in sys.path:  # benchmarks/ is a top-level package, not installed
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.wire import SseParser, WsParser
 
 
 def test_bench_quick_tiny_produces_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "bench.py"),
-            "--quick",
-            "--tiny",
-            "--json",
-            str(out),
-        ],
+    proc = run(
+        [str(REPO / "scripts" / "bench.py"), "--quick", "--tiny", "--json", str(out)],
+        prefix=PYTHON,
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=85,
     )
     assert proc.returncode == 0, f"bench failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"

@@ -1,9 +1,10 @@
 """The limits that keep the server up: client counts, message and body sizes,
-clients that never finish a handshake, and subscribers that never read."""
+clients that never finish a handshake, and subscribers that never read.
+(100 MB through never-reading clients and running out of file descriptors are
+in ``tests/stress/test_limits.py``.)"""
 
 from __future__ import annotations
 
-import gc
 import json
 import select
 import socket
@@ -15,25 +16,11 @@ import httpx
 import psutil
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import connect as ws_connect
 
 from stream_hub import TrainingStreamServer
 
-from .conftest import wait_for
-from .test_sse import SSEStream
-
-
-def ws(server: TrainingStreamServer, **kwargs: Any) -> Any:
-    return ws_connect(f"{server.urls['ws']}/", proxy=None, open_timeout=5, close_timeout=1, **kwargs)
-
-
-def ping(conn: Any) -> dict[str, Any]:
-    conn.send(json.dumps({"op": "ping"}))
-    while True:
-        frame = json.loads(conn.recv(timeout=5))
-        if frame.get("type") == "pong":
-            return dict(frame)
-
+from ..clients import SSEStream, ping, stalled_sse, stalled_ws, ws_open
+from ..conftest import wait_for
 
 # -- max_clients -----------------------------------------------------------------------------
 
@@ -50,7 +37,7 @@ def test_sse_max_clients_is_503_with_a_message_and_frees_up(
         assert refused.status_code == 503
         assert "max_clients=2" in refused.json()["error"]
         # The other transports have their own count.
-        with ws(server) as conn:
+        with ws_open(server) as conn:
             assert ping(conn)["type"] == "pong"
         first.close()
         wait_for(lambda: server.status()["clients"]["sse"] == 1, what="a slot freed")
@@ -70,11 +57,11 @@ def test_ws_max_clients_rejects_the_handshake_with_503_and_frees_up(
     make_server: Callable[..., TrainingStreamServer],
 ) -> None:
     server = make_server(max_clients=2)
-    with ws(server) as a, ws(server) as b:
+    with ws_open(server) as a, ws_open(server) as b:
         ping(a), ping(b)
         assert server.status()["clients"]["ws"] == 2
         with pytest.raises(InvalidStatus) as refused:
-            ws(server).__enter__()
+            ws_open(server).__enter__()
         assert refused.value.response.status_code == 503
         assert b"max_clients=2" in refused.value.response.body
         # SSE has its own count.
@@ -85,7 +72,7 @@ def test_ws_max_clients_rejects_the_handshake_with_503_and_frees_up(
             stream.close()
         a.close()
         wait_for(lambda: server.status()["clients"]["ws"] == 1, what="a slot freed")
-        with ws(server) as c:
+        with ws_open(server) as c:
             assert ping(c)["type"] == "pong"
 
 
@@ -96,7 +83,7 @@ def test_ws_message_at_the_limit_is_handled_one_byte_over_closes_1009(
     make_server: Callable[..., TrainingStreamServer],
 ) -> None:
     server = make_server(max_message_size=2048)
-    with ws(server) as conn:
+    with ws_open(server) as conn:
         head = '{"op": "ping", "pad": "'
         exact = head + "x" * (2048 - len(head) - 2) + '"}'
         assert len(exact.encode()) == 2048
@@ -106,7 +93,7 @@ def test_ws_message_at_the_limit_is_handled_one_byte_over_closes_1009(
         with pytest.raises(ConnectionClosed) as closed:
             conn.recv(timeout=5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
-    with ws(server) as again:  # the server serves on
+    with ws_open(server) as again:  # the server serves on
         assert ping(again)["type"] == "pong"
 
 
@@ -223,51 +210,6 @@ def test_many_silent_connections_are_all_closed(make_server: Callable[..., Train
 # -- subscribers that never read --------------------------------------------------------------
 
 
-def test_never_reading_clients_do_not_grow_memory(make_server: Callable[..., TrainingStreamServer]) -> None:
-    """A never-reading SSE and WebSocket client while 100 MB of events go by:
-    the server's memory stays bounded by history, and a reader that comes
-    back is told what it missed with a gap."""
-    server = make_server(history_size=100)
-    proc = psutil.Process()
-    sse = socket.create_connection(("127.0.0.1", server.ports["sse"]), timeout=5)
-    sse.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sse.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-    # The sync client's reader thread stops reading once 16 frames are queued.
-    conn = ws(server, max_size=None).__enter__()
-    try:
-        wait_for(
-            lambda: server.status()["clients"]["sse"] == 1 and server.status()["clients"]["ws"] == 1,
-            what="both clients connected",
-        )
-        blob = "x" * 20_000
-        gc.collect()
-        rss_before = proc.memory_info().rss
-        peak = rss_before
-        for i in range(5000):  # 5 000 x 20 KB = 100 MB
-            server.publish("blob", {"i": i, "blob": blob})
-            if i % 250 == 0:
-                wait_for(lambda i=i: server.hub.head >= i, what="commit")
-                peak = max(peak, proc.memory_info().rss)
-        last = server.publish("blob", {"i": "last"})
-        wait_for(lambda: server.hub.head >= last, what="the last commit")
-        peak = max(peak, proc.memory_info().rss)
-        status = server.status()
-        assert status["history"]["size"] <= 100
-        growth = (peak - rss_before) / 1e6
-        assert growth < 60, f"RSS grew by {growth:.0f} MB for 100 MB published with history_size=100"
-        # The stalled SSE client, reading at last, is told what it missed.
-        sse.settimeout(5)
-        seen = b""
-        while b"event: gap" not in seen and len(seen) < 50_000_000:
-            part = sse.recv(1 << 20)
-            assert part, "the stream ended before any gap"
-            seen += part
-        assert b'"reason":"behind"' in seen
-    finally:
-        sse.close()
-        conn.close()
-
-
 # -- requests trickled a byte at a time (slowloris) ----------------------------------------------
 
 
@@ -345,26 +287,6 @@ def test_a_trickled_request_body_is_closed_at_the_deadline(
 # -- subscribers that stop reading are evicted ------------------------------------------------------
 
 
-def _stalled_sse(server: TrainingStreamServer, resume_from: int = 0) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", server.ports["sse"]))
-    sock.sendall(b"GET /events?last_event_id=%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % resume_from)
-    return sock
-
-
-def _stalled_ws(server: TrainingStreamServer) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(5)
-    sock.connect(("127.0.0.1", server.ports["ws"]))
-    sock.sendall(
-        b"GET /?since=0 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    return sock
-
-
 def _was_closed(sock: socket.socket) -> bool:
     """Drain what the server sent; True once it has closed the connection."""
     sock.setblocking(False)
@@ -390,7 +312,8 @@ def test_clients_that_stop_reading_are_evicted_and_counted(
     last = [server.publish("blob", {"b": blob}) for _ in range(5000)][-1]  # ~5 MB to resume through
     wait_for(lambda: server.hub.head >= last, what="commit")
     healthy = SSEStream(f"{server.urls['sse']}/events", read_timeout=10)
-    stalled = [_stalled_sse(server) for _ in range(5)] + [_stalled_ws(server) for _ in range(5)]
+    stalled = [stalled_sse(server, last_event_id=0) for _ in range(5)]
+    stalled += [stalled_ws(server, "?since=0") for _ in range(5)]
     try:
         wait_for(lambda: server.status()["clients"]["evicted"] == 10, timeout=15, what="10 evictions")
         # The evicted connections were really closed, from the server's side.
@@ -410,7 +333,7 @@ def test_a_client_past_its_byte_budget_is_evicted_at_once(
     make_server: Callable[..., TrainingStreamServer],
 ) -> None:
     server = make_server(client_buffer_bytes=64 * 1024, send_timeout=60.0)
-    sock = _stalled_sse(server)
+    sock = stalled_sse(server, last_event_id=0)
     try:
         wait_for(lambda: server.status()["clients"]["sse"] == 1, what="connected")
         blob = "z" * 30_000
@@ -421,66 +344,3 @@ def test_a_client_past_its_byte_budget_is_evicted_at_once(
         wait_for(lambda: server.status()["clients"]["evicted"] == 1, timeout=10, what="eviction")
     finally:
         sock.close()
-
-
-# -- running out of file descriptors -----------------------------------------------------------------
-
-FD_SERVER = """
-import resource, sys, threading
-resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
-from stream_hub import StreamConfig, TrainingStreamServer
-server = TrainingStreamServer(StreamConfig(sse_port=0, ws_port=0, rest_port=0, port_conflict="fail"))
-server.start()
-print(server.ports["rest"], server.ports["sse"], flush=True)
-sys.stdin.readline()
-server.stop()
-"""
-
-
-def test_descriptor_exhaustion_is_logged_once_per_interval_and_recovers(tmp_path: Any) -> None:
-    import subprocess
-    import sys
-
-    err = (tmp_path / "stderr").open("w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", FD_SERVER],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=err,
-        text=True,
-    )
-    socks: list[socket.socket] = []
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        rest, sse = (int(p) for p in proc.stdout.readline().split())
-        for i in range(400):
-            try:
-                socks.append(socket.create_connection(("127.0.0.1", rest if i % 2 else sse), timeout=2))
-            except OSError:
-                break
-        # Hold them for a few seconds of refused accepts.
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline:
-            select.select([], [], [], 0.1)
-        for sock in socks:
-            sock.close()
-        socks.clear()
-        wait_for(
-            lambda: httpx.get(f"http://127.0.0.1:{rest}/health", timeout=2).status_code == 200,
-            timeout=15,
-            what="the server answering again",
-        )
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        assert proc.wait(timeout=30) == 0
-    finally:
-        for sock in socks:
-            sock.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    err.seek(0)
-    log = err.read()
-    assert log.count("Traceback") == 0, log[-3000:]
-    assert log.count("out of system resources") <= 2, log[-3000:]
-    assert len(log) < 20_000, f"{len(log)} bytes of stderr"

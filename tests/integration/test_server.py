@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -25,33 +23,12 @@ from stream_hub import (
 )
 from stream_hub.ports import is_port_in_use
 
-from .conftest import free_config
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def three_free_ports() -> list[int]:
-    socks = [socket.socket() for _ in range(3)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def run_python(code: str, timeout: float = 60, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *args, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
+from ..conftest import free_config
+from ..processes import free_ports, run_python
 
 
 def test_start_binds_the_configured_ports_and_stop_verifies_their_release() -> None:
-    sse, ws, rest = three_free_ports()
+    sse, ws, rest = free_ports(3)
     server = TrainingStreamServer(
         StreamConfig(sse_port=sse, ws_port=ws, rest_port=rest, port_conflict="fail")
     )
@@ -67,7 +44,7 @@ def test_start_binds_the_configured_ports_and_stop_verifies_their_release() -> N
 
 @pytest.mark.parametrize("blocked", ["sse", "ws", "rest"])
 def test_a_blocked_port_leaves_nothing_bound(blocked: str) -> None:
-    ports = dict(zip(("sse", "ws", "rest"), three_free_ports()))
+    ports = dict(zip(("sse", "ws", "rest"), free_ports(3)))
     blocker = socket.socket()
     blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     blocker.bind(("127.0.0.1", ports[blocked]))
