@@ -20,8 +20,8 @@ from .errors import ConfigError
 
 __all__ = ["PORT_CONFLICT_POLICIES", "StreamConfig", "base_urls", "check_port_conflict", "url_host"]
 
-PortConflictPolicy = Literal["auto", "fail", "free", "next"]
-PORT_CONFLICT_POLICIES: tuple[str, ...] = ("auto", "fail", "free", "next")
+PortConflictPolicy = Literal["auto", "join", "fail", "free", "next"]
+PORT_CONFLICT_POLICIES: tuple[str, ...] = ("auto", "join", "fail", "free", "next")
 
 ENV_PREFIX = "STREAM_HUB_"
 

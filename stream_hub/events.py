@@ -26,6 +26,7 @@ __all__ = [
     "encode_event",
     "sse_frame",
     "validate_metrics",
+    "validate_rank",
     "validate_run",
     "validate_step",
     "validate_ts",
@@ -132,10 +133,10 @@ def validate_ts(ts: object) -> float | None:
     return value
 
 
-def validate_run(run: object) -> str:
-    """``run`` as a str ("default" when None); TypeError otherwise."""
+def validate_run(run: object, default: str = "default") -> str:
+    """``run`` as a str (``default`` when None); TypeError otherwise."""
     if run is None:
-        return "default"
+        return default
     if type(run) is not str or not run or len(run) > _MAX_NAME:
         raise TypeError(f"run must be a non-empty str of at most {_MAX_NAME} characters, got {run!r}")
     return run
@@ -173,6 +174,15 @@ def wire_numbers(metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def validate_rank(rank: object) -> int | None:
+    """A rank in a distributed job: a non-negative int, or None."""
+    if rank is None:
+        return None
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < 1 << 20:
+        raise TypeError(f"rank must be a non-negative int (the process's rank), got {rank!r:.40}")
+    return rank
+
+
 def encode_event(
     seq: int,
     epoch: str,
@@ -181,6 +191,7 @@ def encode_event(
     run: str | None,
     step: int | None,
     payload: Any,
+    rank: int | None = None,
 ) -> bytes:
     """The JSON of one event.
 
@@ -191,28 +202,29 @@ def encode_event(
     Raises:
         TypeError: ``payload`` cannot be encoded (not JSON-able).
     """
-    if event_type == "metric":
-        metrics = wire_numbers(payload)
+    event: dict[str, Any]
+    if rank is None:
+        event = {"seq": seq, "epoch": epoch, "ts": ts, "type": event_type, "run": run, "step": step}
+    else:
         event = {
             "seq": seq,
             "epoch": epoch,
             "ts": ts,
             "type": event_type,
             "run": run,
+            "rank": rank,
             "step": step,
-            "metrics": metrics,
         }
+    if event_type == "metric":
+        metrics = event["metrics"] = wire_numbers(payload)
         try:
             return orjson.dumps(event)
         except orjson.JSONEncodeError:
             # Integers beyond 64 bits are still numbers: send them as floats.
             event["metrics"] = {k: float(v) if type(v) is int else v for k, v in metrics.items()}
             return orjson.dumps(event)
-    if type(payload) is bytes:
-        payload = orjson.Fragment(payload)
-    return orjson.dumps(
-        {"seq": seq, "epoch": epoch, "ts": ts, "type": event_type, "run": run, "step": step, "data": payload}
-    )
+    event["data"] = orjson.Fragment(payload) if type(payload) is bytes else payload
+    return orjson.dumps(event)
 
 
 def sse_frame(seq: int, event_type: str, body: bytes) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 from types import TracebackType
 from typing import Any
@@ -266,24 +267,43 @@ def release_stream_server() -> int:
 
 
 def _cleanup_at_exit() -> None:
+    """At exit: finish the runs this process logged to, then stop its server."""
     instance = StreamServerManager._instance
     if instance is None or not instance.is_server_running():
         return
+    server = instance.server
     try:
+        if server is not None:
+            server.finish_local_runs("failed" if _UNCAUGHT else "finished")
         instance.cleanup()
     except Exception:  # pragma: no cover - nothing useful left to do at exit
         logger.exception("stream server cleanup at exit failed")
 
 
+# Whether the main thread is ending with an uncaught exception (its runs failed).
+_UNCAUGHT: list[BaseException] = []
+_previous_excepthook = sys.excepthook
+
+
+def _note_uncaught(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    if not issubclass(kind, KeyboardInterrupt):
+        _UNCAUGHT.append(value)
+    _previous_excepthook(kind, value, tb)
+
+
 def _reset_after_fork() -> None:
-    # The child owns none of the parent's threads or sockets: it starts with a
-    # fresh, empty manager and never stops (or touches) the parent's server.
+    # The child holds none of the parent's threads or sockets (the server let
+    # go of them, and forwards to the parent's hub: see TrainingStreamServer),
+    # nor any of its references.
     instance = StreamServerManager._instance
     StreamServerManager._instance_lock = threading.Lock()
     if instance is not None:
+        server = instance._server
         instance._reset()
+        instance._server = server
 
 
 atexit.register(_cleanup_at_exit)
+sys.excepthook = _note_uncaught
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)

@@ -1,47 +1,61 @@
-"""TrainingStreamServer: one loop thread serving the SSE, WebSocket and REST
-transports over one hub; start binds all three ports or none; stop returns
-only once every port is verified free.
+"""TrainingStreamServer: one process's part in a hub, in one of two roles.
 
-Lifecycle, in the order the steps run::
+- ``"host"``: this process serves the hub — SSE, WebSocket and REST on one
+  loop thread (:mod:`stream_hub.hosting`); start binds all three ports or
+  none; stop returns only once every port is verified free.
+- ``"joined"``: another process of this user serves the hub of these ports,
+  and this one forwards its events there (:mod:`stream_hub.processes`).
 
-    start()   -> _resolve_ports -> _bind_sockets -> loop start -> _startup -> _announce
-    stop()    -> _shutdown (on the loop) -> loop stop -> _release_resources -> verify_released
-    restart() -> stop (keeping ports and history) -> start
+Which one is decided at start (:meth:`start`): with ``port_conflict="auto"``
+(the default) or ``"join"`` and fixed ports, through the per-user registry
+(:mod:`stream_hub.processes.rendezvous`); otherwise this process hosts. The
+same object changes role when its host hands over, or dies and this process
+is elected; a forked child forwards to its parent's hub and never serves.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
+from . import job
 from .config import StreamConfig, base_urls
 from .core.hub import Hub
-from .errors import StreamHubError
-from .ports import PortManager, bind_port, verify_released
+from .errors import PortInUseError, StreamHubError
+from .hosting import HostRuntime
+from .ports import PortManager
+from .processes.channel import decode_events
+from .processes.handover import HANDOVER_WINDOW, HandoverToSuccessor
+from .processes.host import HostChannel
+from .processes.joined import Forwarder, JoinTarget
+from .processes.registry import HubRecord, Registry, new_token
+from .processes.rendezvous import (
+    HostOn,
+    JoinHub,
+    decide,
+    my_record,
+    rendezvous_key,
+    resolve_ports,
+    uses_rendezvous,
+)
 from .runtime.forking import close_inherited_sockets
-from .runtime.loop import LoopThread
 from .runtime.notifier import LoopNotifier
 from .status import Status
 from .telemetry import LatencyHistogram, MetricsExporter
-from .transports import TRANSPORTS, Transports
+from .transports import Transports
 from .transports.access import AccessPolicy, is_loopback_host
 from .transports.clients import ClientRegistry
 
 __all__ = ["ServerOwner", "TrainingStreamServer"]
 
 logger = logging.getLogger(__name__)
-
-WATCH_INTERVAL = 0.25  # seconds between listener health checks
-# Of stop()'s timeout, the part streams get to flush; the rest stops the loop thread.
-GRACEFUL_SHARE = 0.8
 
 # Where the one "serving" line goes when the application configured no logging.
 _STDERR = logging.StreamHandler()
@@ -64,25 +78,34 @@ class ServerOwner(Protocol):
 
 
 class TrainingStreamServer:
-    """SSE, WebSocket and REST over one hub, on one dedicated loop thread.
+    """One process's part in a hub: hosting it, or joined to another process's.
 
     Most code gets one through :func:`stream_hub.get_stream_server`, which
     shares a single server per process. ``log`` and ``publish`` may be called
-    from any thread, before, during and after the server runs; they never
-    block on the network.
+    from any thread, before, during and after the server runs, in either
+    role; they never block on the network.
 
-    ``server.log(metrics, step=None, run=None)`` publishes one metric event
-    and returns its seq; a value that is not a real number raises
-    ``TypeError`` in the caller's thread. It *is* the hub's intake method
-    (one call on the training thread's hot path, not two).
+    ``server.log(metrics, step=None, run=None)`` publishes one metric event;
+    it returns its seq while this process hosts, ``None`` while it is joined
+    (the host numbers the event). A value that is not a real number raises
+    ``TypeError`` in the caller's thread. It *is* the hub's intake method (one
+    call on the training thread's hot path, not two).
     """
 
-    log: Callable[..., int | None]
+    log: Any
 
     def __init__(self, config: StreamConfig | None = None, training_system: Any = None) -> None:
         self.config = cfg = config if config is not None else StreamConfig()
         self.training_system = training_system
-        self.hub = Hub(cfg.history_size, cfg.series_points, cfg.history_bytes, cfg.max_series)
+        identity = job.current()
+        self.hub = Hub(
+            cfg.history_size,
+            cfg.series_points,
+            cfg.history_bytes,
+            cfg.max_series,
+            run=identity.run,
+            rank=identity.rank,
+        )
         self.log = self.hub.intake.log  # HOT PATH: see the class docstring
         self.owner: ServerOwner | None = None
         self.restarts = 0
@@ -92,25 +115,32 @@ class TrainingStreamServer:
         # Every client connection, and the eviction of those that stop reading.
         self.clients = ClientRegistry(cfg.send_timeout, cfg.client_buffer_bytes)
         # The Host and Origin rules every transport applies.
-        self.access = AccessPolicy(cfg, lambda: self._ports.get("rest"))
+        self.access = AccessPolicy(cfg, lambda: self._host.ports.get("rest"))
         # The SSE streams running now (the WebSocket server keeps its own).
         self.streams: set[asyncio.Task[Any]] = set()
         self._metrics = MetricsExporter(self)
-        self._loop = LoopThread(on_crash=self._loop_crashed)
+        self._transports = Transports(
+            self,
+            restart=self._restart_in_background,
+            # Looked up per request: a training system may be given later.
+            training_status=lambda: _status_method(self.training_system),
+            metrics_text=self._metrics.render,
+        )
+        self._host = HostRuntime(self, self._transports, self._report_fault)
         self._lifecycle = threading.RLock()
-        self._notifier: LoopNotifier | None = None
-        self._watch_task: asyncio.Task[None] | None = None
-        self._ports: dict[str, int] = {}
-        self._sockets: dict[str, socket.socket] = {}
-        self._transports = self._new_transports()
-        self._started_at: float | None = None
-        self._running = False
+        self._role: str | None = None
+        self._forwarder: Forwarder | None = None
+        self._registry: Registry | None = None
+        self._key: str | None = None  # the registry key, when this server met others there
+        self._record: HubRecord | None = None
+        self._token = new_token()
+        self._hosted_ports: dict[str, int] = {}  # kept across a restart
         _ALL_SERVERS.add(self)
 
     def publish(
         self, event_type: str, data: Any = None, run: str | None = None, step: int | None = None
-    ) -> int | None:
-        """Publish any JSON-able event of ``event_type`` and return its seq.
+    ) -> Any:
+        """Publish any JSON-able event of ``event_type``; its seq (None while joined).
 
         Raises:
             TypeError: the type is reserved or not a plain word, or ``data``
@@ -118,138 +148,335 @@ class TrainingStreamServer:
         """
         return self.hub.intake.publish(event_type, data, run, step)
 
+    def finish(self, run: str | None = None, status: str = "finished") -> Any:
+        """Say that ``run`` (this process's default run when None) has ended:
+        a ``run_end`` event with ``status`` (finished, failed or killed)."""
+        if status not in ("finished", "failed", "killed"):
+            raise ValueError(f"status must be finished, failed or killed, got {status!r}")
+        self.hub.intake.finished_runs.add(run or self.hub.intake.default_run)
+        return self.publish("run_end", {"status": status}, run=run)
+
+    def finish_local_runs(self, status: str = "finished") -> None:
+        """Finish every run this process logged to and did not finish itself
+        (at exit: ``finished``, or ``failed`` after an uncaught exception)."""
+        intake = self.hub.intake
+        for run in sorted(intake.local_runs - intake.finished_runs):
+            try:
+                self.finish(run, status)
+            except (TypeError, ValueError):
+                continue
+
     # -- state ----------------------------------------------------------------------
 
     @property
+    def role(self) -> str | None:
+        """``"host"``, ``"joined"`` (or ``"forked"``, in a forked child), or None when stopped."""
+        return self._role
+
+    @property
     def notifier(self) -> LoopNotifier | None:
-        """The loop side of the hub while serving (None when stopped)."""
-        return self._notifier
+        """The loop side of the hub while hosting (None otherwise)."""
+        return self._host.notifier
 
     @property
     def running(self) -> bool:
-        """True while serving (False as soon as the loop thread has died)."""
-        return self._running and self._loop.is_alive()
+        """True while hosting (False as soon as the loop thread has died) or joined."""
+        if self._role == "host":
+            return self._host.running and self._host.alive
+        return self._role in ("joined", "forked")
 
     @property
     def loop_thread_alive(self) -> bool:
-        return self._loop.is_alive()
+        return self._host.alive
 
     @property
     def ports(self) -> dict[str, int]:
-        """The bound ports: ``{"sse": int, "ws": int, "rest": int}`` (empty when stopped)."""
-        return dict(self._ports)
+        """The hub's ports: ``{"sse": int, "ws": int, "rest": int}`` (empty when stopped)."""
+        if self._forwarder is not None:
+            return dict(self._forwarder.target.ports)
+        return dict(self._host.ports)
 
     @property
     def urls(self) -> dict[str, str]:
-        """Base URLs of the three transports (empty when stopped)."""
-        return base_urls(self.config.host, self._ports)
+        """Base URLs of the hub's three transports (empty when stopped)."""
+        if self._forwarder is not None:
+            return dict(self._forwarder.target.urls)
+        return base_urls(self.config.host, self._host.ports)
 
     def client_counts(self) -> dict[str, int]:
         """Connected SSE and WebSocket clients, and evictions so far."""
-        notifier = self._notifier
+        notifier = self._host.notifier
         counts = dict(notifier.clients) if notifier is not None else {"sse": 0, "ws": 0}
         counts["evicted"] = self.clients.evicted
         return counts
 
+    def sources(self) -> list[dict[str, Any]]:
+        """The hub's publishers (``/api/sources``): this process, then joined ones."""
+        me = {
+            "source": "host",
+            "host": _hostname(),
+            "pid": os.getpid(),
+            "rank": self.hub.intake.rank,
+            "role": "host",
+            "events": self.hub.counters.published,
+            "dropped": self.hub.intake.shed,
+            "connected": self.running,
+            "connected_since": time.time() - (time.monotonic() - (self._host.started_at or time.monotonic())),
+        }
+        channel = self._host.channel
+        return [me, *(channel.describe_sources() if channel is not None else [])]
+
+    def live_runs(self) -> set[str]:
+        """Runs a live publisher of this hub has logged to (not stale)."""
+        channel = self._host.channel
+        joined = channel.live_runs() if channel is not None else set()
+        return joined | (self.hub.intake.local_runs - self.hub.intake.finished_runs)
+
     def status(self) -> dict[str, Any]:
         """The status dict of the contract (``ref_count`` from the owner)."""
-        hub = self.hub
-        return Status(
+        hub, host, forwarder = self.hub, self._host, self._forwarder
+        status = Status(
             running=self.running,
             ref_count=self.owner.ref_count if self.owner is not None else 0,
-            uptime_s=(time.monotonic() - self._started_at) if self._started_at else 0.0,
+            uptime_s=(time.monotonic() - host.started_at) if host.started_at else 0.0,
             ports=self.ports,
             urls=self.urls,
-            epoch=hub.epoch,
-            last_seq=hub.head,
+            epoch=forwarder.target.epoch if forwarder is not None else hub.epoch,
+            last_seq=forwarder.host_last_seq if forwarder is not None else hub.head,
             history={"size": hub.size, "capacity": hub.capacity},
             clients=self.client_counts(),
             events=hub.events_counts(),
-            loop_thread_alive=self._loop.is_alive(),
+            loop_thread_alive=host.alive,
             restarts=self.restarts,
+            role=self._role or "stopped",
         ).to_dict()
+        if forwarder is not None:
+            status["host"] = {"pid": forwarder.target.pid, "urls": forwarder.target.urls}
+            status["forwarding"] = forwarder.status()
+        return status
 
     def check_not_in_loop(self, what: str) -> None:
         """Raise :class:`~stream_hub.LoopThreadError` if called from this
         server's loop thread (where a blocking call would deadlock)."""
-        self._loop.check_not_in_loop(what)
+        self._host.loop.check_not_in_loop(what)
 
     # -- start ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Bind all three ports and serve; on any failure nothing stays bound.
+        """Host the hub of this config's ports, or join the live one.
 
         Raises:
             PortInUseError: a port is taken and the ``port_conflict`` policy
-                refused to free it (nothing is bound then).
+                refused to take another (nothing is bound then).
+            StreamHubError: ``port_conflict="join"`` found no hub to join.
             LoopThreadError: called from the server's own loop thread.
         """
         self.check_not_in_loop("TrainingStreamServer.start()")
         with self._lifecycle:
-            if self._running:
+            if self._role is not None:
                 return
             cfg = self.config
-            wanted = self._ports or {"sse": cfg.sse_port, "ws": cfg.ws_port, "rest": cfg.rest_port}
             _warn_if_exposed(cfg)
-            self._bind_sockets(self._resolve_ports(wanted))
-            try:
-                loop = self._loop.start()
-                self._notifier = LoopNotifier(self.hub, loop, cfg.busy_flush_interval, cfg.heartbeat_interval)
-                self._loop.run(self._startup(), timeout=30)
-            except BaseException:
-                self._abort_start()
-                raise
-            self._running = True
-            self._started_at = time.monotonic()
-            state = {"state": "started", "ports": self.ports, "pid": os.getpid(), "restarts": self.restarts}
-            self.hub.submit("status", None, None, state)
-            _announce(self.urls)
+            if self._hosted_ports:  # a restart: the same ports again
+                self._host_on(self._hosted_ports)
+            elif uses_rendezvous(cfg):
+                self._start_with_registry()
+            elif cfg.port_conflict == "auto":
+                self._host_on(resolve_ports(cfg, _configured(cfg)))
+            else:
+                self._host_on(PortManager(cfg.host, cfg.port_conflict).resolve(_configured(cfg)))
 
-    def _resolve_ports(self, wanted: dict[str, int]) -> dict[str, int]:
-        """Apply the port-conflict policy to all three ports before binding any."""
-        return PortManager(self.config.host, self.config.port_conflict).resolve(wanted)
-
-    def _bind_sockets(self, wanted: dict[str, int]) -> None:
-        """Bind and listen on all three ports, or on none (closing the others)."""
-        bound: dict[str, socket.socket] = {}
-        try:
-            for name in TRANSPORTS:
-                bound[name] = bind_port(self.config.host, wanted[name], name)
-        except BaseException:
-            for sock in bound.values():
-                sock.close()
-            raise
-        self._sockets = bound
-        self._ports = {name: sock.getsockname()[1] for name, sock in bound.items()}
-
-    def _new_transports(self) -> Transports:
-        return Transports(
-            self,
-            restart=self._restart_in_background,
-            # Looked up per request: a training system may be given later.
-            training_status=lambda: _status_method(self.training_system),
-            metrics_text=self._metrics.render,
-        )
-
-    async def _startup(self) -> None:
-        notifier = self._notifier
-        assert notifier is not None
-        # The hub commits on this loop from now on, before any listener accepts:
-        # no reader can ever see a commit running on a training thread.
-        notifier.attach()
-        await self._transports.start(self._sockets)
-        self._watch_task = asyncio.get_running_loop().create_task(self._watch(), name="stream-hub-watch")
-
-    async def _watch(self) -> None:
-        """Notice a transport that stopped listening underneath us (within a second)."""
+    def _start_with_registry(self) -> None:
+        registry = self._registry = self._registry or Registry()
+        key = self._key = rendezvous_key(self.config)
+        until = time.time() + HANDOVER_WINDOW
+        pause = threading.Event()  # never set: a bounded wait for a successor's record
+        delay = 0.01
         while True:
-            await asyncio.sleep(WATCH_INTERVAL)
-            if not self._running or (self._notifier is not None and self._notifier.closing):
-                continue
-            broken = self._transports.broken()
-            if broken:
-                self._report_fault(f"{', '.join(broken)} listener stopped serving")
+            with registry.lock(key):
+                decision = decide(self.config, registry, key)
+                if isinstance(decision, HostOn):
+                    self._host_on(decision.ports)
+                    return
+                if isinstance(decision, JoinHub):
+                    self._join(decision.target)
+                    return
+            if time.time() > min(until, decision.until):
+                raise StreamHubError(f"the hub on {key} is handing over and its successor did not start")
+            pause.wait(delay)
+            delay = min(delay * 2, 0.25)
+
+    def _host_on(self, ports: dict[str, int], state: dict[str, Any] | None = None) -> None:
+        """Serve on ``ports`` (the registry lock held, if this server uses it)."""
+        hub = self.hub
+        if state is not None:
+            hub.adopt(state)
+        hub.intake.set_sink(hub.store_batch, numbered=True)
+        channel = HostChannel(hub, self._token, self._welcome)
+        if state is not None:
+            channel.acked.update(state.get("acked", {}))
+        self._host.start(ports, channel, self._channel_path())
+        self._role = "host"
+        self._hosted_ports = dict(self._host.ports)
+        if self._registry is not None and self._key is not None:
+            record = my_record(
+                self._key, self.config, self._host.ports, hub.epoch, self._token, channel.address
+            )
+            self._record = record
+            self._registry.write(record)
+        info = {"state": "started", "ports": self.ports, "pid": os.getpid(), "restarts": self.restarts}
+        hub.submit("status", None, None, info)
+        _announce(self.urls)
+
+    def _channel_path(self) -> Path | None:
+        """Where joiners reach this host: a Unix socket in the registry directory
+        (None where there is none: the channel then listens on loopback TCP)."""
+        if not hasattr(socket, "AF_UNIX"):
+            return None
+        try:
+            registry = self._registry = self._registry or Registry()
+        except StreamHubError as exc:
+            logger.warning("%s; joined processes reach this hub over loopback TCP", exc)
+            return None
+        return registry.channel_path(self._key or f"pid{os.getpid()}-{id(self):x}")
+
+    def _welcome(self) -> dict[str, Any]:
+        return {"epoch": self.hub.epoch, "pid": os.getpid(), "ports": self.ports, "urls": self.urls}
+
+    def _join(self, target: JoinTarget, role: str = "joined") -> None:
+        intake = self.hub.intake
+        forwarder = Forwarder(
+            intake,
+            target,
+            self._find_host,
+            take_over=self._take_over if role == "joined" else None,
+            role=role,
+            rank=intake.rank,
+        )
+        intake.set_sink(forwarder.take, numbered=False)
+        self._forwarder = forwarder
+        self._role = role
+        forwarder.start()
+        logger.info("joined the stream_hub hub of pid %d: dashboard %s/", target.pid, target.urls.get("rest"))
+        differ = [n for n, v in target.settings.items() if getattr(self.config, n, None) != v]
+        if differ:
+            logger.warning(
+                "this process's config differs from the hub's in %s; the hub's settings apply "
+                "(the hub has %s)",
+                ", ".join(differ),
+                ", ".join(f"{n}={target.settings[n]!r}" for n in differ),
+            )
+
+    # -- changing roles (the forwarder's thread) ----------------------------------------------
+
+    def _find_host(self) -> JoinTarget | None:
+        """The host is lost: join whoever hosts now, or host (a forked child never does)."""
+        registry, key = self._registry, self._key
+        if registry is None or key is None or not self._lifecycle.acquire(blocking=False):
+            return None
+        try:
+            with registry.lock(key):
+                may_host = self._role == "joined"
+                config = self.config if may_host else self.config.replace(port_conflict="join")
+                try:
+                    decision = decide(config, registry, key)
+                except StreamHubError:
+                    return None
+                if isinstance(decision, JoinHub):
+                    return decision.target if decision.target.pid != os.getpid() else None
+                if isinstance(decision, HostOn):
+                    logger.warning("the hub's host is gone; this process (pid %d) hosts now", os.getpid())
+                    self._become_host(decision.ports, None)
+                return None
+        finally:
+            self._lifecycle.release()
+
+    def _take_over(self, state: dict[str, Any]) -> None:
+        """The host handed its history to this process: host it, same ports, same epoch."""
+        if not self._lifecycle.acquire(blocking=False):
+            return  # this process is stopping
+        try:
+            registry, key = self._registry, self._key
+            if registry is None or key is None:
+                self._become_host(dict(state["ports"]), state)
                 return
+            with registry.lock(key):
+                self._become_host(dict(state["ports"]), state)
+        finally:
+            self._lifecycle.release()
+
+    def _become_host(self, ports: dict[str, int], state: dict[str, Any] | None) -> None:
+        forwarder, self._forwarder = self._forwarder, None
+        left = forwarder.close(0.0) if forwarder is not None else []
+        acked = int((state or {}).get("acked", {}).get(forwarder.source, 0)) if forwarder is not None else 0
+        self._role = None
+        try:
+            self._host_on(ports, state)
+        except PortInUseError:
+            self._host_on(resolve_ports(self.config, ports), state)
+        for batch in left:
+            if batch.n > acked:
+                self.hub.submit_many(decode_events(batch.events))
+
+    # -- stop -----------------------------------------------------------------------------
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop hosting (verifying every port free) or leave the hub joined,
+        within ``timeout`` s (``shutdown_timeout`` by default) in total.
+
+        A host with joined processes hands its history to one of them, which
+        hosts next on the same ports in the same epoch. Safe when stopped.
+
+        Raises:
+            StreamHubError: the loop thread did not exit in time, or a port
+                could still not be bound afterwards.
+            LoopThreadError: called from the server's own loop thread.
+        """
+        self.check_not_in_loop("TrainingStreamServer.stop()")
+        with self._lifecycle:
+            self._stop(timeout, reason="stop")
+            self._hosted_ports = {}
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """``stop()`` for async callers: awaits it without blocking their loop."""
+        self.check_not_in_loop("TrainingStreamServer.aclose()")
+        await asyncio.to_thread(self.stop, timeout)
+
+    def restart(self, timeout: float | None = None) -> None:
+        """Host: stop and start again on the same ports, keeping history and
+        seq (clients reconnect and resume without loss). Joined: reconnect to
+        the host (never restarting another process's hub)."""
+        self.check_not_in_loop("TrainingStreamServer.restart()")
+        with self._lifecycle:
+            if self._forwarder is not None:
+                self._forwarder.reconnect()
+                self.restarts += 1
+                return
+            self._stop(timeout, reason="restart")
+            self.restarts += 1
+            self.start()
+
+    def _stop(self, timeout: float | None, reason: str) -> None:
+        timeout = self.config.shutdown_timeout if timeout is None else max(0.0, timeout)
+        forwarder = self._forwarder
+        if forwarder is not None:
+            self._forwarder = None
+            forwarder.close(timeout)
+            self.hub.intake.set_sink(self.hub.store_batch, numbered=True)
+            self._role = None
+            return
+        if self._role is None and not self._host.alive:
+            return
+        handover = None
+        if reason == "stop":
+            handover = HandoverToSuccessor(self.hub, self._registry, self._record, self._host.ports)
+        self._role = None
+        try:
+            self._host.stop(timeout, reason, handover)
+        finally:
+            handed = handover is not None and handover.successor is not None
+            if reason == "stop" and not handed and self._registry and self._key:
+                self._registry.remove(self._key, os.getpid())
 
     def _report_fault(self, cause: str) -> None:
         """Log a fault and hand recovery to the owner (on a thread of its own)."""
@@ -262,110 +489,6 @@ class TrainingStreamServer:
                 target=owner.recover, args=(self, cause), name="stream-hub-recover", daemon=True
             ).start()
 
-    def _abort_start(self) -> None:
-        """Undo a partial start: close listeners, stop the loop, free the ports."""
-        try:
-            if self._loop.is_alive():
-                with contextlib.suppress(Exception):
-                    self._loop.run(self._transports.close(time.monotonic() + 0.5), timeout=5)
-                self._loop.stop()
-        finally:
-            self._release_resources()
-            if not self._running:
-                self._ports = {}
-
-    # -- stop -----------------------------------------------------------------------------
-
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop serving; return only after every port is verified free.
-
-        Ends every SSE stream (after a ``shutdown`` event), closes every
-        WebSocket with 1001, stops listening, cancels every task the server
-        started, joins the loop thread and closes the loop, all within
-        ``timeout`` seconds (``shutdown_timeout`` by default) in total. Safe
-        to call when stopped.
-
-        Raises:
-            StreamHubError: the loop thread did not exit in time, or a port
-                could still not be bound afterwards.
-            LoopThreadError: called from the server's own loop thread.
-        """
-        self.check_not_in_loop("TrainingStreamServer.stop()")
-        with self._lifecycle:
-            self._stop(timeout, reason="stop", keep_ports=False)
-
-    async def aclose(self, timeout: float | None = None) -> None:
-        """``stop()`` for async callers: awaits it without blocking their loop."""
-        self.check_not_in_loop("TrainingStreamServer.aclose()")
-        await asyncio.to_thread(self.stop, timeout)
-
-    def restart(self, timeout: float | None = None) -> None:
-        """Stop and start again on the same ports, keeping history and seq.
-
-        Clients see a ``shutdown`` event, reconnect, and resume from their
-        last seq without loss.
-        """
-        self.check_not_in_loop("TrainingStreamServer.restart()")
-        with self._lifecycle:
-            if self._running:
-                self._stop(timeout, reason="restart", keep_ports=True)
-            self.restarts += 1
-            self.start()
-
-    def _stop(self, timeout: float | None, reason: str, keep_ports: bool) -> None:
-        if not self._running and not self._loop.is_alive():
-            return
-        timeout = self.config.shutdown_timeout if timeout is None else max(0.0, timeout)
-        ports = dict(self._ports)
-        started = time.monotonic()
-        # ``timeout`` bounds the whole stop: streams get most of it to flush,
-        # the rest is kept for stopping the loop thread.
-        deadline = started + timeout
-        graceful = started + timeout * GRACEFUL_SHARE
-        self._running = False
-        try:
-            if self._loop.is_alive():
-                try:
-                    left = max(0.01, graceful - time.monotonic())
-                    self._loop.run(self._shutdown(reason, graceful), timeout=left)
-                except (TimeoutError, StreamHubError) as exc:
-                    logger.warning("graceful shutdown incomplete (%s); stopping the loop anyway", exc)
-            self._loop.stop(timeout=max(0.01, deadline - time.monotonic()))
-        finally:
-            self._release_resources()
-            self._started_at = None
-        verify_released(self.config.host, ports)
-        if not keep_ports:
-            self._ports = {}
-        took = (time.monotonic() - started) * 1000
-        logger.info(
-            "stream_hub stopped (%s) in %.1f ms; ports %s verified free", reason, took, sorted(ports.values())
-        )
-
-    def _release_resources(self) -> None:
-        """Detach the hub from the (stopped) loop and close our listening sockets."""
-        if self._notifier is not None:
-            self._notifier.detach()
-        self._notifier = None
-        for sock in self._sockets.values():
-            sock.close()
-        self._sockets = {}
-
-    async def _shutdown(self, reason: str, deadline: float) -> None:
-        """On the loop: announce, flush every stream, close every connection
-        (streams still running at ``deadline`` are dropped)."""
-        notifier = self._notifier
-        self.hub.submit("shutdown", None, None, {"reason": reason, "restart": reason == "restart"})
-        self.hub.commit()
-        if notifier is not None:
-            notifier.close()
-        await self._transports.close(deadline)
-
-    def _loop_crashed(self, exc: BaseException) -> None:
-        # On the dying loop thread: it can no longer serve anything.
-        if self._running:
-            self._report_fault(f"event-loop thread died: {exc!r}")
-
     def _restart_in_background(self) -> None:
         """Called on the loop by the admin endpoint: restart from another thread."""
         target = self.owner.force_restart if self.owner is not None else self.restart
@@ -374,24 +497,45 @@ class TrainingStreamServer:
     # -- fork ----------------------------------------------------------------------------
 
     def _disown_after_fork(self) -> None:
-        """In a forked child: let go of the parent's sockets, forget its loop and locks.
+        """In a forked child: let go of the parent's sockets and threads; the
+        child's events go to the parent's hub (it never serves).
 
-        The child never serves: it holds none of the server's listeners or
-        client connections (see :mod:`stream_hub.runtime.forking`).
+        See :mod:`stream_hub.runtime.forking`.
         """
-        if self._ports:
-            close_inherited_sockets(self._ports.values())
+        target = self._fork_target()
+        channel = self._host.channel
+        unix = [channel.address[5:]] if channel is not None and channel.address.startswith("unix:") else []
+        if self._host.ports or unix:
+            close_inherited_sockets(self._host.ports.values(), unix)
+        if self._forwarder is not None:
+            self._forwarder.release_after_fork()
         self.hub.intake.reinit_after_fork()
-        self._notifier = None
         self.clients = ClientRegistry(self.config.send_timeout, self.config.client_buffer_bytes)
         self.streams = set()
-        self._running = False
-        self._loop = LoopThread(on_crash=self._loop_crashed)
         self._lifecycle = threading.RLock()
-        self._sockets = {}
-        self._ports = {}
-        self._started_at = None
-        self._transports = self._new_transports()
+        self._host = HostRuntime(self, self._transports, self._report_fault)
+        self._forwarder = None
+        self._role = None
+        self._hosted_ports = {}
+        if target is not None:
+            self._join(target, role="forked")
+
+    def _fork_target(self) -> JoinTarget | None:
+        """The hub a forked child sends to: its parent's, or its parent's host."""
+        if self._forwarder is not None:
+            return self._forwarder.target
+        channel = self._host.channel
+        if self._role != "host" or channel is None or not channel.address:
+            return None
+        return JoinTarget(channel.address, self._token, os.getpid(), self.ports, self.urls, self.hub.epoch)
+
+
+def _configured(config: StreamConfig) -> dict[str, int]:
+    return {"sse": config.sse_port, "ws": config.ws_port, "rest": config.rest_port}
+
+
+def _hostname() -> str:
+    return socket.gethostname()
 
 
 def _status_method(training_system: Any) -> Any:

@@ -7,7 +7,10 @@ The keys are the contract's::
      "last_seq", "history": {"size", "capacity"},
      "clients": {"sse", "ws", "evicted"},
      "events": {"published", "delivered", "dropped", "rejected"},
-     "loop_thread_alive", "restarts"}
+     "loop_thread_alive", "restarts", "role"}
+
+and, while joined, ``"host": {"pid", "urls"}`` and
+``"forwarding": {"queued", "sent", "dropped"}``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Status:
     )
     loop_thread_alive: bool = False
     restarts: int = 0
+    role: str = "stopped"
 
     def to_dict(self) -> dict[str, Any]:
         """The wire shape (plain dicts and values, JSON-able)."""

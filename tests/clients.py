@@ -71,6 +71,7 @@ STATUS_KEYS = {
     "events",
     "loop_thread_alive",
     "restarts",
+    "role",  # contract v2
 }
 
 

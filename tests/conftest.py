@@ -179,6 +179,22 @@ def fuzzed() -> Iterator[TrainingStreamServer]:
         server.stop()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The hub registry of this test run: a directory of its own (the user's
+    real one, and other runs on this machine, are never touched). Children
+    inherit it through XDG_RUNTIME_DIR."""
+    directory = tmp_path_factory.mktemp("runtime")
+    directory.chmod(0o700)
+    old = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(directory)
+    yield
+    if old is None:
+        os.environ.pop("XDG_RUNTIME_DIR", None)
+    else:
+        os.environ["XDG_RUNTIME_DIR"] = old
+
+
 @pytest.fixture(autouse=True)
 def clean_manager() -> Iterator[None]:
     """Every test starts and ends with no managed server and a zero count."""

@@ -9,11 +9,12 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .common import EXIT_OK, server_config
+from .common import EXIT_ERROR, EXIT_OK, server_config
 
 if TYPE_CHECKING:
     from ..server import TrainingStreamServer
@@ -68,6 +69,17 @@ def cmd_serve(args: argparse.Namespace, demo: bool = False) -> int:
     demo_stop: threading.Event | None = None
     with _stop_on_signals() as stop_requested:
         server = get_stream_server(config=cfg)
+        if server.role == "joined" and not demo:
+            status = server.status()
+            release_stream_server()
+            get_stream_server_manager().cleanup()
+            print(
+                f"stream-hub serve: a hub already serves these ports (pid {status['host']['pid']}); "
+                f"its dashboard is {status['host']['urls'].get('rest')}/. "
+                "Training processes join it; nothing else to start.",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
         try:
             _print_ready(args, server, demo)
             if demo:

@@ -20,6 +20,8 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
 
+import orjson
+
 from ..events import encode_event, sse_frame, ws_text_frame
 from .intake import Intake, Notifier, Submission
 from .ring import JSON, SSE, WS, Ring
@@ -103,8 +105,9 @@ class Hub:
         history_size: events kept for replay, and the most a subscriber may lag
             before it skips ahead with a ``gap`` event.
         series_points: buckets kept per metric curve (see :mod:`stream_hub.runs`).
-        history_bytes: the most bytes of events kept (see :mod:`stream_hub.ring`).
+        history_bytes: the most bytes of events kept (see :mod:`stream_hub.core.ring`).
         max_series: the most metric curves kept over all runs.
+        run, rank: the default run and the rank of this process's own events.
     """
 
     def __init__(
@@ -113,15 +116,17 @@ class Hub:
         series_points: int = 1000,
         history_bytes: int = 64 * 1024 * 1024,
         max_series: int = 10_000,
+        run: str = "default",
+        rank: int | None = None,
     ) -> None:
         self.epoch = uuid.uuid4().hex
         self.capacity = history_size
         self.counters = HubCounters()
         self.runs = RunIndex(series_points, max_series=max_series)
         self.ring = Ring(history_size, self.epoch, self.counters, history_bytes)
-        self.intake = Intake(self._store, pending_limit=max(4 * history_size, 50_000))
+        self.intake = Intake(self.store_batch, max(4 * history_size, 50_000), run=run, rank=rank)
 
-    def _store(self, batch: list[Any], count: int) -> None:
+    def store_batch(self, batch: list[Any], count: int) -> None:
         """The intake's sink: a committed batch goes into the ring and the curves."""
         self.ring.store(batch, count, self.runs.observe, self.runs.runs)
         self.counters.published += count
@@ -135,9 +140,15 @@ class Hub:
         return self.intake.publish(event_type, data, run, step)
 
     def submit(
-        self, event_type: str, run: str | None, step: int | None, payload: Any, ts: float | None = None
+        self,
+        event_type: str,
+        run: str | None,
+        step: int | None,
+        payload: Any,
+        ts: float | None = None,
+        rank: int | None = None,
     ) -> int:
-        return self.intake.submit(event_type, run, step, payload, ts)
+        return self.intake.submit(event_type, run, step, payload, ts, rank)
 
     def submit_many(self, events: Sequence[Submission]) -> list[int]:
         return self.intake.submit_many(events)
@@ -164,6 +175,27 @@ class Hub:
     def events_counts(self) -> dict[str, int]:
         """The contract's ``events`` dict (published, delivered, dropped, rejected)."""
         return self.counters.as_dict(shed=self.intake.shed)
+
+    def state(self) -> dict[str, Any]:
+        """The hub's history for a successor: epoch, last seq, the events in
+        the ring (their JSON) and the run curves (committing thread only)."""
+        self.encode_all()
+        ring = self.ring
+        return {
+            "epoch": self.epoch,
+            "last_seq": ring.head,
+            "events": ring.json_range(ring.oldest, ring.head),
+            "runs": self.runs.state(),
+        }
+
+    def adopt(self, state: dict[str, Any]) -> None:
+        """Continue the history of another hub (:meth:`state`): same epoch,
+        its events in the ring under their seqs, its curves; the next event
+        gets the seq after its last. Call before serving (committing thread)."""
+        self.epoch = self.ring.epoch = str(state["epoch"])
+        self.ring.load([orjson.loads(text) for text in state["events"]])
+        self.runs.restore(state["runs"])
+        self.intake.continue_from(int(state["last_seq"]))
 
     def encode_all(self) -> None:
         """Encode every committed event now (committing thread only)."""

@@ -28,15 +28,16 @@ from ..events import encode_data, validate_metrics, validate_run, validate_step,
 
 __all__ = ["FIELDS", "Intake", "Notifier", "Sink"]
 
-FIELDS = 6  # values per event in a flat batch: seq, ts, type, run, step, payload
+FIELDS = 7  # values per event in a flat batch: seq, ts, type, run, step, payload, rank
 
 _NUMERIC = frozenset({float, int})
 
 #: Takes a flat batch (FIELDS values per event, oldest first) and its event count.
 Sink = Callable[[list[Any], int], None]
 
-#: One already checked event: (type, run, step, payload, ts or None for "now").
-Submission = tuple[str, "str | None", "int | None", Any, "float | None"]
+#: One already checked event: (type, run, step, payload, ts or None for "now",
+#: rank or None).
+Submission = tuple[str, "str | None", "int | None", Any, "float | None", "int | None"]
 
 
 class Notifier(Protocol):
@@ -65,16 +66,33 @@ class Intake:
         numbered: whether ``log``/``publish`` return the seq (``True`` while
             this process numbers the hub's events; ``False`` when another
             process does, and they return ``None``).
+        run: the run of events logged without one (this job's default run).
+        rank: the rank stamped on this process's own events (None: not a
+            distributed job).
     """
 
-    def __init__(self, sink: Sink, pending_limit: int = 50_000, numbered: bool = True) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        pending_limit: int = 50_000,
+        numbered: bool = True,
+        run: str = "default",
+        rank: int | None = None,
+    ) -> None:
         self._sink = sink
         self.numbered = numbered
+        self.default_run = run
+        self.rank = rank
+        # The runs this process's own threads logged to (finished at exit),
+        # and those it finished itself.
+        self.local_runs: set[str] = set()
+        self.finished_runs: set[str] = set()
+        self._last_run: str | None = None
         self.shed = 0  # events forgotten before commit (publishers outran the committer)
         self._lock = threading.Lock()
         self._seq = 0
         # Submitted, not yet committed events, flattened: FIELDS values each
-        # (seq, ts, type, run, step, payload). Flat, because a list of tuples
+        # (seq, ts, type, run, step, payload, rank). Flat, because a list of tuples
         # holding dicts would keep every one of them tracked by the garbage
         # collector, whose full passes then grow with the backlog.
         self._pending: list[Any] = []
@@ -113,6 +131,13 @@ class Intake:
     def notifier(self) -> Notifier | None:
         return self._notifier
 
+    def set_sink(self, sink: Sink, numbered: bool) -> None:
+        """Send committed batches somewhere else from now on (a role change:
+        hosting stores them in the hub, joined forwards them)."""
+        with self._commit_lock, self._lock:
+            self._sink = sink
+            self.numbered = numbered
+
     # -- submission (any thread) ---------------------------------------------------------
 
     def log(self, metrics: Any, step: Any = None, run: Any = None) -> int | None:
@@ -134,7 +159,9 @@ class Intake:
         else:
             values = validate_metrics(metrics)
         if type(run) is not str:
-            run = validate_run(run)
+            run = validate_run(run, self.default_run)
+        if run is not self._last_run:
+            self._note_run(run)
         if step is not None and type(step) is not int:
             step = validate_step(step)
         ts = _time()
@@ -143,7 +170,7 @@ class Intake:
         try:
             seq = self._seq = self._seq + 1
             pending = self._pending
-            pending += (seq, ts, "metric", run, step, values)
+            pending += (seq, ts, "metric", run, step, values, self.rank)
             if self._wake_scheduled:
                 if len(pending) > self._pending_limit:
                     self._backlog(pending)
@@ -168,20 +195,31 @@ class Intake:
         if event_type == "metric":
             return self.log(data, step=step, run=run)
         validate_type(event_type)
-        seq = self.submit_many(
-            [(event_type, validate_run(run), validate_step(step), encode_data(data), None)]
-        )
+        run = validate_run(run, self.default_run)
+        self._note_run(run)
+        submission = (event_type, run, validate_step(step), encode_data(data), None, self.rank)
+        seq = self.submit_many([submission])
         return seq[0] if self.numbered else None
 
+    def _note_run(self, run: str) -> None:
+        self._last_run = run
+        self.local_runs.add(run)
+
     def submit(
-        self, event_type: str, run: str | None, step: int | None, payload: Any, ts: float | None = None
+        self,
+        event_type: str,
+        run: str | None,
+        step: int | None,
+        payload: Any,
+        ts: float | None = None,
+        rank: int | None = None,
     ) -> int:
         """Number an already checked event and queue it; returns its seq.
 
         ``payload`` is the metrics dict of a metric event, else the data
         (pre-encoded bytes, or a JSON-able object the caller no longer changes).
         """
-        return self.submit_many([(event_type, run, step, payload, ts)])[0]
+        return self.submit_many([(event_type, run, step, payload, ts, rank)])[0]
 
     def submit_many(self, events: Sequence[Submission]) -> list[int]:
         """:meth:`submit` for several events at once: consecutive seqs, one wake-up."""
@@ -189,8 +227,8 @@ class Intake:
         with self._lock:
             first = self._seq + 1
             pending = self._pending
-            for seq, (event_type, run, step, payload, ts) in enumerate(events, first):
-                pending += (seq, now if ts is None else ts, event_type, run, step, payload)
+            for seq, (event_type, run, step, payload, ts, rank) in enumerate(events, first):
+                pending += (seq, now if ts is None else ts, event_type, run, step, payload, rank)
             self._seq = first + len(events) - 1
             seqs = list(range(first, self._seq + 1))
             if self._wake_scheduled:

@@ -41,12 +41,20 @@ class RejectCounter(Protocol):
     rejected: int
 
 
-Observe = Callable[[int, float, "str | None", "int | None", "dict[str, Any] | None"], None]
+# observe(seq, ts, run, step, type, payload, rank), for each committed event
+Observe = Callable[[int, float, "str | None", "int | None", str, Any, "int | None"], None]
 
 # What an event is charged before it is encoded: a fixed part (the slot, the
 # tuple fields, the three bytes objects to come) plus its payload.
 _BASE_COST = 300
 _METRIC_COST = 100  # per metric: dict entry, float, its share of the JSON
+
+
+_FLOATS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+def _ignore(*_args: Any) -> None:
+    """An observer that takes no notice (events whose curves arrive separately)."""
 
 
 def _estimate(payload: Any) -> int:
@@ -83,6 +91,7 @@ class Ring:
         self._ts: list[float] = [0.0] * capacity
         self._step: list[int | None] = [None] * capacity
         self._payload: list[Any] = [None] * capacity
+        self.ranks: list[int | None] = [None] * capacity
         self._encoded = 0  # events up to this seq are encoded
         self._formats = (self._sse, self._ws, self._json)
         self._chunk_cache: dict[tuple[int, int, int], bytes] = {}
@@ -109,7 +118,7 @@ class Ring:
         """
         cap = self.capacity
         runs_, types_, tss = self.runs, self.types, self._ts
-        steps, payloads, costs = self._step, self._payload, self._cost
+        steps, payloads, costs, ranks = self._step, self._payload, self._cost, self.ranks
         charged = self.bytes
         if count > cap:
             # Overload: more events than the ring holds arrived since the last
@@ -123,7 +132,7 @@ class Ring:
             start = columns[0][0] % cap
             head_part = cap - start
             column_costs = [_estimate(p) for p in columns[5]]
-            targets: tuple[list[Any], ...] = (tss, types_, runs_, steps, payloads, costs)
+            targets: tuple[list[Any], ...] = (tss, types_, runs_, steps, payloads, ranks, costs)
             for ring, column in zip(targets, (*columns[1:], column_costs)):
                 ring[start:] = column[:head_part]
                 ring[:start] = column[head_part:]
@@ -134,17 +143,18 @@ class Ring:
             for run in set(all_runs) - known.keys():
                 picks.add(all_runs.index(run))
             for k in sorted(picks):
-                seq, ts, event_type, run, step, payload = batch[k * FIELDS : (k + 1) * FIELDS]
-                observe(seq, ts, run, step, payload if event_type == "metric" else None)
+                seq, ts, event_type, run, step, payload, rank = batch[k * FIELDS : (k + 1) * FIELDS]
+                observe(seq, ts, run, step, event_type, payload, rank)
         else:
             it = iter(batch)
-            for seq, ts, event_type, run, step, payload in zip(it, it, it, it, it, it):
+            for seq, ts, event_type, run, step, payload, rank in zip(it, it, it, it, it, it, it):
                 i = seq % cap
                 runs_[i] = run
                 types_[i] = event_type
                 tss[i] = ts
                 steps[i] = step
                 payloads[i] = payload
+                ranks[i] = rank
                 # _estimate(payload), inlined: this runs once per event.
                 kind = type(payload)
                 if kind is dict:
@@ -155,7 +165,7 @@ class Ring:
                     cost = _BASE_COST
                 charged += cost - costs[i]  # the slot's previous event leaves
                 costs[i] = cost
-                observe(seq, ts, run, step, payload if event_type == "metric" else None)
+                observe(seq, ts, run, step, event_type, payload, rank)
         self.head = batch[-FIELDS]
         self.bytes = charged
         self._chunk_cache.clear()
@@ -195,13 +205,13 @@ class Ring:
             return
         cap, epoch = self.capacity, self.epoch
         js, sse, ws, runs_, types_ = self._json, self._sse, self._ws, self.runs, self.types
-        tss, steps, payloads, costs = self._ts, self._step, self._payload, self._cost
+        tss, steps, payloads, costs, ranks = self._ts, self._step, self._payload, self._cost, self.ranks
         charged = self.bytes
         for seq in range(start, end + 1):
             i = seq % cap
             event_type, run, step = types_[i], runs_[i], steps[i]
             try:
-                body = encode_event(seq, epoch, tss[i], event_type, run, step, payloads[i])
+                body = encode_event(seq, epoch, tss[i], event_type, run, step, payloads[i], ranks[i])
             except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
                 self.counters.rejected += 1
                 logger.warning("event %d (%s) dropped: cannot encode it as JSON: %s", seq, event_type, exc)
@@ -220,6 +230,29 @@ class Ring:
         self._encoded = end
         self.bytes = charged
         self._trim()
+
+    def load(self, events: list[dict[str, Any]]) -> None:
+        """Put another hub's events (decoded JSON, oldest first, consecutive
+        seqs) in an empty ring, under their own seqs."""
+        batch: list[Any] = []
+        for event in events[-self.capacity :]:
+            if event.get("type") == "metric":
+                payload: Any = {
+                    k: _FLOATS.get(v, v) if type(v) is str else v for k, v in event["metrics"].items()
+                }
+            else:
+                payload = orjson.dumps(event.get("data"))
+            batch += (event["seq"], event["ts"], event["type"], event.get("run"), event.get("step"), payload)
+            batch.append(event.get("rank"))
+        if batch:
+            self.store(batch, len(batch) // FIELDS, _ignore, {})
+            self._floor = batch[0]
+            self._encoded = batch[0] - 1
+
+    def json_range(self, first: int, last: int) -> list[str]:
+        """The JSON of the events of seqs first..last (encoded ones only)."""
+        cap = self.capacity
+        return [self._json[s % cap].decode() for s in range(first, last + 1) if self._json[s % cap]]
 
     # -- reading (the committing thread) -------------------------------------------------
 

@@ -19,7 +19,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RunIndex", "RunSummary", "Series"]
+import orjson
+
+__all__ = ["END_STATES", "RunIndex", "RunSummary", "Series", "Track"]
+
+# Hyper-parameters kept per run (config events beyond it are streamed, not kept).
+MAX_CONFIG_KEYS = 1000
 
 _NAN = math.nan
 
@@ -145,6 +150,40 @@ class Series:
         """Points received so far."""
         return self.points + len(self.raw_values)
 
+    def state(self) -> dict[str, Any]:
+        """Everything needed to rebuild this curve elsewhere (JSON-able: NaN as None)."""
+        self.fold()
+        return {
+            "max_points": self.max_points,
+            "steps": self.steps,
+            "values": _json_floats(self.values),
+            "mins": _json_floats(self.mins),
+            "maxs": _json_floats(self.maxs),
+            "points": self.points,
+            "count": self.count,
+            "width": self.width,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Series:
+        series = cls(int(state["max_points"]))
+        series.steps = list(state["steps"])
+        series.values = _floats(state["values"])
+        series.mins = _floats(state["mins"])
+        series.maxs = _floats(state["maxs"])
+        series.points = int(state["points"])
+        series.count = int(state["count"])
+        series.width = int(state["width"])
+        return series
+
+
+def _json_floats(values: list[float]) -> list[float | None]:
+    return [None if v != v or v in (math.inf, -math.inf) else v for v in values]
+
+
+def _floats(values: list[Any]) -> list[float]:
+    return [_NAN if v is None else v for v in values]
+
 
 def _reduce(items: list[float], pick: Any) -> float:
     out = items[0]
@@ -153,9 +192,27 @@ def _reduce(items: list[float], pick: Any) -> float:
     return out
 
 
+# What a run_end event may say, and the run states /api/runs reports.
+END_STATES = ("finished", "failed", "killed")
+
+
+@dataclass
+class Track:
+    """One rank's part of a run (rank None: events without a rank): its
+    curves, latest values, last step, and how it ended."""
+
+    series: dict[str, Series] = field(default_factory=dict)
+    latest: dict[str, Any] = field(default_factory=dict)
+    last_step: int | None = None
+    last_ts: float | None = None
+    metric_events: int = 0
+    ended: str | None = None
+
+
 @dataclass
 class RunSummary:
-    """What is known about one run: counts, last step, latest values, curves."""
+    """What is known about one run: counts, last step, latest values, curves
+    (per rank), hyper-parameters (``config`` events) and how it ended."""
 
     run: str
     events: int = 0
@@ -163,18 +220,59 @@ class RunSummary:
     last_step: int | None = None
     last_ts: float | None = None
     last_seq: int = 0
-    latest: dict[str, Any] = field(default_factory=dict)
-    series: dict[str, Series] = field(default_factory=dict)
+    tracks: dict[int | None, Track] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def track(self, rank: int | None) -> Track:
+        track = self.tracks.get(rank)
+        if track is None:
+            track = self.tracks[rank] = Track()
+        return track
+
+    @property
+    def ranks(self) -> list[int]:
+        """The ranks that published to this run, in order."""
+        return sorted(rank for rank in self.tracks if rank is not None)
+
+    @property
+    def series(self) -> dict[str, Series]:
+        """The curves of events without a rank (a run of one process)."""
+        track = self.tracks.get(None)
+        return track.series if track is not None else {}
+
+    @property
+    def latest(self) -> dict[str, Any]:
+        """The latest value of every metric, over all ranks (the newest wins)."""
+        tracks = sorted(self.tracks.values(), key=lambda t: t.last_ts or 0.0)
+        out: dict[str, Any] = {}
+        for track in tracks:
+            out.update(track.latest)
+        return out
+
+    @property
+    def ended(self) -> str | None:
+        """How the run ended, once every rank that published has ended (the
+        worst of theirs: killed, failed, finished); None while any still runs."""
+        ends = [track.ended for track in self.tracks.values()]
+        if not ends or None in ends:
+            return None
+        return next(state for state in ("killed", "failed", "finished") if state in ends)
+
+    def metric_names(self) -> list[str]:
+        return sorted({name for track in self.tracks.values() for name in track.series})
 
     def describe(self) -> dict[str, Any]:
         return {
             "run": self.run,
             "last_step": self.last_step,
-            "metrics": sorted(self.latest),
+            "metrics": self.metric_names(),
             "events": self.events,
             "metric_events": self.metric_events,
             "last_ts": self.last_ts,
             "last_seq": self.last_seq,
+            "ranks": self.ranks,
+            "ended": self.ended,
+            "config": self.config,
         }
 
 
@@ -185,7 +283,7 @@ class RunIndex:
     bounded (``max_runs``, ``max_metrics``, ``max_series``) so a publisher
     that invents names cannot grow memory without limit: events past the
     bounds are still streamed, just not kept in curves (``points_dropped``
-    counts the values left out).
+    counts the values left out). A curve is one metric of one rank of a run.
     """
 
     def __init__(
@@ -199,17 +297,25 @@ class RunIndex:
         self.points_dropped = 0
         self.runs: dict[str, RunSummary] = {}
 
-    def new_series(self, run: str, names: Iterable[str]) -> int:
-        """How many curves ``names`` would add to ``run``."""
+    def new_series(self, run: str, names: Iterable[str], rank: int | None = None) -> int:
+        """How many curves ``names`` would add to ``run`` (for ``rank``)."""
         summary = self.runs.get(run)
-        if summary is None:
+        track = summary.tracks.get(rank) if summary is not None else None
+        if track is None:
             return sum(1 for _ in names)
-        return sum(1 for name in names if name not in summary.series)
+        return sum(1 for name in names if name not in track.series)
 
     def observe(
-        self, seq: int, ts: float, run: str | None, step: int | None, metrics: dict[str, Any] | None
+        self,
+        seq: int,
+        ts: float,
+        run: str | None,
+        step: int | None,
+        event_type: str,
+        payload: Any,
+        rank: int | None,
     ) -> None:
-        """Record one committed event (``metrics`` is None for non-metric events)."""
+        """Record one committed event."""
         if run is None:
             return
         summary = self.runs.get(run)
@@ -220,15 +326,23 @@ class RunIndex:
         summary.events += 1
         summary.last_ts = ts
         summary.last_seq = seq
-        if metrics is None:
+        if event_type != "metric":
+            if event_type == "run_end" or event_type == "config":
+                self._note(summary, event_type, payload, rank)
             return
         summary.metric_events += 1
+        track = summary.tracks.get(rank)
+        if track is None:
+            track = summary.track(rank)
+        track.metric_events += 1
         if step is None:
-            step = summary.metric_events
-        summary.last_step = step
-        series = summary.series
+            step = track.metric_events
+        summary.last_step = track.last_step = step
+        track.last_ts = ts
+        track.ended = None  # logging again after an end: running again
+        series = track.series
         refused = 0
-        for name, value in metrics.items():
+        for name, value in payload.items():
             s = series.get(name)
             if s is None:
                 if self.series_count >= self.max_series or len(series) >= self.max_metrics:
@@ -243,13 +357,95 @@ class RunIndex:
             if len(raw) >= s.max_points:
                 s.fold()
         if not refused:
-            summary.latest.update(metrics)
+            track.latest.update(payload)
             return
         self.points_dropped += refused
-        latest = summary.latest
-        for name in metrics.keys() & series.keys():
-            latest[name] = metrics[name]
+        latest = track.latest
+        for name in payload.keys() & series.keys():
+            latest[name] = payload[name]
+
+    def _note(self, summary: RunSummary, event_type: str, payload: Any, rank: int | None) -> None:
+        """A run_end or config event: how a rank ended, the run's hyper-parameters."""
+        try:
+            data = orjson.loads(payload) if type(payload) is bytes else payload
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(data, dict):
+            return
+        if event_type == "run_end":
+            status = data.get("status", "finished")
+            summary.track(rank).ended = status if status in END_STATES else "finished"
+        elif len(summary.config) + len(data) <= MAX_CONFIG_KEYS:
+            summary.config.update(data)
 
     def clear(self) -> None:
         self.runs.clear()
         self.series_count = 0
+
+    def state(self) -> list[dict[str, Any]]:
+        """Every run, its tracks and curves, JSON-able (a hand-over to another host)."""
+        out = []
+        for summary in self.runs.values():
+            tracks = []
+            for rank, track in summary.tracks.items():
+                tracks.append(
+                    {
+                        "rank": rank,
+                        "series": {name: s.state() for name, s in track.series.items()},
+                        "latest": _json_latest(track.latest),
+                        "last_step": track.last_step,
+                        "last_ts": track.last_ts,
+                        "metric_events": track.metric_events,
+                        "ended": track.ended,
+                    }
+                )
+            out.append(
+                {
+                    "run": summary.run,
+                    "events": summary.events,
+                    "metric_events": summary.metric_events,
+                    "last_step": summary.last_step,
+                    "last_ts": summary.last_ts,
+                    "last_seq": summary.last_seq,
+                    "config": summary.config,
+                    "tracks": tracks,
+                }
+            )
+        return out
+
+    def restore(self, runs: list[dict[str, Any]]) -> None:
+        """Take over the runs of :meth:`state` (replacing what is here)."""
+        self.clear()
+        for item in runs[: self.max_runs]:
+            summary = RunSummary(
+                run=item["run"],
+                events=item["events"],
+                metric_events=item["metric_events"],
+                last_step=item["last_step"],
+                last_ts=item["last_ts"],
+                last_seq=item["last_seq"],
+                config=dict(item["config"]),
+            )
+            for t in item["tracks"]:
+                series = {}
+                for name, s in t["series"].items():
+                    if self.series_count >= self.max_series:
+                        break
+                    series[name] = Series.from_state(s)
+                    self.series_count += 1
+                summary.tracks[t["rank"]] = Track(
+                    series=series,
+                    latest={k: _NAN if v is None else v for k, v in t["latest"].items()},
+                    last_step=t["last_step"],
+                    last_ts=t["last_ts"],
+                    metric_events=t["metric_events"],
+                    ended=t["ended"],
+                )
+            self.runs[summary.run] = summary
+
+
+def _json_latest(values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: None if type(v) is float and (v != v or v in (math.inf, -math.inf)) else v
+        for k, v in values.items()
+    }

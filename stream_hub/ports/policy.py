@@ -64,8 +64,8 @@ def is_production(environment: str | None = None) -> bool:
 
 def policy_refusal(policy: str, environment: str | None) -> str | None:
     """Why ``policy`` in ``environment`` forbids ending a holder, or ``None``."""
-    if policy == "fail":
-        return 'port_conflict="fail" never frees a port'
+    if policy in ("fail", "join"):
+        return f'port_conflict="{policy}" never frees a port'
     if policy == "auto" and is_production(environment):
         return 'ENVIRONMENT=production, where stream_hub never kills processes (port_conflict="auto")'
     return None

@@ -55,6 +55,10 @@ class ServerView(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
+    def sources(self) -> list[dict[str, Any]]: ...
+
+    def live_runs(self) -> set[str]: ...
+
 
 def parse_list(value: str | Iterable[str] | None, name: str, limit: int = 100) -> list[str] | None:
     """``"a,b"`` or ``["a", "b,c"]`` -> ``["a", "b", "c"]``; empty -> None."""

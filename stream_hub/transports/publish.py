@@ -17,7 +17,15 @@ from fastapi.responses import JSONResponse, Response
 
 from ..core.intake import Submission
 from ..core.runs import RunIndex
-from ..events import encode_data, validate_metrics, validate_run, validate_step, validate_ts, validate_type
+from ..events import (
+    encode_data,
+    validate_metrics,
+    validate_rank,
+    validate_run,
+    validate_step,
+    validate_ts,
+    validate_type,
+)
 from .access import is_loopback_host
 from .params import BadRequest, ServerView, bearer_token, error_response, json_response, token_matches
 
@@ -107,11 +115,11 @@ def publish_refusal(server: ServerView, request: Request) -> JSONResponse | None
 
 def check_series_room(runs: RunIndex, events: list[Submission]) -> None:
     """Refuse a publish that would add metric curves past ``max_series``."""
-    new: dict[str, set[str]] = {}
-    for event_type, run, _step, payload, _ts in events:
+    new: dict[tuple[str, int | None], set[str]] = {}
+    for event_type, run, _step, payload, _ts, rank in events:
         if event_type == "metric" and run is not None:
-            new.setdefault(run, set()).update(payload)
-    added = sum(runs.new_series(run, names) for run, names in new.items())
+            new.setdefault((run, rank), set()).update(payload)
+    added = sum(runs.new_series(run, names, rank) for (run, rank), names in new.items())
     if added and runs.series_count + added > runs.max_series:
         raise BadRequest(
             f"this would add {added} metric curves, past the server's limit of {runs.max_series} "
@@ -136,11 +144,11 @@ def ingest_items(payload: Any) -> list[Any]:
 
 
 def check_event(item: Any, index: int) -> Submission:
-    """One ingested event, checked: ``(type, run, step, payload, ts)``."""
+    """One ingested event, checked: ``(type, run, step, payload, ts, rank)``."""
     where = f"event {index}"
     if not isinstance(item, dict):
         raise BadRequest(f"{where}: expected a JSON object")
-    unknown = set(item) - {"type", "run", "step", "metrics", "data", "ts"}
+    unknown = set(item) - {"type", "run", "step", "metrics", "data", "ts", "rank"}
     if unknown:
         raise BadRequest(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     event_type = item.get("type", "metric")
@@ -148,6 +156,7 @@ def check_event(item: Any, index: int) -> Submission:
         run = validate_run(item.get("run"))
         step = validate_step(item.get("step"))
         ts = validate_ts(item.get("ts"))
+        rank = validate_rank(item.get("rank"))
         if event_type == "metric":
             if "metrics" not in item:
                 raise TypeError('a metric event needs "metrics": {name: number}')
@@ -157,9 +166,9 @@ def check_event(item: Any, index: int) -> Submission:
                 raise TypeError(
                     f"metric names may have at most {MAX_METRIC_NAME} characters: {long[:60]!r}..."
                 )
-            return ("metric", run, step, metrics, ts)
+            return ("metric", run, step, metrics, ts, rank)
         validate_type(event_type)
         # Encoded now: what cannot be stored is refused here, not dropped later.
-        return (event_type, run, step, encode_data(item.get("data")), ts)
+        return (event_type, run, step, encode_data(item.get("data")), ts, rank)
     except TypeError as exc:
         raise BadRequest(f"{where}: {exc}") from None

@@ -39,6 +39,7 @@ from .params import (
     token_matches,
 )
 from .publish import add_publish_route
+from .runs import NotFound, runs_body, series_body
 
 __all__ = ["create_rest_app"]
 
@@ -118,12 +119,13 @@ def create_rest_app(
 
     @app.get("/api/runs", tags=["runs"])
     async def runs(request: Request) -> Response:
-        """Every run seen: last step, metric names, event counts."""
+        """Every run seen: last step, metric names, event counts, ranks and state
+        (running, finished, failed, killed or stale)."""
         denied = check_read(request)
         if denied:
             return denied
         body = {
-            "runs": [s.describe() for s in hub.runs.runs.values()],
+            "runs": runs_body(hub.runs.runs, server.live_runs()),
             "epoch": hub.epoch,
             "last_seq": hub.head,
         }
@@ -134,9 +136,11 @@ def create_rest_app(
         request: Request,
         run: str,
         metric: str | None = Query(None, description="one metric; all of the run's when omitted"),
+        rank: int | None = Query(None, ge=0, description="one rank; all of them when omitted"),
         max_points: int = Query(2000, ge=2, le=100_000, description="points per series at most"),
     ) -> Response:
-        """The whole run's curve of a metric, downsampled in bounded memory."""
+        """The whole run's curves, downsampled in bounded memory: one metric or
+        all, and for a run with ranks, per rank (``ranks``) or the one asked for."""
         denied = check_read(request)
         if denied:
             return denied
@@ -146,26 +150,21 @@ def create_rest_app(
         summary = hub.runs.runs.get(run)
         if summary is None:
             return error_response(404, f"unknown run {run!r}", runs=sorted(hub.runs.runs)[:100])
-        if metric is not None:
-            s = summary.series.get(metric)
-            if s is None:
-                return error_response(
-                    404, f"run {run!r} has no metric {metric!r}", metrics=sorted(summary.series)
-                )
-            body: dict[str, Any] = {
-                "run": run,
-                "metric": metric,
-                **s.snapshot(max_points),
-                "points_seen": s.seen,
-            }
-        else:
-            body = {
-                "run": run,
-                "series": {name: s.snapshot(max_points) for name, s in summary.series.items()},
-            }
+        try:
+            body = series_body(summary, metric, rank, max_points)
+        except NotFound as exc:
+            return error_response(404, str(exc), **exc.extra)
         body["epoch"] = hub.epoch
         body["last_seq"] = head
         return json_response(orjson.dumps(body))
+
+    @app.get("/api/sources", tags=["runs"])
+    async def sources(request: Request) -> Response:
+        """The hub's publishers: this process, joined processes, forked children."""
+        denied = check_read(request)
+        if denied:
+            return denied
+        return json_response(orjson.dumps({"sources": server.sources()}))
 
     @app.get("/api/metrics/latest", tags=["runs"])
     async def latest(request: Request, run: str | None = Query(None)) -> Response:

@@ -159,7 +159,7 @@ def test_get_after_release_to_zero_starts_again_with_history() -> None:
 def test_blocking_calls_from_the_loop_thread_raise_instead_of_deadlocking() -> None:
     server = get_stream_server(config=free_config())
     manager = get_stream_server_manager()
-    loop = server._loop.loop
+    loop = server._host.loop.loop
     assert loop is not None
     for call in (
         manager.force_restart,

@@ -156,32 +156,39 @@ def test_process_exits_cleanly_with_the_server_running() -> None:
         assert not is_port_in_use(port)
 
 
-def test_forked_child_starts_with_a_fresh_manager_and_leaves_the_parent_alone() -> None:
+def test_a_forked_child_sends_to_its_parents_hub_and_never_serves() -> None:
+    """Contract v2: the child holds no references of its parent's; its server
+    (the inherited one, also what get_stream_server() gives it) forwards to
+    the parent's hub; the parent is not touched."""
     code = """
-        import os, sys, httpx
+        import os, sys, time, httpx
         from stream_hub import StreamConfig, get_stream_server, get_stream_server_manager, \\
             release_stream_server
         cfg = StreamConfig(sse_port=0, ws_port=0, rest_port=0, port_conflict="fail")
         parent = get_stream_server(config=cfg)
-        parent.log({"x": 1})
+        parent.log({"x": 1}, run="parent")
         pid = os.fork()
         if pid == 0:
             ok = True
             mgr = get_stream_server_manager()
-            st = mgr.status()
-            ok &= st["running"] is False and st["ref_count"] == 0
-            ok &= not mgr.is_server_running()
+            ok &= mgr.ref_count == 0
             child = get_stream_server(config=cfg)
-            ok &= child is not parent and child.ports != parent.ports
-            ok &= child.log({"y": 2}) >= 1
-            ok &= httpx.get(child.urls["rest"] + "/health").status_code == 200
+            ok &= child is parent and child.role == "forked" and child.ports == parent.ports
+            ok &= child.log({"y": 2}, run="child") is None  # the parent's hub numbers it
+            ok &= not child.loop_thread_alive
             release_stream_server()
             mgr.cleanup()
             os._exit(0 if ok else 3)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0, status
         assert get_stream_server_manager().status()["ref_count"] == 1
-        assert httpx.get(parent.urls["rest"] + "/health").status_code == 200
+        assert parent.role == "host"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            runs = {r["run"] for r in httpx.get(parent.urls["rest"] + "/api/runs").json()["runs"]}
+            if "child" in runs:
+                break
+        assert runs == {"parent", "child"}, runs
         parent.log({"x": 3})
         release_stream_server()
         print("parent ok")
@@ -269,7 +276,7 @@ def test_stop_timeout_bounds_the_whole_stop_even_with_a_stuck_loop() -> None:
     server = TrainingStreamServer(free_config())
     server.start()
     release = threading.Event()
-    loop = server._loop.loop
+    loop = server._host.loop.loop
     assert loop is not None
     loop.call_soon_threadsafe(release.wait, 30)  # user code that blocks the loop
     started = time.monotonic()

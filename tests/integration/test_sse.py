@@ -20,7 +20,7 @@ import httpx
 import psutil
 import pytest
 
-from stream_hub import TrainingStreamServer
+from stream_hub import TrainingStreamServer, job
 
 from ..clients import EVENT_KEYS_DATA, EVENT_KEYS_METRIC, Frame, SSEStream, stalled_sse
 from ..conftest import committed, fill, wait_for
@@ -59,7 +59,7 @@ def test_frames_carry_id_event_and_contract_json(server, open_stream):
     assert note.json["seq"] == s2 and note.json["run"] == "exp1" and note.json["step"] is None
 
     assert (default.id, default.event) == (str(s3), "metric")
-    assert default.json["run"] == "default"
+    assert default.json["run"] == job.current().run  # contract v2: the job's default run
     assert s3 == s2 + 1 == s1 + 2
 
 

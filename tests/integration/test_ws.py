@@ -20,7 +20,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from stream_hub import TrainingStreamServer
+from stream_hub import TrainingStreamServer, job
 
 from ..clients import (
     EVENT_KEYS_DATA,
@@ -69,7 +69,7 @@ async def test_new_events_arrive_one_json_object_per_text_frame(server, client):
     assert abs(metric["ts"] - time.time()) < 5
     assert set(note) == EVENT_KEYS_DATA
     assert (note["seq"], note["type"], note["data"]) == (s2, "log", {"text": "hello"})
-    assert nonfinite["seq"] == s3 and nonfinite["run"] == "default"
+    assert nonfinite["seq"] == s3 and nonfinite["run"] == job.current().run  # contract v2
     assert nonfinite["metrics"] == {"loss": "NaN", "up": "Infinity"}
 
 

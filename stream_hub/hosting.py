@@ -1,0 +1,228 @@
+"""Serving a hub: the host role of a server.
+
+A :class:`HostRuntime` owns what hosting needs: the bound ports, the loop
+thread, the notifier that commits on it, the three transports and the
+channel joined processes publish through. Its steps, in the order they run::
+
+    start(ports) -> bind (REST first) -> loop start -> _startup (attach the
+                    notifier, start transports, open the channel, watch)
+    stop()       -> _shutdown on the loop (hand over, a shutdown event,
+                    close transports and channel) -> loop stop ->
+                    release (detach) -> verify the ports free
+
+Everything that is not hosting (references, roles, joining) is the
+server's (:mod:`stream_hub.server`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import StreamHubError
+from .ports import bind_port, verify_released
+from .processes.host import HostChannel
+from .runtime.loop import LoopThread
+from .runtime.notifier import LoopNotifier
+from .transports import Transports
+from .transports.params import ServerView
+
+__all__ = ["BIND_ORDER", "Handover", "HostRuntime"]
+
+logger = logging.getLogger(__name__)
+
+WATCH_INTERVAL = 0.25  # seconds between listener health checks
+# Of stop()'s timeout, the part streams get to flush; the rest stops the loop thread.
+GRACEFUL_SHARE = 0.8
+#: REST first: its port is the lock between hubs of one machine.
+BIND_ORDER = ("rest", "sse", "ws")
+
+
+class Handover(Protocol):
+    """A hand-over of the history to a successor, in two steps on the loop."""
+
+    async def send_state(self, channel: HostChannel) -> None:
+        """Before the transports close: the successor gets the history."""
+
+    async def go(self, channel: HostChannel) -> None:
+        """Once the ports are released: the successor may bind them."""
+
+
+class HostRuntime:
+    """The loop thread, transports and channel of a server while it hosts.
+
+    Args:
+        server: what the transports see of the server.
+        transports: the server's transports (built once, reused by restarts).
+        on_fault: called (on a thread of its own) when the loop thread dies or
+            a listener stops serving.
+    """
+
+    def __init__(self, server: ServerView, transports: Transports, on_fault: Callable[[str], None]) -> None:
+        self.server = server
+        self.transports = transports
+        self.on_fault = on_fault
+        self.loop = LoopThread(on_crash=self._loop_crashed)
+        self.notifier: LoopNotifier | None = None
+        self.channel: HostChannel | None = None
+        self.ports: dict[str, int] = {}
+        self.started_at: float | None = None
+        self.running = False
+        self._sockets: dict[str, socket.socket] = {}
+        self._watch_task: asyncio.Task[None] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.loop.is_alive()
+
+    # -- start ------------------------------------------------------------------------------
+
+    def start(self, ports: dict[str, int], channel: HostChannel, channel_path: Path | None) -> None:
+        """Bind ``ports`` (all or none), then serve them and the channel.
+
+        Raises:
+            PortInUseError: a port could not be bound (nothing stays bound).
+        """
+        self._bind(ports)
+        cfg = self.server.config
+        try:
+            loop = self.loop.start()
+            self.notifier = LoopNotifier(
+                self.server.hub, loop, cfg.busy_flush_interval, cfg.heartbeat_interval
+            )
+            self.channel = channel
+            self.loop.run(self._startup(channel_path), timeout=30)
+        except BaseException:
+            self._abort_start()
+            raise
+        self.running = True
+        self.started_at = time.monotonic()
+
+    def _bind(self, wanted: dict[str, int]) -> None:
+        """Bind and listen on all three ports, REST first, or on none."""
+        bound: dict[str, socket.socket] = {}
+        try:
+            for name in BIND_ORDER:
+                bound[name] = bind_port(self.server.config.host, wanted[name], name)
+        except BaseException:
+            for sock in bound.values():
+                sock.close()
+            raise
+        self._sockets = bound
+        self.ports = {name: bound[name].getsockname()[1] for name in ("sse", "ws", "rest")}
+
+    async def _startup(self, channel_path: Path | None) -> None:
+        notifier = self.notifier
+        assert notifier is not None and self.channel is not None
+        # The hub commits on this loop from now on, before any listener accepts:
+        # no reader can ever see a commit running on a training thread.
+        notifier.attach()
+        await self.transports.start(self._sockets)
+        await self.channel.start(channel_path)
+        self._watch_task = asyncio.get_running_loop().create_task(self._watch(), name="stream-hub-watch")
+
+    async def _watch(self) -> None:
+        """Notice a transport that stopped listening underneath us (within a second)."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            if not self.running or (self.notifier is not None and self.notifier.closing):
+                continue
+            broken = self.transports.broken()
+            if broken:
+                self.on_fault(f"{', '.join(broken)} listener stopped serving")
+                return
+
+    def _abort_start(self) -> None:
+        """Undo a partial start: close listeners, stop the loop, free the ports."""
+        try:
+            if self.loop.is_alive():
+                with contextlib.suppress(Exception):
+                    self.loop.run(self._close_all(time.monotonic() + 0.5), timeout=5)
+                self.loop.stop()
+        finally:
+            self._release()
+            self.ports = {}
+
+    # -- stop -----------------------------------------------------------------------------------
+
+    def stop(self, timeout: float, reason: str, handover: Handover | None = None) -> dict[str, int]:
+        """Stop serving within ``timeout`` s in total; returns the ports, verified free.
+
+        With ``handover``, the history goes to a successor first, and it is
+        told to go on once the ports are released.
+
+        Raises:
+            StreamHubError: the loop thread did not exit in time, or a port is
+                still bound afterwards.
+        """
+        ports = dict(self.ports)
+        started = time.monotonic()
+        # ``timeout`` bounds the whole stop: streams get most of it to flush,
+        # the rest is kept for stopping the loop thread.
+        deadline = started + timeout
+        graceful = started + timeout * GRACEFUL_SHARE
+        self.running = False
+        try:
+            if self.loop.is_alive():
+                try:
+                    left = max(0.01, graceful - time.monotonic())
+                    self.loop.run(self._shutdown(reason, graceful, handover), timeout=left)
+                except (TimeoutError, StreamHubError) as exc:
+                    logger.warning("graceful shutdown incomplete (%s); stopping the loop anyway", exc)
+            self.loop.stop(timeout=max(0.01, deadline - time.monotonic()))
+        finally:
+            self._release()
+            self.started_at = None
+        verify_released(self.server.config.host, ports)
+        self.ports = {}
+        took = (time.monotonic() - started) * 1000
+        logger.info(
+            "stream_hub stopped (%s) in %.1f ms; ports %s verified free", reason, took, sorted(ports.values())
+        )
+        return ports
+
+    async def _shutdown(self, reason: str, deadline: float, handover: Handover | None) -> None:
+        """On the loop: hand over if asked, announce, flush every stream, close
+        every connection (streams still running at ``deadline`` are dropped)."""
+        hub = self.server.hub
+        channel = self.channel
+        hub.submit("shutdown", None, None, {"reason": reason, "restart": reason == "restart"})
+        hub.commit()
+        if handover is not None and channel is not None:
+            await handover.send_state(channel)  # the history, shutdown event included
+        if self.notifier is not None:
+            self.notifier.close()
+        await self.transports.close(deadline)
+        if handover is not None and channel is not None:
+            await handover.go(channel)
+        if channel is not None:
+            channel.close()
+
+    async def _close_all(self, deadline: float) -> None:
+        await self.transports.close(deadline)
+        if self.channel is not None:
+            self.channel.close()
+
+    def _release(self) -> None:
+        """Detach the hub from the (stopped) loop and close our listening sockets."""
+        if self.notifier is not None:
+            self.notifier.detach()
+        self.notifier = None
+        for sock in self._sockets.values():
+            sock.close()
+        self._sockets = {}
+
+    def _loop_crashed(self, exc: BaseException) -> None:
+        # On the dying loop thread: it can no longer serve anything.
+        if self.running:
+            self.on_fault(f"event-loop thread died: {exc!r}")
+
+    def run_on_loop(self, coro: Awaitable[Any], timeout: float) -> Any:
+        """Run ``coro`` on the loop and wait for its result (another thread)."""
+        return self.loop.run(coro, timeout=timeout)  # type: ignore[arg-type]

@@ -1,0 +1,170 @@
+"""What processes of one machine say to their hub: frames on a local channel.
+
+The channel is a Unix socket in the registry directory (only this user can
+reach it, and the host checks the peer's uid), or a loopback TCP socket
+where Unix sockets are missing. Every message is one frame: a 4-byte
+big-endian length, then a JSON object with an ``op``:
+
+=============  ===========================================================
+joiner → host  ``hello`` {token, source, pid, rank, host, role, version}
+host → joiner  ``welcome`` {epoch, pid, ports, urls, acked, last_seq}
+joiner → host  ``batch`` {n, events, dropped}: events
+               ``[ts, type, run, step, payload, rank]``
+host → joiner  ``ack`` {n, last_seq}
+host → joiner  ``refused`` {error}
+host → joiner  ``handover`` {state}, then ``go``: take over as host
+=============  ===========================================================
+
+Batch numbers ``n`` count up per source (a joined process or forked child,
+named by a random ``source`` id). The host remembers the last batch it took
+from each source and acknowledges a batch it already has without taking it
+again, so a joiner that resends after a reconnect delivers every event once.
+
+A metric event's payload is its metrics (NaN and the infinities as the
+strings the wire uses); any other event's payload is its data, already
+encoded, as a JSON string, so the host stores it without parsing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from typing import Any
+
+import orjson
+
+from ..core.intake import FIELDS, Submission
+from ..events import validate_metrics, validate_run, validate_type, wire_numbers
+
+__all__ = [
+    "HEADER",
+    "MAX_FRAME",
+    "ChannelClosed",
+    "ProtocolError",
+    "decode_events",
+    "encode_events",
+    "frame",
+    "parse",
+    "read_frame",
+    "recv_frame",
+]
+
+HEADER = struct.Struct("!I")
+#: The largest frame accepted (a hand-over carries a whole history).
+MAX_FRAME = 512 * 1024 * 1024
+_FLOATS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+class ProtocolError(Exception):
+    """The other side sent something that is not a frame of this protocol."""
+
+
+class ChannelClosed(Exception):
+    """The other side closed the channel."""
+
+
+def frame(message: dict[str, Any]) -> bytes:
+    """One message, framed."""
+    body = orjson.dumps(message)
+    return HEADER.pack(len(body)) + body
+
+
+def parse(body: bytes) -> dict[str, Any]:
+    try:
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(message, dict) or not isinstance(message.get("op"), str):
+        raise ProtocolError("a message is a JSON object with an op")
+    return message
+
+
+async def read_frame(reader: asyncio.StreamReader, limit: int = MAX_FRAME) -> dict[str, Any]:
+    """The next message (asyncio side).
+
+    Raises:
+        ChannelClosed: the other side closed the channel.
+        ProtocolError: what arrived is not a frame, or is larger than ``limit``.
+    """
+    try:
+        (length,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+        if length > limit:
+            raise ProtocolError(f"a frame of {length} bytes is over the limit of {limit}")
+        return parse(await reader.readexactly(length))
+    except asyncio.IncompleteReadError:
+        raise ChannelClosed from None
+
+
+def recv_frame(sock: socket.socket, limit: int = MAX_FRAME) -> dict[str, Any]:
+    """The next message (blocking socket side; honours the socket's timeout).
+
+    Raises:
+        ChannelClosed, ProtocolError: as :func:`read_frame`; ``TimeoutError``
+        from the socket's timeout.
+    """
+    (length,) = HEADER.unpack(_recv_exactly(sock, HEADER.size))
+    if length > limit:
+        raise ProtocolError(f"a frame of {length} bytes is over the limit of {limit}")
+    return parse(_recv_exactly(sock, length))
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    parts: list[bytes] = []
+    while size:
+        part = sock.recv(min(size, 1 << 20))
+        if not part:
+            raise ChannelClosed
+        parts.append(part)
+        size -= len(part)
+    return b"".join(parts)
+
+
+def encode_events(batch: list[Any], count: int) -> list[list[Any]]:
+    """An intake's flat batch as the events of a ``batch`` message."""
+    out: list[list[Any]] = []
+    for k in range(count):
+        _seq, ts, event_type, run, step, payload, rank = batch[k * FIELDS : (k + 1) * FIELDS]
+        if event_type == "metric":
+            payload = wire_numbers(payload)
+        elif type(payload) is bytes:
+            payload = payload.decode()
+        else:
+            payload = orjson.dumps(payload).decode()
+        out.append([ts, event_type, run, step, payload, rank])
+    return out
+
+
+def decode_events(events: Any) -> list[Submission]:
+    """The events of a ``batch`` message, checked, as submissions for an intake.
+
+    Raises:
+        ProtocolError: an event is malformed.
+    """
+    if not isinstance(events, list):
+        raise ProtocolError("events must be a list")
+    out: list[Submission] = []
+    try:
+        for event in events:
+            ts, event_type, run, step, payload, rank = event
+            if type(ts) not in (float, int) or (step is not None and type(step) is not int):
+                raise TypeError("ts and step must be numbers")
+            if rank is not None and type(rank) is not int:
+                raise TypeError("rank must be an int")
+            run = validate_run(run)
+            if event_type == "metric":
+                if not isinstance(payload, dict):
+                    raise TypeError("metrics must be an object")
+                for name, value in payload.items():
+                    if type(value) is str and value in _FLOATS:
+                        payload[name] = _FLOATS[value]
+                out.append(("metric", run, step, validate_metrics(payload), float(ts), rank))
+            else:
+                if type(payload) is not str:
+                    raise TypeError("data must be JSON text")
+                data = payload.encode()
+                orjson.loads(data)  # it goes into every client's stream as is: it must be JSON
+                out.append((validate_type(event_type), run, step, data, float(ts), rank))
+    except (TypeError, ValueError, orjson.JSONDecodeError) as exc:
+        raise ProtocolError(f"bad event in a batch: {exc}") from None
+    return out

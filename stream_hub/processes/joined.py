@@ -1,0 +1,454 @@
+"""The joined side: a process whose events go to another process's hub.
+
+A joined process keeps the publish path of a host (the same
+:class:`~stream_hub.core.intake.Intake`: validate, append under one lock,
+wake once per batch) and gives it a :class:`Forwarder` as notifier and sink:
+a thread that takes each batch, numbers it, sends it to the host over the
+channel (:mod:`.channel`) and keeps it until the host acknowledges it. After
+a reconnect, unacknowledged batches are sent again; the host takes each batch
+number once, so every event arrives once.
+
+A forked child (``fork()`` without ``exec``: DataLoader and multiprocessing
+workers) forwards the same way to its parent's hub, but sends each batch
+right away from the calling thread (a non-blocking write to a local socket):
+pool workers are often ended with SIGTERM the moment their task returns,
+and what is in the socket by then still reaches the hub.
+
+Everything here is bounded: at most ``buffer_events`` events wait for the
+host; older ones are dropped first and counted (``status()["forwarding"]``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import select
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ..core.intake import Intake
+from .channel import (
+    HEADER,
+    MAX_FRAME,
+    ChannelClosed,
+    ProtocolError,
+    encode_events,
+    frame,
+    parse,
+    recv_frame,
+)
+from .registry import PROTOCOL_VERSION
+
+__all__ = ["Forwarder", "JoinTarget"]
+
+logger = logging.getLogger(__name__)
+
+# Spacing between two sends while publishers keep the forwarder busy.
+MIN_INTERVAL = 0.001
+# How often the forwarder looks for acknowledgements and a lost host when idle.
+POLL_INTERVAL = 0.05
+CONNECT_TIMEOUT = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class JoinTarget:
+    """A hub to forward to: its channel address and join token, and what it said
+    about itself in its record (pid, urls, ports, epoch)."""
+
+    channel: str
+    token: str
+    pid: int
+    ports: dict[str, int]
+    urls: dict[str, str]
+    epoch: str
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class _Batch:
+    n: int
+    count: int
+    events: list[list[Any]]
+    sent: bool = False
+
+
+#: What the forwarder asks when it lost its host: a hub to join now, or None
+#: (this process has become the host, or none could be found yet).
+FindHost = Callable[[], "JoinTarget | None"]
+#: Called (on the forwarder's thread) when the host hands its history over:
+#: this process is to host next, with that state.
+TakeOver = Callable[[dict[str, Any]], None]
+
+
+class Forwarder:
+    """One process's link to its hub, and the intake's notifier and sink.
+
+    Args:
+        intake: the process's intake (``numbered`` is turned off while joined).
+        target: the hub to join first.
+        find_host: called on the forwarder's thread when the host is lost.
+        take_over: called on the forwarder's thread when the host hands over.
+        role: ``"joined"`` or ``"forked"`` (sends eagerly from the caller).
+        rank: the rank this process reports about itself.
+    """
+
+    def __init__(
+        self,
+        intake: Intake,
+        target: JoinTarget,
+        find_host: FindHost,
+        *,
+        take_over: TakeOver | None = None,
+        role: str = "joined",
+        rank: int | None = None,
+        buffer_events: int = 100_000,
+    ) -> None:
+        self.intake = intake
+        self.target = target
+        self.role = role
+        self.rank = rank
+        self.buffer_events = buffer_events
+        self.source = uuid.uuid4().hex
+        self.sent = 0  # events acknowledged by a host
+        self.dropped = 0  # events dropped because the buffer was full
+        self.connected = False
+        self.host_last_seq = 0
+        self._find_host = find_host
+        self._take_over = take_over
+        self._state: dict[str, Any] | None = None  # a history handed to us
+        self._outbox: deque[_Batch] = deque()
+        self._queued = 0  # events in the outbox
+        self._next = 1
+        self._sock: socket.socket | None = None
+        self._io = threading.RLock()  # sending, and the outbox (re-entered by a forked child)
+        self._wake = threading.Event()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._started = threading.Lock()
+        self._urgent = False
+        self._inbuf = bytearray()
+
+    # -- the intake's notifier (any thread, outside the intake's locks) ----------------
+
+    def wake(self) -> None:
+        self._ensure_thread()
+        self._wake.set()
+
+    def wake_urgent(self) -> None:
+        self._urgent = True
+        self.wake()
+
+    def committed(self) -> None:
+        pass  # nobody reads a joined process's ring
+
+    # -- the intake's sink (the committing thread) ---------------------------------------
+
+    def take(self, batch: list[Any], count: int) -> None:
+        """Number a committed batch and queue it (or, forked, send it now)."""
+        events = encode_events(batch, count)
+        with self._io:
+            self._outbox.append(_Batch(self._next, count, events))
+            self._next += 1
+            self._queued += count
+            while self._queued > self.buffer_events and len(self._outbox) > 1:
+                lost = self._outbox.popleft()
+                self._queued -= lost.count
+                self.dropped += lost.count
+            if self.role == "forked":
+                if self._sock is None and not self._closing:
+                    self._open_quietly()
+                self._send_unsent()
+        if self.role == "forked":
+            self._ensure_thread()
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        """Events waiting for the host's acknowledgement."""
+        return self._queued
+
+    def status(self) -> dict[str, int]:
+        return {"queued": self._queued, "sent": self.sent, "dropped": self.dropped}
+
+    def start(self) -> None:
+        """From now on the intake's batches go to the host: a joined process's
+        through this forwarder's thread (its notifier); a forked child's from
+        the caller's thread, at once (no notifier: each batch is committed
+        inline), the thread only reading acknowledgements."""
+        if self.role != "forked":
+            self.intake.attach(self)
+            self._ensure_thread()
+
+    def close(self, timeout: float = 2.0) -> list[_Batch]:
+        """Send what is queued (waiting at most ``timeout`` s for the host to
+        take it), stop, and detach. Returns the batches the host never
+        acknowledged (for a successor to take)."""
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(Exception):
+            self.intake.commit()
+        while self._queued and self.connected and time.monotonic() < deadline:
+            self._wake.set()
+            with contextlib.suppress(Exception):
+                self._drain_acks(wait=min(0.05, max(0.0, deadline - time.monotonic())))
+        self._closing = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.1, deadline - time.monotonic()))
+        self._disconnect()
+        with self._io:
+            left = list(self._outbox)
+            self._outbox.clear()
+            self._queued = 0
+        return left
+
+    def release_after_fork(self) -> None:
+        """In a forked child: let go of this (the parent's) connection without
+        closing it for the parent (its descriptor now points at /dev/null)."""
+        sock = self._sock
+        if sock is None:
+            return
+        with contextlib.suppress(OSError):
+            null = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(null, sock.fileno())
+            finally:
+                os.close(null)
+
+    def reconnect(self) -> None:
+        """Drop the connection; the forwarder thread connects again (and resends)."""
+        self._disconnect()
+        self._wake.set()
+
+    # -- the forwarder thread -------------------------------------------------------------------
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None or self._closing:
+            return
+        with self._started:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="stream-hub-forwarder", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        last_send = 0.0
+        while not self._closing:
+            if self._sock is None and not self._connect():
+                if self._closing:
+                    return
+                self._wake.wait(POLL_INTERVAL * 4)
+                self._wake.clear()
+                continue
+            self._wake.wait(POLL_INTERVAL)
+            self._wake.clear()
+            if self._closing:
+                return
+            spacing = last_send + MIN_INTERVAL - time.monotonic()
+            if spacing > 0 and not self._urgent:
+                self._wake.wait(spacing)  # let a tight publishing loop fill the batch
+            self._urgent = False
+            try:
+                self._drain_acks(wait=0.0)  # first what the host said: acks, a hand-over
+                if self._closing:
+                    return
+                if self.role != "forked":
+                    self.intake.commit()
+                with self._io:
+                    self._send_unsent()
+                last_send = time.monotonic()
+            except (OSError, ChannelClosed, ProtocolError) as exc:
+                # A hand-over may be waiting in the socket behind the error.
+                with contextlib.suppress(OSError, ChannelClosed, ProtocolError):
+                    self._drain_acks(wait=0.0)
+                if self._closing:
+                    return
+                logger.info("lost the hub (%s); reconnecting", exc)
+                self._disconnect()
+
+    def _connect(self) -> bool:
+        """Connect (again) to the target, or find a new host; whether connected."""
+        target = self.target
+        try:
+            self._open(target)
+            return True
+        except (OSError, ChannelClosed, ProtocolError) as exc:
+            logger.debug("cannot reach the hub at %s: %s", target.channel, exc)
+        new = self._find_host()
+        if new is None or self._closing:
+            return False
+        self.target = new
+        try:
+            self._open(new)
+            return True
+        except (OSError, ChannelClosed, ProtocolError) as exc:
+            logger.debug("cannot reach the new hub at %s: %s", new.channel, exc)
+            return False
+
+    def _open(self, target: JoinTarget, wait_welcome: bool = True) -> None:
+        """Connect and say hello; with ``wait_welcome``, read the host's answer
+        before sending anything else (it says what it already has)."""
+        sock = _connect(target.channel)
+        hello = {
+            "op": "hello",
+            "token": target.token,
+            "source": self.source,
+            "pid": os.getpid(),
+            "rank": self.rank,
+            "host": socket.gethostname(),
+            "role": self.role,
+            "version": PROTOCOL_VERSION,
+        }
+        try:
+            sock.sendall(frame(hello))
+            acked = 0
+            if wait_welcome:
+                welcome = recv_frame(sock)
+                if welcome.get("op") != "welcome":
+                    raise ProtocolError(str(welcome.get("error", welcome)))
+                acked = int(welcome.get("acked", 0))
+                self.host_last_seq = int(welcome.get("last_seq", 0))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        with self._io:
+            self._sock = sock
+            self._inbuf = bytearray()
+            self.connected = True
+            self._acknowledge(acked)
+            for batch in self._outbox:
+                batch.sent = False  # a new connection: everything unacknowledged goes again
+            self._send_unsent()
+        logger.debug("joined the hub of pid %d (%s)", target.pid, target.channel)
+
+    def _open_quietly(self) -> None:
+        """A forked child's first connection, from the caller (``_io`` held):
+        hello and the first batches go out at once; the welcome is read later."""
+        try:
+            self._open(self.target, wait_welcome=False)
+        except (OSError, ChannelClosed, ProtocolError) as exc:
+            logger.debug("cannot reach the parent's hub at %s: %s", self.target.channel, exc)
+
+    def _send_unsent(self) -> None:
+        """Send every batch not yet sent on this connection (``_io`` held)."""
+        sock = self._sock
+        if sock is None:
+            return
+        for batch in self._outbox:
+            if batch.sent:
+                continue
+            data = frame({"op": "batch", "n": batch.n, "events": batch.events, "dropped": self.dropped})
+            try:
+                _send_all(sock, data)
+            except BlockingIOError:
+                return  # the host is slow to read: the thread sends the rest later
+            batch.sent = True
+
+    def _drain_acks(self, wait: float) -> None:
+        """Read what the host sent (waiting at most ``wait`` s for something)."""
+        sock = self._sock
+        if sock is None:
+            return
+        if wait > 0:
+            select.select([sock], [], [], wait)
+        closed = False
+        while True:
+            try:
+                data = sock.recv(1 << 16)
+            except BlockingIOError:
+                break
+            if not data:
+                closed = True
+                break
+            self._inbuf += data
+        for message in _frames(self._inbuf):
+            op = message.get("op")
+            if op in ("ack", "welcome"):
+                with self._io:
+                    self._acknowledge(int(message.get("n", message.get("acked", 0))))
+                self.host_last_seq = int(message.get("last_seq", self.host_last_seq))
+            elif op == "refused":
+                raise ProtocolError(str(message.get("error")))
+            elif op == "handover":
+                self._state = message.get("state")
+            elif op == "go" and self._state is not None and self._take_over is not None:
+                state, self._state = self._state, None
+                self._take_over(state)  # this process hosts from now on
+                return
+        if closed:
+            raise ChannelClosed
+
+    def _acknowledge(self, n: int) -> None:
+        """Forget the batches the host has (``_io`` held)."""
+        outbox = self._outbox
+        while outbox and outbox[0].n <= n:
+            batch = outbox.popleft()
+            self._queued -= batch.count
+            self.sent += batch.count
+
+    def _disconnect(self) -> None:
+        with self._io:
+            sock, self._sock = self._sock, None
+            self.connected = False
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+def _frames(buffer: bytearray) -> list[dict[str, Any]]:
+    """The complete messages at the start of ``buffer`` (removed from it)."""
+    out: list[dict[str, Any]] = []
+    while len(buffer) >= HEADER.size:
+        (length,) = HEADER.unpack_from(buffer)
+        if length > MAX_FRAME:
+            raise ProtocolError(f"a frame of {length} bytes is over the limit")
+        end = HEADER.size + length
+        if len(buffer) < end:
+            break
+        out.append(parse(bytes(buffer[HEADER.size : end])))
+        del buffer[:end]
+    return out
+
+
+def _connect(address: str) -> socket.socket:
+    """A blocking connection to ``unix:/path`` or ``tcp:host:port``."""
+    kind, _, rest = address.partition(":")
+    if kind == "unix" and hasattr(socket, "AF_UNIX"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            sock.connect(rest)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    if kind == "tcp":
+        host, _, port = rest.rpartition(":")
+        return socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT)
+    raise OSError(f"cannot reach a channel at {address!r}")
+
+
+def _send_all(sock: socket.socket, data: bytes) -> None:
+    """Write ``data`` whole on a non-blocking socket, waiting only while a
+    partial write is in flight (a frame is never left half-sent)."""
+    view = memoryview(data)
+    sent = 0
+    while sent < len(view):
+        try:
+            sent += sock.send(view[sent:])
+        except BlockingIOError:
+            if sent == 0:
+                raise
+            sock.settimeout(CONNECT_TIMEOUT)
+            try:
+                sent += sock.send(view[sent:])
+            finally:
+                sock.setblocking(False)
