@@ -25,17 +25,23 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from .config import StreamConfig
 from .errors import StreamHubError
 from .ports import bind_port, verify_released
 from .processes.host import HostChannel
 from .runtime.loop import LoopThread
 from .runtime.notifier import LoopNotifier
 from .transports import Transports
+from .transports.access import is_loopback_host
 from .transports.params import ServerView
 
-__all__ = ["BIND_ORDER", "Handover", "HostRuntime"]
+__all__ = ["BIND_ORDER", "Handover", "HostRuntime", "announce", "warn_if_exposed"]
 
 logger = logging.getLogger(__name__)
+
+# Where the one "serving" line goes when the application configured no logging.
+_STDERR = logging.StreamHandler()
+_STDERR.setFormatter(logging.Formatter("%(message)s"))
 
 WATCH_INTERVAL = 0.25  # seconds between listener health checks
 # Of stop()'s timeout, the part streams get to flush; the rest stops the loop thread.
@@ -226,3 +232,36 @@ class HostRuntime:
     def run_on_loop(self, coro: Awaitable[Any], timeout: float) -> Any:
         """Run ``coro`` on the loop and wait for its result (another thread)."""
         return self.loop.run(coro, timeout=timeout)  # type: ignore[arg-type]
+
+
+def warn_if_exposed(cfg: StreamConfig) -> None:
+    """Binding beyond loopback: say what the missing tokens leave open."""
+    if is_loopback_host(cfg.host):
+        return
+    problems = []
+    if cfg.read_token is None:
+        problems.append("without read_token anyone who can reach it can read your training events")
+    if cfg.publish_token is None:
+        problems.append("without publish_token other machines cannot publish (they are refused)")
+    if problems:
+        logger.warning(
+            "binding %s, which other machines can reach: %s. Set STREAM_HUB_READ_TOKEN / "
+            "STREAM_HUB_PUBLISH_TOKEN, or bind 127.0.0.1.",
+            cfg.host,
+            "; ".join(problems),
+        )
+
+
+def announce(urls: dict[str, str]) -> None:
+    """Say where the server is: at INFO, and on stderr if logging is not configured.
+
+    A library user who configured no logging would never see an INFO record
+    (Python's default level is WARNING), and would not learn the dashboard's
+    URL; one line on stderr tells them. With logging configured, the record
+    goes where they sent it and nothing else is printed.
+    """
+    message = "stream_hub serving: dashboard %s/ SSE %s/events WebSocket %s/ (REST %s/api/status)"
+    args = (urls["rest"], urls["sse"], urls["ws"], urls["rest"])
+    logger.info(message, *args)
+    if not logger.hasHandlers():
+        _STDERR.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, message, args, None))

@@ -22,44 +22,30 @@ import socket
 import threading
 import time
 import weakref
-from pathlib import Path
 from typing import Any, Protocol
 
 from . import job
 from .config import StreamConfig, base_urls
 from .core.hub import Hub
-from .errors import PortInUseError, StreamHubError
-from .hosting import HostRuntime
+from .hosting import HostRuntime, announce, warn_if_exposed
 from .ports import PortManager
-from .processes.channel import decode_events
-from .processes.handover import HANDOVER_WINDOW, HandoverToSuccessor
+from .processes.handover import HandoverToSuccessor
 from .processes.host import HostChannel
-from .processes.joined import Forwarder, JoinTarget
+from .processes.joined import Forwarder
+from .processes.membership import Membership, configured_ports
 from .processes.registry import HubRecord, Registry, new_token
-from .processes.rendezvous import (
-    HostOn,
-    JoinHub,
-    decide,
-    my_record,
-    rendezvous_key,
-    resolve_ports,
-    uses_rendezvous,
-)
+from .processes.rendezvous import my_record, resolve_ports, uses_rendezvous
 from .runtime.forking import close_inherited_sockets
 from .runtime.notifier import LoopNotifier
 from .status import Status
 from .telemetry import LatencyHistogram, MetricsExporter
 from .transports import Transports
-from .transports.access import AccessPolicy, is_loopback_host
+from .transports.access import AccessPolicy
 from .transports.clients import ClientRegistry
 
 __all__ = ["ServerOwner", "TrainingStreamServer"]
 
 logger = logging.getLogger(__name__)
-
-# Where the one "serving" line goes when the application configured no logging.
-_STDERR = logging.StreamHandler()
-_STDERR.setFormatter(logging.Formatter("%(message)s"))
 
 # Every server object of this process, so a forked child can disown them.
 _ALL_SERVERS: weakref.WeakSet[TrainingStreamServer] = weakref.WeakSet()
@@ -77,7 +63,7 @@ class ServerOwner(Protocol):
     def recover(self, server: TrainingStreamServer, cause: str) -> None: ...
 
 
-class TrainingStreamServer:
+class TrainingStreamServer(Membership):
     """One process's part in a hub: hosting it, or joined to another process's.
 
     Most code gets one through :func:`stream_hub.get_stream_server`, which
@@ -214,7 +200,7 @@ class TrainingStreamServer:
         """The hub's publishers (``/api/sources``): this process, then joined ones."""
         me = {
             "source": "host",
-            "host": _hostname(),
+            "host": socket.gethostname(),
             "pid": os.getpid(),
             "rank": self.hub.intake.rank,
             "role": "host",
@@ -276,35 +262,15 @@ class TrainingStreamServer:
             if self._role is not None:
                 return
             cfg = self.config
-            _warn_if_exposed(cfg)
+            warn_if_exposed(cfg)
             if self._hosted_ports:  # a restart: the same ports again
                 self._host_on(self._hosted_ports)
             elif uses_rendezvous(cfg):
                 self._start_with_registry()
             elif cfg.port_conflict == "auto":
-                self._host_on(resolve_ports(cfg, _configured(cfg)))
+                self._host_on(resolve_ports(cfg, configured_ports(cfg)))
             else:
-                self._host_on(PortManager(cfg.host, cfg.port_conflict).resolve(_configured(cfg)))
-
-    def _start_with_registry(self) -> None:
-        registry = self._registry = self._registry or Registry()
-        key = self._key = rendezvous_key(self.config)
-        until = time.time() + HANDOVER_WINDOW
-        pause = threading.Event()  # never set: a bounded wait for a successor's record
-        delay = 0.01
-        while True:
-            with registry.lock(key):
-                decision = decide(self.config, registry, key)
-                if isinstance(decision, HostOn):
-                    self._host_on(decision.ports)
-                    return
-                if isinstance(decision, JoinHub):
-                    self._join(decision.target)
-                    return
-            if time.time() > min(until, decision.until):
-                raise StreamHubError(f"the hub on {key} is handing over and its successor did not start")
-            pause.wait(delay)
-            delay = min(delay * 2, 0.25)
+                self._host_on(PortManager(cfg.host, cfg.port_conflict).resolve(configured_ports(cfg)))
 
     def _host_on(self, ports: dict[str, int], state: dict[str, Any] | None = None) -> None:
         """Serve on ``ports`` (the registry lock held, if this server uses it)."""
@@ -326,97 +292,7 @@ class TrainingStreamServer:
             self._registry.write(record)
         info = {"state": "started", "ports": self.ports, "pid": os.getpid(), "restarts": self.restarts}
         hub.submit("status", None, None, info)
-        _announce(self.urls)
-
-    def _channel_path(self) -> Path | None:
-        """Where joiners reach this host: a Unix socket in the registry directory
-        (None where there is none: the channel then listens on loopback TCP)."""
-        if not hasattr(socket, "AF_UNIX"):
-            return None
-        try:
-            registry = self._registry = self._registry or Registry()
-        except StreamHubError as exc:
-            logger.warning("%s; joined processes reach this hub over loopback TCP", exc)
-            return None
-        return registry.channel_path(self._key or f"pid{os.getpid()}-{id(self):x}")
-
-    def _welcome(self) -> dict[str, Any]:
-        return {"epoch": self.hub.epoch, "pid": os.getpid(), "ports": self.ports, "urls": self.urls}
-
-    def _join(self, target: JoinTarget, role: str = "joined") -> None:
-        intake = self.hub.intake
-        forwarder = Forwarder(
-            intake,
-            target,
-            self._find_host,
-            take_over=self._take_over if role == "joined" else None,
-            role=role,
-            rank=intake.rank,
-        )
-        intake.set_sink(forwarder.take, numbered=False)
-        self._forwarder = forwarder
-        self._role = role
-        forwarder.start()
-        logger.info("joined the stream_hub hub of pid %d: dashboard %s/", target.pid, target.urls.get("rest"))
-        differ = [n for n, v in target.settings.items() if getattr(self.config, n, None) != v]
-        if differ:
-            logger.warning(
-                "this process's config differs from the hub's in %s; the hub's settings apply "
-                "(the hub has %s)",
-                ", ".join(differ),
-                ", ".join(f"{n}={target.settings[n]!r}" for n in differ),
-            )
-
-    # -- changing roles (the forwarder's thread) ----------------------------------------------
-
-    def _find_host(self) -> JoinTarget | None:
-        """The host is lost: join whoever hosts now, or host (a forked child never does)."""
-        registry, key = self._registry, self._key
-        if registry is None or key is None or not self._lifecycle.acquire(blocking=False):
-            return None
-        try:
-            with registry.lock(key):
-                may_host = self._role == "joined"
-                config = self.config if may_host else self.config.replace(port_conflict="join")
-                try:
-                    decision = decide(config, registry, key)
-                except StreamHubError:
-                    return None
-                if isinstance(decision, JoinHub):
-                    return decision.target if decision.target.pid != os.getpid() else None
-                if isinstance(decision, HostOn):
-                    logger.warning("the hub's host is gone; this process (pid %d) hosts now", os.getpid())
-                    self._become_host(decision.ports, None)
-                return None
-        finally:
-            self._lifecycle.release()
-
-    def _take_over(self, state: dict[str, Any]) -> None:
-        """The host handed its history to this process: host it, same ports, same epoch."""
-        if not self._lifecycle.acquire(blocking=False):
-            return  # this process is stopping
-        try:
-            registry, key = self._registry, self._key
-            if registry is None or key is None:
-                self._become_host(dict(state["ports"]), state)
-                return
-            with registry.lock(key):
-                self._become_host(dict(state["ports"]), state)
-        finally:
-            self._lifecycle.release()
-
-    def _become_host(self, ports: dict[str, int], state: dict[str, Any] | None) -> None:
-        forwarder, self._forwarder = self._forwarder, None
-        left = forwarder.close(0.0) if forwarder is not None else []
-        acked = int((state or {}).get("acked", {}).get(forwarder.source, 0)) if forwarder is not None else 0
-        self._role = None
-        try:
-            self._host_on(ports, state)
-        except PortInUseError:
-            self._host_on(resolve_ports(self.config, ports), state)
-        for batch in left:
-            if batch.n > acked:
-                self.hub.submit_many(decode_events(batch.events))
+        announce(self.urls)
 
     # -- stop -----------------------------------------------------------------------------
 
@@ -520,60 +396,10 @@ class TrainingStreamServer:
         if target is not None:
             self._join(target, role="forked")
 
-    def _fork_target(self) -> JoinTarget | None:
-        """The hub a forked child sends to: its parent's, or its parent's host."""
-        if self._forwarder is not None:
-            return self._forwarder.target
-        channel = self._host.channel
-        if self._role != "host" or channel is None or not channel.address:
-            return None
-        return JoinTarget(channel.address, self._token, os.getpid(), self.ports, self.urls, self.hub.epoch)
-
-
-def _configured(config: StreamConfig) -> dict[str, int]:
-    return {"sse": config.sse_port, "ws": config.ws_port, "rest": config.rest_port}
-
-
-def _hostname() -> str:
-    return socket.gethostname()
-
 
 def _status_method(training_system: Any) -> Any:
     method = getattr(training_system, "get_status", None)
     return method if callable(method) else None
-
-
-def _warn_if_exposed(cfg: StreamConfig) -> None:
-    """Binding beyond loopback: say what the missing tokens leave open."""
-    if is_loopback_host(cfg.host):
-        return
-    problems = []
-    if cfg.read_token is None:
-        problems.append("without read_token anyone who can reach it can read your training events")
-    if cfg.publish_token is None:
-        problems.append("without publish_token other machines cannot publish (they are refused)")
-    if problems:
-        logger.warning(
-            "binding %s, which other machines can reach: %s. Set STREAM_HUB_READ_TOKEN / "
-            "STREAM_HUB_PUBLISH_TOKEN, or bind 127.0.0.1.",
-            cfg.host,
-            "; ".join(problems),
-        )
-
-
-def _announce(urls: dict[str, str]) -> None:
-    """Say where the server is: at INFO, and on stderr if logging is not configured.
-
-    A library user who configured no logging would never see an INFO record
-    (Python's default level is WARNING), and would not learn the dashboard's
-    URL; one line on stderr tells them. With logging configured, the record
-    goes where they sent it and nothing else is printed.
-    """
-    message = "stream_hub serving: dashboard %s/ SSE %s/events WebSocket %s/ (REST %s/api/status)"
-    args = (urls["rest"], urls["sse"], urls["ws"], urls["rest"])
-    logger.info(message, *args)
-    if not logger.hasHandlers():
-        _STDERR.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, message, args, None))
 
 
 def _after_fork_in_child() -> None:

@@ -42,15 +42,19 @@ __all__ = [
     "MAX_FRAME",
     "ChannelClosed",
     "ProtocolError",
+    "connect",
     "decode_events",
     "encode_events",
     "frame",
     "parse",
     "read_frame",
     "recv_frame",
+    "send_whole",
+    "take_frames",
 ]
 
 HEADER = struct.Struct("!I")
+CONNECT_TIMEOUT = 2.0
 #: The largest frame accepted (a hand-over carries a whole history).
 MAX_FRAME = 512 * 1024 * 1024
 _FLOATS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
@@ -168,3 +172,57 @@ def decode_events(events: Any) -> list[Submission]:
     except (TypeError, ValueError, orjson.JSONDecodeError) as exc:
         raise ProtocolError(f"bad event in a batch: {exc}") from None
     return out
+
+
+# -- the blocking-socket side (joined processes) ---------------------------------------
+
+
+def take_frames(buffer: bytearray) -> list[dict[str, Any]]:
+    """The complete messages at the start of ``buffer`` (removed from it)."""
+    out: list[dict[str, Any]] = []
+    while len(buffer) >= HEADER.size:
+        (length,) = HEADER.unpack_from(buffer)
+        if length > MAX_FRAME:
+            raise ProtocolError(f"a frame of {length} bytes is over the limit")
+        end = HEADER.size + length
+        if len(buffer) < end:
+            break
+        out.append(parse(bytes(buffer[HEADER.size : end])))
+        del buffer[:end]
+    return out
+
+
+def connect(address: str) -> socket.socket:
+    """A blocking connection to ``unix:/path`` or ``tcp:host:port``."""
+    kind, _, rest = address.partition(":")
+    if kind == "unix" and hasattr(socket, "AF_UNIX"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            sock.connect(rest)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    if kind == "tcp":
+        host, _, port = rest.rpartition(":")
+        return socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT)
+    raise OSError(f"cannot reach a channel at {address!r}")
+
+
+def send_whole(sock: socket.socket, data: bytes) -> None:
+    """Write ``data`` whole on a non-blocking socket, waiting only while a
+    partial write is in flight (a frame is never left half-sent)."""
+    view = memoryview(data)
+    sent = 0
+    while sent < len(view):
+        try:
+            sent += sock.send(view[sent:])
+        except BlockingIOError:
+            if sent == 0:
+                raise
+            sock.settimeout(CONNECT_TIMEOUT)
+            try:
+                sent += sock.send(view[sent:])
+            finally:
+                sock.setblocking(False)

@@ -35,14 +35,14 @@ from typing import Any
 
 from ..core.intake import Intake
 from .channel import (
-    HEADER,
-    MAX_FRAME,
     ChannelClosed,
     ProtocolError,
+    connect,
     encode_events,
     frame,
-    parse,
     recv_frame,
+    send_whole,
+    take_frames,
 )
 from .registry import PROTOCOL_VERSION
 
@@ -54,7 +54,6 @@ logger = logging.getLogger(__name__)
 MIN_INTERVAL = 0.001
 # How often the forwarder looks for acknowledgements and a lost host when idle.
 POLL_INTERVAL = 0.05
-CONNECT_TIMEOUT = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,7 +294,7 @@ class Forwarder:
     def _open(self, target: JoinTarget, wait_welcome: bool = True) -> None:
         """Connect and say hello; with ``wait_welcome``, read the host's answer
         before sending anything else (it says what it already has)."""
-        sock = _connect(target.channel)
+        sock = connect(target.channel)
         hello = {
             "op": "hello",
             "token": target.token,
@@ -347,7 +346,7 @@ class Forwarder:
                 continue
             data = frame({"op": "batch", "n": batch.n, "events": batch.events, "dropped": self.dropped})
             try:
-                _send_all(sock, data)
+                send_whole(sock, data)
             except BlockingIOError:
                 return  # the host is slow to read: the thread sends the rest later
             batch.sent = True
@@ -369,7 +368,7 @@ class Forwarder:
                 closed = True
                 break
             self._inbuf += data
-        for message in _frames(self._inbuf):
+        for message in take_frames(self._inbuf):
             op = message.get("op")
             if op in ("ack", "welcome"):
                 with self._io:
@@ -401,54 +400,3 @@ class Forwarder:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.close()
-
-
-def _frames(buffer: bytearray) -> list[dict[str, Any]]:
-    """The complete messages at the start of ``buffer`` (removed from it)."""
-    out: list[dict[str, Any]] = []
-    while len(buffer) >= HEADER.size:
-        (length,) = HEADER.unpack_from(buffer)
-        if length > MAX_FRAME:
-            raise ProtocolError(f"a frame of {length} bytes is over the limit")
-        end = HEADER.size + length
-        if len(buffer) < end:
-            break
-        out.append(parse(bytes(buffer[HEADER.size : end])))
-        del buffer[:end]
-    return out
-
-
-def _connect(address: str) -> socket.socket:
-    """A blocking connection to ``unix:/path`` or ``tcp:host:port``."""
-    kind, _, rest = address.partition(":")
-    if kind == "unix" and hasattr(socket, "AF_UNIX"):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(CONNECT_TIMEOUT)
-        try:
-            sock.connect(rest)
-        except OSError:
-            sock.close()
-            raise
-        return sock
-    if kind == "tcp":
-        host, _, port = rest.rpartition(":")
-        return socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT)
-    raise OSError(f"cannot reach a channel at {address!r}")
-
-
-def _send_all(sock: socket.socket, data: bytes) -> None:
-    """Write ``data`` whole on a non-blocking socket, waiting only while a
-    partial write is in flight (a frame is never left half-sent)."""
-    view = memoryview(data)
-    sent = 0
-    while sent < len(view):
-        try:
-            sent += sock.send(view[sent:])
-        except BlockingIOError:
-            if sent == 0:
-                raise
-            sock.settimeout(CONNECT_TIMEOUT)
-            try:
-                sent += sock.send(view[sent:])
-            finally:
-                sock.setblocking(False)
