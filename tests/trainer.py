@@ -1,0 +1,84 @@
+"""A training process for the many-processes tests: gets the shared server,
+logs one metric event per step, prints one JSON line per milestone.
+
+    python trainer.py --steps N --interval S [--run NAME] [--hang] [--fork-pool K]
+
+Settings come from STREAM_HUB_* in the environment (the tests set fixed
+ports and a private XDG_RUNTIME_DIR). Lines on stdout:
+
+    {"ready": role, "pid": ..., "ports": ..., "urls": ...}
+    {"step": k, "ts": t, "role": role}          (with --trace)
+    {"done": n, "role": role, "status": {...}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+
+from stream_hub import get_stream_server, release_stream_server
+
+
+def emit(**fields: object) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def pool_work(args: tuple[int, int]) -> int:
+    worker, count = args
+    from stream_hub import get_stream_server_manager
+
+    server = get_stream_server_manager().server
+    assert server is not None
+    for i in range(count):
+        server.log({"w": float(worker), "i": float(i)}, step=worker * 1000 + i, run="pool")
+    return count
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--interval", type=float, default=0.01)
+    parser.add_argument("--run", default=None)
+    parser.add_argument("--trace", action="store_true")
+    parser.add_argument("--hang", action="store_true", help="serve, then starve the loop thread")
+    parser.add_argument("--fork-pool", type=int, default=0)
+    parser.add_argument("--hold", action="store_true", help="wait for a line on stdin before releasing")
+    args = parser.parse_args()
+    server = get_stream_server()
+    emit(ready=server.role, pid=os.getpid(), ports=server.ports, urls=server.urls)
+    if args.hang:
+        sys.setswitchinterval(1000)  # the loop thread gets no GIL while we spin
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            pass
+    if args.fork_pool:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(args.fork_pool) as pool:
+            done = pool.map(pool_work, [(w, args.steps) for w in range(args.fork_pool)])
+        emit(pool=sum(done))
+    stop = threading.Event()
+    for step in range(args.steps if not args.fork_pool else 0):
+        server.log({"loss": 1.0 / (step + 1), "step": float(step)}, step=step, run=args.run)
+        if args.trace:
+            emit(step=step, ts=time.time(), role=server.role)
+        if args.interval:
+            stop.wait(args.interval)
+    if args.hold:
+        sys.stdin.readline()
+    status = server.status()
+    emit(
+        done=args.steps,
+        role=server.role,
+        status={k: status.get(k) for k in ("role", "forwarding", "host", "pid")},
+    )
+    release_stream_server()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
