@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -27,7 +27,7 @@ from .intake import Intake, Notifier, Submission
 from .ring import JSON, SSE, WS, Ring
 from .runs import RunIndex
 
-__all__ = ["JSON", "SSE", "WS", "Cursor", "Hub", "HubCounters"]
+__all__ = ["JSON", "SSE", "WS", "Archive", "Archived", "Cursor", "Hub", "HubCounters"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,23 @@ MAX_CHUNK_EVENTS = 4096
 MAX_CHUNK_BYTES = 256 * 1024
 # The most bytes of events one /api/history answer carries (``more`` says the rest).
 MAX_HISTORY_BYTES = 8 * 1024 * 1024
+
+
+#: One archived event: (seq, type, run, rank, its JSON).
+Archived = tuple[int, str, "str | None", "int | None", bytes]
+
+
+class Archive(Protocol):
+    """What keeps a hub's events beyond its ring (a durable store, a Redis
+    stream): the hub gives it every committed batch, and asks it for events
+    that have left the ring before it answers a resume with a ``gap``."""
+
+    def append(self, batch: list[Any], count: int, epoch: str) -> None:
+        """A committed flat batch (on the committing thread: must not block)."""
+
+    async def read(self, first: int, last: int, max_bytes: int) -> list[Archived]:
+        """The events of seqs ``first..last`` it has, oldest first, about
+        ``max_bytes`` of them at most (fewer, or none, when it has fewer)."""
 
 
 class HubCounters:
@@ -125,11 +142,15 @@ class Hub:
         self.runs = RunIndex(series_points, max_series=max_series)
         self.ring = Ring(history_size, self.epoch, self.counters, history_bytes)
         self.intake = Intake(self.store_batch, max(4 * history_size, 50_000), run=run, rank=rank)
+        # What keeps events beyond the ring, if anything (see Archive).
+        self.archive: Archive | None = None
 
     def store_batch(self, batch: list[Any], count: int) -> None:
         """The intake's sink: a committed batch goes into the ring and the curves."""
         self.ring.store(batch, count, self.runs.observe, self.runs.runs)
         self.counters.published += count
+        if self.archive is not None:
+            self.archive.append(batch, count, self.epoch)
 
     # -- the intake, for the server and for tests (the hot path calls it directly) -------
 
@@ -320,6 +341,47 @@ class Hub:
         self.counters.delivered += frames
         return (b"".join(gaps) + chunk if gaps else chunk), frames
 
+    # -- events beyond the ring -------------------------------------------------------
+
+    def history_backfill_range(self, since: int, epoch: str | None) -> tuple[int, int] | None:
+        """The archived seqs a history answer after ``since`` would start with."""
+        if self.archive is None or since <= 0 or (epoch is not None and epoch != self.epoch):
+            return None
+        oldest = self.oldest
+        return (since + 1, oldest - 1) if since < oldest - 1 else None
+
+    def backfill_range(self, cursor: Cursor) -> tuple[int, int] | None:
+        """The seqs a cursor is owed that have left the ring, when an archive
+        may still have them (ask it, then :meth:`backfill`); else None."""
+        if self.archive is None or cursor.pending_gap is not None:
+            return None
+        oldest = self.oldest
+        if cursor.pos >= oldest - 1:
+            return None
+        return cursor.pos + 1, oldest - 1
+
+    def backfill(self, cursor: Cursor, events: list[Archived]) -> list[bytes]:
+        """Frames of archived events for a cursor (what it wants of them),
+        advancing it; a ``gap`` first for seqs the archive no longer had.
+        Nothing (and the cursor unmoved) when ``events`` is empty: :meth:`read`
+        then announces the whole stretch. The caller counts what it sends."""
+        if not events:
+            return []
+        parts: list[bytes] = []
+        first = events[0][0]
+        if first > cursor.pos + 1:
+            lost = first - 1 - cursor.pos
+            self.counters.dropped += lost
+            data = {"lost": lost, "from": cursor.pos + 1, "to": first - 1, "reason": "behind"}
+            parts.append(self._gap_frame(cursor.fmt, first - 1, data))
+        for seq, event_type, run, _rank, body in events:
+            if seq <= cursor.pos:
+                continue
+            if cursor.wants(run, event_type):
+                parts.append(_frame(cursor.fmt, seq, event_type, body))
+            cursor.pos = seq
+        return parts
+
     def history(
         self,
         since: int = 0,
@@ -328,15 +390,21 @@ class Hub:
         types: Collection[str] | None = None,
         limit: int = 1000,
         epoch: str | None = None,
+        archived: list[Archived] | None = None,
     ) -> tuple[list[bytes], bool]:
         """Event JSONs after ``since`` (a gap event first if some left history).
 
-        Returns ``(events, more)``; ``more`` is true when ``limit`` (or the
-        size bound of one answer) cut it short.
+        ``archived``: what the archive had of the events older than the ring
+        (:meth:`history_backfill_range`), put first. Returns ``(events,
+        more)``; ``more`` is true when ``limit`` (or the size bound of one
+        answer) cut it short.
         """
         self.encode_all()
         cursor = self.open_cursor(since, epoch=epoch, fmt=JSON, runs=runs, types=types)
-        out = self._gaps(cursor, "history")
+        out = self.backfill(cursor, archived) if archived else []
+        if len(out) >= limit:
+            return out[:limit], True
+        out += self._gaps(cursor, "history")
         head = self.head
         selected, last = self.ring.select(JSON, cursor.pos, head, cursor.wants, MAX_HISTORY_BYTES)
         events = out + selected
@@ -362,9 +430,13 @@ class Hub:
         return out
 
     def _gap_frame(self, fmt: int, seq: int, data: dict[str, Any]) -> bytes:
-        body = encode_event(seq, self.epoch, time.time(), "gap", None, None, data)
-        if fmt == SSE:
-            return sse_frame(seq, "gap", body)
-        if fmt == WS:
-            return ws_text_frame(body)
-        return body
+        return _frame(fmt, seq, "gap", encode_event(seq, self.epoch, time.time(), "gap", None, None, data))
+
+
+def _frame(fmt: int, seq: int, event_type: str, body: bytes) -> bytes:
+    """An event's JSON as a frame of ``fmt``."""
+    if fmt == SSE:
+        return sse_frame(seq, event_type, body)
+    if fmt == WS:
+        return ws_text_frame(body)
+    return body

@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.responses import JSONResponse, Response
 
+from ..core.hub import MAX_CHUNK_BYTES
+
 if TYPE_CHECKING:
     import asyncio
 
     from ..config import StreamConfig
-    from ..core.hub import Hub
+    from ..core.hub import Cursor, Hub
     from ..runtime.notifier import LoopNotifier
     from ..telemetry import LatencyHistogram
     from .access import AccessPolicy
@@ -26,6 +28,7 @@ __all__ = [
     "bearer_token",
     "error_response",
     "json_response",
+    "next_chunk",
     "parse_epoch",
     "parse_list",
     "parse_seq",
@@ -137,3 +140,22 @@ def error_response(
 def json_response(body: bytes, status: int = 200) -> Response:
     """Already encoded JSON."""
     return Response(body, status_code=status, media_type="application/json")
+
+
+async def next_chunk(hub: Hub, cursor: Cursor) -> tuple[bytes, int]:
+    """What a writer sends next to ``cursor``: events from the hub's archive
+    while the cursor is behind the ring (when there is an archive), else the
+    ring's next chunk (:meth:`Hub.read`)."""
+    archive = hub.archive
+    while archive is not None:
+        span = hub.backfill_range(cursor)
+        if span is None:
+            break
+        events = await archive.read(span[0], span[1], MAX_CHUNK_BYTES)
+        if not events:
+            break  # the archive has none of them: read() announces the stretch
+        frames = hub.backfill(cursor, events)
+        if frames:
+            hub.counters.delivered += len(frames)
+            return b"".join(frames), len(frames)
+    return hub.read(cursor)

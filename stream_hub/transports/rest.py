@@ -25,6 +25,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
 from .. import __version__
+from ..core.hub import MAX_HISTORY_BYTES
 from ..events import wire_numbers
 from .access import HostCheck
 from .dashboard import add_dashboard_routes
@@ -204,7 +205,13 @@ def create_rest_app(
             start = parse_seq(since, "since") or 0
         except BadRequest as exc:
             return error_response(400, str(exc))
-        events, more = hub.history(start, runs=runs_, types=types_, limit=limit, epoch=epoch)
+        archived = None
+        span = hub.history_backfill_range(start, epoch)
+        if span is not None and hub.archive is not None:
+            archived = await hub.archive.read(span[0], span[1], MAX_HISTORY_BYTES)
+        events, more = hub.history(
+            start, runs=runs_, types=types_, limit=limit, epoch=epoch, archived=archived
+        )
         body = (
             b'{"events":['
             + b",".join(events)

@@ -29,6 +29,7 @@ from .params import (
     ServerView,
     bearer_token,
     error_response,
+    next_chunk,
     parse_epoch,
     parse_list,
     parse_seq,
@@ -98,7 +99,7 @@ class EventStream:
         notifier.clients["sse"] += 1
         try:
             while not self.gone:
-                chunk, _ = hub.read(cursor)
+                chunk, _ = await next_chunk(hub, cursor)
                 if chunk:
                     if conn is not None and clients.over_budget(conn, len(chunk)):
                         return

@@ -51,7 +51,16 @@ from websockets.protocol import State
 
 from ..core.hub import WS, Cursor, Hub
 from .clients import ClientRegistry, FlowState
-from .params import BadRequest, ServerView, bearer_token, parse_epoch, parse_list, parse_seq, token_matches
+from .params import (
+    BadRequest,
+    ServerView,
+    bearer_token,
+    next_chunk,
+    parse_epoch,
+    parse_list,
+    parse_seq,
+    token_matches,
+)
 
 __all__ = ["SUBSCRIBE_GRACE", "WebSocketServer"]
 
@@ -245,7 +254,7 @@ class WebSocketServer:
         """Write the next chunk after the session's cursor; wait while the client
         is paused. Returns whether something was written, None if the
         connection is gone (or was evicted)."""
-        chunk, _ = hub.read(session.cursor)
+        chunk, _ = await next_chunk(hub, session.cursor)
         if not chunk:
             return False
         wire = connection.wire

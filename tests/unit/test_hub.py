@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from stream_hub.core.hub import MAX_CHUNK_BYTES, MAX_CHUNK_EVENTS, SSE, WS, Hub
 from stream_hub.core.intake import FIELDS
 from stream_hub.core.runs import Series
-from stream_hub.events import ws_text_frame
+from stream_hub.events import encode_event, ws_text_frame
 
 from ..clients import sse_events, ws_events
 
@@ -558,3 +558,65 @@ def test_a_stuck_loop_cannot_grow_the_backlog_without_bound() -> None:
     assert hub.intake.shed > 0
     hub.detach(notifier)
     assert hub.head == 300_000
+
+
+# -- the archive seam: events beyond the ring -------------------------------------------------
+
+
+class MemoryArchive:
+    """Keeps every committed event (its JSON), as a durable store would."""
+
+    def __init__(self, keep_from: int = 1) -> None:
+        self.events: dict[int, tuple[str, str | None, int | None, bytes]] = {}
+        self.keep_from = keep_from  # what it has lost before this seq
+
+    def append(self, batch: list[Any], count: int, epoch: str) -> None:
+        for k in range(count):
+            seq, ts, kind, run, step, payload, rank = batch[k * FIELDS : (k + 1) * FIELDS]
+            body = encode_event(seq, epoch, ts, kind, run, step, payload, rank)
+            self.events[seq] = (kind, run, rank, body)
+
+    async def read(self, first: int, last: int, max_bytes: int) -> list[Any]:
+        out, size = [], 0
+        for seq in range(max(first, self.keep_from), last + 1):
+            if seq in self.events:
+                kind, run, rank, body = self.events[seq]
+                out.append((seq, kind, run, rank, body))
+                size += len(body)
+                if size >= max_bytes:
+                    break
+        return out
+
+
+async def _drain(hub: Hub, cursor: Any) -> list[dict[str, Any]]:
+    from stream_hub.transports.params import next_chunk
+
+    out: list[dict[str, Any]] = []
+    while True:
+        chunk, _ = await next_chunk(hub, cursor)
+        if not chunk:
+            return out
+        out += events_of(chunk, cursor.fmt)
+
+
+async def test_a_resume_older_than_the_ring_is_served_from_the_archive() -> None:
+    hub = Hub(10)
+    hub.archive = MemoryArchive()
+    seqs = [hub.log({"x": i}, step=i, run="a" if i % 2 else "b") for i in range(100)]
+    events = await _drain(hub, hub.open_cursor(5))
+    assert [e["seq"] for e in events] == list(range(6, seqs[-1] + 1))  # no gap: all from the archive
+    only_a = await _drain(hub, hub.open_cursor(5, runs=["a"], fmt=WS))
+    assert [e["seq"] for e in only_a] == [s for s in range(6, 101) if s % 2 == 0]
+    history, more = hub.history(5, limit=1000, archived=await hub.archive.read(6, hub.oldest - 1, 1 << 20))
+    assert [json.loads(b)["seq"] for b in history] == list(range(6, 101)) and not more
+
+
+async def test_what_the_archive_lost_too_is_announced_by_a_gap() -> None:
+    hub = Hub(10)
+    hub.archive = MemoryArchive(keep_from=40)
+    for i in range(100):
+        hub.log({"x": i})
+    events = await _drain(hub, hub.open_cursor(5))
+    gap, *rest = events
+    assert gap["type"] == "gap" and (gap["data"]["from"], gap["data"]["to"]) == (6, 39)
+    assert [e["seq"] for e in rest] == list(range(40, 101))
