@@ -91,6 +91,10 @@ class StreamConfig:
     send_timeout: float = _UNSET
     client_buffer_bytes: int = _UNSET
     stale_timeout: float = _UNSET
+    store: str | None = _UNSET
+    backend: str | None = _UNSET
+    namespace: str = _UNSET
+    system_metrics: float | None = _UNSET
 
     def __post_init__(self) -> None:
         env = os.environ
@@ -110,6 +114,8 @@ class StreamConfig:
             value = getattr(self, f.name)
             if f.name.endswith("_token") and value is not None:
                 value = "***"
+            elif f.name == "backend" and value is not None:
+                value = _mask_url(value)
             elif isinstance(value, tuple):
                 value = list(value)
             out[f.name] = value
@@ -178,6 +184,10 @@ _DEFAULTS: dict[str, Any] = {
     "send_timeout": 10.0,
     "client_buffer_bytes": 4 * 1024 * 1024,
     "stale_timeout": 5.0,
+    "store": None,
+    "backend": None,
+    "namespace": "stream_hub",
+    "system_metrics": None,
 }
 
 _INT_FIELDS = {
@@ -219,8 +229,18 @@ def _parse_env(name: str, raw: str) -> Any:
             return float(text)
         except ValueError:
             raise ConfigError(name, f"{var}={raw!r} is not a number") from None
-    if name in _TOKEN_FIELDS:
+    if name in _TOKEN_FIELDS or name in ("store", "backend"):
         return text or None
+    if name == "system_metrics":
+        lowered = text.lower()
+        if lowered in ("", "0", "false", "no", "off"):
+            return None
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(name, f"{var}={raw!r} is not a number of seconds or a boolean") from None
     if name in _LIST_FIELDS:
         if name in ("ws_origins", "allowed_hosts") and not text:
             return None
@@ -267,6 +287,40 @@ def _validate(name: str, value: Any) -> Any:
         return value
     if name == "port_conflict":
         return check_port_conflict(value)
+    if name == "store":
+        if value is not None and (not isinstance(value, (str, os.PathLike)) or not str(value).strip()):
+            raise ConfigError(name, f"expected the path of a SQLite file (or None), got {value!r}")
+        return None if value is None else os.fspath(value)
+    if name == "backend":
+        if value is not None and (
+            not isinstance(value, str) or not value.startswith(("redis://", "rediss://"))
+        ):
+            raise ConfigError(
+                name, f"expected a redis:// or rediss:// URL (or None), got {_mask_url(value)!r}"
+            )
+        return value
+    if name == "namespace":
+        if (
+            not isinstance(value, str)
+            or not value
+            or len(value) > 100
+            or not value.replace("_", "").replace("-", "").replace(".", "").replace(":", "").isalnum()
+        ):
+            raise ConfigError(name, f"expected a short name of letters, digits, '_-.:', got {value!r}")
+        return value
+    if name == "system_metrics":
+        if value is None or value is False:
+            return None
+        if value is True:
+            return 5.0
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise ConfigError(name, f"expected True, False/None or an interval in seconds, got {value!r}")
+        return float(value)
     if name in _LIST_FIELDS:
         what = "host names" if name == "allowed_hosts" else "origin strings"
         if value is None and name in ("ws_origins", "allowed_hosts"):
@@ -277,6 +331,20 @@ def _validate(name: str, value: Any) -> Any:
             raise ConfigError(name, f"expected a list of {what}, got {value!r}")
         return tuple(v.strip().lower() if name == "allowed_hosts" else v.strip() for v in value)
     raise ConfigError(name, "no such field")  # pragma: no cover - fields are fixed
+
+
+def _mask_url(url: Any) -> Any:
+    """A URL with its password (if any) replaced by ``***``."""
+    if not isinstance(url, str):
+        return url
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, location = rest.rpartition("@")
+    user = credentials.partition(":")[0]
+    return (
+        f"{scheme}://{user + ':' if user else ':'}***@{location}" if ":" in credentials or user == "" else url
+    )
 
 
 def _check_int(name: str, value: Any, low: int, high: int, accepted: str) -> None:

@@ -22,7 +22,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .. import __version__
 from ..core.hub import MAX_HISTORY_BYTES
@@ -40,7 +40,7 @@ from .params import (
     token_matches,
 )
 from .publish import add_publish_route
-from .runs import NotFound, runs_body, series_body
+from .runs import NotFound, export_csv, export_jsonl, run_events, runs_body, series_body
 
 __all__ = ["create_rest_app"]
 
@@ -158,6 +158,29 @@ def create_rest_app(
         body["epoch"] = hub.epoch
         body["last_seq"] = head
         return json_response(orjson.dumps(body))
+
+    @app.get("/api/runs/{run}/export", tags=["runs"], response_class=Response)
+    async def export(
+        request: Request,
+        run: str,
+        format: str = Query("jsonl", pattern="^(csv|jsonl)$", description="csv (metrics) or jsonl (events)"),
+        metric: str | None = Query(None, description="csv: only this metric's column"),
+    ) -> Response:
+        """The run's events at full resolution (what the ring, and the store or
+        Redis stream, hold): JSON lines of every event, or CSV of its metrics."""
+        denied = check_read(request)
+        if denied:
+            return denied
+        if run not in hub.runs.runs:
+            return error_response(404, f"unknown run {run!r}", runs=sorted(hub.runs.runs)[:100])
+        events = run_events(hub, run)
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in run)
+        if format == "csv":
+            body, media, suffix = export_csv(events, metric), "text/csv; charset=utf-8", "csv"
+        else:
+            body, media, suffix = export_jsonl(events), "application/x-ndjson", "jsonl"
+        disposition = {"Content-Disposition": f'attachment; filename="{name}.{suffix}"'}
+        return StreamingResponse(body, media_type=media, headers=disposition)
 
     @app.get("/api/sources", tags=["runs"])
     async def sources(request: Request) -> Response:

@@ -10,13 +10,27 @@ vanished without saying it ended).
 
 from __future__ import annotations
 
+import csv
+import io
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+import orjson
+
+from ..core.hub import JSON, Hub
 from ..core.runs import RunSummary, Series, Track
 
-__all__ = ["STALE_AFTER", "NotFound", "run_state", "runs_body", "series_body"]
+__all__ = [
+    "STALE_AFTER",
+    "NotFound",
+    "export_csv",
+    "export_jsonl",
+    "run_events",
+    "run_state",
+    "runs_body",
+    "series_body",
+]
 
 #: Silence after which a run no live publisher holds counts as stale.
 STALE_AFTER = 60.0
@@ -90,3 +104,80 @@ def _track_body(run: str, track: Track, metric: str | None, max_points: int) -> 
     if s is None:
         raise NotFound(f"run {run!r} has no metric {metric!r}", metrics=sorted(track.series))
     return {"metric": metric, **_curve(s, max_points)}
+
+
+# -- export ---------------------------------------------------------------------------------
+
+EXPORT_PAGE_BYTES = 4 * 1024 * 1024
+# The CSV columns are the metrics seen in this many first events.
+CSV_SCAN = 10_000
+
+
+async def run_events(hub: Hub, run: str) -> AsyncIterator[dict[str, Any]]:
+    """Every event of ``run`` the hub has, oldest first, at full resolution:
+    what its archive has of the events that left the ring, then the ring's."""
+    hub.encode_all()
+    oldest = hub.oldest
+    archive = hub.archive
+    if archive is not None and oldest > 1:
+        first = 1
+        while first < oldest:
+            page = await archive.read(first, oldest - 1, EXPORT_PAGE_BYTES)
+            if not page:
+                break
+            for _seq, _type, event_run, _rank, body in page:
+                if event_run == run:
+                    yield orjson.loads(body)
+            first = page[-1][0] + 1
+    hub.encode_all()  # the ring may have moved while we read the archive
+    bodies, _last = hub.ring.select(JSON, hub.oldest - 1, hub.head, lambda event_run, _type: event_run == run)
+    for body in bodies:
+        yield orjson.loads(body)
+
+
+async def export_jsonl(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async for event in events:
+        yield orjson.dumps(event) + b"\n"
+
+
+async def export_csv(events: AsyncIterator[dict[str, Any]], metric: str | None) -> AsyncIterator[bytes]:
+    """Metric events as CSV: ``seq,ts,step,rank`` then one column per metric
+    (those seen in the first ``CSV_SCAN`` events, or just ``metric``)."""
+    buffered: list[dict[str, Any]] = []
+    names: list[str] = []
+    started = False
+    async for event in events:
+        if event.get("type") != "metric":
+            continue
+        if started:
+            yield _csv_row(event, names)
+            continue
+        buffered.append(event)
+        names.extend(n for n in event["metrics"] if n not in names and (metric is None or n == metric))
+        if len(buffered) >= CSV_SCAN:
+            started = True
+            yield _csv_header(names)
+            for row in buffered:
+                yield _csv_row(row, names)
+            buffered = []
+    if not started:
+        yield _csv_header(names)
+        for row in buffered:
+            yield _csv_row(row, names)
+
+
+def _csv_header(names: list[str]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(["seq", "ts", "step", "rank", *names])
+    return buffer.getvalue().encode()
+
+
+def _csv_row(event: dict[str, Any], names: list[str]) -> bytes:
+    metrics = event["metrics"]
+    buffer = io.StringIO()
+    rank = event.get("rank")
+    csv.writer(buffer).writerow(
+        [event["seq"], event["ts"], event.get("step"), "" if rank is None else rank]
+        + [metrics.get(name, "") for name in names]
+    )
+    return buffer.getvalue().encode()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import threading
@@ -654,3 +656,33 @@ def test_history_is_bounded_in_bytes_as_well_as_events(make_server):
     gap = body["events"][0]  # what left early is announced
     assert gap["type"] == "gap" and gap["data"]["to"] == kept[0] - 1
     assert server.status()["history"]["size"] == len(kept)
+
+
+def test_export_gives_every_event_of_a_run_as_jsonl_or_its_metrics_as_csv(server):
+    seqs = [server.log({"loss": 1.0 / (i + 1), "acc": i / 10}, step=i, run="exp") for i in range(5)]
+    server.log({"other": 1.0}, run="elsewhere")
+    note = server.publish("log", {"message": "done"}, run="exp")
+    committed(server, note)
+    jsonl = get(server, "/api/runs/exp/export", params={"format": "jsonl"})
+    assert jsonl.status_code == 200 and jsonl.headers["content-type"].startswith("application/x-ndjson")
+    events = [json.loads(line) for line in jsonl.text.splitlines()]
+    assert [e["seq"] for e in events] == [*seqs, note] and {e["run"] for e in events} == {"exp"}
+    table = get(server, "/api/runs/exp/export", params={"format": "csv"})
+    assert table.status_code == 200 and 'filename="exp.csv"' in table.headers["content-disposition"]
+    rows = list(csv.reader(io.StringIO(table.text)))
+    assert rows[0] == ["seq", "ts", "step", "rank", "loss", "acc"]
+    assert [int(r[0]) for r in rows[1:]] == seqs and [float(r[4]) for r in rows[1:]] == [
+        1.0,
+        0.5,
+        1 / 3,
+        0.25,
+        0.2,
+    ]
+    one = list(
+        csv.reader(
+            io.StringIO(get(server, "/api/runs/exp/export", params={"format": "csv", "metric": "acc"}).text)
+        )
+    )
+    assert one[0] == ["seq", "ts", "step", "rank", "acc"]
+    assert get(server, "/api/runs/nope/export").status_code == 404
+    assert get(server, "/api/runs/exp/export", params={"format": "xml"}).status_code == 422
