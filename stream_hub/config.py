@@ -94,6 +94,7 @@ class StreamConfig:
     store: str | None = _UNSET
     backend: str | None = _UNSET
     namespace: str = _UNSET
+    replica: bool = _UNSET
     system_metrics: float | None = _UNSET
 
     def __post_init__(self) -> None:
@@ -187,6 +188,7 @@ _DEFAULTS: dict[str, Any] = {
     "store": None,
     "backend": None,
     "namespace": "stream_hub",
+    "replica": True,
     "system_metrics": None,
 }
 
@@ -231,6 +233,13 @@ def _parse_env(name: str, raw: str) -> Any:
             raise ConfigError(name, f"{var}={raw!r} is not a number") from None
     if name in _TOKEN_FIELDS or name in ("store", "backend"):
         return text or None
+    if name == "replica":
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(name, f"{var}={raw!r} is not a boolean (true/false)")
     if name == "system_metrics":
         lowered = text.lower()
         if lowered in ("", "0", "false", "no", "off"):
@@ -297,6 +306,14 @@ def _validate(name: str, value: Any) -> Any:
         ):
             raise ConfigError(
                 name, f"expected a redis:// or rediss:// URL (or None), got {_mask_url(value)!r}"
+            )
+        return value
+    if name == "replica":
+        if not isinstance(value, bool):
+            raise ConfigError(
+                name,
+                f"expected True (publish into the backend and serve it) or False (publish only), "
+                f"got {value!r}",
             )
         return value
     if name == "namespace":

@@ -25,6 +25,7 @@ import weakref
 from typing import Any, Protocol
 
 from . import job
+from .backend import RedisBackend
 from .config import StreamConfig, base_urls
 from .core.hub import Hub
 from .hosting import HostRuntime, announce, warn_if_exposed
@@ -93,6 +94,12 @@ class TrainingStreamServer(Membership):
             rank=identity.rank,
         )
         self.log = self.hub.intake.log  # HOT PATH: see the class docstring
+        # With a backend, events go into Redis, whatever the role (except joined:
+        # then the local host publishes them).
+        self._backend: RedisBackend | None = None
+        if cfg.backend is not None:
+            self._backend = RedisBackend(self.hub, cfg.backend, cfg.namespace)
+            self.hub.intake.set_sink(self._backend.sink, numbered=False)
         self.owner: ServerOwner | None = None
         self.restarts = 0
         self.faults = 0
@@ -156,7 +163,8 @@ class TrainingStreamServer(Membership):
 
     @property
     def role(self) -> str | None:
-        """``"host"``, ``"joined"`` (or ``"forked"``, in a forked child), or None when stopped."""
+        """``"host"``, ``"joined"`` (``"forked"`` in a forked child;
+        ``"publisher"`` with a backend and ``replica=False``), or None when stopped."""
         return self._role
 
     @property
@@ -169,7 +177,7 @@ class TrainingStreamServer(Membership):
         """True while hosting (False as soon as the loop thread has died) or joined."""
         if self._role == "host":
             return self._host.running and self._host.alive
-        return self._role in ("joined", "forked")
+        return self._role in ("joined", "forked", "publisher")
 
     @property
     def loop_thread_alive(self) -> bool:
@@ -239,7 +247,20 @@ class TrainingStreamServer(Membership):
         if forwarder is not None:
             status["host"] = {"pid": forwarder.target.pid, "urls": forwarder.target.urls}
             status["forwarding"] = forwarder.status()
+        backend = self._backend
+        if backend is not None:
+            status["backend"] = backend.state
+            status["redis"] = backend.describe()
         return status
+
+    @property
+    def backend_state(self) -> str | None:
+        """``"up"`` or ``"down"`` with a backend (is Redis answering?), else None."""
+        return self._backend.state if self._backend is not None else None
+
+    def backend_status(self) -> dict[str, Any] | None:
+        """The backend's details (``status()["redis"]``), None without one."""
+        return self._backend.describe() if self._backend is not None else None
 
     def check_not_in_loop(self, what: str) -> None:
         """Raise :class:`~stream_hub.LoopThreadError` if called from this
@@ -263,7 +284,10 @@ class TrainingStreamServer(Membership):
                 return
             cfg = self.config
             warn_if_exposed(cfg)
-            if self._hosted_ports:  # a restart: the same ports again
+            if self._backend is not None and not cfg.replica:
+                self._backend.start_publishing()
+                self._role = "publisher"
+            elif self._hosted_ports:  # a restart: the same ports again
                 self._host_on(self._hosted_ports)
             elif uses_rendezvous(cfg):
                 self._start_with_registry()
@@ -274,14 +298,18 @@ class TrainingStreamServer(Membership):
 
     def _host_on(self, ports: dict[str, int], state: dict[str, Any] | None = None) -> None:
         """Serve on ``ports`` (the registry lock held, if this server uses it)."""
-        hub = self.hub
+        hub, backend = self.hub, self._backend
         if state is not None:
             hub.adopt(state)
-        hub.intake.set_sink(hub.store_batch, numbered=True)
         channel = HostChannel(hub, self._token, self._welcome)
         if state is not None:
             channel.acked.update(state.get("acked", {}))
-        self._host.start(ports, channel, self._channel_path())
+        if backend is None:
+            hub.intake.set_sink(hub.store_batch, numbered=True)
+            self._host.start(ports, channel, self._channel_path())
+        else:
+            self._host.start(ports, channel, self._channel_path(), service=backend)
+            backend.start_publishing()
         self._role = "host"
         self._hosted_ports = dict(self._host.ports)
         if self._registry is not None and self._key is not None:
@@ -290,8 +318,9 @@ class TrainingStreamServer(Membership):
             )
             self._record = record
             self._registry.write(record)
-        info = {"state": "started", "ports": self.ports, "pid": os.getpid(), "restarts": self.restarts}
-        hub.submit("status", None, None, info)
+        if backend is None:  # a replica's start is not news to the other replicas' clients
+            info = {"state": "started", "ports": self.ports, "pid": os.getpid(), "restarts": self.restarts}
+            hub.submit("status", None, None, info)
         announce(self.urls)
 
     # -- stop -----------------------------------------------------------------------------
@@ -334,12 +363,19 @@ class TrainingStreamServer(Membership):
 
     def _stop(self, timeout: float | None, reason: str) -> None:
         timeout = self.config.shutdown_timeout if timeout is None else max(0.0, timeout)
-        forwarder = self._forwarder
+        forwarder, backend = self._forwarder, self._backend
         if forwarder is not None:
             self._forwarder = None
             forwarder.close(timeout)
-            self.hub.intake.set_sink(self.hub.store_batch, numbered=True)
+            if backend is not None:
+                self.hub.intake.set_sink(backend.sink, numbered=False)
+            else:
+                self.hub.intake.set_sink(self.hub.store_batch, numbered=True)
             self._role = None
+            return
+        if self._role == "publisher" and backend is not None:
+            self._role = None
+            backend.stop_publishing(timeout)
             return
         if self._role is None and not self._host.alive:
             return
@@ -347,8 +383,11 @@ class TrainingStreamServer(Membership):
         if reason == "stop":
             handover = HandoverToSuccessor(self.hub, self._registry, self._record, self._host.ports)
         self._role = None
+        started = time.monotonic()
         try:
             self._host.stop(timeout, reason, handover)
+            if backend is not None:
+                backend.stop_publishing(max(0.0, timeout - (time.monotonic() - started)))
         finally:
             handed = handover is not None and handover.successor is not None
             if reason == "stop" and not handed and self._registry and self._key:
@@ -386,6 +425,9 @@ class TrainingStreamServer(Membership):
         if self._forwarder is not None:
             self._forwarder.release_after_fork()
         self.hub.intake.reinit_after_fork()
+        if self._backend is not None:  # the parent's publisher: its thread and locks stayed there
+            self._backend = RedisBackend(self.hub, self._backend.url, self._backend.keys.namespace)
+            self.hub.intake.set_sink(self._backend.sink, numbered=False)
         self.clients = ClientRegistry(self.config.send_timeout, self.config.client_buffer_bytes)
         self.streams = set()
         self._lifecycle = threading.RLock()
@@ -395,6 +437,9 @@ class TrainingStreamServer(Membership):
         self._hosted_ports = {}
         if target is not None:
             self._join(target, role="forked")
+        elif self._backend is not None and not self.config.replica:
+            self._backend.start_publishing()  # the parent published directly: so does the child
+            self._role = "publisher"
 
 
 def _status_method(training_system: Any) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -66,6 +66,8 @@ class Observed(Protocol):
 
     def client_counts(self) -> dict[str, int]: ...
 
+    def backend_status(self) -> dict[str, Any] | None: ...
+
 
 class _ServerCollector(Collector):
     def __init__(self, server: Observed) -> None:
@@ -107,12 +109,39 @@ class _ServerCollector(Collector):
         yield GaugeMetricFamily("stream_hub_last_seq", "Seq of the newest event", value=hub.head)
         yield GaugeMetricFamily("stream_hub_running", "1 while serving", value=1 if server.running else 0)
         yield CounterMetricFamily("stream_hub_restarts", "Restarts of the server", value=server.restarts)
+        yield from _backend_metrics(server.backend_status())
         h = server.latency
         yield HistogramMetricFamily(
             "stream_hub_publish_to_write_seconds",
             "Time from publish to the write of the event to a client",
             buckets=h.buckets(),
             sum_value=h.sum,
+        )
+
+
+def _backend_metrics(backend: dict[str, Any] | None) -> Iterator[Metric]:
+    """The Redis backend's side (nothing without one)."""
+    if backend is None:
+        return
+    yield GaugeMetricFamily(
+        "stream_hub_backend_up", "1 while Redis answers (the replica's reads)", value=backend["state"] == "up"
+    )
+    publisher = backend["publisher"]
+    yield CounterMetricFamily(
+        "stream_hub_backend_sent", "Events Redis took from this process", value=publisher["sent"]
+    )
+    yield CounterMetricFamily(
+        "stream_hub_backend_dropped",
+        "Events dropped while Redis did not answer (the publisher's buffer was full)",
+        value=publisher["dropped"],
+    )
+    yield GaugeMetricFamily(
+        "stream_hub_backend_queued", "Events waiting to be sent to Redis", value=publisher["queued"]
+    )
+    replica = backend["replica"]
+    if replica is not None:
+        yield GaugeMetricFamily(
+            "stream_hub_replica_lag", "Stream entries this replica has not stored yet", value=replica["lag"]
         )
 
 

@@ -62,6 +62,9 @@ class ServerView(Protocol):
 
     def live_runs(self) -> set[str]: ...
 
+    @property
+    def backend_state(self) -> str | None: ...
+
 
 def parse_list(value: str | Iterable[str] | None, name: str, limit: int = 100) -> list[str] | None:
     """``"a,b"`` or ``["a", "b,c"]`` -> ``["a", "b", "c"]``; empty -> None."""

@@ -101,13 +101,24 @@ def create_rest_app(
         given = bearer_token(request.headers.get("authorization"))
         if not token_matches(given, server.config.read_token):
             return error_response(401, "a read token is required: Authorization: Bearer <token>")
-        hub.commit()
+        if not hub.numbered_elsewhere:
+            hub.commit()  # what was just logged is in the answer
         return None
 
     @app.get("/health", tags=["status"])
     async def health() -> dict[str, Any]:
-        """200 while serving; says which server answers."""
-        return {"status": "ok", "service": "stream_hub", "pid": os.getpid(), "last_seq": hub.head}
+        """200 while serving; says which server answers (and, with a Redis
+        backend, whether Redis answers: a replica serves what it has either way)."""
+        answer: dict[str, Any] = {
+            "status": "ok",
+            "service": "stream_hub",
+            "pid": os.getpid(),
+            "last_seq": hub.head,
+        }
+        backend = server.backend_state
+        if backend is not None:
+            answer["backend"] = backend
+        return answer
 
     @app.get("/api/status", tags=["status"])
     async def status(request: Request) -> Response:

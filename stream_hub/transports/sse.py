@@ -108,6 +108,14 @@ class EventStream:
                     latency.observe(time.time() - hub.ts_of(cursor.pos))
                     continue
                 if notifier.closing:
+                    if hub.farewell_frames is not None:
+                        await send(
+                            {
+                                "type": "http.response.body",
+                                "body": hub.farewell_frames[SSE],
+                                "more_body": True,
+                            }
+                        )
                     return
                 beats = notifier.beats
                 self._waiter = notifier.waiter()

@@ -245,6 +245,10 @@ class WebSocketServer:
             if sent:
                 continue
             if notifier.closing:
+                farewell = hub.farewell_frames
+                wire = connection.wire
+                if farewell is not None and wire is not None and connection.state is State.OPEN:
+                    wire.write(farewell[WS])
                 await connection.close(GOING_AWAY, "server shutting down")
                 return
             session.waiter = notifier.waiter()
