@@ -266,7 +266,14 @@ class HubLoad:
             after = self.server.status()["clients"]["evicted"]
             running = self.manager.is_server_running()
             self.windows.append(
-                {"t0": t0, "t1": t1, "evicted": after - before, "error": error, "running": running}
+                {
+                    "t0": t0,
+                    "t1": t1,
+                    "evicted": after - before,
+                    "error": error,
+                    "running": running,
+                    "ports": self.server.ports,
+                }
             )
             due += interval
             if due < time.monotonic():
@@ -1304,19 +1311,27 @@ class Hostile:
         reader: asyncio.StreamReader | None = None
         while not self.stopping.is_set():
             t0 = time.monotonic()
-            try:
-                if writer is None or reader is None:
-                    reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 10)
-                writer.write(request)
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-                length = re.search(rb"(?i)content-length: *(\d+)", head)
-                await asyncio.wait_for(reader.readexactly(int(length[1]) if length else 0), 10)
-                self.probes.append([t0, (time.monotonic() - t0) * 1000])
-            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
-                self.probe_errors.append([t0, time.monotonic(), repr(exc)[:100]])
-                if writer is not None:
-                    writer.close()
-                writer = reader = None
+            # A kept-alive connection the last restart closed fails once: then
+            # the same request goes out again on a fresh connection.
+            for attempt in (1, 2):
+                start = time.monotonic()
+                reused = writer is not None
+                try:
+                    if writer is None or reader is None:
+                        reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 10)
+                    writer.write(request)
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                    length = re.search(rb"(?i)content-length: *(\d+)", head)
+                    await asyncio.wait_for(reader.readexactly(int(length[1]) if length else 0), 10)
+                    self.probes.append([start, (time.monotonic() - start) * 1000])
+                    break
+                except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
+                    if writer is not None:
+                        writer.close()
+                    writer = reader = None
+                    if not (reused and attempt == 1):
+                        self.probe_errors.append([start, time.monotonic(), repr(exc)[:100]])
+                        break
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), max(0.0, t0 + 0.1 - time.monotonic()))
         if writer is not None:
@@ -1557,8 +1572,24 @@ def orchestrate(p: Params, log_dir: Path) -> int:
         "cpu": cpu,
     }
     (log_dir / "reports.json").write_text(json.dumps(reports))
-    result = Analysis(p, ready, head, final, healthy_reports, stalled_report, hostile_report, codes, log_dir)
-    result.cpu = cpu
+    return analyze(reports, log_dir)
+
+
+def analyze(reports: dict[str, Any], log_dir: Path) -> int:
+    """Check a run's reports and print the table; the exit code (0: every check passed)."""
+    p = Params(**reports["params"])
+    result = Analysis(
+        p,
+        reports["ready"],
+        reports["head"],
+        reports["final"],
+        reports["healthy"],
+        reports["stalled"],
+        reports["hostile"],
+        reports["codes"],
+        log_dir,
+    )
+    result.cpu = reports["cpu"]
     return result.report()
 
 
@@ -1616,6 +1647,12 @@ class Windows:
         """How long the server served between ``since`` and the start of window ``index``."""
         previous_end = self.spans[index - 1][1] if index > 0 else float("-inf")
         return max(0.0, self.spans[index][0] - max(since, previous_end))
+
+    def survived(self, since: float, alive: float, grace: float = 1.0) -> bool:
+        """Whether a connection made at ``since`` was still alive at ``alive``,
+        more than ``grace`` s after a whole restart window that began after it."""
+        i = bisect.bisect_right(self.starts, since)
+        return any(end + grace < alive for _, end in self.spans[i:])
 
     def last_end_before(self, t: float) -> float:
         """When the last restart before ``t`` ended (-inf: none)."""
@@ -1690,6 +1727,13 @@ class Analysis:
             self.findings.append(f"at the end of the load: {self.head['error']}")
         down = [w for w in windows if not w.get("running", True)]
         self.row("restarts that left the server stopped", len(down), not down)
+        ports = self.ready["ports"]
+        moved = [w for w in windows if w.get("running", True) and w.get("ports", ports) != ports]
+        self.row("restarts that came back on other ports", len(moved), not moved)
+        for w in moved[:3]:
+            self.findings.append(
+                f"the restart at {w['t0'] - final['t_go']:.1f} s came back on ports {w['ports']}, not {ports}"
+            )
         self.row(
             "training events logged / rate",
             f"{final['logged']:,} / {final['logged'] / max(duration, 1e-9):.0f} per s",
@@ -1798,6 +1842,11 @@ class Analysis:
                     overdue.append([kind, port, t_connect - t_go, serving])
             else:
                 unexplained.append([kind, port, t_connect - t_go, last_alive - t_go, seen - t_go])
+        survivors = [
+            [kind, port, t_connect - t_go, last_alive - t_go]
+            for kind, port, t_connect, last_alive, *_ in report["closed"] + report["open"]
+            if windows.survived(t_connect, last_alive)
+        ]
         t_end = report["t"]
         still = []
         for kind, port, t_connect, _ in report["open"]:
@@ -1838,6 +1887,12 @@ class Analysis:
                 f"{item[3]:.1f} s without an eviction (send_timeout {p.send_timeout:g} s)"
             )
         self.row("still open at the end", len(report["open"]))
+        self.row("outlived a whole restart (never closed by it)", len(survivors), not survivors)
+        for kind, port, t_connect, last_alive in survivors[:5]:
+            self.findings.append(
+                f"stalled {kind} client port {port} (connected at {t_connect:.1f} s) was still connected at "
+                f"{last_alive:.1f} s, through the restarts in between"
+            )
         self.row(
             "kernel TCP memory, all sockets, peak (MiB)",
             f"{report.get('tcp_mem_pages_max', 0) * os.sysconf('SC_PAGE_SIZE') / MiB:.1f}",
@@ -2130,6 +2185,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slowloris", type=int, default=defaults.slowloris)
     parser.add_argument("--log-dir", type=Path, default=None, help="where the processes' logs go")
     parser.add_argument(
+        "--report", type=Path, default=None, metavar="LOG_DIR", help="print the table of a finished run again"
+    )
+    parser.add_argument(
         "--role",
         default="run",
         choices=["run", "hub", "healthy", "stalled", "hostile"],
@@ -2152,6 +2210,8 @@ def main(argv: list[str] | None = None) -> int:
         }[args.role]
         asyncio.run(role_main(p))
         return 0
+    if args.report is not None:
+        return analyze(json.loads((args.report / "reports.json").read_text()), args.report)
     p = Params(
         minutes=args.minutes,
         rate=args.rate,
