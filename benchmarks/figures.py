@@ -21,6 +21,7 @@ from typing import Any
 
 from .clients import LoadClient
 from .probes import wait_free, wait_serving
+from .redis_figures import fig_redis
 from .sides import Side, make_side
 
 logger = logging.getLogger(__name__)
@@ -424,4 +425,5 @@ GROUPS: dict[str, Callable[[str, Mapping[str, Any]], dict[str, Any]]] = {
     "slowdown": fig_slowdown,
     "lifecycle": fig_lifecycle,
     "memory": fig_memory,
+    "redis": fig_redis,
 }

@@ -19,16 +19,19 @@ class Figure:
     group: str
     higher_is_better: bool = False
     max_value: float | None = None  # target: stream_hub's value at most this
+    min_value: float | None = None  # target: stream_hub's value at least this
     min_ratio: float | None = None  # target: stream_hub at least this many times better
 
     @property
     def has_target(self) -> bool:
-        return self.max_value is not None or self.min_ratio is not None
+        return self.max_value is not None or self.min_value is not None or self.min_ratio is not None
 
     def target_text(self) -> str:
         parts = []
         if self.max_value is not None:
             parts.append(f"<= {self.max_value:g}")
+        if self.min_value is not None:
+            parts.append(f">= {self.min_value:,.0f}")
         if self.min_ratio is not None:
             parts.append(f">= {self.min_ratio:g}x")
         return " and ".join(parts) if parts else "-"
@@ -70,6 +73,31 @@ FIGURES: tuple[Figure, ...] = (
     Figure("stop_ms", "stop, ports verified free (ms, median)", "lifecycle", max_value=50.0),
     Figure("restart_ms", "force_restart, serving again (ms, median)", "lifecycle"),
     Figure(
+        "redis_ingest_per_s",
+        "Redis ingest, {redis_publishers} publisher processes (events/s acked)",
+        "redis",
+        higher_is_better=True,
+        min_value=100_000,
+    ),
+    Figure("redis_publish_us", "publish cost with a Redis backend (us/event)", "redis"),
+    Figure(
+        "redis_latency_p50_ms",
+        "latency p50 through Redis, {redis_latency_rate} ev/s, 2 replicas (ms)",
+        "redis",
+    ),
+    Figure(
+        "redis_latency_p99_ms",
+        "latency p99 through Redis, {redis_latency_rate} ev/s, 2 replicas (ms)",
+        "redis",
+        max_value=10.0,
+    ),
+    Figure(
+        "redis_fanout_per_replica_per_s",
+        "fan-out per replica, {redis_clients} SSE each (deliveries/s)",
+        "redis",
+        higher_is_better=True,
+    ),
+    Figure(
         "rss_kb_per_client",
         "RSS per idle SSE client, {memory_clients} clients (KB)",
         "memory",
@@ -106,6 +134,8 @@ def summarize(
             ok = ours is not None
             if ok and fig.max_value is not None:
                 ok = ours <= fig.max_value  # type: ignore[operator]
+            if ok and fig.min_value is not None:
+                ok = ours >= fig.min_value  # type: ignore[operator]
             if ok and fig.min_ratio is not None:
                 ok = ratio is not None and ratio >= fig.min_ratio
             verdict = "PASS" if ok else "MISS"

@@ -51,6 +51,12 @@ FULL: dict[str, Any] = {
     "train_segments": 7,
     "lifecycle_cycles": 20,
     "memory_clients": 1_000,
+    "redis_publishers": 4,
+    "redis_ingest_events": 100_000,
+    "redis_latency_rate": 1000,
+    "redis_latency_seconds": 5.0,
+    "redis_clients": 25,
+    "redis_burst": 5_000,
 }
 QUICK: dict[str, Any] = {
     **FULL,
@@ -64,6 +70,10 @@ QUICK: dict[str, Any] = {
     "train_segments": 4,
     "lifecycle_cycles": 10,
     "memory_clients": 300,
+    "redis_ingest_events": 50_000,
+    "redis_latency_seconds": 2.0,
+    "redis_clients": 10,
+    "redis_burst": 2_000,
 }
 TINY: dict[str, Any] = {
     **QUICK,
@@ -81,6 +91,11 @@ TINY: dict[str, Any] = {
     "train_segments": 2,
     "lifecycle_cycles": 2,
     "memory_clients": 20,
+    "redis_ingest_events": 500,
+    "redis_latency_rate": 200,
+    "redis_latency_seconds": 0.3,
+    "redis_clients": 2,
+    "redis_burst": 100,
 }
 
 

@@ -56,7 +56,7 @@ def check_port_conflict(value: Any) -> PortConflictPolicy:
 _UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<unset>"})()
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class StreamConfig:
     """Settings of one :class:`~stream_hub.TrainingStreamServer`.
 
@@ -121,6 +121,11 @@ class StreamConfig:
                 value = list(value)
             out[f.name] = value
         return out
+
+    def __repr__(self) -> str:
+        # Secrets masked: a config ends up in logs and tracebacks.
+        fields = ", ".join(f"{name}={value!r}" for name, value in self.to_dict().items())
+        return f"StreamConfig({fields})"
 
     def differences(self, other: StreamConfig) -> list[str]:
         """Names of the fields whose values differ between two configs."""

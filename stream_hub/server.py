@@ -159,6 +159,16 @@ class TrainingStreamServer(Membership):
             except (TypeError, ValueError):
                 continue
 
+    def finish_into_backend(self, status: str = "finished") -> None:
+        """At exit, stopped, with a backend: the runs this process logged to
+        still end in Redis (their ``run_end`` events and whatever waited in
+        the publisher's buffer are sent, for ``shutdown_timeout`` s at most)."""
+        backend = self._backend
+        if backend is None or self._role is not None:
+            return
+        self.finish_local_runs(status)
+        backend.flush(self.config.shutdown_timeout)
+
     # -- state ----------------------------------------------------------------------
 
     @property

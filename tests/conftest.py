@@ -13,6 +13,7 @@ of their markers (``-m stress``, ``-m torture``), or a path inside
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -28,6 +29,7 @@ from stream_hub import StreamConfig, TrainingStreamServer, get_stream_server_man
 
 from .clients import SSEStream
 from .processes import Served, Spawner, free_port
+from .redis_server import RedisServer
 
 REQUIRE_ALL = os.environ.get("STREAM_HUB_REQUIRE_ALL") == "1"
 STRESS = Path(__file__).resolve().parent / "stress"
@@ -228,3 +230,16 @@ def held(spawn: Spawner) -> tuple[subprocess.Popen[str], int]:
     """A ``python -m http.server`` holding a free port."""
     port = free_port()
     return spawn.holder(port), port
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real ``redis-server`` of this test's own (free port, no persistence),
+    stopped afterwards; needs the Debian package and the ``redis`` package."""
+    executable = need_executable("redis-server")
+    need(importlib.util.find_spec("redis") is not None, "the redis package (pip install 'stream_hub[redis]')")
+    server = RedisServer(executable, tmp_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -63,6 +63,12 @@ class RedisBackend:
         """Send what waits (``timeout`` s at most); later events wait in the outbox."""
         self.publisher.stop(timeout)
 
+    def flush(self, timeout: float) -> None:
+        """Stopped: send what waits in the buffer (``timeout`` s at most)."""
+        if self.publisher.status()["queued"]:
+            self.publisher.start()
+            self.publisher.stop(timeout)
+
     # -- serving: the host role (HostRuntime's service) ---------------------------------------------
 
     async def start(self, notifier: LoopNotifier) -> None:

@@ -167,7 +167,8 @@ class RedisPublisher:
         (it waits there, bounded, for the next :meth:`start`)."""
         deadline = time.monotonic() + timeout
         self.intake.detach(self)  # commits what is pending, into the outbox
-        while self._queued and self.up and self._thread is not None and time.monotonic() < deadline:
+        # While Redis has not been found failing (after a failure, waiting is pointless).
+        while self._queued and not self._warned and self._thread is not None and time.monotonic() < deadline:
             self._flushed.clear()
             self._wake.set()
             self._flushed.wait(min(0.05, max(0.0, deadline - time.monotonic())))

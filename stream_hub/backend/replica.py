@@ -121,6 +121,7 @@ class Replica:
             await asyncio.wait_for(self._sync(), timeout)
         except Exception as exc:  # any Redis or socket error: follow() retries
             self._went_down(exc)
+            await self._drop_clients()  # a command cut short leaves its connection unusable
         self._task = asyncio.get_running_loop().create_task(self._follow(), name="stream-hub-replica")
 
     async def close(self) -> None:
@@ -174,6 +175,7 @@ class Replica:
                 )
                 self.epoch_changes += 1
             hub.reset_epoch(epoch)
+            self.on_stored()  # subscribers announce the gap now, not at the next event
         newest = await queries.xrevrange(self.keys.stream, "+", "-", count=1)
         self._remote_last = seq_of(newest[0][0]) if newest else 0
         if self._remote_last - hub.head > hub.capacity:

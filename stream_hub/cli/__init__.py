@@ -33,6 +33,18 @@ def _add_connection_flags(parser: argparse.ArgumentParser, token_help: str | Non
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
+def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        metavar="URL",
+        help="serve a Redis stream as one of its replicas: redis://host:6379/0 or rediss://... "
+        "(env STREAM_HUB_BACKEND)",
+    )
+    parser.add_argument(
+        "--namespace", help="which stream of that Redis (env STREAM_HUB_NAMESPACE, default stream_hub)"
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stream-hub",
@@ -55,6 +67,7 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=["auto", "fail", "free", "next"],
         help="what to do when a port is busy (env STREAM_HUB_PORT_CONFLICT)",
     )
+    _add_backend_flags(serve)
 
     demo = sub.add_parser(
         "demo",
@@ -64,6 +77,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_connection_flags(demo, "admin token (env STREAM_HUB_ADMIN_TOKEN)")
     demo.add_argument("--port-conflict", choices=["auto", "fail", "free", "next"])
+    _add_backend_flags(demo)
     demo.add_argument("--runs", type=int, default=3, help="training threads (default 3)")
     demo.add_argument("--steps", type=int, default=3000, help="steps per run (default 3000)")
     demo.add_argument(

@@ -30,7 +30,7 @@ EXIT_UNREACHABLE = 2
 
 
 # The flags that set StreamConfig fields of the same name.
-_FIELD_FLAGS = ("host", "sse_port", "ws_port", "rest_port", "port_conflict")
+_FIELD_FLAGS = ("host", "sse_port", "ws_port", "rest_port", "port_conflict", "backend", "namespace")
 
 # The fields each client-side command reads. It talks to a hub that is already
 # configured: the server's own settings (history size, limits, timeouts, ...)

@@ -18,11 +18,13 @@ import logging
 import time
 import uuid
 from collections.abc import Collection, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from ..events import encode_event, sse_frame, ws_text_frame
+from .archive import Archive, Archived
+from .cursor import Cursor, HubCounters
 from .intake import Intake, Notifier, Submission
 from .ring import JSON, SSE, WS, Numbered, Ring
 from .runs import RunIndex
@@ -31,90 +33,12 @@ __all__ = ["JSON", "SSE", "WS", "Archive", "Archived", "Cursor", "Hub", "HubCoun
 
 logger = logging.getLogger(__name__)
 
-# Gap and shutdown reach every subscriber whatever its type filter: one explains
-# a hole in the sequence, the other the end of the stream.
-_ALWAYS = frozenset({"gap", "shutdown"})
-
 # One write carries at most this many events, and about this many bytes: a
 # client far behind gets several writes, so no single buffer grows with the ring.
 MAX_CHUNK_EVENTS = 4096
 MAX_CHUNK_BYTES = 256 * 1024
 # The most bytes of events one /api/history answer carries (``more`` says the rest).
 MAX_HISTORY_BYTES = 8 * 1024 * 1024
-
-
-#: One archived event: (seq, type, run, rank, its JSON).
-Archived = tuple[int, str, "str | None", "int | None", bytes]
-
-
-class Archive(Protocol):
-    """What keeps a hub's events beyond its ring (a durable store, a Redis
-    stream): the hub gives it every committed batch, and asks it for events
-    that have left the ring before it answers a resume with a ``gap``."""
-
-    def append(self, batch: list[Any], count: int, epoch: str) -> None:
-        """A committed flat batch (on the committing thread: must not block)."""
-
-    async def read(self, first: int, last: int, max_bytes: int) -> list[Archived]:
-        """The events of seqs ``first..last`` it has, oldest first, about
-        ``max_bytes`` of them at most (fewer, or none, when it has fewer)."""
-
-
-class HubCounters:
-    """Event counters; plain ints updated on the committing thread."""
-
-    __slots__ = ("delivered", "dropped", "published", "rejected")
-
-    def __init__(self) -> None:
-        self.published = 0  # events committed to the ring
-        self.delivered = 0  # event frames written to clients
-        self.dropped = 0  # events subscribers skipped after falling behind
-        self.rejected = 0  # events that could not be encoded or ingested
-
-    def as_dict(self, shed: int = 0) -> dict[str, int]:
-        """The contract's ``events`` dict; ``shed`` counts events the intake
-        had to forget (they are dropped too)."""
-        return {
-            "published": self.published,
-            "delivered": self.delivered,
-            "dropped": self.dropped + shed,
-            "rejected": self.rejected,
-        }
-
-
-class Cursor:
-    """A subscriber's position in the ring and its filters.
-
-    ``pos`` is the seq of the last event the subscriber has been given (or
-    skipped by its filters). ``runs``/``types`` are None for "all".
-    ``pending_gap`` holds a gap to announce before anything else.
-    """
-
-    __slots__ = ("epoch", "fmt", "pending_gap", "pos", "runs", "types")
-
-    def __init__(
-        self,
-        pos: int,
-        fmt: int = SSE,
-        runs: Collection[str] | None = None,
-        types: Collection[str] | None = None,
-        epoch: str = "",
-    ) -> None:
-        self.pos = pos
-        self.epoch = epoch  # the epoch ``pos`` counts in
-        self.fmt = fmt
-        self.runs = frozenset(runs) if runs else None
-        self.types = frozenset(types) if types else None
-        self.pending_gap: dict[str, Any] | None = None
-
-    @property
-    def filtered(self) -> bool:
-        return self.runs is not None or self.types is not None
-
-    def wants(self, run: str | None, event_type: str) -> bool:
-        if self.types is not None and event_type not in self.types and event_type not in _ALWAYS:
-            return False
-        return self.runs is None or run is None or run in self.runs
 
 
 class Hub:
