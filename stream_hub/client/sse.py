@@ -52,9 +52,9 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[SSEFrame]:
         """The frames completed by ``chunk``."""
+        if not chunk:
+            return []
         if self._first:
-            if not chunk:
-                return []
             buffered = self._partial + chunk
             if len(buffered) < len(_BOM) and _BOM.startswith(buffered):
                 self._partial = buffered  # perhaps a BOM split across chunks
