@@ -95,6 +95,7 @@ class StreamConfig:
     backend: str | None = _UNSET
     namespace: str = _UNSET
     system_metrics: float | None = _UNSET
+    max_prometheus_series: int = _UNSET
 
     def __post_init__(self) -> None:
         env = os.environ
@@ -188,6 +189,7 @@ _DEFAULTS: dict[str, Any] = {
     "backend": None,
     "namespace": "stream_hub",
     "system_metrics": None,
+    "max_prometheus_series": 1000,
 }
 
 _INT_FIELDS = {
@@ -202,6 +204,7 @@ _INT_FIELDS = {
     "history_bytes",
     "max_series",
     "client_buffer_bytes",
+    "max_prometheus_series",
 }
 _FLOAT_FIELDS = {
     "heartbeat_interval",
@@ -271,6 +274,9 @@ def _validate(name: str, value: Any) -> Any:
         return value
     if name == "max_series":
         _check_int(name, value, 1, 10_000_000, "an integer from 1 to 10 000 000")
+        return value
+    if name == "max_prometheus_series":
+        _check_int(name, value, 0, 10_000_000, "an integer from 0 (no training series) to 10 000 000")
         return value
     if name == "client_buffer_bytes":
         _check_int(name, value, 64 * 1024, 1 << 31, "a size in bytes from 65536 to 2**31")
