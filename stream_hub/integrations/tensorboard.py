@@ -106,7 +106,7 @@ class SummaryWriter:
         double_precision: bool = False,
     ) -> None:
         """One value of the metric ``tag`` at ``global_step``."""
-        self.server.log({tag: scalar_value}, step=global_step, run=self.run)
+        self.server.log({tag: _scalar(scalar_value)}, step=global_step, run=self.run)
         if self._tensorboard is not None:
             self._tensorboard.add_scalar(
                 tag,
@@ -125,7 +125,7 @@ class SummaryWriter:
         walltime: float | None = None,
     ) -> None:
         """Several values at once, as the metrics ``main_tag/<tag>`` of one event."""
-        metrics = {f"{main_tag}/{tag}": value for tag, value in tag_scalar_dict.items()}
+        metrics = {f"{main_tag}/{tag}": _scalar(value) for tag, value in tag_scalar_dict.items()}
         self.server.log(metrics, step=global_step, run=self.run)
         if self._tensorboard is not None:
             self._tensorboard.add_scalars(main_tag, dict(tag_scalar_dict), global_step, walltime)
@@ -150,7 +150,8 @@ class SummaryWriter:
         """Hyper-parameters as the run's ``config`` event; ``metric_dict`` as metrics."""
         self.server.publish("config", flat(hparam_dict), run=self.run)
         if metric_dict:
-            self.server.log(dict(metric_dict), step=global_step, run=self.run)
+            metrics = {name: _scalar(value) for name, value in metric_dict.items()}
+            self.server.log(metrics, step=global_step, run=self.run)
         if self._tensorboard is not None:
             self._tensorboard.add_hparams(
                 dict(hparam_dict),
@@ -212,6 +213,12 @@ class SummaryWriter:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _scalar(value: Any) -> Any:
+    """A tensor as TensorBoard reads it: detached from autograd (no warning)."""
+    detach = getattr(value, "detach", None)
+    return detach() if callable(detach) else value
 
 
 def _fspath(path: str | os.PathLike[str] | None) -> str | None:
