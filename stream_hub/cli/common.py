@@ -39,7 +39,7 @@ _FIELD_FLAGS = ("host", "sse_port", "ws_port", "rest_port", "port_conflict")
 _CLIENT_FIELDS: dict[str, tuple[str, ...]] = {
     "status": ("host", "rest_port", "read_token"),
     "restart": ("host", "rest_port", "admin_token"),
-    "tail": ("host", "sse_port", "rest_port", "read_token"),
+    "tail": ("host", "sse_port", "read_token"),
     "ports": ("host", "sse_port", "ws_port", "rest_port"),
 }
 

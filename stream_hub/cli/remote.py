@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
 import httpx
 
 from ..client import FollowError, HubUnreachable, follow
+from ..config import base_urls
 from .common import EXIT_ERROR, EXIT_OK, EXIT_UNREACHABLE, auth_header, client_config, service_url
 
 __all__ = ["cmd_restart", "cmd_status", "cmd_tail"]
@@ -104,7 +106,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
     token = args.token or cfg.read_token
     url = service_url(cfg, "sse") + "/events"
     if args.run:
-        _say_if_runs_unknown(args.run, service_url(cfg, "rest"), token, args.timeout)
+        rest = base_urls(cfg.host, {"rest": _rest_port(args)})["rest"]
+        _say_if_runs_unknown(args.run, rest, token, args.timeout)
     events = follow(
         url,
         runs=args.run,
@@ -133,6 +136,17 @@ def cmd_tail(args: argparse.Namespace) -> int:
         return EXIT_OK
     print("-- the hub stopped (clean shutdown); --wait keeps following across stops", file=sys.stderr)
     return EXIT_OK
+
+
+def _rest_port(args: argparse.Namespace) -> int:
+    """The REST port for tail's hint about unknown runs: a hint only, so a bad
+    ``STREAM_HUB_REST_PORT`` falls back to the default instead of stopping tail."""
+    if args.rest_port is not None:
+        return int(args.rest_port)
+    try:
+        return int(os.environ.get("STREAM_HUB_REST_PORT", "8890"))
+    except ValueError:
+        return 8890
 
 
 def _say_if_runs_unknown(runs: list[str], rest: str, token: str | None, timeout: float) -> None:

@@ -272,6 +272,8 @@ def test_tail_on_a_run_that_does_not_exist_says_so(hub: Served, spawn: Spawner) 
     tail.err.wait(lambda ls: any("nosuch" in line for line in ls), 30, "a word about the run")
     line = next(line for line in tail.err.lines if "nosuch" in line)
     assert "no events from run 'nosuch'" in line and "known" in line and "waiting" in line
+    # The hint comes before tail subscribes (from now on): publish once it has.
+    wait_for(lambda: (s := hub.status()) and s["clients"]["sse"] >= 1, 15, "tail connected")
     hub.publish([{"type": "metric", "run": "nosuch", "step": 7, "metrics": {"x": 2.0}}])
     tail.out.wait(lambda ls: any("step 7" in line for line in ls), 15, "the run's first event")
     tail.signal(signal.SIGINT)
