@@ -96,6 +96,7 @@ class StreamConfig:
     namespace: str = _UNSET
     replica: bool = _UNSET
     system_metrics: float | None = _UNSET
+    max_prometheus_series: int = _UNSET
 
     def __post_init__(self) -> None:
         env = os.environ
@@ -195,6 +196,7 @@ _DEFAULTS: dict[str, Any] = {
     "namespace": "stream_hub",
     "replica": True,
     "system_metrics": None,
+    "max_prometheus_series": 1000,
 }
 
 _INT_FIELDS = {
@@ -209,6 +211,7 @@ _INT_FIELDS = {
     "history_bytes",
     "max_series",
     "client_buffer_bytes",
+    "max_prometheus_series",
 }
 _FLOAT_FIELDS = {
     "heartbeat_interval",
@@ -285,6 +288,9 @@ def _validate(name: str, value: Any) -> Any:
         return value
     if name == "max_series":
         _check_int(name, value, 1, 10_000_000, "an integer from 1 to 10 000 000")
+        return value
+    if name == "max_prometheus_series":
+        _check_int(name, value, 0, 10_000_000, "an integer from 0 (no training series) to 10 000 000")
         return value
     if name == "client_buffer_bytes":
         _check_int(name, value, 64 * 1024, 1 << 31, "a size in bytes from 65536 to 2**31")

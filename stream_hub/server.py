@@ -111,7 +111,7 @@ class TrainingStreamServer(Membership):
         self.access = AccessPolicy(cfg, lambda: self._host.ports.get("rest"))
         # The SSE streams running now (the WebSocket server keeps its own).
         self.streams: set[asyncio.Task[Any]] = set()
-        self._metrics = MetricsExporter(self)
+        self._metrics = MetricsExporter(self, cfg.max_prometheus_series)
         self._transports = Transports(
             self,
             restart=self._restart_in_background,

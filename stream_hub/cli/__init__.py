@@ -105,20 +105,26 @@ def _build_parser() -> argparse.ArgumentParser:
 
     tail = sub.add_parser(
         "tail",
-        help="follow the SSE stream in the terminal",
-        description="Follow events over SSE; resumes after a dropped connection with Last-Event-ID.",
+        help="follow the hub's events in the terminal",
+        description="Follow events over SSE (stream_hub.client.follow): reconnects and resumes "
+        "after drops and restarts without missing or repeating an event; a stretch the hub no "
+        "longer has is shown as a gap. Ends when the hub stops cleanly, unless --wait.",
     )
     _add_connection_flags(tail, "read token (env STREAM_HUB_READ_TOKEN)")
     tail.add_argument("--run", action="append", help="only this run (repeatable)")
-    tail.add_argument("--type", action="append", dest="types", help="only this event type")
-    tail.add_argument("--since", type=int, default=None, help="replay history after this seq")
+    tail.add_argument("--type", action="append", dest="types", help="only this event type (repeatable)")
+    tail.add_argument("--since", type=int, default=None, help="replay history after this seq (0: all of it)")
     tail.add_argument("--count", type=int, default=None, help="exit after this many events")
+    tail.add_argument(
+        "--wait", action="store_true", help="when the hub stops cleanly, wait for it to come back"
+    )
     tail.add_argument(
         "--retry-for",
         type=float,
         default=30.0,
-        help="give up after this many seconds without a connection (default 30)",
+        help="give up after this many seconds without a hub (default 30; 0: never)",
     )
+    tail.add_argument("--timeout", type=float, default=10.0, help="seconds one connection attempt may take")
 
     ports = sub.add_parser(
         "ports",
