@@ -222,7 +222,12 @@ class HostRuntime:
         every connection (streams still running at ``deadline`` are dropped)."""
         hub = self.server.hub
         channel = self.channel
-        farewell = {"reason": reason, "restart": reason == "restart"}
+        # Handing over, the hub lives on in the successor: clients should come back.
+        handing_over = handover is not None and channel is not None and channel.successor() is not None
+        farewell = {
+            "reason": "handover" if handing_over else reason,
+            "restart": reason == "restart" or handing_over,
+        }
         if self.service is not None:
             hub.farewell("shutdown", farewell)  # this replica's clients only
         else:
