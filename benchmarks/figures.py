@@ -21,6 +21,7 @@ from typing import Any
 
 from .clients import LoadClient
 from .probes import wait_free, wait_serving
+from .process_figures import fig_processes
 from .sides import Side, make_side
 from .training import calibrate_work, work
 
@@ -403,6 +404,7 @@ GROUPS: dict[str, Callable[[str, Mapping[str, Any]], dict[str, Any]]] = {
     "fanout_ws": fig_fanout_ws,
     "latency": fig_latency,
     "slowdown": fig_slowdown,
+    "processes": fig_processes,
     "lifecycle": fig_lifecycle,
     "memory": fig_memory,
 }

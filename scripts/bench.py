@@ -49,6 +49,8 @@ FULL: dict[str, Any] = {
     "train_clients": 50,
     "train_segment_s": 1.0,
     "train_segments": 7,
+    "processes_train_reps": 9,
+    "processes_ingest_events": 100_000,
     "lifecycle_cycles": 20,
     "memory_clients": 1_000,
 }
@@ -62,6 +64,8 @@ QUICK: dict[str, Any] = {
     "latency_seconds": 2.0,
     "train_segment_s": 0.5,
     "train_segments": 4,
+    "processes_train_reps": 5,
+    "processes_ingest_events": 50_000,
     "lifecycle_cycles": 10,
     "memory_clients": 300,
 }
@@ -79,6 +83,8 @@ TINY: dict[str, Any] = {
     "train_clients": 5,
     "train_segment_s": 0.1,
     "train_segments": 2,
+    "processes_train_reps": 1,
+    "processes_ingest_events": 500,
     "lifecycle_cycles": 2,
     "memory_clients": 20,
 }
