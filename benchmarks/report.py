@@ -69,6 +69,29 @@ FIGURES: tuple[Figure, ...] = (
     ),
     Figure("train_cpu_overhead_pct", "training CPU overhead, same runs (%)", "slowdown"),
     Figure("train_watch_p99_ms", "event latency p99 while training (ms)", "slowdown"),
+    Figure("joined_publish_us", "publish cost, joined to stream-hub serve (us/event)", "processes"),
+    Figure(
+        "ingest_4proc_per_s",
+        "ingest into one hub from 4 joined processes (events/s)",
+        "processes",
+        higher_is_better=True,
+    ),
+    Figure(
+        "train_cpu_s_per_m_inproc",
+        "training CPU per 1 M deliveries, hub in process, {train_clients} SSE (s)",
+        "processes",
+    ),
+    Figure(
+        "train_cpu_s_per_m_serve",
+        "training CPU per 1 M deliveries, joined to stream-hub serve, {train_clients} SSE (s)",
+        "processes",
+    ),
+    Figure(
+        "train_slowdown_inproc_pct", "training slowdown, hub in process, same runs (%, noisy)", "processes"
+    ),
+    Figure(
+        "train_slowdown_serve_pct", "training slowdown, joined to stream-hub serve (%, noisy)", "processes"
+    ),
     Figure("start_ms", "start, 3 ports bound + /health 200 (ms, median)", "lifecycle", max_value=50.0),
     Figure("stop_ms", "stop, ports verified free (ms, median)", "lifecycle", max_value=50.0),
     Figure("restart_ms", "force_restart, serving again (ms, median)", "lifecycle"),
