@@ -50,8 +50,11 @@ __all__ = ["Forwarder", "JoinTarget"]
 
 logger = logging.getLogger(__name__)
 
-# Spacing between two sends while publishers keep the forwarder busy.
-MIN_INTERVAL = 0.001
+# Spacing between two sends while publishers keep the forwarder busy. A send
+# costs the training process about 40-50 us of CPU however few events it
+# carries (benchmarks, "processes"): at most 200 sends/s keeps that under 1 %
+# of a core, for at most 5 ms more latency.
+MIN_INTERVAL = 0.005
 # How often the forwarder looks for acknowledgements and a lost host when idle.
 POLL_INTERVAL = 0.05
 
