@@ -88,7 +88,7 @@ def series_body(summary: RunSummary, metric: str | None, rank: int | None, max_p
     for r in ranks:
         track = summary.tracks[r]
         if metric is None:
-            per_rank[str(r)] = {name: s.snapshot(max_points) for name, s in track.series.items()}
+            per_rank[str(r)] = {name: _curve(s, max_points) for name, s in track.series.items()}
         elif metric in track.series:
             per_rank[str(r)] = _curve(track.series[metric], max_points)
     if metric is not None and not per_rank:
@@ -99,7 +99,7 @@ def series_body(summary: RunSummary, metric: str | None, rank: int | None, max_p
 
 def _track_body(run: str, track: Track, metric: str | None, max_points: int) -> dict[str, Any]:
     if metric is None:
-        return {"series": {name: s.snapshot(max_points) for name, s in track.series.items()}}
+        return {"series": {name: _curve(s, max_points) for name, s in track.series.items()}}
     s = track.series.get(metric)
     if s is None:
         raise NotFound(f"run {run!r} has no metric {metric!r}", metrics=sorted(track.series))
