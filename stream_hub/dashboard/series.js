@@ -31,6 +31,11 @@
       this.floor = 0;
       this.rewrites = 0;    // points that replaced or went before an existing step
       this.thinnings = 0;
+      // False once points were merged (thinned here, or buckets from REST):
+      // a zoom then asks the server for the range at its resolution.
+      this.exact = true;
+      this.version = 0;     // bumped by every change (caches of drawn forms check it)
+      this.structure = 0;   // bumped by every change that is not an append at the end
       this._min = Infinity; // finite value range, kept incrementally;
       this._max = -Infinity; // _rangeValid=false means "recompute lazily"
       this._rangeValid = true;
@@ -55,6 +60,9 @@
       this.values = points.map((p) => p[1]);
       this.floor = floor;
       this._rangeValid = false;
+      this.version += 1;
+      this.structure += 1;
+      this.exact = true;
       if (this.steps.length > this.cap) this.thin();
     }
 
@@ -110,6 +118,7 @@
         values.push(last);
       }
       this.load(steps, values, floor);
+      this.exact = false;
     }
 
     /** Add one point. The common case (a new, higher step) is O(1). */
@@ -134,7 +143,9 @@
         }
         this.rewrites += 1;
         this._rangeValid = false;
+        this.structure += 1;
       }
+      this.version += 1;
       if (steps.length > this.cap) this.thin();
     }
 
@@ -216,7 +227,10 @@
       this.steps = outSteps;
       this.values = outValues;
       this.thinnings += 1;
+      this.exact = false;
       this._rangeValid = false;
+      this.version += 1;
+      this.structure += 1;
     }
   }
 
