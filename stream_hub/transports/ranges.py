@@ -17,6 +17,7 @@ only the events in its range, and only once.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from array import array
 from bisect import bisect_left, bisect_right
@@ -38,6 +39,11 @@ __all__ = ["RingCurves", "range_body"]
 _WIRE_FLOATS = {b'"NaN"': math.nan, b'"Infinity"': math.inf, b'"-Infinity"': -math.inf}
 _COMMA, _OPEN = ord(","), ord("{")
 _READ, _ABSENT = 1, 2  # what a value's state byte says (0: not read yet)
+# Curves of at least this many points in a ring at least this long are read
+# ahead of a zoom (RingCurves.prepare), this many events or values a slice.
+WARM_POINTS = 50_000
+WARM_INDEX_SLICE = 20_000
+WARM_VALUE_SLICE = 5_000
 
 
 class RingCurves:
@@ -55,9 +61,15 @@ class RingCurves:
         self.capacity = capacity
         self._epoch = hub.epoch
         self._tracks: OrderedDict[tuple[str, int | None], RingTrack] = OrderedDict()
+        self._warming: set[tuple[str, int | None]] = set()
 
     def track(self, run: str, rank: int | None) -> RingTrack:
         """The (run, rank)'s columns, up to date with the ring."""
+        track = self._get(run, rank)
+        track.update(self.hub.ring)
+        return track
+
+    def _get(self, run: str, rank: int | None) -> RingTrack:
         if self._epoch != self.hub.epoch:  # another history (a hand-over, a new hub)
             self._tracks.clear()
             self._epoch = self.hub.epoch
@@ -66,8 +78,44 @@ class RingCurves:
         self._tracks[key] = track
         while len(self._tracks) > self.capacity:
             self._tracks.popitem(last=False)
-        track.update(self.hub.ring)
         return track
+
+    def prepare(self, summary: RunSummary) -> None:
+        """Read a long run's curves out of the ring ahead of a zoom, in the
+        background (slices on the loop, other work in between), when the ring
+        holds far more of its points than its bucketed curves show: a zoom
+        into it then reads nothing but the range's values. Runs on the loop."""
+        ring = self.hub.ring
+        for rank, track in summary.tracks.items():
+            names = [
+                name
+                for name, series in track.series.items()
+                if series.seen >= WARM_POINTS and series.seen > 8 * len(series.steps) + len(series.raw_steps)
+            ]
+            key = (summary.run, rank)
+            if names and ring.size >= WARM_POINTS and key not in self._warming:
+                self._warming.add(key)
+                asyncio.get_running_loop().call_soon(self._warm_slice, summary.run, rank, names)
+
+    def _warm_slice(self, run: str, rank: int | None, names: list[str]) -> None:
+        ring = self.hub.ring
+        track = self._get(run, rank)
+        if track.update(ring, WARM_INDEX_SLICE):
+            budget = WARM_VALUE_SLICE
+            for name in names:
+                state = track.state.get(name)
+                start = state.find(0) if state is not None else 0
+                if start < 0:
+                    continue
+                end = min(len(track.seqs), start + budget)
+                track.read(ring, name, start, end)
+                budget -= end - start
+                if budget <= 0:
+                    break
+            else:
+                self._warming.discard((run, rank))
+                return
+        asyncio.get_running_loop().call_soon(self._warm_slice, run, rank, names)
 
 
 class RingTrack:
@@ -86,17 +134,21 @@ class RingTrack:
         self.values: dict[str, array[float]] = {}
         self.state: dict[str, bytearray] = {}
 
-    def update(self, ring: Ring) -> None:
-        """Drop what left the ring, add its new events of this run and rank."""
+    def update(self, ring: Ring, limit: int | None = None) -> bool:
+        """Drop what left the ring, add its new events of this run and rank
+        (looking at ``limit`` of the ring's events at most); whether it is
+        up to date."""
         oldest, head = ring.oldest, ring.head
         if head < self.upto:  # the ring started over
             self.__init__(self.run, self.rank)  # type: ignore[misc]
         if self.seqs and self.seqs[0] < oldest:
             self._drop(bisect_left(self.seqs, oldest))
         start = max(self.upto + 1, oldest)
-        self.upto = head
+        if limit is not None:
+            head = min(head, start + limit - 1)
+        self.upto = max(self.upto, head)
         if start > head:
-            return
+            return self.upto >= ring.head
         cap = ring.capacity
         a, b = start % cap, head % cap
 
@@ -116,13 +168,13 @@ class RingTrack:
         self.steps.extend(compress(steps, keep))
         self.ts.extend(compress(span(ring._ts), keep))
         grown = len(self.steps) - added
-        if not grown:
-            return
-        new = self.steps[max(0, added - 1) :]
-        self.ordered = self.ordered and all(map(le, new[:-1], new[1:]))
-        for name, values in self.values.items():
-            values.extend(array("d", [math.nan]) * grown)
-            self.state[name].extend(bytes(grown))
+        if grown:
+            new = self.steps[max(0, added - 1) :]
+            self.ordered = self.ordered and all(map(le, new[:-1], new[1:]))
+            for name, values in self.values.items():
+                values.extend(array("d", [math.nan]) * grown)
+                self.state[name].extend(bytes(grown))
+        return self.upto >= ring.head
 
     def _drop(self, k: int) -> None:
         del self.seqs[:k], self.steps[:k], self.ts[:k]

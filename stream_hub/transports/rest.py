@@ -172,6 +172,7 @@ def create_rest_app(
                 body = range_body(ring_curves, summary, metric, rank, first, last, max_points)
             else:
                 body = series_body(summary, metric, rank, max_points)
+                ring_curves.prepare(summary)  # a zoom into a long run comes next, often
         except NotFound as exc:
             return error_response(404, str(exc), **exc.extra)
         body["epoch"] = hub.epoch

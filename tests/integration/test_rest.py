@@ -781,3 +781,23 @@ def test_a_step_range_needs_a_metric_and_an_order(server):
     )
     assert get(server, "/api/runs/exp/series", params={"metric": "nope", "from_step": 0}).status_code == 404
     assert get(server, "/api/runs/exp/series", params={"metric": "loss", "from_step": "x"}).status_code == 422
+
+
+def test_a_long_run_is_read_out_of_the_ring_ahead_of_a_zoom(make_server, monkeypatch, caplog):
+    from stream_hub.transports import ranges
+
+    monkeypatch.setattr(ranges, "WARM_POINTS", 1000)
+    monkeypatch.setattr(ranges, "WARM_INDEX_SLICE", 700)
+    monkeypatch.setattr(ranges, "WARM_VALUE_SLICE", 300)
+    server = make_server(history_size=20_000, series_points=50)
+    values = [math.cos(i / 30) for i in range(5000)]
+    for i, v in enumerate(values):
+        server.log({"loss": v, "acc": -v}, step=i, run="long")
+    committed(server, server.log({"loss": 0.0, "acc": 0.0}, step=5000, run="long"))
+    # The whole curve is 50 buckets of 5000 points: the server starts reading
+    # the ring in slices, between other requests; answers stay exact meanwhile.
+    assert len(series_range(server, "long", metric="loss")["steps"]) <= 50
+    for first in range(0, 5000, 500):
+        part = series_range(server, "long", metric="acc", from_step=first, to_step=first + 99)
+        assert part["source"] == "ring" and part["values"] == [-v for v in values[first : first + 100]]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
