@@ -7,9 +7,8 @@
  * time budget per animation frame. Every line is first reduced to at most two
  * points per pixel column (transforms.js), so drawing costs the same for 500
  * or 500 000 points. Rasterizing is what costs on a CPU-only browser: dense
- * lines are one-pixel hairlines (Skia's cheapest path), sparse ones are wider
- * and stroked a few segments at a time (one long self-crossing stroke becomes
- * one huge polygon).
+ * lines are written as pixels (raster.js), sparse ones are stroked, a few
+ * segments at a time (one long self-crossing stroke becomes one huge polygon).
  *
  * An entry is {key, label, color, visible, kind: "line"|"band", curves:
  * [curve], xsOf(curve) -> x values, step(curve, i)}; a curve has steps,
@@ -21,6 +20,7 @@
 
   const A = global.StreamHubAxes;
   const { smoothed, Trace, reduce, reduceBand, lowerBound } = global.StreamHubTransforms;
+  const { PixelLayer, pixel } = global.StreamHubRaster;
 
   const PAD_TOP = 10;
   const PAD_RIGHT = 14;
@@ -28,7 +28,7 @@
   const TICK_GAP = 8;
   const LINE_WIDTH = 1.6;
   const SEGMENTS_PER_STROKE = 8;
-  const HAIRLINE_DENSITY = 1 / 3; // points per pixel from which lines are hairlines
+  const DENSE = 1 / 3; // points per pixel from which a line is drawn as pixels
   const RAW_ALPHA = 0.28; // the raw line behind a smoothed one
   const BAND_ALPHA = 0.2;
 
@@ -59,6 +59,8 @@
       this.smoothing = 0;
       this._left = 48;
       this._traces = new Map(); // entry key -> {raw, smooth, band, rawBand}
+      this._layer = null; // dense lines, drawn as pixels (raster.js)
+      this._pixels = new Map();
     }
 
     setEntries(entries) { this.entries = entries; }
@@ -154,30 +156,44 @@
       ctx.clip();
       ctx.lineJoin = "round";
       ctx.lineCap = "round";
+      // Bands first (paths), then dense lines as pixels in one layer, then
+      // sparse lines as strokes on top.
+      const dpr = this.dpr;
+      const layer = this._layer || (this._layer = new PixelLayer());
+      layer.begin(this.canvas.width, this.canvas.height, {
+        left: Math.floor(left * dpr), right: Math.ceil((left + plotW) * dpr) - 1,
+        top: Math.floor((box.top - 2) * dpr), bottom: Math.ceil((box.bottom + 2) * dpr) - 1,
+      });
+      const sparse = [];
+      const line = (px, vals, color, alpha) => {
+        if (px.length > plotW * DENSE) {
+          layer.line(px, vals, Y, dpr, this._pixel(color, alpha));
+          for (const x of px) if (!Number.isNaN(x)) this.pointsDrawn += 1;
+        } else {
+          sparse.push([px, vals, color, alpha]);
+        }
+      };
       const smoothing = settings.smoothing > 0;
       for (const entry of visible) {
         const t = this._traces.get(entry.key);
-        ctx.strokeStyle = entry.color;
-        ctx.fillStyle = entry.color;
         if (entry.kind === "band") {
+          ctx.fillStyle = entry.color;
           this._drawBand(ctx, t.band, Y);
-          if (smoothing) {
-            ctx.globalAlpha = RAW_ALPHA;
-            this.pointsDrawn += this._drawTrace(ctx, t.rawBand.px, t.rawBand.mean, Y, plotW);
-            ctx.globalAlpha = 1;
-          }
-          this.pointsDrawn += this._drawTrace(ctx, t.band.px, t.band.mean, Y, plotW);
+          if (smoothing) line(t.rawBand.px, t.rawBand.mean, entry.color, RAW_ALPHA);
+          line(t.band.px, t.band.mean, entry.color, 1);
         } else {
-          if (smoothing) {
-            ctx.globalAlpha = RAW_ALPHA;
-            this.pointsDrawn += this._drawTrace(ctx, t.raw.px, t.raw.vals, Y, plotW);
-            ctx.globalAlpha = 1;
-            this.pointsDrawn += this._drawTrace(ctx, t.smooth.px, t.smooth.vals, Y, plotW);
-          } else {
-            this.pointsDrawn += this._drawTrace(ctx, t.raw.px, t.raw.vals, Y, plotW);
-          }
+          if (smoothing) line(t.raw.px, t.raw.vals, entry.color, RAW_ALPHA);
+          line(smoothing ? t.smooth.px : t.raw.px, smoothing ? t.smooth.vals : t.raw.vals, entry.color, 1);
         }
       }
+      layer.paint(ctx);
+      for (const [px, vals, color, alpha] of sparse) {
+        ctx.strokeStyle = color;
+        ctx.fillStyle = color;
+        ctx.globalAlpha = alpha;
+        this.pointsDrawn += this._drawTrace(ctx, px, vals, Y);
+      }
+      ctx.globalAlpha = 1;
       ctx.restore();
 
       if (this.selection) this._drawSelection(ctx, theme, box);
@@ -192,6 +208,18 @@
     }
 
     // -- internals ------------------------------------------------------------
+
+    /** The pixel value of a colour at an opacity (cached). */
+    _pixel(color, alpha) {
+      const key = `${color}/${alpha}`;
+      let value = this._pixels.get(key);
+      if (value === undefined) {
+        if (this._pixels.size > 500) this._pixels.clear();
+        value = pixel(color, alpha);
+        this._pixels.set(key, value);
+      }
+      return value;
+    }
 
     _hover(info) {
       if (this.hooks.onHover) this.hooks.onHover(info);
@@ -334,16 +362,14 @@
     }
 
     /**
-     * A reduced line: NaN px break it; lone points become dots. Dense lines
-     * are one stroke of hairlines, sparse ones wider, stroked in pieces.
-     * Returns how many points it sent to the canvas.
+     * A sparse reduced line, stroked a few segments at a time: NaN px break
+     * it; lone points become dots. Returns how many points it sent.
      */
-    _drawTrace(ctx, px, vals, Y, plotW) {
+    _drawTrace(ctx, px, vals, Y) {
       const n = px.length;
       if (n === 0) return 0;
-      const hairline = n > plotW * HAIRLINE_DENSITY;
-      const piece = hairline ? Infinity : SEGMENTS_PER_STROKE;
-      ctx.lineWidth = hairline ? 1 : LINE_WIDTH;
+      const piece = SEGMENTS_PER_STROKE;
+      ctx.lineWidth = LINE_WIDTH;
       let sent = 0;
       let run = 0; // points in the current unbroken stretch
       let inPiece = 0;

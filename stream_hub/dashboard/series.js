@@ -48,16 +48,26 @@
     /** Replace the whole curve with these points. */
     load(steps, values, floor = 0) {
       const n = Math.min(steps.length, values.length);
-      const points = [];
+      const outSteps = [];
+      const outValues = [];
+      let sorted = true;
       for (let i = 0; i < n; i++) {
         const step = Number(steps[i]);
-        if (Number.isFinite(step)) points.push([step, toNumber(values[i])]);
+        if (!Number.isFinite(step)) continue;
+        if (outSteps.length && step < outSteps[outSteps.length - 1]) sorted = false;
+        outSteps.push(step);
+        outValues.push(toNumber(values[i]));
       }
-      // The server sends them sorted; sorting anyway (stable) keeps one odd
-      // answer from breaking the binary searches below.
-      points.sort((a, b) => a[0] - b[0]);
-      this.steps = points.map((p) => p[0]);
-      this.values = points.map((p) => p[1]);
+      if (!sorted) {
+        // The server sends them sorted; sorting anyway (stable) keeps one odd
+        // answer from breaking the binary searches below.
+        const order = outSteps.map((_, i) => i).sort((a, b) => outSteps[a] - outSteps[b]);
+        this.steps = order.map((i) => outSteps[i]);
+        this.values = order.map((i) => outValues[i]);
+      } else {
+        this.steps = outSteps;
+        this.values = outValues;
+      }
       this.floor = floor;
       this._rangeValid = false;
       this.version += 1;

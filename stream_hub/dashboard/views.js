@@ -177,7 +177,8 @@
       view.chart.setEntries(view.entries);
       view.chart.draw(app.theme(), app.settings);
       view.lastDrawAt = performance.now();
-      view.card.dataset.zoomed = String(Boolean(view.chart.zoom));
+      const zoomed = String(Boolean(view.chart.zoom));
+      if (view.card.dataset.zoomed !== zoomed) view.card.dataset.zoomed = zoomed; // no style work when unchanged
       if (view.waiters.length && app.detail.state(view.id) !== "loading") {
         const waiters = view.waiters;
         view.waiters = [];
