@@ -27,7 +27,8 @@
   async function loadRunCurves(api, run, maxPoints, series, floorDefault, current) {
     let answer;
     try {
-      answer = await api(`/api/runs/${encodeURIComponent(run.name)}/series?max_points=${maxPoints}`, 20000);
+      const name = encodeURIComponent(run.name);
+      answer = await api(`/api/runs/${name}/series?max_points=${maxPoints}&compact=true`, 20000);
     } catch (_) {
       return [];
     }

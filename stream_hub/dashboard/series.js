@@ -88,8 +88,9 @@
     loadBuckets(answer, endStep, floor, exact) {
       const starts = answer.steps || [];
       const lasts = answer.values || [];
-      const mins = answer.mins || [];
-      const maxs = answer.maxs || [];
+      // A compact answer leaves them out when each bucket is one value.
+      const mins = answer.mins || lasts;
+      const maxs = answer.maxs || lasts;
       if (exact || mins.length !== starts.length || maxs.length !== starts.length) {
         this.load(starts, lasts, floor);
         return;

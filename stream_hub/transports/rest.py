@@ -143,6 +143,7 @@ def create_rest_app(
         max_points: int = Query(2000, ge=2, le=100_000, description="points per series at most"),
         from_step: int | None = Query(None, description="with metric: only steps from this one"),
         to_step: int | None = Query(None, description="with metric: only steps up to this one"),
+        compact: bool = Query(False, description="no mins and maxs for curves of single points"),
     ) -> Response:
         """The whole run's curves, downsampled in bounded memory: one metric or
         all, and for a run with ranks, per rank (``ranks``) or the one asked for.
@@ -171,7 +172,7 @@ def create_rest_app(
                 last = 2**63 - 1 if to_step is None else to_step
                 body = range_body(ring_curves, summary, metric, rank, first, last, max_points)
             else:
-                body = series_body(summary, metric, rank, max_points)
+                body = series_body(summary, metric, rank, max_points, compact)
                 ring_curves.prepare(summary)  # a zoom into a long run comes next, often
         except NotFound as exc:
             return error_response(404, str(exc), **exc.extra)

@@ -801,3 +801,17 @@ def test_a_long_run_is_read_out_of_the_ring_ahead_of_a_zoom(make_server, monkeyp
         part = series_range(server, "long", metric="acc", from_step=first, to_step=first + 99)
         assert part["source"] == "ring" and part["values"] == [-v for v in values[first : first + 100]]
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
+def test_compact_curves_leave_out_mins_and_maxs_of_single_points(make_server):
+    server = make_server(series_points=16)
+    for i in range(5):
+        server.log({"short": float(i)}, step=i, run="exp")
+    for i in range(100):
+        seq = server.log({"long": float(i)}, step=i, run="exp")
+    committed(server, seq)
+    full = series_range(server, "exp")["series"]
+    assert set(full["short"]) >= {"mins", "maxs"} and full["short"]["points_seen"] == 5
+    compact = series_range(server, "exp", compact="true")["series"]
+    assert "mins" not in compact["short"] and compact["short"]["values"] == full["short"]["values"]
+    assert compact["long"] == full["long"]  # buckets of several points keep their range
