@@ -15,7 +15,15 @@
   // already has it, and remembered in this browser. Each slot is a hue whose
   // lightness follows the theme, so lines keep a 3:1 contrast on both.
 
-  const HUES = [212, 28, 135, 2, 268, 172, 45, 322, 95, 192, 248, 12, 155, 290, 60, 345, 230, 115, 300, 78];
+  // Eight colours that stay apart to the eye (the classic chart palette:
+  // blue, orange, green, red, purple, brown, pink, cyan), as hue, saturation
+  // and lightness on the dark and on the light theme; later rounds of slots
+  // shift the hue and the lightness.
+  const PALETTE = [
+    [214, 85, 64, 42], [30, 92, 58, 40], [130, 55, 56, 32], [4, 80, 64, 44],
+    [268, 70, 72, 50], [28, 38, 60, 36], [325, 75, 72, 44], [188, 72, 52, 30],
+  ];
+  const HUES = PALETTE.map((p) => p[0]);
   const STORAGE = "stream_hub:run-colours";
   const slots = new Map(); // run name -> slot
   try {
@@ -98,22 +106,26 @@
   }
 
   /** The colour (#rrggbb) of a slot in the current theme ("dark" or "light"). */
+  /** A slot's hue, saturation and lightness in a theme. */
+  function slotHsl(slot, scheme) {
+    const round = Math.floor(slot / PALETTE.length);
+    const [hue, saturation, dark, light] = PALETTE[slot % PALETTE.length];
+    const shift = round === 0 ? 0 : (round % 2 ? 8 : -6);
+    return [(hue + round * 17) % 360, saturation, (scheme === "light" ? light : dark) + shift];
+  }
+
+  /** The colour (#rrggbb) of a slot in the current theme ("dark" or "light"). */
   function slotColour(slot, scheme) {
-    const round = Math.floor(slot / HUES.length);
-    const hue = (HUES[slot % HUES.length] + round * 11) % 360;
-    return scheme === "light"
-      ? readable(hue, 72, 42 - (round % 2) * 6, scheme)
-      : readable(hue, 75, 62 + (round % 2) * 8, scheme);
+    const [hue, saturation, lightness] = slotHsl(slot, scheme);
+    return readable(hue, saturation, lightness, scheme);
   }
 
   /** Rank `i` of `n` in shades of the run's colour. */
   function rankColour(slot, scheme, i, n) {
     if (n <= 1) return slotColour(slot, scheme);
-    const round = Math.floor(slot / HUES.length);
-    const hue = (HUES[slot % HUES.length] + round * 11) % 360;
+    const [hue, saturation, lightness] = slotHsl(slot, scheme);
     const f = i / (n - 1) - 0.5; // -0.5 .. 0.5
-    const light = scheme === "light" ? 36 + f * 20 : 66 + f * 24;
-    return readable((hue + f * 24 + 360) % 360, 72, light, scheme);
+    return readable((hue + f * 20 + 360) % 360, saturation, lightness + f * (scheme === "light" ? 20 : 24), scheme);
   }
 
   // ---- the run list ---------------------------------------------------------------

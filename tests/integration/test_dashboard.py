@@ -465,7 +465,7 @@ def test_the_event_rate_sparkline_is_drawn_whole_at_1400_px(page: Any) -> None:
 # band: run colours are saturated; grid, axes and text are grey; the canvas is
 # transparent where nothing is drawn). A pixel's tint is its colour's spread
 # times its opacity: strong for lines, faint for raw lines behind smoothed ones
-# and for bands.
+# and for bands (the grid's is about 5).
 PIXELS = """([id, columns]) => {
     const card = [...document.querySelectorAll('.chart-card')].find((c) => c.dataset.id === id);
     const canvas = card.querySelector('canvas');
@@ -484,8 +484,8 @@ PIXELS = """([id, columns]) => {
     for (let y = top; y <= bottom; y++) {
       for (let x = left; x <= right; x++) {
         const s = spread(x, y);
-        if (s > 90) strong++; else if (s > 20) faint++;
-        if (s > 20) { ink++; if (y > bottom - (bottom - top) * 0.2) low++; }
+        if (s > 90) strong++; else if (s > 10) faint++;
+        if (s > 10) { ink++; if (y > bottom - (bottom - top) * 0.2) low++; }
       }
     }
     const runs = columns.map((f) => {
@@ -493,7 +493,7 @@ PIXELS = """([id, columns]) => {
       const out = [];
       let start = -1;
       for (let y = top; y <= bottom + 1; y++) {
-        const on = y <= bottom && spread(x, y) > 20;
+        const on = y <= bottom && spread(x, y) > 10;
         if (on && start < 0) start = y;
         if (!on && start >= 0) { out.push([start, y - 1]); start = -1; }
       }
