@@ -39,6 +39,7 @@ from .processes.rendezvous import my_record, resolve_ports, uses_rendezvous
 from .runtime.forking import close_inherited_sockets
 from .runtime.notifier import LoopNotifier
 from .status import Status
+from .system_metrics import SystemMetrics
 from .telemetry import LatencyHistogram, MetricsExporter
 from .transports import Transports
 from .transports.access import AccessPolicy
@@ -120,6 +121,8 @@ class TrainingStreamServer(Membership):
             metrics_text=self._metrics.render,
         )
         self._host = HostRuntime(self, self._transports, self._report_fault)
+        # The machine's metrics, published while this process hosts (system_metrics.py).
+        self._system = SystemMetrics(self.hub.intake, cfg.system_metrics) if cfg.system_metrics else None
         self._lifecycle = threading.RLock()
         self._role: str | None = None
         self._forwarder: Forwarder | None = None
@@ -321,6 +324,8 @@ class TrainingStreamServer(Membership):
             self._host.start(ports, channel, self._channel_path(), service=backend)
             backend.start_publishing()
         self._role = "host"
+        if self._system is not None:
+            self._system.start()
         self._hosted_ports = dict(self._host.ports)
         if self._registry is not None and self._key is not None:
             record = my_record(
@@ -394,6 +399,8 @@ class TrainingStreamServer(Membership):
             handover = HandoverToSuccessor(self.hub, self._registry, self._record, self._host.ports)
         self._role = None
         started = time.monotonic()
+        if self._system is not None:
+            self._system.stop()
         try:
             self._host.stop(timeout, reason, handover)
             if backend is not None:
