@@ -620,3 +620,18 @@ async def test_what_the_archive_lost_too_is_announced_by_a_gap() -> None:
     gap, *rest = events
     assert gap["type"] == "gap" and (gap["data"]["from"], gap["data"]["to"]) == (6, 39)
     assert [e["seq"] for e in rest] == list(range(40, 101))
+
+
+def test_encode_some_is_a_bounded_step() -> None:
+    """/api/status encodes in steps, so a ring of unread events never holds the loop long."""
+    hub = Hub(history_size=1000)
+    for step in range(100):
+        hub.log({"x": float(step)}, step=step, run="r")
+    hub.commit()
+    assert hub.ring.encoded == 0
+    hub.encode_some(30)
+    assert hub.ring.encoded == 30
+    hub.encode_some(1000)
+    assert hub.ring.encoded == 100
+    history, more = hub.history(0, limit=1000)
+    assert len(history) == 100 and not more
