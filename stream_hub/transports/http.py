@@ -145,7 +145,7 @@ class HttpListener:
     def close_idle(self) -> None:
         """Close this port's connections that are between requests; those in
         the middle of one close when it completes."""
-        for conn in list(self.registry.live):
+        for conn in self.registry.of_loop():
             if isinstance(conn, TrackedH11Protocol) and conn.config is self.config:
                 conn.shutdown()
         self.server = None

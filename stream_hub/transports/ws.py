@@ -351,7 +351,7 @@ class WebSocketServer:
 
     def abort_connections(self) -> None:
         """Drop every WebSocket connection at once (clients that stopped reading)."""
-        for conn in list(self.server.clients.live):
+        for conn in self.server.clients.of_loop():
             if isinstance(conn, TrackedConnection) and conn.wire is not None:
                 conn.wire.abort()
 
