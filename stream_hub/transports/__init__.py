@@ -132,6 +132,18 @@ class Transports:
         if not self.status_caller.close(_left(deadline, 0.5)):
             logger.warning("the training system's get_status() is still running; its thread is left behind")
 
+    def abandon(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On ``loop``'s thread as it ends without a graceful close (a stop that
+        ran out of time, a crash): stop accepting there and drop every
+        connection still open on it; asyncio cannot close them once the loop
+        is closed. Safe outside a running loop, and more than once."""
+        for stop in (*(listener.stop_accepting for listener in self.http.values()), self.ws.stop_accepting):
+            try:
+                stop(loop)
+            except Exception:  # a listener another thread already closed
+                logger.debug("closing a listener of an ending loop failed", exc_info=True)
+        self.server.clients.abort_all(loop)
+
 
 def _left(deadline: float, at_most: float) -> float:
     """Seconds until ``deadline``, at most ``at_most``, at least a tick."""

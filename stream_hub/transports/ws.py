@@ -331,10 +331,12 @@ class WebSocketServer:
 
     # -- shutdown ---------------------------------------------------------------------
 
-    def stop_accepting(self) -> None:
-        """Stop accepting new connections now (the rest of :meth:`close` follows)."""
-        if self.ws_server is not None:
-            self.ws_server.server.close()
+    def stop_accepting(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Stop accepting new connections now (the rest of :meth:`close` follows);
+        with ``loop``, only if the server runs on it."""
+        ws_server = self.ws_server
+        if ws_server is not None and (loop is None or ws_server.get_loop() is loop):
+            ws_server.server.close()
 
     async def close(self, timeout: float) -> None:
         """Close the listener and every connection (1001), wait for handlers."""

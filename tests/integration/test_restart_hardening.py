@@ -1,17 +1,180 @@
-"""Restarts under load, as the soak found them: an eviction sweep that meets
-a broken connection, connections of a loop that closed.
+"""Restarts under load, as the soak found them: a loop too busy to stop in
+time, connections a loop leaves open, a close step that fails, an eviction
+sweep that meets a broken connection. Whatever happens, the server starts
+again on the same ports, and nothing of an old loop outlives it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+from collections.abc import Iterator
 from typing import Any
 
-from stream_hub import TrainingStreamServer
+import httpx
+import psutil
+import pytest
+from websockets.exceptions import ConnectionClosed
 
-from ..clients import stalled_sse
+from stream_hub import TrainingStreamServer, get_stream_server, get_stream_server_manager
+
+from ..clients import ping, stalled_sse, stalled_ws, ws_open
 from ..conftest import committed, free_config, wait_for
+
+
+def established(ports: dict[str, int]) -> int:
+    """Server ends of this process's TCP connections on ``ports`` still established."""
+    wanted = set(ports.values())
+    return sum(
+        1
+        for conn in psutil.Process().net_connections(kind="tcp")
+        if conn.status == psutil.CONN_ESTABLISHED and conn.laddr and conn.laddr.port in wanted
+    )
+
+
+def serves_everything(server: TrainingStreamServer) -> bool:
+    try:
+        for name in ("sse", "rest"):
+            if httpx.get(f"{server.urls[name]}/health", timeout=5).status_code != 200:
+                return False
+        with ws_open(server) as ws:
+            return ping(ws)["type"] == "pong"
+    except (httpx.HTTPError, OSError, ConnectionClosed):
+        return False
+
+
+def block_loop(server: TrainingStreamServer) -> threading.Event:
+    """Keep the server's loop busy in a callback until the returned event is set."""
+    release = threading.Event()
+    loop = server._host.loop.loop
+    assert loop is not None
+    loop.call_soon_threadsafe(release.wait, 60)  # a long callback: a big ingest, a stuck handler
+    return release
+
+
+@pytest.fixture
+def busy_hub() -> Iterator[tuple[TrainingStreamServer, list[Any]]]:
+    """A managed server with a short shutdown_timeout, some history, and
+    three stalled SSE and three stalled WebSocket clients replaying it."""
+    server = get_stream_server(config=free_config(shutdown_timeout=1.0, send_timeout=60.0))
+    seq = 0
+    for step in range(2000):
+        seq = server.log({f"metric_{k}": 1.0 + k for k in range(40)}, step=step, run="r")
+    committed(server, seq)
+    sockets: list[Any] = [stalled_sse(server, last_event_id=1) for _ in range(3)]
+    sockets += [stalled_ws(server, "?since=1") for _ in range(3)]
+    wait_for(lambda: server.client_counts()["sse"] == server.client_counts()["ws"] == 3, what="clients")
+    try:
+        yield server, sockets
+    finally:
+        for sock in sockets:
+            sock.close()
+        get_stream_server_manager().cleanup()
+
+
+def test_restart_while_the_loop_is_busy_comes_back_on_the_same_ports(
+    busy_hub: tuple[TrainingStreamServer, list[Any]],
+) -> None:
+    """The loop is busy past the whole shutdown_timeout: the stop leaves the
+    thread behind instead of failing; it ends as soon as the loop is free, and
+    takes its connections with it; the restart serves on the same ports."""
+    server, _ = busy_hub
+    manager = get_stream_server_manager()
+    ports = server.ports
+    old = server._host.loop.thread
+    release = block_loop(server)
+
+    def free_once_left_behind() -> None:
+        wait_for(lambda: server._host.loop.left_behind is not None, timeout=30, what="stop gave up")
+        release.set()
+
+    helper = threading.Thread(target=free_once_left_behind)
+    helper.start()
+    try:
+        manager.force_restart()
+    finally:
+        release.set()
+        helper.join()
+    assert old is not None and not old.is_alive()
+    assert server.running and server.ports == ports
+    assert serves_everything(server)
+    # Nothing of the old loop is left: no tracked connection, no open socket.
+    loop = server._host.loop.loop
+    assert all(conn.home is loop for conn in server.clients.live)
+    wait_for(lambda: established(ports) == 0, what="the old loop's connections closed")
+    # Restarting and stopping go on working.
+    manager.force_restart()
+    assert server.running and server.ports == ports and serves_everything(server)
+
+
+def test_a_loop_thread_stuck_past_the_restart_is_left_behind_and_cleans_up_later(
+    busy_hub: tuple[TrainingStreamServer, list[Any]],
+) -> None:
+    """Still busy once the restart has waited for it: the new loop starts
+    beside it; when it runs again it closes its own connections and ends."""
+    server, _ = busy_hub
+    manager = get_stream_server_manager()
+    ports = server.ports
+    old = server._host.loop.thread
+    release = block_loop(server)
+    try:
+        manager.force_restart()
+        assert server.running and server.ports == ports
+        assert old is not None and old.is_alive()  # still in the long callback
+        assert serves_everything(server)
+        new_loop = server._host.loop.loop
+        stalled = stalled_sse(server)
+        wait_for(lambda: any(c.home is new_loop for c in server.clients.live), what="a new client")
+    finally:
+        release.set()
+    wait_for(lambda: not old.is_alive(), what="the old loop thread ended")
+    assert all(conn.home is new_loop for conn in server.clients.live)
+    wait_for(lambda: established(ports) <= 1, what="only the new stalled client connected")
+    stalled.close()
+    manager.force_restart()
+    assert server.running and server.ports == ports and serves_everything(server)
+
+
+def test_stop_that_leaves_the_loop_thread_behind_still_lets_the_server_start() -> None:
+    server = TrainingStreamServer(free_config(shutdown_timeout=0.5))
+    server.start()
+    ports = server.ports
+    release = block_loop(server)
+    try:
+        with pytest.raises(Exception, match="did not exit"):
+            server.stop()
+        assert not server.running and not server.loop_thread_alive
+    finally:
+        release.set()
+    server.start()
+    try:
+        assert server.running and serves_everything(server)
+        assert server.ports.keys() == ports.keys()
+    finally:
+        server.stop()
+
+
+def test_a_failing_close_step_still_stops_the_loop_and_restarts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = get_stream_server(config=free_config(shutdown_timeout=1.0))
+    manager = get_stream_server_manager()
+    ports = server.ports
+    old = server._host.loop.thread
+    real_close = server._transports.close
+    calls: list[float] = []
+
+    async def failing_close(deadline: float) -> None:
+        calls.append(deadline)
+        if len(calls) == 1:
+            raise RuntimeError("Event loop is closed")
+        await real_close(deadline)
+
+    monkeypatch.setattr(server._transports, "close", failing_close)
+    manager.force_restart()
+    assert calls and old is not None and not old.is_alive()
+    assert server.running and server.ports == ports and serves_everything(server)
 
 
 class _BrokenWire:
