@@ -264,8 +264,10 @@ class HostRuntime:
     def _close_leftovers(self, channel: HostChannel, loop: asyncio.AbstractEventLoop) -> None:
         """On a loop thread that is ending, however it ends: stop accepting and
         drop every connection still open on it, joiners' included."""
-        self.transports.abandon(loop)
-        channel.close()
+        try:
+            self.transports.abandon(loop)
+        finally:
+            channel.close()
 
     async def _close_all(self, deadline: float) -> None:
         await self.transports.close(deadline)
@@ -282,13 +284,17 @@ class HostRuntime:
                 logger.exception("closing %r failed", service)
 
     def _release(self) -> None:
-        """Detach the hub from the (stopped) loop and close our listening sockets."""
+        """Detach the hub from the (stopped) loop and close our listening
+        sockets; once the loop thread has ended, close the channel's too if
+        the loop could not (a closed loop's listener closes from any thread)."""
         if self.notifier is not None:
             self.notifier.detach()
         self.notifier = None
         for sock in self._sockets.values():
             sock.close()
         self._sockets = {}
+        if self.channel is not None and self.loop.thread is None and self.loop.left_behind is None:
+            self.channel.close()
 
     def _loop_crashed(self, exc: BaseException) -> None:
         # On the dying loop thread: it can no longer serve anything.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -130,6 +131,10 @@ def test_a_loop_thread_stuck_past_the_restart_is_left_behind_and_cleans_up_later
         release.set()
     wait_for(lambda: not old.is_alive(), what="the old loop thread ended")
     assert all(conn.home is new_loop for conn in server.clients.live)
+    # Closing its channel, the old loop left the new one's socket file alone.
+    channel = server._host.channel
+    assert channel is not None and channel.address.startswith("unix:")
+    assert os.path.exists(channel.address[len("unix:") :])
     wait_for(lambda: established(ports) <= 1, what="only the new stalled client connected")
     stalled.close()
     manager.force_restart()
