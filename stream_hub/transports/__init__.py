@@ -121,13 +121,19 @@ class Transports:
                     task.cancel()
                 if pending:
                     await asyncio.wait(pending, timeout=_left(deadline, 0.5))
-        # 3. Close what is left: WebSocket handshakes, idle HTTP keep-alives,
-        # then anything still open (a request caught in the middle).
+        # 3. Close what is left: WebSocket handshakes, idle HTTP keep-alives.
         await self.ws.close(_left(deadline, 1.0))
         for listener in self.http.values():
             listener.close_idle()
+        # 4. Closed connections flush what is queued for them until the flush
+        # deadline; then everything still open is dropped, closing ones too (a
+        # request caught in the middle, a client that reads nothing and never
+        # lets a flush end: one its stream had not yet paused when it ended).
+        await clients.wait_closed(max(0.0, flush_by - time.monotonic()))
         clients.stop()
-        clients.abort_all()
+        dropped = clients.abort_all()
+        if dropped:
+            logger.info("%d connection(s) still open at the flush deadline; dropped", dropped)
         self.http = {}
         if not self.status_caller.close(_left(deadline, 0.5)):
             logger.warning("the training system's get_status() is still running; its thread is left behind")

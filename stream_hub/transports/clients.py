@@ -228,7 +228,8 @@ class ClientRegistry:
         """Drop every connection of ``loop`` (the running one by default) at
         once, closing ones included: a transport closed with data queued for a
         client that reads nothing would wait for a flush forever. Returns how
-        many were still open.
+        many were open or had data queued (not just waiting for their
+        ``connection_lost``).
 
         Called on ``loop``'s thread, which may have stopped running it.
         """
@@ -238,7 +239,8 @@ class ClientRegistry:
             transport = conn.wire
             if conn.home is not loop or transport is None:
                 continue
-            dropped += 1
+            if not transport.is_closing() or transport.get_write_buffer_size():
+                dropped += 1
             try:
                 transport.abort()
             except Exception:  # the loop closed under it; see _drop_stale

@@ -182,6 +182,32 @@ def test_a_failing_close_step_still_stops_the_loop_and_restarts(
     assert server.running and server.ports == ports and serves_everything(server)
 
 
+def test_a_stalled_client_its_stream_had_not_paused_is_closed_by_the_restart() -> None:
+    """The kernel has taken all it will, a little waits in the transport (under
+    the high-water mark, so the stream never paused): the stream ends
+    normally at the restart, and its close would wait for a flush forever."""
+    server = get_stream_server(config=free_config(shutdown_timeout=2.0, send_timeout=60.0))
+    manager = get_stream_server_manager()
+    ports = server.ports
+    sock = stalled_sse(server)  # follows new events, reads nothing
+    try:
+        wait_for(lambda: server.client_counts()["sse"] == 1, what="the client streaming")
+        (conn,) = server.clients.live
+        wire = conn.wire
+        assert wire is not None
+        for _ in range(5000):  # one ~8 kB event at a time, until the kernel stops taking them
+            committed(server, server.publish("blob", {"x": "y" * 8000}))
+            if wire.get_write_buffer_size():
+                break
+        wait_for(lambda: wire.get_write_buffer_size(), what="data queued in the transport")
+        assert conn.paused_since is None
+        manager.force_restart()
+        assert conn not in server.clients.live
+        wait_for(lambda: established({"sse": ports["sse"]}) == 0, what="its connection closed")
+    finally:
+        sock.close()
+
+
 class _BrokenWire:
     """A transport whose abort fails (as on a loop that has closed)."""
 
