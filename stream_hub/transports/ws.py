@@ -258,15 +258,19 @@ class WebSocketServer:
         """Write the next chunk after the session's cursor; wait while the client
         is paused. Returns whether something was written, None if the
         connection is gone (or was evicted)."""
-        chunk, _ = await next_chunk(hub, session.cursor)
+        wire = connection.wire
+        if wire is None or wire.is_closing() or connection.state is not State.OPEN:
+            return None  # gone (reset, evicted): writing on would never yield
+        chunk, frames = await next_chunk(hub, session.cursor)
         if not chunk:
             return False
-        wire = connection.wire
-        if wire is None or connection.state is not State.OPEN:
+        if wire.is_closing() or connection.state is not State.OPEN:
             return None
         if self.server.clients.over_budget(connection, len(chunk)):
             return None
         wire.write(chunk)
+        if not wire.is_closing():  # a write into a reset connection closes it
+            hub.counters.delivered += frames
         session.written = True
         self.server.latency.observe(time.time() - hub.ts_of(session.cursor.pos))
         paused = connection.writable()

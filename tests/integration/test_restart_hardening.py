@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import socket
+import struct
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +22,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from stream_hub import TrainingStreamServer, get_stream_server, get_stream_server_manager
+from stream_hub.core.hub import MAX_CHUNK_EVENTS
 
 from ..clients import ping, stalled_sse, stalled_ws, ws_open
 from ..conftest import committed, free_config, wait_for
@@ -206,6 +210,37 @@ def test_a_stalled_client_its_stream_had_not_paused_is_closed_by_the_restart() -
         wait_for(lambda: established({"sse": ports["sse"]}) == 0, what="its connection closed")
     finally:
         sock.close()
+
+
+def test_sse_clients_that_reset_are_not_sent_the_rest_of_a_replay(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Clients ask for a long replay and reset the connection at once: each
+    stream stops at its first failed write, instead of "sending" the whole
+    history into the reset connection without the loop ever yielding."""
+    server = TrainingStreamServer(free_config())
+    server.start()
+    try:
+        seq = 0
+        for step in range(10_000):
+            seq = server.log({"loss": 1.0, "acc": 0.5, "lr": 0.001}, step=step, run="r")
+        committed(server, seq)
+        caplog.set_level(logging.WARNING, logger="asyncio")
+        delivered = server.status()["events"]["delivered"]
+        clients = 20
+        for _ in range(clients):
+            sock = socket.create_connection(("127.0.0.1", server.ports["sse"]))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.sendall(b"GET /events?last_event_id=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            sock.close()  # a reset, the request already sent
+        assert httpx.get(f"{server.urls['rest']}/health", timeout=10).status_code == 200
+        wait_for(lambda: server.client_counts()["sse"] == 0 and not server.clients.live, what="all gone")
+        # What a client may have been handed before its reset showed: one chunk.
+        assert server.status()["events"]["delivered"] - delivered <= clients * MAX_CHUNK_EVENTS
+        writes = [r for r in caplog.records if "socket.send() raised exception" in r.getMessage()]
+        assert not writes
+    finally:
+        server.stop()
 
 
 class _BrokenWire:
