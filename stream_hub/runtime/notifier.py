@@ -156,6 +156,13 @@ class LoopNotifier:
 
     # -- subscriber side -------------------------------------------------------
 
+    @property
+    def detached(self) -> bool:
+        """True once the server stopped with this notifier's loop: a loop left
+        running after its stop (see :class:`~stream_hub.runtime.loop.LoopThread`)
+        must not read the hub any more, whose ring others write from then on."""
+        return self._detached
+
     def waiter(self) -> asyncio.Future[None]:
         """A future resolved by the next commit, heartbeat or close."""
         waiter = self.loop.create_future()

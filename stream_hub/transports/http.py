@@ -145,11 +145,9 @@ class HttpListener:
     def is_serving(self) -> bool:
         return self.server is not None and self.server.is_serving()
 
-    def stop_accepting(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Close the listener; with ``loop``, only if it runs on that loop."""
-        server = self.server
-        if server is not None and (loop is None or server.get_loop() is loop):
-            server.close()
+    def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close()
 
     def close_idle(self) -> None:
         """Close this port's connections that are between requests; those in

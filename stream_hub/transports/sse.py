@@ -100,10 +100,11 @@ class EventStream:
         notifier.clients["sse"] += 1
         try:
             while not self.gone:
-                if wire is not None and wire.is_closing():
-                    # Reset, evicted or closed under us. uvicorn's send() then
+                if notifier.detached or (wire is not None and wire.is_closing()):
+                    # Reset, evicted or closed under us: uvicorn's send() then
                     # neither raises nor waits, so without this the rest of the
                     # history would go nowhere without the loop ever yielding.
+                    # (Detached: the server stopped without this loop.)
                     return
                 chunk, frames = await next_chunk(hub, cursor)
                 if chunk:

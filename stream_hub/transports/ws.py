@@ -40,7 +40,7 @@ import contextlib
 import logging
 import time
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -61,6 +61,9 @@ from .params import (
     parse_seq,
     token_matches,
 )
+
+if TYPE_CHECKING:
+    from ..runtime.notifier import LoopNotifier
 
 __all__ = ["SUBSCRIBE_GRACE", "WebSocketServer"]
 
@@ -108,10 +111,11 @@ def _connection_class(registry: ClientRegistry) -> type[TrackedConnection]:
 class _Session:
     """One connection's subscription and the wake-up of its writer."""
 
-    __slots__ = ("cursor", "started", "waiter", "written")
+    __slots__ = ("cursor", "notifier", "started", "waiter", "written")
 
-    def __init__(self, cursor: Cursor, started: bool) -> None:
+    def __init__(self, cursor: Cursor, started: bool, notifier: LoopNotifier) -> None:
         self.cursor = cursor
+        self.notifier = notifier  # of the loop this connection lives on
         self.started = started  # may the writer write (subscribed, or grace over)
         self.written = False  # has any frame been written
         self.waiter: asyncio.Future[None] | None = None
@@ -183,7 +187,7 @@ class WebSocketServer:
                     401, "a read token is required: Authorization: Bearer <token> or ?token=<token>\n"
                 )
         notifier = self.server.notifier
-        if notifier is None or notifier.closing:
+        if notifier is None or notifier.closing or notifier.loop is not asyncio.get_running_loop():
             return connection.respond(503, "the server is shutting down; reconnect shortly\n")
         if notifier.clients["ws"] >= cfg.max_clients:
             return connection.respond(503, f"too many WebSocket clients (max_clients={cfg.max_clients})\n")
@@ -200,16 +204,17 @@ class WebSocketServer:
     async def _handle(self, connection: ServerConnection) -> None:
         notifier = self.server.notifier
         hub = self.server.hub
-        if notifier is None or notifier.closing:
+        if notifier is None or notifier.closing or notifier.loop is not asyncio.get_running_loop():
             await connection.close(GOING_AWAY, "server shutting down")
             return
         assert isinstance(connection, TrackedConnection)
         subscription = self._subscriptions.pop(connection, None)
         if subscription is not None:
             since, epoch, runs, types = subscription
-            session = _Session(hub.open_cursor(since, epoch=epoch, fmt=WS, runs=runs, types=types), True)
+            cursor = hub.open_cursor(since, epoch=epoch, fmt=WS, runs=runs, types=types)
+            session = _Session(cursor, True, notifier)
         else:
-            session = _Session(hub.open_cursor(None, fmt=WS), False)
+            session = _Session(hub.open_cursor(None, fmt=WS), False, notifier)
         notifier.clients["ws"] += 1
         task = asyncio.current_task()
         if task is not None:
@@ -261,6 +266,8 @@ class WebSocketServer:
         wire = connection.wire
         if wire is None or wire.is_closing() or connection.state is not State.OPEN:
             return None  # gone (reset, evicted): writing on would never yield
+        if session.notifier.detached:
+            return None  # the server stopped without this loop: the hub is not ours to read
         chunk, frames = await next_chunk(hub, session.cursor)
         if not chunk:
             return False
@@ -335,12 +342,10 @@ class WebSocketServer:
 
     # -- shutdown ---------------------------------------------------------------------
 
-    def stop_accepting(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Stop accepting new connections now (the rest of :meth:`close` follows);
-        with ``loop``, only if the server runs on it."""
-        ws_server = self.ws_server
-        if ws_server is not None and (loop is None or ws_server.get_loop() is loop):
-            ws_server.server.close()
+    def stop_accepting(self) -> None:
+        """Stop accepting new connections now (the rest of :meth:`close` follows)."""
+        if self.ws_server is not None:
+            self.ws_server.server.close()
 
     async def close(self, timeout: float) -> None:
         """Close the listener and every connection (1001), wait for handlers."""

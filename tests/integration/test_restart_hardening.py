@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
 import struct
 import threading
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,11 +52,18 @@ def serves_everything(server: TrainingStreamServer) -> bool:
 
 
 def block_loop(server: TrainingStreamServer) -> threading.Event:
-    """Keep the server's loop busy in a callback until the returned event is set."""
-    release = threading.Event()
+    """Keep the server's loop busy in a callback (a big ingest, a stuck
+    handler) from now until the returned event is set."""
+    release, busy = threading.Event(), threading.Event()
+
+    def callback() -> None:
+        busy.set()
+        release.wait(60)
+
     loop = server._host.loop.loop
     assert loop is not None
-    loop.call_soon_threadsafe(release.wait, 60)  # a long callback: a big ingest, a stuck handler
+    loop.call_soon_threadsafe(callback)
+    assert busy.wait(10)
     return release
 
 
@@ -241,6 +250,56 @@ def test_sse_clients_that_reset_are_not_sent_the_rest_of_a_replay(
         assert not writes
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("face", ["sse", "ws"])
+def test_connections_accepted_as_a_restart_begins_are_closed_by_it(
+    face: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of connections waits in the listener's backlog while the loop is
+    busy, and is accepted in the very iteration the restart starts closing the
+    listener: each is closed by the stop, none is left to the garbage collector."""
+    server = get_stream_server(config=free_config(shutdown_timeout=2.0))
+    manager = get_stream_server_manager()
+    ports = server.ports
+    port = ports[face]
+    # Known once the restart has handed its shutdown to the (busy) loop.
+    scheduled = threading.Event()
+    schedule = asyncio.run_coroutine_threadsafe
+
+    def scheduling(coro: Any, loop: asyncio.AbstractEventLoop) -> Any:
+        future = schedule(coro, loop)
+        scheduled.set()
+        return future
+
+    monkeypatch.setattr(asyncio, "run_coroutine_threadsafe", scheduling)
+    release = block_loop(server)
+    clients: list[socket.socket] = []
+    restart = threading.Thread(target=manager.force_restart)
+    try:
+        for _ in range(50):
+            sock = socket.create_connection(("127.0.0.1", port))
+            request = b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            if face == "ws":
+                request = (
+                    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                )
+            sock.sendall(request)
+            clients.append(sock)
+        restart.start()
+        wait_for(scheduled.is_set, what="the shutdown handed to the loop")
+    finally:
+        release.set()
+    restart.join(30)
+    assert server.running and server.ports == ports
+    for sock in clients:
+        sock.close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        gc.collect()
+    assert not [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    wait_for(lambda: established(ports) == 0, what="every connection of the burst closed")
 
 
 class _BrokenWire:
