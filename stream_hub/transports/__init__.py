@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .clients import cap_send_buffer
 from .http import HttpListener
 from .params import ServerView, error_response
 from .rest import OffLoopCaller, create_rest_app
@@ -66,6 +67,8 @@ class Transports:
     async def start(self, sockets: dict[str, socket.socket]) -> None:
         """Serve on the three bound, listening sockets."""
         timeout = self.server.config.handshake_timeout
+        for name in ("sse", "ws"):  # the stream ports (see cap_send_buffer)
+            cap_send_buffer(sockets[name])
         for name in _HTTP:
             app = _on_the_hubs_loop(self._app(name), self.server)
             listener = HttpListener(app, self.server.clients, timeout)

@@ -302,6 +302,26 @@ def test_connections_accepted_as_a_restart_begins_are_closed_by_it(
     wait_for(lambda: established(ports) == 0, what="every connection of the burst closed")
 
 
+def test_clients_that_stop_reading_are_evicted_before_the_kernel_holds_megabytes() -> None:
+    """~1.8 MB of history, far less than the ~4 MiB Linux lets a socket's send
+    buffer grow to: with the buffer capped, both stalled clients still pause,
+    and are evicted after send_timeout."""
+    server = TrainingStreamServer(free_config(send_timeout=0.3))
+    server.start()
+    sockets: list[socket.socket] = []
+    try:
+        seq = 0
+        for step in range(1500):
+            seq = server.log({f"metric_{k}": 1.0 + k for k in range(40)}, step=step, run="r")
+        committed(server, seq)
+        sockets = [stalled_sse(server, last_event_id=1), stalled_ws(server, "?since=1")]
+        wait_for(lambda: server.clients.evicted == 2, what="both stalled clients evicted")
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.stop()
+
+
 class _BrokenWire:
     """A transport whose abort fails (as on a loop that has closed)."""
 
