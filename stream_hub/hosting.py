@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import time
@@ -29,7 +30,7 @@ from .config import StreamConfig
 from .errors import StreamHubError
 from .ports import bind_port, verify_released
 from .processes.host import HostChannel
-from .runtime.loop import LoopThread
+from .runtime.loop import LoopThread, LoopThreadLeftBehind
 from .runtime.notifier import LoopNotifier
 from .transports import Transports
 from .transports.access import is_loopback_host
@@ -92,6 +93,8 @@ class HostRuntime:
         self.ports: dict[str, int] = {}
         self.started_at: float | None = None
         self.running = False
+        #: Set by a stop() whose loop thread did not exit in time (see raise_if_left_behind).
+        self.left_behind: LoopThreadLeftBehind | None = None
         self._sockets: dict[str, socket.socket] = {}
         self._watch_task: asyncio.Task[None] | None = None
 
@@ -116,8 +119,10 @@ class HostRuntime:
         """
         self._bind(ports)
         cfg = self.server.config
+        self.left_behind = None
         try:
-            loop = self.loop.start()
+            closer = functools.partial(self._close_leftovers, channel)
+            loop = self.loop.start(closer, wait_previous=cfg.shutdown_timeout)
             self.notifier = LoopNotifier(
                 self.server.hub, loop, cfg.busy_flush_interval, cfg.heartbeat_interval
             )
@@ -174,6 +179,7 @@ class HostRuntime:
             if self.loop.is_alive():
                 with contextlib.suppress(Exception):
                     self.loop.run(self._close_all(time.monotonic() + 0.5), timeout=5)
+            with contextlib.suppress(LoopThreadLeftBehind):  # logged; it ends by itself
                 self.loop.stop()
         finally:
             self._release()
@@ -187,9 +193,14 @@ class HostRuntime:
         With ``handover``, the history goes to a successor first, and it is
         told to go on once the ports are released.
 
+        The loop thread gets what is left of ``timeout`` after the graceful
+        part; if it has not exited by then it is left behind (it ends by
+        itself; see :class:`~stream_hub.runtime.loop.LoopThread`), the stop
+        completes without it and :attr:`left_behind` says so: the next start
+        works either way.
+
         Raises:
-            StreamHubError: the loop thread did not exit in time, or a port is
-                still bound afterwards.
+            StreamHubError: a port is still bound afterwards.
         """
         ports = dict(self.ports)
         started = time.monotonic()
@@ -205,7 +216,12 @@ class HostRuntime:
                     self.loop.run(self._shutdown(reason, graceful, handover), timeout=left)
                 except (TimeoutError, StreamHubError) as exc:
                     logger.warning("graceful shutdown incomplete (%s); stopping the loop anyway", exc)
-            self.loop.stop(timeout=max(0.01, deadline - time.monotonic()))
+                except Exception:  # a bug in a close step: the loop must stop all the same
+                    logger.exception("graceful shutdown failed; stopping the loop anyway")
+            try:
+                self.loop.stop(timeout=max(0.01, deadline - time.monotonic()))
+            except LoopThreadLeftBehind as exc:
+                self.left_behind = exc
         finally:
             self._release()
             self.started_at = None
@@ -244,6 +260,20 @@ class HostRuntime:
         if channel is not None:
             channel.close()
 
+    def raise_if_left_behind(self) -> None:
+        """Raise (once) the error of a stop whose loop thread was left behind."""
+        error, self.left_behind = self.left_behind, None
+        if error is not None:
+            raise error
+
+    def _close_leftovers(self, channel: HostChannel, loop: asyncio.AbstractEventLoop) -> None:
+        """On a loop thread that is ending, however it ends: stop accepting and
+        drop every connection still open on it, joiners' included."""
+        try:
+            self.transports.abandon(loop)
+        finally:
+            channel.close()
+
     async def _close_all(self, deadline: float) -> None:
         await self.transports.close(deadline)
         await self._close_service()
@@ -259,13 +289,17 @@ class HostRuntime:
                 logger.exception("closing %r failed", service)
 
     def _release(self) -> None:
-        """Detach the hub from the (stopped) loop and close our listening sockets."""
+        """Detach the hub from the (stopped) loop and close our listening
+        sockets; once the loop thread has ended, close the channel's too if
+        the loop could not (a closed loop's listener closes from any thread)."""
         if self.notifier is not None:
             self.notifier.detach()
         self.notifier = None
         for sock in self._sockets.values():
             sock.close()
         self._sockets = {}
+        if self.channel is not None and self.loop.thread is None and self.loop.left_behind is None:
+            self.channel.close()
 
     def _loop_crashed(self, exc: BaseException) -> None:
         # On the dying loop thread: it can no longer serve anything.

@@ -351,14 +351,16 @@ class TrainingStreamServer(Membership):
         hosts next on the same ports in the same epoch. Safe when stopped.
 
         Raises:
-            StreamHubError: the loop thread did not exit in time, or a port
-                could still not be bound afterwards.
+            StreamHubError: the loop thread did not exit in time (the stop
+                completed without it), or a port could still not be bound
+                afterwards.
             LoopThreadError: called from the server's own loop thread.
         """
         self.check_not_in_loop("TrainingStreamServer.stop()")
         with self._lifecycle:
             self._stop(timeout, reason="stop")
             self._hosted_ports = {}
+            self._host.raise_if_left_behind()
 
     async def aclose(self, timeout: float | None = None) -> None:
         """``stop()`` for async callers: awaits it without blocking their loop."""

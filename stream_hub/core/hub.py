@@ -257,7 +257,8 @@ class Hub:
         Advances the cursor. Returns ``(chunk, frames)``; ``(b"", 0)`` when the
         cursor is at the head. A cursor that fell out of the ring first gets a
         ``gap`` event (its seq is the last lost one) and skips to the oldest
-        kept event.
+        kept event. The writer adds ``frames`` to ``counters.delivered`` once
+        the chunk is written.
         """
         if cursor.epoch != self.epoch:
             self._rebase(cursor)
@@ -270,7 +271,6 @@ class Hub:
         if pos >= head:
             if not gaps:
                 return b"", 0
-            self.counters.delivered += len(gaps)
             return b"".join(gaps), len(gaps)
         end = min(head, pos + limit)
         if cursor.filtered:
@@ -281,7 +281,6 @@ class Hub:
             chunk, n = ring.slice(cursor.fmt, pos, end), end - pos
         cursor.pos = end
         frames = n + len(gaps)
-        self.counters.delivered += frames
         return (b"".join(gaps) + chunk if gaps else chunk), frames
 
     # -- events beyond the ring -------------------------------------------------------

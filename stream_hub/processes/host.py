@@ -85,6 +85,7 @@ class HostChannel:
         self._server: asyncio.AbstractServer | None = None
         self._writers: dict[str, asyncio.StreamWriter] = {}
         self._path: Path | None = None
+        self._path_id: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket file
         self.address = ""
 
     async def start(self, unix_path: Path | None) -> str:
@@ -98,6 +99,8 @@ class HostChannel:
             finally:
                 os.umask(old)
             self._path = unix_path
+            info = unix_path.stat()
+            self._path_id = (info.st_dev, info.st_ino)
             self.address = f"unix:{unix_path}"
         else:
             self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -106,17 +109,30 @@ class HostChannel:
         return self.address
 
     def close(self) -> None:
-        """Stop accepting and drop every joiner (they reconnect to whoever hosts next)."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in list(self._writers.values()):
-            writer.close()
+        """Stop accepting and drop every joiner (they reconnect to whoever hosts next).
+
+        On the loop's thread; once that thread has ended, from any thread
+        (the listener of a closed loop still closes; its joiners' connections
+        went with the loop's last pass). Safe more than once.
+        """
+        server, self._server = self._server, None
+        if server is not None:
+            try:
+                server.close()
+            except Exception:  # closing its socket is all that matters here
+                logger.debug("closing the channel's listener failed", exc_info=True)
+        writers = list(self._writers.values())
         self._writers.clear()
-        if self._path is not None:
+        for writer in writers:
+            with contextlib.suppress(RuntimeError):  # its loop is closed
+                writer.close()
+        path, self._path = self._path, None
+        if path is not None:
             with contextlib.suppress(OSError):
-                self._path.unlink()
-            self._path = None
+                # Only our own socket file: a successor may have bound the path again.
+                info = path.stat()
+                if (info.st_dev, info.st_ino) == self._path_id:
+                    path.unlink()
 
     @property
     def joiners(self) -> int:

@@ -65,6 +65,9 @@ class LoopNotifier:
         self._commit_due = 0.0
         self._waiters: list[asyncio.Future[None]] = []
         self._commits = False  # whether it commits the hub's intake (see attach)
+        # Set once detached: a loop left running after its stop (see LoopThread)
+        # must not commit any more, the next loop (or the training threads) do.
+        self._detached = False
 
     # -- publishing side --------------------------------------------------------
 
@@ -81,6 +84,7 @@ class LoopNotifier:
     def detach(self) -> None:
         """Give committing back to the publishing threads (after the loop stopped),
         committing everything submitted so far."""
+        self._detached = True
         for timer in (self._commit_timer, self._beat_timer):
             if timer is not None:
                 timer.cancel()
@@ -104,12 +108,16 @@ class LoopNotifier:
         self._wake_waiters()
 
     def _commit_now(self) -> None:
+        if self._detached:
+            return
         if self._commit_timer is not None:
             self._commit_timer.cancel()
             self._commit_timer = None
         self.hub.commit()
 
     def _woken(self) -> None:
+        if self._detached:
+            return
         now = time.monotonic()
         self._observe(now - self._requested)
         if self._commit_timer is not None:
@@ -124,6 +132,8 @@ class LoopNotifier:
 
     def _timed_commit(self) -> None:
         self._commit_timer = None
+        if self._detached:
+            return
         self._observe(time.monotonic() - self._commit_due)
         self.hub.commit()
 
@@ -132,6 +142,8 @@ class LoopNotifier:
 
     def _beat(self) -> None:
         # One timer for all clients, instead of a keep-alive task per client.
+        if self._detached:
+            return
         self.beats += 1
         self._beat_timer = self.loop.call_later(self.heartbeat, self._beat)
         self._wake_waiters()
@@ -143,6 +155,13 @@ class LoopNotifier:
                 waiter.set_result(None)
 
     # -- subscriber side -------------------------------------------------------
+
+    @property
+    def detached(self) -> bool:
+        """True once the server stopped with this notifier's loop: a loop left
+        running after its stop (see :class:`~stream_hub.runtime.loop.LoopThread`)
+        must not read the hub any more, whose ring others write from then on."""
+        return self._detached
 
     def waiter(self) -> asyncio.Future[None]:
         """A future resolved by the next commit, heartbeat or close."""

@@ -26,8 +26,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .clients import cap_send_buffer
 from .http import HttpListener
-from .params import ServerView
+from .params import ServerView, error_response
 from .rest import OffLoopCaller, create_rest_app
 from .sse import create_sse_app
 from .ws import WebSocketServer
@@ -66,8 +67,11 @@ class Transports:
     async def start(self, sockets: dict[str, socket.socket]) -> None:
         """Serve on the three bound, listening sockets."""
         timeout = self.server.config.handshake_timeout
+        for name in ("sse", "ws"):  # the stream ports (see cap_send_buffer)
+            cap_send_buffer(sockets[name])
         for name in _HTTP:
-            listener = HttpListener(self._app(name), self.server.clients, timeout)
+            app = _on_the_hubs_loop(self._app(name), self.server)
+            listener = HttpListener(app, self.server.clients, timeout)
             await listener.start(sockets[name])
             self.http[name] = listener
         await self.ws.start(sockets["ws"])
@@ -105,7 +109,12 @@ class Transports:
         total = max(0.0, deadline - time.monotonic())
         flush_by = deadline - min(1.0, 0.3 * total)  # the rest is for dropping what is stuck
         clients = self.server.clients
-        # 1. Stop accepting connections on all three ports.
+        # 1. Stop accepting connections on all three ports: out of the selector
+        # first, closed once the connections already accepted are set up.
+        for server in self._listeners(asyncio.get_running_loop()):
+            _pause_accepting(server)
+        for _ in range(2):
+            await asyncio.sleep(0)
         for listener in self.http.values():
             listener.stop_accepting()
         self.ws.stop_accepting()
@@ -121,16 +130,70 @@ class Transports:
                     task.cancel()
                 if pending:
                     await asyncio.wait(pending, timeout=_left(deadline, 0.5))
-        # 3. Close what is left: WebSocket handshakes, idle HTTP keep-alives,
-        # then anything still open (a request caught in the middle).
+        # 3. Close what is left: WebSocket handshakes, idle HTTP keep-alives.
         await self.ws.close(_left(deadline, 1.0))
         for listener in self.http.values():
             listener.close_idle()
+        # 4. Closed connections flush what is queued for them until the flush
+        # deadline; then everything still open is dropped, closing ones too (a
+        # request caught in the middle, a client that reads nothing and never
+        # lets a flush end: one its stream had not yet paused when it ended).
+        await clients.wait_closed(max(0.0, flush_by - time.monotonic()))
         clients.stop()
-        clients.abort_all()
+        dropped = clients.abort_all()
+        if dropped:
+            logger.info("%d connection(s) still open at the flush deadline; dropped", dropped)
         self.http = {}
         if not self.status_caller.close(_left(deadline, 0.5)):
             logger.warning("the training system's get_status() is still running; its thread is left behind")
+
+    def abandon(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On ``loop``'s thread as it ends without a graceful close (a stop that
+        ran out of time, a crash): stop accepting there and drop every
+        connection still open on it; asyncio cannot close them once the loop
+        is closed. Safe outside a running loop, and more than once. (The
+        listening sockets themselves are closed by the stopping thread.)"""
+        for server in self._listeners(loop):
+            try:
+                _pause_accepting(server)
+            except Exception:  # a listener another thread already closed
+                logger.debug("pausing a listener of an ending loop failed", exc_info=True)
+        self.server.clients.abort_all(loop)
+
+    def _listeners(self, loop: asyncio.AbstractEventLoop) -> list[asyncio.Server]:
+        """The asyncio servers of the three ports running on ``loop``."""
+        servers = [listener.server for listener in self.http.values()]
+        if self.ws.ws_server is not None:
+            servers.append(self.ws.ws_server.server)
+        return [server for server in servers if server is not None and server.get_loop() is loop]
+
+
+def _on_the_hubs_loop(app: Any, server: ServerView) -> Any:
+    """``app``, answering 503 on a loop that is not the hub's (any more): one
+    left running after a stop that gave up waiting for it (see
+    :class:`~stream_hub.runtime.loop.LoopThread`) must not read the hub,
+    whose ring the training threads or the next loop write from then on."""
+
+    async def gated(scope: Any, receive: Any, send: Any) -> None:
+        notifier = server.notifier
+        if scope["type"] == "http" and (notifier is None or notifier.loop is not asyncio.get_running_loop()):
+            response = error_response(503, "the server is restarting; retry shortly")
+            await response(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    return gated
+
+
+def _pause_accepting(server: asyncio.Server) -> None:
+    """Stop accepting on ``server`` but leave it open. Closing it at once
+    would lose the connections it has just accepted: each is set up by a task
+    of its own that refuses a closed server (``asyncio.Server._attach``
+    asserts it is open; CPython 3.11), and its socket is then left to the
+    garbage collector. Close it once those tasks have run (an iteration)."""
+    loop = server.get_loop()
+    for sock in server.sockets:
+        loop.remove_reader(sock.fileno())
 
 
 def _left(deadline: float, at_most: float) -> float:

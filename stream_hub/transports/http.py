@@ -63,6 +63,13 @@ class TrackedH11Protocol(FlowState, H11Protocol):
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
+        if self.client is None:
+            # uvicorn asks the socket for its peer, which it no longer knows once
+            # the connection was reset; the address accept() returned does. A
+            # request finds its connection by it (sse.py).
+            peer = transport.get_extra_info("peername")
+            if isinstance(peer, tuple) and len(peer) >= 2:
+                self.client = (str(peer[0]), int(peer[1]))
         self.wire = transport
         self._peer = self.client
         self.registry.add(self, self._peer)
@@ -145,7 +152,7 @@ class HttpListener:
     def close_idle(self) -> None:
         """Close this port's connections that are between requests; those in
         the middle of one close when it completes."""
-        for conn in list(self.registry.live):
+        for conn in self.registry.of_loop():
             if isinstance(conn, TrackedH11Protocol) and conn.config is self.config:
                 conn.shutdown()
         self.server = None

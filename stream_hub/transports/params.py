@@ -168,9 +168,10 @@ async def catch_up(hub: Hub, notifier: LoopNotifier, since: int | None) -> None:
 
 
 async def next_chunk(hub: Hub, cursor: Cursor) -> tuple[bytes, int]:
-    """What a writer sends next to ``cursor``: events from the hub's archive
-    while the cursor is behind the ring (when there is an archive), else the
-    ring's next chunk (:meth:`Hub.read`)."""
+    """What a writer sends next to ``cursor``, and how many frames: events
+    from the hub's archive while the cursor is behind the ring (when there is
+    an archive), else the ring's next chunk (:meth:`Hub.read`). The writer
+    counts the frames in ``hub.counters.delivered`` once it has written them."""
     archive = hub.archive
     while archive is not None:
         span = hub.backfill_range(cursor)
@@ -181,6 +182,5 @@ async def next_chunk(hub: Hub, cursor: Cursor) -> tuple[bytes, int]:
             break  # the archive has none of them: read() announces the stretch
         frames = hub.backfill(cursor, events)
         if frames:
-            hub.counters.delivered += len(frames)
             return b"".join(frames), len(frames)
     return hub.read(cursor)

@@ -97,15 +97,24 @@ class EventStream:
         if notifier is None:
             return
         hub, cursor, latency, clients = server.hub, self.cursor, server.latency, server.clients
+        wire = conn.wire if conn is not None else None
         notifier.clients["sse"] += 1
         try:
             while not self.gone:
-                chunk, _ = await next_chunk(hub, cursor)
+                if notifier.detached or (wire is not None and wire.is_closing()):
+                    # Reset, evicted or closed under us: uvicorn's send() then
+                    # neither raises nor waits, so without this the rest of the
+                    # history would go nowhere without the loop ever yielding.
+                    # (Detached: the server stopped without this loop.)
+                    return
+                chunk, frames = await next_chunk(hub, cursor)
                 if chunk:
                     if conn is not None and clients.over_budget(conn, len(chunk)):
                         return
                     # Waits (in uvicorn) while the client's transport is paused.
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if wire is None or not wire.is_closing():
+                        hub.counters.delivered += frames
                     latency.observe(time.time() - hub.ts_of(cursor.pos))
                     continue
                 if notifier.closing:

@@ -40,7 +40,7 @@ import contextlib
 import logging
 import time
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -62,6 +62,9 @@ from .params import (
     parse_seq,
     token_matches,
 )
+
+if TYPE_CHECKING:
+    from ..runtime.notifier import LoopNotifier
 
 __all__ = ["SUBSCRIBE_GRACE", "WebSocketServer"]
 
@@ -109,10 +112,11 @@ def _connection_class(registry: ClientRegistry) -> type[TrackedConnection]:
 class _Session:
     """One connection's subscription and the wake-up of its writer."""
 
-    __slots__ = ("cursor", "started", "waiter", "written")
+    __slots__ = ("cursor", "notifier", "started", "waiter", "written")
 
-    def __init__(self, cursor: Cursor, started: bool) -> None:
+    def __init__(self, cursor: Cursor, started: bool, notifier: LoopNotifier) -> None:
         self.cursor = cursor
+        self.notifier = notifier  # of the loop this connection lives on
         self.started = started  # may the writer write (subscribed, or grace over)
         self.written = False  # has any frame been written
         self.waiter: asyncio.Future[None] | None = None
@@ -184,7 +188,7 @@ class WebSocketServer:
                     401, "a read token is required: Authorization: Bearer <token> or ?token=<token>\n"
                 )
         notifier = self.server.notifier
-        if notifier is None or notifier.closing:
+        if notifier is None or notifier.closing or notifier.loop is not asyncio.get_running_loop():
             return connection.respond(503, "the server is shutting down; reconnect shortly\n")
         if notifier.clients["ws"] >= cfg.max_clients:
             return connection.respond(503, f"too many WebSocket clients (max_clients={cfg.max_clients})\n")
@@ -201,7 +205,7 @@ class WebSocketServer:
     async def _handle(self, connection: ServerConnection) -> None:
         notifier = self.server.notifier
         hub = self.server.hub
-        if notifier is None or notifier.closing:
+        if notifier is None or notifier.closing or notifier.loop is not asyncio.get_running_loop():
             await connection.close(GOING_AWAY, "server shutting down")
             return
         assert isinstance(connection, TrackedConnection)
@@ -209,9 +213,10 @@ class WebSocketServer:
         if subscription is not None:
             since, epoch, runs, types = subscription
             await catch_up(hub, notifier, since)
-            session = _Session(hub.open_cursor(since, epoch=epoch, fmt=WS, runs=runs, types=types), True)
+            cursor = hub.open_cursor(since, epoch=epoch, fmt=WS, runs=runs, types=types)
+            session = _Session(cursor, True, notifier)
         else:
-            session = _Session(hub.open_cursor(None, fmt=WS), False)
+            session = _Session(hub.open_cursor(None, fmt=WS), False, notifier)
         notifier.clients["ws"] += 1
         task = asyncio.current_task()
         if task is not None:
@@ -260,15 +265,21 @@ class WebSocketServer:
         """Write the next chunk after the session's cursor; wait while the client
         is paused. Returns whether something was written, None if the
         connection is gone (or was evicted)."""
-        chunk, _ = await next_chunk(hub, session.cursor)
+        wire = connection.wire
+        if wire is None or wire.is_closing() or connection.state is not State.OPEN:
+            return None  # gone (reset, evicted): writing on would never yield
+        if session.notifier.detached:
+            return None  # the server stopped without this loop: the hub is not ours to read
+        chunk, frames = await next_chunk(hub, session.cursor)
         if not chunk:
             return False
-        wire = connection.wire
-        if wire is None or connection.state is not State.OPEN:
+        if wire.is_closing() or connection.state is not State.OPEN:
             return None
         if self.server.clients.over_budget(connection, len(chunk)):
             return None
         wire.write(chunk)
+        if not wire.is_closing():  # a write into a reset connection closes it
+            hub.counters.delivered += frames
         session.written = True
         self.server.latency.observe(time.time() - hub.ts_of(session.cursor.pos))
         paused = connection.writable()
@@ -353,7 +364,7 @@ class WebSocketServer:
 
     def abort_connections(self) -> None:
         """Drop every WebSocket connection at once (clients that stopped reading)."""
-        for conn in list(self.server.clients.live):
+        for conn in self.server.clients.of_loop():
             if isinstance(conn, TrackedConnection) and conn.wire is not None:
                 conn.wire.abort()
 

@@ -247,12 +247,13 @@ def test_closed_listener_is_restarted_within_a_second(
 
 # -- a port taken during force_restart -----------------------------------------------------
 
-# Tries to bind (and listen on) the port in a tight loop; says "bound" once it
-# holds it, then holds it until its stdin closes.
+# Says "trying", then tries to bind (and listen on) the port in a tight loop;
+# says "bound" once it holds it, then holds it until its stdin closes.
 GRABBER = textwrap.dedent(
     """
     import socket, sys
     port = int(sys.argv[1])
+    print("trying", flush=True)
     while True:
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -268,10 +269,10 @@ GRABBER = textwrap.dedent(
 )
 
 
-def _said_bound(grabber: subprocess.Popen[str]) -> bool:
+def _said(grabber: subprocess.Popen[str], word: str) -> bool:
     assert grabber.stdout is not None
     ready, _, _ = select.select([grabber.stdout], [], [], 0)
-    return bool(ready) and grabber.stdout.readline().strip() == "bound"
+    return bool(ready) and grabber.stdout.readline().strip() == word
 
 
 @pytest.mark.parametrize("retry", ["get_stream_server", "force_restart"])
@@ -292,7 +293,9 @@ def test_port_taken_during_force_restart_leaves_a_consistent_manager(
         error: StreamHubError | None = None
         bound = False
         # The grabber must win the race for the port between our stop and our
-        # start; each attempt that it loses is an ordinary restart.
+        # start; each attempt that it loses is an ordinary restart. Restarts
+        # take a few ms: they begin once it runs, not while Python starts.
+        wait_for(lambda: _said(grabber, "trying"), timeout=10, what="the grabber running")
         for _ in range(50):
             try:
                 manager.force_restart()
@@ -300,7 +303,7 @@ def test_port_taken_during_force_restart_leaves_a_consistent_manager(
                 error = exc
                 break
         assert error is not None, "the grabber never took the port during a restart"
-        bound = wait_for(lambda: _said_bound(grabber), timeout=5, what="the grabber holding the port")
+        bound = wait_for(lambda: _said(grabber, "bound"), timeout=5, what="the grabber holding the port")
         assert bound
         assert str(ports["rest"]) in str(error)
         if isinstance(error, PortInUseError):
