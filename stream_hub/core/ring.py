@@ -231,6 +231,22 @@ class Ring:
         self.bytes = charged
         self._trim()
 
+    def reset_at(self, seq: int) -> None:
+        """Empty the ring, positioned after ``seq``: the next event stored is
+        ``seq + 1``, and nothing up to ``seq`` counts as kept."""
+        cap = self.capacity
+        self.head = seq
+        self._floor = seq + 1
+        self._encoded = seq
+        self.bytes = 0
+        self._cost = [0] * cap
+        self._payload = [None] * cap
+        self._json = [b""] * cap
+        self._sse = [b""] * cap
+        self._ws = [b""] * cap
+        self._formats = (self._sse, self._ws, self._json)
+        self._chunk_cache.clear()
+
     def load(self, events: list[dict[str, Any]]) -> None:
         """Put another hub's events (decoded JSON, oldest first, consecutive
         seqs) in an empty ring, under their own seqs."""
