@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .config import StreamConfig
-from .errors import StreamHubError
+from .errors import StoreError, StreamHubError
 from .ports import bind_port, verify_released
 from .processes.host import HostChannel
 from .runtime.loop import LoopThread
 from .runtime.notifier import LoopNotifier
+from .store import HubStore
 from .transports import Transports
 from .transports.access import is_loopback_host
 from .transports.params import ServerView
@@ -48,6 +49,10 @@ WATCH_INTERVAL = 0.25  # seconds between listener health checks
 GRACEFUL_SHARE = 0.8
 #: REST first: its port is the lock between hubs of one machine.
 BIND_ORDER = ("rest", "sse", "ws")
+# How long opening the store waits for another hub to let go of it: a
+# successor waits for the host it takes over from to finish writing.
+STORE_WAIT = 2.0
+STORE_WAIT_SUCCESSOR = 15.0
 
 
 class Handover(Protocol):
@@ -77,6 +82,7 @@ class HostRuntime:
         self.loop = LoopThread(on_crash=self._loop_crashed)
         self.notifier: LoopNotifier | None = None
         self.channel: HostChannel | None = None
+        self.store: HubStore | None = None  # open from the first start to stop (restarts keep it)
         self.ports: dict[str, int] = {}
         self.started_at: float | None = None
         self.running = False
@@ -154,6 +160,37 @@ class HostRuntime:
         finally:
             self._release()
             self.ports = {}
+
+    # -- the store -------------------------------------------------------------------------------
+
+    def open_store(self, path: str | None, successor: bool = False) -> bool:
+        """Open the store at ``path`` (if any, and not open yet) and give the
+        hub its history and archive, before serving; whether it opened now.
+
+        Raises:
+            StoreError: it cannot be used (another hub writes it, ...). A
+                ``successor`` (taking over from another host) hosts without
+                it instead, after logging why.
+        """
+        if path is None or self.store is not None:
+            return False
+        store = HubStore(path, self.server.config)
+        try:
+            store.open(wait=STORE_WAIT_SUCCESSOR if successor else STORE_WAIT)
+        except StoreError as exc:
+            if not successor:
+                raise
+            logger.error("%s; hosting without the store", exc)
+            return False
+        store.attach(self.server.hub)
+        self.store = store
+        return True
+
+    def close_store(self) -> None:
+        """Write what the store has queued, close it and let go of its lock."""
+        store, self.store = self.store, None
+        if store is not None:
+            store.close()
 
     # -- stop -----------------------------------------------------------------------------------
 

@@ -239,6 +239,9 @@ class TrainingStreamServer(Membership):
         if forwarder is not None:
             status["host"] = {"pid": forwarder.target.pid, "urls": forwarder.target.urls}
             status["forwarding"] = forwarder.status()
+        store = self.store_status()
+        if store is not None:
+            status["store"] = store
         return status
 
     def check_not_in_loop(self, what: str) -> None:
@@ -272,27 +275,52 @@ class TrainingStreamServer(Membership):
             else:
                 self._host_on(PortManager(cfg.host, cfg.port_conflict).resolve(configured_ports(cfg)))
 
-    def _host_on(self, ports: dict[str, int], state: dict[str, Any] | None = None) -> None:
-        """Serve on ``ports`` (the registry lock held, if this server uses it)."""
+    def _host_on(
+        self, ports: dict[str, int], state: dict[str, Any] | None = None, successor: bool = False
+    ) -> None:
+        """Serve on ``ports`` (the registry lock held, if this server uses it).
+
+        ``state``: a history handed over by the previous host; ``successor``:
+        this process takes over from another host (its store may still be
+        closing, and failing to open it must not stop this one hosting).
+        """
         hub = self.hub
         if state is not None:
             hub.adopt(state)
+        opened = self._host.open_store(self._hub_store or self.config.store, successor)
         hub.intake.set_sink(hub.store_batch, numbered=True)
         channel = HostChannel(hub, self._token, self._welcome)
         if state is not None:
             channel.acked.update(state.get("acked", {}))
-        self._host.start(ports, channel, self._channel_path())
+        try:
+            self._host.start(ports, channel, self._channel_path())
+        except BaseException:
+            if opened:
+                self._host.close_store()
+            raise
         self._role = "host"
         self._hosted_ports = dict(self._host.ports)
+        if self._host.store is not None:
+            self._host.store.note_urls(self.urls)
         if self._registry is not None and self._key is not None:
             record = my_record(
-                self._key, self.config, self._host.ports, hub.epoch, self._token, channel.address
+                self._key, self._hub_config(), self._host.ports, hub.epoch, self._token, channel.address
             )
             self._record = record
             self._registry.write(record)
         info = {"state": "started", "ports": self.ports, "pid": os.getpid(), "restarts": self.restarts}
         hub.submit("status", None, None, info)
         announce(self.urls)
+
+    def _hub_config(self) -> StreamConfig:
+        """This hub's settings as its record tells joiners: the store it writes."""
+        store = self._host.store.path if self._host.store is not None else self.config.store
+        return self.config if store == self.config.store else self.config.replace(store=store)
+
+    def store_status(self) -> dict[str, Any] | None:
+        """The store's part of the status (None without a store, or while joined)."""
+        store = self._host.store
+        return store.status() if store is not None else None
 
     # -- stop -----------------------------------------------------------------------------
 
@@ -350,6 +378,8 @@ class TrainingStreamServer(Membership):
         try:
             self._host.stop(timeout, reason, handover)
         finally:
+            if reason == "stop":
+                self._host.close_store()  # a restart keeps writing it
             handed = handover is not None and handover.successor is not None
             if reason == "stop" and not handed and self._registry and self._key:
                 self._registry.remove(self._key, os.getpid())

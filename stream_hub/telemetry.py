@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -66,6 +66,8 @@ class Observed(Protocol):
 
     def client_counts(self) -> dict[str, int]: ...
 
+    def store_status(self) -> dict[str, Any] | None: ...
+
 
 class _ServerCollector(Collector):
     def __init__(self, server: Observed) -> None:
@@ -107,6 +109,9 @@ class _ServerCollector(Collector):
         yield GaugeMetricFamily("stream_hub_last_seq", "Seq of the newest event", value=hub.head)
         yield GaugeMetricFamily("stream_hub_running", "1 while serving", value=1 if server.running else 0)
         yield CounterMetricFamily("stream_hub_restarts", "Restarts of the server", value=server.restarts)
+        store = server.store_status()
+        if store is not None:
+            yield from _store_metrics(store)
         h = server.latency
         yield HistogramMetricFamily(
             "stream_hub_publish_to_write_seconds",
@@ -114,6 +119,28 @@ class _ServerCollector(Collector):
             buckets=h.buckets(),
             sum_value=h.sum,
         )
+
+
+def _store_metrics(store: dict[str, Any]) -> Iterator[Metric]:
+    """The durable store: what it wrote, what waits, what it could not write."""
+    for name, key, text in (
+        ("stream_hub_store_events_written", "written", "Events written to the store"),
+        (
+            "stream_hub_store_events_dropped",
+            "dropped",
+            "Events the store could not take (kept in memory only)",
+        ),
+        ("stream_hub_store_write_errors", "errors", "Store transactions that failed (retried)"),
+        ("stream_hub_store_events_deleted", "deleted", "Events removed from the store by retention"),
+    ):
+        yield CounterMetricFamily(name, text, value=store.get(key, 0))
+    for name, key, text in (
+        ("stream_hub_store_queued_events", "queued", "Events waiting to be written to the store"),
+        ("stream_hub_store_write_lag_seconds", "lag_s", "How long the oldest waiting event has waited"),
+        ("stream_hub_store_events", "events", "Events in the store"),
+        ("stream_hub_store_bytes", "bytes", "Size of the store file and its WAL"),
+    ):
+        yield GaugeMetricFamily(name, text, value=store.get(key, 0))
 
 
 class MetricsExporter:
