@@ -60,14 +60,15 @@ class StoreArchive:
         self.hub = hub
         self.writer = writer
         self.reader = reader
-        self._saved: dict[str, int] = {}  # run -> its event count when its curves were last saved
+        self.saved: dict[str, int] = {}  # run -> its event count when its curves were last saved
         self._next_curves = time.monotonic() + CURVES_INTERVAL
 
     def append(self, batch: list[Any], count: int, epoch: str) -> None:
         # On the committing thread, once per batch: a queue append, and the
         # curves at most once a second.
         self.writer.append(batch, count, epoch)
-        if time.monotonic() >= self._next_curves:
+        # The type of the batch's last event: a hub stopping saves its curves.
+        if time.monotonic() >= self._next_curves or batch[2 - FIELDS] == "shutdown":
             self.save_curves(epoch, batch[-FIELDS])
 
     def save_curves(self, epoch: str, seq: int, every: bool = False) -> None:
@@ -75,7 +76,7 @@ class StoreArchive:
         saved (``every``: of all runs), as of seq ``seq`` (committing thread)."""
         self._next_curves = time.monotonic() + CURVES_INTERVAL
         runs = self.hub.runs
-        saved = self._saved
+        saved = self.saved
         changed = [s.run for s in runs.runs.values() if every or saved.get(s.run) != s.events]
         if not changed:
             return
@@ -175,6 +176,7 @@ class HubStore:
                     "runs": stored.runs,
                 }
             )
+            archive.saved = {run["run"]: run["events"] for run in stored.runs}  # as they are in the file
             for args in stored.replay:
                 hub.runs.observe(*args)
             logger.info("continuing the store's history: epoch %s after seq %d", hub.epoch, hub.last_seq)

@@ -10,7 +10,7 @@ Schema version 2 (``PRAGMA user_version``), the current one::
     chunks(id, epoch, first_seq, last_seq, count, min_ts, max_ts, runs, body)
                         consecutive events of one epoch (``epochs.id``;
                         :mod:`.chunks`); ``id`` grows with time, so the oldest
-                        chunks come first
+                        chunks come first; a chunk is as old as its oldest event
     runs(run, epoch, last_seq, last_ts, state)
                         each run's summary and curves (``RunIndex.state()``)
 
@@ -103,6 +103,7 @@ _V2 = (
     "last_seq INTEGER NOT NULL, count INTEGER NOT NULL, min_ts REAL NOT NULL, max_ts REAL NOT NULL, "
     "runs TEXT NOT NULL, body BLOB NOT NULL)",
     "CREATE INDEX chunks_by_seq ON chunks (epoch, last_seq)",
+    "CREATE INDEX chunks_by_age ON chunks (min_ts)",
     "CREATE TABLE runs (run TEXT PRIMARY KEY, epoch TEXT NOT NULL, last_seq INTEGER NOT NULL, "
     "last_ts REAL, state BLOB NOT NULL)",
 )

@@ -335,18 +335,25 @@ class StoreWriter:
             return 0, False
         if self.max_days is None and self.max_events is not None and stored <= self.max_events:
             return 0, False
-        oldest = conn.execute(
-            f"SELECT id, count, min_ts FROM chunks ORDER BY id LIMIT {RETENTION_STEP}"
-        ).fetchall()
+        doomed: list[int] = []
+        left = stored
+        if self.max_events is not None and stored > self.max_events:
+            oldest = conn.execute(f"SELECT id, count FROM chunks ORDER BY id LIMIT {RETENTION_STEP}")
+            for number, count in oldest.fetchall():
+                if left <= self.max_events:
+                    break
+                doomed.append(number)
+                left -= count
         cutoff = time.time() - self.max_days * 86400.0 if self.max_days is not None else None
-        doomed, left = [], stored
-        for number, count, min_ts in oldest:
-            too_many = self.max_events is not None and left > self.max_events
-            too_old = cutoff is not None and min_ts < cutoff
-            if not (too_many or too_old):
-                break
-            doomed.append(number)
-            left -= count
+        if cutoff is not None and len(doomed) < RETENTION_STEP:
+            aged = conn.execute(
+                f"SELECT id, count FROM chunks WHERE min_ts < ? LIMIT {RETENTION_STEP - len(doomed)}",
+                (cutoff,),
+            )
+            for number, count in aged.fetchall():
+                if number not in doomed:
+                    doomed.append(number)
+                    left -= count
         if doomed:
             conn.execute(f"DELETE FROM chunks WHERE id IN ({','.join('?' * len(doomed))})", doomed)
         if cutoff is not None:
