@@ -163,9 +163,10 @@ class HostRuntime:
 
     # -- the store -------------------------------------------------------------------------------
 
-    def open_store(self, path: str | None, successor: bool = False) -> bool:
+    def open_store(self, path: str | None, successor: bool = False, handed_over: bool = False) -> bool:
         """Open the store at ``path`` (if any, and not open yet) and give the
         hub its history and archive, before serving; whether it opened now.
+        ``handed_over``: the hub has just taken over a newer history.
 
         Raises:
             StoreError: it cannot be used (another hub writes it, ...). A
@@ -182,15 +183,16 @@ class HostRuntime:
                 raise
             logger.error("%s; hosting without the store", exc)
             return False
-        store.attach(self.server.hub)
+        store.attach(self.server.hub, handed_over)
         self.store = store
         return True
 
-    def close_store(self) -> None:
-        """Write what the store has queued, close it and let go of its lock."""
+    def close_store(self, timeout: float = 10.0) -> None:
+        """Write what the store has queued, close it and let go of its lock
+        (waiting at most ``timeout`` s; a slower disk finishes in the background)."""
         store, self.store = self.store, None
         if store is not None:
-            store.close()
+            store.close(timeout)
 
     # -- stop -----------------------------------------------------------------------------------
 

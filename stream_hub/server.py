@@ -287,7 +287,9 @@ class TrainingStreamServer(Membership):
         hub = self.hub
         if state is not None:
             hub.adopt(state)
-        opened = self._host.open_store(self._hub_store or self.config.store, successor)
+        # A successor writes on the store of the hub it succeeds (the hub's settings apply).
+        store = (self._hub_store or self.config.store) if successor else self.config.store
+        opened = self._host.open_store(store, successor, handed_over=state is not None)
         hub.intake.set_sink(hub.store_batch, numbered=True)
         channel = HostChannel(hub, self._token, self._welcome)
         if state is not None:
@@ -375,11 +377,12 @@ class TrainingStreamServer(Membership):
         if reason == "stop":
             handover = HandoverToSuccessor(self.hub, self._registry, self._record, self._host.ports)
         self._role = None
+        started = time.monotonic()
         try:
             self._host.stop(timeout, reason, handover)
         finally:
-            if reason == "stop":
-                self._host.close_store()  # a restart keeps writing it
+            if reason == "stop":  # a restart keeps writing it
+                self._host.close_store(max(1.0, timeout - (time.monotonic() - started)))
             handed = handover is not None and handover.successor is not None
             if reason == "stop" and not handed and self._registry and self._key:
                 self._registry.remove(self._key, os.getpid())

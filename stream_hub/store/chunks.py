@@ -78,8 +78,9 @@ def encode(flat: list[Any]) -> Chunk:
         data = orjson.dumps(payloads, default=_fragment)
     head = orjson.dumps([seqs, tss, types, runs, steps, ranks])
     body = zlib.compress(head[:-1] + b"," + data + b"]", LEVEL)
-    names = sorted({run for run in runs if run is not None})
-    return Chunk(seqs[0], seqs[-1], len(seqs), min(tss), max(tss), orjson.dumps(names).decode(), body)
+    names = set(runs)
+    names.discard(None)
+    return Chunk(seqs[0], seqs[-1], len(seqs), min(tss), max(tss), orjson.dumps(sorted(names)).decode(), body)
 
 
 def _one_by_one(

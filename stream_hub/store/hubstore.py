@@ -28,6 +28,7 @@ import os
 import sqlite3
 import time
 import weakref
+import zlib
 from typing import Any
 
 import orjson
@@ -126,6 +127,9 @@ class HubStore:
                 cfg = self.config
                 upgrade(conn, self.path, cfg.series_points, cfg.max_series)
                 stored = read_stored(conn, cfg.history_size, max_runs=1000)
+            except (zlib.error, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                conn.close()
+                raise StoreError(f"store {self.path} is damaged ({type(exc).__name__}: {exc})") from None
             except BaseException:
                 conn.close()
                 raise
@@ -157,17 +161,21 @@ class HubStore:
             (time.monotonic() - started) * 1000,
         )
 
-    def attach(self, hub: Hub) -> None:
+    def attach(self, hub: Hub, handed_over: bool = False) -> None:
         """Combine the store's history with the hub's, give the hub its
-        archive, and start writing (before the hub serves)."""
+        archive, and start writing (before the hub serves).
+
+        The hub's own history wins when it was just ``handed_over`` (it is
+        the newest there is), or when it is the store's epoch and not behind
+        it (this process hosted it before); otherwise the hub continues the
+        store's."""
         stored, writer = self._stored, self.writer
         assert stored is not None and writer is not None
         self._stored = None  # what it held is the hub's now
         archive = self.archive = StoreArchive(hub, writer, self.reader)
         self._hub = hub
-        if stored.epoch is not None and (
-            hub.head == 0 or (hub.epoch == stored.epoch and stored.last_seq > hub.head)
-        ):
+        keep = handed_over or (hub.epoch == stored.epoch and hub.head >= stored.last_seq)
+        if stored.epoch is not None and not keep:
             hub.adopt(
                 {
                     "epoch": stored.epoch,
@@ -214,15 +222,16 @@ class HubStore:
         if hub is not None and hub.archive is self.archive:
             hub.archive = None
         _OPEN.discard(self)
-        finished = True
-        if self.writer is not None:
-            finished = self.writer.close(timeout)
         self.reader.close(1.0)
-        if finished:
+        writer = self.writer
+        if writer is None or writer.close(timeout):
             self.lock.release()
             logger.info("store %s closed", self.path)
-        else:
-            logger.warning("store %s: kept locked until this process exits (its writer is stuck)", self.path)
+            return
+        # The disk is slow: the writer finishes in the background, and only
+        # then lets go of the lock (no other writer may start before).
+        logger.warning("store %s: still writing; it is let go once the writer has finished", self.path)
+        writer.when_finished(self.lock.release)
 
     def status(self) -> dict[str, Any]:
         """The ``store`` part of ``status()``."""

@@ -29,6 +29,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from ..core.intake import FIELDS
@@ -116,6 +117,9 @@ class StoreWriter:
         self._epochs: dict[str, int] = {}
         self._last_retention = 0.0
         self._thread: threading.Thread | None = None
+        self._on_finish: Callable[[], None] | None = None
+        self._finished = False
+        self._finish_lock = threading.Lock()
 
     # -- the committing thread ----------------------------------------------------------------
 
@@ -222,6 +226,19 @@ class StoreWriter:
             logger.error("store %s: %d events could not be written before closing", self.path, left)
         with contextlib.suppress(sqlite3.Error):
             self.conn.close()
+        with self._finish_lock:
+            self._finished = True
+            callback = self._on_finish
+        if callback is not None:
+            callback()
+
+    def when_finished(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the writer has finished (now, if it has)."""
+        with self._finish_lock:
+            if not self._finished:
+                self._on_finish = callback
+                return
+        callback()
 
     def _write_all(self) -> None:
         """One transaction with everything queued (kept and retried if it fails)."""
@@ -280,8 +297,14 @@ class StoreWriter:
                 newest = dropped
             if newest is not None:
                 set_meta(conn, epoch=newest[0], last_seq=newest[1])
+            # Retention in the same transaction, so the bound holds at every
+            # commit: about as much deleted as written (more is left to _retain).
             added = sum(c.count for _epoch, c in pending if isinstance(c, chunks.Chunk))
-            return self._trim(conn, self.stored + added)[0]
+            deleted, more = self._trim(conn, self.stored + added)
+            while more and deleted <= added:
+                step, more = self._trim(conn, self.stored + added - deleted)
+                deleted += step
+            return deleted
 
     def _failed(self, exc: sqlite3.Error) -> None:
         self.errors += 1
@@ -314,7 +337,8 @@ class StoreWriter:
         if self.max_events is None and self.max_days is None:
             return
         now = time.monotonic()
-        if now - self._last_retention < RETENTION_INTERVAL:
+        over = self.max_events is not None and self.stored > self.max_events
+        if now - self._last_retention < RETENTION_INTERVAL and not over:
             return
         self._last_retention = now
         while not self._stop.is_set() and self._queued < WRITE_AT_ONCE:
