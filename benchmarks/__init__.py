@@ -14,5 +14,8 @@
 - :mod:`benchmarks.figures` -- the measurements; :mod:`benchmarks.probes`
   checks a server is serving or gone; :mod:`benchmarks.runner` runs each
   figure for each side in a fresh process.
+- :mod:`benchmarks.store` -- the durable store's figures (stream_hub with a
+  store against stream_hub without; no baseline); :mod:`benchmarks.groups`
+  -- every figure group.
 - :mod:`benchmarks.report` -- targets, the table and the JSON file.
 """

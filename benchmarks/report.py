@@ -20,15 +20,18 @@ class Figure:
     higher_is_better: bool = False
     max_value: float | None = None  # target: stream_hub's value at most this
     min_ratio: float | None = None  # target: stream_hub at least this many times better
+    min_value: float | None = None  # target: stream_hub's value at least this
 
     @property
     def has_target(self) -> bool:
-        return self.max_value is not None or self.min_ratio is not None
+        return self.max_value is not None or self.min_ratio is not None or self.min_value is not None
 
     def target_text(self) -> str:
         parts = []
         if self.max_value is not None:
             parts.append(f"<= {self.max_value:g}")
+        if self.min_value is not None:
+            parts.append(f">= {self.min_value:g}")
         if self.min_ratio is not None:
             parts.append(f">= {self.min_ratio:g}x")
         return " and ".join(parts) if parts else "-"
@@ -75,6 +78,29 @@ FIGURES: tuple[Figure, ...] = (
         "memory",
         max_value=30.0,
     ),
+    # The store: stream_hub with a store against stream_hub without (no baseline).
+    Figure(
+        "store_durable_per_s",
+        "store: events/s made durable, sustained",
+        "store",
+        higher_is_better=True,
+        min_value=200_000,
+    ),
+    Figure("store_publish_us", "publish cost with a store, no client (us/event)", "store", max_value=1.0),
+    Figure("store_publish_us_without", "publish cost without a store, same runs (us/event)", "store"),
+    Figure("store_writer_cpu_us", "store writer CPU per event (us)", "store"),
+    Figure("store_mb_per_million", "store size per million metric events (MB)", "store"),
+    Figure(
+        "store_train_slowdown_pct",
+        "training slowdown at {store_train_rate} ev/s with a store (%)",
+        "store_slowdown",
+        max_value=3.0,
+    ),
+    Figure(
+        "store_train_slowdown_pct_without",
+        "training slowdown at {store_train_rate} ev/s, server without store (%)",
+        "store_slowdown",
+    ),
 )
 
 
@@ -106,6 +132,8 @@ def summarize(
             ok = ours is not None
             if ok and fig.max_value is not None:
                 ok = ours <= fig.max_value  # type: ignore[operator]
+            if ok and fig.min_value is not None:
+                ok = ours >= fig.min_value  # type: ignore[operator]
             if ok and fig.min_ratio is not None:
                 ok = ratio is not None and ratio >= fig.min_ratio
             verdict = "PASS" if ok else "MISS"

@@ -8,7 +8,9 @@ Each figure runs in a fresh process per side (the sides alternate, so drift
 in the machine's load hits both alike); the clients run in a further process.
 Prints a table ``figure | stream_hub | baseline | ratio | target | result``
 (ratio > 1 means stream_hub is better) and writes every figure and its
-details to a JSON file (default ``bench_results.json``).
+details to a JSON file (default ``bench_results.json``). The store's figures
+(groups ``store``, ``store_slowdown``) compare stream_hub with and without a
+store, and have no baseline.
 ``STREAM_HUB_BENCH_TINY=1`` is the same as ``--tiny``.
 """
 
@@ -29,7 +31,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.clients import raise_fd_limit  # noqa: E402
-from benchmarks.figures import GROUPS, calibrate_work  # noqa: E402
+from benchmarks.figures import calibrate_work  # noqa: E402
+from benchmarks.groups import GROUPS, OURS_ONLY  # noqa: E402
 from benchmarks.report import machine_info, render_table, summarize  # noqa: E402
 from benchmarks.runner import run_isolated  # noqa: E402
 from benchmarks.sides import SIDES  # noqa: E402
@@ -51,6 +54,9 @@ FULL: dict[str, Any] = {
     "train_segments": 7,
     "lifecycle_cycles": 20,
     "memory_clients": 1_000,
+    "store_seconds": 4.0,
+    "store_train_rate": 10_000,
+    "store_train_segments": 7,
 }
 QUICK: dict[str, Any] = {
     **FULL,
@@ -64,6 +70,8 @@ QUICK: dict[str, Any] = {
     "train_segments": 4,
     "lifecycle_cycles": 10,
     "memory_clients": 300,
+    "store_seconds": 2.0,
+    "store_train_segments": 4,
 }
 TINY: dict[str, Any] = {
     **QUICK,
@@ -81,6 +89,8 @@ TINY: dict[str, Any] = {
     "train_segments": 2,
     "lifecycle_cycles": 2,
     "memory_clients": 20,
+    "store_seconds": 0.4,
+    "store_train_segments": 1,
 }
 
 
@@ -147,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {side: {} for side in SIDES}
     for group in groups:
         for side in args.sides:
+            if group in OURS_ONLY and side != "stream_hub":
+                continue
             t0 = time.perf_counter()
             logger.info("running %s for %s", group, side)
             result = run_isolated(group, side, sizes, timeout)
