@@ -511,3 +511,44 @@ def _pid_of(rest: str) -> int | None:
         return int(httpx.get(f"{rest}/health", timeout=2).json()["pid"])
     except (httpx.HTTPError, ValueError, KeyError):
         return None
+
+
+def test_forked_children_log_into_the_parents_store_and_never_touch_it(
+    spawn: Spawner, tmp_path: Path
+) -> None:
+    db = tmp_path / "runs.db"
+    code = """
+import os, sys, threading
+from stream_hub import get_stream_server, release_stream_server
+server = get_stream_server()
+stop = threading.Event()
+def busy():  # the parent keeps logging (its writer keeps writing) while children fork
+    i = 0
+    while not stop.is_set():
+        server.log({"p": float(i)}, step=i, run="parent")
+        i += 1
+threading.Thread(target=busy).start()
+children = []
+for k in range(6):
+    pid = os.fork()
+    if pid == 0:
+        for i in range(100):
+            server.log({"c": float(i)}, step=i, run=f"child{k}")
+        sys.exit(0)  # a normal exit: the interpreter finalizes what it inherited
+    children.append(pid)
+for pid in children:
+    assert os.waitpid(pid, 0)[1] == 0
+stop.set()
+release_stream_server()
+print("ok")
+"""
+    proc = spawn.start(["-c", code], env=child_env(STREAM_HUB_STORE=str(db)), prefix=PYTHON)
+    assert proc.wait(90) == 0, proc.err.text[-3000:]
+    assert proc.out.lines[-1] == "ok"
+    assert integrity(db) == "ok"
+    events = stored(db)
+    for k in range(6):
+        steps = sorted(e["step"] for e in events if e["run"] == f"child{k}" and e["type"] == "metric")
+        assert steps == list(range(100))
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(set(seqs))
