@@ -5,8 +5,11 @@
 
 Columns, because they come out of a committed flat batch (:mod:`stream_hub.core.intake`)
 as seven C-level slices, and are turned into JSON by one ``orjson.dumps``:
-writing costs no Python-level work per event. A payload is the metrics dict
-of a metric event (NaN and the infinities as the wire's strings), the data of
+writing costs no Python-level work per event. A column whose values are all
+the same (the type, the run and the rank of one process's events) is kept
+as ``{"all": value}``, and consecutive integers (seqs, steps) as ``{"from":
+first}``: less to encode and to compress. A payload is the metrics dict of
+a metric event (NaN and the infinities as the wire's strings), the data of
 any other event, in JSON. Reading rebuilds each event's JSON exactly as
 :func:`stream_hub.events.encode_event` makes it.
 """
@@ -76,11 +79,37 @@ def encode(flat: list[Any]) -> Chunk:
     except (TypeError, orjson.JSONEncodeError):
         types, runs, payloads = _one_by_one(seqs, types, runs, payloads)
         data = orjson.dumps(payloads, default=_fragment)
-    head = orjson.dumps([seqs, tss, types, runs, steps, ranks])
+    head = orjson.dumps([_counted(seqs), tss, _same(types), _same(runs), _counted(steps), _same(ranks)])
     body = zlib.compress(head[:-1] + b"," + data + b"]", LEVEL)
     names = set(runs)
     names.discard(None)
     return Chunk(seqs[0], seqs[-1], len(seqs), min(tss), max(tss), orjson.dumps(sorted(names)).decode(), body)
+
+
+def _same(column: list[Any]) -> Any:
+    """``{"all": value}`` when every value is the same, else the column."""
+    first = column[0]
+    return {"all": first} if column.count(first) == len(column) else column
+
+
+def _counted(column: list[Any]) -> Any:
+    """``{"from": first}`` when the values count up by one, else the column."""
+    first = column[0]
+    if (
+        type(first) is int
+        and column[-1] == first + len(column) - 1
+        and column == list(range(first, column[-1] + 1))
+    ):
+        return {"from": first}
+    return column
+
+
+def _column(value: Any, n: int) -> list[Any]:
+    if type(value) is not dict:
+        return value  # type: ignore[no-any-return]
+    if "all" in value:
+        return [value["all"]] * n
+    return list(range(value["from"], value["from"] + n))
 
 
 def _one_by_one(
@@ -112,9 +141,10 @@ def _one_by_one(
 
 
 def decode(body: bytes) -> list[list[Any]]:
-    """A chunk's seven columns."""
-    columns: list[list[Any]] = orjson.loads(zlib.decompress(body))
-    return columns
+    """A chunk's seven columns: seqs, ts, types, runs, steps, ranks, payloads."""
+    columns: list[Any] = orjson.loads(zlib.decompress(body))
+    n = len(columns[1])
+    return [_column(column, n) for column in columns]
 
 
 def event_json(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 
 import orjson
 import pytest
@@ -145,3 +146,23 @@ def test_the_store_setting_is_an_absolute_path_and_retention_is_checked(
     monkeypatch.setenv("STREAM_HUB_STORE_MAX_EVENTS", "lots")
     with pytest.raises(ConfigError, match="STREAM_HUB_STORE_MAX_EVENTS"):
         StreamConfig()
+
+
+def test_columns_of_one_value_and_counting_columns_are_kept_short_and_come_back_whole() -> None:
+    same = flat(*[(s, float(s), "metric", "a", s + 9, {"v": 1.0}, 2) for s in range(1, 501)])
+    mixed = flat(
+        (1, 1.0, "metric", "a", None, {"v": 1.0}, None),
+        (2, 1.0, "metric", "a", 5, {"v": 1.0}, None),
+        (4, 1.0, "log", "b", 6, encode_data("x"), 1),  # a hole in the seqs (3 was not written)
+    )
+    packed = orjson.loads(zlib.decompress(chunks.encode(same).body))
+    assert packed[0] == {"from": 1} and packed[2] == {"all": "metric"} and packed[3] == {"all": "a"}
+    assert packed[4] == {"from": 10} and packed[5] == {"all": 2}
+    for batch in (same, mixed):
+        got = stored(batch)
+        it = iter(batch)
+        expected = [
+            encode_event(seq, EPOCH, ts, kind, run, step, payload, rank)
+            for seq, ts, kind, run, step, payload, rank in zip(it, it, it, it, it, it, it)
+        ]
+        assert [body for *_, body in got] == expected
