@@ -101,6 +101,14 @@ FIGURES: tuple[Figure, ...] = (
         "training slowdown at {store_train_rate} ev/s, server without store (%)",
         "store_slowdown",
     ),
+    Figure(
+        "store_train_cpu_overhead_pct", "training CPU overhead, same runs, with a store (%)", "store_slowdown"
+    ),
+    Figure(
+        "store_train_cpu_overhead_pct_without",
+        "training CPU overhead, same runs, without store (%)",
+        "store_slowdown",
+    ),
 )
 
 

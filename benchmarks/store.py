@@ -9,7 +9,8 @@ every figure (:mod:`benchmarks.runner`), for the stream_hub side only.
 - ``store_slowdown``: a training loop logging 10 000 events/s (about 100 µs
   of pure-Python work per step), alone, with a server, and with a server and
   a store, interleaved; the slowdown against the neighbouring segments
-  without a server, with its spread over the repeats.
+  without a server, with its spread over the repeats, and the process's CPU
+  time per step added (which other processes on the machine disturb less).
 """
 
 from __future__ import annotations
@@ -169,21 +170,29 @@ def fig_store_slowdown(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
             stored.append(served(True))
             alone.append(_train_segment(seg, work_n, None))
 
-    def paired(segments: list[tuple[float, float]], offset: int) -> list[float]:
+    def paired(segments: list[tuple[float, float]], offset: int, what: int) -> list[float]:
+        """Each segment against the mean of the segments without a server
+        around it: steps/s lost (``what`` 0), or CPU per step added (1)."""
         out = []
-        for i, (rate, _cpu) in enumerate(segments):
-            ref = (alone[2 * i + offset][0] + alone[2 * i + offset + 1][0]) / 2
-            out.append((1.0 - rate / ref) * 100.0)
+        for i, segment in enumerate(segments):
+            ref = (alone[2 * i + offset][what] + alone[2 * i + offset + 1][what]) / 2
+            out.append(
+                (1.0 - segment[what] / ref) * 100.0 if what == 0 else (segment[what] / ref - 1.0) * 100.0
+            )
         return out
 
-    with_store = paired(stored, 1)
-    without = paired(plain, 0)
+    with_store, without = paired(stored, 1, 0), paired(plain, 0, 0)
+    cpu_with_store, cpu_without = paired(stored, 1, 1), paired(plain, 0, 1)
     return {
         "figures": {
             "store_train_slowdown_pct": statistics.median(with_store),
             "store_train_slowdown_pct_without": statistics.median(without),
+            "store_train_cpu_overhead_pct": statistics.median(cpu_with_store),
+            "store_train_cpu_overhead_pct_without": statistics.median(cpu_without),
         },
         "details": {
+            "paired_cpu_overhead_pct_with_store": cpu_with_store,
+            "paired_cpu_overhead_pct_without_store": cpu_without,
             "events_per_s": [s[0] for s in stored],
             "work_n": work_n,
             "paired_slowdown_pct_with_store": with_store,

@@ -89,7 +89,7 @@ TINY: dict[str, Any] = {
     "train_segments": 2,
     "lifecycle_cycles": 2,
     "memory_clients": 20,
-    "store_seconds": 0.4,
+    "store_seconds": 1.0,
     "store_train_segments": 1,
 }
 

@@ -63,6 +63,8 @@ def test_bench_quick_tiny_produces_every_figure(tmp_path: Path) -> None:
         "store_mb_per_million",
         "store_train_slowdown_pct",
         "store_train_slowdown_pct_without",
+        "store_train_cpu_overhead_pct",
+        "store_train_cpu_overhead_pct_without",
     }
     for key in store:
         value = figures[key]["stream_hub"]
