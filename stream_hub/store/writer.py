@@ -56,6 +56,7 @@ class _Events:
     epoch: str
     batch: list[Any]
     count: int
+    at: float  # when it was queued (time.monotonic)
 
 
 @dataclasses.dataclass
@@ -136,10 +137,11 @@ class StoreWriter:
             return
         with self._lock:
             idle = not self._queued
-            self._items.append(_Events(epoch, batch, count))
+            now = time.monotonic()
+            self._items.append(_Events(epoch, batch, count, now))
             self._queued += count
             if self._oldest is None:
-                self._oldest = time.monotonic()
+                self._oldest = now
         if idle:
             self._wake.set()
         elif self._queued >= WRITE_AT_ONCE:
@@ -197,13 +199,18 @@ class StoreWriter:
         stop = self._stop
         try:
             while True:
-                self._wake.wait(RETENTION_INTERVAL)
-                self._wake.clear()
+                if not stop.is_set():
+                    self._wake.wait(RETENTION_INTERVAL)
+                    self._wake.clear()
                 if not stop.is_set():
                     self._hurry.wait(WRITE_INTERVAL)  # let the interval's events gather
                 self._hurry.clear()
                 started = time.thread_time()
-                self._write_all()
+                try:
+                    self._write_all()
+                except Exception:  # a bug, not the disk: say so, and keep the thread alive
+                    logger.exception("store %s: writing failed", self.path)
+                    self.errors += 1
                 if not self._failing and not stop.is_set():
                     self._retain()
                 self.cpu_s += time.thread_time() - started
@@ -247,7 +254,14 @@ class StoreWriter:
             self._items.clear()
         if not items and not self._pending:
             return
-        self._pending += _encode(items, self.chunk_events)
+        try:
+            self._pending += _encode(items, self.chunk_events)
+        except Exception:
+            lost = sum(item.count for item in items if isinstance(item, _Events))
+            self.dropped += lost
+            with self._lock:
+                self._queued -= lost
+            raise
         written = [c for _epoch, c in self._pending if isinstance(c, chunks.Chunk)]
         try:
             deleted = self._commit(self._pending)
@@ -258,7 +272,7 @@ class StoreWriter:
         count = sum(c.count for c in written)
         with self._lock:
             self._queued -= count
-            self._oldest = time.monotonic() if self._queued else None
+            self._oldest = next((item.at for item in self._items if isinstance(item, _Events)), None)
         self.written += count
         self.stored += count
         self._deleted(deleted)
