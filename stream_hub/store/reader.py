@@ -41,7 +41,7 @@ def read_range(
     first: int,
     last: int,
     max_bytes: int,
-    cache: dict[int, list[list[Any]]] | None = None,
+    cache: dict[tuple[int, int], list[list[Any]]] | None = None,
 ) -> list[Archived]:
     """The stored events of ``epoch`` with seqs ``first..last``, oldest
     first, about ``max_bytes`` of them (at least one, if there is one)."""
@@ -69,14 +69,14 @@ def read_range(
 
 
 def _cached_chunk_after(
-    conn: sqlite3.Connection, epoch: int, seq: int, cache: dict[int, list[list[Any]]] | None
+    conn: sqlite3.Connection, epoch: int, seq: int, cache: dict[tuple[int, int], list[list[Any]]] | None
 ) -> list[list[Any]] | None:
     """:func:`chunk_after`, keeping the last chunks decoded (a client far
     behind reads one chunk over several writes)."""
     if cache is not None:
-        for columns in cache.values():
+        for (in_epoch, _number), columns in cache.items():
             seqs = columns[0]
-            if seqs and seqs[0] <= seq + 1 <= seqs[-1]:
+            if in_epoch == epoch and seqs and seqs[0] <= seq + 1 <= seqs[-1]:
                 return columns
     found = chunk_after(conn, epoch, seq)
     if found is None:
@@ -85,7 +85,7 @@ def _cached_chunk_after(
     if cache is not None:
         if len(cache) >= 2:
             cache.pop(next(iter(cache)))
-        cache[number] = columns
+        cache[(epoch, number)] = columns
     return columns
 
 
@@ -168,7 +168,7 @@ class StoreReader:
         return await future
 
     def _work(self) -> None:
-        cache: dict[int, list[list[Any]]] = {}
+        cache: dict[tuple[int, int], list[list[Any]]] = {}
         while True:
             job = self._jobs.get()
             if job is None:
