@@ -79,7 +79,9 @@ def encode(flat: list[Any]) -> Chunk:
     except (TypeError, orjson.JSONEncodeError):
         types, runs, payloads = _one_by_one(seqs, types, runs, payloads)
         data = orjson.dumps(payloads, default=_fragment)
-    head = orjson.dumps([_counted(seqs), tss, _same(types), _same(runs), _counted(steps), _same(ranks)])
+    # Seqs only grow: they count up by one when the last is n - 1 after the first.
+    seq_column = {"from": seqs[0]} if seqs[-1] - seqs[0] == len(seqs) - 1 else seqs
+    head = orjson.dumps([seq_column, tss, _same(types), _same(runs), _counted(steps), _same(ranks)])
     body = zlib.compress(head[:-1] + b"," + data + b"]", LEVEL)
     names = set(runs)
     names.discard(None)

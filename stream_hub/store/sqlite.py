@@ -48,6 +48,7 @@ from . import chunks
 __all__ = [
     "NETWORK_FILE_SYSTEMS",
     "SCHEMA_VERSION",
+    "chunk_row",
     "connect",
     "create",
     "epoch_id",
@@ -64,7 +65,7 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 #: Events per chunk at most (a transaction's events make one or more chunks).
-CHUNK_EVENTS = 8192
+CHUNK_EVENTS = 32_768
 #: How long a connection waits for another's lock before an operation fails.
 BUSY_TIMEOUT = 10.0
 
@@ -246,9 +247,11 @@ def meta(conn: sqlite3.Connection) -> dict[str, str]:
 
 
 def set_meta(conn: sqlite3.Connection, **values: Any) -> None:
-    conn.executemany(
-        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [(k, str(v)) for k, v in values.items()]
-    )
+    if values:
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES " + ", ".join(["(?, ?)"] * len(values)),
+            [text for key, value in values.items() for text in (key, str(value))],
+        )
 
 
 # -- upgrades ---------------------------------------------------------------------------------
@@ -307,9 +310,7 @@ def _v1_to_v2(conn: sqlite3.Connection, series_points: int, max_series: int) -> 
     epoch, last = None, 0
     for epoch, flat in _v1_events(conn):
         chunk = chunks.encode(flat)
-        number = epoch_id(conn, epoch)
-        assert number is not None
-        insert_chunks(conn, number, [chunk])
+        insert_chunks(conn, [(epoch_id(conn, epoch), *chunk_row(chunk))])
         it = iter(flat)
         for seq, ts, kind, run, step, payload, rank in zip(it, it, it, it, it, it, it):
             index.observe(
@@ -330,12 +331,18 @@ def epoch_id(conn: sqlite3.Connection, epoch: str, create: bool = True) -> int |
     return None if row is None else int(row[0])
 
 
-def insert_chunks(conn: sqlite3.Connection, epoch: int, items: list[chunks.Chunk]) -> None:
-    conn.executemany(
-        "INSERT INTO chunks (epoch, first_seq, last_seq, count, min_ts, max_ts, runs, body) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [(epoch, c.first_seq, c.last_seq, c.count, c.min_ts, c.max_ts, c.runs, c.body) for c in items],
-    )
+def chunk_row(chunk: chunks.Chunk) -> tuple[Any, ...]:
+    """A chunk's columns after its epoch, as :func:`insert_chunks` takes them."""
+    return (chunk.first_seq, chunk.last_seq, chunk.count, chunk.min_ts, chunk.max_ts, chunk.runs, chunk.body)
+
+
+def insert_chunks(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert chunk rows (epoch number, then :func:`chunk_row`), a hundred per statement."""
+    for start in range(0, len(rows), 100):
+        part = rows[start : start + 100]
+        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(part))
+        columns = "epoch, first_seq, last_seq, count, min_ts, max_ts, runs, body"
+        conn.execute(f"INSERT INTO chunks ({columns}) VALUES {values}", [v for row in part for v in row])
 
 
 def write_runs(conn: sqlite3.Connection, epoch: str, states: list[dict[str, Any]]) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 
 from ..core.intake import FIELDS
 from . import chunks
-from .sqlite import CHUNK_EVENTS, epoch_id, insert_chunks, set_meta, transaction
+from .sqlite import CHUNK_EVENTS, chunk_row, epoch_id, insert_chunks, set_meta, transaction
 
 __all__ = ["StoreWriter"]
 
@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 #: Seconds between two transactions (the events of that time make one write).
 WRITE_INTERVAL = 0.4
 #: Queued events that make the writer write at once.
-WRITE_AT_ONCE = 65_536
+WRITE_AT_ONCE = 16_384
 #: Pauses after a failed transaction: the first, and the longest.
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0
 #: Seconds between retention checks, and chunks deleted per step at most.
@@ -198,13 +198,16 @@ class StoreWriter:
     def _run(self) -> None:
         stop = self._stop
         try:
+            last_write = 0.0
             while True:
-                if not stop.is_set():
-                    self._wake.wait(RETENTION_INTERVAL)
-                    self._wake.clear()
-                if not stop.is_set():
-                    self._hurry.wait(WRITE_INTERVAL)  # let the interval's events gather
+                if not stop.is_set() and not self._queued:
+                    self._wake.wait(RETENTION_INTERVAL)  # idle
+                self._wake.clear()
+                if not stop.is_set() and self._queued < WRITE_AT_ONCE:
+                    # Let the interval's events gather (at once when much is queued).
+                    self._hurry.wait(max(0.0, last_write + WRITE_INTERVAL - time.monotonic()))
                 self._hurry.clear()
+                last_write = time.monotonic()
                 started = time.thread_time()
                 try:
                     self._write_all()
@@ -283,21 +286,26 @@ class StoreWriter:
             logger.warning("store %s: writing again", self.path)
 
     def _commit(self, pending: list[tuple[str, chunks.Chunk | _Curves]]) -> int:
-        """Write ``pending`` in one transaction, retention included; returns the events it deleted."""
+        """Write ``pending`` in one transaction, retention included; returns
+        the events it deleted. Few statements: each one lets go of the GIL,
+        and a busy training thread may keep it for a switch interval."""
         conn = self.conn
         newest: tuple[str, int] | None = None
+        meta: dict[str, Any] = {}
         with transaction(conn):
+            rows: list[tuple[Any, ...]] = []
             runs: list[tuple[Any, ...]] = []
             for epoch, item in pending:
                 number = self._epochs.get(epoch)
                 if number is None:
                     number = self._epochs[epoch] = epoch_id(conn, epoch) or 0
                 if isinstance(item, chunks.Chunk):
-                    insert_chunks(conn, number, [item])
+                    rows.append((number, *chunk_row(item)))
                     newest = (epoch, item.last_seq)
                 else:
                     runs += [(run, epoch, last, ts, state) for run, last, ts, state in item.rows]
-                    set_meta(conn, curves_epoch=epoch, curves_seq=item.seq)
+                    meta.update(curves_epoch=epoch, curves_seq=item.seq)
+            insert_chunks(conn, rows)
             if runs:
                 conn.executemany(
                     "INSERT OR REPLACE INTO runs (run, epoch, last_seq, last_ts, state) "
@@ -310,7 +318,8 @@ class StoreWriter:
             ):
                 newest = dropped
             if newest is not None:
-                set_meta(conn, epoch=newest[0], last_seq=newest[1])
+                meta.update(epoch=newest[0], last_seq=newest[1])
+            set_meta(conn, **meta)
             # Retention in the same transaction, so the bound holds at every
             # commit: about as much deleted as written (more is left to _retain).
             added = sum(c.count for _epoch, c in pending if isinstance(c, chunks.Chunk))
