@@ -15,7 +15,7 @@ upgrade the schema, read what a continuing hub needs. Attaching
   its curves, and the events the store lacks are written to it.
 
 From then on the hub gives the archive every committed batch; the archive
-queues it for the writer and, about once a second, the curves of the runs
+queues it for the writer and, every two seconds, the curves of the runs
 that changed (taken on the committing thread, where they live).
 """
 
@@ -46,8 +46,8 @@ __all__ = ["HubStore", "StoreArchive"]
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between two saves of the curves that changed.
-CURVES_INTERVAL = 1.0
+#: Seconds between two saves of the curves that changed (a continuing hub replays the events after).
+CURVES_INTERVAL = 2.0
 
 _OPEN: weakref.WeakSet[HubStore] = weakref.WeakSet()
 # Connections a forked child inherited: never closed there (see _after_fork_in_child).
@@ -66,7 +66,7 @@ class StoreArchive:
 
     def append(self, batch: list[Any], count: int, epoch: str) -> None:
         # On the committing thread, once per batch: a queue append, and the
-        # curves at most once a second.
+        # curves every CURVES_INTERVAL.
         self.writer.append(batch, count, epoch)
         # The type of the batch's last event: a hub stopping saves its curves.
         if time.monotonic() >= self._next_curves or batch[2 - FIELDS] == "shutdown":

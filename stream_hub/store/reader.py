@@ -113,10 +113,17 @@ def read_stored(conn: sqlite3.Connection, history_size: int, max_runs: int) -> S
     events = int(conn.execute("SELECT coalesce(sum(count), 0) FROM chunks").fetchone()[0])
     runs = [orjson.loads(state) for (state,) in conn.execute("SELECT state FROM runs ORDER BY last_ts")]
     runs = runs[-max_runs:] if max_runs else []
-    epoch = values.get("epoch")
+    # The newest chunk says the epoch and the last seq; the meta says more
+    # when the newest seqs were dropped (not written) in that epoch.
+    newest = conn.execute(
+        "SELECT e.epoch, c.last_seq FROM chunks c JOIN epochs e ON e.id = c.epoch ORDER BY c.id DESC LIMIT 1"
+    ).fetchone()
+    epoch = newest[0] if newest is not None else values.get("epoch")
     if epoch is None:
         return Stored(None, 0, [], runs, [], events)
-    last_seq = int(values.get("last_seq", 0))
+    last_seq = int(newest[1]) if newest is not None else 0
+    if values.get("epoch") == epoch:
+        last_seq = max(last_seq, int(values.get("last_seq", 0)))
     row = conn.execute("SELECT id FROM epochs WHERE epoch = ?", (epoch,)).fetchone()
     tail: list[bytes] = []
     replay: list[tuple[Any, ...]] = []

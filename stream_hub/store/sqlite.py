@@ -3,9 +3,10 @@ connections, and the journal mode its file system allows.
 
 Schema version 2 (``PRAGMA user_version``), the current one::
 
-    meta(key, value)    epoch, last_seq (the newest seq the hub gave, written
-                        or not), curves_epoch, curves_seq (the runs' rows are
-                        as of that event), created
+    meta(key, value)    curves_epoch, curves_seq (the runs' rows are as of
+                        that event), created; epoch and last_seq when the
+                        newest seqs were dropped (the newest chunk says them
+                        otherwise)
     epochs(id, epoch)   the epochs whose events the file holds
     chunks(id, epoch, first_seq, last_seq, count, min_ts, max_ts, runs, body)
                         consecutive events of one epoch (``epochs.id``;
@@ -46,13 +47,13 @@ from ..errors import StoreError
 from . import chunks
 
 __all__ = [
+    "INSERT_CHUNK",
     "NETWORK_FILE_SYSTEMS",
     "SCHEMA_VERSION",
     "chunk_row",
     "connect",
     "create",
     "epoch_id",
-    "insert_chunks",
     "meta",
     "mount_type",
     "set_meta",
@@ -310,7 +311,7 @@ def _v1_to_v2(conn: sqlite3.Connection, series_points: int, max_series: int) -> 
     epoch, last = None, 0
     for epoch, flat in _v1_events(conn):
         chunk = chunks.encode(flat)
-        insert_chunks(conn, [(epoch_id(conn, epoch), *chunk_row(chunk))])
+        conn.execute(INSERT_CHUNK, (epoch_id(conn, epoch), *chunk_row(chunk)))
         it = iter(flat)
         for seq, ts, kind, run, step, payload, rank in zip(it, it, it, it, it, it, it):
             index.observe(
@@ -336,13 +337,11 @@ def chunk_row(chunk: chunks.Chunk) -> tuple[Any, ...]:
     return (chunk.first_seq, chunk.last_seq, chunk.count, chunk.min_ts, chunk.max_ts, chunk.runs, chunk.body)
 
 
-def insert_chunks(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Insert chunk rows (epoch number, then :func:`chunk_row`), a hundred per statement."""
-    for start in range(0, len(rows), 100):
-        part = rows[start : start + 100]
-        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(part))
-        columns = "epoch, first_seq, last_seq, count, min_ts, max_ts, runs, body"
-        conn.execute(f"INSERT INTO chunks ({columns}) VALUES {values}", [v for row in part for v in row])
+#: One chunk row: its epoch's number, then :func:`chunk_row` (one SQL text: the statement is cached).
+INSERT_CHUNK = (
+    "INSERT INTO chunks (epoch, first_seq, last_seq, count, min_ts, max_ts, runs, body) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 def write_runs(conn: sqlite3.Connection, epoch: str, states: list[dict[str, Any]]) -> None:

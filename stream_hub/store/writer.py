@@ -34,7 +34,7 @@ from typing import Any
 
 from ..core.intake import FIELDS
 from . import chunks
-from .sqlite import CHUNK_EVENTS, chunk_row, epoch_id, insert_chunks, set_meta, transaction
+from .sqlite import CHUNK_EVENTS, INSERT_CHUNK, chunk_row, epoch_id, set_meta, transaction
 
 __all__ = ["StoreWriter"]
 
@@ -104,6 +104,7 @@ class StoreWriter:
         # The newest seq dropped, and its epoch: the file's last_seq counts it,
         # so a hub continuing the file never gives that seq to another event.
         self._dropped_to: tuple[str, int] | None = None
+        self._dropped_saved: tuple[str, int] | None = None  # the one last written to the file
         self._items: deque[_Events | _Curves] = deque()  # guarded by _lock
         self._queued = 0  # events appended and not yet written (or dropped)
         self._oldest: float | None = None  # when the oldest of them was appended
@@ -286,48 +287,53 @@ class StoreWriter:
             logger.warning("store %s: writing again", self.path)
 
     def _commit(self, pending: list[tuple[str, chunks.Chunk | _Curves]]) -> int:
-        """Write ``pending`` in one transaction, retention included; returns
-        the events it deleted. Few statements: each one lets go of the GIL,
-        and a busy training thread may keep it for a switch interval."""
+        """Write ``pending`` atomically; returns the events retention deleted.
+
+        Each statement lets go of the GIL and must get it back from the
+        training thread, which, busy in Python, keeps it up to a switch
+        interval (longer on a loaded machine): the usual write, one chunk, is
+        one cached INSERT in autocommit (a statement is a transaction).
+        Curves, the seq of dropped events and retention take a transaction.
+        """
         conn = self.conn
-        newest: tuple[str, int] | None = None
+        rows: list[tuple[Any, ...]] = []
+        runs: list[tuple[Any, ...]] = []
         meta: dict[str, Any] = {}
+        for epoch, item in pending:
+            number = self._epochs.get(epoch)
+            if number is None:
+                number = self._epochs[epoch] = epoch_id(conn, epoch) or 0
+            if isinstance(item, chunks.Chunk):
+                rows.append((number, *chunk_row(item)))
+            else:
+                runs += [(run, epoch, last, ts, state) for run, last, ts, state in item.rows]
+                meta.update(curves_epoch=epoch, curves_seq=item.seq)
+        dropped = self._dropped_to
+        if dropped is not None and dropped != self._dropped_saved:
+            meta.update(epoch=dropped[0], last_seq=dropped[1])
+        added = sum(row[3] for row in rows)
+        over = self.max_events is not None and self.stored + added > self.max_events
+        if len(rows) == 1 and not runs and not meta and not over:
+            conn.execute(INSERT_CHUNK, rows[0])
+            return 0
+        deleted = 0
         with transaction(conn):
-            rows: list[tuple[Any, ...]] = []
-            runs: list[tuple[Any, ...]] = []
-            for epoch, item in pending:
-                number = self._epochs.get(epoch)
-                if number is None:
-                    number = self._epochs[epoch] = epoch_id(conn, epoch) or 0
-                if isinstance(item, chunks.Chunk):
-                    rows.append((number, *chunk_row(item)))
-                    newest = (epoch, item.last_seq)
-                else:
-                    runs += [(run, epoch, last, ts, state) for run, last, ts, state in item.rows]
-                    meta.update(curves_epoch=epoch, curves_seq=item.seq)
-            insert_chunks(conn, rows)
+            conn.executemany(INSERT_CHUNK, rows)
             if runs:
                 conn.executemany(
                     "INSERT OR REPLACE INTO runs (run, epoch, last_seq, last_ts, state) "
                     "VALUES (?, ?, ?, ?, ?)",
                     runs,
                 )
-            dropped = self._dropped_to
-            if dropped is not None and (
-                newest is None or (dropped[0] == newest[0] and dropped[1] > newest[1])
-            ):
-                newest = dropped
-            if newest is not None:
-                meta.update(epoch=newest[0], last_seq=newest[1])
             set_meta(conn, **meta)
-            # Retention in the same transaction, so the bound holds at every
-            # commit: about as much deleted as written (more is left to _retain).
-            added = sum(c.count for _epoch, c in pending if isinstance(c, chunks.Chunk))
-            deleted, more = self._trim(conn, self.stored + added)
+            # Retention by events in the same transaction, so its bound holds
+            # at every commit: about as much deleted as written (more: _retain).
+            more = over
             while more and deleted <= added:
                 step, more = self._trim(conn, self.stored + added - deleted)
                 deleted += step
-            return deleted
+        self._dropped_saved = dropped
+        return deleted
 
     def _failed(self, exc: sqlite3.Error) -> None:
         self.errors += 1
@@ -355,7 +361,8 @@ class StoreWriter:
         return max(16, min(CHUNK_EVENTS, self.max_events // 8))
 
     def _retain(self) -> None:
-        """Enforce retention beyond what the write transactions did: a few
+        """Enforce retention beyond what the writes did (events older than
+        ``max_days``; a backlog of events beyond ``max_events``): a few
         chunks per transaction, going back to writing between steps."""
         if self.max_events is None and self.max_days is None:
             return
@@ -367,7 +374,7 @@ class StoreWriter:
         while not self._stop.is_set() and self._queued < WRITE_AT_ONCE:
             try:
                 with transaction(self.conn) as conn:
-                    deleted, more = self._trim(conn, self.stored)
+                    deleted, more = self._trim(conn, self.stored, by_age=True)
             except sqlite3.Error as exc:
                 logger.warning("store %s: retention step failed: %s", self.path, exc)
                 return
@@ -375,13 +382,10 @@ class StoreWriter:
             if not more:
                 return
 
-    def _trim(self, conn: sqlite3.Connection, stored: int) -> tuple[int, bool]:
-        """In a transaction: delete the oldest chunks beyond the limits, at
-        most ``RETENTION_STEP``; (events deleted, whether more are due)."""
-        if self.max_events is None and self.max_days is None:
-            return 0, False
-        if self.max_days is None and self.max_events is not None and stored <= self.max_events:
-            return 0, False
+    def _trim(self, conn: sqlite3.Connection, stored: int, by_age: bool = False) -> tuple[int, bool]:
+        """In a transaction: delete the oldest chunks beyond ``max_events``
+        (and, ``by_age``, those older than ``max_days``), at most
+        ``RETENTION_STEP``; (events deleted, whether more are due)."""
         doomed: list[int] = []
         left = stored
         if self.max_events is not None and stored > self.max_events:
@@ -391,7 +395,7 @@ class StoreWriter:
                     break
                 doomed.append(number)
                 left -= count
-        cutoff = time.time() - self.max_days * 86400.0 if self.max_days is not None else None
+        cutoff = time.time() - self.max_days * 86400.0 if by_age and self.max_days is not None else None
         if cutoff is not None and len(doomed) < RETENTION_STEP:
             aged = conn.execute(
                 f"SELECT id, count FROM chunks WHERE min_ts < ? LIMIT {RETENTION_STEP - len(doomed)}",
