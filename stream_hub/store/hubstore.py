@@ -46,8 +46,10 @@ __all__ = ["HubStore", "StoreArchive"]
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between two saves of the curves that changed (a continuing hub replays the events after).
+#: Seconds between two saves of the curves that changed, and events at most
+#: (a hub continuing the store replays the events after into the curves).
 CURVES_INTERVAL = 2.0
+CURVES_EVENTS = 200_000
 
 _OPEN: weakref.WeakSet[HubStore] = weakref.WeakSet()
 # Connections a forked child inherited: never closed there (see _after_fork_in_child).
@@ -63,19 +65,26 @@ class StoreArchive:
         self.reader = reader
         self.saved: dict[str, int] = {}  # run -> its event count when its curves were last saved
         self._next_curves = time.monotonic() + CURVES_INTERVAL
+        self._unsaved = 0  # events since the curves were last saved
 
     def append(self, batch: list[Any], count: int, epoch: str) -> None:
         # On the committing thread, once per batch: a queue append, and the
         # curves every CURVES_INTERVAL.
         self.writer.append(batch, count, epoch)
-        # The type of the batch's last event: a hub stopping saves its curves.
-        if time.monotonic() >= self._next_curves or batch[2 - FIELDS] == "shutdown":
+        self._unsaved += count
+        # (The type of the batch's last event: a hub stopping saves its curves.)
+        if (
+            time.monotonic() >= self._next_curves
+            or self._unsaved >= CURVES_EVENTS
+            or batch[2 - FIELDS] == "shutdown"
+        ):
             self.save_curves(epoch, batch[-FIELDS])
 
     def save_curves(self, epoch: str, seq: int, every: bool = False) -> None:
         """Queue the curves of the runs that changed since they were last
         saved (``every``: of all runs), as of seq ``seq`` (committing thread)."""
         self._next_curves = time.monotonic() + CURVES_INTERVAL
+        self._unsaved = 0
         runs = self.hub.runs
         saved = self.saved
         changed = [s.run for s in runs.runs.values() if every or saved.get(s.run) != s.events]

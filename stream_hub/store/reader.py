@@ -111,8 +111,8 @@ def read_stored(conn: sqlite3.Connection, history_size: int, max_runs: int) -> S
     """The state a hub continuing this store adopts (its epoch, seq, ring, curves)."""
     values = meta(conn)
     events = int(conn.execute("SELECT coalesce(sum(count), 0) FROM chunks").fetchone()[0])
-    runs = [orjson.loads(state) for (state,) in conn.execute("SELECT state FROM runs ORDER BY last_ts")]
-    runs = runs[-max_runs:] if max_runs else []
+    rows = conn.execute("SELECT run, epoch, last_seq, saved, state FROM runs ORDER BY last_ts").fetchall()
+    runs = [orjson.loads(row[4]) for row in rows[-max_runs:]] if max_runs else []
     # The newest chunk says the epoch and the last seq; the meta says more
     # when the newest seqs were dropped (not written) in that epoch.
     newest = conn.execute(
@@ -130,12 +130,17 @@ def read_stored(conn: sqlite3.Connection, history_size: int, max_runs: int) -> S
     durable = 0
     if row is not None:
         number = int(row[0])
-        curves_seq = int(values.get("curves_seq", 0)) if values.get("curves_epoch") == epoch else 0
+        # A run's saved curves hold its events up to its last_seq; every run
+        # that had events by the newest save was saved (by then).
+        covered = {run: last for run, in_epoch, last, _saved, _state in rows if in_epoch == epoch}
+        curves_seq = max(
+            (saved for _run, in_epoch, _last, saved, _state in rows if in_epoch == epoch), default=0
+        )
         expected: int | None = None
         for columns in _chunks_desc(conn, number):
-            rows = list(chunks.rows(columns))
-            for seq, ts, kind, run, step, rank, payload in reversed(rows):
-                if seq > curves_seq:
+            events_rows = list(chunks.rows(columns))
+            for seq, ts, kind, run, step, rank, payload in reversed(events_rows):
+                if seq > curves_seq and seq > covered.get(run, 0):
                     metrics = chunks.metrics_of(payload) if kind == "metric" else payload
                     replay.append((seq, ts, run, step, kind, metrics, rank))
                 if len(tail) < history_size and (expected is None or seq == expected):
@@ -143,7 +148,11 @@ def read_stored(conn: sqlite3.Connection, history_size: int, max_runs: int) -> S
                     expected = seq - 1
                 else:
                     expected = -1  # the tail ends at the first hole
-            if rows and rows[0][0] <= curves_seq and (len(tail) >= history_size or expected == -1):
+            if (
+                events_rows
+                and events_rows[0][0] <= curves_seq
+                and (len(tail) >= history_size or expected == -1)
+            ):
                 break
         tail.reverse()
         replay.reverse()

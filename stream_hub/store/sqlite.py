@@ -3,17 +3,17 @@ connections, and the journal mode its file system allows.
 
 Schema version 2 (``PRAGMA user_version``), the current one::
 
-    meta(key, value)    curves_epoch, curves_seq (the runs' rows are as of
-                        that event), created; epoch and last_seq when the
-                        newest seqs were dropped (the newest chunk says them
-                        otherwise)
+    meta(key, value)    created; epoch and last_seq when the newest seqs
+                        were dropped (the newest chunk says them otherwise)
     epochs(id, epoch)   the epochs whose events the file holds
     chunks(id, epoch, first_seq, last_seq, count, min_ts, max_ts, runs, body)
                         consecutive events of one epoch (``epochs.id``;
                         :mod:`.chunks`); ``id`` grows with time, so the oldest
                         chunks come first; a chunk is as old as its oldest event
-    runs(run, epoch, last_seq, last_ts, state)
+    runs(run, epoch, last_seq, last_ts, saved, state)
                         each run's summary and curves (``RunIndex.state()``)
+                        as of seq ``saved`` of ``epoch``: the run's events
+                        after its ``last_seq`` are not in them
 
 Version 1, the first layout, kept one row per event and no curves::
 
@@ -56,10 +56,10 @@ __all__ = [
     "epoch_id",
     "meta",
     "mount_type",
+    "save_runs",
     "set_meta",
     "upgrade",
     "version",
-    "write_runs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ _V2 = (
     "CREATE INDEX chunks_by_seq ON chunks (epoch, last_seq)",
     "CREATE INDEX chunks_by_age ON chunks (min_ts)",
     "CREATE TABLE runs (run TEXT PRIMARY KEY, epoch TEXT NOT NULL, last_seq INTEGER NOT NULL, "
-    "last_ts REAL, state BLOB NOT NULL)",
+    "last_ts REAL, saved INTEGER NOT NULL, state BLOB NOT NULL)",
 )
 
 
@@ -319,8 +319,11 @@ def _v1_to_v2(conn: sqlite3.Connection, series_points: int, max_series: int) -> 
             )
         last = chunk.last_seq
     if epoch is not None:
-        write_runs(conn, epoch, index.state())
-        set_meta(conn, epoch=epoch, last_seq=last, curves_epoch=epoch, curves_seq=last)
+        states = index.state()
+        save_runs(
+            conn, [(s["run"], epoch, s["last_seq"], s["last_ts"], last, orjson.dumps(s)) for s in states]
+        )
+        set_meta(conn, epoch=epoch, last_seq=last)
     conn.execute("DROP TABLE events")
 
 
@@ -344,9 +347,13 @@ INSERT_CHUNK = (
 )
 
 
-def write_runs(conn: sqlite3.Connection, epoch: str, states: list[dict[str, Any]]) -> None:
-    """Rows of the ``runs`` table from ``RunIndex.state()`` items."""
-    conn.executemany(
-        "INSERT OR REPLACE INTO runs (run, epoch, last_seq, last_ts, state) VALUES (?, ?, ?, ?, ?)",
-        [(s["run"], epoch, s["last_seq"], s["last_ts"], orjson.dumps(s)) for s in states],
-    )
+def save_runs(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Rows of the ``runs`` table (run, epoch, last_seq, last_ts, saved, state
+    JSON), a hundred per statement."""
+    for start in range(0, len(rows), 100):
+        part = rows[start : start + 100]
+        values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(part))
+        conn.execute(
+            f"INSERT OR REPLACE INTO runs (run, epoch, last_seq, last_ts, saved, state) VALUES {values}",
+            [value for row in part for value in row],
+        )

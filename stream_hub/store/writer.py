@@ -34,14 +34,14 @@ from typing import Any
 
 from ..core.intake import FIELDS
 from . import chunks
-from .sqlite import CHUNK_EVENTS, INSERT_CHUNK, chunk_row, epoch_id, set_meta, transaction
+from .sqlite import CHUNK_EVENTS, INSERT_CHUNK, chunk_row, epoch_id, save_runs, set_meta, transaction
 
 __all__ = ["StoreWriter"]
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between two transactions (the events of that time make one write).
-WRITE_INTERVAL = 0.4
+WRITE_INTERVAL = 0.5
 #: Queued events that make the writer write at once.
 WRITE_AT_ONCE = 16_384
 #: Pauses after a failed transaction: the first, and the longest.
@@ -199,15 +199,20 @@ class StoreWriter:
     def _run(self) -> None:
         stop = self._stop
         try:
-            last_write = 0.0
+            # One wait per write while events keep coming: every wake-up takes
+            # the GIL back from a training thread that may be busy with it.
+            last_write = time.monotonic()
             while True:
-                if not stop.is_set() and not self._queued:
-                    self._wake.wait(RETENTION_INTERVAL)  # idle
-                self._wake.clear()
-                if not stop.is_set() and self._queued < WRITE_AT_ONCE:
-                    # Let the interval's events gather (at once when much is queued).
+                if not stop.is_set():  # the interval's events gather (at once when many)
                     self._hurry.wait(max(0.0, last_write + WRITE_INTERVAL - time.monotonic()))
-                self._hurry.clear()
+                    self._hurry.clear()
+                if not stop.is_set() and not self._queued and not self._pending:
+                    self._wake.clear()
+                    if not self._queued:
+                        self._wake.wait(RETENTION_INTERVAL)  # idle until an event comes
+                    if self._queued and not stop.is_set():
+                        last_write = time.monotonic()  # its interval starts now
+                        continue
                 last_write = time.monotonic()
                 started = time.thread_time()
                 try:
@@ -292,8 +297,9 @@ class StoreWriter:
         Each statement lets go of the GIL and must get it back from the
         training thread, which, busy in Python, keeps it up to a switch
         interval (longer on a loaded machine): the usual write, one chunk, is
-        one cached INSERT in autocommit (a statement is a transaction).
-        Curves, the seq of dropped events and retention take a transaction.
+        one cached INSERT in autocommit (a statement is a transaction), and
+        curves one more. The seq of dropped events and retention take a
+        transaction.
         """
         conn = self.conn
         rows: list[tuple[Any, ...]] = []
@@ -306,25 +312,23 @@ class StoreWriter:
             if isinstance(item, chunks.Chunk):
                 rows.append((number, *chunk_row(item)))
             else:
-                runs += [(run, epoch, last, ts, state) for run, last, ts, state in item.rows]
-                meta.update(curves_epoch=epoch, curves_seq=item.seq)
+                runs += [(run, epoch, last, ts, item.seq, state) for run, last, ts, state in item.rows]
         dropped = self._dropped_to
         if dropped is not None and dropped != self._dropped_saved:
             meta.update(epoch=dropped[0], last_seq=dropped[1])
         added = sum(row[3] for row in rows)
         over = self.max_events is not None and self.stored + added > self.max_events
-        if len(rows) == 1 and not runs and not meta and not over:
-            conn.execute(INSERT_CHUNK, rows[0])
+        if len(rows) <= 1 and not meta and not over:
+            # The events first: curves saved without them would be replayed
+            # over, those saved after them never are (see reader.read_stored).
+            if rows:
+                conn.execute(INSERT_CHUNK, rows[0])
+            save_runs(conn, runs)
             return 0
         deleted = 0
         with transaction(conn):
             conn.executemany(INSERT_CHUNK, rows)
-            if runs:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO runs (run, epoch, last_seq, last_ts, state) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    runs,
-                )
+            save_runs(conn, runs)
             set_meta(conn, **meta)
             # Retention by events in the same transaction, so its bound holds
             # at every commit: about as much deleted as written (more: _retain).
