@@ -13,7 +13,11 @@
   chunked decoding, SSE and WebSocket frame counting.
 - :mod:`benchmarks.figures` -- the measurements; :mod:`benchmarks.probes`
   checks a server is serving or gone; :mod:`benchmarks.runner` runs each
-  figure for each side in a fresh process.
+  figure for each side in a fresh process; :mod:`benchmarks.training` is
+  the stand-in training step the slowdown figures time.
+- :mod:`benchmarks.process_figures` -- many processes, one hub: joined
+  publish cost, ingest from four processes, training with the hub in
+  process or in a ``stream-hub serve`` (:mod:`benchmarks.served`).
 - :mod:`benchmarks.store` -- the durable store's figures (stream_hub with a
   store against stream_hub without; no baseline); :mod:`benchmarks.groups`
   -- every figure group.

@@ -21,7 +21,10 @@ from typing import Any
 
 from .clients import LoadClient
 from .probes import wait_free, wait_serving
+from .process_figures import fig_processes
+from .redis_figures import fig_redis
 from .sides import Side, make_side
+from .training import calibrate_work, work
 
 logger = logging.getLogger(__name__)
 
@@ -222,26 +225,6 @@ def fig_latency(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
 # -- training slowdown -----------------------------------------------------------
 
 
-def _work(n: int) -> int:
-    """Fixed pure-Python arithmetic standing in for one training step."""
-    x = 0
-    for i in range(n):
-        x = (x * 31 + i) & 0xFFFFF
-    return x
-
-
-def calibrate_work(step_seconds: float = 0.002) -> int:
-    """The ``_work`` size that takes about ``step_seconds`` on this machine."""
-    n = 20_000
-    _work(n)
-    times = []
-    for _ in range(7):
-        t0 = time.perf_counter()
-        _work(n)
-        times.append(time.perf_counter() - t0)
-    return max(1000, int(n * step_seconds / statistics.median(times)))
-
-
 def _train_segment(seconds: float, work_n: int, log: Callable[..., int] | None) -> tuple[float, float]:
     """One segment of the training loop: (steps per wall second, process CPU µs per step).
 
@@ -254,7 +237,7 @@ def _train_segment(seconds: float, work_n: int, log: Callable[..., int] | None) 
     cpu0 = time.process_time()
     t0 = now = time.perf_counter()
     while now - t0 < seconds:
-        _work(work_n)
+        work(work_n)
         if log is not None:
             metrics["loss"] = 1.0 / (steps + 1)
             log(metrics, step=steps, run="train")
@@ -422,6 +405,8 @@ GROUPS: dict[str, Callable[[str, Mapping[str, Any]], dict[str, Any]]] = {
     "fanout_ws": fig_fanout_ws,
     "latency": fig_latency,
     "slowdown": fig_slowdown,
+    "processes": fig_processes,
     "lifecycle": fig_lifecycle,
     "memory": fig_memory,
+    "redis": fig_redis,
 }

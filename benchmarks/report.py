@@ -19,19 +19,19 @@ class Figure:
     group: str
     higher_is_better: bool = False
     max_value: float | None = None  # target: stream_hub's value at most this
-    min_ratio: float | None = None  # target: stream_hub at least this many times better
     min_value: float | None = None  # target: stream_hub's value at least this
+    min_ratio: float | None = None  # target: stream_hub at least this many times better
 
     @property
     def has_target(self) -> bool:
-        return self.max_value is not None or self.min_ratio is not None or self.min_value is not None
+        return self.max_value is not None or self.min_value is not None or self.min_ratio is not None
 
     def target_text(self) -> str:
         parts = []
         if self.max_value is not None:
             parts.append(f"<= {self.max_value:g}")
         if self.min_value is not None:
-            parts.append(f">= {self.min_value:g}")
+            parts.append(f">= {self.min_value:,.0f}")
         if self.min_ratio is not None:
             parts.append(f">= {self.min_ratio:g}x")
         return " and ".join(parts) if parts else "-"
@@ -69,9 +69,57 @@ FIGURES: tuple[Figure, ...] = (
     ),
     Figure("train_cpu_overhead_pct", "training CPU overhead, same runs (%)", "slowdown"),
     Figure("train_watch_p99_ms", "event latency p99 while training (ms)", "slowdown"),
+    Figure("joined_publish_us", "publish cost, joined to stream-hub serve (us/event)", "processes"),
+    Figure(
+        "ingest_4proc_per_s",
+        "ingest into one hub from 4 joined processes (events/s)",
+        "processes",
+        higher_is_better=True,
+    ),
+    Figure(
+        "train_cpu_s_per_m_inproc",
+        "training CPU per 1 M deliveries, hub in process, {train_clients} SSE (s)",
+        "processes",
+    ),
+    Figure(
+        "train_cpu_s_per_m_serve",
+        "training CPU per 1 M deliveries, joined to stream-hub serve, {train_clients} SSE (s)",
+        "processes",
+    ),
+    Figure(
+        "train_slowdown_inproc_pct", "training slowdown, hub in process, same runs (%, noisy)", "processes"
+    ),
+    Figure(
+        "train_slowdown_serve_pct", "training slowdown, joined to stream-hub serve (%, noisy)", "processes"
+    ),
     Figure("start_ms", "start, 3 ports bound + /health 200 (ms, median)", "lifecycle", max_value=50.0),
     Figure("stop_ms", "stop, ports verified free (ms, median)", "lifecycle", max_value=50.0),
     Figure("restart_ms", "force_restart, serving again (ms, median)", "lifecycle"),
+    Figure(
+        "redis_ingest_per_s",
+        "Redis ingest, {redis_publishers} publisher processes (events/s acked)",
+        "redis",
+        higher_is_better=True,
+        min_value=100_000,
+    ),
+    Figure("redis_publish_us", "publish cost with a Redis backend (us/event)", "redis"),
+    Figure(
+        "redis_latency_p50_ms",
+        "latency p50 through Redis, {redis_latency_rate} ev/s, 2 replicas (ms)",
+        "redis",
+    ),
+    Figure(
+        "redis_latency_p99_ms",
+        "latency p99 through Redis, {redis_latency_rate} ev/s, 2 replicas (ms)",
+        "redis",
+        max_value=10.0,
+    ),
+    Figure(
+        "redis_fanout_per_replica_per_s",
+        "fan-out per replica, {redis_clients} SSE each (deliveries/s)",
+        "redis",
+        higher_is_better=True,
+    ),
     Figure(
         "rss_kb_per_client",
         "RSS per idle SSE client, {memory_clients} clients (KB)",

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a fresh machine, then run it all:
-# the default suite and the stress suite (tests/stress/, which a plain
-# `pytest` leaves out), in one pytest run with --stress.
+# the default suite, the stress suite (tests/stress/) and the bridges against
+# the real frameworks (tests/integrations/) — the last two a plain `pytest`
+# leaves out — in one pytest run with --stress --integrations.
 #   ./scripts/test.sh [pytest args...]
 # Debian packages (chromium for the dashboard's browser test, lsof for port
 # holders, redis-server for the Redis backend) are installed with apt-get when
-# missing; Python packages with pip (the [test] extra).
+# missing; Python packages with pip: the [test] extra and the bridges' extras
+# ([tensorboard], [transformers], [lightning]) on the CPU build of torch 2.13.0,
+# pinned (newer torch builds are gigabytes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,9 +26,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-echo "== installing stream_hub with its test dependencies"
-$PYTHON -m pip install -q --disable-pip-version-check -e ".[test]"
+echo "== installing stream_hub with its test dependencies and the bridges' frameworks"
+$PYTHON -m pip install -q --disable-pip-version-check torch==2.13.0
+$PYTHON -m pip install -q --disable-pip-version-check -e ".[test,tensorboard,transformers,lightning]" torch==2.13.0
 
-echo "== running the test suite, stress tests included"
+echo "== running the test suite, stress and framework tests included"
 export STREAM_HUB_REQUIRE_ALL=${STREAM_HUB_REQUIRE_ALL:-1}
-exec $PYTHON -m pytest -p no:cacheprovider --stress "$@"
+exec $PYTHON -m pytest -p no:cacheprovider --stress --integrations "$@"

@@ -56,7 +56,7 @@ def check_port_conflict(value: Any) -> PortConflictPolicy:
 _UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<unset>"})()
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class StreamConfig:
     """Settings of one :class:`~stream_hub.TrainingStreamServer`.
 
@@ -96,7 +96,9 @@ class StreamConfig:
     store_max_days: float | None = _UNSET
     backend: str | None = _UNSET
     namespace: str = _UNSET
+    replica: bool = _UNSET
     system_metrics: float | None = _UNSET
+    max_prometheus_series: int = _UNSET
 
     def __post_init__(self) -> None:
         env = os.environ
@@ -122,6 +124,11 @@ class StreamConfig:
                 value = list(value)
             out[f.name] = value
         return out
+
+    def __repr__(self) -> str:
+        # Secrets masked: a config ends up in logs and tracebacks.
+        fields = ", ".join(f"{name}={value!r}" for name, value in self.to_dict().items())
+        return f"StreamConfig({fields})"
 
     def differences(self, other: StreamConfig) -> list[str]:
         """Names of the fields whose values differ between two configs."""
@@ -191,7 +198,9 @@ _DEFAULTS: dict[str, Any] = {
     "store_max_days": None,
     "backend": None,
     "namespace": "stream_hub",
+    "replica": True,
     "system_metrics": None,
+    "max_prometheus_series": 1000,
 }
 
 _INT_FIELDS = {
@@ -206,6 +215,7 @@ _INT_FIELDS = {
     "history_bytes",
     "max_series",
     "client_buffer_bytes",
+    "max_prometheus_series",
 }
 _FLOAT_FIELDS = {
     "heartbeat_interval",
@@ -245,6 +255,13 @@ def _parse_env(name: str, raw: str) -> Any:
             return float(text) if text else None
         except ValueError:
             raise ConfigError(name, f"{var}={raw!r} is not a number of days") from None
+    if name == "replica":
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(name, f"{var}={raw!r} is not a boolean (true/false)")
     if name == "system_metrics":
         lowered = text.lower()
         if lowered in ("", "0", "false", "no", "off"):
@@ -285,6 +302,9 @@ def _validate(name: str, value: Any) -> Any:
         return value
     if name == "max_series":
         _check_int(name, value, 1, 10_000_000, "an integer from 1 to 10 000 000")
+        return value
+    if name == "max_prometheus_series":
+        _check_int(name, value, 0, 10_000_000, "an integer from 0 (no training series) to 10 000 000")
         return value
     if name == "client_buffer_bytes":
         _check_int(name, value, 64 * 1024, 1 << 31, "a size in bytes from 65536 to 2**31")
@@ -329,6 +349,14 @@ def _validate(name: str, value: Any) -> Any:
         ):
             raise ConfigError(
                 name, f"expected a redis:// or rediss:// URL (or None), got {_mask_url(value)!r}"
+            )
+        return value
+    if name == "replica":
+        if not isinstance(value, bool):
+            raise ConfigError(
+                name,
+                f"expected True (publish into the backend and serve it) or False (publish only), "
+                f"got {value!r}",
             )
         return value
     if name == "namespace":

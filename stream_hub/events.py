@@ -22,8 +22,10 @@ import orjson
 __all__ = [
     "MAX_TS",
     "RESERVED_TYPES",
+    "compose",
     "encode_data",
     "encode_event",
+    "encode_template",
     "sse_frame",
     "validate_metrics",
     "validate_rank",
@@ -249,3 +251,25 @@ def ws_text_frame(body: bytes) -> bytes:
     if n < 65536:
         return _HEADER_MEDIUM.pack(0x81, 126, n) + body
     return _HEADER_LONG.pack(0x81, 127, n) + body
+
+
+# -- events numbered elsewhere (a Redis stream) -------------------------------------------
+
+_TEMPLATE_PREFIX = b'{"seq":0,"epoch":"",'
+
+
+def encode_template(
+    ts: float, event_type: str, run: str | None, step: int | None, payload: Any, rank: int | None = None
+) -> bytes:
+    """An event's JSON without its seq and epoch, for whoever numbers it later
+    (:func:`compose` puts them back: the result is exactly :func:`encode_event`'s).
+
+    Raises:
+        TypeError: ``payload`` cannot be encoded.
+    """
+    return encode_event(0, "", ts, event_type, run, step, payload, rank)[len(_TEMPLATE_PREFIX) :]
+
+
+def compose(seq: int, epoch: str, template: bytes) -> bytes:
+    """The event JSON of ``template`` (:func:`encode_template`) numbered ``seq`` in ``epoch``."""
+    return b'{"seq":%d,"epoch":"%s",' % (seq, epoch.encode()) + template

@@ -65,6 +65,17 @@ class Handover(Protocol):
         """Once the ports are released: the successor may bind them."""
 
 
+class Service(Protocol):
+    """What else feeds the hub while it is served, on the loop (a Redis
+    replica): the hub's events then come from it, not from the intake."""
+
+    async def start(self, notifier: LoopNotifier) -> None:
+        """Before any listener accepts; call ``notifier.committed()`` after storing events."""
+
+    async def close(self) -> None:
+        """After the transports closed."""
+
+
 class HostRuntime:
     """The loop thread, transports and channel of a server while it hosts.
 
@@ -82,6 +93,7 @@ class HostRuntime:
         self.loop = LoopThread(on_crash=self._loop_crashed)
         self.notifier: LoopNotifier | None = None
         self.channel: HostChannel | None = None
+        self.service: Service | None = None
         self.store: HubStore | None = None  # open from the first start to stop (restarts keep it)
         self.ports: dict[str, int] = {}
         self.started_at: float | None = None
@@ -95,8 +107,15 @@ class HostRuntime:
 
     # -- start ------------------------------------------------------------------------------
 
-    def start(self, ports: dict[str, int], channel: HostChannel, channel_path: Path | None) -> None:
-        """Bind ``ports`` (all or none), then serve them and the channel.
+    def start(
+        self,
+        ports: dict[str, int],
+        channel: HostChannel,
+        channel_path: Path | None,
+        service: Service | None = None,
+    ) -> None:
+        """Bind ``ports`` (all or none), then serve them and the channel (and
+        ``service``, whose events the hub serves instead of its intake's).
 
         Raises:
             PortInUseError: a port could not be bound (nothing stays bound).
@@ -109,6 +128,7 @@ class HostRuntime:
                 self.server.hub, loop, cfg.busy_flush_interval, cfg.heartbeat_interval
             )
             self.channel = channel
+            self.service = service
             self.loop.run(self._startup(channel_path), timeout=30)
         except BaseException:
             self._abort_start()
@@ -132,9 +152,13 @@ class HostRuntime:
     async def _startup(self, channel_path: Path | None) -> None:
         notifier = self.notifier
         assert notifier is not None and self.channel is not None
-        # The hub commits on this loop from now on, before any listener accepts:
-        # no reader can ever see a commit running on a training thread.
-        notifier.attach()
+        if self.service is not None:
+            notifier.attach(commits=False)
+            await self.service.start(notifier)
+        else:
+            # The hub commits on this loop from now on, before any listener accepts:
+            # no reader can ever see a commit running on a training thread.
+            notifier.attach()
         await self.transports.start(self._sockets)
         await self.channel.start(channel_path)
         self._watch_task = asyncio.get_running_loop().create_task(self._watch(), name="stream-hub-watch")
@@ -237,13 +261,23 @@ class HostRuntime:
         every connection (streams still running at ``deadline`` are dropped)."""
         hub = self.server.hub
         channel = self.channel
-        hub.submit("shutdown", None, None, {"reason": reason, "restart": reason == "restart"})
-        hub.commit()
+        # Handing over, the hub lives on in the successor: clients should come back.
+        handing_over = handover is not None and channel is not None and channel.successor() is not None
+        farewell = {
+            "reason": "handover" if handing_over else reason,
+            "restart": reason == "restart" or handing_over,
+        }
+        if self.service is not None:
+            hub.farewell("shutdown", farewell)  # this replica's clients only
+        else:
+            hub.submit("shutdown", None, None, farewell)
+            hub.commit()
         if handover is not None and channel is not None:
             await handover.send_state(channel)  # the history, shutdown event included
         if self.notifier is not None:
             self.notifier.close()
         await self.transports.close(deadline)
+        await self._close_service()
         if handover is not None and channel is not None:
             await handover.go(channel)
         if channel is not None:
@@ -251,8 +285,17 @@ class HostRuntime:
 
     async def _close_all(self, deadline: float) -> None:
         await self.transports.close(deadline)
+        await self._close_service()
         if self.channel is not None:
             self.channel.close()
+
+    async def _close_service(self) -> None:
+        service, self.service = self.service, None
+        if service is not None:
+            try:
+                await service.close()
+            except Exception:  # stopping goes on whatever the service did
+                logger.exception("closing %r failed", service)
 
     def _release(self) -> None:
         """Detach the hub from the (stopped) loop and close our listening sockets."""

@@ -269,12 +269,17 @@ def release_stream_server() -> int:
 def _cleanup_at_exit() -> None:
     """At exit: finish the runs this process logged to, then stop its server."""
     instance = StreamServerManager._instance
-    if instance is None or not instance.is_server_running():
+    if instance is None:
         return
     server = instance.server
+    status = "failed" if _UNCAUGHT else "finished"
     try:
+        if not instance.is_server_running():
+            if server is not None:
+                server.finish_into_backend(status)
+            return
         if server is not None:
-            server.finish_local_runs("failed" if _UNCAUGHT else "finished")
+            server.finish_local_runs(status)
         instance.cleanup()
     except Exception:  # pragma: no cover - nothing useful left to do at exit
         logger.exception("stream server cleanup at exit failed")

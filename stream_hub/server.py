@@ -25,6 +25,7 @@ import weakref
 from typing import Any, Protocol
 
 from . import job
+from .backend import RedisBackend
 from .config import StreamConfig, base_urls
 from .core.hub import Hub
 from .hosting import HostRuntime, announce, warn_if_exposed
@@ -38,6 +39,7 @@ from .processes.rendezvous import my_record, resolve_ports, uses_rendezvous
 from .runtime.forking import close_inherited_sockets
 from .runtime.notifier import LoopNotifier
 from .status import Status
+from .system_metrics import SystemMetrics
 from .telemetry import LatencyHistogram, MetricsExporter
 from .transports import Transports
 from .transports.access import AccessPolicy
@@ -93,6 +95,16 @@ class TrainingStreamServer(Membership):
             rank=identity.rank,
         )
         self.log = self.hub.intake.log  # HOT PATH: see the class docstring
+        # With a backend, events go into Redis, whatever the role (except joined:
+        # then the local host publishes them).
+        self._backend: RedisBackend | None = None
+        if cfg.backend is not None:
+            if cfg.store is not None:
+                logger.warning(
+                    "store %s is not used with a backend: the Redis stream keeps the history", cfg.store
+                )
+            self._backend = RedisBackend(self.hub, cfg.backend, cfg.namespace)
+            self.hub.intake.set_sink(self._backend.sink, numbered=False)
         self.owner: ServerOwner | None = None
         self.restarts = 0
         self.faults = 0
@@ -104,7 +116,7 @@ class TrainingStreamServer(Membership):
         self.access = AccessPolicy(cfg, lambda: self._host.ports.get("rest"))
         # The SSE streams running now (the WebSocket server keeps its own).
         self.streams: set[asyncio.Task[Any]] = set()
-        self._metrics = MetricsExporter(self)
+        self._metrics = MetricsExporter(self, cfg.max_prometheus_series)
         self._transports = Transports(
             self,
             restart=self._restart_in_background,
@@ -113,6 +125,8 @@ class TrainingStreamServer(Membership):
             metrics_text=self._metrics.render,
         )
         self._host = HostRuntime(self, self._transports, self._report_fault)
+        # The machine's metrics, published while this process hosts (system_metrics.py).
+        self._system = SystemMetrics(self.hub.intake, cfg.system_metrics) if cfg.system_metrics else None
         self._lifecycle = threading.RLock()
         self._role: str | None = None
         self._forwarder: Forwarder | None = None
@@ -152,11 +166,22 @@ class TrainingStreamServer(Membership):
             except (TypeError, ValueError):
                 continue
 
+    def finish_into_backend(self, status: str = "finished") -> None:
+        """At exit, stopped, with a backend: the runs this process logged to
+        still end in Redis (their ``run_end`` events and whatever waited in
+        the publisher's buffer are sent, for ``shutdown_timeout`` s at most)."""
+        backend = self._backend
+        if backend is None or self._role is not None:
+            return
+        self.finish_local_runs(status)
+        backend.flush(self.config.shutdown_timeout)
+
     # -- state ----------------------------------------------------------------------
 
     @property
     def role(self) -> str | None:
-        """``"host"``, ``"joined"`` (or ``"forked"``, in a forked child), or None when stopped."""
+        """``"host"``, ``"joined"`` (``"forked"`` in a forked child;
+        ``"publisher"`` with a backend and ``replica=False``), or None when stopped."""
         return self._role
 
     @property
@@ -169,7 +194,7 @@ class TrainingStreamServer(Membership):
         """True while hosting (False as soon as the loop thread has died) or joined."""
         if self._role == "host":
             return self._host.running and self._host.alive
-        return self._role in ("joined", "forked")
+        return self._role in ("joined", "forked", "publisher")
 
     @property
     def loop_thread_alive(self) -> bool:
@@ -239,10 +264,23 @@ class TrainingStreamServer(Membership):
         if forwarder is not None:
             status["host"] = {"pid": forwarder.target.pid, "urls": forwarder.target.urls}
             status["forwarding"] = forwarder.status()
+        backend = self._backend
+        if backend is not None:
+            status["backend"] = backend.state
+            status["redis"] = backend.describe()
         store = self.store_status()
         if store is not None:
             status["store"] = store
         return status
+
+    @property
+    def backend_state(self) -> str | None:
+        """``"up"`` or ``"down"`` with a backend (is Redis answering?), else None."""
+        return self._backend.state if self._backend is not None else None
+
+    def backend_status(self) -> dict[str, Any] | None:
+        """The backend's details (``status()["redis"]``), None without one."""
+        return self._backend.describe() if self._backend is not None else None
 
     def check_not_in_loop(self, what: str) -> None:
         """Raise :class:`~stream_hub.LoopThreadError` if called from this
@@ -266,7 +304,10 @@ class TrainingStreamServer(Membership):
                 return
             cfg = self.config
             warn_if_exposed(cfg)
-            if self._hosted_ports:  # a restart: the same ports again
+            if self._backend is not None and not cfg.replica:
+                self._backend.start_publishing()
+                self._role = "publisher"
+            elif self._hosted_ports:  # a restart: the same ports again
                 self._host_on(self._hosted_ports)
             elif uses_rendezvous(cfg):
                 self._start_with_registry()
@@ -284,23 +325,31 @@ class TrainingStreamServer(Membership):
         this process takes over from another host (its store may still be
         closing, and failing to open it must not stop this one hosting).
         """
-        hub = self.hub
+        hub, backend = self.hub, self._backend
         if state is not None:
             hub.adopt(state)
-        # A successor writes on the store of the hub it succeeds (the hub's settings apply).
-        store = (self._hub_store or self.config.store) if successor else self.config.store
-        opened = self._host.open_store(store, successor, handed_over=state is not None)
-        hub.intake.set_sink(hub.store_batch, numbered=True)
+        opened = False
+        if backend is None:  # with a backend, the Redis stream keeps the history
+            # A successor writes on the store of the hub it succeeds (the hub's settings apply).
+            store = (self._hub_store or self.config.store) if successor else self.config.store
+            opened = self._host.open_store(store, successor, handed_over=state is not None)
         channel = HostChannel(hub, self._token, self._welcome)
         if state is not None:
             channel.acked.update(state.get("acked", {}))
         try:
-            self._host.start(ports, channel, self._channel_path())
+            if backend is None:
+                hub.intake.set_sink(hub.store_batch, numbered=True)
+                self._host.start(ports, channel, self._channel_path())
+            else:
+                self._host.start(ports, channel, self._channel_path(), service=backend)
+                backend.start_publishing()
         except BaseException:
             if opened:
                 self._host.close_store()
             raise
         self._role = "host"
+        if self._system is not None:
+            self._system.start()
         self._hosted_ports = dict(self._host.ports)
         if self._host.store is not None:
             self._host.store.note_urls(self.urls)
@@ -310,8 +359,9 @@ class TrainingStreamServer(Membership):
             )
             self._record = record
             self._registry.write(record)
-        info = {"state": "started", "ports": self.ports, "pid": os.getpid(), "restarts": self.restarts}
-        hub.submit("status", None, None, info)
+        if backend is None:  # a replica's start is not news to the other replicas' clients
+            info = {"state": "started", "ports": self.ports, "pid": os.getpid(), "restarts": self.restarts}
+            hub.submit("status", None, None, info)
         announce(self.urls)
 
     def _hub_config(self) -> StreamConfig:
@@ -364,22 +414,35 @@ class TrainingStreamServer(Membership):
 
     def _stop(self, timeout: float | None, reason: str) -> None:
         timeout = self.config.shutdown_timeout if timeout is None else max(0.0, timeout)
-        forwarder = self._forwarder
+        forwarder, backend = self._forwarder, self._backend
         if forwarder is not None:
             self._forwarder = None
             forwarder.close(timeout)
-            self.hub.intake.set_sink(self.hub.store_batch, numbered=True)
+            if backend is not None:
+                self.hub.intake.set_sink(backend.sink, numbered=False)
+            else:
+                self.hub.intake.set_sink(self.hub.store_batch, numbered=True)
             self._role = None
             return
+        if self._role == "publisher" and backend is not None:
+            self._role = None
+            backend.stop_publishing(timeout)
+            return
         if self._role is None and not self._host.alive:
+            if reason == "stop":
+                self._host.close_store()  # left open by a restart that could not start again
             return
         handover = None
         if reason == "stop":
             handover = HandoverToSuccessor(self.hub, self._registry, self._record, self._host.ports)
         self._role = None
         started = time.monotonic()
+        if self._system is not None:
+            self._system.stop()
         try:
             self._host.stop(timeout, reason, handover)
+            if backend is not None:
+                backend.stop_publishing(max(0.0, timeout - (time.monotonic() - started)))
         finally:
             if reason == "stop":  # a restart keeps writing it
                 self._host.close_store(max(1.0, timeout - (time.monotonic() - started)))
@@ -419,6 +482,9 @@ class TrainingStreamServer(Membership):
         if self._forwarder is not None:
             self._forwarder.release_after_fork()
         self.hub.intake.reinit_after_fork()
+        if self._backend is not None:  # the parent's publisher: its thread and locks stayed there
+            self._backend = RedisBackend(self.hub, self._backend.url, self._backend.keys.namespace)
+            self.hub.intake.set_sink(self._backend.sink, numbered=False)
         self.clients = ClientRegistry(self.config.send_timeout, self.config.client_buffer_bytes)
         self.streams = set()
         self._lifecycle = threading.RLock()
@@ -428,6 +494,9 @@ class TrainingStreamServer(Membership):
         self._hosted_ports = {}
         if target is not None:
             self._join(target, role="forked")
+        elif self._backend is not None and not self.config.replica:
+            self._backend.start_publishing()  # the parent published directly: so does the child
+            self._role = "publisher"
 
 
 def _status_method(training_system: Any) -> Any:

@@ -1,6 +1,12 @@
-"""Telemetry about the server itself, in the Prometheus text format: clients,
-event counters, history fill, curves, restarts and the publish-to-write
-latency histogram (not the training metrics: those are the hub's events).
+"""Prometheus text format for ``/metrics``: telemetry about the server itself
+(clients, event counters, history fill, curves, restarts, the
+publish-to-write latency histogram) and the training gauges — each run's
+latest metric values, last step and last update, so alerts can watch
+training (loss is NaN, no update for five minutes).
+
+The training series are capped (``max_prometheus_series``): the newest runs
+are exported first, and series left out are counted once each in
+``stream_hub_metric_series_dropped_total``.
 
 Each server has its own registry, so several servers (or tests) in one
 process never collide in prometheus-client's global registry.
@@ -9,7 +15,7 @@ process never collide in prometheus-client's global registry.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -23,8 +29,9 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from .core.hub import Hub
+    from .core.runs import RunSummary
 
-__all__ = ["LatencyHistogram", "MetricsExporter", "Observed"]
+__all__ = ["LatencyHistogram", "MetricsExporter", "Observed", "TrainingGauges"]
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -65,6 +72,8 @@ class Observed(Protocol):
     def running(self) -> bool: ...
 
     def client_counts(self) -> dict[str, int]: ...
+
+    def backend_status(self) -> dict[str, Any] | None: ...
 
     def store_status(self) -> dict[str, Any] | None: ...
 
@@ -109,6 +118,7 @@ class _ServerCollector(Collector):
         yield GaugeMetricFamily("stream_hub_last_seq", "Seq of the newest event", value=hub.head)
         yield GaugeMetricFamily("stream_hub_running", "1 while serving", value=1 if server.running else 0)
         yield CounterMetricFamily("stream_hub_restarts", "Restarts of the server", value=server.restarts)
+        yield from _backend_metrics(server.backend_status())
         store = server.store_status()
         if store is not None:
             yield from _store_metrics(store)
@@ -118,6 +128,32 @@ class _ServerCollector(Collector):
             "Time from publish to the write of the event to a client",
             buckets=h.buckets(),
             sum_value=h.sum,
+        )
+
+
+def _backend_metrics(backend: dict[str, Any] | None) -> Iterator[Metric]:
+    """The Redis backend's side (nothing without one)."""
+    if backend is None:
+        return
+    yield GaugeMetricFamily(
+        "stream_hub_backend_up", "1 while Redis answers (the replica's reads)", value=backend["state"] == "up"
+    )
+    publisher = backend["publisher"]
+    yield CounterMetricFamily(
+        "stream_hub_backend_sent", "Events Redis took from this process", value=publisher["sent"]
+    )
+    yield CounterMetricFamily(
+        "stream_hub_backend_dropped",
+        "Events dropped while Redis did not answer (the publisher's buffer was full)",
+        value=publisher["dropped"],
+    )
+    yield GaugeMetricFamily(
+        "stream_hub_backend_queued", "Events waiting to be sent to Redis", value=publisher["queued"]
+    )
+    replica = backend["replica"]
+    if replica is not None:
+        yield GaugeMetricFamily(
+            "stream_hub_replica_lag", "Stream entries this replica has not stored yet", value=replica["lag"]
         )
 
 
@@ -143,12 +179,90 @@ def _store_metrics(store: dict[str, Any]) -> Iterator[Metric]:
         yield GaugeMetricFamily(name, text, value=store.get(key, 0))
 
 
-class MetricsExporter:
-    """Renders one server's metrics in the Prometheus text format."""
+class TrainingGauges(Collector):
+    """The training gauges, read from the hub's run summaries (on the loop
+    thread, which is the only one that writes them while serving).
 
-    def __init__(self, server: Observed) -> None:
+    - ``stream_hub_metric{run, metric, rank}``: the latest value of each metric
+      (NaN and ±inf as Prometheus writes them: ``NaN``, ``+Inf``, ``-Inf``);
+      ``rank`` is empty for events without one;
+    - ``stream_hub_run_last_step{run, rank}``;
+    - ``stream_hub_run_last_update_seconds{run}``: Unix time of the run's last
+      metric event (of its last event, before any metric);
+    - ``stream_hub_run_ended{run}``: 1 once every rank of the run has ended
+      (``run_end``), so a "no update" alert can leave finished runs alone.
+
+    At most ``max_series`` of these series are exported, the newest runs
+    first; each series ever left out is counted once in
+    ``stream_hub_metric_series_dropped_total``.
+    """
+
+    def __init__(self, hub: Callable[[], Hub], max_series: int) -> None:
+        self.hub = hub
+        self.max_series = max_series
+        self.dropped: set[tuple[str, ...]] = set()  # bounded by the hub's own curve and run limits
+
+    def collect(self) -> Iterator[Metric]:
+        value = GaugeMetricFamily(
+            "stream_hub_metric", "Latest value of a training metric", labels=["run", "metric", "rank"]
+        )
+        step = GaugeMetricFamily("stream_hub_run_last_step", "Last step logged", labels=["run", "rank"])
+        updated = GaugeMetricFamily(
+            "stream_hub_run_last_update_seconds", "Unix time of the run's last metric event", labels=["run"]
+        )
+        ended = GaugeMetricFamily(
+            "stream_hub_run_ended", "1 once every rank of the run has ended", labels=["run"]
+        )
+        budget = self.max_series
+        runs = sorted(self.hub().runs.runs.values(), key=lambda s: s.last_ts or 0.0, reverse=True)
+        for summary in runs:
+            for kind, labels, number in _run_series(summary):
+                if budget <= 0:
+                    self.dropped.add((kind, *labels))
+                    continue
+                budget -= 1
+                family = {"metric": value, "step": step, "updated": updated, "ended": ended}[kind]
+                family.add_metric(list(labels), number)
+        yield value
+        yield step
+        yield updated
+        yield ended
+        yield CounterMetricFamily(
+            "stream_hub_metric_series_dropped",
+            "Training series left out of /metrics by max_prometheus_series (each counted once); "
+            "raise STREAM_HUB_MAX_PROMETHEUS_SERIES to export them",
+            value=len(self.dropped),
+        )
+
+
+def _run_series(summary: RunSummary) -> Iterator[tuple[str, tuple[str, ...], float]]:
+    """One run's series, most important first: (family, label values, value)."""
+    run = summary.run
+    tracks = [track for track in summary.tracks.values() if track.last_ts is not None]
+    last = max((track.last_ts or 0.0 for track in tracks), default=summary.last_ts)
+    if last is not None:
+        yield "updated", (run,), last
+    yield "ended", (run,), 1.0 if summary.ended is not None else 0.0
+    for rank, track in sorted(summary.tracks.items(), key=lambda item: -1 if item[0] is None else item[0]):
+        label = "" if rank is None else str(rank)
+        if track.last_step is not None:
+            yield "step", (run, label), float(track.last_step)
+        for name, number in sorted(track.latest.items()):
+            yield "metric", (run, name, label), float(number)
+
+
+class MetricsExporter:
+    """Renders one server's metrics in the Prometheus text format.
+
+    ``max_training_series`` caps the training gauges (:class:`TrainingGauges`).
+    """
+
+    def __init__(self, server: Observed, max_training_series: int = 1000) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_ServerCollector(server))
+        # The hub is looked up at each scrape: a hand-over may replace its content.
+        self.training = TrainingGauges(lambda: server.hub, max_training_series)
+        self.registry.register(self.training)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

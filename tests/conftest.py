@@ -5,14 +5,18 @@ deadline (never a fixed sleep); and which tests run by default.
 Clients of the three faces are in ``clients.py``; child processes and ports
 in ``processes.py``.
 
-Tests under ``stress/`` are marked ``stress`` and run only when asked for:
-``--stress`` (everything, as CI runs it), a ``-m`` expression that names one
-of their markers (``-m stress``, ``-m torture``), or a path inside
-``tests/stress/``. Any other run leaves them out, whatever else ``-m`` says.
+Two groups run only when asked for. Tests under ``stress/`` are marked
+``stress``; tests under ``integrations/`` (the bridges against the real
+frameworks: torch, transformers, Lightning, TensorBoard) are marked
+``integrations``. A group runs with its flag (``--stress``,
+``--integrations``; CI gives both), a ``-m`` expression that names one of its
+tests' markers (``-m stress``, ``-m torture``, ``-m integrations``), or a path
+inside its directory. Any other run leaves it out, whatever else ``-m`` says.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -28,9 +32,12 @@ from stream_hub import StreamConfig, TrainingStreamServer, get_stream_server_man
 
 from .clients import SSEStream
 from .processes import Served, Spawner, free_port
+from .redis_server import RedisServer
 
 REQUIRE_ALL = os.environ.get("STREAM_HUB_REQUIRE_ALL") == "1"
-STRESS = Path(__file__).resolve().parent / "stress"
+HERE = Path(__file__).resolve().parent
+# The groups left out unless asked for: marker -> directory.
+OPT_IN = {"stress": HERE / "stress", "integrations": HERE / "integrations"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -40,25 +47,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--stress", action="store_true", help="also run the stress suite (tests/stress/), as CI does"
     )
+    parser.addoption(
+        "--integrations",
+        action="store_true",
+        help="also run the bridges against the real frameworks (tests/integrations/), as CI does",
+    )
 
 
-@pytest.hookimpl(tryfirst=True)  # before -m deselects: it must see the stress marker
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: it must see the groups' markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark what is under tests/stress/ ``stress``; leave it out unless asked for."""
+    """Mark what is under tests/stress/ and tests/integrations/; leave each
+    group out unless asked for."""
     for item in items:
-        if STRESS in item.path.parents:
-            item.add_marker(pytest.mark.stress)
-    if config.getoption("--stress"):
-        return
+        for marker, directory in OPT_IN.items():
+            if directory in item.path.parents:
+                item.add_marker(getattr(pytest.mark, marker))
     named = set(re.findall(r"\w+", config.getoption("markexpr") or ""))
     given = [(config.invocation_params.dir / arg.split("::")[0]).resolve() for arg in config.args]
-    given = [path for path in given if path == STRESS or STRESS in path.parents]
+    wanted = {marker for marker in OPT_IN if config.getoption(f"--{marker}")}
 
     def asked_for(item: pytest.Item) -> bool:
         marks = {mark.name for mark in item.iter_markers()}
-        if "stress" not in marks or marks & named:
+        groups = marks & OPT_IN.keys()
+        if not groups or groups <= wanted or marks & named:
             return True
-        return any(path == item.path or path in item.path.parents for path in given)
+        directories = [OPT_IN[group] for group in groups]
+        return any(
+            (path == directory or directory in path.parents)
+            and (path == item.path or path in item.path.parents)
+            for path in given
+            for directory in directories
+        )
 
     deselected = [item for item in items if not asked_for(item)]
     if deselected:
@@ -228,3 +247,16 @@ def held(spawn: Spawner) -> tuple[subprocess.Popen[str], int]:
     """A ``python -m http.server`` holding a free port."""
     port = free_port()
     return spawn.holder(port), port
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real ``redis-server`` of this test's own (free port, no persistence),
+    stopped afterwards; needs the Debian package and the ``redis`` package."""
+    executable = need_executable("redis-server")
+    need(importlib.util.find_spec("redis") is not None, "the redis package (pip install 'stream_hub[redis]')")
+    server = RedisServer(executable, tmp_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()

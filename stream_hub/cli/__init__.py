@@ -1,8 +1,9 @@
 """The ``stream-hub`` command (also ``python -m stream_hub``).
 
 Subcommands: serve, demo (:mod:`.serve`), status, restart, tail
-(:mod:`.remote`), export (:mod:`.export`), ports (:mod:`.ports`). Every connection flag also reads its
-``STREAM_HUB_*`` variable; flags win (see :mod:`.common`).
+(:mod:`.remote`), export (:mod:`.export`), ports (:mod:`.ports`). Every
+connection flag also reads its ``STREAM_HUB_*`` variable; flags win (see
+:mod:`.common`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,18 @@ def _add_store_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        metavar="URL",
+        help="serve a Redis stream as one of its replicas: redis://host:6379/0 or rediss://... "
+        "(env STREAM_HUB_BACKEND)",
+    )
+    parser.add_argument(
+        "--namespace", help="which stream of that Redis (env STREAM_HUB_NAMESPACE, default stream_hub)"
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stream-hub",
@@ -70,7 +83,7 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=["auto", "fail", "free", "next"],
         help="what to do when a port is busy (env STREAM_HUB_PORT_CONFLICT)",
     )
-
+    _add_backend_flags(serve)
     _add_store_flags(serve)
 
     demo = sub.add_parser(
@@ -81,6 +94,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_connection_flags(demo, "admin token (env STREAM_HUB_ADMIN_TOKEN)")
     demo.add_argument("--port-conflict", choices=["auto", "fail", "free", "next"])
+    _add_backend_flags(demo)
+    _add_store_flags(demo)
     demo.add_argument("--runs", type=int, default=3, help="training threads (default 3)")
     demo.add_argument("--steps", type=int, default=3000, help="steps per run (default 3000)")
     demo.add_argument(
@@ -89,8 +104,6 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)"
     )
-
-    _add_store_flags(demo)
 
     status = sub.add_parser(
         "status",
@@ -110,20 +123,26 @@ def _build_parser() -> argparse.ArgumentParser:
 
     tail = sub.add_parser(
         "tail",
-        help="follow the SSE stream in the terminal",
-        description="Follow events over SSE; resumes after a dropped connection with Last-Event-ID.",
+        help="follow the hub's events in the terminal",
+        description="Follow events over SSE (stream_hub.client.follow): reconnects and resumes "
+        "after drops and restarts without missing or repeating an event; a stretch the hub no "
+        "longer has is shown as a gap. Ends when the hub stops cleanly, unless --wait.",
     )
     _add_connection_flags(tail, "read token (env STREAM_HUB_READ_TOKEN)")
     tail.add_argument("--run", action="append", help="only this run (repeatable)")
-    tail.add_argument("--type", action="append", dest="types", help="only this event type")
-    tail.add_argument("--since", type=int, default=None, help="replay history after this seq")
+    tail.add_argument("--type", action="append", dest="types", help="only this event type (repeatable)")
+    tail.add_argument("--since", type=int, default=None, help="replay history after this seq (0: all of it)")
     tail.add_argument("--count", type=int, default=None, help="exit after this many events")
+    tail.add_argument(
+        "--wait", action="store_true", help="when the hub stops cleanly, wait for it to come back"
+    )
     tail.add_argument(
         "--retry-for",
         type=float,
         default=30.0,
-        help="give up after this many seconds without a connection (default 30)",
+        help="give up after this many seconds without a hub (default 30; 0: never)",
     )
+    tail.add_argument("--timeout", type=float, default=10.0, help="seconds one connection attempt may take")
 
     export = sub.add_parser(
         "export",

@@ -36,6 +36,8 @@ _FIELD_FLAGS = (
     "ws_port",
     "rest_port",
     "port_conflict",
+    "backend",
+    "namespace",
     "store",
     "store_max_events",
     "store_max_days",

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-import threading
-import time
 from typing import Any
 
 import httpx
 
+from ..client import FollowError, HubUnreachable, follow
+from ..config import base_urls
 from .common import EXIT_ERROR, EXIT_OK, EXIT_UNREACHABLE, auth_header, client_config, service_url
 
 __all__ = ["cmd_restart", "cmd_status", "cmd_tail"]
@@ -110,72 +111,73 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-# Answers that mean "not now" (a hub restarting answers 503): retry, like a drop.
-_TRANSIENT_STATUS = frozenset({502, 503, 504})
-
-
 def cmd_tail(args: argparse.Namespace) -> int:
+    """Print the hub's events as they come (:func:`stream_hub.client.follow`
+    does the reconnecting and resuming)."""
     cfg = client_config(args)
     token = args.token or cfg.read_token
     url = service_url(cfg, "sse") + "/events"
-    params: dict[str, Any] = {}
     if args.run:
-        params["run"] = args.run
-    if args.types:
-        params["types"] = args.types
-    last_id: int | None = args.since
-    # Sent with Last-Event-ID, so a hub that is a new process (new epoch, seqs
-    # from 1 again) replays its history instead of skipping up to our last seq.
-    epoch: str | None = None
+        rest = base_urls(cfg.host, {"rest": _rest_port(args)})["rest"]
+        _say_if_runs_unknown(args.run, rest, token, args.timeout)
+    events = follow(
+        url,
+        runs=args.run,
+        types=args.types,
+        since=args.since,
+        token=token,
+        on_shutdown="wait" if args.wait else "end",
+        retry_for=None if args.retry_for <= 0 else args.retry_for,
+        connect_timeout=args.timeout,
+    )
     seen = 0
-    backoff = 0.2
-    unreachable_since: float | None = None
-    while True:
-        headers = auth_header(token)
-        query = dict(params)
-        if last_id is not None:
-            headers["Last-Event-ID"] = str(last_id)
-            if epoch is not None:
-                query["epoch"] = epoch
-        problem: str | None = None
-        try:
-            with httpx.stream(
-                "GET", url, params=query, headers=headers, timeout=httpx.Timeout(5.0, read=None)
-            ) as response:
-                if response.status_code in _TRANSIENT_STATUS:
-                    problem = f"{url} answered {response.status_code}"
-                elif response.status_code != 200:
-                    print(
-                        f"stream-hub tail: {url} answered {response.status_code}: {response.read()[:300]!r}",
-                        file=sys.stderr,
-                    )
-                    return EXIT_ERROR
-                else:
-                    unreachable_since = None
-                    backoff = 0.2
-                    for line in response.iter_lines():
-                        if not line.startswith("data: "):
-                            continue
-                        event = json.loads(line[6:])
-                        if isinstance(event.get("seq"), int):
-                            last_id = event["seq"]  # a gap's seq is the last lost one
-                        if isinstance(event.get("epoch"), str):
-                            epoch = event["epoch"]
-                        print(json.dumps(event) if args.json else _format_event(event), flush=True)
-                        seen += 1
-                        if args.count is not None and seen >= args.count:
-                            return EXIT_OK
-        except httpx.HTTPError as exc:
-            problem = f"{exc.__class__.__name__}: {exc}"
-        except KeyboardInterrupt:
-            return EXIT_OK
-        if problem is not None:
-            now = time.monotonic()
-            unreachable_since = unreachable_since or now
-            if now - unreachable_since > args.retry_for:
-                print(f"stream-hub tail: gave up reaching {url}: {problem}", file=sys.stderr)
-                return EXIT_UNREACHABLE
-        # The stream ended (server restart) or dropped: reconnect and resume.
-        print(f"-- reconnecting (resume after {last_id})", file=sys.stderr, flush=True)
-        threading.Event().wait(backoff)
-        backoff = min(backoff * 2, 3.0)
+    try:
+        with events:
+            for event in events:
+                print(json.dumps(event) if args.json else _format_event(event), flush=True)
+                seen += 1
+                if args.count is not None and seen >= args.count:
+                    return EXIT_OK
+    except HubUnreachable as exc:
+        print(f"stream-hub tail: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except FollowError as exc:
+        print(f"stream-hub tail: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_OK
+    print("-- the hub stopped (clean shutdown); --wait keeps following across stops", file=sys.stderr)
+    return EXIT_OK
+
+
+def _rest_port(args: argparse.Namespace) -> int:
+    """The REST port for tail's hint about unknown runs: a hint only, so a bad
+    ``STREAM_HUB_REST_PORT`` falls back to the default instead of stopping tail."""
+    if args.rest_port is not None:
+        return int(args.rest_port)
+    try:
+        return int(os.environ.get("STREAM_HUB_REST_PORT", "8890"))
+    except ValueError:
+        return 8890
+
+
+def _say_if_runs_unknown(runs: list[str], rest: str, token: str | None, timeout: float) -> None:
+    """Tell the user (on stderr) when a run they asked for has no events yet,
+    so a typo does not look like a quiet run. Silent if REST does not answer."""
+    try:
+        response = httpx.get(f"{rest}/api/runs", headers=auth_header(token), timeout=min(timeout, 5.0))
+        known = [item["run"] for item in response.json()["runs"]] if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return
+    if known is None:
+        return
+    wanted = {name.strip() for item in runs for name in item.split(",") if name.strip()}
+    missing = sorted(wanted - set(known))
+    if missing:
+        listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "") if known else "none yet"
+        print(
+            f"stream-hub tail: no events from run {', '.join(map(repr, missing))} on this hub yet "
+            f"(its runs: {listed}); waiting for them",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -63,7 +63,8 @@ def cmd_serve(args: argparse.Namespace, demo: bool = False) -> int:
     from ..demo import run_demo_threads
     from ..manager import get_stream_server, get_stream_server_manager, release_stream_server
 
-    extra = {"admin_token": args.token} if args.token else {}
+    extra: dict[str, Any] = {"admin_token": args.token} if args.token else {}
+    extra["replica"] = True  # serving is the point, whatever STREAM_HUB_REPLICA says
     cfg = server_config(args, **extra)
     threads: list[threading.Thread] = []
     demo_stop: threading.Event | None = None

@@ -18,22 +18,20 @@ import logging
 import time
 import uuid
 from collections.abc import Collection, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from ..events import encode_event, sse_frame, ws_text_frame
+from .archive import Archive, Archived
+from .cursor import Cursor, HubCounters
 from .intake import Intake, Notifier, Submission
-from .ring import JSON, SSE, WS, Ring
+from .ring import JSON, SSE, WS, Numbered, Ring
 from .runs import RunIndex
 
-__all__ = ["JSON", "SSE", "WS", "Archive", "Archived", "Cursor", "Hub", "HubCounters"]
+__all__ = ["JSON", "SSE", "WS", "Archive", "Archived", "Cursor", "Hub", "HubCounters", "Numbered"]
 
 logger = logging.getLogger(__name__)
-
-# Gap and shutdown reach every subscriber whatever its type filter: one explains
-# a hole in the sequence, the other the end of the stream.
-_ALWAYS = frozenset({"gap", "shutdown"})
 
 # One write carries at most this many events, and about this many bytes: a
 # client far behind gets several writes, so no single buffer grows with the ring.
@@ -41,78 +39,6 @@ MAX_CHUNK_EVENTS = 4096
 MAX_CHUNK_BYTES = 256 * 1024
 # The most bytes of events one /api/history answer carries (``more`` says the rest).
 MAX_HISTORY_BYTES = 8 * 1024 * 1024
-
-
-#: One archived event: (seq, type, run, rank, its JSON).
-Archived = tuple[int, str, "str | None", "int | None", bytes]
-
-
-class Archive(Protocol):
-    """What keeps a hub's events beyond its ring (a durable store, a Redis
-    stream): the hub gives it every committed batch, and asks it for events
-    that have left the ring before it answers a resume with a ``gap``."""
-
-    def append(self, batch: list[Any], count: int, epoch: str) -> None:
-        """A committed flat batch (on the committing thread: must not block)."""
-
-    async def read(self, first: int, last: int, max_bytes: int) -> list[Archived]:
-        """The events of seqs ``first..last`` it has, oldest first, about
-        ``max_bytes`` of them at most (fewer, or none, when it has fewer)."""
-
-
-class HubCounters:
-    """Event counters; plain ints updated on the committing thread."""
-
-    __slots__ = ("delivered", "dropped", "published", "rejected")
-
-    def __init__(self) -> None:
-        self.published = 0  # events committed to the ring
-        self.delivered = 0  # event frames written to clients
-        self.dropped = 0  # events subscribers skipped after falling behind
-        self.rejected = 0  # events that could not be encoded or ingested
-
-    def as_dict(self, shed: int = 0) -> dict[str, int]:
-        """The contract's ``events`` dict; ``shed`` counts events the intake
-        had to forget (they are dropped too)."""
-        return {
-            "published": self.published,
-            "delivered": self.delivered,
-            "dropped": self.dropped + shed,
-            "rejected": self.rejected,
-        }
-
-
-class Cursor:
-    """A subscriber's position in the ring and its filters.
-
-    ``pos`` is the seq of the last event the subscriber has been given (or
-    skipped by its filters). ``runs``/``types`` are None for "all".
-    ``pending_gap`` holds a gap to announce before anything else.
-    """
-
-    __slots__ = ("fmt", "pending_gap", "pos", "runs", "types")
-
-    def __init__(
-        self,
-        pos: int,
-        fmt: int = SSE,
-        runs: Collection[str] | None = None,
-        types: Collection[str] | None = None,
-    ) -> None:
-        self.pos = pos
-        self.fmt = fmt
-        self.runs = frozenset(runs) if runs else None
-        self.types = frozenset(types) if types else None
-        self.pending_gap: dict[str, Any] | None = None
-
-    @property
-    def filtered(self) -> bool:
-        return self.runs is not None or self.types is not None
-
-    def wants(self, run: str | None, event_type: str) -> bool:
-        if self.types is not None and event_type not in self.types and event_type not in _ALWAYS:
-            return False
-        return self.runs is None or run is None or run in self.runs
 
 
 class Hub:
@@ -144,6 +70,10 @@ class Hub:
         self.intake = Intake(self.store_batch, max(4 * history_size, 50_000), run=run, rank=rank)
         # What keeps events beyond the ring, if anything (see Archive).
         self.archive: Archive | None = None
+        # Events numbered by a Redis stream (this hub is one of its replicas).
+        self.numbered_elsewhere = False
+        # What subscribers get as their stream ends, besides history (see farewell).
+        self.farewell_frames: dict[int, bytes] | None = None
 
     def store_batch(self, batch: list[Any], count: int) -> None:
         """The intake's sink: a committed batch goes into the ring and the curves."""
@@ -190,8 +120,10 @@ class Hub:
 
     @property
     def last_seq(self) -> int:
-        """The seq given to the newest submitted event (committed or not)."""
-        return self.intake.last_seq
+        """The seq given to the newest submitted event (committed or not);
+        the newest stored one when events are numbered elsewhere."""
+        intake = self.intake
+        return intake.last_seq if intake.numbered else self.ring.head
 
     def events_counts(self) -> dict[str, int]:
         """The contract's ``events`` dict (published, delivered, dropped, rejected)."""
@@ -268,20 +200,23 @@ class Hub:
         """
         head = self.head
         if since is None:
-            return Cursor(head, fmt, runs, types)
+            return Cursor(head, fmt, runs, types, self.epoch)
         if since < 0:
             raise ValueError("since must be >= 0")
         if epoch is not None and epoch != self.epoch:
-            cursor = Cursor(self.oldest - 1, fmt, runs, types)
+            cursor = Cursor(self.oldest - 1, fmt, runs, types, self.epoch)
             cursor.pending_gap = {"lost": None, "reason": "epoch", "from_epoch": epoch, "since": since}
             return cursor
-        if since > self.intake.last_seq:
-            cursor = Cursor(head, fmt, runs, types)
+        if since > self.last_seq:
+            if self.numbered_elsewhere and epoch == self.epoch:
+                # Seen on another replica of this epoch: ours catches up to it.
+                return Cursor(since, fmt, runs, types, self.epoch)
+            cursor = Cursor(head, fmt, runs, types, self.epoch)
             cursor.pending_gap = {"lost": 0, "reason": "ahead", "since": since, "last_seq": head}
             return cursor
         if since == 0:
-            return Cursor(self.oldest - 1, fmt, runs, types)
-        return Cursor(since, fmt, runs, types)
+            return Cursor(self.oldest - 1, fmt, runs, types, self.epoch)
+        return Cursor(since, fmt, runs, types, self.epoch)
 
     def resubscribe(
         self,
@@ -304,7 +239,7 @@ class Hub:
             since = 0
         if since is not None and since > old.pos:
             return self.open_cursor(since, epoch=epoch, fmt=old.fmt, runs=runs, types=types)
-        new = Cursor(old.pos, old.fmt, runs, types)
+        new = Cursor(old.pos, old.fmt, runs, types, old.epoch)
         new.pending_gap = old.pending_gap
         if since is not None and since < old.pos:
             start = max(since, self.oldest - 1)
@@ -324,6 +259,8 @@ class Hub:
         ``gap`` event (its seq is the last lost one) and skips to the oldest
         kept event.
         """
+        if cursor.epoch != self.epoch:
+            self._rebase(cursor)
         head = self.head
         ring = self.ring
         if cursor.pos < head:
@@ -359,6 +296,8 @@ class Hub:
     def backfill_range(self, cursor: Cursor) -> tuple[int, int] | None:
         """The seqs a cursor is owed that have left the ring, when an archive
         may still have them (ask it, then :meth:`backfill`); else None."""
+        if cursor.epoch != self.epoch:
+            self._rebase(cursor)
         if self.archive is None or cursor.pending_gap is not None:
             return None
         oldest = self.oldest
@@ -417,6 +356,46 @@ class Hub:
         if len(events) > limit:
             return events[:limit], True
         return events, last < head
+
+    def _rebase(self, cursor: Cursor) -> None:
+        """The hub changed epoch under a cursor (its history was lost, e.g.
+        Redis lost its data): it gets a ``gap`` and all of the new epoch."""
+        cursor.pending_gap = {
+            "lost": None,
+            "reason": "epoch",
+            "from_epoch": cursor.epoch,
+            "since": cursor.pos,
+        }
+        cursor.pos = self.oldest - 1
+        cursor.epoch = self.epoch
+
+    # -- events numbered elsewhere (a Redis stream) ---------------------------------------
+
+    def reset_epoch(self, epoch: str) -> None:
+        """Start over in ``epoch``: the ring is emptied (its events belong to the
+        old epoch); subscribers get a ``gap`` at their next read. The run curves
+        stay (they describe the runs, whatever the numbering)."""
+        self.epoch = self.ring.epoch = epoch
+        self.ring.clear()
+
+    def store_numbered(self, events: list[Numbered]) -> int:
+        """Store events numbered elsewhere (in order; ones this hub already has
+        are skipped, a jump forward drops the older ones from the ring).
+        Returns how many were stored. Committing thread only."""
+        stored = self.ring.store_encoded(events, self.runs.observe)
+        self.counters.published += stored
+        return stored
+
+    def farewell(self, event_type: str, data: Any) -> None:
+        """An event for this hub's own subscribers only, sent as their streams
+        end (a replica's ``shutdown``: the other replicas go on). It is not in
+        history: it carries the seq of the newest event, and no SSE id."""
+        body = encode_event(self.head, self.epoch, time.time(), event_type, None, None, data)
+        self.farewell_frames = {
+            JSON: body,
+            SSE: b"event: %s\ndata: %s\n\n" % (event_type.encode(), body),
+            WS: ws_text_frame(body),
+        }
 
     def _gaps(self, cursor: Cursor, reason: str) -> list[bytes]:
         """The gap frames a cursor is owed (its pending gap, then one for

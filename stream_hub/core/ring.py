@@ -26,7 +26,7 @@ import orjson
 from ..events import encode_event, sse_frame, ws_text_frame
 from .intake import FIELDS
 
-__all__ = ["FIELDS", "JSON", "SSE", "WS", "Ring"]
+__all__ = ["FIELDS", "JSON", "SSE", "WS", "Numbered", "Ring"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,10 @@ class RejectCounter(Protocol):
 
     rejected: int
 
+
+#: An event numbered elsewhere: (seq, ts, type, run, step, rank, its JSON, payload
+#: for the run curves: the metrics of a metric event, else its data).
+Numbered = tuple[int, float, str, "str | None", "int | None", "int | None", bytes, Any]
 
 # observe(seq, ts, run, step, type, payload, rank), for each committed event
 Observe = Callable[[int, float, "str | None", "int | None", str, Any, "int | None"], None]
@@ -231,21 +235,58 @@ class Ring:
         self.bytes = charged
         self._trim()
 
+    def clear(self) -> None:
+        """Forget every event (a new epoch starts at seq 1)."""
+        cap = self.capacity
+        self.head = 0
+        self.bytes = 0
+        self._floor = 1
+        self._encoded = 0
+        for column in (self._json, self._sse, self._ws):
+            column[:] = [b""] * cap
+        self._cost[:] = [0] * cap
+        self._payload[:] = [None] * cap
+        self._chunk_cache.clear()
+
+    def store_encoded(self, events: list[Numbered], observe: Observe) -> int:
+        """Store events numbered and encoded elsewhere (a Redis stream), newest
+        last: those at or below the head are skipped; a jump past head + 1
+        lets everything older go (the ring holds one unbroken stretch).
+        Returns how many were stored."""
+        cap = self.capacity
+        stored = 0
+        for seq, ts, event_type, run, step, rank, body, payload in events:
+            if seq <= self.head:
+                continue
+            if seq > self.head + 1:
+                self._floor = seq  # nothing before it joins this stretch
+            i = seq % cap
+            self.runs[i] = run
+            self.types[i] = event_type
+            self._ts[i] = ts
+            self._step[i] = step
+            self.ranks[i] = rank
+            self._payload[i] = None
+            self._json[i] = body
+            self._sse[i] = frame = sse_frame(seq, event_type, body)
+            self._ws[i] = ws_frame = ws_text_frame(body)
+            cost = _BASE_COST + len(body) + len(frame) + len(ws_frame)
+            self.bytes += cost - self._cost[i]
+            self._cost[i] = cost
+            self.head = self._encoded = seq
+            observe(seq, ts, run, step, event_type, payload, rank)
+            stored += 1
+        if stored:
+            self._chunk_cache.clear()
+            self._trim()
+        return stored
+
     def reset_at(self, seq: int) -> None:
         """Empty the ring, positioned after ``seq``: the next event stored is
         ``seq + 1``, and nothing up to ``seq`` counts as kept."""
-        cap = self.capacity
-        self.head = seq
+        self.clear()
+        self.head = self._encoded = seq
         self._floor = seq + 1
-        self._encoded = seq
-        self.bytes = 0
-        self._cost = [0] * cap
-        self._payload = [None] * cap
-        self._json = [b""] * cap
-        self._sse = [b""] * cap
-        self._ws = [b""] * cap
-        self._formats = (self._sse, self._ws, self._json)
-        self._chunk_cache.clear()
 
     def load(self, events: list[dict[str, Any]]) -> None:
         """Put another hub's events (decoded JSON, oldest first, consecutive

@@ -1,31 +1,52 @@
 /* stream_hub dashboard — the app: state, loading from REST, following SSE,
- * and one render pass per animation frame.
+ * and one render pass per animation frame within a time budget.
  *
  * Data flow:
  *   1. GET /api/status and /api/runs; remember the snapshot's last_seq.
  *   2. Open SSE from that seq at once (events are buffered while loading).
- *   3. GET each run's whole-run curve per metric; each answer carries its own
- *      last_seq, the series' "floor": live events at or below it are already in
- *      the curve.
- *   4. Apply the buffer, then every live event as it comes. Events are applied
- *      to the data immediately (cheap) and drawn in the next animation frame;
- *      only charts whose data changed are redrawn.
+ *   3. GET each run's whole curves (every metric, per rank for a run with
+ *      ranks) and the log events history still holds; each curve answer
+ *      carries its own last_seq, the curve's "floor": live events at or below
+ *      it are already in the curve.
+ *   4. Apply the buffer, then every live event as it comes. Events change the
+ *      data at once (cheap); charts are drawn in animation frames, only those
+ *      whose data changed and that can be seen, as many as fit in the frame's
+ *      budget (the others in the next frames, least recently drawn first).
  * Any event whose seq is not above the last applied one is a duplicate and
- * dropped; a `gap` event, or a new epoch, reloads the curves from REST.
+ * dropped; a `gap` event, or a new epoch, reloads from REST. /api/runs is
+ * polled for each run's state (running, finished, failed, killed, stale).
  */
-(function () {
+(function (global) {
   "use strict";
 
-  const { Series, toNumber } = window.StreamHubSeries;
-  const { LineChart } = window.StreamHubChart;
-  const { fetchJSON, Backoff, SseFeed, WsMonitor, RestMonitor } = window.StreamHubTransports;
-  const ui = window.StreamHubPanels;
+  const { Series } = global.StreamHubSeries;
+  const Model = global.StreamHubModel;
+  const { fetchJSON, Backoff, SseFeed, WsMonitor, RestMonitor } = global.StreamHubTransports;
+  const ui = global.StreamHubPanels;
+  const Runs = global.StreamHubRuns;
+  const { ChartGrid } = global.StreamHubLayout;
+  const { LogPanel } = global.StreamHubLogs;
+  const { DetailStore } = global.StreamHubDetail;
+  const { ChartViews, SYSTEM_RUN } = global.StreamHubViews;
+  const Export = global.StreamHubExport;
+  const Loading = global.StreamHubLoading;
+  const Inspect = global.StreamHubInspect;
 
   const REST_MAX_POINTS = 1500;   // buckets per curve asked of the server (up to 3 points each)
   const SERIES_CAP = 5000;        // points per curve kept here before thinning
-  const SERIES_FETCHES = 4;       // curve requests in flight at once
-  const EVENT_TYPES = ["metric", "log", "status", "gap", "shutdown"];
+  const RUN_FETCHES = 6;          // curve requests in flight at once (one per run)
+  const FRAME_BUDGET_MS = 6;      // script per animation frame for charts after the first one drawn
+  const LIVE_REDRAW_MS = 150;     // a chart redrawn for new data at most this often...
+  const LIVE_REDRAW_COST = 15;    // ...and at most once per this many times its drawing time
+  const LOADING_PASS_MS = 500;    // while loading: DOM and charts refreshed at most this often
+  const RUNS_POLL_MS = 5000;      // /api/runs: states, ranks, hyper-parameters
+  const LOG_BACKLOG = 1000;       // log events fetched from history on load
+  const EVENT_TYPES = ["metric", "log", "config", "run_end", "status", "gap", "shutdown"];
   const TOKEN = new URLSearchParams(location.search).get("token");
+
+  const settings = new global.StreamHubSettings.Settings();
+  const hiddenRuns = settings.hiddenRuns;
+  const saveSettings = () => settings.save();
 
   const state = {
     epoch: null,
@@ -33,94 +54,141 @@
     snapshotSeq: 0,        // last_seq of the latest /api/runs snapshot
     ports: null,
     urls: null,
-    status: null,          // the last /api/status answer
+    status: null,
     runs: new Map(),       // name -> run (see ensureRun)
-    views: new Map(),      // metric -> chart view (see ensureView)
     loading: false,
     reloadQueued: false,
     generation: 0,         // bumped when everything is thrown away (new epoch)
     buffer: [],            // events received while loading
     booted: false,
+    compareStep: null,     // the comparison table's step (null: latest)
     transports: { sse: "connecting", ws: "connecting", rest: "connecting" },
     stats: {
       received: 0, applied: 0, duplicates: 0, belowFloor: 0, gaps: 0, reloads: 0,
-      epochChanges: 0, frames: 0, chartDraws: 0, lastFrameMs: 0, maxFrameMs: 0,
+      epochChanges: 0, frames: 0, chartDraws: 0, lastFrameMs: 0, maxFrameMs: 0, deferredDraws: 0,
+      firstFullRenderMs: null,
     },
+    loadedAt: null,        // when the first load finished (for firstFullRenderMs)
   };
+  const frameTimes = [];   // ms of each render pass (script), the newest last
 
-  // What the next frame has to redo: charts to draw, charts whose set of runs
-  // changed, the run list, the table's numbers and its rows and columns.
+  // What the next frame has to redo.
+  // Charts in `urgent` were changed by the user (hover, zoom, a setting):
+  // drawn in the next frame; the others (new data) at a live pace.
   const dirty = {
-    charts: new Set(), entries: new Set(), runs: false, runMeta: false, table: false, tableShape: false,
+    charts: new Set(), urgent: new Set(), entries: new Set(), runs: false, runMeta: false, table: false,
+    tableShape: false, params: false,
   };
   let theme = ui.readTheme();
   let frameHandle = 0;
   let lastTableAt = 0;
+  let lastRunsAt = 0;
+  let tableOnScreen = true;
   const rate = new ui.RateMeter();
+  const api = (path, timeout) => fetchJSON(path, { token: TOKEN, timeout });
 
-  // ---- runs, series, chart views -------------------------------------------
+  const grid = new ChartGrid(document.getElementById("charts"), {
+    onVisible: (view) => { if (dirty.charts.has(view.id)) requestFrame(); },
+    onResize: (view) => markChart(view.id),
+    onLayout: () => requestFrame(),
+  });
+  const detail = new DetailStore(api);
+  const logs = new LogPanel();
+  const views = new ChartViews({
+    state, settings, grid, detail,
+    theme: () => theme,
+    markChart, markEntries,
+    toggleRun: (name) => toggleRun(name),
+    setCompareStep,
+    exportCsv, exportPng,
+  });
+
+  // ---- runs, series ------------------------------------------------------------
 
   function ensureRun(name) {
     let run = state.runs.get(name);
     if (!run) {
-      run = {
-        name,
-        color: ui.runColor(state.runs.size),
-        visible: !ui.hiddenRuns.has(name),
-        lastStep: null,
-        events: 0,
-        lastTs: null,
-        series: new Map(),   // metric -> Series
-        latest: new Map(),   // metric -> {value, step, seq}
-      };
+      const system = name === SYSTEM_RUN;
+      const taken = new Set(Array.from(state.runs.values(), (r) => r.colourSlot));
+      const slot = system ? -1 : Runs.colourSlot(name, taken);
+      run = Model.createRun(name, {
+        system,
+        colourSlot: slot,
+        color: system ? theme.accent : Runs.slotColour(slot, theme.scheme),
+        visible: system || !hiddenRuns.has(name),
+      });
       state.runs.set(name, run);
-      dirty.runs = dirty.tableShape = true;
+      dirty.runs = dirty.tableShape = dirty.params = true;
     }
     return run;
   }
 
-  function ensureSeries(run, metric) {
-    let series = run.series.get(metric);
+  function userRuns() {
+    return Array.from(state.runs.values()).filter((run) => !run.system);
+  }
+
+  function ensureSeries(run, metric, rankKey) {
+    let curves = run.curves.get(metric);
+    if (!curves) {
+      curves = new Map();
+      run.curves.set(metric, curves);
+      views.ensure(run.name, metric);
+      if (!run.system) dirty.tableShape = true;
+    }
+    let series = curves.get(rankKey);
     if (!series) {
       series = new Series(SERIES_CAP);
-      run.series.set(metric, series);
-      ensureView(metric);
-      dirty.entries.add(metric);
-      dirty.tableShape = true;
+      curves.set(rankKey, series);
+      if (rankKey !== "") run.ranks.add(rankKey);
+      dirty.entries.add(ChartViews.idOf(run.name, metric));
+      if (rankKey !== "") dirty.runMeta = true;
     }
     return series;
   }
 
-  function ensureView(metric) {
-    let view = state.views.get(metric);
-    if (!view) {
-      view = ui.createChartCard(metric, state.views);
-      view.chart = new LineChart(view.canvas, {
-        onHover: (info) => ui.showTooltip(info),
-        onChange: () => markChart(metric),
-      });
-      view.legend.addEventListener("click", (event) => {
-        const item = event.target.closest("[data-run]");
-        if (item) toggleRun(item.dataset.run);
-      });
-      ui.observeSize(view, () => markChart(metric));
-      state.views.set(metric, view);
-    }
-    return view;
+  function markChart(id) {
+    dirty.charts.add(id);
+    dirty.urgent.add(id);
+    requestFrame();
   }
 
-  function markChart(metric) {
-    dirty.charts.add(metric);
+  function markEntries(id) {
+    dirty.entries.add(id);
+    requestFrame();
+  }
+
+  function markAll(entries) {
+    for (const id of views.views.keys()) {
+      dirty.charts.add(id);
+      dirty.urgent.add(id);
+      if (entries) dirty.entries.add(id);
+    }
     requestFrame();
   }
 
   function toggleRun(name, visible) {
     const run = state.runs.get(name);
-    if (!run) return;
+    if (!run || run.system) return;
     run.visible = visible === undefined ? !run.visible : visible;
-    ui.saveHiddenRuns(state.runs);
-    for (const metric of run.series.keys()) dirty.entries.add(metric);
-    dirty.runs = dirty.table = true;
+    if (run.visible) hiddenRuns.delete(name); else hiddenRuns.add(name);
+    saveSettings();
+    for (const metric of run.curves.keys()) dirty.entries.add(ChartViews.idOf(name, metric));
+    dirty.runs = dirty.table = dirty.params = true;
+    requestFrame();
+  }
+
+  /** Show only `name`; when it already is the only one shown, show all again. */
+  function soloRun(name) {
+    const runs = userRuns();
+    const alone = runs.every((run) => run.visible === (run.name === name));
+    for (const run of runs) toggleRun(run.name, alone || run.name === name);
+  }
+
+  function setCompareStep(step) {
+    state.compareStep = step == null || !Number.isFinite(step) ? null : Math.round(step);
+    document.getElementById("compare-step").value = state.compareStep == null ? "" : String(state.compareStep);
+    dirty.table = true;
+    lastTableAt = 0;
     requestFrame();
   }
 
@@ -158,33 +226,36 @@
   }
 
   function apply(event) {
-    if (event.type !== "metric" || !event.metrics || typeof event.metrics !== "object") return;
-    const seq = typeof event.seq === "number" ? event.seq : Infinity;
-    const run = ensureRun(event.run == null ? "default" : String(event.run));
-    const step = typeof event.step === "number" ? event.step : run.lastStep == null ? 0 : run.lastStep + 1;
-    for (const [metric, raw] of Object.entries(event.metrics)) {
-      const value = toNumber(raw);
-      const series = ensureSeries(run, metric);
-      if (seq <= series.floor) {
-        state.stats.belowFloor += 1;
-      } else {
-        series.add(step, value);
-        dirty.charts.add(metric);
-      }
-      const previous = run.latest.get(metric);
-      if (!previous || seq >= previous.seq) run.latest.set(metric, { value, step, seq });
+    const type = event.type;
+    if (type === "metric") {
+      applyMetric(event);
+    } else if (type === "config" || type === "run_end") {
+      applyRunEvent(event);
+    } else if (type !== "status" && type !== "shutdown") {
+      if (logs.add(event)) requestFrame();
     }
-    if (seq > state.snapshotSeq) run.events += 1;
-    run.lastStep = run.lastStep == null ? step : Math.max(run.lastStep, step);
-    if (typeof event.ts === "number") run.lastTs = event.ts;
+  }
+
+  function applyMetric(event) {
+    if (!event.metrics || typeof event.metrics !== "object") return;
+    const run = ensureRun(event.run == null ? "default" : String(event.run));
+    const changed = Model.applyMetric(run, event, (metric, rankKey) => ensureSeries(run, metric, rankKey),
+      state.snapshotSeq);
+    for (const metric of changed.metrics) dirty.charts.add(ChartViews.idOf(run.name, metric));
+    state.stats.belowFloor += changed.belowFloor;
     state.stats.applied += 1;
     dirty.table = dirty.runMeta = true;
     requestFrame();
   }
 
-  // ---- loading from REST -----------------------------------------------------
+  function applyRunEvent(event) {
+    if (event.run == null) return;
+    Model.applyRunEvent(ensureRun(String(event.run)), event);
+    if (event.type === "config") dirty.params = true; else dirty.runMeta = true;
+    requestFrame();
+  }
 
-  const api = (path, timeout) => fetchJSON(path, { token: TOKEN, timeout });
+  // ---- loading from REST -----------------------------------------------------
 
   function applyStatus(status) {
     state.status = status;
@@ -203,6 +274,16 @@
     }
   }
 
+  /** What /api/runs says of a run: state, ranks, hyper-parameters, counts. */
+  /** What /api/runs says of a run (see Model.applyRunInfo). */
+  function applyRunInfo(info, initial) {
+    const run = ensureRun(String(info.run));
+    const changed = Model.applyRunInfo(run, info, initial);
+    if (changed.state) dirty.runMeta = true;
+    if (changed.config) dirty.params = true;
+    return run;
+  }
+
   async function loadFromRest() {
     const generation = state.generation;
     const current = () => generation === state.generation;
@@ -211,9 +292,11 @@
     state.stats.reloads += 1;
     try {
       const status = await api("/api/status");
+      mark("status");
       if (current()) applyStatus(status);
       if (!current()) return; // a new epoch started a fresh load
       const snapshot = await api("/api/runs");
+      mark("runs");
       if (!current()) return;
       state.epoch = snapshot.epoch || status.epoch || state.epoch;
       state.snapshotSeq = Number(snapshot.last_seq) || 0;
@@ -225,18 +308,20 @@
         sse.start();
         ws.start();
       }
-      const jobs = [];
-      for (const info of snapshot.runs || []) {
-        const run = ensureRun(String(info.run));
-        if (typeof info.last_step === "number") run.lastStep = info.last_step;
-        if (typeof info.events === "number") run.events = info.events;
-        if (typeof info.last_ts === "number") run.lastTs = info.last_ts;
-        for (const metric of info.metrics || []) jobs.push([run, metric]);
-      }
+      const runs = (snapshot.runs || []).map((info) => applyRunInfo(info, true));
       const latest = api("/api/metrics/latest").catch(() => null);
-      await pool(jobs, SERIES_FETCHES, ([run, metric]) => current() && loadSeries(run, metric, current));
+      const backlog = Loading.loadLogs(api, logs, LOG_BACKLOG, current).then(requestFrame);
+      await Loading.pool(runs, RUN_FETCHES, async (run) => {
+        if (!current()) return;
+        const loaded = await Loading.loadRunCurves(api, run, REST_MAX_POINTS, ensureSeries, state.snapshotSeq, current);
+        for (const metric of loaded) dirty.charts.add(ChartViews.idOf(run.name, metric));
+        requestFrame();
+      });
+      mark("curves");
       const latestAnswer = await latest;
-      if (current()) applyLatest(latestAnswer, state.snapshotSeq);
+      if (current()) Loading.applyLatest(latestAnswer, state.snapshotSeq, ensureRun);
+      await backlog;
+      if (current() && settings.xMode !== "step") await loadClocks(runs, current);
     } finally {
       if (current()) finishLoading();
     }
@@ -247,52 +332,19 @@
     const buffered = state.buffer;
     state.buffer = [];
     for (const event of buffered) apply(event);
-    dirty.runs = dirty.table = dirty.tableShape = true;
-    requestFrame();
+    dirty.runs = dirty.table = dirty.tableShape = dirty.params = true;
+    if (state.stats.firstFullRenderMs === null) state.loadedAt = performance.now();
+    mark("loaded");
+    markAll(true);
     if (state.reloadQueued) {
       state.reloadQueued = false;
       scheduleReload();
     }
   }
 
-  async function loadSeries(run, metric, current) {
-    const path = `/api/runs/${encodeURIComponent(run.name)}/series` +
-      `?metric=${encodeURIComponent(metric)}&max_points=${REST_MAX_POINTS}`;
-    let answer;
-    try {
-      answer = await api(path, 15000);
-    } catch (_) {
-      return; // the live feed still fills this curve from now on
-    }
-    if (!current()) return;
-    const series = ensureSeries(run, metric);
-    const floor = Number(answer.last_seq);
-    const steps = answer.steps || [];
-    // points_seen above the bucket count: buckets hold several points each.
-    const exact = !(Number(answer.points_seen) > steps.length);
-    series.loadBuckets(answer, run.lastStep, isFinite(floor) ? floor : state.snapshotSeq, exact);
-    markChart(metric);
-  }
-
-  function applyLatest(answer, seq) {
-    if (!answer || typeof answer.runs !== "object") return;
-    for (const [name, info] of Object.entries(answer.runs)) {
-      if (!info || typeof info.metrics !== "object") continue;
-      const run = ensureRun(name);
-      for (const [metric, raw] of Object.entries(info.metrics)) {
-        const previous = run.latest.get(metric);
-        if (previous && previous.seq > seq) continue;
-        run.latest.set(metric, { value: toNumber(raw), step: info.step, seq });
-      }
-    }
-  }
-
-  async function pool(items, size, work) {
-    let next = 0;
-    const worker = async () => {
-      while (next < items.length) await work(items[next++]);
-    };
-    await Promise.all(Array.from({ length: Math.min(size, items.length) }, worker));
+  async function loadClocks(runs, current) {
+    await Loading.pool(runs, RUN_FETCHES, (run) => Loading.loadClock(api, run, current));
+    markAll(false);
   }
 
   let reloadTimer = 0;
@@ -311,6 +363,18 @@
     }, delay);
   }
 
+  async function pollRuns() {
+    if (!state.booted || state.loading) return;
+    try {
+      const snapshot = await api("/api/runs", 4000);
+      if (snapshot.epoch && state.epoch && snapshot.epoch !== state.epoch) return; // the status poll resets
+      for (const info of snapshot.runs || []) applyRunInfo(info, false);
+      requestFrame();
+    } catch (_) {
+      // The REST pill says so.
+    }
+  }
+
   /** A new epoch: the server lost its history (a new process). Start over. */
   function epochChanged(epoch) {
     state.stats.epochChanges += 1;
@@ -320,12 +384,14 @@
     state.lastSeq = 0;
     state.snapshotSeq = 0;
     state.buffer = [];
-    for (const view of state.views.values()) view.card.remove();
-    state.views.clear();
+    grid.removeAll();
+    views.clear();
+    detail.clearAll();
+    logs.reset();
     state.runs.clear();
     dirty.charts.clear();
     dirty.entries.clear();
-    dirty.runs = dirty.tableShape = dirty.table = true;
+    dirty.runs = dirty.tableShape = dirty.table = dirty.params = true;
     state.booted = false;
     sse.stop();
     ws.stop();
@@ -380,108 +446,217 @@
     },
   });
 
+  // ---- downloads ---------------------------------------------------------------
+
+  let lastExport = null;
+  function exportCsv(view) {
+    const names = view.system
+      ? [SYSTEM_RUN]
+      : userRuns().filter((run) => run.visible && run.curves.has(view.metric)).map((run) => run.name);
+    if (!names.length) return Promise.resolve(null);
+    lastExport = Export.downloadCsv(view.metric, names, TOKEN).catch((error) => {
+      ui.showNotice(`CSV export failed: ${error.message || error}`);
+      return null;
+    });
+    return lastExport;
+  }
+
+  function exportPng(view) {
+    return Export.downloadPng(view, theme);
+  }
+
   // ---- rendering -------------------------------------------------------------
+
+  /** A mark on the page's performance timeline (the benchmark reads them). */
+  function mark(name) {
+    if (state.stats.firstFullRenderMs === null && performance.mark) performance.mark(`stream_hub:${name}`);
+  }
 
   function requestFrame() {
     if (!frameHandle) frameHandle = requestAnimationFrame(frame);
   }
 
+  /** A frame in `ms` (work that waits for its pace), unless one comes sooner. */
+  let laterTimer = 0;
+  let laterAt = Infinity;
+  function requestFrameIn(ms) {
+    const at = performance.now() + ms;
+    if (at >= laterAt - 1) return;
+    clearTimeout(laterTimer);
+    laterAt = at;
+    laterTimer = setTimeout(() => {
+      laterAt = Infinity;
+      requestFrame();
+    }, Math.max(0, ms));
+  }
+
+  let lastLoadingPass = 0;
   function frame(now) {
     frameHandle = 0;
+    if (state.loading && now - lastLoadingPass < LOADING_PASS_MS) {
+      // Curves are arriving: every one of them would redo the DOM and the
+      // charts; show progress twice a second and draw for real once loaded.
+      requestFrameIn(LOADING_PASS_MS - (now - lastLoadingPass));
+      return;
+    }
+    lastLoadingPass = now;
     const started = performance.now();
     const runs = Array.from(state.runs.values());
+    const users = runs.filter((run) => !run.system);
     if (dirty.runs) {
-      ui.renderRuns(runs, toggleRun);
+      Runs.renderRuns(users, { toggle: (name) => toggleRun(name), solo: soloRun });
       dirty.runs = false;
-      dirty.runMeta = true;
+      dirty.runMeta = false;
+      lastRunsAt = now;
     }
-    for (const metric of dirty.entries) {
-      const view = state.views.get(metric);
+    for (const id of dirty.entries) {
+      const view = views.views.get(id);
       if (!view) continue;
-      const entries = runs.filter((run) => run.series.has(metric)).map((run) => ({
-        key: run.name, label: run.name, color: run.color, visible: run.visible, series: run.series.get(metric),
-      }));
-      view.chart.setEntries(entries);
-      ui.renderLegend(view, entries);
-      dirty.charts.add(metric);
+      views.rebuild(view, runs);
+      dirty.charts.add(id);
     }
     dirty.entries.clear();
     if (dirty.tableShape) {
-      ui.buildTable(runs, Array.from(state.views.keys()));
+      const metrics = Array.from(views.views.values()).filter((v) => !v.system).map((v) => v.metric);
+      ui.buildTable(users, metrics);
       dirty.tableShape = false;
       dirty.table = true;
     }
+    if (dirty.params) {
+      Runs.renderParams(users);
+      dirty.params = false;
+    }
+    logs.render();
     // Numbers that change 50 times a second cannot be read anyway: the table
-    // and the run list follow at most 10 times a second.
-    if ((dirty.table || dirty.runMeta) && now - lastTableAt >= 100) {
-      if (dirty.table) ui.updateTable(runs);
-      if (dirty.runMeta) ui.updateRunMeta(runs);
-      dirty.table = dirty.runMeta = false;
+    // follows 4 times a second while on screen (once off it), the run list twice.
+    if (dirty.table && now - lastTableAt >= (tableOnScreen ? 250 : 1000)) {
+      ui.updateTable(users, state.compareStep);
+      dirty.table = false;
       lastTableAt = now;
-    } else if (dirty.table || dirty.runMeta) {
-      requestFrame();
     }
-    for (const metric of dirty.charts) {
-      const view = state.views.get(metric);
-      if (!view) continue;
-      view.chart.draw(theme);
-      state.stats.chartDraws += 1;
+    if (dirty.runMeta && now - lastRunsAt >= 500) {
+      Runs.updateRuns(users);
+      dirty.runMeta = false;
+      lastRunsAt = now;
     }
-    dirty.charts.clear();
+    drawCharts(now);
+    if (dirty.table) requestFrameIn(Math.max(0, (tableOnScreen ? 250 : 1000) - (now - lastTableAt)));
+    if (dirty.runMeta) requestFrameIn(Math.max(0, 500 - (now - lastRunsAt)));
     const ms = performance.now() - started;
+    if (frameTimes.length >= 10000) frameTimes.splice(0, 5000);
+    frameTimes.push(ms);
     state.stats.frames += 1;
     state.stats.lastFrameMs = ms;
     state.stats.maxFrameMs = Math.max(state.stats.maxFrameMs, ms);
   }
 
-  function redrawAll() {
-    theme = ui.readTheme();
-    for (const metric of state.views.keys()) dirty.charts.add(metric);
-    requestFrame();
+  /**
+   * Draw the charts that changed and can be seen: those the user changed
+   * first, then those with new data whose live pace allows (least recently
+   * drawn first); one chart, and more while the frame's budget lasts.
+   */
+  function drawCharts(now) {
+    const due = [];
+    let wait = Infinity;
+    for (const id of dirty.charts) {
+      const view = views.views.get(id);
+      if (!view) {
+        dirty.charts.delete(id);
+        dirty.urgent.delete(id);
+        continue;
+      }
+      if (!grid.drawable(view)) continue;
+      if (dirty.urgent.has(id)) {
+        due.push(view);
+        continue;
+      }
+      const gap = Math.max(LIVE_REDRAW_MS, LIVE_REDRAW_COST * view.chart.lastDrawMs);
+      const ready = view.lastDrawAt + gap - now;
+      if (ready <= 0) due.push(view); else wait = Math.min(wait, ready);
+    }
+    due.sort((a, b) => Number(dirty.urgent.has(b.id)) - Number(dirty.urgent.has(a.id)) || a.lastDrawAt - b.lastDrawAt);
+    const budgetStart = performance.now();
+    let drawn = 0;
+    for (const view of due) {
+      if (drawn > 0 && performance.now() - budgetStart > FRAME_BUDGET_MS) {
+        state.stats.deferredDraws += 1;
+        requestFrame();
+        break;
+      }
+      views.draw(view);
+      dirty.charts.delete(view.id);
+      dirty.urgent.delete(view.id);
+      state.stats.chartDraws += 1;
+      drawn += 1;
+    }
+    if (wait < Infinity) requestFrameIn(wait);
+    if (state.loadedAt !== null && state.stats.firstFullRenderMs === null) noteFullRender();
   }
 
-  // ---- inspection (used by the browser test; handy in the console) ----------
+  /** The first time every chart on screen has been drawn with everything loaded (ms since navigation). */
+  function noteFullRender() {
+    const shown = Array.from(views.views.values()).filter((view) => grid.drawable(view));
+    if (!shown.length) return;
+    if (shown.every((view) => view.lastDrawAt >= state.loadedAt)) {
+      state.stats.firstFullRenderMs = performance.now();
+      mark("full-render");
+    }
+  }
+
+  function redrawAll() {
+    theme = ui.readTheme();
+    for (const run of state.runs.values()) {
+      run.color = run.system ? theme.accent : Runs.slotColour(run.colourSlot, theme.scheme);
+    }
+    dirty.runs = dirty.tableShape = dirty.params = true;
+    markAll(true);
+  }
+
+  // ---- settings controls -------------------------------------------------------
+
+  function bindControls() {
+    const $ = (id) => document.getElementById(id);
+    settings.bind({
+      smoothing: () => markAll(false),
+      xMode: (mode) => setXMode(mode),
+      rankMode: () => {
+        for (const view of views.views.values()) view.rankMode = null; // every chart follows
+        markAll(true);
+      },
+    });
+    $("runs-all").addEventListener("click", () => { for (const run of userRuns()) toggleRun(run.name, true); });
+    $("runs-none").addEventListener("click", () => { for (const run of userRuns()) toggleRun(run.name, false); });
+    const step = $("compare-step");
+    step.addEventListener("change", () => setCompareStep(step.value === "" ? null : Number(step.value)));
+    $("compare-latest").addEventListener("click", () => setCompareStep(null));
+    new IntersectionObserver((entries) => {
+      tableOnScreen = entries.some((e) => e.isIntersecting);
+      if (tableOnScreen && dirty.table) requestFrame();
+    }).observe($("latest-panel"));
+  }
+
+  /** x by step, wall time or relative time; zooms are dropped (another unit). */
+  function setXMode(mode) {
+    if (!settings.setXMode(mode)) return Promise.resolve();
+    for (const view of views.views.values()) {
+      view.chart.zoom = null;
+      view.tools.querySelector('[data-tool="reset"]').hidden = true;
+    }
+    detail.clearAll();
+    markAll(false);
+    if (mode === "step") return Promise.resolve();
+    const generation = state.generation;
+    return loadClocks(Array.from(state.runs.values()), () => generation === state.generation);
+  }
 
   function debug() {
-    const series = {};
-    for (const run of state.runs.values()) {
-      series[run.name] = {};
-      for (const [metric, s] of run.series) {
-        series[run.name][metric] = {
-          points: s.length(),
-          minStep: s.firstStep(),
-          maxStep: s.lastStep(),
-          lastValue: s.length() ? s.values[s.length() - 1] : null,
-          floor: s.floor,
-          rewrites: s.rewrites,
-          thinnings: s.thinnings,
-        };
-      }
-    }
-    const charts = {};
-    for (const [metric, view] of state.views) charts[metric] = view.chart.info();
-    const latest = {};
-    for (const run of state.runs.values()) {
-      latest[run.name] = {};
-      for (const [metric, item] of run.latest) latest[run.name][metric] = { value: item.value, step: item.step };
-    }
-    return {
-      epoch: state.epoch,
-      lastSeq: state.lastSeq,
-      loading: state.loading,
-      transports: { ...state.transports },
-      connects: { sse: sse.connects, ws: ws.connects },
-      wsMessages: ws.messages,
-      runs: Array.from(state.runs.values(), (run) => ({
-        run: run.name, visible: run.visible, lastStep: run.lastStep, events: run.events, color: run.color,
-      })),
-      metrics: Array.from(state.views.keys()),
-      series,
-      charts,
-      latest,
-      rate: rate.value(),
-      stats: { ...state.stats },
-    };
+    return Inspect.describe({
+      state, settings, views, grid, detail, logs, rate, sse, ws, systemRun: SYSTEM_RUN,
+    });
+  }
+
+  function viewOf(metric) {
+    return views.views.get(metric) || views.views.get(ChartViews.idOf(SYSTEM_RUN, metric));
   }
 
   // ---- start -----------------------------------------------------------------
@@ -505,23 +680,31 @@
     );
   }
 
-  ui.bindRunButtons(
-    () => { for (const run of state.runs.values()) toggleRun(run.name, true); },
-    () => { for (const run of state.runs.values()) toggleRun(run.name, false); },
-  );
+  bindControls();
   ui.onThemeChange(redrawAll);
   setInterval(() => {
     ui.showRate(rate.value(), rate.history());
     dirty.runMeta = true; // "updated 3 s ago" ages without events too
     requestFrame();
   }, 500);
+  setInterval(pollRuns, RUNS_POLL_MS);
 
-  window.streamHub = {
+  global.streamHub = {
     debug,
     reload: () => scheduleReload(),
     setRunVisible: (name, visible) => toggleRun(name, visible),
+    /** Zoom a chart to [x0, x1] (null: all); resolves with its info once drawn with finer data. */
+    zoom: (metric, x0, x1) => {
+      const view = viewOf(metric);
+      return view ? views.zoomTo(view, x0 == null ? null : [x0, x1]) : Promise.resolve(null);
+    },
+    setXMode,
+    pollRuns,
+    /** The render passes' durations (ms) so far; `clear` starts a new list. */
+    frameTimes: (clear) => (clear ? frameTimes.splice(0) : frameTimes.slice()),
+    lastExport: () => lastExport,
   };
 
   rest.start();
   boot();
-})();
+})(window);

@@ -1,121 +1,66 @@
-/* stream_hub dashboard — a line chart on <canvas>: x = step, one line per run.
+/* stream_hub dashboard — a chart on <canvas>: one line per run (or per rank),
+ * or a run's mean across ranks with its min–max band; raw data faint behind
+ * smoothed lines; linear or log y; x by step, wall time or relative time;
+ * a zoomed x range.
  *
- * The chart draws only when asked (draw()); the app decides when, at most once
- * per animation frame and only for charts whose data or hover changed.
+ * The chart draws only when asked (draw()); the app decides when, within a
+ * time budget per animation frame. Every line is first reduced to at most two
+ * points per pixel column (transforms.js), so drawing costs the same for 500
+ * or 500 000 points. Rasterizing is what costs on a CPU-only browser: dense
+ * lines are written as pixels (raster.js), sparse ones are stroked, a few
+ * segments at a time (one long self-crossing stroke becomes one huge polygon).
  *
- * Rasterizing, not JavaScript, is what costs on a CPU-only browser, so lines
- * are drawn in the shapes Skia fills fastest: a sparse line is stroked a few
- * segments at a time, and a line with more points than the plot has pixels
- * becomes one filled bar per pixel column (see _drawDense).
+ * An entry is {key, label, color, visible, kind: "line"|"band", curves:
+ * [curve], xsOf(curve) -> x values, step(curve, i)}; a curve has steps,
+ * values, version and structure (a Series, or a Series merged with finer data
+ * for a zoom).
  */
 (function (global) {
   "use strict";
+
+  const A = global.StreamHubAxes;
+  const { smoothed, Trace, reduce, reduceBand, lowerBound } = global.StreamHubTransforms;
+  const { PixelLayer, pixel } = global.StreamHubRaster;
 
   const PAD_TOP = 10;
   const PAD_RIGHT = 14;
   const PAD_BOTTOM = 24;
   const TICK_GAP = 8;
   const LINE_WIDTH = 1.6;
-  // Skia turns one long self-crossing stroke into one huge polygon: a noisy
-  // 400-point line costs ~7x more to rasterize in one piece than in pieces of
-  // 8 segments (round caps hide the joints)...
   const SEGMENTS_PER_STROKE = 8;
-  // ...and a one-pixel line takes its hairline path, ~7x cheaper again. Lines
-  // with a point every few pixels or closer look the same at either width.
-  const HAIRLINE_WIDTH = 1;
-  const HAIRLINE_DENSITY = 1 / 3; // points per pixel from which lines are hairlines
-
-  /** A "nice" tick spacing (1, 2 or 5 times a power of ten) for about `count` ticks over `span`. */
-  function niceStep(span, count) {
-    if (!(span > 0) || !(count > 0)) return 1;
-    const raw = span / count;
-    const magnitude = 10 ** Math.floor(Math.log10(raw));
-    const norm = raw / magnitude;
-    const nice = norm < 1.5 ? 1 : norm < 3 ? 2 : norm < 7 ? 5 : 10;
-    return nice * magnitude;
-  }
-
-  function ticks(lo, hi, step) {
-    const out = [];
-    const start = Math.ceil(lo / step - 1e-9) * step;
-    for (let i = 0; i < 200; i++) {
-      const v = start + i * step;
-      if (v > hi + step * 1e-9) break;
-      out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
-    }
-    return out;
-  }
-
-  function trimZeros(text) {
-    if (text.includes("e")) {
-      const [mantissa, exponent] = text.split("e");
-      return `${trimZeros(mantissa)}e${exponent.replace("+", "")}`;
-    }
-    return text.includes(".") ? text.replace(/\.?0+$/, "") : text;
-  }
-
-  /** A value for people: 5 significant digits, exponent for tiny or huge ones, NaN/inf spelled out. */
-  function formatValue(v) {
-    if (typeof v !== "number" || Number.isNaN(v)) return "NaN";
-    if (v === Infinity) return "+\u221e";
-    if (v === -Infinity) return "\u2212\u221e";
-    const a = Math.abs(v);
-    if (a === 0) return "0";
-    if (a >= 1e6 || a < 1e-3) return trimZeros(v.toExponential(3));
-    if (Number.isInteger(v)) return String(v);
-    return trimZeros(v.toPrecision(5));
-  }
-
-  /** A y tick label whose precision follows the tick spacing. */
-  function formatTick(v, step) {
-    if (v === 0) return "0";
-    const a = Math.max(Math.abs(v), step);
-    if (a >= 1e6 || step < 1e-4) {
-      const digits = Math.max(0, Math.min(6, Math.floor(Math.log10(a)) - Math.floor(Math.log10(step))));
-      return trimZeros(v.toExponential(digits));
-    }
-    const decimals = Math.max(0, Math.min(10, Math.ceil(-Math.log10(step) - 1e-9)));
-    return v.toFixed(decimals);
-  }
-
-  /** An x (step) tick label: 750, 12.5k, 1.2M. */
-  function formatStep(v, step) {
-    const a = Math.abs(v);
-    const [unit, suffix] = a >= 1e6 ? [1e6, "M"] : a >= 1e4 ? [1e3, "k"] : [1, ""];
-    const decimals = step ? Math.max(0, Math.min(3, Math.ceil(-Math.log10(step / unit) - 1e-9))) : 0;
-    return trimZeros((v / unit).toFixed(decimals)) + suffix;
-  }
+  const DENSE = 1 / 3; // points per pixel from which a line is drawn as pixels
+  const RAW_ALPHA = 0.28; // the raw line behind a smoothed one
+  const BAND_ALPHA = 0.2;
 
   class LineChart {
     /**
      * @param {HTMLCanvasElement} canvas
      * @param {{onHover: function(?Object), onChange: function()}} hooks
-     *   onHover gets {clientX, clientY, step, rows: [{label, color, step, value}]}
-     *   or null; onChange asks the app to schedule a redraw.
      */
     constructor(canvas, hooks = {}) {
       this.canvas = canvas;
       this.ctx = canvas.getContext("2d");
       this.hooks = hooks;
-      this.entries = []; // [{key, label, color, series, visible}]
+      this.entries = [];
       this.cssWidth = 0;
       this.cssHeight = 0;
       this.dpr = 1;
       this.hover = null; // {x, y, clientX, clientY} in CSS px
+      this.selection = null; // [px0, px1] while a zoom is being dragged
+      this.zoom = null; // [x0, x1] in axis units, or null: everything
+      this.logY = false;
       this.draws = 0;
       this.lastDrawMs = 0;
       this.xRange = null;
       this.yRange = null;
       this.pointsDrawn = 0;
-      canvas.addEventListener("pointermove", (e) => {
-        this.hover = { x: e.offsetX, y: e.offsetY, clientX: e.clientX, clientY: e.clientY };
-        this._changed();
-      });
-      canvas.addEventListener("pointerleave", () => {
-        this.hover = null;
-        this._hover(null);
-        this._changed();
-      });
+      this.box = null; // the last layout: plot box, x range and scale
+      this.xMode = "step";
+      this.smoothing = 0;
+      this._left = 48;
+      this._traces = new Map(); // entry key -> {raw, smooth, band, rawBand}
+      this._layer = null; // dense lines, drawn as pixels (raster.js)
+      this._pixels = new Map();
     }
 
     setEntries(entries) { this.entries = entries; }
@@ -133,6 +78,11 @@
       return true;
     }
 
+    /** Width of the plot area in CSS px (what a zoom asks the server's resolution for). */
+    plotWidth() {
+      return Math.max(10, (this.cssWidth || 400) - this._left - PAD_RIGHT);
+    }
+
     info() {
       return {
         draws: this.draws,
@@ -142,12 +92,20 @@
         pointsDrawn: this.pointsDrawn,
         width: this.cssWidth,
         height: this.cssHeight,
+        zoom: this.zoom,
+        box: this.box && { left: this.box.left, right: this.box.right, top: this.box.top, bottom: this.box.bottom },
+        logY: this.logY,
+        xMode: this.xMode,
+        smoothing: this.smoothing,
+        lines: this.entries.filter((e) => e.visible).map((e) => ({ key: e.key, kind: e.kind })),
       };
     }
 
-    /** Draw everything. `theme` holds the colours and font read from CSS. */
-    draw(theme) {
+    /** Draw everything; `theme` holds colours and font, `settings` {xMode, smoothing}. */
+    draw(theme, settings) {
       const started = performance.now();
+      this.xMode = settings.xMode;
+      this.smoothing = settings.smoothing;
       const { ctx, cssWidth: W, cssHeight: H } = this;
       ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
       ctx.clearRect(0, 0, W, H);
@@ -155,9 +113,10 @@
       ctx.textBaseline = "middle";
       this.pointsDrawn = 0;
 
-      const ext = this._extent();
-      if (!ext) {
-        this.xRange = this.yRange = null;
+      const visible = this.entries.filter((e) => e.visible && e.curves.some((c) => c.steps.length > 0));
+      const xExt = visible.length ? this._xExtent(visible) : null;
+      if (!xExt) {
+        this.xRange = this.yRange = this.box = null;
         ctx.fillStyle = theme.muted;
         ctx.textAlign = "center";
         ctx.fillText("no visible data", W / 2, H / 2);
@@ -165,48 +124,101 @@
         this._finish(started);
         return;
       }
-      this.xRange = [ext.x0, ext.x1];
-      this.yRange = [ext.y0, ext.y1];
-
+      const [x0, x1] = xExt;
       const plotH = Math.max(10, H - PAD_TOP - PAD_BOTTOM);
-      const yStep = niceStep(ext.y1 - ext.y0, Math.max(2, Math.floor(plotH / 40)));
-      const yTicks = ticks(ext.y0, ext.y1, yStep);
-      const yLabels = yTicks.map((v) => formatTick(v, yStep));
-      const labelWidth = Math.max(0, ...yLabels.map((label) => ctx.measureText(label).width));
-      const left = Math.ceil(labelWidth) + TICK_GAP + 4;
+      // The y labels' width decides the plot's width, which decides the
+      // reduction: guess it from the last draw, and redo once if it moved.
+      let left = this._left;
+      let traced = this._trace(visible, x0, x1, left, W, settings.smoothing);
+      let yAxis = this._yAxis(traced, plotH);
+      const need = Math.ceil(Math.max(0, ...yAxis.labels.map((l) => ctx.measureText(l).width))) + TICK_GAP + 4;
+      if (Math.abs(need - left) > 2) {
+        left = this._left = need;
+        traced = this._trace(visible, x0, x1, left, W, settings.smoothing);
+        yAxis = this._yAxis(traced, plotH);
+      }
       const plotW = Math.max(10, W - left - PAD_RIGHT);
       const box = { left, right: left + plotW, top: PAD_TOP, bottom: PAD_TOP + plotH, width: plotW };
-      const xScale = plotW / (ext.x1 - ext.x0);
-      const yScale = plotH / (ext.y1 - ext.y0);
-      const X = (step) => left + (step - ext.x0) * xScale;
-      const Y = (v) => box.top + (ext.y1 - v) * yScale;
-      const xAt = (px) => ext.x0 + (px - left) / xScale;
+      const scale = plotW / (x1 - x0);
+      const { y0, y1 } = yAxis;
+      const log = this.logY;
+      const ly0 = log ? Math.log10(y0) : y0;
+      const yScale = plotH / ((log ? Math.log10(y1) : y1) - ly0);
+      const Y = log ? (v) => box.top + plotH - (Math.log10(v) - ly0) * yScale : (v) => box.top + (y1 - v) * yScale;
+      this.box = { ...box, x0, x1, scale };
+      this.xRange = [x0, x1];
+      this.yRange = [y0, y1];
 
-      this._drawGrid(ctx, theme, box, ext, X, Y, yTicks, yLabels);
-
+      this._drawGrid(ctx, theme, box, x0, x1, scale, Y, yAxis);
       ctx.save();
       ctx.beginPath();
       ctx.rect(left, box.top - 2, plotW + 1, plotH + 4);
       ctx.clip();
-      ctx.lineWidth = LINE_WIDTH;
       ctx.lineJoin = "round";
       ctx.lineCap = "round";
-      for (const entry of this.entries) {
-        if (!entry.visible || entry.series.length() === 0) continue;
-        ctx.strokeStyle = entry.color;
-        ctx.fillStyle = entry.color;
-        this.pointsDrawn += this._drawSeries(ctx, entry.series, X, Y, plotW);
+      // Bands first (paths), then dense lines as pixels in one layer, then
+      // sparse lines as strokes on top.
+      const dpr = this.dpr;
+      const layer = this._layer || (this._layer = new PixelLayer());
+      layer.begin(this.canvas.width, this.canvas.height, {
+        left: Math.floor(left * dpr), right: Math.ceil((left + plotW) * dpr) - 1,
+        top: Math.floor((box.top - 2) * dpr), bottom: Math.ceil((box.bottom + 2) * dpr) - 1,
+      });
+      const sparse = [];
+      const line = (px, vals, color, alpha) => {
+        if (px.length > plotW * DENSE) {
+          layer.line(px, vals, Y, dpr, this._pixel(color, alpha));
+          for (const x of px) if (!Number.isNaN(x)) this.pointsDrawn += 1;
+        } else {
+          sparse.push([px, vals, color, alpha]);
+        }
+      };
+      const smoothing = settings.smoothing > 0;
+      for (const entry of visible) {
+        const t = this._traces.get(entry.key);
+        if (entry.kind === "band") {
+          ctx.fillStyle = entry.color;
+          this._drawBand(ctx, t.band, Y);
+          if (smoothing) line(t.rawBand.px, t.rawBand.mean, entry.color, RAW_ALPHA);
+          line(t.band.px, t.band.mean, entry.color, 1);
+        } else {
+          if (smoothing) line(t.raw.px, t.raw.vals, entry.color, RAW_ALPHA);
+          line(smoothing ? t.smooth.px : t.raw.px, smoothing ? t.smooth.vals : t.raw.vals, entry.color, 1);
+        }
       }
+      layer.paint(ctx);
+      for (const [px, vals, color, alpha] of sparse) {
+        ctx.strokeStyle = color;
+        ctx.fillStyle = color;
+        ctx.globalAlpha = alpha;
+        this.pointsDrawn += this._drawTrace(ctx, px, vals, Y);
+      }
+      ctx.globalAlpha = 1;
       ctx.restore();
 
-      if (this.hover) this._drawHover(ctx, theme, box, X, Y, xAt);
+      if (this.selection) this._drawSelection(ctx, theme, box);
+      if (this.hover && !this.selection) this._drawHover(ctx, theme, box, visible, Y);
       this._finish(started);
+    }
+
+    /** The x value at a pixel of the last layout (null before the first draw). */
+    xAt(px) {
+      const b = this.box;
+      return b ? b.x0 + (px - b.left) / b.scale : null;
     }
 
     // -- internals ------------------------------------------------------------
 
-    _changed() {
-      if (this.hooks.onChange) this.hooks.onChange();
+    /** The pixel value of a colour at an opacity (cached). */
+    _pixel(color, alpha) {
+      const key = `${color}/${alpha}`;
+      let value = this._pixels.get(key);
+      if (value === undefined) {
+        if (this._pixels.size > 500) this._pixels.clear();
+        value = pixel(color, alpha);
+        this._pixels.set(key, value);
+      }
+      return value;
     }
 
     _hover(info) {
@@ -218,60 +230,129 @@
       this.lastDrawMs = performance.now() - started;
     }
 
-    /** Step and value ranges of the visible series (values padded), or null. */
-    _extent() {
+    _xExtent(visible) {
+      if (this.zoom) return this.zoom;
       let x0 = Infinity;
       let x1 = -Infinity;
-      let y0 = Infinity;
-      let y1 = -Infinity;
-      let any = false;
-      for (const entry of this.entries) {
-        if (!entry.visible || entry.series.length() === 0) continue;
-        any = true;
-        x0 = Math.min(x0, entry.series.firstStep());
-        x1 = Math.max(x1, entry.series.lastStep());
-        const range = entry.series.valueRange();
-        if (range) {
-          y0 = Math.min(y0, range[0]);
-          y1 = Math.max(y1, range[1]);
+      for (const entry of visible) {
+        for (const curve of entry.curves) {
+          const n = curve.steps.length;
+          if (!n) continue;
+          const xs = entry.xsOf(curve);
+          if (xs[0] < x0) x0 = xs[0];
+          if (xs[n - 1] > x1) x1 = xs[n - 1];
         }
       }
-      if (!any) return null;
-      if (x0 === x1) {
-        x0 -= 1;
-        x1 += 1;
-      }
-      if (!(y0 <= y1)) {
-        y0 = 0;
-        y1 = 1;
-      }
-      const span = y1 - y0;
-      const pad = span > 0 ? span * 0.06 : Math.abs(y0) * 0.1 || 1;
-      return { x0, x1, y0: y0 - pad, y1: y1 + pad };
+      if (!(x0 <= x1)) return null;
+      if (x0 === x1) return [x0 - 1, x1 + 1];
+      return [x0, x1];
     }
 
-    _drawGrid(ctx, theme, box, ext, X, Y, yTicks, yLabels) {
+    /** Reduce every visible entry to its traces; returns the finite value range. */
+    _trace(visible, x0, x1, left, W, smoothing) {
+      const plotW = Math.max(10, W - left - PAD_RIGHT);
+      const scale = plotW / (x1 - x0);
+      const log = this.logY;
+      let lo = Infinity;
+      let hi = -Infinity;
+      const keys = new Set();
+      for (const entry of visible) {
+        keys.add(entry.key);
+        let t = this._traces.get(entry.key);
+        if (!t) this._traces.set(entry.key, (t = { raw: new Trace(), smooth: new Trace(), band: {}, rawBand: {} }));
+        if (entry.kind === "band") {
+          const raw = entry.curves.map((c) => ({ xs: entry.xsOf(c), values: c.values }));
+          reduceBand(raw, x0, x1, left, plotW, scale, log, t.rawBand);
+          if (smoothing > 0) {
+            if (t.band === t.rawBand) t.band = {};
+            const members = entry.curves.map((c) => ({ xs: entry.xsOf(c), values: smoothed(c, smoothing) }));
+            reduceBand(members, x0, x1, left, plotW, scale, log, t.band);
+          } else {
+            t.band = t.rawBand;
+          }
+          lo = Math.min(lo, t.rawBand.vmin);
+          hi = Math.max(hi, t.rawBand.vmax);
+          continue;
+        }
+        const curve = entry.curves[0];
+        const xs = entry.xsOf(curve);
+        reduce(xs, curve.values, x0, x1, left, scale, log, t.raw);
+        if (smoothing > 0) reduce(xs, smoothed(curve, smoothing), x0, x1, left, scale, log, t.smooth);
+        lo = Math.min(lo, t.raw.lo);
+        hi = Math.max(hi, t.raw.hi);
+      }
+      for (const key of this._traces.keys()) if (!keys.has(key)) this._traces.delete(key);
+      return { lo, hi };
+    }
+
+    _yAxis(range, plotH) {
+      let { lo, hi } = range;
+      const count = Math.max(2, Math.floor(plotH / 40));
+      if (this.logY) {
+        if (!(lo > 0 && hi >= lo)) {
+          lo = 0.1;
+          hi = 1;
+        }
+        if (lo === hi) {
+          lo /= 2;
+          hi *= 2;
+        }
+        const pad = (Math.log10(hi) - Math.log10(lo)) * 0.06;
+        const y0 = 10 ** (Math.log10(lo) - pad);
+        const y1 = 10 ** (Math.log10(hi) + pad);
+        const values = A.logTicks(y0, y1, count);
+        return { y0, y1, values, labels: values.map(A.formatLogTick) };
+      }
+      if (!(lo <= hi)) {
+        lo = 0;
+        hi = 1;
+      }
+      const span = hi - lo;
+      const pad = span > 0 ? span * 0.06 : Math.abs(lo) * 0.1 || 1;
+      const y0 = lo - pad;
+      const y1 = hi + pad;
+      const step = A.niceStep(y1 - y0, count);
+      const values = A.ticks(y0, y1, step);
+      return { y0, y1, values, labels: values.map((v) => A.formatTick(v, step)) };
+    }
+
+    /** X ticks and their labels for the x mode. */
+    _xTicks(x0, x1, width) {
+      const count = Math.max(2, Math.floor(width / 90));
+      if (this.xMode === "wall") {
+        const step = A.timeStep(x1 - x0, count);
+        return A.timeTicks(x0, x1, step).map((v) => [v, A.formatClock(v, step)]);
+      }
+      if (this.xMode === "relative") {
+        const step = A.timeStep(x1 - x0, count);
+        return A.ticks(x0, x1, step).map((v) => [v, A.formatDuration(v)]);
+      }
+      const step = Math.max(1, A.niceStep(x1 - x0, count));
+      return A.ticks(x0, x1, step).map((v) => [v, A.formatStep(v, step)]);
+    }
+
+    _drawGrid(ctx, theme, box, x0, x1, scale, Y, yAxis) {
       ctx.lineWidth = 1;
       ctx.strokeStyle = theme.grid;
       ctx.fillStyle = theme.muted;
       ctx.textAlign = "right";
       ctx.beginPath();
-      yTicks.forEach((v, i) => {
+      yAxis.values.forEach((v, i) => {
         const y = Math.round(Y(v)) + 0.5;
         ctx.moveTo(box.left, y);
         ctx.lineTo(box.right, y);
-        ctx.fillText(yLabels[i], box.left - TICK_GAP, y);
+        ctx.fillText(yAxis.labels[i], box.left - TICK_GAP, y);
       });
-      const xStep = Math.max(1, niceStep(ext.x1 - ext.x0, Math.max(2, Math.floor(box.width / 90))));
       ctx.textAlign = "center";
       ctx.textBaseline = "top";
-      for (const step of ticks(ext.x0, ext.x1, xStep)) {
-        const x = Math.round(X(step)) + 0.5;
+      for (const [v, label] of this._xTicks(x0, x1, box.width)) {
+        const x = Math.round(box.left + (v - x0) * scale) + 0.5;
         ctx.moveTo(x, box.top);
         ctx.lineTo(x, box.bottom);
-        ctx.fillText(formatStep(step, xStep), x, box.bottom + 6);
+        ctx.fillText(label, x, box.bottom + 6);
       }
       ctx.stroke();
+      ctx.textBaseline = "middle";
       ctx.strokeStyle = theme.axis;
       ctx.beginPath();
       ctx.moveTo(box.left + 0.5, box.top);
@@ -280,49 +361,35 @@
       ctx.stroke();
     }
 
-    /** Draw one series; returns how many shapes it sent to the canvas. */
-    _drawSeries(ctx, series, X, Y, plotW) {
-      const n = series.length();
-      let finite = 0;
-      for (let i = 0; i < n && finite < 2; i++) if (Number.isFinite(series.values[i])) finite += 1;
-      if (finite < 2) return this._drawDots(ctx, series, X, Y);
-      if (n <= plotW) return this._drawSparse(ctx, series, X, Y, n > plotW * HAIRLINE_DENSITY);
-      return this._drawDense(ctx, series, X, Y);
-    }
-
-    /** A lone point has no line to show it: a dot. */
-    _drawDots(ctx, series, X, Y) {
+    /**
+     * A sparse reduced line, stroked a few segments at a time: NaN px break
+     * it; lone points become dots. Returns how many points it sent.
+     */
+    _drawTrace(ctx, px, vals, Y) {
+      const n = px.length;
+      if (n === 0) return 0;
+      const piece = SEGMENTS_PER_STROKE;
+      ctx.lineWidth = LINE_WIDTH;
       let sent = 0;
-      ctx.beginPath();
-      series.steps.forEach((step, i) => {
-        const v = series.values[i];
-        if (!Number.isFinite(v)) return;
-        ctx.moveTo(X(step) + 2.5, Y(v));
-        ctx.arc(X(step), Y(v), 2.5, 0, 2 * Math.PI);
-        sent += 1;
-      });
-      ctx.fill();
-      return sent;
-    }
-
-    /** Fewer points than pixels: a polyline (NaN/inf break it), thick ones stroked in short pieces. */
-    _drawSparse(ctx, series, X, Y, hairline) {
-      const { steps, values } = series;
-      const piece = hairline ? Infinity : SEGMENTS_PER_STROKE;
-      let sent = 0;
-      let penDown = false;
+      let run = 0; // points in the current unbroken stretch
       let inPiece = 0;
-      ctx.lineWidth = hairline ? HAIRLINE_WIDTH : LINE_WIDTH;
+      let lastX = 0;
+      let lastY = 0;
+      const dot = () => {
+        ctx.moveTo(lastX + 2.5, lastY);
+        ctx.arc(lastX, lastY, 2.5, 0, 2 * Math.PI);
+      };
+      let dots = null;
       ctx.beginPath();
-      for (let i = 0; i < steps.length; i++) {
-        const v = values[i];
-        if (!Number.isFinite(v)) {
-          penDown = false;
+      for (let i = 0; i < n; i++) {
+        const x = px[i];
+        if (Number.isNaN(x)) {
+          if (run === 1) (dots = dots || []).push([lastX, lastY]);
+          run = 0;
           continue;
         }
-        const x = X(steps[i]);
-        const y = Y(v);
-        if (!penDown) {
+        const y = Y(vals[i]);
+        if (run === 0) {
           ctx.moveTo(x, y);
         } else {
           ctx.lineTo(x, y);
@@ -334,98 +401,104 @@
             inPiece = 0;
           }
         }
-        penDown = true;
+        lastX = x;
+        lastY = y;
+        run += 1;
         sent += 1;
       }
       ctx.stroke();
-      ctx.lineWidth = LINE_WIDTH;
-      return sent;
-    }
-
-    /**
-     * More points than pixels: per pixel column one bar from the column's
-     * lowest to highest value, stretched to reach the previous column's last
-     * value. Those are the pixels the polyline would cover, but fillRect is
-     * many times cheaper to rasterize than a long zig-zag stroke (or one path
-     * of many rects). Columns more than a pixel apart are joined by a line.
-     */
-    _drawDense(ctx, series, X, Y) {
-      const { steps, values } = series;
-      const half = LINE_WIDTH / 2;
-      let bridges = null;
-      let sent = 0;
-      let col = NaN;
-      let lo = 0;
-      let hi = 0;
-      let first = 0;
-      let last = 0;
-      let open = false;
-      let prevCol = NaN;
-      let prevY = NaN;
-      const flush = () => {
-        if (!open) return;
-        let top = Y(hi);
-        let bottom = Y(lo);
-        if (col - prevCol === 1) {
-          if (prevY < top) top = prevY;
-          if (prevY > bottom) bottom = prevY;
-        } else if (!Number.isNaN(prevY)) {
-          if (!bridges) bridges = new Path2D();
-          bridges.moveTo(prevCol + 0.5, prevY);
-          bridges.lineTo(col + 0.5, Y(first));
-        }
-        ctx.fillRect(col, top - half, 1, bottom - top + LINE_WIDTH);
-        sent += 1;
-        prevCol = col;
-        prevY = Y(last);
-        open = false;
-      };
-      for (let i = 0; i < steps.length; i++) {
-        const v = values[i];
-        if (!Number.isFinite(v)) {
-          flush();
-          prevY = NaN;
-          continue;
-        }
-        const c = Math.floor(X(steps[i]));
-        if (c !== col) {
-          flush();
-          col = c;
-          first = lo = hi = v;
-          open = true;
-        } else {
-          if (v < lo) lo = v;
-          if (v > hi) hi = v;
-        }
-        last = v;
+      if (run === 1) (dots = dots || []).push([lastX, lastY]);
+      if (dots) {
+        ctx.beginPath();
+        for ([lastX, lastY] of dots) dot();
+        ctx.fill();
       }
-      flush();
-      if (bridges) ctx.stroke(bridges);
       return sent;
     }
 
-    /** Crosshair at the visible point nearest the pointer, dots on each line, tooltip rows. */
-    _drawHover(ctx, theme, box, X, Y, xAt) {
+    /** The min–max band of a run's ranks: one filled shape per unbroken stretch. */
+    _drawBand(ctx, band, Y) {
+      const { px, bandLo, bandHi } = band;
+      if (!px || !px.length) return;
+      ctx.globalAlpha = BAND_ALPHA;
+      ctx.beginPath();
+      let start = 0;
+      const close = (end) => {
+        if (end - start < 1) return;
+        ctx.moveTo(px[start], Y(bandHi[start]));
+        for (let i = start + 1; i < end; i++) ctx.lineTo(px[i], Y(bandHi[i]));
+        if (end - start === 1) ctx.lineTo(px[start] + 1, Y(bandHi[start]));
+        for (let i = end - 1; i >= start; i--) ctx.lineTo(px[i], Y(bandLo[i]));
+        ctx.closePath();
+      };
+      for (let i = 0; i < px.length; i++) {
+        if (Number.isNaN(px[i])) {
+          close(i);
+          start = i + 1;
+        }
+      }
+      close(px.length);
+      ctx.fill();
+      ctx.globalAlpha = 1;
+    }
+
+    _drawSelection(ctx, theme, box) {
+      const [a, b] = this.selection;
+      const x = Math.max(box.left, Math.min(a, b));
+      const w = Math.min(box.right, Math.max(a, b)) - x;
+      ctx.fillStyle = theme.selection;
+      ctx.fillRect(x, box.top, w, box.bottom - box.top);
+      ctx.strokeStyle = theme.accent;
+      ctx.lineWidth = 1;
+      ctx.strokeRect(x + 0.5, box.top + 0.5, Math.max(0, w - 1), box.bottom - box.top - 1);
+    }
+
+    /** Crosshair at the point nearest the pointer; a dot on each line; tooltip rows. */
+    _drawHover(ctx, theme, box, visible, Y) {
       const { x: px } = this.hover;
       if (px < box.left - 4 || px > box.right + 4) {
         this._hover(null);
         return;
       }
-      const target = xAt(px);
-      const visible = this.entries.filter((e) => e.visible && e.series.length() > 0);
+      const target = this.xAt(px);
+      const smoothing = this.smoothing;
       let best = null;
       let bestDistance = Infinity;
+      const rows = [];
       for (const entry of visible) {
-        const step = entry.series.steps[entry.series.nearest(target)];
-        if (Math.abs(step - target) < bestDistance) {
-          bestDistance = Math.abs(step - target);
-          best = step;
+        const points = [];
+        for (const curve of entry.curves) {
+          const xs = entry.xsOf(curve);
+          if (!xs.length) continue;
+          let k = lowerBound(xs, target);
+          if (k >= xs.length || (k > 0 && target - xs[k - 1] <= xs[k] - target)) k -= 1;
+          const values = smoothing > 0 ? smoothed(curve, smoothing) : curve.values;
+          points.push({ x: xs[k], step: curve.steps[k], value: values[k], raw: curve.values[k] });
+          if (Math.abs(xs[k] - target) < bestDistance) {
+            bestDistance = Math.abs(xs[k] - target);
+            best = xs[k];
+          }
+        }
+        if (!points.length) continue;
+        if (entry.kind === "band") {
+          const finite = points.map((p) => p.value).filter(Number.isFinite);
+          const mean = finite.length ? finite.reduce((a, b) => a + b, 0) / finite.length : NaN;
+          rows.push({
+            label: entry.label, color: entry.color, step: points[0].step, x: points[0].x, value: mean,
+            range: finite.length ? [Math.min(...finite), Math.max(...finite)] : null,
+          });
+        } else {
+          const p = points[0];
+          rows.push({ label: entry.label, color: entry.color, step: p.step, x: p.x, value: p.value,
+            raw: smoothing > 0 ? p.raw : undefined });
         }
       }
       if (best === null) {
         this._hover(null);
         return;
       }
+      const b = this.box;
+      const X = (x) => b.left + (x - b.x0) * b.scale;
       const x = Math.round(X(best)) + 0.5;
       ctx.strokeStyle = theme.crosshair;
       ctx.lineWidth = 1;
@@ -435,24 +508,23 @@
       ctx.lineTo(x, box.bottom);
       ctx.stroke();
       ctx.setLineDash([]);
-      const rows = [];
-      for (const entry of visible) {
-        const k = entry.series.nearest(best);
-        const step = entry.series.steps[k];
-        const value = entry.series.values[k];
-        rows.push({ label: entry.label, color: entry.color, step, value });
-        if (!Number.isFinite(value)) continue;
-        ctx.fillStyle = entry.color;
+      for (const row of rows) {
+        if (!Number.isFinite(row.value) || (this.logY && row.value <= 0)) continue;
+        ctx.fillStyle = row.color;
         ctx.strokeStyle = theme.panel;
         ctx.lineWidth = 2;
         ctx.beginPath();
-        ctx.arc(X(step), Y(value), 3.5, 0, 2 * Math.PI);
+        ctx.arc(X(row.x), Y(row.value), 3.5, 0, 2 * Math.PI);
         ctx.fill();
         ctx.stroke();
       }
-      this._hover({ clientX: this.hover.clientX, clientY: this.hover.clientY, step: best, rows });
+      const bestRow = rows.reduce((a, r) => (Math.abs(r.x - best) < Math.abs(a.x - best) ? r : a), rows[0]);
+      this._hover({
+        clientX: this.hover.clientX, clientY: this.hover.clientY, x: best, step: bestRow.step,
+        xMode: this.xMode, rows,
+      });
     }
   }
 
-  global.StreamHubChart = { LineChart, formatValue, formatStep, formatTick, niceStep };
+  global.StreamHubChart = { LineChart, PAD_TOP, PAD_BOTTOM };
 })(window);

@@ -1,26 +1,21 @@
-/* stream_hub dashboard — the DOM around the charts: status pills, the run
- * list, chart cards and legends, the latest-values table, the tooltip, the
- * event rate and the server facts. Names and values from the server are
- * always set as text (never as HTML): run and metric names are user data.
+/* stream_hub dashboard — the DOM around the charts: status pills, the
+ * notice, chart legends, the comparison table (every run's metrics at the
+ * latest step or at one chosen step), the tooltip, the event rate and the
+ * server facts. Names and values from the server are always set as text
+ * (never as HTML): run and metric names are user data.
  */
 (function (global) {
   "use strict";
 
-  const { formatValue } = global.StreamHubChart;
+  const A = global.StreamHubAxes;
+  const { formatValue } = A;
   const $ = (id) => document.getElementById(id);
 
-  // Distinct on dark and light backgrounds; more runs get golden-angle hues.
-  const PALETTE = [
-    "#4e9eff", "#f28e2b", "#3fb950", "#e5534b", "#b083f0",
-    "#2bbbad", "#e3b341", "#ec6cb9", "#9fa8b3", "#8ddb8c",
-  ];
-
-  function runColor(index) {
-    if (index < PALETTE.length) return PALETTE[index];
-    return `hsl(${Math.round((index * 137.508) % 360)}, 65%, 60%)`;
-  }
-
   const compareNames = (a, b) => a.localeCompare(b, undefined, { numeric: true, sensitivity: "base" });
+
+  function setText(node, text) {
+    if (node && node.textContent !== text) node.textContent = text;
+  }
 
   // ---- theme --------------------------------------------------------------
 
@@ -30,34 +25,14 @@
     return {
       grid: v("--grid"), axis: v("--axis"), muted: v("--muted"), text: v("--text"),
       crosshair: v("--crosshair"), panel: v("--panel"), accent: v("--accent"),
-      font: v("--font") || "sans-serif",
+      selection: v("--selection"), font: v("--font") || "sans-serif",
+      scheme: matchMedia("(prefers-color-scheme: light)").matches ? "light" : "dark",
     };
   }
 
   function onThemeChange(callback) {
     const query = matchMedia("(prefers-color-scheme: light)");
     if (query.addEventListener) query.addEventListener("change", callback);
-  }
-
-  // ---- hidden runs survive a reload of the page ----------------------------
-
-  const STORAGE_KEY = "stream_hub:hidden-runs";
-  const hiddenRuns = new Set();
-  try {
-    for (const name of JSON.parse(localStorage.getItem(STORAGE_KEY) || "[]")) hiddenRuns.add(name);
-  } catch (_) {
-    // No storage (private mode, file policy): every run starts visible.
-  }
-
-  function saveHiddenRuns(runs) {
-    for (const run of runs.values()) {
-      if (run.visible) hiddenRuns.delete(run.name); else hiddenRuns.add(run.name);
-    }
-    try {
-      localStorage.setItem(STORAGE_KEY, JSON.stringify(Array.from(hiddenRuns)));
-    } catch (_) {
-      // Not persisted; the toggle still works for this page.
-    }
   }
 
   // ---- status pills ---------------------------------------------------------
@@ -76,143 +51,40 @@
     setText(notice, text || "");
   }
 
-  // ---- runs -----------------------------------------------------------------
+  // ---- legends ------------------------------------------------------------------
 
-  function bindRunButtons(showAll, hideAll) {
-    $("runs-all").addEventListener("click", showAll);
-    $("runs-none").addEventListener("click", hideAll);
-  }
-
-  function renderRuns(runs, toggle) {
-    const list = $("runs-list");
-    list.replaceChildren();
-    for (const run of runs) {
-      const item = document.createElement("li");
-      item.className = "run";
-      item.dataset.run = run.name;
-      item.dataset.visible = String(run.visible);
-      item.tabIndex = 0;
-      item.setAttribute("role", "checkbox");
-      item.setAttribute("aria-checked", String(run.visible));
-      item.style.setProperty("--swatch", run.color);
-      item.title = `${run.name}: click to ${run.visible ? "hide" : "show"}`;
-      const swatch = document.createElement("span");
-      swatch.className = "swatch";
-      const name = document.createElement("span");
-      name.className = "run-name";
-      name.textContent = run.name;
-      const step = document.createElement("span");
-      step.className = "run-step";
-      const meta = document.createElement("span");
-      meta.className = "run-meta";
-      item.append(swatch, name, step, meta);
-      item.addEventListener("click", () => toggle(run.name));
-      item.addEventListener("keydown", (event) => {
-        if (event.key === " " || event.key === "Enter") {
-          event.preventDefault();
-          toggle(run.name);
-        }
-      });
-      list.append(item);
-    }
-    $("runs-empty").hidden = runs.length > 0;
-  }
-
-  function setText(node, text) {
-    if (node && node.textContent !== text) node.textContent = text;
-  }
-
-  function age(ts) {
-    if (typeof ts !== "number") return "";
-    const s = Math.max(0, Date.now() / 1000 - ts);
-    if (s < 2) return "updated now";
-    if (s < 90) return `updated ${Math.round(s)} s ago`;
-    if (s < 5400) return `updated ${Math.round(s / 60)} min ago`;
-    return `updated ${Math.round(s / 3600)} h ago`;
-  }
-
-  function updateRunMeta(runs) {
-    const list = $("runs-list");
-    for (const item of list.children) {
-      const run = runs.find((r) => r.name === item.dataset.run);
-      if (!run) continue;
-      setText(item.querySelector(".run-step"), run.lastStep == null ? "" : `step ${run.lastStep}`);
-      const events = `${run.events} event${run.events === 1 ? "" : "s"}`;
-      const updated = age(run.lastTs);
-      setText(item.querySelector(".run-meta"), updated ? `${events} · ${updated}` : events);
-    }
-  }
-
-  // ---- chart cards -----------------------------------------------------------
-
-  function createChartCard(metric, views) {
-    const card = $("chart-template").content.firstElementChild.cloneNode(true);
-    card.dataset.metric = metric;
-    const title = card.querySelector(".chart-title");
-    title.textContent = metric;
-    title.title = metric;
-    const container = $("charts");
-    let before = null;
-    for (const [other, view] of views) {
-      if (compareNames(metric, other) < 0 && (!before || compareNames(other, before.dataset.metric) < 0)) {
-        before = view.card;
-      }
-    }
-    container.insertBefore(card, before);
-    return {
-      metric,
-      card,
-      canvas: card.querySelector(".chart-canvas"),
-      legend: card.querySelector(".chart-legend"),
-      wrap: card.querySelector(".canvas-wrap"),
-      chart: null,
-    };
-  }
-
-  const sized = new Map(); // canvas-wrap element -> [view, callback]
-  const resizer = new ResizeObserver((entries) => {
-    for (const entry of entries) {
-      const target = sized.get(entry.target);
-      if (!target) continue;
-      const [view, callback] = target;
-      if (!view.card.isConnected) {
-        resizer.unobserve(entry.target);
-        sized.delete(entry.target);
-        continue;
-      }
-      const box = entry.contentRect;
-      if (view.chart.resize(box.width, box.height, window.devicePixelRatio || 1)) callback();
-    }
-  });
-
-  function observeSize(view, callback) {
-    sized.set(view.wrap, [view, callback]);
-    resizer.observe(view.wrap);
-  }
-
-  function renderLegend(view, entries) {
-    const items = entries.map((entry) => {
-      const item = document.createElement("span");
+  /** One button per run shown in a chart (click: hide or show the run everywhere). */
+  function renderLegend(view, items, toggle) {
+    const nodes = items.map((entry) => {
+      const item = document.createElement("button");
+      item.type = "button";
       item.className = "item";
-      item.dataset.run = entry.key;
+      item.dataset.run = entry.run;
       item.dataset.visible = String(entry.visible);
+      item.setAttribute("aria-pressed", String(entry.visible));
       item.style.setProperty("--swatch", entry.color);
-      item.style.cursor = "pointer";
-      item.title = `${entry.label}: click to ${entry.visible ? "hide" : "show"}`;
+      item.title = `${entry.run}: click to ${entry.visible ? "hide" : "show"}`;
       const line = document.createElement("span");
-      line.className = "line";
+      line.className = entry.band ? "line band" : "line";
+      line.setAttribute("aria-hidden", "true");
       const label = document.createElement("span");
       label.textContent = entry.label;
       item.append(line, label);
+      item.addEventListener("click", () => toggle(entry.run));
       return item;
     });
-    view.legend.replaceChildren(...items);
-    view.card.dataset.series = String(entries.filter((e) => e.visible).length);
+    view.legend.replaceChildren(...nodes);
+    view.card.dataset.series = String(items.filter((e) => e.visible).length);
   }
 
-  // ---- latest values -----------------------------------------------------------
+  // ---- the comparison table -----------------------------------------------------
+  //
+  // Columns are runs, rows their metrics; each cell is the run's latest value,
+  // or, once a step is chosen (the step box, or a click on a chart), its value
+  // at that step — the point at that step or the last one before it, the mean
+  // over ranks for a run with ranks.
 
-  let tableCells = { steps: new Map(), values: new Map() };
+  let tableCells = { steps: new Map(), values: new Map(), heads: new Map() };
 
   function buildTable(runs, metrics) {
     const table = $("latest-table");
@@ -270,29 +142,63 @@
     $("latest-empty").hidden = metrics.length > 0;
   }
 
-  function updateTable(runs) {
+  /** A run's value of a metric at `step` (at or before it; mean over ranks): {value, step} or null. */
+  function valueAt(run, metric, step) {
+    const curves = run.curves.get(metric);
+    if (!curves) return null;
+    let sum = 0;
+    let count = 0;
+    let at = null;
+    let nonFinite = null;
+    for (const series of curves.values()) {
+      const i = series.lowerBound(step + 1) - 1;
+      if (i < 0) continue;
+      const v = series.values[i];
+      at = at === null ? series.steps[i] : Math.max(at, series.steps[i]);
+      if (Number.isFinite(v)) {
+        sum += v;
+        count += 1;
+      } else {
+        nonFinite = v;
+      }
+    }
+    if (at === null) return null;
+    return { value: count ? sum / count : nonFinite, step: at };
+  }
+
+  /** Fill the table: latest values (step null) or every run's value at `step`. */
+  function updateTable(runs, step) {
     for (const run of runs) {
       const hidden = !run.visible;
       const head = tableCells.heads.get(run.name);
       if (head) head.classList.toggle("hidden-run", hidden);
       const stepCell = tableCells.steps.get(run.name);
       if (stepCell) {
-        setText(stepCell, run.lastStep == null ? "–" : String(run.lastStep));
+        const shown = step == null ? run.lastStep : step;
+        setText(stepCell, shown == null ? "–" : String(shown));
         stepCell.classList.toggle("hidden-run", hidden);
       }
       const cells = tableCells.values.get(run.name);
       if (!cells) continue;
       for (const [metric, td] of cells) {
-        const item = run.latest.get(metric);
+        const item = step == null ? run.latest.get(metric) : valueAt(run, metric, step);
         setText(td, item ? formatValue(item.value) : "–");
         td.classList.toggle("nonfinite", Boolean(item) && !isFinite(item.value));
         td.classList.toggle("hidden-run", hidden);
+        td.classList.toggle("earlier", Boolean(item) && step != null && item.step !== step);
         if (item) td.title = `${run.name} · ${metric} at step ${item.step}: ${item.value}`;
       }
     }
+    setText($("compare-caption"), step == null ? "latest step of each run" : `step ${step} in every run`);
   }
 
   // ---- tooltip -------------------------------------------------------------------
+
+  function xLabel(mode, x) {
+    if (mode === "wall") return A.formatTimestamp(x);
+    if (mode === "relative") return `${A.formatDuration(x)} into the run`;
+    return `step ${x}`;
+  }
 
   function showTooltip(info) {
     const tip = $("tooltip");
@@ -302,7 +208,7 @@
     }
     const head = document.createElement("div");
     head.className = "tt-head";
-    head.textContent = `step ${info.step}`;
+    head.textContent = info.xMode === "step" ? `step ${info.step}` : `${xLabel(info.xMode, info.x)} · step ${info.step}`;
     const rows = info.rows.map((row) => {
       const line = document.createElement("div");
       line.className = "tt-row";
@@ -320,7 +226,10 @@
       }
       const value = document.createElement("span");
       value.className = "tt-val";
-      value.textContent = formatValue(row.value);
+      let text = formatValue(row.value);
+      if (row.range) text += ` (${formatValue(row.range[0])} – ${formatValue(row.range[1])})`;
+      if (row.raw !== undefined) text += ` · raw ${formatValue(row.raw)}`;
+      value.textContent = text;
       line.append(swatch, label, value);
       return line;
     });
@@ -446,9 +355,7 @@
   }
 
   global.StreamHubPanels = {
-    runColor, compareNames, readTheme, onThemeChange, hiddenRuns, saveHiddenRuns,
-    setPill, showNotice, bindRunButtons, renderRuns, updateRunMeta,
-    createChartCard, observeSize, renderLegend,
-    buildTable, updateTable, showTooltip, RateMeter, showRate, showServerFacts,
+    compareNames, readTheme, onThemeChange, setPill, showNotice, renderLegend,
+    buildTable, updateTable, valueAt, showTooltip, RateMeter, showRate, showServerFacts,
   };
 })(window);

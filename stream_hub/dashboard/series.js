@@ -31,6 +31,11 @@
       this.floor = 0;
       this.rewrites = 0;    // points that replaced or went before an existing step
       this.thinnings = 0;
+      // False once points were merged (thinned here, or buckets from REST):
+      // a zoom then asks the server for the range at its resolution.
+      this.exact = true;
+      this.version = 0;     // bumped by every change (caches of drawn forms check it)
+      this.structure = 0;   // bumped by every change that is not an append at the end
       this._min = Infinity; // finite value range, kept incrementally;
       this._max = -Infinity; // _rangeValid=false means "recompute lazily"
       this._rangeValid = true;
@@ -43,18 +48,31 @@
     /** Replace the whole curve with these points. */
     load(steps, values, floor = 0) {
       const n = Math.min(steps.length, values.length);
-      const points = [];
+      const outSteps = [];
+      const outValues = [];
+      let sorted = true;
       for (let i = 0; i < n; i++) {
         const step = Number(steps[i]);
-        if (Number.isFinite(step)) points.push([step, toNumber(values[i])]);
+        if (!Number.isFinite(step)) continue;
+        if (outSteps.length && step < outSteps[outSteps.length - 1]) sorted = false;
+        outSteps.push(step);
+        outValues.push(toNumber(values[i]));
       }
-      // The server sends them sorted; sorting anyway (stable) keeps one odd
-      // answer from breaking the binary searches below.
-      points.sort((a, b) => a[0] - b[0]);
-      this.steps = points.map((p) => p[0]);
-      this.values = points.map((p) => p[1]);
+      if (!sorted) {
+        // The server sends them sorted; sorting anyway (stable) keeps one odd
+        // answer from breaking the binary searches below.
+        const order = outSteps.map((_, i) => i).sort((a, b) => outSteps[a] - outSteps[b]);
+        this.steps = order.map((i) => outSteps[i]);
+        this.values = order.map((i) => outValues[i]);
+      } else {
+        this.steps = outSteps;
+        this.values = outValues;
+      }
       this.floor = floor;
       this._rangeValid = false;
+      this.version += 1;
+      this.structure += 1;
+      this.exact = true;
       if (this.steps.length > this.cap) this.thin();
     }
 
@@ -70,8 +88,9 @@
     loadBuckets(answer, endStep, floor, exact) {
       const starts = answer.steps || [];
       const lasts = answer.values || [];
-      const mins = answer.mins || [];
-      const maxs = answer.maxs || [];
+      // A compact answer leaves them out when each bucket is one value.
+      const mins = answer.mins || lasts;
+      const maxs = answer.maxs || lasts;
       if (exact || mins.length !== starts.length || maxs.length !== starts.length) {
         this.load(starts, lasts, floor);
         return;
@@ -110,6 +129,7 @@
         values.push(last);
       }
       this.load(steps, values, floor);
+      this.exact = false;
     }
 
     /** Add one point. The common case (a new, higher step) is O(1). */
@@ -134,7 +154,9 @@
         }
         this.rewrites += 1;
         this._rangeValid = false;
+        this.structure += 1;
       }
+      this.version += 1;
       if (steps.length > this.cap) this.thin();
     }
 
@@ -216,7 +238,10 @@
       this.steps = outSteps;
       this.values = outValues;
       this.thinnings += 1;
+      this.exact = false;
       this._rangeValid = false;
+      this.version += 1;
+      this.structure += 1;
     }
   }
 

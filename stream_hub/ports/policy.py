@@ -145,16 +145,22 @@ def free(conflict: Conflict, timeout: float) -> None:
     raise conflict.error(f"still held after ending {_MAX_HOLDERS} processes")
 
 
-def next_free(port: int, host: str, transport: str | None, exclude: Collection[int]) -> int:
-    """The first free port above ``port`` not in ``exclude`` (logged), or raise."""
+def next_free(
+    port: int, host: str, transport: str | None, exclude: Collection[int], *, policy: str | None = "next"
+) -> int:
+    """The first free port above ``port`` not in ``exclude``, or raise.
+
+    Logged as a choice of ``policy`` (None: the caller says why it moves)."""
     last = min(port + NEXT_PORT_SEARCH, 65535)
     for candidate in range(port + 1, last + 1):
         if candidate not in exclude and not is_port_in_use(candidate, host):
-            logger.warning(
-                '%s busy; using port %d instead (port_conflict="next")',
-                _label(port, transport),
-                candidate,
-            )
+            if policy is not None:
+                logger.warning(
+                    '%s busy; using port %d instead (port_conflict="%s")',
+                    _label(port, transport),
+                    candidate,
+                    policy,
+                )
             return candidate
     pid = get_process_using_port(port, host)
     raise PortInUseError(

@@ -258,7 +258,9 @@ def resolve_ports(config: StreamConfig, wanted: Mapping[str, int]) -> dict[str, 
                     reason="it is not a stream_hub hub this process can join, and ENVIRONMENT=production "
                     "never takes other ports by itself",
                 )
-            new = next_free(port, config.host, name, taken | {p for p in wanted.values() if p != port})
+            new = next_free(
+                port, config.host, name, taken | {p for p in wanted.values() if p != port}, policy=None
+            )
             logger.warning(
                 "%s port %d is held by %s, which is not a hub to join; this hub takes port %d instead "
                 "(other processes find it through the registry)",

@@ -64,13 +64,18 @@ class LoopNotifier:
         self._commit_timer: asyncio.TimerHandle | None = None
         self._commit_due = 0.0
         self._waiters: list[asyncio.Future[None]] = []
+        self._commits = False  # whether it commits the hub's intake (see attach)
 
     # -- publishing side --------------------------------------------------------
 
-    def attach(self) -> None:
-        """Become the hub's notifier and commit what was submitted before (on the loop)."""
-        self.hub.attach(self)
-        self.hub.commit()
+    def attach(self, commits: bool = True) -> None:
+        """Become the hub's notifier and commit what was submitted before (on
+        the loop). ``commits=False``: the hub's events come from elsewhere (a
+        Redis replica calls :meth:`committed`); only wake writers and beat."""
+        if commits:
+            self.hub.attach(self)
+            self.hub.commit()
+        self._commits = commits
         self._beat_timer = self.loop.call_later(self.heartbeat, self._beat)
 
     def detach(self) -> None:
@@ -80,7 +85,8 @@ class LoopNotifier:
             if timer is not None:
                 timer.cancel()
         self._commit_timer = self._beat_timer = None
-        self.hub.detach(self)
+        if self._commits:
+            self.hub.detach(self)
 
     def wake(self) -> None:
         # Any thread; once per batch. Raises RuntimeError once the loop closed.
@@ -92,7 +98,7 @@ class LoopNotifier:
         self.loop.call_soon_threadsafe(self._commit_now)
 
     def committed(self) -> None:
-        # On the loop thread right after a commit: wake every writer.
+        # On the loop thread right after a commit (or a replica stored events): wake every writer.
         self._last_commit = time.monotonic()
         self.commits += 1
         self._wake_waiters()

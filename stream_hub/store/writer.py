@@ -34,6 +34,7 @@ from typing import Any
 
 from ..core.intake import FIELDS
 from . import chunks
+from .retention import RETENTION_INTERVAL, trim
 from .sqlite import CHUNK_EVENTS, INSERT_CHUNK, chunk_row, epoch_id, save_runs, set_meta, transaction
 
 __all__ = ["StoreWriter"]
@@ -46,9 +47,6 @@ WRITE_INTERVAL = 0.5
 WRITE_AT_ONCE = 16_384
 #: Pauses after a failed transaction: the first, and the longest.
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0
-#: Seconds between retention checks, and chunks deleted per step at most.
-RETENTION_INTERVAL = 1.0
-RETENTION_STEP = 64
 
 
 @dataclasses.dataclass
@@ -387,33 +385,7 @@ class StoreWriter:
                 return
 
     def _trim(self, conn: sqlite3.Connection, stored: int, by_age: bool = False) -> tuple[int, bool]:
-        """In a transaction: delete the oldest chunks beyond ``max_events``
-        (and, ``by_age``, those older than ``max_days``), at most
-        ``RETENTION_STEP``; (events deleted, whether more are due)."""
-        doomed: list[int] = []
-        left = stored
-        if self.max_events is not None and stored > self.max_events:
-            oldest = conn.execute(f"SELECT id, count FROM chunks ORDER BY id LIMIT {RETENTION_STEP}")
-            for number, count in oldest.fetchall():
-                if left <= self.max_events:
-                    break
-                doomed.append(number)
-                left -= count
-        cutoff = time.time() - self.max_days * 86400.0 if by_age and self.max_days is not None else None
-        if cutoff is not None and len(doomed) < RETENTION_STEP:
-            aged = conn.execute(
-                f"SELECT id, count FROM chunks WHERE min_ts < ? LIMIT {RETENTION_STEP - len(doomed)}",
-                (cutoff,),
-            )
-            for number, count in aged.fetchall():
-                if number not in doomed:
-                    doomed.append(number)
-                    left -= count
-        if doomed:
-            conn.execute(f"DELETE FROM chunks WHERE id IN ({','.join('?' * len(doomed))})", doomed)
-        if cutoff is not None:
-            conn.execute("DELETE FROM runs WHERE last_ts < ?", (cutoff,))
-        return stored - left, len(doomed) == RETENTION_STEP
+        return trim(conn, stored, self.max_events, self.max_days if by_age else None)
 
     def _deleted(self, events: int) -> None:
         if not events:

@@ -4,6 +4,7 @@ interface through which they see the server."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -13,8 +14,6 @@ from starlette.responses import JSONResponse, Response
 from ..core.hub import MAX_CHUNK_BYTES
 
 if TYPE_CHECKING:
-    import asyncio
-
     from ..config import StreamConfig
     from ..core.hub import Cursor, Hub
     from ..runtime.notifier import LoopNotifier
@@ -26,6 +25,7 @@ __all__ = [
     "BadRequest",
     "ServerView",
     "bearer_token",
+    "catch_up",
     "error_response",
     "json_response",
     "next_chunk",
@@ -61,6 +61,9 @@ class ServerView(Protocol):
     def sources(self) -> list[dict[str, Any]]: ...
 
     def live_runs(self) -> set[str]: ...
+
+    @property
+    def backend_state(self) -> str | None: ...
 
 
 def parse_list(value: str | Iterable[str] | None, name: str, limit: int = 100) -> list[str] | None:
@@ -140,6 +143,28 @@ def error_response(
 def json_response(body: bytes, status: int = 200) -> Response:
     """Already encoded JSON."""
     return Response(body, status_code=status, media_type="application/json")
+
+
+#: How long a replica behind a client's resume point waits to catch up with it.
+CATCH_UP_TIMEOUT = 2.0
+
+
+async def catch_up(hub: Hub, notifier: LoopNotifier, since: int | None) -> None:
+    """A client resumes from a seq this replica has not stored yet (it read it
+    on another replica of the same Redis stream): wait, briefly, until it has.
+    Past the wait, the resume point is treated as ahead of the stream."""
+    if since is None or not hub.numbered_elsewhere or since <= hub.head:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CATCH_UP_TIMEOUT
+    while hub.head < since and not notifier.closing:
+        left = deadline - loop.time()
+        if left <= 0:
+            return
+        try:
+            await asyncio.wait_for(notifier.waiter(), left)
+        except TimeoutError:
+            return
 
 
 async def next_chunk(hub: Hub, cursor: Cursor) -> tuple[bytes, int]:

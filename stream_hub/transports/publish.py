@@ -76,7 +76,9 @@ def add_publish_route(app: FastAPI, server: ServerView) -> None:
             return error_response(422, str(exc))
         del payload, items
         seqs = hub.submit_many(checked)
-        return json_response(orjson.dumps({"seqs": seqs, "last_seq": seqs[-1]}))
+        if not hub.intake.numbered:  # Redis numbers them (a backend): not known here
+            return json_response(orjson.dumps({"accepted": len(seqs), "seqs": None, "last_seq": None}))
+        return json_response(orjson.dumps({"accepted": len(seqs), "seqs": seqs, "last_seq": seqs[-1]}))
 
 
 def publish_refusal(server: ServerView, request: Request) -> JSONResponse | None:

@@ -40,6 +40,7 @@ from .params import (
     token_matches,
 )
 from .publish import add_publish_route
+from .ranges import RingCurves, range_body
 from .runs import NotFound, export_csv, export_jsonl, run_events, runs_body, series_body
 
 __all__ = ["create_rest_app"]
@@ -72,6 +73,7 @@ def create_rest_app(
         version=__version__,
     )
     hub = server.hub
+    ring_curves = RingCurves(hub)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_parameters(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -101,13 +103,24 @@ def create_rest_app(
         given = bearer_token(request.headers.get("authorization"))
         if not token_matches(given, server.config.read_token):
             return error_response(401, "a read token is required: Authorization: Bearer <token>")
-        hub.commit()
+        if not hub.numbered_elsewhere:
+            hub.commit()  # what was just logged is in the answer
         return None
 
     @app.get("/health", tags=["status"])
     async def health() -> dict[str, Any]:
-        """200 while serving; says which server answers."""
-        return {"status": "ok", "service": "stream_hub", "pid": os.getpid(), "last_seq": hub.head}
+        """200 while serving; says which server answers (and, with a Redis
+        backend, whether Redis answers: a replica serves what it has either way)."""
+        answer: dict[str, Any] = {
+            "status": "ok",
+            "service": "stream_hub",
+            "pid": os.getpid(),
+            "last_seq": hub.head,
+        }
+        backend = server.backend_state
+        if backend is not None:
+            answer["backend"] = backend
+        return answer
 
     @app.get("/api/status", tags=["status"])
     async def status(request: Request) -> Response:
@@ -139,12 +152,25 @@ def create_rest_app(
         metric: str | None = Query(None, description="one metric; all of the run's when omitted"),
         rank: int | None = Query(None, ge=0, description="one rank; all of them when omitted"),
         max_points: int = Query(2000, ge=2, le=100_000, description="points per series at most"),
+        from_step: int | None = Query(None, description="with metric: only steps from this one"),
+        to_step: int | None = Query(None, description="with metric: only steps up to this one"),
+        compact: bool = Query(False, description="no mins and maxs for curves of single points"),
     ) -> Response:
         """The whole run's curves, downsampled in bounded memory: one metric or
-        all, and for a run with ranks, per rank (``ranks``) or the one asked for."""
+        all, and for a run with ranks, per rank (``ranks``) or the one asked for.
+
+        With ``from_step``/``to_step`` (and ``metric``): that step range at the
+        best resolution the hub holds — the ring's events, in ``max_points``
+        buckets with min and max kept, or the series' buckets when the ring
+        does not reach back that far (``source``: ``ring`` or ``series``)."""
         denied = check_read(request)
         if denied:
             return denied
+        ranged = from_step is not None or to_step is not None
+        if ranged and metric is None:
+            return error_response(400, "from_step and to_step need a metric")
+        if from_step is not None and to_step is not None and from_step > to_step:
+            return error_response(400, f"from_step {from_step} is after to_step {to_step}")
         # Read the head first: live events after it are applied on top of the
         # snapshot by clients, so the snapshot must not be older than the head.
         head = hub.head
@@ -152,7 +178,13 @@ def create_rest_app(
         if summary is None:
             return error_response(404, f"unknown run {run!r}", runs=sorted(hub.runs.runs)[:100])
         try:
-            body = series_body(summary, metric, rank, max_points)
+            if ranged and metric is not None:
+                first = -(2**63) if from_step is None else from_step
+                last = 2**63 - 1 if to_step is None else to_step
+                body = range_body(ring_curves, summary, metric, rank, first, last, max_points)
+            else:
+                body = series_body(summary, metric, rank, max_points, compact)
+                ring_curves.prepare(summary)  # a zoom into a long run comes next, often
         except NotFound as exc:
             return error_response(404, str(exc), **exc.extra)
         body["epoch"] = hub.epoch

@@ -59,13 +59,26 @@ def runs_body(runs: dict[str, RunSummary], live: set[str]) -> list[dict[str, Any
     return [{**s.describe(), "state": run_state(s, live, now)} for s in runs.values()]
 
 
-def _curve(s: Series, max_points: int) -> dict[str, Any]:
-    return {**s.snapshot(max_points), "points_seen": s.seen}
+def _curve(s: Series, max_points: int, compact: bool = False) -> dict[str, Any]:
+    curve = {**s.snapshot(max_points), "points_seen": s.seen}
+    if compact and _single_points(curve):
+        del curve["mins"], curve["maxs"]  # each bucket is one point: mins and maxs are its value
+    return curve
 
 
-def series_body(summary: RunSummary, metric: str | None, rank: int | None, max_points: int) -> dict[str, Any]:
+def _single_points(curve: dict[str, Any]) -> bool:
+    return all(
+        (lo == v == hi) or (lo != lo and hi != hi)
+        for v, lo, hi in zip(curve["values"], curve["mins"], curve["maxs"])
+    )
+
+
+def series_body(
+    summary: RunSummary, metric: str | None, rank: int | None, max_points: int, compact: bool = False
+) -> dict[str, Any]:
     """The curve(s) of a run: one metric or all; one rank, all ranks, or (a
-    run without ranks) its only curves.
+    run without ranks) its only curves. ``compact``: a curve whose buckets
+    are single points comes without ``mins`` and ``maxs``.
 
     Raises:
         NotFound: no such metric or rank in the run.
@@ -77,10 +90,11 @@ def series_body(summary: RunSummary, metric: str | None, rank: int | None, max_p
         if track is None:
             raise NotFound(f"run {summary.run!r} has no rank {rank}", ranks=ranks)
         body["rank"] = rank
-        body.update(_track_body(summary.run, track, metric, max_points))
+        body.update(_track_body(summary.run, track, metric, max_points, compact))
         return body
     if not ranks:
-        body.update(_track_body(summary.run, summary.tracks.get(None) or Track(), metric, max_points))
+        track = summary.tracks.get(None) or Track()
+        body.update(_track_body(summary.run, track, metric, max_points, compact))
         return body
     if metric is not None:
         body["metric"] = metric
@@ -88,22 +102,24 @@ def series_body(summary: RunSummary, metric: str | None, rank: int | None, max_p
     for r in ranks:
         track = summary.tracks[r]
         if metric is None:
-            per_rank[str(r)] = {name: s.snapshot(max_points) for name, s in track.series.items()}
+            per_rank[str(r)] = {name: _curve(s, max_points, compact) for name, s in track.series.items()}
         elif metric in track.series:
-            per_rank[str(r)] = _curve(track.series[metric], max_points)
+            per_rank[str(r)] = _curve(track.series[metric], max_points, compact)
     if metric is not None and not per_rank:
         raise NotFound(f"run {summary.run!r} has no metric {metric!r}", metrics=summary.metric_names())
     body["ranks"] = per_rank
     return body
 
 
-def _track_body(run: str, track: Track, metric: str | None, max_points: int) -> dict[str, Any]:
+def _track_body(
+    run: str, track: Track, metric: str | None, max_points: int, compact: bool = False
+) -> dict[str, Any]:
     if metric is None:
-        return {"series": {name: s.snapshot(max_points) for name, s in track.series.items()}}
+        return {"series": {name: _curve(s, max_points, compact) for name, s in track.series.items()}}
     s = track.series.get(metric)
     if s is None:
         raise NotFound(f"run {run!r} has no metric {metric!r}", metrics=sorted(track.series))
-    return {"metric": metric, **_curve(s, max_points)}
+    return {"metric": metric, **_curve(s, max_points, compact)}
 
 
 # -- export ---------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from .params import (
     BadRequest,
     ServerView,
     bearer_token,
+    catch_up,
     error_response,
     next_chunk,
     parse_epoch,
@@ -108,6 +109,14 @@ class EventStream:
                     latency.observe(time.time() - hub.ts_of(cursor.pos))
                     continue
                 if notifier.closing:
+                    if hub.farewell_frames is not None:
+                        await send(
+                            {
+                                "type": "http.response.body",
+                                "body": hub.farewell_frames[SSE],
+                                "more_body": True,
+                            }
+                        )
                     return
                 beats = notifier.beats
                 self._waiter = notifier.waiter()
@@ -159,6 +168,7 @@ def create_sse_app(server: ServerView) -> Any:
             return _error(503, "the server is shutting down; reconnect shortly", origin)
         if notifier.clients["sse"] >= server.config.max_clients:
             return _error(503, f"too many SSE clients (max_clients={server.config.max_clients})", origin)
+        await catch_up(server.hub, notifier, since)
         cursor = server.hub.open_cursor(since, epoch=epoch, fmt=SSE, runs=runs, types=type_list)
         return EventStream(server, cursor, origin)
 

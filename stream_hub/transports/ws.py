@@ -55,6 +55,7 @@ from .params import (
     BadRequest,
     ServerView,
     bearer_token,
+    catch_up,
     next_chunk,
     parse_epoch,
     parse_list,
@@ -207,6 +208,7 @@ class WebSocketServer:
         subscription = self._subscriptions.pop(connection, None)
         if subscription is not None:
             since, epoch, runs, types = subscription
+            await catch_up(hub, notifier, since)
             session = _Session(hub.open_cursor(since, epoch=epoch, fmt=WS, runs=runs, types=types), True)
         else:
             session = _Session(hub.open_cursor(None, fmt=WS), False)
@@ -245,6 +247,10 @@ class WebSocketServer:
             if sent:
                 continue
             if notifier.closing:
+                farewell = hub.farewell_frames
+                wire = connection.wire
+                if farewell is not None and wire is not None and connection.state is State.OPEN:
+                    wire.write(farewell[WS])
                 await connection.close(GOING_AWAY, "server shutting down")
                 return
             session.waiter = notifier.waiter()

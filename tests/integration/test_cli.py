@@ -225,7 +225,10 @@ def test_tail_text_format(hub: Served) -> None:
 
 def test_tail_resumes_after_the_server_restarts(spawn: Spawner) -> None:
     served = spawn.serve("--token", "s3cret")
-    tail = spawn.start(["tail", "--sse-port", str(served.ports["sse"]), "--type", "metric", "--json"])
+    # --wait: follow the hub across a clean stop, to the next process on its ports.
+    tail = spawn.start(
+        ["tail", "--sse-port", str(served.ports["sse"]), "--type", "metric", "--json", "--wait"]
+    )
     wait_for(lambda: (s := served.status()) and s["clients"]["sse"] == 1, 15, "tail connected")
 
     def metrics(steps: range) -> list[dict[str, Any]]:
@@ -258,7 +261,45 @@ def test_tail_resumes_after_the_server_restarts(spawn: Spawner) -> None:
     assert tail.wait() == 0
     assert "reconnecting" in tail.err.text
     kinds = {e["type"] for e in json_lines(tail.out.lines)}
-    assert kinds <= {"metric", "shutdown", "gap"}  # server events always pass the filter
+    assert kinds == {"metric", "gap"}  # --type metric: no shutdown; a gap is never left out
+    gap = next(e for e in json_lines(tail.out.lines) if e["type"] == "gap")
+    assert gap["data"]["reason"] == "epoch"
+
+
+def test_tail_on_a_run_that_does_not_exist_says_so(hub: Served, spawn: Spawner) -> None:
+    hub.publish([{"type": "metric", "run": "known", "step": 1, "metrics": {"x": 1.0}}])
+    tail = spawn.start(["tail", *hub.port_args(), "--token", "s3cret", "--run", "nosuch"])
+    tail.err.wait(lambda ls: any("nosuch" in line for line in ls), 30, "a word about the run")
+    line = next(line for line in tail.err.lines if "nosuch" in line)
+    assert "no events from run 'nosuch'" in line and "known" in line and "waiting" in line
+    # The hint comes before tail subscribes (from now on): publish once it has.
+    wait_for(lambda: (s := hub.status()) and s["clients"]["sse"] >= 1, 15, "tail connected")
+    hub.publish([{"type": "metric", "run": "nosuch", "step": 7, "metrics": {"x": 2.0}}])
+    tail.out.wait(lambda ls: any("step 7" in line for line in ls), 15, "the run's first event")
+    tail.signal(signal.SIGINT)
+    assert tail.wait() == 0
+
+
+def test_tail_ends_at_once_on_a_clean_stop_and_prints_no_shutdown_for_type_metric(spawn: Spawner) -> None:
+    served = spawn.serve()
+    tail = spawn.start(["tail", *served.port_args(), "--type", "metric", "--json"])
+    wait_for(lambda: (s := served.status()) and s["clients"]["sse"] == 1, 15, "tail connected")
+    served.publish([{"type": "metric", "run": "r", "step": 0, "metrics": {"loss": 1.0}}])
+    tail.out.wait(lambda ls: metric_steps(ls) == [0], 10, "step 0")
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
+    assert tail.wait(timeout=10) == 0  # not 30 s of "reconnecting"
+    assert [e["type"] for e in json_lines(tail.out.lines)] == ["metric"]
+    assert "reconnecting" not in tail.err.text and "clean shutdown" in tail.err.text
+
+
+def test_tail_with_no_hub_says_so_plainly() -> None:
+    port = free_port()
+    result = run(["tail", "--sse-port", str(port), "--rest-port", str(free_port()), "--retry-for", "1"])
+    assert result.returncode == 2
+    assert f"no hub answers at http://127.0.0.1:{port}/events" in result.stderr
+    assert "after None" not in result.stderr and "reconnecting" not in result.stderr
+    assert result.stderr.count("no hub answer") == 2  # once on the first failure, once giving up
 
 
 # -- ports -------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ tests read it and the DOM, waiting on conditions with deadlines
 
 Skipped when Playwright or Chromium is missing, unless
 ``STREAM_HUB_REQUIRE_ALL=1``, which makes that a failure. With
-``STREAM_HUB_SAVE_SCREENSHOT=1`` the late-joiner test also writes
-``docs/dashboard.png`` for the README.
+``STREAM_HUB_SAVE_SCREENSHOT=1`` the tests also write the README's pictures:
+``docs/dashboard.png`` (late joiner), ``docs/ranks.png`` (a run's ranks as
+lines and as a band) and ``docs/analysis.png`` (sections, smoothing, log y,
+a zoom, hyper-parameters, the log).
 
 Run: ``pytest -m browser tests/integration/test_dashboard.py``
 (needs ``apt-get install -y chromium`` and ``pip install playwright``; never
@@ -18,6 +20,8 @@ Run: ``pytest -m browser tests/integration/test_dashboard.py``
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import os
 import random
@@ -28,12 +32,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from stream_hub import get_stream_server, get_stream_server_manager
 
 from ..conftest import free_config, need
-from ..processes import REPO
+from ..processes import PYTHON, REPO, child_env, free_ports
+from ..processes import run as run_process
 
 pytestmark = pytest.mark.browser
 
@@ -451,3 +457,644 @@ def test_the_event_rate_sparkline_is_drawn_whole_at_1400_px(page: Any) -> None:
         finally:
             stop.set()
             publisher.join()
+
+
+# -- analysis: ranks, smoothing, log y, zoom, sections, exports, logs, states ------------------------
+
+# What a chart's canvas shows, per pixel: "ink" is a tinted pixel (a line or a
+# band: run colours are saturated; grid, axes and text are grey; the canvas is
+# transparent where nothing is drawn). A pixel's tint is its colour's spread
+# times its opacity: strong for lines, faint for raw lines behind smoothed ones
+# and for bands (the grid's is about 5).
+PIXELS = """([id, columns]) => {
+    const card = [...document.querySelectorAll('.chart-card')].find((c) => c.dataset.id === id);
+    const canvas = card.querySelector('canvas');
+    const info = window.streamHub.debug().charts[id.replace('\\u0000', '/')];
+    const dpr = canvas.width / info.width;
+    const { data, width } = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+    const box = info.box;
+    const top = Math.ceil(box.top * dpr) + 2, bottom = Math.floor(box.bottom * dpr) - 2;
+    const left = Math.ceil(box.left * dpr) + 2, right = Math.floor(box.right * dpr) - 2;
+    const spread = (x, y) => {
+      const i = (y * width + x) * 4;
+      const c = Math.max(data[i], data[i + 1], data[i + 2]) - Math.min(data[i], data[i + 1], data[i + 2]);
+      return (c * data[i + 3]) / 255;
+    };
+    let strong = 0, faint = 0, low = 0, ink = 0;
+    for (let y = top; y <= bottom; y++) {
+      for (let x = left; x <= right; x++) {
+        const s = spread(x, y);
+        if (s > 90) strong++; else if (s > 10) faint++;
+        if (s > 10) { ink++; if (y > bottom - (bottom - top) * 0.2) low++; }
+      }
+    }
+    const runs = columns.map((f) => {
+      const x = Math.round(left + (right - left) * f);
+      const out = [];
+      let start = -1;
+      for (let y = top; y <= bottom + 1; y++) {
+        const on = y <= bottom && spread(x, y) > 10;
+        if (on && start < 0) start = y;
+        if (!on && start >= 0) { out.push([start, y - 1]); start = -1; }
+      }
+      return out;
+    });
+    // Where the runs are, as fractions of the plot's height from its top.
+    const heights = runs.map((list) => list.map(([a, b]) => ((a + b) / 2 - top) / (bottom - top)));
+    return { strong, faint, ink, lowShare: ink ? low / ink : 0, runs, heights };
+}"""
+
+
+def pixels(page: Any, view_id: str, columns: tuple[float, ...] = ()) -> dict[str, Any]:
+    result: dict[str, Any] = page.evaluate(PIXELS, [view_id, list(columns)])
+    return result
+
+
+def card(page: Any, metric: str) -> Any:
+    return page.locator(f'.chart-card[data-id="{metric}"]')
+
+
+def plot_point(page: Any, metric: str, fx: float, fy: float = 0.5) -> tuple[float, float]:
+    """Page coordinates of a point of a chart's plot area (fractions of it)."""
+    info = debug(page)["charts"][metric]
+    box = card(page, metric).locator("canvas").bounding_box()
+    left, right, top, bottom = (info["box"][k] for k in ("left", "right", "top", "bottom"))
+    return box["x"] + left + (right - left) * fx, box["y"] + top + (bottom - top) * fy
+
+
+def save_doc_screenshot(page: Any, name: str, **options: Any) -> None:
+    if os.environ.get("STREAM_HUB_SAVE_SCREENSHOT") == "1":
+        (REPO / "docs").mkdir(exist_ok=True)
+        page.screenshot(path=str(REPO / "docs" / name), **options)
+
+
+def publish_ranks(server: Any, run: str, steps: range, ranks: range, offset: float = 0.5) -> int:
+    """Metric events of ``ranks`` of a distributed run, as its processes would send them."""
+    seq = 0
+    for step in steps:
+        for rank in ranks:
+            loss = 3.0 - step / 100 + rank * offset
+            seq = server.hub.submit(
+                "metric", run, step, {"loss": loss, "acc": step / 400 + rank / 20}, rank=rank
+            )
+    return seq
+
+
+def test_ranks_are_lines_or_a_mean_with_a_band(page: Any, tmp_path: Path) -> None:
+    with serving() as server:
+        # Ranks 0-2 in process, rank 3 over REST: a late joiner gets every rank's whole curve.
+        publish_ranks(server, "job", range(200), range(3))
+        events = [
+            {
+                "run": "job",
+                "rank": 3,
+                "step": s,
+                "metrics": {"loss": 3.0 - s / 100 + 1.5, "acc": s / 400 + 0.15},
+            }
+            for s in range(200)
+        ]
+        assert (
+            httpx.post(f"{server.urls['rest']}/api/publish", json={"events": events}, timeout=10).status_code
+            == 200
+        )
+        server.log({"loss": 1.0, "acc": 0.5}, step=0, run="single")
+        page.goto(server.urls["rest"] + "/")
+        wait_connected(page)
+        wait_for(
+            page,
+            "!d.loading && ['0', '1', '2', '3'].every((r) => d.series.job.loss.ranks[r].maxStep === 199)",
+        )
+        d = debug(page)
+        assert d["runs"][0]["ranks"] == ["0", "1", "2", "3"] or any(
+            r["ranks"] == ["0", "1", "2", "3"] for r in d["runs"]
+        )
+        for rank in "0123":
+            assert d["series"]["job"]["loss"]["ranks"][rank]["points"] == 200
+        wait_for(
+            page,
+            "d.charts.loss.lines.filter((l) => l.key.startsWith('job')).length === 4"
+            " && d.charts.loss.draws > 0",
+        )
+        assert page.locator(
+            '.chart-card[data-id="loss"] .chart-legend .item[data-run="job"]'
+        ).text_content() == ("job (4 ranks)")
+        # One line per rank: four separate strokes down a column of pixels.
+        wait_for(page, "d.charts.loss.xRange[1] === 199")
+        assert len(pixels(page, "loss", (0.5,))["runs"][0]) == 4
+
+        # Live: new steps of each rank extend the right line; a fifth rank appears.
+        publish_ranks(server, "job", range(200, 220), range(4))
+        publish_ranks(server, "job", range(0, 220), range(4, 5))
+        wait_for(
+            page,
+            "['0', '1', '2', '3', '4'].every((r) => d.series.job.loss.ranks[r]"
+            " && d.series.job.loss.ranks[r].maxStep === 219)"
+            " && d.charts.loss.lines.filter((l) => l.key.startsWith('job')).length === 5",
+        )
+        assert debug(page)["series"]["job"]["loss"]["ranks"]["2"]["points"] == 220
+
+        # This chart only: the mean with a min-max band: one filled run down the column.
+        card(page, "loss").locator('[data-tool="ranks"]').click()
+        wait_for(
+            page, "d.charts.loss.rankMode === 'band' && d.charts.loss.lines.some((l) => l.kind === 'band')"
+        )
+        wait_for(page, "d.charts.acc.rankMode === 'lines'")
+        page.wait_for_function(
+            'document.querySelector(\'.chart-card[data-id="loss"] [data-tool="ranks"]\')'
+            ".getAttribute('aria-pressed') === 'true'"
+        )
+        wait_for(page, "d.charts.loss.draws > 0")
+        page.wait_for_function(
+            f"({PIXELS})(['loss', [0.5]]).runs[0].length === 1"  # the band, its mean line inside
+        )
+        band = pixels(page, "loss", (0.5,))["runs"][0]
+        tallest = max(b - a for a, b in band)
+        assert tallest > 60, band  # rank 0 to rank 4 is 2.0 of a 3.5-tall axis
+        # Globally: every chart follows the select.
+        page.select_option("#rank-mode", "band")
+        wait_for(page, "d.settings.rankMode === 'band' && d.charts.acc.rankMode === 'band'")
+        page.select_option("#rank-mode", "lines")
+        wait_for(page, "d.charts.loss.rankMode === 'lines' && d.charts.acc.rankMode === 'lines'")
+        card(page, "loss").locator('[data-tool="ranks"]').click()
+        wait_for(page, "d.charts.loss.rankMode === 'band'")
+        page.locator("#runs-list .run[data-run='single'] .run-toggle").click()
+        wait_for(page, "d.charts.loss.lines.length === 1")
+        screenshot(page, tmp_path / "ranks.png")
+        save_doc_screenshot(page, "ranks.png", clip={"x": 0, "y": 0, "width": 1400, "height": 560})
+
+
+def noisy(step: int) -> float:
+    return 1.0 + 0.5 * math.sin(step * 2.1) * math.cos(step * 0.37)
+
+
+def test_smoothing_changes_the_drawn_path_and_keeps_the_raw_one_faint(page: Any) -> None:
+    with serving() as server:
+        for i in range(400):
+            server.log({"loss": noisy(i)}, step=i, run="exp")
+        page.goto(server.urls["rest"] + "/")
+        wait_for(page, "!d.loading && d.series.exp.loss.maxStep === 399 && d.charts.loss.draws > 0")
+        raw = pixels(page, "loss")
+        assert raw["strong"] > 500
+        page.locator("#smoothing").fill("0.9")
+        wait_for(page, "d.settings.smoothing === 0.9 && d.charts.loss.smoothing === 0.9")
+        assert page.locator("#smoothing-value").text_content() == "0.90"
+        smooth = pixels(page, "loss")
+        # The smoothed line is much shorter than the noisy one; the raw one is still there, faint.
+        assert smooth["strong"] < raw["strong"] * 0.5, (raw, smooth)
+        assert smooth["faint"] > raw["strong"] * 0.3, (raw, smooth)
+        assert "raw" in hover_chart(page, "loss", 0.5)
+        page.locator("#smoothing").fill("0")
+        wait_for(page, "d.charts.loss.smoothing === 0")
+        assert abs(pixels(page, "loss")["strong"] - raw["strong"]) < raw["strong"] * 0.1
+
+
+def test_log_y_spreads_decades_over_the_axis(page: Any) -> None:
+    with serving() as server:
+        for i in range(200):
+            server.log({"loss": 10 ** (-4 * i / 199)}, step=i, run="exp")
+        page.goto(server.urls["rest"] + "/")
+        wait_for(page, "!d.loading && d.series.exp.loss.maxStep === 199 && d.charts.loss.draws > 0")
+        # Halfway (1e-2) and three quarters (1e-3) along: on a linear axis
+        # the curve hugs the bottom, on a log axis it is a straight diagonal.
+        linear = pixels(page, "loss", (0.5, 0.75))["heights"]
+        assert all(len(h) == 1 and h[0] > 0.9 for h in linear), linear
+        button = card(page, "loss").locator('[data-tool="log"]')
+        button.click()
+        wait_for(page, "d.charts.loss.logY && d.charts.loss.yRange[0] > 0 && d.charts.loss.yRange[0] < 1e-4")
+        assert button.get_attribute("aria-pressed") == "true"
+        logged = pixels(page, "loss", (0.5, 0.75))["heights"]
+        assert 0.4 < logged[0][0] < 0.6 and 0.65 < logged[1][0] < 0.85, logged
+
+
+def test_zoom_by_drag_fetches_finer_data_pans_and_resets(page: Any) -> None:
+    # 100 buckets for 3000 steps: the whole-run curve is coarse; the ring has every step.
+    with serving(series_points=100, history_size=20_000) as server:
+        for i in range(3000):
+            server.log({"loss": noisy(i)}, step=i, run="exp")
+        page.goto(server.urls["rest"] + "/")
+        wait_for(page, "!d.loading && d.series.exp.loss.maxStep === 2999 && d.charts.loss.draws > 0")
+        assert not debug(page)["series"]["exp"]["loss"]["exact"]
+        before = debug(page)["charts"]["loss"]["pointsDrawn"]
+
+        x0, y = plot_point(page, "loss", 0.4)
+        x1, _ = plot_point(page, "loss", 0.5)
+        page.mouse.move(x0, y)
+        page.mouse.down()
+        page.mouse.move((x0 + x1) / 2, y)
+        page.mouse.move(x1, y)
+        page.mouse.up()
+        wait_for(page, "d.charts.loss.zoom && d.charts.loss.detail === 'loaded'")
+        d = debug(page)
+        zoom = d["charts"]["loss"]["zoom"]
+        assert 1100 < zoom[0] < 1300 and 1400 < zoom[1] < 1600, zoom
+        assert d["charts"]["loss"]["detailSource"] == "ring" and d["detailFetches"] >= 1
+        wait_for(
+            page,
+            "d.charts.loss.xRange[0] === arg[0] && d.charts.loss.pointsDrawn > arg[1]",
+            [zoom[0], before],
+        )
+        assert card(page, "loss").locator('[data-tool="reset"]').is_visible()
+
+        # Shift+drag pans by the dragged distance.
+        page.keyboard.down("Shift")
+        page.mouse.move(x1, y)
+        page.mouse.down()
+        page.mouse.move(x0, y)
+        page.mouse.up()
+        page.keyboard.up("Shift")
+        wait_for(page, "d.charts.loss.zoom[0] > arg[0] + 0.05 * (arg[1] - arg[0])", zoom)
+        panned = debug(page)["charts"]["loss"]["zoom"]
+        assert abs((panned[1] - panned[0]) - (zoom[1] - zoom[0])) < 1e-6
+
+        # Keyboard: + zooms in around the middle; double-click resets.
+        card(page, "loss").locator("canvas").focus()
+        page.keyboard.press("+")
+        wait_for(page, "d.charts.loss.zoom[1] - d.charts.loss.zoom[0] < arg", (panned[1] - panned[0]) * 0.6)
+        page.mouse.dblclick(x0, y)
+        wait_for(
+            page,
+            "d.charts.loss.zoom === null"
+            " && d.charts.loss.xRange[0] === 0 && d.charts.loss.xRange[1] === 2999",
+        )
+        assert not card(page, "loss").locator('[data-tool="reset"]').is_visible()
+
+
+def test_sections_by_prefix_collapse_filter_and_pin(page: Any) -> None:
+    with serving() as server:
+        for i in range(50):
+            server.log(
+                {"train/loss": 1 / (i + 1), "train/acc": i / 50, "val/loss": 2 / (i + 1), "lr": 0.1},
+                step=i,
+                run="exp",
+            )
+        page.goto(server.urls["rest"] + "/")
+        wait_for(page, "!d.loading && d.metrics.length === 4")
+        sections = {s["name"]: s["charts"] for s in debug(page)["sections"]}
+        assert sections == {"metrics": ["lr"], "train": ["train/acc", "train/loss"], "val": ["val/loss"]}
+        assert [s["name"] for s in debug(page)["sections"]] == ["metrics", "train", "val"]
+
+        # Collapse "train": its charts are hidden and no longer drawn, even as data arrives.
+        toggle = page.locator('.chart-section[data-section="train"] .section-toggle')
+        toggle.click()
+        assert toggle.get_attribute("aria-expanded") == "false"
+        assert not card(page, "train/loss").is_visible()
+        wait_for(page, "d.charts['train/loss'].draws > 0")
+        draws = debug(page)["charts"]["train/loss"]["draws"]
+        server.log({"train/loss": 0.01, "val/loss": 0.02}, step=50, run="exp")
+        wait_for(page, "d.charts['val/loss'].xRange && d.charts['val/loss'].xRange[1] === 50")
+        assert debug(page)["charts"]["train/loss"]["draws"] == draws
+        toggle.click()
+        wait_for(page, "d.charts['train/loss'].xRange[1] === 50")
+
+        # The filter: words, or a regular expression.
+        page.locator("#metric-filter").fill("loss")
+        wait_for(page, "d.sections.flatMap((s) => s.charts).sort().join() === 'train/loss,val/loss'")
+        assert not card(page, "lr").is_visible()
+        page.locator("#metric-filter").fill("/^(lr|val)/")
+        wait_for(page, "d.sections.flatMap((s) => s.charts).sort().join() === 'lr,val/loss'")
+        page.locator("#metric-filter").fill("")
+        wait_for(page, "d.sections.flatMap((s) => s.charts).length === 4")
+
+        # Pinned charts come first, and stay pinned (and collapsed stays collapsed) after a reload.
+        card(page, "val/loss").locator('[data-tool="pin"]').click()
+        wait_for(page, "d.sections[0].name === 'pinned' && d.sections[0].charts.join() === 'val/loss'")
+        assert not any(s["name"] == "val" for s in debug(page)["sections"])
+        page.locator('.chart-section[data-section="metrics"] .section-toggle').click()
+        page.reload()
+        wait_for(page, "!d.loading && d.metrics.length === 4 && d.sections[0].name === 'pinned'")
+        assert debug(page)["charts"]["val/loss"]["pinned"]
+        assert next(s for s in debug(page)["sections"] if s["name"] == "metrics")["collapsed"]
+        card(page, "val/loss").locator('[data-tool="pin"]').click()
+        wait_for(page, "d.sections.every((s) => s.name !== 'pinned')")
+
+
+def test_csv_download_is_rests_export_and_png_is_the_chart(page: Any) -> None:
+    with serving() as server:
+        for i in range(30):
+            server.log({"loss": 1 / (i + 1), "acc": i / 30}, step=i, run="exp1")
+            server.log({"loss": 2 / (i + 1)}, step=i, run="exp 2")
+        page.goto(server.urls["rest"] + "/")
+        wait_for(page, "!d.loading && d.series['exp 2'].loss.maxStep === 29 && d.charts.acc.draws > 0")
+        rest = server.urls["rest"]
+
+        def export(run: str, metric: str) -> str:
+            params = {"format": "csv", "metric": metric}
+            return httpx.get(f"{rest}/api/runs/{run}/export", params=params, timeout=10).text
+
+        # One run in the chart: the file is REST's export as it came.
+        with page.expect_download() as download:
+            card(page, "acc").locator('[data-tool="csv"]').click()
+        assert download.value.suggested_filename == "acc.csv"
+        text = Path(download.value.path()).read_bytes().decode()
+        assert text == export("exp1", "acc")
+        rows = list(csv.reader(io.StringIO(text)))
+        assert rows[0] == ["seq", "ts", "step", "rank", "acc"]
+        series = httpx.get(f"{rest}/api/runs/exp1/series", params={"metric": "acc"}, timeout=10).json()
+        assert [int(r[2]) for r in rows[1:]] == series["steps"]
+        assert [float(r[4]) for r in rows[1:]] == series["values"]
+
+        # Two runs: each run's rows, with the run first.
+        with page.expect_download() as download:
+            card(page, "loss").locator('[data-tool="csv"]').click()
+        rows = list(csv.reader(io.StringIO(Path(download.value.path()).read_bytes().decode())))
+        assert rows[0] == ["run", "seq", "ts", "step", "rank", "loss"]
+        for run in ("exp1", "exp 2"):
+            expected = list(csv.reader(io.StringIO(export(run, "loss"))))[1:]
+            assert [r[1:] for r in rows[1:] if r[0] == run] == expected
+
+        with page.expect_download() as download:
+            card(page, "loss").locator('[data-tool="png"]').click()
+        assert download.value.suggested_filename == "loss.png"
+        data = Path(download.value.path()).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
+
+
+def test_log_panel_shows_log_events_filtered_by_run_and_level(page: Any, tmp_path: Path) -> None:
+    with serving() as server:
+        server.publish("log", {"message": "loading data", "level": "INFO", "logger": "train"}, run="exp1")
+        server.publish("log", {"text": "old style"}, run="exp2")  # shown as the message
+        server.log({"loss": 1.0}, step=0, run="exp1")
+        page.goto(server.urls["rest"] + "/")
+        wait_for(page, "!d.loading && d.logs.join('|') === 'loading data|old style'")
+        server.publish("log", {"message": "loss is NaN", "level": "ERROR", "logger": "train"}, run="exp1")
+        server.publish("log", {"message": "step timing", "level": "DEBUG"}, run="exp2")
+        wait_for(
+            page, "d.logs.join('|') === 'loading data|old style|loss is NaN'"
+        )  # DEBUG is below the default
+        line = page.locator('#log-list .log-line[data-message="loss is NaN"]')
+        assert line.locator(".log-level").text_content() == "ERROR"
+        assert (
+            line.locator(".log-run").text_content() == "exp1"
+            and line.locator(".log-logger").text_content() == "train"
+        )
+        page.select_option("#log-level", "DEBUG")
+        wait_for(page, "d.logs.length === 4")
+        page.select_option("#log-run", "exp2")
+        wait_for(page, "d.logs.join('|') === 'old style|step timing'")
+        page.select_option("#log-level", "ERROR")
+        wait_for(page, "d.logs.length === 0")
+        page.select_option("#log-run", "")
+        wait_for(page, "d.logs.join('|') === 'loss is NaN'")
+
+
+def test_run_states_hyper_parameters_and_comparison_at_one_step(page: Any, tmp_path: Path) -> None:
+    sse, ws, rest = free_ports(3)
+    with serving(sse_port=sse, ws_port=ws, rest_port=rest, port_conflict="auto") as server:
+        assert server.role == "host"
+        for i in range(100):
+            server.log({"loss": 1 / (i + 1), "acc": i / 100}, step=i, run="exp1")
+            server.log({"loss": 2 / (i + 1), "acc": i / 200}, step=i, run="exp2")
+        server.publish("config", {"lr": 0.001, "batch": 64, "optimizer": "adam"}, run="exp1")
+        server.publish("config", {"lr": 0.01, "batch": 64, "optimizer": "adam"}, run="exp2")
+        page.goto(server.urls["rest"] + "/")
+        wait_for(page, "!d.loading && d.runs.length === 2 && d.runs.every((r) => r.state === 'running')")
+        page.wait_for_function("document.querySelectorAll('#params-table tbody tr').length === 2")
+        differs = page.locator("#params-table thead th.differs").all_text_contents()
+        assert differs == ["lr"]
+        assert page.locator('#params-table tr[data-run="exp2"] td[data-key="lr"]').text_content() == "0.01"
+
+        # The comparison table at one step: a click on a chart picks the step under the pointer.
+        hover_chart(page, "loss", 0.5)
+        box = card(page, "loss").locator("canvas").bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+        wait_for(page, "d.compareStep !== null")
+        step = debug(page)["compareStep"]
+        assert 30 < step < 70
+        wait_cell(page, "exp2", "loss", f"{2 / (step + 1):.5g}".rstrip("0"))
+        page.locator("#compare-step").fill("9")
+        page.locator("#compare-step").press("Enter")
+        wait_cell(page, "exp1", "loss", "0.1")
+        wait_cell(page, "exp2", "acc", "0.045")
+        page.locator("#compare-latest").click()
+        wait_cell(page, "exp1", "loss", "0.01")
+
+        # A run finished in process, and one of a process that joined this hub and exited.
+        server.finish("exp1", "failed")
+        code = (
+            "from stream_hub import get_stream_server\n"
+            "server = get_stream_server()\n"
+            "assert server.role == 'joined', server.role\n"
+            "for i in range(10): server.log({'loss': 1.0 / (i + 1)}, step=i, run='child')\n"
+        )
+        env = child_env(
+            STREAM_HUB_SSE_PORT=str(sse),
+            STREAM_HUB_WS_PORT=str(ws),
+            STREAM_HUB_REST_PORT=str(rest),
+            STREAM_HUB_PORT_CONFLICT="join",
+        )
+        result = run_process(["-c", code], env=env, prefix=PYTHON, timeout=60)
+        assert result.returncode == 0, result.stderr[-2000:]
+        wait_for(page, "d.runs.find((r) => r.run === 'exp1').state === 'failed'")
+        wait_for(page, "d.runs.some((r) => r.run === 'child' && r.state === 'finished' && r.lastStep === 9)")
+        page.wait_for_function(
+            "document.querySelector('#runs-list .run[data-run=\"child\"]').dataset.state === 'finished'"
+        )
+        assert page.locator('#runs-list .run[data-run="exp1"] .run-state').text_content() == "failed"
+        assert debug(page)["runs"][1]["state"] == "running"
+        screenshot(page, tmp_path / "states.png")
+
+
+def test_x_by_wall_time_and_relative_time(page: Any) -> None:
+    start = 1_764_000_000.0
+    with serving() as server:
+        for i in range(100):
+            server.hub.submit("metric", "exp", i, {"loss": 1 / (i + 1)}, ts=start + 2 * i)
+        page.goto(server.urls["rest"] + "/")
+        wait_for(page, "!d.loading && d.series.exp.loss.maxStep === 99 && d.charts.loss.draws > 0")
+        page.select_option("#x-mode", "wall")
+        wait_for(
+            page,
+            "d.settings.xMode === 'wall' && Math.abs(d.charts.loss.xRange[0] - arg) < 1e-3"
+            " && Math.abs(d.charts.loss.xRange[1] - arg - 198) < 1e-3",
+            start,
+        )
+        assert "step" in hover_chart(page, "loss", 0.5)
+        page.select_option("#x-mode", "relative")
+        wait_for(
+            page,
+            "d.settings.xMode === 'relative' && Math.abs(d.charts.loss.xRange[0]) < 1e-3"
+            " && Math.abs(d.charts.loss.xRange[1] - 198) < 1e-3",
+        )
+        # Live events carry their own times.
+        server.hub.submit("metric", "exp", 100, {"loss": 0.001}, ts=start + 300)
+        wait_for(page, "Math.abs(d.charts.loss.xRange[1] - 300) < 1e-3")
+        page.select_option("#x-mode", "step")
+        wait_for(page, "d.charts.loss.xRange[1] === 100")
+
+
+def test_system_metrics_have_their_own_section_not_a_run(page: Any) -> None:
+    with serving(system_metrics=0.1) as server:
+        server.log({"loss": 1.0}, step=0, run="exp")
+        page.goto(server.urls["rest"] + "/")
+        wait_for(
+            page,
+            "!d.loading && d.system.includes('cpu/percent') && d.charts['_system/cpu/percent'].draws > 0",
+        )
+        d = debug(page)
+        assert [r["run"] for r in d["runs"]] == ["exp"]  # not in the run list, nor the table
+        assert page.locator("#latest-table th[data-run='_system']").count() == 0
+        assert d["sections"][-1]["name"] == "system" and "memory/rss_mb" in d["sections"][-1]["charts"]
+        assert "cpu/percent" not in d["metrics"]
+        wait_for(page, "d.series._system['cpu/percent'].points >= 3")
+
+
+def test_keyboard_reaches_every_control_with_visible_focus(page: Any) -> None:
+    with serving() as server:
+        for i in range(50):
+            server.log({"loss": 1 / (i + 1)}, step=i, run="exp")
+        page.goto(server.urls["rest"] + "/")
+        wait_for(page, "!d.loading && d.charts.loss.draws > 0")
+        reached = []
+        for _ in range(40):
+            page.keyboard.press("Tab")
+            focused = page.evaluate(
+                """() => { const e = document.activeElement; const s = getComputedStyle(e);
+                return { id: e.id, cls: e.className, tool: e.dataset.tool || '', tag: e.tagName,
+                         outline: s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2 }; }"""
+            )
+            if focused["tag"] == "BODY":  # past the last control, around again
+                continue
+            assert focused["outline"], focused  # focus is visible wherever it is
+            reached.append(focused)
+        names = {f["id"] or f["tool"] or str(f["cls"]) for f in reached}
+        for control in (
+            "metric-filter",
+            "smoothing",
+            "x-mode",
+            "rank-mode",
+            "run-toggle",
+            "run-solo",
+            "log",
+            "csv",
+            "pin",
+        ):
+            assert control in names, (control, names)
+        assert any(f["tag"] == "CANVAS" for f in reached)
+        # Keys on a focused chart zoom and reset it; space on a run toggles it.
+        card(page, "loss").locator("canvas").focus()
+        page.keyboard.press("+")
+        wait_for(page, "d.charts.loss.zoom !== null")
+        page.keyboard.press("Escape")
+        wait_for(page, "d.charts.loss.zoom === null")
+        page.locator("#runs-list .run-toggle").focus()
+        page.keyboard.press("Space")
+        wait_for(page, "d.runs[0].visible === false")
+
+
+CONTRAST = """() => {
+    const parse = (c) => {
+      const m = c.match(/[\\d.]+/g).map(Number);
+      return [m[0], m[1], m[2], m.length > 3 ? m[3] : 1];
+    };
+    const lum = ([r, g, b]) => {
+      const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+      return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const ratio = (a, b) => {
+      const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p);
+      return (x + 0.05) / (y + 0.05);
+    };
+    const background = (el) => {
+      let colour = [255, 255, 255];
+      const stack = [];
+      for (let e = el; e; e = e.parentElement) stack.push(getComputedStyle(e).backgroundColor);
+      stack.push(getComputedStyle(document.documentElement).backgroundColor);
+      for (const c of stack.reverse()) {
+        const [r, g, b, a] = parse(c);
+        colour = [r * a + colour[0] * (1 - a), g * a + colour[1] * (1 - a), b * a + colour[2] * (1 - a)];
+      }
+      return colour;
+    };
+    const worst = [];
+    for (const el of document.querySelectorAll('body *')) {
+      if (!el.offsetParent && getComputedStyle(el).position !== 'fixed') continue;
+      if (el.closest('[hidden], .hidden-run, [data-visible="false"], .tooltip')) continue;
+      const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+      if (!own) continue;
+      const s = getComputedStyle(el);
+      if (s.visibility === 'hidden' || parseFloat(s.opacity) < 1) continue;
+      const r = ratio(parse(s.color), background(el));
+      const size = parseFloat(s.fontSize);
+      const large = size >= 24 || (size >= 18.66 && Number(s.fontWeight) >= 700);
+      const text = el.textContent.trim().slice(0, 30);
+      if (r < (large ? 3 : 4.5)) worst.push([el.tagName, el.className, text, r.toFixed(2)]);
+    }
+    const panel = parse(getComputedStyle(document.querySelector('.panel')).backgroundColor);
+    const lines = window.streamHub.debug().runs.map((r) => {
+      const hex = r.color; const rgb = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+      return [r.run, ratio(rgb, panel).toFixed(2)];
+    }).filter(([, v]) => v < 3);
+    return { text: worst, lines };
+}"""
+
+
+@pytest.mark.parametrize("scheme", ["dark", "light"])
+def test_text_and_lines_are_readable_in_both_themes(browser: Any, scheme: str) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, color_scheme=scheme)
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    try:
+        with serving() as server:
+            for i in range(30):
+                for run in ("exp1", "exp2", "exp3", "exp4", "exp5", "exp6"):
+                    server.log({"loss": 1 / (i + 1), "train/acc": i / 30}, step=i, run=run)
+            server.publish("config", {"lr": 0.1}, run="exp1")
+            server.publish("log", {"message": "warning here", "level": "WARNING"}, run="exp1")
+            server.publish("log", {"message": "error here", "level": "ERROR"}, run="exp1")
+            page.goto(server.urls["rest"] + "/")
+            wait_for(page, "!d.loading && d.runs.length === 6 && d.logs.length === 2")
+            wait_cell(page, "exp6", "loss", formatted(1 / 30))
+            result = page.evaluate(CONTRAST)
+            assert result == {"text": [], "lines": []}, result
+            if scheme == "light":
+                screenshot(page, Path(os.environ.get("TMPDIR", "/tmp")) / "dashboard-light.png")
+    finally:
+        context.close()
+
+
+def formatted(value: float) -> str:
+    return f"{value:.5g}"
+
+
+def test_analysis_screenshot(page: Any, tmp_path: Path) -> None:
+    """The README's picture of the analysis features: sections, smoothing, a
+    zoom, the hyper-parameter table and the log."""
+    with serving(series_points=200, history_size=50_000) as server:
+        rng = random.Random(3)
+        runs = ["baseline", "lr-3e-4", "lr-1e-3"]
+        for step in range(3000):
+            for index, run in enumerate(runs):
+                values = realistic(index, step, rng)
+                server.log(
+                    {
+                        "train/loss": values["loss"],
+                        "train/acc": values["acc"],
+                        "val/loss": values["loss"] + 0.1,
+                        "lr": values["lr"],
+                    },
+                    step=step,
+                    run=run,
+                )
+        for run, lr in zip(runs, (1e-4, 3e-4, 1e-3)):
+            server.publish("config", {"lr": lr, "batch_size": 256, "model": "resnet50"}, run=run)
+        server.publish(
+            "log", {"message": "epoch 12: val/loss 0.412", "level": "INFO", "logger": "train"}, run="lr-1e-3"
+        )
+        server.publish(
+            "log",
+            {"message": "grad norm 41.3 above 10: clipped", "level": "WARNING", "logger": "optim"},
+            run="lr-3e-4",
+        )
+        server.finish("baseline")
+        page.goto(server.urls["rest"] + "/")
+        wait_connected(page)
+        wait_for(page, "!d.loading && d.metrics.length === 4 && d.charts['train/loss'].draws > 0")
+        page.locator("#smoothing").fill("0.85")
+        card(page, "train/loss").locator('[data-tool="log"]').click()
+        card(page, "val/loss").locator('[data-tool="pin"]').click()
+        page.evaluate("window.streamHub.zoom('train/acc', 600, 1400)")
+        wait_for(page, "d.charts['train/acc'].detail === 'loaded' && d.runs[0].state === 'finished'")
+        page.locator('.chart-section[data-section="metrics"] .section-toggle').click()
+        hover_chart(page, "train/loss", 0.3)
+        screenshot(page, tmp_path / "analysis.png")
+        save_doc_screenshot(page, "analysis.png", full_page=True)

@@ -276,6 +276,8 @@ def test_a_clean_host_exit_hands_every_curve_to_a_joined_process(spawn: Spawner)
     while (frame := stream.next()) is not None:
         last = frame
     assert last is not None and last.event == "shutdown"
+    # It says the hub lives on (a follower comes back instead of ending).
+    assert last.json["data"] == {"reason": "handover", "restart": True}
     params = {"last_event_id": last.id, "epoch": before["epoch"]}
     resumed = SSEStream(f"{ready_a['urls']['sse']}/events", params=params)
     first = resumed.next()

@@ -686,3 +686,132 @@ def test_export_gives_every_event_of_a_run_as_jsonl_or_its_metrics_as_csv(server
     assert one[0] == ["seq", "ts", "step", "rank", "acc"]
     assert get(server, "/api/runs/nope/export").status_code == 404
     assert get(server, "/api/runs/exp/export", params={"format": "xml"}).status_code == 422
+
+
+# -- a step range of a curve at the ring's resolution ------------------------------------------------
+
+
+def series_range(server: TrainingStreamServer, run: str, **params: Any) -> dict[str, Any]:
+    response = get(server, f"/api/runs/{run}/series", params=params)
+    assert response.status_code == 200, response.text
+    return json_body(response)
+
+
+def test_a_step_range_comes_from_the_ring_at_full_resolution(make_server):
+    server = make_server(history_size=10_000, series_points=100)
+    values = [math.sin(i / 50) + (i % 7) / 10 for i in range(3000)]
+    values[1500] = float("nan")
+    for i, v in enumerate(values):
+        server.log({"loss": v, "acc": i / 3000}, step=i, run="exp")
+    seq = server.log({"acc": 1.0}, step=3000, run="exp")  # an event without the metric
+    committed(server, seq)
+    whole = series_range(server, "exp", metric="loss")
+    assert len(whole["steps"]) <= 100 and whole["points_seen"] == 3000
+
+    # Few enough points: every one of them, exactly (read from events not yet encoded).
+    exact = series_range(server, "exp", metric="loss", from_step=1490, to_step=1509, max_points=50)
+    assert exact["source"] == "ring" and exact["steps"] == list(range(1490, 1510))
+    # NaN is null here, as in every curve REST serves.
+    assert exact["values"][:10] == values[1490:1500] and exact["values"][10] is None
+    assert exact["mins"][10] is None and exact["maxs"][0] == values[1490] and len(exact["ts"]) == 20
+
+    # More: equal-width buckets, each its first step, last value, finite min and max.
+    get(server, "/api/status")  # encodes every event: now values are read from their JSON
+    coarse = series_range(server, "exp", metric="loss", from_step=1000, to_step=2999, max_points=400)
+    assert coarse["source"] == "ring" and len(coarse["steps"]) == 400
+    for k, start in enumerate(coarse["steps"]):
+        assert start == 1000 + 5 * k
+        chunk = [v for v in values[start : start + 5] if math.isfinite(v)]
+        assert coarse["mins"][k] == min(chunk) and coarse["maxs"][k] == max(chunk)
+        assert coarse["values"][k] == values[start + 4]
+
+    # The series' own buckets are as fine as that: no need for the ring.
+    assert series_range(server, "exp", metric="loss", from_step=0, to_step=2999, max_points=150)[
+        "source"
+    ] == ("series")
+
+
+def test_a_step_range_the_ring_no_longer_holds_comes_from_the_series(make_server):
+    server = make_server(history_size=500, series_points=100)
+    for i in range(3001):
+        seq = server.log({"loss": float(i)}, step=i, run="exp")
+        if i % 250 == 0:  # no batch larger than the ring (the curve would get a sample of it)
+            committed(server, seq)
+    committed(server, seq)
+    recent = series_range(server, "exp", metric="loss", from_step=2800, to_step=2900)
+    assert recent["source"] == "ring" and recent["steps"] == list(range(2800, 2901))
+    old = series_range(server, "exp", metric="loss", from_step=100, to_step=400)
+    assert old["source"] == "series" and old["steps"] and "ts" not in old
+    assert all(100 - 32 <= s <= 400 for s in old["steps"])  # the buckets that hold the range
+    # The ring moves on: what left it is not served from it any more.
+    for i in range(3001, 4001):
+        seq = server.log({"loss": float(i)}, step=i, run="exp")
+        if i % 250 == 0:
+            committed(server, seq)
+    committed(server, seq)
+    assert series_range(server, "exp", metric="loss", from_step=2800, to_step=2900)["source"] == "series"
+    moved = series_range(server, "exp", metric="loss", from_step=3700, to_step=3710)
+    assert moved["source"] == "ring" and moved["values"] == [float(i) for i in range(3700, 3711)]
+
+
+def test_a_step_range_of_a_run_with_ranks_is_per_rank(server):
+    events = [
+        {"run": "job", "rank": r, "step": s, "metrics": {"loss": r * 100 + s}}
+        for s in range(50)
+        for r in (0, 1)
+    ]
+    response = post(server, "/api/publish", json={"events": events})
+    assert response.status_code == 200, response.text
+    committed(server, response.json()["last_seq"])
+    both = series_range(server, "job", metric="loss", from_step=10, to_step=12)
+    assert set(both["ranks"]) == {"0", "1"}
+    assert both["ranks"]["1"]["steps"] == [10, 11, 12] and both["ranks"]["1"]["values"] == [110, 111, 112]
+    one = series_range(server, "job", metric="loss", rank=0, from_step=48)
+    assert one["rank"] == 0 and one["values"] == [48, 49]
+
+
+def test_a_step_range_needs_a_metric_and_an_order(server):
+    committed(server, server.log({"loss": 1.0}, step=1, run="exp"))
+    assert get(server, "/api/runs/exp/series", params={"from_step": 0}).status_code == 400
+    assert (
+        get(
+            server, "/api/runs/exp/series", params={"metric": "loss", "from_step": 5, "to_step": 1}
+        ).status_code
+        == 400
+    )
+    assert get(server, "/api/runs/exp/series", params={"metric": "nope", "from_step": 0}).status_code == 404
+    assert get(server, "/api/runs/exp/series", params={"metric": "loss", "from_step": "x"}).status_code == 422
+
+
+def test_a_long_run_is_read_out_of_the_ring_ahead_of_a_zoom(make_server, monkeypatch, caplog):
+    from stream_hub.transports import ranges
+
+    monkeypatch.setattr(ranges, "WARM_POINTS", 1000)
+    monkeypatch.setattr(ranges, "WARM_INDEX_SLICE", 700)
+    monkeypatch.setattr(ranges, "WARM_VALUE_SLICE", 300)
+    server = make_server(history_size=20_000, series_points=50)
+    values = [math.cos(i / 30) for i in range(5000)]
+    for i, v in enumerate(values):
+        server.log({"loss": v, "acc": -v}, step=i, run="long")
+    committed(server, server.log({"loss": 0.0, "acc": 0.0}, step=5000, run="long"))
+    # The whole curve is 50 buckets of 5000 points: the server starts reading
+    # the ring in slices, between other requests; answers stay exact meanwhile.
+    assert len(series_range(server, "long", metric="loss")["steps"]) <= 50
+    for first in range(0, 5000, 500):
+        part = series_range(server, "long", metric="acc", from_step=first, to_step=first + 99)
+        assert part["source"] == "ring" and part["values"] == [-v for v in values[first : first + 100]]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
+def test_compact_curves_leave_out_mins_and_maxs_of_single_points(make_server):
+    server = make_server(series_points=16)
+    for i in range(5):
+        server.log({"short": float(i)}, step=i, run="exp")
+    for i in range(100):
+        seq = server.log({"long": float(i)}, step=i, run="exp")
+    committed(server, seq)
+    full = series_range(server, "exp")["series"]
+    assert set(full["short"]) >= {"mins", "maxs"} and full["short"]["points_seen"] == 5
+    compact = series_range(server, "exp", compact="true")["series"]
+    assert "mins" not in compact["short"] and compact["short"]["values"] == full["short"]["values"]
+    assert compact["long"] == full["long"]  # buckets of several points keep their range

@@ -8,6 +8,7 @@ history, a restart through the manager.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -178,3 +179,76 @@ def test_publish_to_write_latency_histogram(server: TrainingStreamServer, open_s
     assert counts == sorted(counts), "buckets must be cumulative"
     assert counts[-1] == count >= 1
     assert 0 <= total < 60 * count  # seconds, and not an absolute timestamp
+
+
+# -- training gauges ------------------------------------------------------------------------
+
+
+def training(server: TrainingStreamServer, name: str) -> dict[tuple[str, ...], float]:
+    """Samples of one training family, keyed by their label values."""
+    out = {}
+    for s in samples(server):
+        if s.name == name:
+            out[tuple(s.labels[k] for k in ("run", "metric", "rank") if k in s.labels)] = s.value
+    return out
+
+
+def test_training_gauges_carry_latest_values_steps_and_updates(make_server: Callable[..., Any]) -> None:
+    server = make_server()
+    before = time.time()
+    server.log({"loss": 0.5, "acc": 0.25}, step=1, run="exp1")
+    server.log({"loss": math.nan, "grad": math.inf, "low": -math.inf}, step=2, run="exp1")
+    server.hub.submit("metric", "dist", 7, {"loss": 0.125}, rank=1)
+    last = server.hub.submit("metric", "dist", 9, {"loss": 0.25}, rank=0)
+    wait_for(lambda: server.status()["last_seq"] >= last, what="committed")
+    text = httpx.get(server.urls["rest"] + "/metrics", timeout=10).text
+    assert 'stream_hub_metric{metric="loss",rank="",run="exp1"} NaN' in text
+    assert 'stream_hub_metric{metric="grad",rank="",run="exp1"} +Inf' in text
+    assert 'stream_hub_metric{metric="low",rank="",run="exp1"} -Inf' in text
+
+    families = scrape(server)
+    assert families["stream_hub_metric"].type == "gauge"
+    metric = training(server, "stream_hub_metric")
+    assert metric[("exp1", "acc", "")] == 0.25 and math.isnan(metric[("exp1", "loss", "")])
+    assert metric[("exp1", "grad", "")] == math.inf and metric[("exp1", "low", "")] == -math.inf
+    assert metric[("dist", "loss", "0")] == 0.25 and metric[("dist", "loss", "1")] == 0.125
+    assert training(server, "stream_hub_run_last_step") == {
+        ("exp1", ""): 2,
+        ("dist", "0"): 9,
+        ("dist", "1"): 7,
+    }
+    updated = training(server, "stream_hub_run_last_update_seconds")
+    assert set(updated) == {("exp1",), ("dist",)}
+    assert all(before - 1 <= t <= time.time() + 1 for t in updated.values())
+    assert training(server, "stream_hub_run_ended") == {("exp1",): 0, ("dist",): 0}
+    assert value(server, "stream_hub_metric_series_dropped_total") == 0
+
+    server.finish("exp1")
+    wait_for(lambda: training(server, "stream_hub_run_ended")[("exp1",)] == 1, what="exp1 ended")
+
+
+def test_training_series_are_capped_newest_runs_first(make_server: Callable[..., Any]) -> None:
+    server = make_server(max_prometheus_series=6)
+    server.log({"a": 1, "b": 2}, step=1, run="old")  # 5 series: updated, ended, step, a, b
+    last = server.log({"c": 3, "d": 4}, step=1, run="new")
+    wait_for(lambda: server.status()["last_seq"] >= last, what="committed")
+    keys = ("run", "metric", "rank")
+    series = {
+        (s.name, *(s.labels[k] for k in keys if k in s.labels))
+        for s in samples(server)
+        if s.labels.get("run")
+    }
+    assert len(series) == 6
+    assert {s for s in series if "new" in s} == {
+        ("stream_hub_run_last_update_seconds", "new"),
+        ("stream_hub_run_ended", "new"),
+        ("stream_hub_run_last_step", "new", ""),
+        ("stream_hub_metric", "new", "c", ""),
+        ("stream_hub_metric", "new", "d", ""),
+    }
+    assert ("stream_hub_run_last_update_seconds", "old") in series
+    dropped = value(server, "stream_hub_metric_series_dropped_total")
+    assert dropped == 4  # old: ended, step, a, b
+    assert value(server, "stream_hub_metric_series_dropped_total") == dropped  # counted once each
+    help_text = httpx.get(server.urls["rest"] + "/metrics", timeout=10).text
+    assert "STREAM_HUB_MAX_PROMETHEUS_SERIES" in help_text

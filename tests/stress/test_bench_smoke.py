@@ -26,7 +26,7 @@ def test_bench_quick_tiny_produces_every_figure(tmp_path: Path) -> None:
         [str(REPO / "scripts" / "bench.py"), "--quick", "--tiny", "--json", str(out)],
         prefix=PYTHON,
         cwd=tmp_path,
-        timeout=85,
+        timeout=150,
     )
     assert proc.returncode == 0, f"bench failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
     doc = json.loads(out.read_text())
@@ -46,10 +46,19 @@ def test_bench_quick_tiny_produces_every_figure(tmp_path: Path) -> None:
         "stop_ms",
         "restart_ms",
         "rss_kb_per_client",
+        "train_cpu_s_per_m_inproc",
+        "train_slowdown_inproc_pct",
     }
-    assert expected <= set(figures)
-    for key in expected:
-        for side in ("stream_hub", "baseline"):
+    # Many processes, one hub: the hand-written baseline can neither join nor serve.
+    ours_only = {
+        "joined_publish_us",
+        "ingest_4proc_per_s",
+        "train_cpu_s_per_m_serve",
+        "train_slowdown_serve_pct",
+    }
+    assert expected | ours_only <= set(figures)
+    for key in expected | ours_only:
+        for side in ("stream_hub", "baseline") if key in expected else ("stream_hub",):
             value = figures[key][side]
             assert isinstance(value, (int, float)) and not isinstance(value, bool), (key, side)
             assert math.isfinite(value), (key, side, value)

@@ -1,0 +1,159 @@
+/* stream_hub dashboard — the log panel: `log` events (and any other event
+ * that is not a metric and not the server's own), newest at the bottom,
+ * filterable by run and by lowest level. A `log` event's data is
+ * {"message", "level", "logger"} (level and logger optional); the older
+ * {"text"} is shown as the message. Kept: the last MAX_LINES.
+ */
+(function (global) {
+  "use strict";
+
+  const $ = (id) => document.getElementById(id);
+  const MAX_LINES = 2000;
+  const LEVELS = { DEBUG: 10, INFO: 20, WARNING: 30, WARN: 30, ERROR: 40, CRITICAL: 50, FATAL: 50 };
+  const SERVER_TYPES = new Set(["metric", "status", "gap", "shutdown", "config", "run_end"]);
+
+  const pad2 = (n) => String(n).padStart(2, "0");
+  function clock(ts) {
+    if (typeof ts !== "number") return "";
+    const d = new Date(ts * 1000);
+    return `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
+  }
+
+  /** What a line shows of an event: {seq, ts, run, level, logger, message}, or null. */
+  function lineOf(event) {
+    if (!event || SERVER_TYPES.has(event.type)) return null;
+    const data = event.data;
+    let message;
+    let level = "INFO";
+    let logger = "";
+    if (event.type === "log" && data && typeof data === "object" && !Array.isArray(data)) {
+      message = data.message !== undefined ? data.message : data.text;
+      if (typeof data.level === "string" && data.level) level = data.level.toUpperCase();
+      if (typeof data.logger === "string") logger = data.logger;
+    } else if (event.type === "log" && typeof data === "string") {
+      message = data;
+    } else {
+      logger = event.type;
+      message = data;
+    }
+    if (message === undefined || message === null) message = "";
+    if (typeof message !== "string") message = JSON.stringify(message);
+    return {
+      seq: event.seq, ts: event.ts, run: event.run == null ? "" : String(event.run),
+      rank: event.rank, level, logger, message,
+    };
+  }
+
+  class LogPanel {
+    constructor() {
+      this.lines = [];
+      this.lastSeq = 0;
+      this.runs = new Set();
+      this.list = $("log-list");
+      this.runFilter = $("log-run");
+      this.levelFilter = $("log-level");
+      this.pending = [];
+      this.dirty = false;
+      this.rebuild = false;
+      this.runFilter.addEventListener("change", () => this._refilter());
+      this.levelFilter.addEventListener("change", () => this._refilter());
+    }
+
+    /** Take an event (live or from history); true when it became a line. */
+    add(event) {
+      if (typeof event.seq === "number") {
+        if (event.seq <= this.lastSeq) return false;
+        this.lastSeq = event.seq;
+      }
+      const line = lineOf(event);
+      if (!line) return false;
+      this.lines.push(line);
+      this.pending.push(line);
+      if (this.lines.length > MAX_LINES) {
+        this.lines.splice(0, this.lines.length - MAX_LINES);
+        this.rebuild = true;
+      }
+      if (line.run && !this.runs.has(line.run)) {
+        this.runs.add(line.run);
+        const option = document.createElement("option");
+        option.value = line.run;
+        option.textContent = line.run;
+        this.runFilter.append(option);
+      }
+      this.dirty = true;
+      return true;
+    }
+
+    reset() {
+      this.lines = [];
+      this.pending = [];
+      this.lastSeq = 0;
+      this.rebuild = true;
+      this.dirty = true;
+    }
+
+    /** Apply what was added since the last render (called from the app's frame). */
+    render() {
+      if (!this.dirty) return;
+      this.dirty = false;
+      const stick = this.list.scrollHeight - this.list.scrollTop - this.list.clientHeight < 30;
+      if (this.rebuild) {
+        this.rebuild = false;
+        this.pending = [];
+        this.list.replaceChildren(...this.lines.filter((l) => this._shows(l)).map((l) => this._node(l)));
+      } else {
+        const nodes = this.pending.filter((l) => this._shows(l)).map((l) => this._node(l));
+        this.pending = [];
+        if (nodes.length) this.list.append(...nodes);
+        while (this.list.childElementCount > MAX_LINES) this.list.firstElementChild.remove();
+      }
+      $("log-empty").hidden = this.list.childElementCount > 0;
+      $("log-count").textContent = `${this.list.childElementCount} of ${this.lines.length}`;
+      if (stick) this.list.scrollTop = this.list.scrollHeight;
+    }
+
+    shown() {
+      return Array.from(this.list.children, (node) => node.dataset.message);
+    }
+
+    _shows(line) {
+      const run = this.runFilter.value;
+      if (run && line.run !== run) return false;
+      const min = LEVELS[this.levelFilter.value] || 0;
+      return (LEVELS[line.level] || 20) >= min;
+    }
+
+    _refilter() {
+      this.rebuild = true;
+      this.dirty = true;
+      this.render();
+    }
+
+    _node(line) {
+      const row = document.createElement("li");
+      row.className = "log-line";
+      row.dataset.level = line.level;
+      row.dataset.run = line.run;
+      row.dataset.message = line.message;
+      const time = document.createElement("time");
+      time.textContent = clock(line.ts);
+      if (typeof line.ts === "number") time.dateTime = new Date(line.ts * 1000).toISOString();
+      const level = document.createElement("span");
+      level.className = "log-level";
+      level.textContent = line.level;
+      const run = document.createElement("span");
+      run.className = "log-run";
+      run.textContent = line.run + (line.rank != null ? `·${line.rank}` : "");
+      const logger = document.createElement("span");
+      logger.className = "log-logger";
+      logger.textContent = line.logger;
+      const message = document.createElement("span");
+      message.className = "log-message";
+      message.textContent = line.message;
+      row.append(time, level, run, logger, message);
+      return row;
+    }
+  }
+
+  global.StreamHubLogs = { LogPanel, lineOf };
+})(window);

@@ -1,0 +1,134 @@
+/* stream_hub dashboard — a run as the page knows it, and what each kind of
+ * event or REST answer changes in it: its curves (one Series per metric and
+ * rank), latest values, steps, clock, state (running, finished, failed,
+ * killed, stale), ranks and hyper-parameters. No DOM here: each function
+ * returns what changed, and the app redraws that.
+ */
+(function (global) {
+  "use strict";
+
+  const { toNumber } = global.StreamHubSeries;
+  const { Clock } = global.StreamHubTransforms;
+  const END_STATES = ["finished", "failed", "killed"];
+
+  /** A run the page has just heard of. */
+  function createRun(name, { system, colourSlot, color, visible }) {
+    return {
+      name,
+      system,               // the machine's own metrics (run "_system"): not a run to show as one
+      colourSlot,
+      color,
+      visible,
+      state: "running",
+      ended: new Map(),     // rank key ("" without ranks) -> how it ended
+      ranks: new Set(),     // rank keys
+      config: {},           // hyper-parameters (config events)
+      lastStep: null,
+      firstStep: null,
+      lastTs: null,
+      events: 0,
+      curves: new Map(),    // metric -> Map(rank key -> Series)
+      latest: new Map(),    // metric -> {value, step, seq}
+      clock: new Clock(),   // step -> time, for x by time
+      _origin: null,
+      _originAt: -1,
+      /** When the run's first step happened: relative time counts from it. */
+      origin() {
+        if (this._originAt !== this.clock.version) {
+          this._origin = this.clock.timeAt(this.firstStep == null ? 0 : this.firstStep);
+          this._originAt = this.clock.version;
+        }
+        return this._origin;
+      },
+    };
+  }
+
+  /**
+   * A metric event: each value into its Series (`series(metric, rankKey)`)
+   * unless the Series already holds it (seq at or below its REST floor).
+   * Returns {metrics: the metrics added to, belowFloor, stateChanged}.
+   */
+  function applyMetric(run, event, series, snapshotSeq) {
+    const seq = typeof event.seq === "number" ? event.seq : Infinity;
+    const rankKey = event.rank == null ? "" : String(event.rank);
+    const step = typeof event.step === "number" ? event.step : run.lastStep == null ? 0 : run.lastStep + 1;
+    const added = [];
+    let belowFloor = 0;
+    for (const [metric, raw] of Object.entries(event.metrics)) {
+      const value = toNumber(raw);
+      const target = series(metric, rankKey);
+      if (seq <= target.floor) {
+        belowFloor += 1;
+      } else {
+        target.add(step, value);
+        added.push(metric);
+      }
+      const previous = run.latest.get(metric);
+      if (!previous || seq >= previous.seq) run.latest.set(metric, { value, step, seq });
+    }
+    if (seq > snapshotSeq) run.events += 1;
+    run.lastStep = run.lastStep == null ? step : Math.max(run.lastStep, step);
+    if (run.firstStep == null || step < run.firstStep) run.firstStep = step;
+    if (typeof event.ts === "number") {
+      run.lastTs = event.ts;
+      run.clock.add(step, event.ts);
+    }
+    let stateChanged = false;
+    if ((run.ended.size && run.ended.delete(rankKey)) || run.state === "stale") {
+      run.state = "running"; // logging again after an end, or after a silence
+      stateChanged = true;
+    }
+    return { metrics: added, belowFloor, stateChanged };
+  }
+
+  /**
+   * config: the run's hyper-parameters; run_end: how a rank (or the run)
+   * ended — the run has ended once every rank has, the worst of theirs
+   * (killed, failed, finished), as the server decides.
+   */
+  function applyRunEvent(run, event) {
+    const data = event.data && typeof event.data === "object" ? event.data : {};
+    if (event.type === "config") {
+      Object.assign(run.config, data);
+    } else {
+      const status = END_STATES.includes(data.status) ? data.status : "finished";
+      run.ended.set(event.rank == null ? "" : String(event.rank), status);
+      const keys = run.ranks.size ? Array.from(run.ranks) : [""];
+      if (keys.every((k) => run.ended.has(k))) {
+        const ends = keys.map((k) => run.ended.get(k));
+        run.state = ["killed", "failed", "finished"].find((s) => ends.includes(s));
+      }
+    }
+    if (typeof event.ts === "number") run.lastTs = event.ts;
+  }
+
+  /**
+   * What GET /api/runs says of a run: its state, ranks and hyper-parameters
+   * (and, on a full load, its counts and last step). Returns {state, config}:
+   * whether either changed.
+   */
+  function applyRunInfo(run, info, initial) {
+    if (initial) {
+      if (typeof info.last_step === "number") run.lastStep = info.last_step;
+      if (typeof info.events === "number") run.events = info.events;
+      if (typeof info.last_ts === "number") run.lastTs = info.last_ts;
+      if (typeof info.last_step === "number" && typeof info.last_ts === "number") {
+        run.clock.merge([info.last_step], [info.last_ts]);
+      }
+    }
+    const changed = { state: false, config: false };
+    if (typeof info.state === "string" && info.state !== run.state) {
+      run.state = info.state;
+      changed.state = true;
+    }
+    for (const rank of info.ranks || []) run.ranks.add(String(rank));
+    if (info.config && typeof info.config === "object" && Object.keys(info.config).length) {
+      const before = JSON.stringify(run.config);
+      Object.assign(run.config, info.config);
+      changed.config = JSON.stringify(run.config) !== before;
+    }
+    return changed;
+  }
+
+  global.StreamHubModel = { createRun, applyMetric, applyRunEvent, applyRunInfo };
+})(window);

@@ -1,0 +1,281 @@
+/* stream_hub dashboard — runs: their stable colours, the run list (toggle,
+ * solo, state, ranks) and the hyper-parameter table (from `config` events).
+ * Names and values from the server are always set as text, never as HTML.
+ */
+(function (global) {
+  "use strict";
+
+  const { formatValue } = global.StreamHubAxes;
+  const $ = (id) => document.getElementById(id);
+
+  // ---- colours ----------------------------------------------------------------
+  //
+  // A run keeps its colour: its slot comes from a hash of its name (the same
+  // on every machine), moved to the next free slot only when a run shown now
+  // already has it, and remembered in this browser. Each slot is a hue whose
+  // lightness follows the theme, so lines keep a 3:1 contrast on both.
+
+  // Eight colours that stay apart to the eye (the classic chart palette:
+  // blue, orange, green, red, purple, brown, pink, cyan), as hue, saturation
+  // and lightness on the dark and on the light theme; later rounds of slots
+  // shift the hue and the lightness.
+  const PALETTE = [
+    [214, 85, 64, 42], [30, 92, 58, 40], [130, 55, 56, 32], [4, 80, 64, 44],
+    [268, 70, 72, 50], [28, 38, 60, 36], [325, 75, 72, 44], [188, 72, 52, 30],
+  ];
+  const HUES = PALETTE.map((p) => p[0]);
+  const STORAGE = "stream_hub:run-colours";
+  const slots = new Map(); // run name -> slot
+  try {
+    for (const [name, slot] of Object.entries(JSON.parse(localStorage.getItem(STORAGE) || "{}"))) {
+      if (Number.isInteger(slot)) slots.set(name, slot);
+    }
+  } catch (_) {
+    // No storage: colours are still stable by name.
+  }
+
+  function hash(text) {
+    let h = 2166136261;
+    for (let i = 0; i < text.length; i++) {
+      h ^= text.charCodeAt(i);
+      h = Math.imul(h, 16777619);
+    }
+    return h >>> 0;
+  }
+
+  /** The colour slot of `name`, given the slots of the runs shown with it. */
+  function colourSlot(name, taken) {
+    let slot = slots.get(name);
+    if (slot === undefined || taken.has(slot)) {
+      const start = hash(name) % HUES.length;
+      slot = start;
+      for (let i = 0; i < HUES.length; i++) {
+        const candidate = (start + i) % HUES.length;
+        if (!taken.has(candidate)) {
+          slot = candidate;
+          break;
+        }
+      }
+      // More runs than hues: the next round of slots gets shifted hues.
+      while (taken.has(slot)) slot += HUES.length;
+      slots.set(name, slot);
+      try {
+        const kept = Object.fromEntries(Array.from(slots).slice(-500));
+        localStorage.setItem(STORAGE, JSON.stringify(kept));
+      } catch (_) {
+        // Not remembered; still stable by name.
+      }
+    }
+    return slot;
+  }
+
+  /** #rrggbb of an HSL colour (h in degrees, s and l in percent). */
+  function hex(h, s, l) {
+    const a = (s / 100) * Math.min(l / 100, 1 - l / 100);
+    const channel = (n) => {
+      const k = (n + h / 30) % 12;
+      const v = l / 100 - a * Math.max(-1, Math.min(k - 3, 9 - k, 1));
+      return Math.round(v * 255).toString(16).padStart(2, "0");
+    };
+    return `#${channel(0)}${channel(8)}${channel(4)}`;
+  }
+
+  function luminance(colour) {
+    const [r, g, b] = [1, 3, 5].map((i) => {
+      const v = parseInt(colour.slice(i, i + 2), 16) / 255;
+      return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  }
+
+  // The panels' backgrounds (style.css): lines keep 3:1 against them.
+  const PANEL = { dark: luminance("#161b22"), light: luminance("#ffffff") };
+
+  /** An HSL colour made darker (light theme) or lighter (dark) until it has 3.2:1 on the panel. */
+  function readable(hue, saturation, lightness, scheme) {
+    const panel = PANEL[scheme] === undefined ? PANEL.dark : PANEL[scheme];
+    let l = lightness;
+    for (let i = 0; i < 40; i++) {
+      const colour = hex(hue, saturation, l);
+      const y = luminance(colour);
+      const ratio = (Math.max(y, panel) + 0.05) / (Math.min(y, panel) + 0.05);
+      if (ratio >= 3.2 || l <= 5 || l >= 95) return colour;
+      l += scheme === "light" ? -2 : 2;
+    }
+    return hex(hue, saturation, l);
+  }
+
+  /** The colour (#rrggbb) of a slot in the current theme ("dark" or "light"). */
+  /** A slot's hue, saturation and lightness in a theme. */
+  function slotHsl(slot, scheme) {
+    const round = Math.floor(slot / PALETTE.length);
+    const [hue, saturation, dark, light] = PALETTE[slot % PALETTE.length];
+    const shift = round === 0 ? 0 : (round % 2 ? 8 : -6);
+    return [(hue + round * 17) % 360, saturation, (scheme === "light" ? light : dark) + shift];
+  }
+
+  /** The colour (#rrggbb) of a slot in the current theme ("dark" or "light"). */
+  function slotColour(slot, scheme) {
+    const [hue, saturation, lightness] = slotHsl(slot, scheme);
+    return readable(hue, saturation, lightness, scheme);
+  }
+
+  /** Rank `i` of `n` in shades of the run's colour. */
+  function rankColour(slot, scheme, i, n) {
+    if (n <= 1) return slotColour(slot, scheme);
+    const [hue, saturation, lightness] = slotHsl(slot, scheme);
+    const f = i / (n - 1) - 0.5; // -0.5 .. 0.5
+    return readable((hue + f * 20 + 360) % 360, saturation, lightness + f * (scheme === "light" ? 20 : 24), scheme);
+  }
+
+  // ---- the run list ---------------------------------------------------------------
+
+  const STATE_LABEL = {
+    running: "running", finished: "finished", failed: "failed", killed: "killed", stale: "stale",
+  };
+
+  /** Rebuild the list. handlers: {toggle(name), solo(name)}. */
+  function renderRuns(runs, handlers) {
+    const list = $("runs-list");
+    list.replaceChildren();
+    for (const run of runs) {
+      const item = document.createElement("li");
+      item.className = "run";
+      item.dataset.run = run.name;
+      item.style.setProperty("--swatch", run.color);
+      const toggle = document.createElement("button");
+      toggle.type = "button";
+      toggle.className = "run-toggle";
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.setAttribute("aria-hidden", "true");
+      const name = document.createElement("span");
+      name.className = "run-name";
+      name.textContent = run.name;
+      const step = document.createElement("span");
+      step.className = "run-step";
+      const meta = document.createElement("span");
+      meta.className = "run-meta";
+      const badge = document.createElement("span");
+      badge.className = "run-state";
+      const details = document.createElement("span");
+      details.className = "run-details";
+      meta.append(badge, details);
+      toggle.append(swatch, name, step, meta);
+      toggle.addEventListener("click", () => handlers.toggle(run.name));
+      const solo = document.createElement("button");
+      solo.type = "button";
+      solo.className = "run-solo";
+      solo.textContent = "solo";
+      solo.title = `Show only ${run.name} (again: show all)`;
+      solo.setAttribute("aria-label", `Show only ${run.name}`);
+      solo.addEventListener("click", () => handlers.solo(run.name));
+      item.append(toggle, solo);
+      list.append(item);
+    }
+    $("runs-empty").hidden = runs.length > 0;
+    updateRuns(runs);
+  }
+
+  function setText(node, text) {
+    if (node && node.textContent !== text) node.textContent = text;
+  }
+
+  function age(ts) {
+    if (typeof ts !== "number") return "";
+    const s = Math.max(0, Date.now() / 1000 - ts);
+    if (s < 2) return "updated now";
+    if (s < 90) return `updated ${Math.round(s)} s ago`;
+    if (s < 5400) return `updated ${Math.round(s / 60)} min ago`;
+    return `updated ${Math.round(s / 3600)} h ago`;
+  }
+
+  /** Refresh what changes in place: visibility, state, step, counts. */
+  function updateRuns(runs) {
+    const list = $("runs-list");
+    for (const item of list.children) {
+      const run = runs.find((r) => r.name === item.dataset.run);
+      if (!run) continue;
+      const visible = String(run.visible);
+      if (item.dataset.visible !== visible) {
+        item.dataset.visible = visible;
+        const toggle = item.querySelector(".run-toggle");
+        toggle.setAttribute("aria-pressed", visible);
+        toggle.title = `${run.name}: click to ${run.visible ? "hide" : "show"}`;
+      }
+      item.style.setProperty("--swatch", run.color);
+      item.dataset.state = run.state;
+      setText(item.querySelector(".run-state"), STATE_LABEL[run.state] || run.state);
+      setText(item.querySelector(".run-step"), run.lastStep == null ? "" : `step ${run.lastStep}`);
+      const parts = [];
+      if (run.ranks.size) parts.push(`${run.ranks.size} rank${run.ranks.size === 1 ? "" : "s"}`);
+      parts.push(`${run.events} event${run.events === 1 ? "" : "s"}`);
+      const updated = age(run.lastTs);
+      if (updated) parts.push(updated);
+      setText(item.querySelector(".run-details"), ` · ${parts.join(" · ")}`);
+    }
+  }
+
+  // ---- hyper-parameters -------------------------------------------------------------
+
+  function formatParam(value) {
+    if (typeof value === "number") return formatValue(value);
+    if (value === null || value === undefined) return "–";
+    if (typeof value === "object") return JSON.stringify(value);
+    return String(value);
+  }
+
+  /** The table of every run's `config`: a row per run, a column per key; keys that differ marked. */
+  function renderParams(runs) {
+    const withConfig = runs.filter((run) => Object.keys(run.config).length > 0);
+    const panel = $("params-panel");
+    panel.hidden = withConfig.length === 0;
+    if (!withConfig.length) return;
+    const keys = Array.from(new Set(withConfig.flatMap((run) => Object.keys(run.config)))).sort();
+    const differs = new Set(
+      keys.filter((key) => new Set(withConfig.map((run) => JSON.stringify(run.config[key]))).size > 1),
+    );
+    const head = document.createElement("tr");
+    const corner = document.createElement("th");
+    corner.scope = "col";
+    corner.textContent = "run";
+    head.append(corner);
+    for (const key of keys) {
+      const th = document.createElement("th");
+      th.scope = "col";
+      th.textContent = key;
+      th.dataset.key = key;
+      if (differs.has(key)) {
+        th.classList.add("differs");
+        th.title = `${key}: differs between runs`;
+      }
+      head.append(th);
+    }
+    const body = document.createElement("tbody");
+    for (const run of withConfig) {
+      const row = document.createElement("tr");
+      row.dataset.run = run.name;
+      row.classList.toggle("hidden-run", !run.visible);
+      const th = document.createElement("th");
+      th.scope = "row";
+      th.style.setProperty("--swatch", run.color);
+      const swatch = document.createElement("span");
+      swatch.className = "swatch-inline";
+      th.append(swatch, document.createTextNode(run.name));
+      row.append(th);
+      for (const key of keys) {
+        const td = document.createElement("td");
+        td.dataset.key = key;
+        td.textContent = key in run.config ? formatParam(run.config[key]) : "–";
+        if (differs.has(key)) td.classList.add("differs");
+        row.append(td);
+      }
+      body.append(row);
+    }
+    const table = $("params-table");
+    table.tHead.replaceChildren(head);
+    table.tBodies[0].replaceWith(body);
+  }
+
+  global.StreamHubRuns = { colourSlot, slotColour, rankColour, renderRuns, updateRuns, renderParams };
+})(window);

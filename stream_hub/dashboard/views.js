@@ -1,0 +1,233 @@
+/* stream_hub dashboard — chart views: one per metric (and one per metric of
+ * the machine's own, run "_system"), each a card with its chart, legend and
+ * tools, and what it draws: the entries built from the runs (a line per run,
+ * per rank, or a run's mean with its min–max band), their x values for the x
+ * mode, the finer data of a zoom.
+ *
+ * The app owns the data (runs and their Series); a view reads it when its
+ * entries are rebuilt (a run, rank or visibility changed) and when drawn.
+ */
+(function (global) {
+  "use strict";
+
+  const { LineChart } = global.StreamHubChart;
+  const Interact = global.StreamHubInteract;
+  const Runs = global.StreamHubRuns;
+  const ui = global.StreamHubPanels;
+  const SYSTEM_RUN = "_system";
+
+  /** x values of a curve for the x mode (steps, or times from the run's clock), cached per curve. */
+  function xsFor(run, mode) {
+    if (mode === "step") return (curve) => curve.steps;
+    const clock = run.clock;
+    const origin = mode === "relative" ? run.origin() : 0;
+    return (curve) => {
+      const cache = curve._xs;
+      if (cache && cache.mode === mode && cache.version === curve.version && cache.structure === curve.structure &&
+          cache.clock === clock.version && cache.origin === origin) {
+        return cache.xs;
+      }
+      const n = curve.steps.length;
+      const xs = cache && cache.xs.length >= n && cache.xs.length < 2 * n + 64 ? cache.xs : new Float64Array(n + 64);
+      clock.mapSorted(curve.steps, 0, n, xs);
+      if (origin) for (let i = 0; i < n; i++) xs[i] -= origin;
+      // Typed arrays are fixed-size: expose exactly n values.
+      const view = xs.length === n ? xs : xs.subarray(0, n);
+      curve._xs = { mode, version: curve.version, structure: curve.structure, clock: clock.version, origin, xs: view };
+      return view;
+    };
+  }
+
+  class ChartViews {
+    /**
+     * app: {state, settings, grid, detail, theme(), markChart(id), markEntries(id),
+     *       toggleRun(name), setCompareStep(step), exportCsv(view), exportPng(view)}
+     */
+    constructor(app) {
+      this.app = app;
+      this.views = new Map(); // id -> view
+    }
+
+    static idOf(runName, metric) {
+      return runName === SYSTEM_RUN ? `${SYSTEM_RUN}\u0000${metric}` : metric;
+    }
+
+    ensure(runName, metric) {
+      const id = ChartViews.idOf(runName, metric);
+      let view = this.views.get(id);
+      if (view) return view;
+      const app = this.app;
+      view = app.grid.addCard(id, metric, runName === SYSTEM_RUN);
+      view.rankMode = null; // null: the global setting
+      view.entries = [];
+      view.lastDrawAt = 0;
+      view.waiters = [];
+      view.hoverStep = null;
+      const hover = (info) => {
+        view.hoverStep = info ? info.step : null;
+        ui.showTooltip(info);
+      };
+      view.chart = new LineChart(view.canvas, { onHover: hover });
+      view.controls = Interact.attach(view.chart, {
+        onChange: () => app.markChart(id),
+        onHover: hover,
+        onZoom: (range) => this.zoomed(view, range),
+        onClick: () => {
+          if (view.hoverStep != null) app.setCompareStep(view.hoverStep);
+        },
+      });
+      view.tools.addEventListener("click", (event) => {
+        const button = event.target.closest("button[data-tool]");
+        if (button) this.tool(view, button.dataset.tool, button);
+      });
+      this.views.set(id, view);
+      return view;
+    }
+
+    clear() {
+      this.views.clear();
+    }
+
+    /** A chart tool button was pressed. */
+    tool(view, name, button) {
+      const app = this.app;
+      if (name === "log") {
+        view.chart.logY = !view.chart.logY;
+        button.setAttribute("aria-pressed", String(view.chart.logY));
+        app.markChart(view.id);
+      } else if (name === "ranks") {
+        const band = this.rankMode(view) !== "band";
+        view.rankMode = band ? "band" : "lines";
+        app.markEntries(view.id);
+      } else if (name === "reset") {
+        view.controls.setZoom(null);
+      } else if (name === "pin") {
+        app.grid.setPinned(view, !view.pinned);
+      } else if (name === "csv") {
+        app.exportCsv(view);
+      } else if (name === "png") {
+        app.exportPng(view);
+      }
+    }
+
+    rankMode(view) {
+      return view.rankMode || this.app.settings.rankMode;
+    }
+
+    /**
+     * Rebuild what a view draws from the runs: per run with this metric, a
+     * line; with ranks, a line per rank or one band entry. Also its legend
+     * and which tools show.
+     */
+    rebuild(view, runs) {
+      const app = this.app;
+      const band = this.rankMode(view) === "band";
+      const scheme = app.theme().scheme;
+      const entries = [];
+      const legend = [];
+      let ranked = false;
+      for (const run of runs) {
+        if ((run.name === SYSTEM_RUN) !== view.system) continue;
+        const curves = run.curves.get(view.metric);
+        if (!curves) continue;
+        const keys = Array.from(curves.keys()).sort((a, b) => Number(a) - Number(b));
+        const withRanks = keys.length > 1 || keys[0] !== "";
+        ranked = ranked || withRanks;
+        const label = view.system ? "this machine" : run.name;
+        legend.push({
+          run: run.name, color: run.color, visible: run.visible, band: withRanks && band,
+          label: withRanks ? `${label} (${keys.length} rank${keys.length === 1 ? "" : "s"})` : label,
+        });
+        const base = { run, visible: run.visible };
+        if (!withRanks) {
+          entries.push({ ...base, key: run.name, label, color: run.color, kind: "line",
+            sources: [{ rankKey: "", series: curves.get("") }] });
+        } else if (band) {
+          entries.push({ ...base, key: `${run.name}\u0000band`, label: `${label} (mean)`, color: run.color,
+            kind: "band", sources: keys.map((k) => ({ rankKey: k, series: curves.get(k) })) });
+        } else {
+          keys.forEach((k, i) => {
+            entries.push({
+              ...base, key: `${run.name}\u0000${k}`, label: k === "" ? label : `${label} · rank ${k}`,
+              color: Runs.rankColour(run.colourSlot, scheme, i, keys.length), kind: "line", rank: k,
+              sources: [{ rankKey: k, series: curves.get(k) }],
+            });
+          });
+        }
+      }
+      view.entries = entries;
+      ui.renderLegend(view, legend, (name) => app.toggleRun(name));
+      const ranks = view.tools.querySelector('[data-tool="ranks"]');
+      ranks.hidden = !ranked;
+      ranks.setAttribute("aria-pressed", String(band));
+      ranks.textContent = band ? "band" : "ranks";
+      ranks.title = band
+        ? "Runs with ranks: mean and min–max band (click: a line per rank)"
+        : "Runs with ranks: a line per rank (click: mean and min–max band)";
+    }
+
+    /** Draw a view now: resolve its curves (with a zoom's finer data) and x values, then draw. */
+    draw(view) {
+      const app = this.app;
+      const mode = app.settings.xMode;
+      for (const entry of view.entries) {
+        entry.curves = entry.sources.map((s) => app.detail.curve(view.id, entry.run.name, s.rankKey, s.series));
+        entry.xsOf = xsFor(entry.run, mode);
+      }
+      view.chart.setEntries(view.entries);
+      view.chart.draw(app.theme(), app.settings);
+      view.lastDrawAt = performance.now();
+      const zoomed = String(Boolean(view.chart.zoom));
+      if (view.card.dataset.zoomed !== zoomed) view.card.dataset.zoomed = zoomed; // no style work when unchanged
+      if (view.waiters.length && app.detail.state(view.id) !== "loading") {
+        const waiters = view.waiters;
+        view.waiters = [];
+        for (const resolve of waiters) resolve(view.chart.info());
+      }
+    }
+
+    /** After a zoom (or its reset): the reset button, and finer data for the range. */
+    zoomed(view, range) {
+      const app = this.app;
+      view.tools.querySelector('[data-tool="reset"]').hidden = !range;
+      if (!range) {
+        app.detail.clear(view.id);
+        app.markChart(view.id);
+        return Promise.resolve();
+      }
+      const mode = app.settings.xMode;
+      const wants = [];
+      for (const entry of view.entries) {
+        if (!entry.visible || wants.some((w) => w.run === entry.run.name)) continue;
+        const coarse = entry.sources.some((s) => !s.series.exact);
+        if (!coarse) continue;
+        const run = entry.run;
+        let [from, to] = range;
+        if (mode !== "step") {
+          const origin = mode === "relative" ? run.origin() : 0;
+          from = run.clock.stepAt(range[0] + origin);
+          to = run.clock.stepAt(range[1] + origin);
+          if (!Number.isFinite(from) || !Number.isFinite(to)) continue;
+          const pad = (to - from) * 0.02;
+          from -= pad;
+          to += pad;
+        }
+        wants.push({ run: run.name, from: Math.max(0, from), to: Math.max(0, to) });
+      }
+      const maxPoints = Math.max(100, Math.round(2 * view.chart.plotWidth()));
+      const pending = app.detail.request(view, view.metric, wants, maxPoints);
+      app.markChart(view.id);
+      return pending.then(() => app.markChart(view.id));
+    }
+
+    /** Zoom a view to [x0, x1] (null: everything); resolves with its chart info once drawn with the finer data. */
+    zoomTo(view, range) {
+      return new Promise((resolve) => {
+        view.waiters.push(resolve);
+        view.controls.setZoom(range);
+      });
+    }
+  }
+
+  global.StreamHubViews = { ChartViews, SYSTEM_RUN };
+})(window);

@@ -1,0 +1,13 @@
+"""Bridges from the tools training code already uses to a stream_hub hub,
+each a one-line change and each importable without its framework:
+
+- :mod:`.tensorboard` — ``SummaryWriter`` (``add_scalar``, ``add_scalars``,
+  ``add_text``, ``add_hparams``; real event files too with ``also_tensorboard=``);
+- :mod:`.logging` — ``StreamHandler``: log records as ``log`` events, rate-limited;
+- :mod:`.transformers` — ``StreamHubCallback``, a Hugging Face ``TrainerCallback``;
+- :mod:`.lightning` — ``StreamHubLogger``, a Lightning ``Logger``, rank-aware.
+
+A framework is imported only when its bridge needs it; a missing one raises
+an ``ImportError`` that names the extra to install (``pip install
+'stream_hub[transformers]'``).
+"""

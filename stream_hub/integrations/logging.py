@@ -1,0 +1,116 @@
+"""Log records as the hub's ``log`` events.
+
+    import logging
+    from stream_hub.integrations.logging import StreamHandler
+
+    logging.getLogger().addHandler(StreamHandler())
+
+Each record becomes ``{"type": "log", "data": {"message": ..., "level":
+"INFO", "logger": "train"}}`` (the contract's shape; the message is the
+handler's formatted text, a traceback included). Records are rate-limited
+(a token bucket: ``rate`` per second, bursts of ``burst``) so a chatty loop
+cannot flood the hub; what is left out is counted (``dropped``) and said in
+one ``WARNING`` event once records flow again.
+
+``emit`` never blocks (``publish()`` does not), never raises into the
+logging call, and ignores records logged while it publishes, so the handler
+can sit on the root logger alongside stream_hub's own loggers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from ..config import StreamConfig
+from ..server import TrainingStreamServer
+from ._hub import HubHandle
+
+__all__ = ["StreamHandler"]
+
+
+class StreamHandler(logging.Handler):
+    """A :class:`logging.Handler` that publishes records as ``log`` events.
+
+    Args:
+        level: the least severe level handled (as for any handler).
+        run: the run of the events (default: the job's run).
+        server: the server to publish to (default: the process's shared
+            server, taken now and given back by :meth:`close`).
+        config: the config of the shared server, when it is started here.
+        rate: records per second let through on average (None: no limit).
+        burst: records let through at once after a quiet spell.
+    """
+
+    def __init__(
+        self,
+        level: int | str = logging.NOTSET,
+        *,
+        run: str | None = None,
+        server: TrainingStreamServer | None = None,
+        config: StreamConfig | None = None,
+        rate: float | None = 20.0,
+        burst: int = 100,
+    ) -> None:
+        super().__init__(level)
+        if rate is not None and not rate > 0:
+            raise ValueError(f"rate must be a positive number of records per second or None, got {rate!r}")
+        if burst < 1:
+            raise ValueError(f"burst must be at least 1, got {burst!r}")
+        self.run = run
+        self.rate = rate
+        self.burst = burst
+        self.dropped = 0  # records left out by the rate limit, in all
+        self._unreported = 0  # ... not yet announced
+        self._tokens = float(burst)
+        self._refilled = time.monotonic()
+        self._hub = HubHandle(server, config)
+        # Taken now, not at the first record: starting a server logs (on its
+        # loop thread too), and emit() runs under this handler's lock.
+        self._server = self._hub.server
+        self._inside = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(self._inside, "active", False):
+            return  # a record logged while publishing one (by the hub itself)
+        self._inside.active = True
+        try:
+            if not self._admit():
+                return
+            server = self._server
+            if self._unreported:
+                count, self._unreported = self._unreported, 0
+                note = {
+                    "message": f"{count} log record(s) left out by the rate limit ({self.rate:g}/s)",
+                    "level": "WARNING",
+                    "logger": __name__,
+                }
+                server.publish("log", note, run=self.run)
+            data = {"message": self.format(record), "level": record.levelname, "logger": record.name}
+            server.publish("log", data, run=self.run)
+        except Exception:
+            self.handleError(record)
+        finally:
+            self._inside.active = False
+
+    def _admit(self) -> bool:
+        """Take a token from the bucket (under the handler's lock), or count a drop."""
+        if self.rate is None:
+            return True
+        now = time.monotonic()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._refilled) * self.rate)
+        self._refilled = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        self.dropped += 1
+        self._unreported += 1
+        return False
+
+    def close(self) -> None:
+        """Detach, and give the shared server's reference back (if one was taken)."""
+        try:
+            self._hub.release()
+        finally:
+            super().close()
