@@ -155,6 +155,10 @@ class StreamServerManager:
             self._refs -= 1
             if self._refs == 0 and self._server is not None:
                 logger.info("last stream server reference released; stopping")
+                # Done with it: the runs this process logged to end here (logging
+                # to one again later starts it again). Released while an
+                # exception propagates, they failed (or were interrupted).
+                self._server.finish_local_runs(_ending_status(), forget=True)
                 self._server.stop()
             return self._refs
 
@@ -272,7 +276,7 @@ def _cleanup_at_exit() -> None:
     if instance is None:
         return
     server = instance.server
-    status = "failed" if _UNCAUGHT else "finished"
+    status = _UNCAUGHT[-1] if _UNCAUGHT else "finished"
     try:
         if not instance.is_server_running():
             if server is not None:
@@ -285,15 +289,24 @@ def _cleanup_at_exit() -> None:
         logger.exception("stream server cleanup at exit failed")
 
 
-# Whether the main thread is ending with an uncaught exception (its runs failed).
-_UNCAUGHT: list[BaseException] = []
+# How the main thread ended, when an uncaught exception ended it: "failed",
+# or "killed" by Ctrl-C (the status of the runs still open at exit).
+_UNCAUGHT: list[str] = []
 _previous_excepthook = sys.excepthook
 
 
 def _note_uncaught(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
-    if not issubclass(kind, KeyboardInterrupt):
-        _UNCAUGHT.append(value)
+    _UNCAUGHT.append("killed" if issubclass(kind, KeyboardInterrupt) else "failed")
     _previous_excepthook(kind, value, tb)
+
+
+def _ending_status() -> str:
+    """How runs end when released now: ``failed`` while an exception propagates
+    (a ``finally`` or ``with`` block releasing), ``killed`` for Ctrl-C."""
+    kind = sys.exc_info()[0]
+    if kind is None:
+        return "finished"
+    return "killed" if issubclass(kind, KeyboardInterrupt) else "failed"
 
 
 def _reset_after_fork() -> None:

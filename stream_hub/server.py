@@ -156,15 +156,18 @@ class TrainingStreamServer(Membership):
         self.hub.intake.finished_runs.add(run or self.hub.intake.default_run)
         return self.publish("run_end", {"status": status}, run=run)
 
-    def finish_local_runs(self, status: str = "finished") -> None:
+    def finish_local_runs(self, status: str = "finished", forget: bool = False) -> None:
         """Finish every run this process logged to and did not finish itself
-        (at exit: ``finished``, or ``failed`` after an uncaught exception)."""
+        (at the last release and at exit: ``finished``, or ``failed`` after
+        an exception). ``forget``: a run logged to after this starts afresh."""
         intake = self.hub.intake
         for run in sorted(intake.local_runs - intake.finished_runs):
             try:
                 self.finish(run, status)
             except (TypeError, ValueError):
                 continue
+        if forget:
+            intake.forget_runs()
 
     def finish_into_backend(self, status: str = "finished") -> None:
         """At exit, stopped, with a backend: the runs this process logged to

@@ -160,6 +160,12 @@ class Hub:
         """Encode every committed event now (committing thread only)."""
         self.ring.encode_upto(self.ring.head)
 
+    def encode_some(self, limit: int) -> None:
+        """Encode at most ``limit`` more committed events (committing thread
+        only): a bounded step for callers that must not hold the loop long."""
+        ring = self.ring
+        ring.encode_upto(min(ring.head, max(ring.encoded, ring.oldest - 1) + limit))
+
     @property
     def head(self) -> int:
         """The seq of the newest committed event."""

@@ -201,6 +201,13 @@ class Intake:
         seq = self.submit_many([submission])
         return seq[0] if self.numbered else None
 
+    def forget_runs(self) -> None:
+        """Forget which runs this process logged to and finished (they were
+        ended): the next event of any run notes it again."""
+        self.local_runs = set()
+        self.finished_runs = set()
+        self._last_run = None
+
     def _note_run(self, run: str) -> None:
         self._last_run = run
         self.local_runs.add(run)

@@ -198,6 +198,11 @@ class Ring:
         """Encode every committed event now (committing thread only)."""
         self.encode_upto(self.head)
 
+    @property
+    def encoded(self) -> int:
+        """Events up to this seq are encoded."""
+        return self._encoded
+
     def encode_upto(self, end: int) -> None:
         """Encode committed events up to seq ``end`` (JSON, SSE and WS frames).
 

@@ -48,6 +48,8 @@ __all__ = ["create_rest_app"]
 logger = logging.getLogger(__name__)
 
 TRAINING_STATUS_TIMEOUT = 2.0
+# The most events one /api/status encodes (about 20-40 ms of the loop's time).
+STATUS_ENCODE_LIMIT = 10_000
 
 
 def create_rest_app(
@@ -128,7 +130,9 @@ def create_rest_app(
         denied = check_read(request)
         if denied:
             return denied
-        hub.encode_all()  # so the counters include events no client has read yet
+        # So the counters include events no client has read yet, in a bounded
+        # step: a ring of a million unread events would hold the loop for seconds.
+        hub.encode_some(STATUS_ENCODE_LIMIT)
         return json_response(orjson.dumps(server.status()))
 
     @app.get("/api/runs", tags=["runs"])

@@ -15,6 +15,7 @@ from stream_hub import (
     LoopThreadError,
     StreamHubError,
     StreamServerManager,
+    TrainingStreamServer,
     get_stream_server,
     get_stream_server_manager,
     release_stream_server,
@@ -152,7 +153,35 @@ def test_get_after_release_to_zero_starts_again_with_history() -> None:
     release_stream_server()
     again = get_stream_server(config=cfg)
     assert again is server and again.running
-    assert again.log({"x": 2}) == seq + 3  # shutdown and status events in between
+    assert again.log({"x": 2}) == seq + 4  # run_end, shutdown and status events in between
+    release_stream_server()
+
+
+def test_the_last_release_ends_the_runs_and_an_exception_fails_them() -> None:
+    """Releasing the last reference ends this process's runs (finished, or
+    failed when released while an exception propagates); logging to one
+    again starts it again."""
+    cfg = free_config()
+
+    def states(server: TrainingStreamServer) -> dict[str, str]:
+        answer = httpx.get(f"{server.urls['rest']}/api/runs", timeout=10).json()
+        return {run["run"]: run["state"] for run in answer["runs"]}
+
+    server = get_stream_server(config=cfg)
+    server.log({"x": 1.0}, run="ok")
+    release_stream_server()
+    server = get_stream_server(config=cfg)
+    assert states(server)["ok"] == "finished"
+    server.log({"x": 2.0}, run="ok")
+    wait_for(lambda: states(server)["ok"] == "running", what="logging again starts the run again")
+    with pytest.raises(RuntimeError):
+        try:
+            server.log({"x": 3.0}, run="broken")
+            raise RuntimeError("training blew up")
+        finally:
+            release_stream_server()
+    server = get_stream_server(config=cfg)
+    assert states(server) == {"ok": "failed", "broken": "failed"}  # both were open
     release_stream_server()
 
 

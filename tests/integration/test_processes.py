@@ -360,7 +360,9 @@ print(json.dumps(out))
     assert out["seqs"] == [None] * 11 and out["role"] == "joined"
     assert out["host"]["pid"] == ready["pid"] and set(out["forwarding"]) == {"queued", "sent", "dropped"}
     rest = ready["urls"]["rest"]
-    wait_for(lambda: runs(rest).get("j", {}).get("events") == 11, what="all 11 forwarded")
+    # 10 metrics, the log, and the run_end of the last release: all forwarded.
+    wait_for(lambda: runs(rest).get("j", {}).get("events") == 12, what="all 12 forwarded")
+    assert runs(rest)["j"]["state"] == "finished"
     status = httpx.get(f"{rest}/api/status", timeout=5).json()
     assert status["restarts"] == 0  # the joined process's force_restart did not restart the host
     release(host)

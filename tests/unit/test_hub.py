@@ -673,3 +673,18 @@ def test_run_curves_of_some_runs_and_adding_runs_not_known_yet() -> None:
     other.runs.restore(hub.runs.state(), keep=True)  # adds b, keeps its own a and c
     assert sorted(other.runs.runs) == ["a", "b", "c"]
     assert other.runs.runs["a"].metric_events == 1 and other.runs.runs["b"].metric_events == 30
+
+
+def test_encode_some_is_a_bounded_step() -> None:
+    """/api/status encodes in steps, so a ring of unread events never holds the loop long."""
+    hub = Hub(history_size=1000)
+    for step in range(100):
+        hub.log({"x": float(step)}, step=step, run="r")
+    hub.commit()
+    assert hub.ring.encoded == 0
+    hub.encode_some(30)
+    assert hub.ring.encoded == 30
+    hub.encode_some(1000)
+    assert hub.ring.encoded == 100
+    history, more = hub.history(0, limit=1000)
+    assert len(history) == 100 and not more
