@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from .config import StreamConfig
+from .config import StreamConfig, base_urls
 from .errors import StoreError, StreamHubError
 from .ports import bind_port, verify_released
 from .processes.host import HostChannel
@@ -135,6 +135,8 @@ class HostRuntime:
             raise
         self.running = True
         self.started_at = time.monotonic()
+        if self.store is not None:  # a refused second writer says where this hub serves
+            self.store.note_urls(base_urls(cfg.host, self.ports))
 
     def _bind(self, wanted: dict[str, int]) -> None:
         """Bind and listen on all three ports, REST first, or on none."""
@@ -210,6 +212,13 @@ class HostRuntime:
         store.attach(self.server.hub, handed_over)
         self.store = store
         return True
+
+    def settings(self) -> StreamConfig:
+        """The server's config as this hub runs it (its record says it to
+        joiners): with the store it writes, a successor's being its predecessor's."""
+        config = self.server.config
+        store = self.store.path if self.store is not None else config.store
+        return config if store == config.store else config.replace(store=store)
 
     def close_store(self, timeout: float = 10.0) -> None:
         """Write what the store has queued, close it and let go of its lock

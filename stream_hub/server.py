@@ -100,9 +100,7 @@ class TrainingStreamServer(Membership):
         self._backend: RedisBackend | None = None
         if cfg.backend is not None:
             if cfg.store is not None:
-                logger.warning(
-                    "store %s is not used with a backend: the Redis stream keeps the history", cfg.store
-                )
+                logger.warning("store %s unused: with a backend, Redis keeps the history", cfg.store)
             self._backend = RedisBackend(self.hub, cfg.backend, cfg.namespace)
             self.hub.intake.set_sink(self._backend.sink, numbered=False)
         self.owner: ServerOwner | None = None
@@ -322,20 +320,14 @@ class TrainingStreamServer(Membership):
     def _host_on(
         self, ports: dict[str, int], state: dict[str, Any] | None = None, successor: bool = False
     ) -> None:
-        """Serve on ``ports`` (the registry lock held, if this server uses it).
-
-        ``state``: a history handed over by the previous host; ``successor``:
-        this process takes over from another host (its store may still be
-        closing, and failing to open it must not stop this one hosting).
-        """
+        """Serve on ``ports`` (the registry lock held, if this server uses it); ``state``:
+        a handed-over history; ``successor``: taking over from another host."""
         hub, backend = self.hub, self._backend
         if state is not None:
             hub.adopt(state)
-        opened = False
-        if backend is None:  # with a backend, the Redis stream keeps the history
-            # A successor writes on the store of the hub it succeeds (the hub's settings apply).
-            store = (self._hub_store or self.config.store) if successor else self.config.store
-            opened = self._host.open_store(store, successor, handed_over=state is not None)
+        # A successor writes on the store of the hub it succeeds; with a backend, Redis keeps history.
+        store = (self._hub_store or self.config.store) if successor else self.config.store
+        opened = self._host.open_store(None if backend else store, successor, handed_over=state is not None)
         channel = HostChannel(hub, self._token, self._welcome)
         if state is not None:
             channel.acked.update(state.get("acked", {}))
@@ -354,11 +346,9 @@ class TrainingStreamServer(Membership):
         if self._system is not None:
             self._system.start()
         self._hosted_ports = dict(self._host.ports)
-        if self._host.store is not None:
-            self._host.store.note_urls(self.urls)
         if self._registry is not None and self._key is not None:
             record = my_record(
-                self._key, self._hub_config(), self._host.ports, hub.epoch, self._token, channel.address
+                self._key, self._host.settings(), self._host.ports, hub.epoch, self._token, channel.address
             )
             self._record = record
             self._registry.write(record)
@@ -367,15 +357,9 @@ class TrainingStreamServer(Membership):
             hub.submit("status", None, None, info)
         announce(self.urls)
 
-    def _hub_config(self) -> StreamConfig:
-        """This hub's settings as its record tells joiners: the store it writes."""
-        store = self._host.store.path if self._host.store is not None else self.config.store
-        return self.config if store == self.config.store else self.config.replace(store=store)
-
     def store_status(self) -> dict[str, Any] | None:
         """The store's part of the status (None without a store, or while joined)."""
-        store = self._host.store
-        return store.status() if store is not None else None
+        return self._host.store.status() if self._host.store is not None else None
 
     # -- stop -----------------------------------------------------------------------------
 
