@@ -136,6 +136,8 @@ FIGURES: tuple[Figure, ...] = (
     ),
     Figure("store_publish_us", "publish cost with a store, no client (us/event)", "store", max_value=1.0),
     Figure("store_publish_us_without", "publish cost without a store, same runs (us/event)", "store"),
+    Figure("store_publish_cpu_us", "  the calling thread's own CPU per log(), with a store (us)", "store"),
+    Figure("store_publish_cpu_us_without", "  the same without a store (us)", "store"),
     Figure("store_writer_cpu_us", "store writer CPU per event (us)", "store"),
     Figure("store_mb_per_million", "store size per million metric events (MB)", "store"),
     Figure(

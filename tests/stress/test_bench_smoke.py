@@ -68,6 +68,8 @@ def test_bench_quick_tiny_produces_every_figure(tmp_path: Path) -> None:
         "store_durable_per_s",
         "store_publish_us",
         "store_publish_us_without",
+        "store_publish_cpu_us",
+        "store_publish_cpu_us_without",
         "store_writer_cpu_us",
         "store_mb_per_million",
         "store_train_slowdown_pct",
