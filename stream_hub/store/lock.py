@@ -81,7 +81,8 @@ class StoreLock:
         text = orjson.dumps({"pid": os.getpid(), "urls": urls or {}, "since": time.time()})
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
-            os.pwrite(fd, text, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, text)
 
     def holder(self) -> dict[str, object]:
         """What the lock file says about its holder (empty if it says nothing readable)."""
