@@ -7,14 +7,15 @@ stays: removing it would let two processes lock two different files of the
 same name. A forked child lets go of its copy of the descriptor (the lock
 stays its parent's).
 
-Where ``fcntl`` is missing (Windows), the store relies on SQLite's own
-locking alone, and a second writer fails at its first write instead of at open.
+On Windows the lock is ``msvcrt.locking`` on the lock file's first byte
+(also released when its holder dies); who holds it cannot be read there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import time
 import weakref
@@ -23,10 +24,10 @@ import orjson
 
 from ..errors import StoreLockedError
 
-try:
+if sys.platform == "win32":  # pragma: no cover - Windows
+    import msvcrt
+else:
     import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["StoreLock"]
 
@@ -106,8 +107,12 @@ class StoreLock:
 
 
 def _try_lock(fd: int) -> bool:
-    if fcntl is None:  # pragma: no cover - Windows
-        return True
+    if sys.platform == "win32":  # pragma: no cover - Windows
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
