@@ -18,5 +18,8 @@
 - :mod:`benchmarks.process_figures` -- many processes, one hub: joined
   publish cost, ingest from four processes, training with the hub in
   process or in a ``stream-hub serve`` (:mod:`benchmarks.served`).
+- :mod:`benchmarks.store` -- the durable store's figures (stream_hub with a
+  store against stream_hub without; no baseline); :mod:`benchmarks.groups`
+  -- every figure group.
 - :mod:`benchmarks.report` -- targets, the table and the JSON file.
 """

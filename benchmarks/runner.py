@@ -14,7 +14,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .clients import raise_fd_limit
-from .figures import GROUPS
+from .groups import GROUPS
 
 logger = logging.getLogger(__name__)
 

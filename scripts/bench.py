@@ -8,7 +8,9 @@ Each figure runs in a fresh process per side (the sides alternate, so drift
 in the machine's load hits both alike); the clients run in a further process.
 Prints a table ``figure | stream_hub | baseline | ratio | target | result``
 (ratio > 1 means stream_hub is better) and writes every figure and its
-details to a JSON file (default ``bench_results.json``).
+details to a JSON file (default ``bench_results.json``). The store's figures
+(groups ``store``, ``store_slowdown``) compare stream_hub with and without a
+store, and have no baseline.
 ``STREAM_HUB_BENCH_TINY=1`` is the same as ``--tiny``.
 """
 
@@ -29,7 +31,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.clients import raise_fd_limit  # noqa: E402
-from benchmarks.figures import GROUPS, calibrate_work  # noqa: E402
+from benchmarks.figures import calibrate_work  # noqa: E402
+from benchmarks.groups import GROUPS, OURS_ONLY  # noqa: E402
 from benchmarks.report import machine_info, render_table, summarize  # noqa: E402
 from benchmarks.runner import run_isolated  # noqa: E402
 from benchmarks.sides import SIDES  # noqa: E402
@@ -59,6 +62,9 @@ FULL: dict[str, Any] = {
     "redis_latency_seconds": 5.0,
     "redis_clients": 25,
     "redis_burst": 5_000,
+    "store_seconds": 4.0,
+    "store_train_rate": 10_000,
+    "store_train_segments": 7,
 }
 QUICK: dict[str, Any] = {
     **FULL,
@@ -78,6 +84,8 @@ QUICK: dict[str, Any] = {
     "redis_latency_seconds": 2.0,
     "redis_clients": 10,
     "redis_burst": 2_000,
+    "store_seconds": 2.0,
+    "store_train_segments": 4,
 }
 TINY: dict[str, Any] = {
     **QUICK,
@@ -102,6 +110,8 @@ TINY: dict[str, Any] = {
     "redis_latency_seconds": 0.3,
     "redis_clients": 2,
     "redis_burst": 100,
+    "store_seconds": 1.0,
+    "store_train_segments": 1,
 }
 
 
@@ -168,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {side: {} for side in SIDES}
     for group in groups:
         for side in args.sides:
+            if group in OURS_ONLY and side != "stream_hub":
+                continue
             t0 = time.perf_counter()
             logger.info("running %s for %s", group, side)
             result = run_isolated(group, side, sizes, timeout)

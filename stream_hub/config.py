@@ -92,6 +92,8 @@ class StreamConfig:
     client_buffer_bytes: int = _UNSET
     stale_timeout: float = _UNSET
     store: str | None = _UNSET
+    store_max_events: int | None = _UNSET
+    store_max_days: float | None = _UNSET
     backend: str | None = _UNSET
     namespace: str = _UNSET
     replica: bool = _UNSET
@@ -192,6 +194,8 @@ _DEFAULTS: dict[str, Any] = {
     "client_buffer_bytes": 4 * 1024 * 1024,
     "stale_timeout": 5.0,
     "store": None,
+    "store_max_events": None,
+    "store_max_days": None,
     "backend": None,
     "namespace": "stream_hub",
     "replica": True,
@@ -241,6 +245,16 @@ def _parse_env(name: str, raw: str) -> Any:
             raise ConfigError(name, f"{var}={raw!r} is not a number") from None
     if name in _TOKEN_FIELDS or name in ("store", "backend"):
         return text or None
+    if name == "store_max_events":
+        try:
+            return int(text) if text else None
+        except ValueError:
+            raise ConfigError(name, f"{var}={raw!r} is not an integer") from None
+    if name == "store_max_days":
+        try:
+            return float(text) if text else None
+        except ValueError:
+            raise ConfigError(name, f"{var}={raw!r} is not a number of days") from None
     if name == "replica":
         lowered = text.lower()
         if lowered in ("1", "true", "yes", "on"):
@@ -310,7 +324,25 @@ def _validate(name: str, value: Any) -> Any:
     if name == "store":
         if value is not None and (not isinstance(value, (str, os.PathLike)) or not str(value).strip()):
             raise ConfigError(name, f"expected the path of a SQLite file (or None), got {value!r}")
-        return None if value is None else os.fspath(value)
+        # Absolute: processes that share a hub compare it, and may run in other directories.
+        return None if value is None else os.path.abspath(os.path.expanduser(os.fspath(value)))
+    if name == "store_max_events":
+        if value is not None:
+            _check_int(name, value, 1, 1 << 62, "a number of events (at least 1), or None for no limit")
+        return value
+    if name == "store_max_days":
+        if value is None:
+            return None
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise ConfigError(
+                name, f"expected a positive number of days, or None for no limit, got {value!r}"
+            )
+        return float(value)
     if name == "backend":
         if value is not None and (
             not isinstance(value, str) or not value.startswith(("redis://", "rediss://"))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 __all__ = [
@@ -10,6 +11,8 @@ __all__ = [
     "KillRefusedError",
     "LoopThreadError",
     "PortInUseError",
+    "StoreError",
+    "StoreLockedError",
     "StreamHubError",
 ]
 
@@ -128,3 +131,34 @@ class KillRefusedError(StreamHubError, PermissionError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.pid, self.reason))
+
+
+class StoreError(StreamHubError):
+    """The store (``StreamConfig.store``) cannot be used: not a store file,
+    written by a newer stream_hub, or unreadable; the message says which."""
+
+
+class StoreLockedError(StoreError):
+    """Another hub has the store open for writing (a store has one writer).
+
+    ``path`` is the store, ``pid`` the process holding it (None if unknown),
+    ``urls`` the base URLs its hub serves (empty if unknown).
+    """
+
+    def __init__(self, path: str, pid: int | None, urls: dict[str, str] | None = None) -> None:
+        self.path = path
+        self.pid = pid
+        self.urls = dict(urls or {})
+        if pid is None:
+            who = "another stream_hub hub"
+        elif pid == os.getpid():
+            who = f"another server of this process (pid {pid})"
+        else:
+            who = f"the stream_hub hub of pid {pid}"
+        where = f" (dashboard {self.urls['rest']}/)" if "rest" in self.urls else ""
+        super().__init__(
+            f"store {path} is already open for writing by {who}{where}; a store has one writer. "
+            "Its runs are on that hub's dashboard (a training process joins that hub by using "
+            "the same ports); otherwise stop that hub first, or give this one another file "
+            "(StreamConfig(store=...) / STREAM_HUB_STORE)."
+        )

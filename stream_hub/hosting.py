@@ -26,12 +26,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from .config import StreamConfig
-from .errors import StreamHubError
+from .config import StreamConfig, base_urls
+from .errors import StoreError, StreamHubError
 from .ports import bind_port, verify_released
 from .processes.host import HostChannel
 from .runtime.loop import LoopThread, LoopThreadLeftBehind
 from .runtime.notifier import LoopNotifier
+from .store import HubStore
 from .transports import Transports
 from .transports.access import is_loopback_host
 from .transports.params import ServerView
@@ -49,6 +50,10 @@ WATCH_INTERVAL = 0.25  # seconds between listener health checks
 GRACEFUL_SHARE = 0.8
 #: REST first: its port is the lock between hubs of one machine.
 BIND_ORDER = ("rest", "sse", "ws")
+# How long opening the store waits for another hub to let go of it: a
+# successor waits for the host it takes over from to finish writing.
+STORE_WAIT = 2.0
+STORE_WAIT_SUCCESSOR = 15.0
 
 
 class Handover(Protocol):
@@ -90,6 +95,7 @@ class HostRuntime:
         self.notifier: LoopNotifier | None = None
         self.channel: HostChannel | None = None
         self.service: Service | None = None
+        self.store: HubStore | None = None  # open from the first start to stop (restarts keep it)
         self.ports: dict[str, int] = {}
         self.started_at: float | None = None
         self.running = False
@@ -134,6 +140,8 @@ class HostRuntime:
             raise
         self.running = True
         self.started_at = time.monotonic()
+        if self.store is not None:  # a refused second writer says where this hub serves
+            self.store.note_urls(base_urls(cfg.host, self.ports))
 
     def _bind(self, wanted: dict[str, int]) -> None:
         """Bind and listen on all three ports, REST first, or on none."""
@@ -184,6 +192,46 @@ class HostRuntime:
         finally:
             self._release()
             self.ports = {}
+
+    # -- the store -------------------------------------------------------------------------------
+
+    def open_store(self, path: str | None, successor: bool = False, handed_over: bool = False) -> bool:
+        """Open the store at ``path`` (if any, and not open yet) and give the
+        hub its history and archive, before serving; whether it opened now.
+        ``handed_over``: the hub has just taken over a newer history.
+
+        Raises:
+            StoreError: it cannot be used (another hub writes it, ...). A
+                ``successor`` (taking over from another host) hosts without
+                it instead, after logging why.
+        """
+        if path is None or self.store is not None:
+            return False
+        store = HubStore(path, self.server.config)
+        try:
+            store.open(wait=STORE_WAIT_SUCCESSOR if successor else STORE_WAIT)
+        except StoreError as exc:
+            if not successor:
+                raise
+            logger.error("%s; hosting without the store", exc)
+            return False
+        store.attach(self.server.hub, handed_over)
+        self.store = store
+        return True
+
+    def settings(self) -> StreamConfig:
+        """The server's config as this hub runs it (its record says it to
+        joiners): with the store it writes, a successor's being its predecessor's."""
+        config = self.server.config
+        store = self.store.path if self.store is not None else config.store
+        return config if store == config.store else config.replace(store=store)
+
+    def close_store(self, timeout: float = 10.0) -> None:
+        """Write what the store has queued, close it and let go of its lock
+        (waiting at most ``timeout`` s; a slower disk finishes in the background)."""
+        store, self.store = self.store, None
+        if store is not None:
+            store.close(timeout)
 
     # -- stop -----------------------------------------------------------------------------------
 

@@ -99,6 +99,8 @@ class TrainingStreamServer(Membership):
         # then the local host publishes them).
         self._backend: RedisBackend | None = None
         if cfg.backend is not None:
+            if cfg.store is not None:
+                logger.warning("store %s unused: with a backend, Redis keeps the history", cfg.store)
             self._backend = RedisBackend(self.hub, cfg.backend, cfg.namespace)
             self.hub.intake.set_sink(self._backend.sink, numbered=False)
         self.owner: ServerOwner | None = None
@@ -267,6 +269,9 @@ class TrainingStreamServer(Membership):
         if backend is not None:
             status["backend"] = backend.state
             status["redis"] = backend.describe()
+        store = self.store_status()
+        if store is not None:
+            status["store"] = store
         return status
 
     @property
@@ -312,27 +317,38 @@ class TrainingStreamServer(Membership):
             else:
                 self._host_on(PortManager(cfg.host, cfg.port_conflict).resolve(configured_ports(cfg)))
 
-    def _host_on(self, ports: dict[str, int], state: dict[str, Any] | None = None) -> None:
-        """Serve on ``ports`` (the registry lock held, if this server uses it)."""
+    def _host_on(
+        self, ports: dict[str, int], state: dict[str, Any] | None = None, successor: bool = False
+    ) -> None:
+        """Serve on ``ports`` (the registry lock held, if this server uses it); ``state``:
+        a handed-over history; ``successor``: taking over from another host."""
         hub, backend = self.hub, self._backend
         if state is not None:
             hub.adopt(state)
+        # A successor writes on the store of the hub it succeeds; with a backend, Redis keeps history.
+        store = (self._hub_store or self.config.store) if successor else self.config.store
+        opened = self._host.open_store(None if backend else store, successor, handed_over=state is not None)
         channel = HostChannel(hub, self._token, self._welcome)
         if state is not None:
             channel.acked.update(state.get("acked", {}))
-        if backend is None:
-            hub.intake.set_sink(hub.store_batch, numbered=True)
-            self._host.start(ports, channel, self._channel_path())
-        else:
-            self._host.start(ports, channel, self._channel_path(), service=backend)
-            backend.start_publishing()
+        try:
+            if backend is None:
+                hub.intake.set_sink(hub.store_batch, numbered=True)
+                self._host.start(ports, channel, self._channel_path())
+            else:
+                self._host.start(ports, channel, self._channel_path(), service=backend)
+                backend.start_publishing()
+        except BaseException:
+            if opened:
+                self._host.close_store()
+            raise
         self._role = "host"
         if self._system is not None:
             self._system.start()
         self._hosted_ports = dict(self._host.ports)
         if self._registry is not None and self._key is not None:
             record = my_record(
-                self._key, self.config, self._host.ports, hub.epoch, self._token, channel.address
+                self._key, self._host.settings(), self._host.ports, hub.epoch, self._token, channel.address
             )
             self._record = record
             self._registry.write(record)
@@ -340,6 +356,10 @@ class TrainingStreamServer(Membership):
             info = {"state": "started", "ports": self.ports, "pid": os.getpid(), "restarts": self.restarts}
             hub.submit("status", None, None, info)
         announce(self.urls)
+
+    def store_status(self) -> dict[str, Any] | None:
+        """The store's part of the status (None without a store, or while joined)."""
+        return self._host.store.status() if self._host.store is not None else None
 
     # -- stop -----------------------------------------------------------------------------
 
@@ -398,6 +418,8 @@ class TrainingStreamServer(Membership):
             backend.stop_publishing(timeout)
             return
         if self._role is None and not self._host.alive:
+            if reason == "stop":
+                self._host.close_store()  # left open by a restart that could not start again
             return
         handover = None
         if reason == "stop":
@@ -411,6 +433,8 @@ class TrainingStreamServer(Membership):
             if backend is not None:
                 backend.stop_publishing(max(0.0, timeout - (time.monotonic() - started)))
         finally:
+            if reason == "stop":  # a restart keeps writing it
+                self._host.close_store(max(1.0, timeout - (time.monotonic() - started)))
             handed = handover is not None and handover.successor is not None
             if reason == "stop" and not handed and self._registry and self._key:
                 self._registry.remove(self._key, os.getpid())

@@ -75,6 +75,8 @@ class Observed(Protocol):
 
     def backend_status(self) -> dict[str, Any] | None: ...
 
+    def store_status(self) -> dict[str, Any] | None: ...
+
 
 class _ServerCollector(Collector):
     def __init__(self, server: Observed) -> None:
@@ -117,6 +119,9 @@ class _ServerCollector(Collector):
         yield GaugeMetricFamily("stream_hub_running", "1 while serving", value=1 if server.running else 0)
         yield CounterMetricFamily("stream_hub_restarts", "Restarts of the server", value=server.restarts)
         yield from _backend_metrics(server.backend_status())
+        store = server.store_status()
+        if store is not None:
+            yield from _store_metrics(store)
         h = server.latency
         yield HistogramMetricFamily(
             "stream_hub_publish_to_write_seconds",
@@ -150,6 +155,28 @@ def _backend_metrics(backend: dict[str, Any] | None) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "stream_hub_replica_lag", "Stream entries this replica has not stored yet", value=replica["lag"]
         )
+
+
+def _store_metrics(store: dict[str, Any]) -> Iterator[Metric]:
+    """The durable store: what it wrote, what waits, what it could not write."""
+    for name, key, text in (
+        ("stream_hub_store_events_written", "written", "Events written to the store"),
+        (
+            "stream_hub_store_events_dropped",
+            "dropped",
+            "Events the store could not take (kept in memory only)",
+        ),
+        ("stream_hub_store_write_errors", "errors", "Store transactions that failed (retried)"),
+        ("stream_hub_store_events_deleted", "deleted", "Events removed from the store by retention"),
+    ):
+        yield CounterMetricFamily(name, text, value=store.get(key, 0))
+    for name, key, text in (
+        ("stream_hub_store_queued_events", "queued", "Events waiting to be written to the store"),
+        ("stream_hub_store_write_lag_seconds", "lag_s", "How long the oldest waiting event has waited"),
+        ("stream_hub_store_events", "events", "Events in the store"),
+        ("stream_hub_store_bytes", "bytes", "Size of the store file and its WAL"),
+    ):
+        yield GaugeMetricFamily(name, text, value=store.get(key, 0))
 
 
 class TrainingGauges(Collector):

@@ -73,6 +73,20 @@ STATUS_KEYS = {
     "restarts",
     "role",  # contract v2
 }
+# status()["store"], present while the hub has a store (StreamConfig.store)
+STORE_STATUS_KEYS = {
+    "path",
+    "journal",
+    "events",
+    "bytes",
+    "written",
+    "queued",
+    "lag_s",
+    "dropped",
+    "errors",
+    "deleted",
+    "last_seq",
+}
 
 
 def valid_seq(text: str) -> bool:

@@ -1,8 +1,9 @@
 """The ``stream-hub`` command (also ``python -m stream_hub``).
 
 Subcommands: serve, demo (:mod:`.serve`), status, restart, tail
-(:mod:`.remote`), ports (:mod:`.ports`). Every connection flag also reads its
-``STREAM_HUB_*`` variable; flags win (see :mod:`.common`).
+(:mod:`.remote`), export (:mod:`.export`), ports (:mod:`.ports`). Every
+connection flag also reads its ``STREAM_HUB_*`` variable; flags win (see
+:mod:`.common`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import StreamHubError
 from .common import EXIT_ERROR, EXIT_OK
+from .export import cmd_export
 from .ports import cmd_ports
 from .remote import cmd_restart, cmd_status, cmd_tail
 from .serve import cmd_serve
@@ -31,6 +33,20 @@ def _add_connection_flags(parser: argparse.ArgumentParser, token_help: str | Non
     if token_help is not None:
         parser.add_argument("--token", help=token_help)
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def _add_store_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        metavar="PATH",
+        help="keep events and curves in this SQLite file, and continue what it holds (env STREAM_HUB_STORE)",
+    )
+    parser.add_argument(
+        "--store-max-events", type=int, metavar="N", help="keep at most N events in the store"
+    )
+    parser.add_argument(
+        "--store-max-days", type=float, metavar="D", help="keep events of the last D days in the store"
+    )
 
 
 def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +84,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="what to do when a port is busy (env STREAM_HUB_PORT_CONFLICT)",
     )
     _add_backend_flags(serve)
+    _add_store_flags(serve)
 
     demo = sub.add_parser(
         "demo",
@@ -78,6 +95,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_connection_flags(demo, "admin token (env STREAM_HUB_ADMIN_TOKEN)")
     demo.add_argument("--port-conflict", choices=["auto", "fail", "free", "next"])
     _add_backend_flags(demo)
+    _add_store_flags(demo)
     demo.add_argument("--runs", type=int, default=3, help="training threads (default 3)")
     demo.add_argument("--steps", type=int, default=3000, help="steps per run (default 3000)")
     demo.add_argument(
@@ -126,6 +144,21 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     tail.add_argument("--timeout", type=float, default=10.0, help="seconds one connection attempt may take")
 
+    export = sub.add_parser(
+        "export",
+        help="one run's events as CSV or JSON lines, from a store file or a live hub",
+        description="Export a run at full resolution: from a store file (--store), or from "
+        "the live hub over REST (GET /api/runs/{run}/export). CSV has one column per metric; "
+        "JSON lines have every event.",
+    )
+    _add_connection_flags(export, "read token, if the hub needs one (env STREAM_HUB_READ_TOKEN)")
+    export.add_argument("--store", metavar="PATH", help="read this store file instead of a live hub")
+    export.add_argument("--run", required=True, help="the run to export")
+    export.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="default: csv")
+    export.add_argument("--metric", help="csv: only this metric's column")
+    export.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    export.add_argument("--timeout", type=float, default=60.0, help="seconds per read from a hub")
+
     ports = sub.add_parser(
         "ports",
         help="show (and optionally free) the three ports",
@@ -156,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": cmd_status,
         "restart": cmd_restart,
         "tail": cmd_tail,
+        "export": cmd_export,
         "ports": cmd_ports,
     }
     try:

@@ -30,7 +30,18 @@ EXIT_UNREACHABLE = 2
 
 
 # The flags that set StreamConfig fields of the same name.
-_FIELD_FLAGS = ("host", "sse_port", "ws_port", "rest_port", "port_conflict", "backend", "namespace")
+_FIELD_FLAGS = (
+    "host",
+    "sse_port",
+    "ws_port",
+    "rest_port",
+    "port_conflict",
+    "backend",
+    "namespace",
+    "store",
+    "store_max_events",
+    "store_max_days",
+)
 
 # The fields each client-side command reads. It talks to a hub that is already
 # configured: the server's own settings (history size, limits, timeouts, ...)
@@ -40,6 +51,7 @@ _CLIENT_FIELDS: dict[str, tuple[str, ...]] = {
     "status": ("host", "rest_port", "read_token"),
     "restart": ("host", "rest_port", "admin_token"),
     "tail": ("host", "sse_port", "read_token"),
+    "export": ("host", "rest_port", "read_token"),
     "ports": ("host", "sse_port", "ws_port", "rest_port"),
 }
 

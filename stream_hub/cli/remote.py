@@ -54,6 +54,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("events", ", ".join(f"{k} {v}" for k, v in status["events"].items())),
         ("loop thread", "alive" if status.get("loop_thread_alive") else "DEAD"),
     ]
+    store = status.get("store")
+    if store:
+        rows.append(
+            ("store", f"{store.get('path')}: {store.get('events')} events, {store.get('bytes')} bytes")
+        )
+        rows.append(
+            (
+                "store writes",
+                f"{store.get('queued')} waiting, {store.get('dropped')} dropped, "
+                f"{store.get('errors')} errors, lag {store.get('lag_s')} s",
+            )
+        )
     for name, url_ in status.get("urls", {}).items():
         rows.append((f"{name} url", url_))
     width = max(len(name) for name, _ in rows)

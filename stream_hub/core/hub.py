@@ -144,11 +144,17 @@ class Hub:
     def adopt(self, state: dict[str, Any]) -> None:
         """Continue the history of another hub (:meth:`state`): same epoch,
         its events in the ring under their seqs, its curves; the next event
-        gets the seq after its last. Call before serving (committing thread)."""
+        gets the seq after its last (when the events, consecutive, end before
+        it, the ring starts empty after it). Before serving (committing thread)."""
         self.epoch = self.ring.epoch = str(state["epoch"])
-        self.ring.load([orjson.loads(text) for text in state["events"]])
+        events = [orjson.loads(text) for text in state["events"]]
+        last_seq = int(state["last_seq"])
+        self.ring.reset_at(int(events[0]["seq"]) - 1 if events else last_seq)
+        self.ring.load(events)
+        if self.ring.head != last_seq:  # a store that could not write the newest: start after them
+            self.ring.reset_at(last_seq)
         self.runs.restore(state["runs"])
-        self.intake.continue_from(int(state["last_seq"]))
+        self.intake.continue_from(last_seq)
 
     def encode_all(self) -> None:
         """Encode every committed event now (committing thread only)."""
@@ -306,21 +312,21 @@ class Hub:
 
     def backfill(self, cursor: Cursor, events: list[Archived]) -> list[bytes]:
         """Frames of archived events for a cursor (what it wants of them),
-        advancing it; a ``gap`` first for seqs the archive no longer had.
+        advancing it; a ``gap`` for each stretch of seqs the archive does not
+        have (before its first event, or between two of them).
         Nothing (and the cursor unmoved) when ``events`` is empty: :meth:`read`
         then announces the whole stretch. The caller counts what it sends."""
         if not events:
             return []
         parts: list[bytes] = []
-        first = events[0][0]
-        if first > cursor.pos + 1:
-            lost = first - 1 - cursor.pos
-            self.counters.dropped += lost
-            data = {"lost": lost, "from": cursor.pos + 1, "to": first - 1, "reason": "behind"}
-            parts.append(self._gap_frame(cursor.fmt, first - 1, data))
         for seq, event_type, run, _rank, body in events:
             if seq <= cursor.pos:
                 continue
+            if seq > cursor.pos + 1:  # the archive lacks these (before or among its events)
+                lost = seq - 1 - cursor.pos
+                self.counters.dropped += lost
+                data = {"lost": lost, "from": cursor.pos + 1, "to": seq - 1, "reason": "behind"}
+                parts.append(self._gap_frame(cursor.fmt, seq - 1, data))
             if cursor.wants(run, event_type):
                 parts.append(_frame(cursor.fmt, seq, event_type, body))
             cursor.pos = seq

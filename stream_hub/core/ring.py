@@ -286,6 +286,13 @@ class Ring:
             self._trim()
         return stored
 
+    def reset_at(self, seq: int) -> None:
+        """Empty the ring, positioned after ``seq``: the next event stored is
+        ``seq + 1``, and nothing up to ``seq`` counts as kept."""
+        self.clear()
+        self.head = self._encoded = seq
+        self._floor = seq + 1
+
     def load(self, events: list[dict[str, Any]]) -> None:
         """Put another hub's events (decoded JSON, oldest first, consecutive
         seqs) in an empty ring, under their own seqs."""

@@ -213,10 +213,12 @@ class RunIndex:
         self.runs.clear()
         self.series_count = 0
 
-    def state(self) -> list[dict[str, Any]]:
-        """Every run, its tracks and curves, JSON-able (a hand-over to another host)."""
+    def state(self, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Every run (or the runs named), its tracks and curves, JSON-able
+        (a hand-over to another host, a store's snapshot)."""
         out = []
-        for summary in self.runs.values():
+        summaries = self.runs.values() if names is None else [self.runs[n] for n in names if n in self.runs]
+        for summary in summaries:
             tracks = []
             for rank, track in summary.tracks.items():
                 tracks.append(
@@ -244,10 +246,16 @@ class RunIndex:
             )
         return out
 
-    def restore(self, runs: list[dict[str, Any]]) -> None:
-        """Take over the runs of :meth:`state` (replacing what is here)."""
-        self.clear()
-        for item in runs[: self.max_runs]:
+    def restore(self, runs: list[dict[str, Any]], keep: bool = False) -> None:
+        """Take over the runs of :meth:`state`: replacing what is here, or
+        (``keep``) adding those not known yet, within ``max_runs``."""
+        if not keep:
+            self.clear()
+        for item in runs:
+            if len(self.runs) >= self.max_runs:
+                break
+            if item["run"] in self.runs:
+                continue
             summary = RunSummary(
                 run=item["run"],
                 events=item["events"],

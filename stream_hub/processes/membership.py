@@ -45,8 +45,12 @@ class Membership:
     _key: str | None
     _record: HubRecord | None
     _token: str
+    # The store of the hub this process joined (its record's): a successor writes it on.
+    _hub_store: str | None = None
 
-    def _host_on(self, ports: dict[str, int], state: dict[str, Any] | None = None) -> None:
+    def _host_on(
+        self, ports: dict[str, int], state: dict[str, Any] | None = None, successor: bool = False
+    ) -> None:
         raise NotImplementedError  # the server's
 
     @property
@@ -104,6 +108,7 @@ class Membership:
         )
         intake.set_sink(forwarder.take, numbered=False)
         self._forwarder = forwarder
+        self._hub_store = target.settings.get("store") or self._hub_store
         self._role = role
         forwarder.start()
         logger.info("joined the stream_hub hub of pid %d: dashboard %s/", target.pid, target.urls.get("rest"))
@@ -160,9 +165,9 @@ class Membership:
         acked = int((state or {}).get("acked", {}).get(forwarder.source, 0)) if forwarder is not None else 0
         self._role = None
         try:
-            self._host_on(ports, state)
+            self._host_on(ports, state, successor=True)
         except PortInUseError:
-            self._host_on(resolve_ports(self.config, ports), state)
+            self._host_on(resolve_ports(self.config, ports), state, successor=True)
         for batch in left:
             if batch.n > acked:
                 self.hub.submit_many(decode_events(batch.events))

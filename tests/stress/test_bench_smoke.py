@@ -63,6 +63,24 @@ def test_bench_quick_tiny_produces_every_figure(tmp_path: Path) -> None:
             assert isinstance(value, (int, float)) and not isinstance(value, bool), (key, side)
             assert math.isfinite(value), (key, side, value)
         assert figures[key]["result"] in (None, "PASS", "MISS")
+    # The store's figures compare stream_hub with and without a store: no baseline.
+    store = {
+        "store_durable_per_s",
+        "store_publish_us",
+        "store_publish_us_without",
+        "store_publish_cpu_us",
+        "store_publish_cpu_us_without",
+        "store_writer_cpu_us",
+        "store_mb_per_million",
+        "store_train_slowdown_pct",
+        "store_train_slowdown_pct_without",
+        "store_train_cpu_overhead_pct",
+        "store_train_cpu_overhead_pct_without",
+    }
+    for key in store:
+        value = figures[key]["stream_hub"]
+        assert isinstance(value, (int, float)) and math.isfinite(value), (key, value)
+        assert figures[key]["baseline"] is None
     assert "| figure" in proc.stdout
 
 

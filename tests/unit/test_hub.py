@@ -622,6 +622,59 @@ async def test_what_the_archive_lost_too_is_announced_by_a_gap() -> None:
     assert [e["seq"] for e in rest] == list(range(40, 101))
 
 
+async def test_a_hole_among_archived_events_is_announced_by_a_gap() -> None:
+    hub = Hub(10)
+    archive = hub.archive = MemoryArchive()
+    for i in range(100):
+        hub.log({"x": i})
+    for seq in range(30, 41):
+        del archive.events[seq]  # a stretch the store could not write
+    events = await _drain(hub, hub.open_cursor(5))
+    gaps = [e for e in events if e["type"] == "gap"]
+    assert [(g["seq"], g["data"]["from"], g["data"]["to"]) for g in gaps] == [(40, 30, 40)]
+    assert [e["seq"] for e in events if e["type"] != "gap"] == [*range(6, 30), *range(41, 101)]
+
+
+def test_adopting_events_that_end_before_the_last_seq_starts_the_ring_after_it() -> None:
+    old = Hub(50)
+    for i in range(20):
+        old.log({"x": i}, run="a")
+    state = old.state()
+    state["last_seq"] = 25  # events 21..25 were given seqs but are not in the state
+    new = Hub(50)
+    new.adopt(state)
+    assert (new.head, new.oldest, new.last_seq) == (25, 26, 25)
+    assert new.log({"x": 1.0}) == 26
+    events = read_all(new, new.open_cursor(0))
+    assert [e["seq"] for e in events] == [26] and events[0]["epoch"] == old.epoch
+
+
+def test_adopting_replaces_what_the_ring_held() -> None:
+    old = Hub(50)
+    for i in range(10):
+        old.log({"x": i})
+    new = Hub(50)
+    for i in range(30):
+        new.log({"y": i})
+    new.adopt(old.state())
+    assert [e["seq"] for e in read_all(new, new.open_cursor(0))] == list(range(1, 11))
+
+
+def test_run_curves_of_some_runs_and_adding_runs_not_known_yet() -> None:
+    hub = Hub(100)
+    for step in range(30):
+        hub.log({"loss": 1 / (step + 1)}, step=step, run="a")
+        hub.log({"acc": step / 30}, step=step, run="b")
+    only_a = hub.runs.state(["a", "missing"])
+    assert [r["run"] for r in only_a] == ["a"]
+    other = Hub(100)
+    other.log({"loss": 9.0}, step=0, run="a")
+    other.log({"z": 1.0}, run="c")
+    other.runs.restore(hub.runs.state(), keep=True)  # adds b, keeps its own a and c
+    assert sorted(other.runs.runs) == ["a", "b", "c"]
+    assert other.runs.runs["a"].metric_events == 1 and other.runs.runs["b"].metric_events == 30
+
+
 def test_encode_some_is_a_bounded_step() -> None:
     """/api/status encodes in steps, so a ring of unread events never holds the loop long."""
     hub = Hub(history_size=1000)
