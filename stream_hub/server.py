@@ -18,11 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import threading
 import time
 import weakref
-from typing import Any, Protocol
+from typing import Any
 
 from . import job
 from .backend import RedisBackend
@@ -36,9 +35,9 @@ from .processes.joined import Forwarder
 from .processes.membership import Membership, configured_ports
 from .processes.registry import HubRecord, Registry, new_token
 from .processes.rendezvous import my_record, resolve_ports, uses_rendezvous
+from .reporting import Reporting, ServerOwner
 from .runtime.forking import close_inherited_sockets
 from .runtime.notifier import LoopNotifier
-from .status import Status
 from .system_metrics import SystemMetrics
 from .telemetry import LatencyHistogram, MetricsExporter
 from .transports import Transports
@@ -53,19 +52,7 @@ logger = logging.getLogger(__name__)
 _ALL_SERVERS: weakref.WeakSet[TrainingStreamServer] = weakref.WeakSet()
 
 
-class ServerOwner(Protocol):
-    """Who shares a server (the manager): its reference count, and what a
-    restart asked for over REST or a fault should go through."""
-
-    @property
-    def ref_count(self) -> int: ...
-
-    def force_restart(self) -> Any: ...
-
-    def recover(self, server: TrainingStreamServer, cause: str) -> None: ...
-
-
-class TrainingStreamServer(Membership):
+class TrainingStreamServer(Reporting, Membership):
     """One process's part in a hub: hosting it, or joined to another process's.
 
     Most code gets one through :func:`stream_hub.get_stream_server`, which
@@ -215,74 +202,6 @@ class TrainingStreamServer(Membership):
             return dict(self._forwarder.target.urls)
         return base_urls(self.config.host, self._host.ports)
 
-    def client_counts(self) -> dict[str, int]:
-        """Connected SSE and WebSocket clients, and evictions so far."""
-        notifier = self._host.notifier
-        counts = dict(notifier.clients) if notifier is not None else {"sse": 0, "ws": 0}
-        counts["evicted"] = self.clients.evicted
-        return counts
-
-    def sources(self) -> list[dict[str, Any]]:
-        """The hub's publishers (``/api/sources``): this process, then joined ones."""
-        me = {
-            "source": "host",
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "rank": self.hub.intake.rank,
-            "role": "host",
-            "events": self.hub.counters.published,
-            "dropped": self.hub.intake.shed,
-            "connected": self.running,
-            "connected_since": time.time() - (time.monotonic() - (self._host.started_at or time.monotonic())),
-        }
-        channel = self._host.channel
-        return [me, *(channel.describe_sources() if channel is not None else [])]
-
-    def live_runs(self) -> set[str]:
-        """Runs a live publisher of this hub has logged to (not stale)."""
-        channel = self._host.channel
-        joined = channel.live_runs() if channel is not None else set()
-        return joined | (self.hub.intake.local_runs - self.hub.intake.finished_runs)
-
-    def status(self) -> dict[str, Any]:
-        """The status dict of the contract (``ref_count`` from the owner)."""
-        hub, host, forwarder = self.hub, self._host, self._forwarder
-        status = Status(
-            running=self.running,
-            ref_count=self.owner.ref_count if self.owner is not None else 0,
-            uptime_s=(time.monotonic() - host.started_at) if host.started_at else 0.0,
-            ports=self.ports,
-            urls=self.urls,
-            epoch=forwarder.target.epoch if forwarder is not None else hub.epoch,
-            last_seq=forwarder.host_last_seq if forwarder is not None else hub.head,
-            history={"size": hub.size, "capacity": hub.capacity},
-            clients=self.client_counts(),
-            events=hub.events_counts(),
-            loop_thread_alive=host.alive,
-            restarts=self.restarts,
-            role=self._role or "stopped",
-        ).to_dict()
-        if forwarder is not None:
-            status["host"] = {"pid": forwarder.target.pid, "urls": forwarder.target.urls}
-            status["forwarding"] = forwarder.status()
-        backend = self._backend
-        if backend is not None:
-            status["backend"] = backend.state
-            status["redis"] = backend.describe()
-        store = self.store_status()
-        if store is not None:
-            status["store"] = store
-        return status
-
-    @property
-    def backend_state(self) -> str | None:
-        """``"up"`` or ``"down"`` with a backend (is Redis answering?), else None."""
-        return self._backend.state if self._backend is not None else None
-
-    def backend_status(self) -> dict[str, Any] | None:
-        """The backend's details (``status()["redis"]``), None without one."""
-        return self._backend.describe() if self._backend is not None else None
-
     def check_not_in_loop(self, what: str) -> None:
         """Raise :class:`~stream_hub.LoopThreadError` if called from this
         server's loop thread (where a blocking call would deadlock)."""
@@ -356,10 +275,6 @@ class TrainingStreamServer(Membership):
             info = {"state": "started", "ports": self.ports, "pid": os.getpid(), "restarts": self.restarts}
             hub.submit("status", None, None, info)
         announce(self.urls)
-
-    def store_status(self) -> dict[str, Any] | None:
-        """The store's part of the status (None without a store, or while joined)."""
-        return self._host.store.status() if self._host.store is not None else None
 
     # -- stop -----------------------------------------------------------------------------
 
