@@ -26,6 +26,7 @@ __all__ = [
     "encode_data",
     "encode_event",
     "encode_template",
+    "event_fields",
     "sse_frame",
     "validate_metrics",
     "validate_rank",
@@ -185,6 +186,15 @@ def validate_rank(rank: object) -> int | None:
     return rank
 
 
+def event_fields(
+    seq: int, epoch: str, ts: float, event_type: str, run: str | None, step: int | None, rank: int | None
+) -> dict[str, Any]:
+    """An event's fields but its payload, in the wire's order (``rank`` only when known)."""
+    if rank is None:
+        return {"seq": seq, "epoch": epoch, "ts": ts, "type": event_type, "run": run, "step": step}
+    return {"seq": seq, "epoch": epoch, "ts": ts, "type": event_type, "run": run, "rank": rank, "step": step}
+
+
 def encode_event(
     seq: int,
     epoch: str,
@@ -204,19 +214,7 @@ def encode_event(
     Raises:
         TypeError: ``payload`` cannot be encoded (not JSON-able).
     """
-    event: dict[str, Any]
-    if rank is None:
-        event = {"seq": seq, "epoch": epoch, "ts": ts, "type": event_type, "run": run, "step": step}
-    else:
-        event = {
-            "seq": seq,
-            "epoch": epoch,
-            "ts": ts,
-            "type": event_type,
-            "run": run,
-            "rank": rank,
-            "step": step,
-        }
+    event = event_fields(seq, epoch, ts, event_type, run, step, rank)
     if event_type == "metric":
         metrics = event["metrics"] = wire_numbers(payload)
         try:

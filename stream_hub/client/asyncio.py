@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from .errors import FollowError, FollowTimeout
-from .follower import Dropped, Follower, OnShutdown, describe, error_text
+from .follower import Dropped, Follower, OnShutdown, Position, describe, error_text
 from .sse import SSEDecoder
 
 __all__ = ["AsyncSubscription", "afollow"]
@@ -56,23 +56,13 @@ def afollow(
     return AsyncSubscription(follower)
 
 
-class AsyncSubscription:
+class AsyncSubscription(Position):
     """The asynchronous iterator :func:`afollow` returns."""
 
     def __init__(self, follower: Follower) -> None:
-        self.follower = follower
+        super().__init__(follower)
         # The reader does not point back here (see the sync Subscription).
         self._events = _Reader(follower).run()
-
-    @property
-    def last_seq(self) -> int | None:
-        """The seq of the last event taken (None: none yet)."""
-        return self.follower.last_seq
-
-    @property
-    def epoch(self) -> str | None:
-        """The epoch of the last event taken."""
-        return self.follower.epoch
 
     def __aiter__(self) -> AsyncSubscription:
         return self

@@ -30,7 +30,7 @@ import orjson
 
 from .errors import FollowError, HubRefused, HubUnreachable
 
-__all__ = ["PROBE", "Dropped", "Follower", "OnShutdown", "describe", "error_text"]
+__all__ = ["PROBE", "Dropped", "Follower", "OnShutdown", "Position", "describe", "error_text"]
 
 logger = logging.getLogger("stream_hub.client")
 
@@ -388,3 +388,21 @@ def describe(exc: BaseException) -> str:
     """An exception as "Type: message" for a log line or an error."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Position:
+    """Where a subscription stands: what ``follow()`` and ``afollow()``'s
+    iterators share (the decisions are their :class:`Follower`'s)."""
+
+    def __init__(self, follower: Follower) -> None:
+        self.follower = follower
+
+    @property
+    def last_seq(self) -> int | None:
+        """The seq of the last event taken (None: none yet)."""
+        return self.follower.last_seq
+
+    @property
+    def epoch(self) -> str | None:
+        """The epoch of the last event taken."""
+        return self.follower.epoch

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.sync.client import connect as ws_connect
 
 from .errors import FollowError, FollowTimeout
-from .follower import Dropped, Follower, OnShutdown, describe, error_text
+from .follower import Dropped, Follower, OnShutdown, Position, describe, error_text
 from .sse import SSEDecoder
 
 __all__ = ["Subscription", "follow"]
@@ -73,24 +73,14 @@ def follow(
     return Subscription(follower)
 
 
-class Subscription:
+class Subscription(Position):
     """The iterator :func:`follow` returns."""
 
     def __init__(self, follower: Follower) -> None:
-        self.follower = follower
+        super().__init__(follower)
         # The reader does not point back here: a subscription dropped without
         # close() is freed at once, and its generator closes the connection.
         self._events = _Reader(follower).run()
-
-    @property
-    def last_seq(self) -> int | None:
-        """The seq of the last event taken (None: none yet)."""
-        return self.follower.last_seq
-
-    @property
-    def epoch(self) -> str | None:
-        """The epoch of the last event taken."""
-        return self.follower.epoch
 
     def __iter__(self) -> Subscription:
         return self

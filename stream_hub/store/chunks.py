@@ -25,7 +25,7 @@ import orjson
 
 from ..core.hub import Archived
 from ..core.intake import FIELDS
-from ..events import encode_event
+from ..events import encode_event, event_fields
 
 __all__ = ["Chunk", "decode", "encode", "event_json", "events_in", "metrics_of", "rows"]
 
@@ -162,18 +162,7 @@ def event_json(
     """An event's JSON from its stored fields (the same bytes as :func:`encode_event`)."""
     if event_type != "metric":
         return encode_event(seq, epoch, ts, event_type, run, step, payload, rank)
-    if rank is None:
-        event = {"seq": seq, "epoch": epoch, "ts": ts, "type": event_type, "run": run, "step": step}
-    else:
-        event = {
-            "seq": seq,
-            "epoch": epoch,
-            "ts": ts,
-            "type": event_type,
-            "run": run,
-            "rank": rank,
-            "step": step,
-        }
+    event = event_fields(seq, epoch, ts, event_type, run, step, rank)
     event["metrics"] = payload  # stored as on the wire already
     return orjson.dumps(event)
 
