@@ -62,7 +62,10 @@ def _print_ready(args: argparse.Namespace, server: TrainingStreamServer, demo: b
 def cmd_serve(args: argparse.Namespace, demo: bool = False) -> int:
     from ..demo import run_demo_threads
     from ..manager import get_stream_server, get_stream_server_manager, release_stream_server
+    from ..runtime.memory import fix_mmap_threshold
 
+    # This process only serves: freed buffers go back to the kernel (runtime/memory.py).
+    fix_mmap_threshold()
     extra: dict[str, Any] = {"admin_token": args.token} if args.token else {}
     extra["replica"] = True  # serving is the point, whatever STREAM_HUB_REPLICA says
     cfg = server_config(args, **extra)
