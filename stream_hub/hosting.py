@@ -65,6 +65,10 @@ class Handover(Protocol):
     async def go(self, channel: HostChannel) -> None:
         """Once the ports are released: the successor may bind them."""
 
+    @property
+    def successor_pid(self) -> int | None:
+        """The process told to go on (it may hold the ports by the time they are verified)."""
+
 
 class Service(Protocol):
     """What else feeds the hub while it is served, on the loop (a Redis
@@ -273,7 +277,10 @@ class HostRuntime:
         finally:
             self._release()
             self.started_at = None
-        verify_released(self.server.config.host, ports)
+        # Handed over, the successor may have bound the ports already: that is the point.
+        verify_released(
+            self.server.config.host, ports, successor=handover.successor_pid if handover is not None else None
+        )
         self.ports = {}
         took = (time.monotonic() - started) * 1000
         logger.info(

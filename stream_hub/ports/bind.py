@@ -4,6 +4,7 @@ the way a stopped server proves its ports are free again (the same bind)."""
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import sys
 
@@ -11,6 +12,8 @@ from ..errors import PortInUseError, StreamHubError
 from .probe import describe_process, get_process_using_port, reuse_option
 
 __all__ = ["bind_port", "verify_released"]
+
+logger = logging.getLogger(__name__)
 
 # How a refused bind reads: EADDRINUSE; EACCES (a privileged port); on Windows
 # WSAEADDRINUSE, and WSAEACCES for an exclusive bind over another socket or a
@@ -63,8 +66,12 @@ def bind_port(host: str, port: int, name: str, listen: bool = True) -> socket.so
     return sock
 
 
-def verify_released(host: str, ports: dict[str, int]) -> None:
+def verify_released(host: str, ports: dict[str, int], successor: int | None = None) -> None:
     """Bind each port again, as the next server will, or raise.
+
+    ``successor``: the PID of a process this one handed its hub to; a port it
+    has bound already counts as released (the holder must be identified as
+    that process: an unknown holder does not).
 
     Raises:
         StreamHubError: a port is still bound (it names the port and the holder).
@@ -73,4 +80,7 @@ def verify_released(host: str, ports: dict[str, int]) -> None:
         try:
             bind_port(host, port, name, listen=False).close()
         except PortInUseError as exc:
+            if successor is not None and exc.pid == successor:
+                logger.debug("%s port %d already bound by the successor (pid %d)", name, port, successor)
+                continue
             raise StreamHubError(f"{name} port {port} is still bound after stop: {exc}") from exc

@@ -199,14 +199,21 @@ def get_process_using_port(port: int, host: str | None = None) -> int | None:
     (macOS without root) it falls back to ``lsof``. Never raises: any failure,
     or a holder this user cannot see, gives ``None``.
     """
-    try:
-        pids, unseen = _psutil_listeners(port, host)
-    except Exception as exc:  # AccessDenied on macOS, or anything platform-specific
-        logger.debug("psutil.net_connections failed (%s); trying lsof", exc)
-        return _lsof_listener(port)
-    if pids:
-        return pids[0]
-    return _lsof_listener(port) if unseen else None
+    # psutil maps sockets to processes by scanning every process's descriptors
+    # after reading the socket tables: a scan that misses ours (a busy machine,
+    # processes coming and going) is tried once more before giving up.
+    for _ in range(2):
+        try:
+            pids, unseen = _psutil_listeners(port, host)
+        except Exception as exc:  # AccessDenied on macOS, or anything platform-specific
+            logger.debug("psutil.net_connections failed (%s); trying lsof", exc)
+            return _lsof_listener(port)
+        if pids:
+            return pids[0]
+        pid = _lsof_listener(port) if unseen else None
+        if pid is not None:
+            return pid
+    return None
 
 
 def _psutil_listeners(port: int, host: str | None) -> tuple[list[int], bool]:

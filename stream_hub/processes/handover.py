@@ -46,6 +46,7 @@ class HandoverToSuccessor:
         self.record = record
         self.ports = ports
         self.successor: str | None = None
+        self.successor_pid: int | None = None
 
     async def send_state(self, channel: HostChannel) -> None:
         successor = channel.successor()
@@ -56,6 +57,7 @@ class HandoverToSuccessor:
             logger.warning("could not hand the history over to the next host; it starts afresh")
             return
         self.successor = successor
+        self.successor_pid = channel.sources[successor].pid
         if self.registry is not None and self.record is not None:
             pid = channel.sources[successor].pid
             until = time.time() + HANDOVER_WINDOW

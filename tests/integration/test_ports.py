@@ -417,3 +417,18 @@ def test_kill_process_waits_without_fixed_sleeps(spawn: Spawner) -> None:
     assert time.monotonic() - started < 2.0
     proc.wait(timeout=5)
     assert not is_port_in_use(port)
+
+
+def test_verify_released_accepts_a_port_the_successor_has_bound_and_nobody_else(spawn: Spawner) -> None:
+    # A host that handed its hub over: the successor may bind the ports before
+    # the old host verifies them; only that process counts as released.
+    from stream_hub.errors import StreamHubError
+    from stream_hub.ports.bind import verify_released
+
+    port = free_port()
+    holder = spawn.holder(port, kind="listener")
+    verify_released("127.0.0.1", {"sse": port}, successor=holder.pid)
+    with pytest.raises(StreamHubError, match=f"sse port {port} is still bound after stop"):
+        verify_released("127.0.0.1", {"sse": port}, successor=holder.pid + 1)
+    with pytest.raises(StreamHubError, match="still bound"):
+        verify_released("127.0.0.1", {"sse": port})
