@@ -129,6 +129,9 @@ class _Reader:
                 self._client.close()
 
     def _sleep(self, delay: float) -> None:
+        # The reconnect backoff itself, on the caller's thread inside its
+        # iteration: nothing else could end the wait (close() runs between
+        # events, not during one), so waiting for the time to pass is the point.
         left = self.follower.idle_left()
         if left is not None and left < delay:
             time.sleep(max(0.0, left))

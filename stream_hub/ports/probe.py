@@ -197,7 +197,8 @@ def get_process_using_port(port: int, host: str | None = None) -> int | None:
     With ``host``, only listeners on an address of that host or on a wildcard
     address are considered. Where psutil may not see other processes' sockets
     (macOS without root) it falls back to ``lsof``. Never raises: any failure,
-    or a holder this user cannot see, gives ``None``.
+    or a holder this user cannot see, gives ``None``. Finding nobody takes two
+    scans, so callers ask only about ports they found in use.
     """
     # psutil maps sockets to processes by scanning every process's descriptors
     # after reading the socket tables: a scan that misses ours (a busy machine,
