@@ -155,9 +155,11 @@ def _wait_gone(proc: psutil.Process, timeout: float) -> bool:
             pass
         # A dead process that is not our child stays a zombie until its parent
         # reaps it, which a busy parent may not do for a long time; its sockets
-        # are already closed. Checked between short waits, not at the end.
+        # are closed once its last thread has gone (the main thread shows as a
+        # zombie while the others are still exiting, descriptors open).
+        # Checked between short waits, not at the end.
         try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
+            if proc.status() == psutil.STATUS_ZOMBIE and proc.num_threads() <= 1:
                 return True
         except psutil.Error:
             return True

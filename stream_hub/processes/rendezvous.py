@@ -41,7 +41,7 @@ from ..config import StreamConfig, base_urls
 from ..errors import PortInUseError, StreamHubError
 from ..ports.kill import refusal, terminate
 from ..ports.policy import is_production, next_free
-from ..ports.probe import describe_process, find_holder, is_port_in_use
+from ..ports.probe import describe_process, find_holder, is_port_in_use, wait_port_free
 from .joined import JoinTarget
 from .registry import PROTOCOL_VERSION, HubRecord, Registry, record_key
 
@@ -65,6 +65,9 @@ PROBE_TIMEOUT = 1.0
 HUNG_PROBES = 3
 # The order ports are taken in: REST first, it is the lock.
 BIND_ORDER = ("rest", "sse", "ws")
+# How long the ports of a hung hub that was ended may take to be bindable
+# (the kernel normally frees them as it exits; a margin for a loaded machine).
+RELEASE_WAIT = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,6 +236,11 @@ def _end_hung_hub(record: HubRecord, config: StreamConfig) -> None:
         raise PortInUseError(
             record.ports.get("rest", 0), record.pid, host=config.host, reason="it survived SIGKILL"
         )
+    # Its ports are this hub's to take: wait until the kernel has let them
+    # go (a port still held then, by someone else, is moved off below).
+    for port in record.ports.values():
+        if port:
+            wait_port_free(port, record.host, RELEASE_WAIT)
 
 
 def resolve_ports(config: StreamConfig, wanted: Mapping[str, int]) -> dict[str, int]:

@@ -36,6 +36,7 @@ from stream_hub.ports import (
     ports_report,
 )
 
+from ..conftest import wait_for
 from ..processes import PYTHON, Spawner, accepts, alive, free_port, port_is_bindable, run
 
 Held = tuple[subprocess.Popen[str], int]  # the ``held`` fixture: a holder and its port
@@ -416,6 +417,43 @@ def test_kill_process_waits_without_fixed_sleeps(spawn: Spawner) -> None:
     assert kill_process(proc.pid, timeout=5.0) is True
     assert time.monotonic() - started < 2.0
     proc.wait(timeout=5)
+    assert not is_port_in_use(port)
+
+
+# The main thread exits (pthread_exit) and shows as a zombie; another thread
+# keeps serving the listener, so the process still holds its port.
+ZOMBIE_LEADER = textwrap.dedent(
+    """
+    import ctypes, signal, socket, sys, threading
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", int(sys.argv[1])))
+    srv.listen()
+    def serve():
+        while True:
+            srv.accept()[0].close()
+    threading.Thread(target=serve).start()
+    print("ready", flush=True)
+    ctypes.CDLL(None).pthread_exit(None)
+    """
+)
+
+
+def test_a_zombie_main_thread_is_not_taken_for_an_ended_process(
+    spawn: Spawner, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+    proc = spawn.start(["-c", ZOMBIE_LEADER, str(port)], prefix=PYTHON)
+    proc.kill_at_teardown = True
+    proc.out.wait(lambda lines: "ready" in lines, what="the listener")
+    holder = psutil.Process(proc.pid)
+    wait_for(lambda: holder.status() == psutil.STATUS_ZOMBIE, what="the main thread to exit")
+    assert accepts(port)  # its other thread still serves the port
+    with caplog.at_level(logging.INFO, logger="stream_hub.ports"):
+        assert kill_process(proc.pid, timeout=0.5) is True
+    # SIGTERM is ignored: only SIGKILL ends it, and the kill waited for that.
+    assert "sending SIGKILL" in caplog.text
     assert not is_port_in_use(port)
 
 

@@ -223,7 +223,8 @@ def test_a_hung_hub_is_refused_in_production_and_ended_in_development(spawn: Spa
     assert "hung stream_hub hub" in refused.err.text and "production" in refused.err.text
     assert alive(hung.popen)
     taker, ready_taker = start(spawn, hub_env(ports), "--steps", "5", "--interval", "0", "--hold")
-    assert ready_taker["ready"] == "host" and ready_taker["ports"] == ready["ports"]  # its ports, freed
+    # It takes the hung hub's own ports, once they are free.
+    assert ready_taker["ready"] == "host" and ready_taker["ports"] == ready["ports"], taker.err.text
     assert hung.popen.wait(10) is not None
     assert "hung stream_hub hub" in taker.err.text and "SIGTERM" in taker.err.text
     release(taker)
