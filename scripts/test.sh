@@ -2,7 +2,8 @@
 # Install everything the test suite needs on a fresh machine, then run it all:
 # the default suite, the stress suite (tests/stress/) and the bridges against
 # the real frameworks (tests/integrations/) — the last two a plain `pytest`
-# leaves out — in one pytest run with --stress --integrations.
+# leaves out — in one pytest run with --stress --integrations, on four worker
+# processes (pytest-xdist; pyproject.toml's addopts; -n 0 for one process).
 #   ./scripts/test.sh [pytest args...]
 # Debian packages (chromium for the dashboard's browser test, lsof for port
 # holders, redis-server for the Redis backend) are installed with apt-get when

@@ -1,6 +1,6 @@
 """Real processes for the tests, and the ports they hold: the ``stream-hub``
 command and the scripts, holders sitting on a port, Python snippets in a
-fresh interpreter; ports found by binding port 0.
+fresh interpreter; free ports, each test process's own.
 
 Every child imports *this* checkout's ``stream_hub`` (it comes first on
 ``PYTHONPATH``: an editable install may point at another checkout) and runs
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -43,6 +44,9 @@ LISTENER = textwrap.dedent(
     if "--ignore-sigterm" in sys.argv:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     srv = socket.socket()
+    # As most servers do (http.server too): otherwise a connection it closed
+    # first lingers in TIME_WAIT and keeps the port "in use" after it exits.
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", int(sys.argv[1])))
     srv.listen()
     while True:
@@ -54,23 +58,57 @@ LISTENER = textwrap.dedent(
 # -- ports -------------------------------------------------------------------------------
 
 
-def free_port(host: str = "127.0.0.1", family: int = socket.AF_INET) -> int:
-    """A port that was free a moment ago (bound to 0, then closed)."""
+def _ephemeral_low() -> int:
+    """The lowest port the kernel gives outgoing connections and port-0 binds."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # the Linux default (macOS starts at 49152)
+
+
+def _worker_ports() -> range:
+    """The ports this test process chooses from: below the ephemeral range,
+    so no connection of any process is given one between the test choosing
+    it and binding it; under pytest-xdist, a slice per worker, so two workers
+    never choose the same port."""
+    low, high = 10_000, _ephemeral_low()
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    size = (high - low) // max(1, workers)
+    return range(low + worker * size, low + (worker + 1) * size)
+
+
+_PORTS = _worker_ports()
+_random = random.Random()  # its own: tests that seed the module-wide one do not repeat ports
+_given: set[int] = set()  # handed out by this process (never twice, as far as the range allows)
+
+
+def _bindable(port: int, host: str, family: int) -> bool:
     with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1", family: int = socket.AF_INET) -> int:
+    """A port that was free a moment ago, and that no other test chooses (see :func:`_worker_ports`)."""
+    # At random, as the kernel picks ephemeral ports: two calls rarely give
+    # neighbours, which the "next" port policy would take for each other.
+    if len(_given) > len(_PORTS) // 2:
+        _given.clear()
+    for _ in range(1000):
+        port = _random.choice(_PORTS)
+        if port not in _given and _bindable(port, host, family):
+            _given.add(port)
+            return port
+    raise RuntimeError(f"no free port in {_PORTS}")
 
 
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports that were free a moment ago (all bound at once, then closed)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
+    """``n`` distinct ports that were free a moment ago."""
+    return [free_port() for _ in range(n)]
 
 
 def accepts(port: int, host: str = "127.0.0.1") -> bool:

@@ -24,14 +24,13 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .clients import cap_send_buffer
-from .http import HttpListener
 from .params import ServerView, error_response
-from .rest import OffLoopCaller, create_rest_app
-from .sse import create_sse_app
-from .ws import WebSocketServer
+
+if TYPE_CHECKING:
+    from .http import HttpListener
 
 __all__ = ["TRANSPORTS", "ServerView", "Transports"]
 
@@ -59,6 +58,12 @@ class Transports:
         self._restart = restart
         self._training_status = training_status
         self._metrics_text = metrics_text
+        # Imported here, not with the package: FastAPI alone costs ~0.3 s to
+        # import, which only a process that builds a server should pay (not
+        # the CLI's clients, nor every process that imports stream_hub).
+        from .rest import OffLoopCaller
+        from .ws import WebSocketServer
+
         self.ws = WebSocketServer(server)
         self.status_caller = OffLoopCaller("stream-hub-get-status")
         self._apps: dict[str, Any] = {}
@@ -66,6 +71,8 @@ class Transports:
 
     async def start(self, sockets: dict[str, socket.socket]) -> None:
         """Serve on the three bound, listening sockets."""
+        from .http import HttpListener  # see __init__
+
         timeout = self.server.config.handshake_timeout
         for name in ("sse", "ws"):  # the stream ports (see cap_send_buffer)
             cap_send_buffer(sockets[name])
@@ -80,6 +87,9 @@ class Transports:
     def _app(self, name: str) -> Any:
         app = self._apps.get(name)
         if app is None:
+            from .rest import create_rest_app  # see __init__
+            from .sse import create_sse_app
+
             if name == "sse":
                 app = create_sse_app(self.server)
             else:

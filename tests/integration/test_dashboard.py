@@ -273,7 +273,9 @@ def test_late_joiner_sees_the_whole_curve(page: Any, tmp_path: Path) -> None:
                 s = d["series"][run][metric]
                 assert s["minStep"] == 0, (run, metric, s)
                 assert s["maxStep"] == 4999, (run, metric, s)
-                assert 200 <= s["points"] <= 5000, (run, metric, s)
+                # Downsampled by pairwise merges: how many buckets depends on
+                # how much came in the snapshot and how much live.
+                assert 100 <= s["points"] <= 5000, (run, metric, s)
         wait_for(page, "d.charts.loss.xRange[0] === 0 && d.charts.loss.xRange[1] === 4999")
         assert d["stats"]["gaps"] == 0
         assert cell(page, "baseline", "lr").text_content() != NO_VALUE

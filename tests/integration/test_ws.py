@@ -145,7 +145,7 @@ async def test_a_client_that_subscribes_right_after_connecting_loses_nothing(ser
 
     def publish() -> None:
         i = 0
-        while not stop.wait(0.0002):  # a few thousand events a second, well within history
+        while not stop.wait(0.001):  # up to a thousand events a second, well within history
             server.log({"i": i}, step=i, run="r")
             i += 1
 
