@@ -38,8 +38,12 @@ class _ResourceErrorFilter:
     accepting on the listener for a second and reports it, with a traceback,
     every time; many connections queued on three listeners turn that into a
     flood of identical tracebacks. They are summarised instead: one WARNING
-    per ``RESOURCE_LOG_INTERVAL`` with how many happened. Anything else goes
-    to asyncio's default handler.
+    per ``RESOURCE_LOG_INTERVAL`` with how many happened.
+
+    Each refused accept schedules its own retry of the listener, and a retry
+    that comes after the server closed the listener fails on the closed
+    socket: nothing is lost (the listener was meant to be closed), so it is
+    logged at DEBUG. Anything else goes to asyncio's default handler.
     """
 
     def __init__(self) -> None:
@@ -61,7 +65,16 @@ class _ResourceErrorFilter:
             )
             self._last, self._suppressed = now, 0
             return
+        if isinstance(exc, ValueError) and _is_accept_retry(context.get("handle")):
+            logger.debug("an accept retry came after its listener closed: %s", exc)
+            return
         loop.default_exception_handler(context)
+
+
+def _is_accept_retry(handle: object) -> bool:
+    """Whether ``handle`` is asyncio's retry of a listener that refused an accept."""
+    callback = getattr(handle, "_callback", None)  # asyncio.Handle keeps it private
+    return getattr(callback, "__name__", "") == "_start_serving"
 
 
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
