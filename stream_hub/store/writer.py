@@ -262,13 +262,18 @@ class StoreWriter:
         if not items and not self._pending:
             return
         try:
-            self._pending += _encode(items, self.chunk_events)
+            packed = _encode(items, self.chunk_events)
         except Exception:
             lost = sum(item.count for item in items if isinstance(item, _Events))
             self.dropped += lost
             with self._lock:
                 self._queued -= lost
             raise
+        del items  # the batches go before compressing (see chunks.pack)
+        self._pending += [
+            (epoch, chunks.compress(item) if isinstance(item, chunks.Chunk) else item) for epoch, item in packed
+        ]
+        del packed
         written = [c for _epoch, c in self._pending if isinstance(c, chunks.Chunk)]
         try:
             deleted = self._commit(self._pending)
@@ -407,14 +412,15 @@ class StoreWriter:
 
 def _encode(items: list[_Events | _Curves], chunk_events: int) -> list[tuple[str, chunks.Chunk | _Curves]]:
     """Queue items as (epoch, Chunk) and (epoch, curves), in their order;
-    consecutive batches of one epoch are joined, then cut into chunks."""
+    consecutive batches of one epoch are joined, then cut into chunks (not
+    compressed yet: :func:`chunks.pack`)."""
     out: list[tuple[str, chunks.Chunk | _Curves]] = []
     flat: list[Any] = []
     current = ""
     step = chunk_events * FIELDS
     for item in [*items, None]:
         if flat and (item is None or isinstance(item, _Curves) or item.epoch != current):
-            out += [(current, chunks.encode(flat[i : i + step])) for i in range(0, len(flat), step)]
+            out += [(current, chunks.pack(flat[i : i + step])) for i in range(0, len(flat), step)]
             flat = []
         if isinstance(item, _Curves):
             out.append((item.epoch, item))
