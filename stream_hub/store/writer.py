@@ -270,9 +270,8 @@ class StoreWriter:
                 self._queued -= lost
             raise
         del items  # the batches go before compressing (see chunks.pack)
-        self._pending += [
-            (epoch, chunks.compress(item) if isinstance(item, chunks.Chunk) else item) for epoch, item in packed
-        ]
+        for epoch, item in packed:
+            self._pending.append((epoch, chunks.compress(item) if isinstance(item, chunks.Chunk) else item))
         del packed
         written = [c for _epoch, c in self._pending if isinstance(c, chunks.Chunk)]
         try:
