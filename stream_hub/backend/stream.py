@@ -96,7 +96,7 @@ class StreamKeys:
 
 def safe_url(url: str) -> str:
     """``url`` with its password masked, for logs."""
-    from ..config import _mask_url
+    from ..config.fields import mask_url as _mask_url
 
     return str(_mask_url(url))
 

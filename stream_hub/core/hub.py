@@ -22,11 +22,11 @@ from typing import Any
 
 import orjson
 
-from ..events import encode_event, sse_frame, ws_text_frame
+from ..events import encode_event
 from .archive import Archive, Archived
 from .cursor import Cursor, HubCounters
 from .intake import Intake, Notifier, Submission
-from .ring import JSON, SSE, WS, Numbered, Ring
+from .ring import JSON, SSE, WS, Numbered, Ring, frame
 from .runs import RunIndex
 
 __all__ = ["JSON", "SSE", "WS", "Archive", "Archived", "Cursor", "Hub", "HubCounters", "Numbered"]
@@ -328,7 +328,7 @@ class Hub:
                 data = {"lost": lost, "from": cursor.pos + 1, "to": seq - 1, "reason": "behind"}
                 parts.append(self._gap_frame(cursor.fmt, seq - 1, data))
             if cursor.wants(run, event_type):
-                parts.append(_frame(cursor.fmt, seq, event_type, body))
+                parts.append(frame(cursor.fmt, seq, event_type, body))
             cursor.pos = seq
         return parts
 
@@ -396,11 +396,7 @@ class Hub:
         end (a replica's ``shutdown``: the other replicas go on). It is not in
         history: it carries the seq of the newest event, and no SSE id."""
         body = encode_event(self.head, self.epoch, time.time(), event_type, None, None, data)
-        self.farewell_frames = {
-            JSON: body,
-            SSE: b"event: %s\ndata: %s\n\n" % (event_type.encode(), body),
-            WS: ws_text_frame(body),
-        }
+        self.farewell_frames = {fmt: frame(fmt, None, event_type, body) for fmt in (JSON, SSE, WS)}
 
     def _gaps(self, cursor: Cursor, reason: str) -> list[bytes]:
         """The gap frames a cursor is owed (its pending gap, then one for
@@ -420,13 +416,4 @@ class Hub:
         return out
 
     def _gap_frame(self, fmt: int, seq: int, data: dict[str, Any]) -> bytes:
-        return _frame(fmt, seq, "gap", encode_event(seq, self.epoch, time.time(), "gap", None, None, data))
-
-
-def _frame(fmt: int, seq: int, event_type: str, body: bytes) -> bytes:
-    """An event's JSON as a frame of ``fmt``."""
-    if fmt == SSE:
-        return sse_frame(seq, event_type, body)
-    if fmt == WS:
-        return ws_text_frame(body)
-    return body
+        return frame(fmt, seq, "gap", encode_event(seq, self.epoch, time.time(), "gap", None, None, data))

@@ -26,7 +26,7 @@ import orjson
 from ..events import encode_event, sse_frame, ws_text_frame
 from .intake import FIELDS
 
-__all__ = ["FIELDS", "JSON", "SSE", "WS", "Numbered", "Ring"]
+__all__ = ["FIELDS", "JSON", "SSE", "WS", "Numbered", "Ring", "frame"]
 
 logger = logging.getLogger(__name__)
 
@@ -381,3 +381,15 @@ class Ring:
         """How many events of seqs pos+1..end ``wants(run, type)`` accepts."""
         runs_, types_, cap = self.runs, self.types, self.capacity
         return sum(1 for s in range(pos + 1, end + 1) if wants(runs_[s % cap], types_[s % cap]))
+
+
+def frame(fmt: int, seq: int | None, event_type: str, body: bytes) -> bytes:
+    """An event's JSON as a frame of ``fmt``; with ``seq`` None, an SSE frame
+    without ``id:`` (an event that is not in history)."""
+    if fmt == SSE:
+        if seq is None:
+            return b"event: %s\ndata: %s\n\n" % (event_type.encode(), body)
+        return sse_frame(seq, event_type, body)
+    if fmt == WS:
+        return ws_text_frame(body)
+    return body

@@ -28,6 +28,7 @@ encoded, as a JSON string, so the host stores it without parsing it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import struct
 from typing import Any
@@ -41,6 +42,7 @@ __all__ = [
     "HEADER",
     "MAX_FRAME",
     "ChannelClosed",
+    "JoinTarget",
     "ProtocolError",
     "connect",
     "decode_events",
@@ -52,6 +54,21 @@ __all__ = [
     "send_whole",
     "take_frames",
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class JoinTarget:
+    """A hub to forward to: its channel address and join token, and what it said
+    about itself in its record (pid, urls, ports, epoch)."""
+
+    channel: str
+    token: str
+    pid: int
+    ports: dict[str, int]
+    urls: dict[str, str]
+    epoch: str
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+
 
 HEADER = struct.Struct("!I")
 CONNECT_TIMEOUT = 2.0

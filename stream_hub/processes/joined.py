@@ -36,6 +36,7 @@ from typing import Any
 from ..core.intake import Intake
 from .channel import (
     ChannelClosed,
+    JoinTarget,
     ProtocolError,
     connect,
     encode_events,
@@ -57,20 +58,6 @@ logger = logging.getLogger(__name__)
 MIN_INTERVAL = 0.005
 # How often the forwarder looks for acknowledgements and a lost host when idle.
 POLL_INTERVAL = 0.05
-
-
-@dataclasses.dataclass(frozen=True)
-class JoinTarget:
-    """A hub to forward to: its channel address and join token, and what it said
-    about itself in its record (pid, urls, ports, epoch)."""
-
-    channel: str
-    token: str
-    pid: int
-    ports: dict[str, int]
-    urls: dict[str, str]
-    epoch: str
-    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

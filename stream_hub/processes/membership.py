@@ -21,9 +21,9 @@ from ..config import StreamConfig
 from ..core.hub import Hub
 from ..errors import PortInUseError, StreamHubError
 from ..hosting import HostRuntime
-from .channel import decode_events
+from .channel import JoinTarget, decode_events
 from .handover import HANDOVER_WINDOW
-from .joined import Forwarder, JoinTarget
+from .joined import Forwarder
 from .registry import HubRecord, Registry
 from .rendezvous import HostOn, JoinHub, decide, rendezvous_key, resolve_ports
 

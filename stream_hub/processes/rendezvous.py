@@ -42,7 +42,7 @@ from ..errors import PortInUseError, StreamHubError
 from ..ports.kill import refusal, terminate
 from ..ports.policy import is_production, next_free
 from ..ports.probe import describe_process, find_holder, is_port_in_use, wait_port_free
-from .joined import JoinTarget
+from .channel import JoinTarget
 from .registry import PROTOCOL_VERSION, HubRecord, Registry, record_key
 
 __all__ = [

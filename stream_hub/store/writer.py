@@ -22,7 +22,6 @@ SIGKILL loses at most that; what was committed is intact (WAL).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import sqlite3
@@ -34,6 +33,7 @@ from typing import Any
 
 from ..core.intake import FIELDS
 from . import chunks
+from .queue import Curves, Events, pack
 from .retention import RETENTION_INTERVAL, trim
 from .sqlite import CHUNK_EVENTS, INSERT_CHUNK, chunk_row, epoch_id, save_runs, set_meta, transaction
 
@@ -47,21 +47,6 @@ WRITE_INTERVAL = 0.5
 WRITE_AT_ONCE = 16_384
 #: Pauses after a failed transaction: the first, and the longest.
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0
-
-
-@dataclasses.dataclass
-class _Events:
-    epoch: str
-    batch: list[Any]
-    count: int
-    at: float  # when it was queued (time.monotonic)
-
-
-@dataclasses.dataclass
-class _Curves:
-    epoch: str
-    seq: int
-    rows: list[tuple[str, int, float | None, bytes]]
 
 
 class StoreWriter:
@@ -103,7 +88,7 @@ class StoreWriter:
         # so a hub continuing the file never gives that seq to another event.
         self._dropped_to: tuple[str, int] | None = None
         self._dropped_saved: tuple[str, int] | None = None  # the one last written to the file
-        self._items: deque[_Events | _Curves] = deque()  # guarded by _lock
+        self._items: deque[Events | Curves] = deque()  # guarded by _lock
         self._queued = 0  # events appended and not yet written (or dropped)
         self._oldest: float | None = None  # when the oldest of them was appended
         self._lock = threading.Lock()
@@ -113,7 +98,7 @@ class StoreWriter:
         self._closed = False
         self._failing = False
         self._pause = RETRY_FIRST
-        self._pending: list[tuple[str, chunks.Chunk | _Curves]] = []  # encoded, not yet written
+        self._pending: list[tuple[str, chunks.Chunk | Curves]] = []  # encoded, not yet written
         self._epochs: dict[str, int] = {}
         self._last_retention = 0.0
         self._thread: threading.Thread | None = None
@@ -137,7 +122,7 @@ class StoreWriter:
         with self._lock:
             idle = not self._queued
             now = time.monotonic()
-            self._items.append(_Events(epoch, batch, count, now))
+            self._items.append(Events(epoch, batch, count, now))
             self._queued += count
             if self._oldest is None:
                 self._oldest = now
@@ -151,7 +136,7 @@ class StoreWriter:
         if self._closed:
             return
         with self._lock:
-            self._items.append(_Curves(epoch, seq, rows))
+            self._items.append(Curves(epoch, seq, rows))
 
     @property
     def queued(self) -> int:
@@ -262,9 +247,9 @@ class StoreWriter:
         if not items and not self._pending:
             return
         try:
-            packed = _encode(items, self.chunk_events)
+            packed = pack(items, self.chunk_events)
         except Exception:
-            lost = sum(item.count for item in items if isinstance(item, _Events))
+            lost = sum(item.count for item in items if isinstance(item, Events))
             self.dropped += lost
             with self._lock:
                 self._queued -= lost
@@ -283,7 +268,7 @@ class StoreWriter:
         count = sum(c.count for c in written)
         with self._lock:
             self._queued -= count
-            self._oldest = next((item.at for item in self._items if isinstance(item, _Events)), None)
+            self._oldest = next((item.at for item in self._items if isinstance(item, Events)), None)
         self.written += count
         self.stored += count
         self._deleted(deleted)
@@ -293,7 +278,7 @@ class StoreWriter:
             self._failing = False
             logger.warning("store %s: writing again", self.path)
 
-    def _commit(self, pending: list[tuple[str, chunks.Chunk | _Curves]]) -> int:
+    def _commit(self, pending: list[tuple[str, chunks.Chunk | Curves]]) -> int:
         """Write ``pending`` atomically; returns the events retention deleted.
 
         Each statement lets go of the GIL and must get it back from the
@@ -407,23 +392,3 @@ class StoreWriter:
             with contextlib.suppress(OSError):
                 total += os.path.getsize(self.path + suffix)
         return total
-
-
-def _encode(items: list[_Events | _Curves], chunk_events: int) -> list[tuple[str, chunks.Chunk | _Curves]]:
-    """Queue items as (epoch, Chunk) and (epoch, curves), in their order;
-    consecutive batches of one epoch are joined, then cut into chunks (not
-    compressed yet: :func:`chunks.pack`)."""
-    out: list[tuple[str, chunks.Chunk | _Curves]] = []
-    flat: list[Any] = []
-    current = ""
-    step = chunk_events * FIELDS
-    for item in [*items, None]:
-        if flat and (item is None or isinstance(item, _Curves) or item.epoch != current):
-            out += [(current, chunks.pack(flat[i : i + step])) for i in range(0, len(flat), step)]
-            flat = []
-        if isinstance(item, _Curves):
-            out.append((item.epoch, item))
-        elif item is not None:
-            current = item.epoch
-            flat += item.batch
-    return out
