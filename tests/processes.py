@@ -317,10 +317,17 @@ class Spawner:
         self.procs: list[Proc] = []
 
     def start(
-        self, args: Sequence[str], *, env: dict[str, str] | None = None, prefix: Sequence[str] = CLI
+        self,
+        args: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        prefix: Sequence[str] = CLI,
+        stdin: bool = False,
     ) -> Proc:
+        """``prefix + args`` with its output read into lines (``stdin``: a pipe for the test to write to)."""
         popen = subprocess.Popen(
             [*prefix, *args],
+            stdin=subprocess.PIPE if stdin else None,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import pytest
 
 from ..clients import SSEStream
 from ..conftest import need, wait_for
-from ..processes import PYTHON, Lines, Proc, Spawner, alive, child_env, free_ports
+from ..processes import PYTHON, Proc, Spawner, alive, child_env, free_ports
 
 TRAINER = Path(__file__).resolve().parent.parent / "trainer.py"
 
@@ -64,20 +63,11 @@ def start(
     spawn: Spawner, env: dict[str, str], *args: str, script: Path = TRAINER
 ) -> tuple[Proc, dict[str, Any]]:
     """A trainer (its stdin a pipe: ``--hold`` waits for :func:`release`) and its ready line."""
-    popen = subprocess.Popen(
-        [*PYTHON, str(script), *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    proc = Proc(popen, Lines(popen.stdout), Lines(popen.stderr))
-    spawn.procs.append(proc)
+    proc = spawn.start([str(script), *args], env=env, prefix=PYTHON, stdin=True)
     try:
         ready = json.loads(proc.out.first(timeout=30))
     except (AssertionError, json.JSONDecodeError):
-        raise AssertionError(f"no ready line; exit {popen.poll()}; stderr:\n{proc.err.text}") from None
+        raise AssertionError(f"no ready line; exit {proc.popen.poll()}; stderr:\n{proc.err.text}") from None
     return proc, ready
 
 

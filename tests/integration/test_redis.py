@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -22,7 +21,7 @@ from stream_hub import StreamConfig, TrainingStreamServer
 
 from ..clients import Frame, SSEStream
 from ..conftest import free_config, wait_for
-from ..processes import PYTHON, Lines, Proc, Served, Spawner, child_env
+from ..processes import PYTHON, Proc, Served, Spawner, child_env
 from ..redis_server import RedisServer
 
 TRAINER = Path(__file__).resolve().parent.parent / "trainer.py"
@@ -44,15 +43,9 @@ def publisher(spawn: Spawner, redis: RedisServer, rank: int, steps: int, interva
         WORLD_SIZE="3",
         TORCHELASTIC_RUN_ID="job42",
     )
-    popen = subprocess.Popen(
-        [*PYTHON, str(TRAINER), "--steps", str(steps), "--interval", str(interval)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
+    proc = spawn.start(
+        [str(TRAINER), "--steps", str(steps), "--interval", str(interval)], env=env, prefix=PYTHON
     )
-    proc = Proc(popen, Lines(popen.stdout), Lines(popen.stderr))
-    spawn.procs.append(proc)
     ready = json.loads(proc.out.first(timeout=30))
     assert ready["ready"] == "publisher" and ready["ports"] == {}, ready
     return proc
