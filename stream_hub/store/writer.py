@@ -249,14 +249,14 @@ class StoreWriter:
         try:
             packed = pack(items, self.chunk_events)
         except Exception:
-            lost = sum(item.count for item in items if isinstance(item, Events))
-            self.dropped += lost
-            with self._lock:
-                self._queued -= lost
+            self._lose(sum(item.count for item in items if isinstance(item, Events)))
             raise
         del items  # the batches go before compressing (see chunks.pack)
-        for epoch, item in packed:
-            self._pending.append((epoch, chunks.compress(item) if isinstance(item, chunks.Chunk) else item))
+        try:
+            self._pending += [(epoch, _compressed(item)) for epoch, item in packed]
+        except Exception:
+            self._lose(sum(item.count for _epoch, item in packed if isinstance(item, chunks.Chunk)))
+            raise
         del packed
         written = [c for _epoch, c in self._pending if isinstance(c, chunks.Chunk)]
         try:
@@ -277,6 +277,12 @@ class StoreWriter:
         if self._failing:
             self._failing = False
             logger.warning("store %s: writing again", self.path)
+
+    def _lose(self, events: int) -> None:
+        """Events taken from the queue that will never be written (a bug, not the disk)."""
+        self.dropped += events
+        with self._lock:
+            self._queued -= events
 
     def _commit(self, pending: list[tuple[str, chunks.Chunk | Curves]]) -> int:
         """Write ``pending`` atomically; returns the events retention deleted.
@@ -392,3 +398,7 @@ class StoreWriter:
             with contextlib.suppress(OSError):
                 total += os.path.getsize(self.path + suffix)
         return total
+
+
+def _compressed(item: chunks.Chunk | Curves) -> chunks.Chunk | Curves:
+    return chunks.compress(item) if isinstance(item, chunks.Chunk) else item

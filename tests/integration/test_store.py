@@ -425,6 +425,36 @@ def test_a_full_store_keeps_events_in_memory_counts_drops_and_writes_again(tmp_p
     assert integrity(tmp_path / "runs.db") == "ok"
 
 
+def test_a_chunk_that_fails_to_compress_is_counted_as_dropped_and_writing_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bug, not the disk: the events it took from the queue are lost, and
+    # said to be; the queue does not count them as waiting any more.
+    compress = chunks.compress
+    failing = [True]
+
+    def broken(chunk: chunks.Chunk) -> chunks.Chunk:
+        if failing[0]:
+            raise RuntimeError("injected compression failure")
+        return compress(chunk)
+
+    monkeypatch.setattr(chunks, "compress", broken)
+    server = store_server(tmp_path / "runs.db")
+    try:
+        seqs = [server.log({"x": float(i)}, step=i, run="r") for i in range(100)]
+        wait_for(lambda: server.status()["store"]["dropped"] >= seqs[-1], what="the lost write counted")
+        status = server.status()["store"]
+        # Every event so far (the server's own first event too) was in the lost write.
+        assert status["dropped"] == seqs[-1] and status["queued"] == 0 and status["written"] == 0
+        failing[0] = False
+        last = server.log({"x": -1.0}, step=100, run="r")
+        wait_for(lambda: server.status()["store"]["written"] == 1, what="writing again")
+        assert server.status()["store"]["queued"] == 0 and last == seqs[-1] + 1
+    finally:
+        server.stop()
+    assert integrity(tmp_path / "runs.db") == "ok"
+
+
 # -- many processes, one store ---------------------------------------------------------------------------
 
 
