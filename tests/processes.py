@@ -75,7 +75,8 @@ def _worker_ports() -> range:
     if high - low < 4_000:  # a kernel that hands out (nearly) every port: use them all
         low, high = 1_024, 65_536
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    # A worker that replaces a crashed one gets the next name (gw4 of 4): it shares a slice.
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % max(1, workers)
     size = (high - low) // max(1, workers)
     return range(low + worker * size, low + (worker + 1) * size)
 
@@ -89,7 +90,7 @@ def _bindable(port: int, host: str, family: int) -> bool:
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         try:
             sock.bind((host, port))
-        except OSError:
+        except (OSError, OverflowError):
             return False
     return True
 

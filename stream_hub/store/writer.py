@@ -249,13 +249,17 @@ class StoreWriter:
         try:
             packed = pack(items, self.chunk_events)
         except Exception:
-            self._lose(sum(item.count for item in items if isinstance(item, Events)))
+            self._lose(
+                [(item.epoch, item.batch[-FIELDS], item.count) for item in items if isinstance(item, Events)]
+            )
+            self._pending += [(item.epoch, item) for item in items if isinstance(item, Curves)]
             raise
         del items  # the batches go before compressing (see chunks.pack)
         try:
             self._pending += [(epoch, _compressed(item)) for epoch, item in packed]
         except Exception:
-            self._lose(sum(item.count for _epoch, item in packed if isinstance(item, chunks.Chunk)))
+            self._lose([(e, c.last_seq, c.count) for e, c in packed if isinstance(c, chunks.Chunk)])
+            self._pending += [(e, c) for e, c in packed if isinstance(c, Curves)]
             raise
         del packed
         written = [c for _epoch, c in self._pending if isinstance(c, chunks.Chunk)]
@@ -278,11 +282,21 @@ class StoreWriter:
             self._failing = False
             logger.warning("store %s: writing again", self.path)
 
-    def _lose(self, events: int) -> None:
-        """Events taken from the queue that will never be written (a bug, not the disk)."""
+    def _lose(self, lost: list[tuple[str, int, int]]) -> None:
+        """Events taken from the queue that will never be written (a bug, not
+        the disk), as (epoch, last seq, count) per batch or chunk: counted as
+        dropped, and their newest seq kept for the file, as for a full queue."""
+        if not lost:
+            return
+        events = sum(count for _epoch, _seq, count in lost)
         self.dropped += events
+        epoch, seq, _count = lost[-1]
+        newest = self._dropped_to  # a full queue may have dropped newer ones already
+        if newest is None or newest[0] != epoch or newest[1] < seq:
+            self._dropped_to = (epoch, seq)
         with self._lock:
             self._queued -= events
+            self._oldest = next((item.at for item in self._items if isinstance(item, Events)), None)
 
     def _commit(self, pending: list[tuple[str, chunks.Chunk | Curves]]) -> int:
         """Write ``pending`` atomically; returns the events retention deleted.
