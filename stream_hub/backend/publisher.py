@@ -26,7 +26,7 @@ from typing import Any
 
 from ..core.intake import FIELDS, Intake
 from ..events import encode_template
-from .stream import APPEND, StreamKeys, safe_url
+from .stream import APPEND, MISSING_REDIS, StreamKeys, safe_url
 
 __all__ = ["RedisPublisher", "connect_sync"]
 
@@ -50,9 +50,7 @@ def connect_sync(url: str) -> Any:
     try:
         import redis
     except ImportError as exc:  # pragma: no cover - the extra is installed where it is used
-        raise ImportError(
-            "StreamConfig(backend=...) needs the redis package: pip install 'stream_hub[redis]'"
-        ) from exc
+        raise ImportError(MISSING_REDIS) from exc
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core.hub import Archived, Hub
-from .stream import ENSURE_EPOCH, StreamKeys, decode_entries, safe_url, seq_of
+from .stream import ENSURE_EPOCH, MISSING_REDIS, StreamKeys, decode_entries, safe_url, seq_of
 
 __all__ = ["Replica", "StreamArchive", "connect_async"]
 
@@ -52,9 +52,7 @@ def connect_async(url: str, blocking: bool = False) -> Any:
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
     except ImportError as exc:  # pragma: no cover - the extra is installed where it is used
-        raise ImportError(
-            "StreamConfig(backend=...) needs the redis package: pip install 'stream_hub[redis]'"
-        ) from exc
+        raise ImportError(MISSING_REDIS) from exc
     timeout = SOCKET_TIMEOUT + (BLOCK_MS / 1000 if blocking else 0.0)
     return Redis.from_url(
         url,

@@ -30,7 +30,10 @@ from ..core.hub import Archived
 from ..core.ring import Numbered
 from ..events import compose
 
-__all__ = ["APPEND", "ENSURE_EPOCH", "StreamKeys", "decode_entries", "safe_url", "seq_of"]
+__all__ = ["APPEND", "ENSURE_EPOCH", "MISSING_REDIS", "StreamKeys", "decode_entries", "safe_url", "seq_of"]
+
+#: What a Redis backend says when the redis package is not installed.
+MISSING_REDIS = "StreamConfig(backend=...) needs the redis package: pip install 'stream_hub[redis]'"
 
 # The epoch, made if missing: a namespace without one has lost its data (or
 # never had any), so whatever is left of its stream and counter goes too,
