@@ -19,7 +19,7 @@ import httpx
 import orjson
 
 from stream_hub import StreamConfig, TrainingStreamServer
-from stream_hub.client.sse import SSEDecoder
+from stream_hub.client.sse_decoder import SSEDecoder
 
 
 def capture(n: int) -> list[bytes]:

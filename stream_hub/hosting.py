@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from .config import StreamConfig, base_urls
 from .errors import StoreError, StreamHubError
 from .ports import bind_port, verify_released
-from .processes.host import HostChannel
+from .processes.host_channel import HostChannel
 from .runtime.loop import LoopThread, LoopThreadLeftBehind
 from .runtime.notifier import LoopNotifier
 from .store import HubStore

@@ -30,7 +30,7 @@ from .core.hub import Hub
 from .hosting import HostRuntime, announce, warn_if_exposed
 from .ports import PortManager
 from .processes.handover import HandoverToSuccessor
-from .processes.host import HostChannel
+from .processes.host_channel import HostChannel
 from .processes.joined import Forwarder
 from .processes.membership import Membership, configured_ports
 from .processes.registry import HubRecord, Registry, new_token

@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from .core.hub import Hub
-    from .core.runs import RunSummary
+    from .core.run_index import RunSummary
 
 __all__ = ["LatencyHistogram", "MetricsExporter", "Observed", "TrainingGauges"]
 

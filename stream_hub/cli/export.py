@@ -45,8 +45,8 @@ def _output(path: str | None) -> Iterator[IO[bytes]]:
 
 
 def _from_store(args: argparse.Namespace, out: IO[bytes]) -> int:
-    from ..store.export import open_store, run_events, stored_runs
-    from ..transports.runs import export_csv, export_jsonl
+    from ..store.offline import open_store, run_events, stored_runs
+    from ..transports.run_views import export_csv, export_jsonl
 
     try:
         conn = open_store(args.store)

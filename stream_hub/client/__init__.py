@@ -14,7 +14,7 @@ iteration ends when the hub stops cleanly (or waits for it to come back, with
 """
 
 from .asyncio import AsyncSubscription, afollow
-from .errors import FollowError, FollowTimeout, HubRefused, HubUnreachable
+from .follow_errors import FollowError, FollowTimeout, HubRefused, HubUnreachable
 from .sync import Subscription, follow
 
 __all__ = [

@@ -14,9 +14,9 @@ import httpx
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from .errors import FollowError, FollowTimeout
+from .follow_errors import FollowError, FollowTimeout
 from .follower import Dropped, Follower, OnShutdown, Position, describe, error_text
-from .sse import SSEDecoder
+from .sse_decoder import SSEDecoder
 
 __all__ = ["AsyncSubscription", "afollow"]
 

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 
-from .errors import FollowError, HubRefused, HubUnreachable
+from .follow_errors import FollowError, HubRefused, HubUnreachable
 
 __all__ = ["PROBE", "Dropped", "Follower", "OnShutdown", "Position", "describe", "error_text"]
 

@@ -27,7 +27,7 @@ from .archive import Archive, Archived
 from .cursor import Cursor, HubCounters
 from .intake import Intake, Notifier, Submission
 from .ring import JSON, SSE, WS, Numbered, Ring, frame
-from .runs import RunIndex
+from .run_index import RunIndex
 
 __all__ = ["JSON", "SSE", "WS", "Archive", "Archived", "Cursor", "Hub", "HubCounters", "Numbered"]
 
@@ -47,7 +47,7 @@ class Hub:
     Args:
         history_size: events kept for replay, and the most a subscriber may lag
             before it skips ahead with a ``gap`` event.
-        series_points: buckets kept per metric curve (see :mod:`stream_hub.runs`).
+        series_points: buckets kept per metric curve (see :mod:`stream_hub.core.series`).
         history_bytes: the most bytes of events kept (see :mod:`stream_hub.core.ring`).
         max_series: the most metric curves kept over all runs.
         run, rank: the default run and the rank of this process's own events.

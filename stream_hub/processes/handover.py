@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from ..core.hub import Hub
-from .host import HostChannel
+from .host_channel import HostChannel
 from .registry import HubRecord, Registry
 
 __all__ = ["HANDOVER_WINDOW", "HandoverToSuccessor"]

@@ -1,7 +1,7 @@
 """The loop side of the hub: wake-ups, commits and subscriber notification.
 
 One :class:`LoopNotifier` exists per running server, bound to its loop and
-given to the hub (:meth:`Hub.attach <stream_hub.hub.Hub.attach>`) before any
+given to the hub (:meth:`Intake.attach <stream_hub.core.intake.Intake.attach>`) before any
 listener accepts. Publishing threads call :meth:`LoopNotifier.wake` at most
 once per batch (the hub guarantees that); the loop then commits the batch
 (stores it in the ring) and wakes every subscriber's writer, which sends
@@ -37,8 +37,8 @@ _ALPHA = 0.2
 
 
 class LoopNotifier:
-    """Bridges a :class:`~stream_hub.hub.Hub` to one asyncio loop: the hub's
-    :class:`~stream_hub.hub.Notifier`, and what the writers wait on.
+    """Bridges a :class:`~stream_hub.core.hub.Hub` to one asyncio loop: the hub's
+    :class:`~stream_hub.core.intake.Notifier`, and what the writers wait on.
 
     Attributes:
         closing: set once the server stops; writers flush to the head and end.

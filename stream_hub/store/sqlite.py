@@ -42,7 +42,7 @@ from typing import Any
 import orjson
 
 from ..core.intake import FIELDS
-from ..core.runs import RunIndex
+from ..core.run_index import RunIndex
 from ..errors import StoreError
 from . import chunks
 

@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from ..core.intake import Submission
-from ..core.runs import RunIndex
+from ..core.run_index import RunIndex
 from ..events import (
     encode_data,
     validate_metrics,

@@ -31,8 +31,8 @@ import orjson
 
 from ..core.hub import Hub
 from ..core.ring import Ring
-from ..core.runs import RunSummary, Series
-from .runs import NotFound
+from ..core.run_index import RunSummary, Series
+from .run_views import NotFound
 
 __all__ = ["RingCurves", "range_body"]
 
@@ -246,7 +246,7 @@ def range_body(
     """One metric's curve(s) between steps ``first`` and ``last``, at most
     ``max_points`` buckets each: steps (each bucket's first), values (its
     last), mins, maxs, and ``ts`` (the time of its last point) when read
-    from the ring; per rank like :func:`~stream_hub.transports.runs.series_body`.
+    from the ring; per rank like :func:`~stream_hub.transports.run_views.series_body`.
 
     Raises:
         NotFound: no such metric or rank in the run.

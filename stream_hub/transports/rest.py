@@ -41,7 +41,7 @@ from .params import (
 )
 from .publish import add_publish_route
 from .ranges import RingCurves, range_body
-from .runs import NotFound, export_csv, export_jsonl, run_events, runs_body, series_body
+from .run_views import NotFound, export_csv, export_jsonl, run_events, runs_body, series_body
 
 __all__ = ["create_rest_app"]
 

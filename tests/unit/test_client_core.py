@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream_hub.client.errors import HubRefused, HubUnreachable
+from stream_hub.client.follow_errors import HubRefused, HubUnreachable
 from stream_hub.client.follower import PROBE, Dropped, Follower
-from stream_hub.client.sse import SSEDecoder, SSEFrame
+from stream_hub.client.sse_decoder import SSEDecoder, SSEFrame
 
 # -- the SSE decoder -------------------------------------------------------------------------
 

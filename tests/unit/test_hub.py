@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from stream_hub.core.hub import MAX_CHUNK_BYTES, MAX_CHUNK_EVENTS, SSE, WS, Hub
 from stream_hub.core.intake import FIELDS
-from stream_hub.core.runs import Series
+from stream_hub.core.run_index import Series
 from stream_hub.events import encode_event, ws_text_frame
 
 from ..clients import sse_events, ws_events

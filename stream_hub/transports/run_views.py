@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from ..core.hub import JSON, Hub
-from ..core.runs import RunSummary, Series, Track
+from ..core.run_index import RunSummary, Series, Track
 
 __all__ = [
     "STALE_AFTER",
