@@ -1,16 +1,23 @@
-"""TrainingStreamServer: one process's part in a hub, in one of two roles.
+"""TrainingStreamServer: one process's part in a hub, in one role at a time.
 
-- ``"host"``: this process serves the hub — SSE, WebSocket and REST on one
-  loop thread (:mod:`stream_hub.hosting`); start binds all three ports or
-  none; stop returns only once every port is verified free.
-- ``"joined"``: another process of this user serves the hub of these ports,
-  and this one forwards its events there (:mod:`stream_hub.processes`).
+The roles (:mod:`stream_hub.roles`), each an object with its own state:
 
-Which one is decided at start (:meth:`start`): with ``port_conflict="auto"``
-(the default) or ``"join"`` and fixed ports, through the per-user registry
-(:mod:`stream_hub.processes.rendezvous`); otherwise this process hosts. The
-same object changes role when its host hands over, or dies and this process
-is elected; a forked child forwards to its parent's hub and never serves.
+- ``"host"`` (:class:`~stream_hub.roles.hosting.Hosting`): this process
+  serves the hub — SSE, WebSocket and REST on one loop thread
+  (:mod:`stream_hub.serving`); start binds all three ports or none; stop
+  returns only once every port is verified free;
+- ``"joined"`` (:class:`~stream_hub.roles.joined.Joined`): another process
+  of this user serves the hub of these ports, and this one forwards its
+  events there (``"forked"`` in a forked child: to its parent's hub);
+- ``"publisher"`` (:class:`~stream_hub.roles.publishing.Publishing`): with
+  a Redis backend and ``replica=False``, events go to Redis, nothing is served.
+
+Which one is decided at start by the port resolver
+(:func:`stream_hub.roles.placement.place`), under the registry lock when the
+config meets other processes there. The server changes role in one place,
+:meth:`TrainingStreamServer._switch`: the next role starts before the
+previous one is retired, so ``server.role`` is a role from start to stop and
+``None`` only before start and after stop.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import threading
 import time
 import weakref
@@ -25,19 +33,22 @@ from typing import Any
 
 from . import job
 from .backend import RedisBackend
-from .config import StreamConfig, base_urls
+from .config import StreamConfig
 from .core.hub import Hub
-from .hosting import HostRuntime, announce, warn_if_exposed
-from .ports import PortManager
-from .processes.handover import HandoverToSuccessor
-from .processes.host_channel import HostChannel
-from .processes.joined import Forwarder
-from .processes.membership import Membership, configured_ports
-from .processes.registry import HubRecord, Registry, new_token
-from .processes.rendezvous import my_record, resolve_ports, uses_rendezvous
-from .reporting import Reporting, ServerOwner
-from .runtime.forking import close_inherited_sockets
+from .core.intake import Notifier
+from .errors import StreamHubError
+from .processes.channel import JoinTarget
+from .processes.membership import Membership
+from .reporting import ServerOwner
+from .roles.base import Role
+from .roles.facts import LiveFacts, act_before_binding
+from .roles.hosting import Hosting
+from .roles.joined import Joined
+from .roles.placement import Decision, Host, Join, Publish, Wait, place, uses_registry
+from .roles.publishing import Publishing
 from .runtime.notifier import LoopNotifier
+from .serving import ServingRuntime, warn_if_exposed
+from .status import Status
 from .system_metrics import SystemMetrics
 from .telemetry import LatencyHistogram, MetricsExporter
 from .transports import Transports
@@ -50,15 +61,17 @@ logger = logging.getLogger(__name__)
 
 # Every server object of this process, so a forked child can disown them.
 _ALL_SERVERS: weakref.WeakSet[TrainingStreamServer] = weakref.WeakSet()
+_fork_hook_installed = False
 
 
-class TrainingStreamServer(Reporting, Membership):
-    """One process's part in a hub: hosting it, or joined to another process's.
+class TrainingStreamServer:
+    """One process's part in a hub: hosting it, joined to another process's,
+    or publishing to Redis.
 
     Most code gets one through :func:`stream_hub.get_stream_server`, which
     shares a single server per process. ``log`` and ``publish`` may be called
-    from any thread, before, during and after the server runs, in either
-    role; they never block on the network.
+    from any thread, before, during and after the server runs, in any role;
+    they never block on the network.
 
     ``server.log(metrics, step=None, run=None)`` publishes one metric event;
     it returns its seq while this process hosts, ``None`` while it is joined
@@ -82,14 +95,13 @@ class TrainingStreamServer(Reporting, Membership):
             rank=identity.rank,
         )
         self.log = self.hub.intake.log  # HOT PATH: see the class docstring
-        # With a backend, events go into Redis, whatever the role (except joined:
-        # then the local host publishes them).
+        # With a backend, events go into Redis whatever the role, but joined
+        # (then the local host publishes them); stopped, they wait in its buffer.
         self._backend: RedisBackend | None = None
         if cfg.backend is not None:
             if cfg.store is not None:
                 logger.warning("store %s unused: with a backend, Redis keeps the history", cfg.store)
             self._backend = RedisBackend(self.hub, cfg.backend, cfg.namespace)
-            self.hub.intake.set_sink(self._backend.sink, numbered=False)
         self.owner: ServerOwner | None = None
         self.restarts = 0
         self.faults = 0
@@ -98,7 +110,7 @@ class TrainingStreamServer(Reporting, Membership):
         # Every client connection, and the eviction of those that stop reading.
         self.clients = ClientRegistry(cfg.send_timeout, cfg.client_buffer_bytes)
         # The Host and Origin rules every transport applies.
-        self.access = AccessPolicy(cfg, lambda: self._host.ports.get("rest"))
+        self.access = AccessPolicy(cfg, lambda: self._serving.ports.get("rest"))
         # The SSE streams running now (the WebSocket server keeps its own).
         self.streams: set[asyncio.Task[Any]] = set()
         self._metrics = MetricsExporter(self, cfg.max_prometheus_series)
@@ -109,18 +121,16 @@ class TrainingStreamServer(Reporting, Membership):
             training_status=lambda: _status_method(self.training_system),
             metrics_text=self._metrics.render,
         )
-        self._host = HostRuntime(self, self._transports, self._report_fault)
+        # The serving machinery, reused by every time this server hosts.
+        self._serving = ServingRuntime(self, self._transports, self._report_fault)
         # The machine's metrics, published while this process hosts (system_metrics.py).
         self._system = SystemMetrics(self.hub.intake, cfg.system_metrics) if cfg.system_metrics else None
+        self._membership = Membership()
         self._lifecycle = threading.RLock()
-        self._role: str | None = None
-        self._forwarder: Forwarder | None = None
-        self._registry: Registry | None = None
-        self._key: str | None = None  # the registry key, when this server met others there
-        self._record: HubRecord | None = None
-        self._token = new_token()
-        self._hosted_ports: dict[str, int] = {}  # kept across a restart
+        self._role: Role | None = None
+        self._route(None)
         _ALL_SERVERS.add(self)
+        _install_fork_hook()
 
     def publish(
         self, event_type: str, data: Any = None, run: str | None = None, step: int | None = None
@@ -168,49 +178,47 @@ class TrainingStreamServer(Reporting, Membership):
 
     @property
     def role(self) -> str | None:
-        """``"host"``, ``"joined"`` (``"forked"`` in a forked child;
-        ``"publisher"`` with a backend and ``replica=False``), or None when stopped."""
-        return self._role
+        """``"host"``, ``"joined"``, ``"forked"`` or ``"publisher"`` from start
+        to stop (through hand-overs and restarts); None before start and after stop."""
+        role = self._role
+        return role.name if role is not None else None
 
     @property
     def notifier(self) -> LoopNotifier | None:
         """The loop side of the hub while hosting (None otherwise)."""
-        return self._host.notifier
+        return self._serving.notifier
 
     @property
     def running(self) -> bool:
-        """True while hosting (False as soon as the loop thread has died) or joined."""
-        if self._role == "host":
-            return self._host.running and self._host.alive
-        return self._role in ("joined", "forked", "publisher")
+        """True while the role does its work (a host whose loop thread died does not)."""
+        role = self._role
+        return role is not None and role.running
 
     @property
     def loop_thread_alive(self) -> bool:
-        return self._host.alive
+        return self._serving.alive
 
     @property
     def ports(self) -> dict[str, int]:
         """The hub's ports: ``{"sse": int, "ws": int, "rest": int}`` (empty when stopped)."""
-        if self._forwarder is not None:
-            return dict(self._forwarder.target.ports)
-        return dict(self._host.ports)
+        role = self._role
+        return role.ports if role is not None else {}
 
     @property
     def urls(self) -> dict[str, str]:
         """Base URLs of the hub's three transports (empty when stopped)."""
-        if self._forwarder is not None:
-            return dict(self._forwarder.target.urls)
-        return base_urls(self.config.host, self._host.ports)
+        role = self._role
+        return role.urls if role is not None else {}
 
     def check_not_in_loop(self, what: str) -> None:
         """Raise :class:`~stream_hub.LoopThreadError` if called from this
         server's loop thread (where a blocking call would deadlock)."""
-        self._host.loop.check_not_in_loop(what)
+        self._serving.loop.check_not_in_loop(what)
 
     # -- start ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Host the hub of this config's ports, or join the live one.
+        """Host the hub of this config's ports, join the live one, or publish to Redis.
 
         Raises:
             PortInUseError: a port is taken and the ``port_conflict`` policy
@@ -220,67 +228,155 @@ class TrainingStreamServer(Reporting, Membership):
         """
         self.check_not_in_loop("TrainingStreamServer.start()")
         with self._lifecycle:
-            if self._role is not None:
+            role = self._role
+            if role is not None:
+                if not role.running:
+                    role.start()  # a host whose restart failed: its ports again
                 return
             cfg = self.config
             warn_if_exposed(cfg)
-            if self._backend is not None and not cfg.replica:
-                self._backend.start_publishing()
-                self._role = "publisher"
-            elif self._hosted_ports:  # a restart: the same ports again
-                self._host_on(self._hosted_ports)
-            elif uses_rendezvous(cfg):
-                self._start_with_registry()
-            elif cfg.port_conflict == "auto":
-                self._host_on(resolve_ports(cfg, configured_ports(cfg)))
+            facts = LiveFacts(cfg.host)
+            if uses_registry(cfg) and not (cfg.backend is not None and not cfg.replica):
+                self._membership.meet(
+                    cfg, lambda record: place(cfg, facts, record=record), self._act, waiting=_handover_until
+                )
             else:
-                self._host_on(PortManager(cfg.host, cfg.port_conflict).resolve(configured_ports(cfg)))
+                self._act(place(cfg, facts))
 
-    def _host_on(
+    def _act(self, decision: Decision) -> None:
+        """Take the role ``decision`` names (the registry lock held, if this server uses it)."""
+        if isinstance(decision, Publish):
+            assert self._backend is not None
+            self._switch(Publishing(self._backend))
+        elif isinstance(decision, Join):
+            self._switch(self._joined(decision.target))
+        elif isinstance(decision, Host):
+            act_before_binding(decision, self.config, self._membership.registry)
+            self._switch(self._hosting(decision.ports))
+
+    def _hosting(
         self, ports: dict[str, int], state: dict[str, Any] | None = None, successor: bool = False
-    ) -> None:
-        """Serve on ``ports`` (the registry lock held, if this server uses it); ``state``:
-        a handed-over history; ``successor``: taking over from another host."""
-        hub, backend = self.hub, self._backend
-        if state is not None:
-            hub.adopt(state)
-        # A successor writes on the store of the hub it succeeds; with a backend, Redis keeps history.
-        store = (self._hub_store or self.config.store) if successor else self.config.store
-        opened = self._host.open_store(None if backend else store, successor, handed_over=state is not None)
-        channel = HostChannel(hub, self._token, self._welcome)
-        if state is not None:
-            channel.acked.update(state.get("acked", {}))
+    ) -> Hosting:
+        return Hosting(
+            self,
+            self._serving,
+            self._membership,
+            ports,
+            backend=self._backend,
+            system=self._system,
+            state=state,
+            successor=successor,
+        )
+
+    def _joined(self, target: JoinTarget, forked: bool = False) -> Joined:
+        self._membership.hub_store = target.settings.get("store") or self._membership.hub_store
+        return Joined(
+            self.config,
+            self.hub.intake,
+            target,
+            find_host=self._elect,
+            take_over=None if forked else self._succeed,
+            forked=forked,
+        )
+
+    # -- the one place the role changes ------------------------------------------------------
+
+    def _switch(self, new: Role, acked: dict[str, int] | None = None) -> None:
+        """Make ``new`` this server's role: route the intake to it, start it,
+        then retire the previous role (its unacknowledged events, if any, go
+        into the hub again). If ``new`` cannot start, the previous role stays."""
+        old = self._role
+        self._route(new)
         try:
-            if backend is None:
-                hub.intake.set_sink(hub.store_batch, numbered=True)
-                self._host.start(ports, channel, self._channel_path())
-            else:
-                self._host.start(ports, channel, self._channel_path(), service=backend)
-                backend.start_publishing()
+            new.start()
         except BaseException:
-            if opened:
-                self._host.close_store()
+            self._route(old)
             raise
-        self._role = "host"
-        if self._system is not None:
-            self._system.start()
-        self._hosted_ports = dict(self._host.ports)
-        if self._registry is not None and self._key is not None:
-            record = my_record(
-                self._key, self._host.settings(), self._host.ports, hub.epoch, self._token, channel.address
+        self._role = new
+        if old is not None:
+            events = old.retire(acked or {})
+            if events:
+                self.hub.submit_many(events)
+
+    def _leave(self, timeout: float) -> None:
+        """Stop the role for good; the server is stopped afterwards, whatever happened."""
+        role = self._role
+        if role is None:
+            return
+        try:
+            role.stop(timeout)
+        finally:
+            self._role = None
+            self._route(None, release=role.notifier)
+
+    def _route(self, role: Role | None, release: Notifier | None = None) -> None:
+        """Where the intake's committed batches go: the role's sink, or with
+        no role, this process's own hub (Redis's buffer, with a backend)."""
+        intake = self.hub.intake
+        if role is not None:
+            intake.set_sink(role.sink, role.numbered, release)
+        elif self._backend is not None:
+            intake.set_sink(self._backend.sink, False, release)
+        else:
+            intake.set_sink(self.hub.store_batch, True, release)
+
+    # -- changing roles when the host goes (the forwarder's thread) ----------------------------
+
+    def _elect(self) -> JoinTarget | None:
+        """The host is lost: whom to join now, or host (a forked child never does)."""
+        membership = self._membership
+        if not membership.locked() or not self._lifecycle.acquire(blocking=False):
+            return None
+        try:
+            role = self._role
+            if role is None:
+                return None
+            cfg, facts = self.config, LiveFacts(self.config.host)
+            may_host = role.name == "joined"
+            decision = membership.meet(
+                cfg,
+                lambda record: place(cfg, facts, record=record, may_host=may_host),
+                self._elected,
+                waiting=lambda decision: None,
             )
-            self._record = record
-            self._registry.write(record)
-        if backend is None:  # a replica's start is not news to the other replicas' clients
-            info = {"state": "started", "ports": self.ports, "pid": os.getpid(), "restarts": self.restarts}
-            hub.submit("status", None, None, info)
-        announce(self.urls)
+        except StreamHubError as exc:
+            logger.debug("no hub to join yet: %s", exc)
+            return None
+        finally:
+            self._lifecycle.release()
+        return decision.target if isinstance(decision, Join) else None
+
+    def _elected(self, decision: Decision) -> None:
+        if isinstance(decision, Host):
+            logger.warning("the hub's host is gone; this process (pid %d) hosts now", os.getpid())
+            act_before_binding(decision, self.config, self._membership.registry)
+            self._switch(self._hosting(decision.ports, successor=True))
+
+    def _succeed(self, state: dict[str, Any]) -> None:
+        """The host handed its history to this process: host it, same ports, same epoch."""
+        if not self._lifecycle.acquire(blocking=False):
+            return  # this process is stopping
+        try:
+            membership, cfg = self._membership, self.config
+            registry, key = membership.registry, membership.key
+            decision = place(cfg, LiveFacts(cfg.host), successor_ports=dict(state["ports"]))
+            assert isinstance(decision, Host)
+            hosting = self._hosting(decision.ports, state, successor=True)
+            if registry is not None and key is not None:
+                with registry.lock(key):
+                    self._switch(hosting, acked=dict(state.get("acked", {})))
+            else:
+                self._switch(hosting, acked=dict(state.get("acked", {})))
+        except Exception:  # the forwarder goes on: it reconnects or elects
+            logger.exception("could not take over the hub handed to this process")
+        finally:
+            self._lifecycle.release()
 
     # -- stop -----------------------------------------------------------------------------
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop hosting (verifying every port free) or leave the hub joined,
-        within ``timeout`` s (``shutdown_timeout`` by default) in total.
+        """Stop hosting (verifying every port free), leave the hub joined, or
+        stop publishing, within ``timeout`` s (``shutdown_timeout`` by default) in total.
 
         A host with joined processes hands its history to one of them, which
         hosts next on the same ports in the same epoch. Safe when stopped.
@@ -293,9 +389,8 @@ class TrainingStreamServer(Reporting, Membership):
         """
         self.check_not_in_loop("TrainingStreamServer.stop()")
         with self._lifecycle:
-            self._stop(timeout, reason="stop")
-            self._hosted_ports = {}
-            self._host.raise_if_left_behind()
+            self._leave(self._timeout(timeout))
+            self._serving.raise_if_left_behind()
 
     async def aclose(self, timeout: float | None = None) -> None:
         """``stop()`` for async callers: awaits it without blocking their loop."""
@@ -305,54 +400,99 @@ class TrainingStreamServer(Reporting, Membership):
     def restart(self, timeout: float | None = None) -> None:
         """Host: stop and start again on the same ports, keeping history and
         seq (clients reconnect and resume without loss). Joined: reconnect to
-        the host (never restarting another process's hub)."""
+        the host (never restarting another process's hub). The role stays
+        the same throughout.
+
+        Raises:
+            PortInUseError: a port was taken meanwhile (still the host, not
+                running: the next start or restart tries again).
+        """
         self.check_not_in_loop("TrainingStreamServer.restart()")
         with self._lifecycle:
-            if self._forwarder is not None:
-                self._forwarder.reconnect()
-                self.restarts += 1
-                return
-            self._stop(timeout, reason="restart")
             self.restarts += 1
-            self.start()
-
-    def _stop(self, timeout: float | None, reason: str) -> None:
-        timeout = self.config.shutdown_timeout if timeout is None else max(0.0, timeout)
-        forwarder, backend = self._forwarder, self._backend
-        if forwarder is not None:
-            self._forwarder = None
-            forwarder.close(timeout)
-            if backend is not None:
-                self.hub.intake.set_sink(backend.sink, numbered=False)
+            role = self._role
+            if role is None:
+                self.start()
             else:
-                self.hub.intake.set_sink(self.hub.store_batch, numbered=True)
-            self._role = None
-            return
-        if self._role == "publisher" and backend is not None:
-            self._role = None
-            backend.stop_publishing(timeout)
-            return
-        if self._role is None and not self._host.alive:
-            if reason == "stop":
-                self._host.close_store()  # left open by a restart that could not start again
-            return
-        handover = None
-        if reason == "stop":
-            handover = HandoverToSuccessor(self.hub, self._registry, self._record, self._host.ports)
-        self._role = None
-        started = time.monotonic()
-        if self._system is not None:
-            self._system.stop()
-        try:
-            self._host.stop(timeout, reason, handover)
-            if backend is not None:
-                backend.stop_publishing(max(0.0, timeout - (time.monotonic() - started)))
-        finally:
-            if reason == "stop":  # a restart keeps writing it
-                self._host.close_store(max(1.0, timeout - (time.monotonic() - started)))
-            handed = handover is not None and handover.successor is not None
-            if reason == "stop" and not handed and self._registry and self._key:
-                self._registry.remove(self._key, os.getpid())
+                role.restart(self._timeout(timeout))
+
+    def _timeout(self, timeout: float | None) -> float:
+        return self.config.shutdown_timeout if timeout is None else max(0.0, timeout)
+
+    # -- reports -----------------------------------------------------------------------------
+
+    def client_counts(self) -> dict[str, int]:
+        """Connected SSE and WebSocket clients, and evictions so far."""
+        notifier = self._serving.notifier
+        counts = dict(notifier.clients) if notifier is not None else {"sse": 0, "ws": 0}
+        counts["evicted"] = self.clients.evicted
+        return counts
+
+    def sources(self) -> list[dict[str, Any]]:
+        """The hub's publishers (``/api/sources``): this process, then joined ones."""
+        role = self._role
+        started = self._serving.started_at
+        me = {
+            "source": "host",
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "rank": self.hub.intake.rank,
+            "role": "host",
+            "events": self.hub.counters.published,
+            "dropped": self.hub.intake.shed,
+            "connected": self.running,
+            "connected_since": time.time() - (time.monotonic() - (started or time.monotonic())),
+        }
+        return [me, *(role.sources() if role is not None else [])]
+
+    def live_runs(self) -> set[str]:
+        """Runs a live publisher of this hub has logged to (not stale)."""
+        role = self._role
+        intake = self.hub.intake
+        joined = role.live_runs() if role is not None else set()
+        return joined | (intake.local_runs - intake.finished_runs)
+
+    def status(self) -> dict[str, Any]:
+        """The status dict of the contract (``ref_count`` from the owner)."""
+        hub, serving, role = self.hub, self._serving, self._role
+        status = Status(
+            running=self.running,
+            ref_count=self.owner.ref_count if self.owner is not None else 0,
+            uptime_s=(time.monotonic() - serving.started_at) if serving.started_at else 0.0,
+            ports=self.ports,
+            urls=self.urls,
+            epoch=hub.epoch,
+            last_seq=hub.head,
+            history={"size": hub.size, "capacity": hub.capacity},
+            clients=self.client_counts(),
+            events=hub.events_counts(),
+            loop_thread_alive=serving.alive,
+            restarts=self.restarts,
+            role=role.name if role is not None else "stopped",
+        ).to_dict()
+        if role is not None:
+            role.report(status)
+        backend = self._backend
+        if backend is not None:
+            status["backend"] = backend.state
+            status["redis"] = backend.describe()
+        return status
+
+    @property
+    def backend_state(self) -> str | None:
+        """``"up"`` or ``"down"`` with a backend (is Redis answering?), else None."""
+        return self._backend.state if self._backend is not None else None
+
+    def backend_status(self) -> dict[str, Any] | None:
+        """The backend's details (``status()["redis"]``), None without one."""
+        return self._backend.describe() if self._backend is not None else None
+
+    def store_status(self) -> dict[str, Any] | None:
+        """The store's part of the status (None without a store, or while not hosting)."""
+        store = self._serving.store
+        return store.status() if store is not None else None
+
+    # -- faults ----------------------------------------------------------------------------
 
     def _report_fault(self, cause: str) -> None:
         """Log a fault and hand recovery to the owner (on a thread of its own)."""
@@ -378,29 +518,35 @@ class TrainingStreamServer(Reporting, Membership):
 
         See :mod:`stream_hub.runtime.forking`.
         """
-        target = self._fork_target()
-        channel = self._host.channel
-        unix = [channel.address[5:]] if channel is not None and channel.address.startswith("unix:") else []
-        if self._host.ports or unix:
-            close_inherited_sockets(self._host.ports.values(), unix)
-        if self._forwarder is not None:
-            self._forwarder.release_after_fork()
+        role = self._role
+        target = role.fork_target() if role is not None else None
+        if role is not None:
+            role.disown_after_fork()
         self.hub.intake.reinit_after_fork()
         if self._backend is not None:  # the parent's publisher: its thread and locks stayed there
             self._backend = RedisBackend(self.hub, self._backend.url, self._backend.keys.namespace)
-            self.hub.intake.set_sink(self._backend.sink, numbered=False)
         self.clients = ClientRegistry(self.config.send_timeout, self.config.client_buffer_bytes)
         self.streams = set()
         self._lifecycle = threading.RLock()
-        self._host = HostRuntime(self, self._transports, self._report_fault)
-        self._forwarder = None
+        self._serving = ServingRuntime(self, self._transports, self._report_fault)
         self._role = None
-        self._hosted_ports = {}
+        self._route(None)
         if target is not None:
-            self._join(target, role="forked")
+            self._switch(self._joined(target, forked=True))
         elif self._backend is not None and not self.config.replica:
-            self._backend.start_publishing()  # the parent published directly: so does the child
-            self._role = "publisher"
+            self._switch(Publishing(self._backend))  # the parent published directly: so does the child
+
+
+def _handover_until(decision: Decision) -> float | None:
+    return decision.until if isinstance(decision, Wait) else None
+
+
+def _install_fork_hook() -> None:
+    """Installed by the first server, not by importing the package."""
+    global _fork_hook_installed
+    if not _fork_hook_installed and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _fork_hook_installed = True
 
 
 def _status_method(training_system: Any) -> Any:
@@ -411,7 +557,3 @@ def _status_method(training_system: Any) -> Any:
 def _after_fork_in_child() -> None:
     for server in list(_ALL_SERVERS):
         server._disown_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -56,7 +56,8 @@ class RedisBackend:
     # -- publishing: the life of the server ---------------------------------------------------------
 
     def start_publishing(self) -> None:
-        self.hub.intake.set_sink(self.sink, numbered=False)
+        """Commit and send on the publisher's thread (the server routes the
+        intake's batches to :meth:`sink` whenever it has a backend, but joined)."""
         self.publisher.start()
 
     def stop_publishing(self, timeout: float) -> None:
@@ -69,7 +70,7 @@ class RedisBackend:
             self.publisher.start()
             self.publisher.stop(timeout)
 
-    # -- serving: the host role (HostRuntime's service) ---------------------------------------------
+    # -- serving: the host role (ServingRuntime's service) ---------------------------------------------
 
     async def start(self, notifier: LoopNotifier) -> None:
         """On the loop, before any listener accepts: warm the ring from the

@@ -131,12 +131,23 @@ class Intake:
     def notifier(self) -> Notifier | None:
         return self._notifier
 
-    def set_sink(self, sink: Sink, numbered: bool) -> None:
+    def set_sink(self, sink: Sink, numbered: bool, release: Notifier | None = None) -> None:
         """Send committed batches somewhere else from now on (a role change:
-        hosting stores them in the hub, joined forwards them)."""
+        hosting stores them in the hub, joined forwards them).
+
+        ``release``: a notifier that no longer commits (a stopped forwarder),
+        detached in the same step, so no batch can reach the old sink in
+        between. With no notifier attached, what is pending is committed to
+        the new sink at once.
+        """
         with self._commit_lock, self._lock:
             self._sink = sink
             self.numbered = numbered
+            if release is not None and self._notifier is release:
+                self._notifier = None
+            inline = self._notifier is None
+        if inline:
+            self.commit()
 
     # -- submission (any thread) ---------------------------------------------------------
 

@@ -179,13 +179,16 @@ class Forwarder:
             self.intake.attach(self)
             self._ensure_thread()
 
-    def close(self, timeout: float = 2.0) -> list[_Batch]:
+    def close(self, timeout: float = 2.0, commit: bool = True) -> list[_Batch]:
         """Send what is queued (waiting at most ``timeout`` s for the host to
-        take it), stop, and detach. Returns the batches the host never
-        acknowledged (for a successor to take)."""
+        take it) and stop. Returns the batches the host never acknowledged
+        (for a successor to take). ``commit``: commit the intake's pending
+        events first (not when this process has just started hosting: its
+        loop commits them, into its own hub)."""
         deadline = time.monotonic() + timeout
-        with contextlib.suppress(Exception):
-            self.intake.commit()
+        if commit:
+            with contextlib.suppress(Exception):
+                self.intake.commit()
         failures = self.connect_failures
         while self._queued and time.monotonic() < deadline:
             pause = min(0.05, max(0.0, deadline - time.monotonic()))

@@ -1,100 +1,51 @@
-"""Join or host: what a starting process does about the hub of its ports.
+"""The facts about a recorded hub that deciding whether to join it needs.
 
-With ``port_conflict="auto"`` (the default) or ``"join"``, and fixed ports,
-a starting process takes the registry lock of its configured ports, reads the
-record there and probes the hub it names:
+A process whose config uses the registry (fixed ports, ``port_conflict``
+``"auto"`` or ``"join"``) reads the record of its configured ports under the
+record's lock; :func:`probe` says what the hub the record names is now:
 
-- a **live hub of this user** (the record's process answers ``/health`` as
-  stream_hub, with the record's pid) -> join it;
-- a **hung hub of this user** (its process runs — it is not stopped with
-  Ctrl-Z — its REST port takes connections, and ``/health`` gets no answer
-  in three probes over ``stale_timeout``) -> in development end it as seed
-  000 says (SIGTERM, wait, SIGKILL, verify, each step logged); in production
-  refuse;
-- a record whose process is gone, or that serves nothing any more -> remove
-  the record and host;
-- anything else on the ports — a foreign program, another user's hub, a hub
-  of another protocol version, a process stopped with Ctrl-Z, anything that
-  answers — is never ended: in development the new hub takes the next free
-  ports (with a warning naming the holder) and records them under the
-  configured key, so later processes still find it; in production start-up
-  is refused with the four steps.
+- ``live``: its process answers ``/health`` as that stream_hub hub;
+- ``dead``: its process is gone (or the pid was reused);
+- ``stopped``: suspended (Ctrl-Z): never ended;
+- ``hung``: it runs, its REST port takes connections, and ``/health`` gets
+  no answer in three probes over ``stale_timeout``;
+- ``gone``: it runs but no longer serves those ports;
+- ``foreign``: anything else answers there (never ended).
 
-The REST port is bound first: it is the lock against processes that do not
-use the registry (other versions of stream_hub).
+What to do about it is decided in one place, the port resolver
+(:mod:`stream_hub.roles.placement`); :func:`end_hung_hub` carries out its
+one drastic decision (development only, each step logged).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import http.client
 import logging
 import os
 import threading
-import time
 from collections.abc import Mapping
 
 import orjson
 import psutil
 
 from ..config import StreamConfig, base_urls
-from ..errors import PortInUseError, StreamHubError
+from ..errors import PortInUseError
 from ..ports.kill import refusal, terminate
-from ..ports.policy import is_production, next_free
-from ..ports.probe import describe_process, find_holder, is_port_in_use, wait_port_free
+from ..ports.policy import is_production
+from ..ports.probe import describe_process, is_port_in_use, wait_port_free
 from .channel import JoinTarget
-from .registry import PROTOCOL_VERSION, HubRecord, Registry, record_key
+from .registry import PROTOCOL_VERSION, HubRecord, record_key
 
-__all__ = [
-    "HostOn",
-    "JoinHub",
-    "WaitForHandover",
-    "decide",
-    "my_record",
-    "probe",
-    "rendezvous_key",
-    "resolve_ports",
-    "to_target",
-    "uses_rendezvous",
-]
+__all__ = ["SHARED_SETTINGS", "end_hung_hub", "my_record", "probe", "rendezvous_key", "to_target"]
 
 logger = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 1.0
 # How many probes over stale_timeout get no answer before a hub counts as hung.
 HUNG_PROBES = 3
-# The order ports are taken in: REST first, it is the lock.
-BIND_ORDER = ("rest", "sse", "ws")
 # How long the ports of a hung hub that was ended may take to be bindable
 # (the kernel normally frees them as it exits; a margin for a loaded machine).
 RELEASE_WAIT = 2.0
-
-
-@dataclasses.dataclass(frozen=True)
-class HostOn:
-    """Host on these ports (resolved, not yet bound)."""
-
-    ports: dict[str, int]
-
-
-@dataclasses.dataclass(frozen=True)
-class JoinHub:
-    """Join this hub."""
-
-    target: JoinTarget
-
-
-@dataclasses.dataclass(frozen=True)
-class WaitForHandover:
-    """A host is handing over to a successor until ``until``: ask again shortly."""
-
-    until: float
-
-
-def uses_rendezvous(config: StreamConfig) -> bool:
-    """Whether a server with ``config`` meets others through the registry."""
-    configured = (config.sse_port, config.ws_port, config.rest_port)
-    return config.port_conflict in ("auto", "join") and all(configured)
 
 
 def rendezvous_key(config: StreamConfig) -> str:
@@ -182,38 +133,12 @@ def probe(record: HubRecord, stale_timeout: float) -> str:
     return "hung"
 
 
-# -- the decision ------------------------------------------------------------------------------
-
-
-def decide(config: StreamConfig, registry: Registry, key: str) -> HostOn | JoinHub | WaitForHandover:
-    """Join, wait, or host on which ports (call with ``registry.lock(key)`` held).
+def end_hung_hub(record: HubRecord, config: StreamConfig) -> None:
+    """End the hung hub ``record`` names (SIGTERM, then SIGKILL) and wait for its ports.
 
     Raises:
-        PortInUseError: production refuses a hung hub or a foreign holder.
-        StreamHubError: ``port_conflict="join"`` and there is no live hub.
+        PortInUseError: production, a guard refuses, or it survived SIGKILL.
     """
-    record = registry.read(key)
-    if record is not None:
-        if record.successor is not None and (record.handover_until or 0) > time.time():
-            return WaitForHandover(record.handover_until or 0)
-        verdict = probe(record, config.stale_timeout)
-        logger.debug("hub record %s names pid %d: %s", key, record.pid, verdict)
-        if verdict == "live":
-            return JoinHub(to_target(record))
-        if verdict in ("dead", "gone"):
-            registry.remove(key, record.pid)
-        elif verdict == "hung":
-            _end_hung_hub(record, config)
-            registry.remove(key, record.pid)
-    if config.port_conflict == "join":
-        raise StreamHubError(
-            f'port_conflict="join": no live stream_hub hub of this user to join on ports '
-            f"{config.sse_port}/{config.ws_port}/{config.rest_port} (start one with `stream-hub serve`)"
-        )
-    return HostOn(resolve_ports(config, _configured(config)))
-
-
-def _end_hung_hub(record: HubRecord, config: StreamConfig) -> None:
     label = f"hung stream_hub hub (pid {record.pid}, REST port {record.ports.get('rest')})"
     if is_production():
         raise PortInUseError(
@@ -241,47 +166,6 @@ def _end_hung_hub(record: HubRecord, config: StreamConfig) -> None:
     for port in record.ports.values():
         if port:
             wait_port_free(port, record.host, RELEASE_WAIT)
-
-
-def resolve_ports(config: StreamConfig, wanted: Mapping[str, int]) -> dict[str, int]:
-    """The ports a new hub binds: each wanted one if free; if something else
-    holds it, the next free one in development (never ending the holder),
-    or a refusal in production."""
-    taken: set[int] = set()
-    out: dict[str, int] = {}
-    for name in BIND_ORDER:
-        port = wanted[name]
-        if port and (port in taken or is_port_in_use(port, config.host)):
-            holder = find_holder(port, config.host)
-            what = (
-                f"pid {holder} ({describe_process(holder) or 'unknown'})" if holder else "an unknown process"
-            )
-            if is_production():
-                raise PortInUseError(
-                    port,
-                    holder,
-                    describe_process(holder) if holder else None,
-                    host=config.host,
-                    transport=name,
-                    reason="it is not a stream_hub hub this process can join, and ENVIRONMENT=production "
-                    "never takes other ports by itself",
-                )
-            new = next_free(
-                port, config.host, name, taken | {p for p in wanted.values() if p != port}, policy=None
-            )
-            logger.warning(
-                "%s port %d is held by %s, which is not a hub to join; this hub takes port %d instead "
-                "(other processes find it through the registry)",
-                name,
-                port,
-                what,
-                new,
-            )
-            port = new
-        out[name] = port
-        if port:
-            taken.add(port)
-    return out
 
 
 def my_record(

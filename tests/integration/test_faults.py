@@ -43,7 +43,7 @@ def crash_loop(server: TrainingStreamServer) -> None:
     def boom() -> None:
         raise SystemExit("injected fault")
 
-    loop = server._host.loop.loop
+    loop = server._serving.loop.loop
     assert loop is not None
     loop.call_soon_threadsafe(boom)
 
@@ -96,7 +96,7 @@ def test_dead_loop_thread_is_noticed_logged_and_restarted_in_place(
     it finalizes many pending tasks), so the recovery runs while it is alive."""
     server = managed
     if slow_exit:
-        report = server._host.loop.on_crash
+        report = server._serving.loop.on_crash
         assert report is not None
         exited = threading.Event()
 
@@ -104,7 +104,7 @@ def test_dead_loop_thread_is_noticed_logged_and_restarted_in_place(
             report(exc)
             exited.wait(0.5)  # a slow exit, not a wait for a condition
 
-        server._host.loop.on_crash = report_then_linger
+        server._serving.loop.on_crash = report_then_linger
     manager = get_stream_server_manager()
     ports, epoch = server.ports, server.hub.epoch
     proc = psutil.Process()
@@ -198,7 +198,7 @@ def test_dead_loop_thread_without_references_is_left_stopped() -> None:
 
 
 def _close_listener(server: TrainingStreamServer, name: str) -> None:
-    loop = server._host.loop.loop
+    loop = server._serving.loop.loop
     assert loop is not None
     if name == "ws":
         ws_server = server._transports.ws.ws_server

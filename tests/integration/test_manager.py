@@ -188,7 +188,7 @@ def test_the_last_release_ends_the_runs_and_an_exception_fails_them() -> None:
 def test_blocking_calls_from_the_loop_thread_raise_instead_of_deadlocking() -> None:
     server = get_stream_server(config=free_config())
     manager = get_stream_server_manager()
-    loop = server._host.loop.loop
+    loop = server._serving.loop.loop
     assert loop is not None
     for call in (
         manager.force_restart,

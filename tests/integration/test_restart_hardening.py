@@ -60,7 +60,7 @@ def block_loop(server: TrainingStreamServer) -> threading.Event:
         busy.set()
         release.wait(60)
 
-    loop = server._host.loop.loop
+    loop = server._serving.loop.loop
     assert loop is not None
     loop.call_soon_threadsafe(callback)
     assert busy.wait(10)
@@ -96,11 +96,11 @@ def test_restart_while_the_loop_is_busy_comes_back_on_the_same_ports(
     server, _ = busy_hub
     manager = get_stream_server_manager()
     ports = server.ports
-    old = server._host.loop.thread
+    old = server._serving.loop.thread
     release = block_loop(server)
 
     def free_once_left_behind() -> None:
-        wait_for(lambda: server._host.loop.left_behind is not None, timeout=30, what="stop gave up")
+        wait_for(lambda: server._serving.loop.left_behind is not None, timeout=30, what="stop gave up")
         release.set()
 
     helper = threading.Thread(target=free_once_left_behind)
@@ -114,7 +114,7 @@ def test_restart_while_the_loop_is_busy_comes_back_on_the_same_ports(
     assert server.running and server.ports == ports
     assert serves_everything(server)
     # Nothing of the old loop is left: no tracked connection, no open socket.
-    loop = server._host.loop.loop
+    loop = server._serving.loop.loop
     assert all(conn.home is loop for conn in server.clients.live)
     wait_for(lambda: established(ports) == 0, what="the old loop's connections closed")
     # Restarting and stopping go on working.
@@ -130,14 +130,14 @@ def test_a_loop_thread_stuck_past_the_restart_is_left_behind_and_cleans_up_later
     server, _ = busy_hub
     manager = get_stream_server_manager()
     ports = server.ports
-    old = server._host.loop.thread
+    old = server._serving.loop.thread
     release = block_loop(server)
     try:
         manager.force_restart()
         assert server.running and server.ports == ports
         assert old is not None and old.is_alive()  # still in the long callback
         assert serves_everything(server)
-        new_loop = server._host.loop.loop
+        new_loop = server._serving.loop.loop
         stalled = stalled_sse(server)
         wait_for(lambda: any(c.home is new_loop for c in server.clients.live), what="a new client")
     finally:
@@ -145,7 +145,7 @@ def test_a_loop_thread_stuck_past_the_restart_is_left_behind_and_cleans_up_later
     wait_for(lambda: not old.is_alive(), what="the old loop thread ended")
     assert all(conn.home is new_loop for conn in server.clients.live)
     # Closing its channel, the old loop left the new one's socket file alone.
-    channel = server._host.channel
+    channel = server._serving.channel
     assert channel is not None and channel.address.startswith("unix:")
     assert os.path.exists(channel.address[len("unix:") :])
     wait_for(lambda: established(ports) <= 1, what="only the new stalled client connected")
@@ -179,7 +179,7 @@ def test_a_failing_close_step_still_stops_the_loop_and_restarts(
     server = get_stream_server(config=free_config(shutdown_timeout=1.0))
     manager = get_stream_server_manager()
     ports = server.ports
-    old = server._host.loop.thread
+    old = server._serving.loop.thread
     real_close = server._transports.close
     calls: list[float] = []
 
@@ -353,7 +353,7 @@ def test_eviction_goes_on_after_a_connection_that_cannot_be_closed() -> None:
     server = TrainingStreamServer(free_config(send_timeout=0.3, heartbeat_interval=0.5))
     server.start()
     try:
-        loop = server._host.loop.loop
+        loop = server._serving.loop.loop
         assert loop is not None
         broken = _Conn(paused_since=0.0)  # paused since the clock began: evicted first
         loop.call_soon_threadsafe(server.clients.add, broken, None)

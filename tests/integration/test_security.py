@@ -71,13 +71,13 @@ def test_public_bind_without_tokens_warns(
     tokens: dict[str, str],
     missing: list[str],
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="stream_hub.hosting")
+    caplog.set_level(logging.WARNING, logger="stream_hub.serving")
     server = make_server(host="0.0.0.0", **tokens)
     assert listening_addresses(server.ports) == {"0.0.0.0"}
     warnings = [
         r.getMessage()
         for r in caplog.records
-        if r.name == "stream_hub.hosting" and r.levelno == logging.WARNING
+        if r.name == "stream_hub.serving" and r.levelno == logging.WARNING
     ]
     assert len(warnings) == 1, warnings
     assert "0.0.0.0" in warnings[0]
@@ -95,9 +95,9 @@ def test_no_warning_on_loopback_or_with_both_tokens(
     caplog: pytest.LogCaptureFixture,
     changes: dict[str, str],
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="stream_hub.hosting")
+    caplog.set_level(logging.WARNING, logger="stream_hub.serving")
     make_server(**changes)
-    assert not [r for r in caplog.records if r.name == "stream_hub.hosting" and r.levelno >= logging.WARNING]
+    assert not [r for r in caplog.records if r.name == "stream_hub.serving" and r.levelno >= logging.WARNING]
 
 
 # -- read_token ---------------------------------------------------------------------------------

@@ -276,7 +276,7 @@ def test_stop_timeout_bounds_the_whole_stop_even_with_a_stuck_loop() -> None:
     server = TrainingStreamServer(free_config())
     server.start()
     release = threading.Event()
-    loop = server._host.loop.loop
+    loop = server._serving.loop.loop
     assert loop is not None
     loop.call_soon_threadsafe(release.wait, 30)  # user code that blocks the loop
     started = time.monotonic()

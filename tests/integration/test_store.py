@@ -399,7 +399,7 @@ def test_export_round_trips_from_the_store_file_and_from_the_live_hub(spawn: Spa
 def test_a_full_store_keeps_events_in_memory_counts_drops_and_writes_again(tmp_path: Path) -> None:
     server = store_server(tmp_path / "runs.db", history_size=1000)
     try:
-        writer = server._host.store.writer  # type: ignore[union-attr]
+        writer = server._serving.store.writer  # type: ignore[union-attr]
         assert writer is not None
         first = server.log({"x": 0.0}, run="r")
         wait_for(lambda: writer.durable_seq >= first, what="the first write")

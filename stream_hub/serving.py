@@ -1,8 +1,9 @@
-"""Serving a hub: the host role of a server.
+"""Serving a hub: the machinery of the host role.
 
-A :class:`HostRuntime` owns what hosting needs: the bound ports, the loop
+A :class:`ServingRuntime` owns what serving needs: the bound ports, the loop
 thread, the notifier that commits on it, the three transports and the
-channel joined processes publish through. Its steps, in the order they run::
+channel joined processes publish through, and the store (open from the first
+start to the last stop: a restart keeps it). Its steps, in the order they run::
 
     start(ports) -> bind (REST first) -> loop start -> _startup (attach the
                     notifier, start transports, open the channel, watch)
@@ -10,8 +11,9 @@ channel joined processes publish through. Its steps, in the order they run::
                     close transports and channel) -> loop stop ->
                     release (detach) -> verify the ports free
 
-Everything that is not hosting (references, roles, joining) is the
-server's (:mod:`stream_hub.server`).
+What hosting means for a server (its record, its store's path, the hand-over,
+the machine's metrics) is the :class:`~stream_hub.roles.hosting.Hosting`
+role's; everything else (references, other roles) is the server's.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from .transports import Transports
 from .transports.access import is_loopback_host
 from .transports.params import ServerView
 
-__all__ = ["BIND_ORDER", "Handover", "HostRuntime", "announce", "warn_if_exposed"]
+__all__ = ["BIND_ORDER", "Handover", "ServingRuntime", "announce", "warn_if_exposed"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ class Service(Protocol):
         """After the transports closed."""
 
 
-class HostRuntime:
+class ServingRuntime:
     """The loop thread, transports and channel of a server while it hosts.
 
     Args:
