@@ -1,7 +1,7 @@
 """A training process for the many-processes tests: gets the shared server,
 logs one metric event per step, prints one JSON line per milestone.
 
-    python trainer.py --steps N --interval S [--run NAME] [--hang] [--fork-pool K]
+    python trainer.py --steps N --interval S [--run NAME] [--busy S | --wedge] [--fork-pool K]
 
 Settings come from STREAM_HUB_* in the environment (the tests set fixed
 ports and a private XDG_RUNTIME_DIR). Lines on stdout:
@@ -44,17 +44,32 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=0.01)
     parser.add_argument("--run", default=None)
     parser.add_argument("--trace", action="store_true")
-    parser.add_argument("--hang", action="store_true", help="serve, then starve the loop thread")
+    parser.add_argument(
+        "--busy", type=float, default=0.0, help="serve, then keep the GIL in one long C call for S seconds"
+    )
+    parser.add_argument(
+        "--wedge", action="store_true", help="serve, then keep the GIL asleep in a blocking C call"
+    )
     parser.add_argument("--fork-pool", type=int, default=0)
     parser.add_argument("--hold", action="store_true", help="wait for a line on stdin before releasing")
     args = parser.parse_args()
     server = get_stream_server()
     emit(ready=server.role, pid=os.getpid(), ports=server.ports, urls=server.urls)
-    if args.hang:
-        sys.setswitchinterval(1000)  # the loop thread gets no GIL while we spin
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            pass
+    if args.busy:
+        # One C call that never lets the GIL go (sum over a range): the hub
+        # cannot answer, but the process works (its CPU time advances).
+        started = time.monotonic()
+        sum(range(2_000_000))
+        per_second = 2_000_000 / max(1e-6, time.monotonic() - started)
+        emit(busy=args.busy)
+        sum(range(int(per_second * args.busy)))
+        emit(answering=True)
+    if args.wedge:
+        import ctypes
+
+        emit(wedged=True)
+        # PyDLL keeps the GIL across the call: the process sleeps with it held.
+        ctypes.PyDLL(None).sleep(600)
     if args.fork_pool:
         import multiprocessing
 

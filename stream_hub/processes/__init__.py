@@ -4,7 +4,7 @@ cleanly it hands its history to one of them; when it dies, one of them is
 elected through the registry lock; a forked child forwards to its parent's.
 
 - ``registry`` — where processes meet: one private record per hub;
-- ``rendezvous`` — what a recorded hub is now (live, dead, hung, ...): the
+- ``rendezvous`` — what a recorded hub is now (live, busy, wedged, dead, ...): the
   facts the port resolver (:mod:`stream_hub.roles.placement`) decides on;
 - ``channel`` — the framed messages between a joiner and its host;
 - ``host_channel`` — the host's side: joiners, their batches, ``/api/sources``;

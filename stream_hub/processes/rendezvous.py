@@ -7,13 +7,15 @@ record's lock; :func:`probe` says what the hub the record names is now:
 - ``live``: its process answers ``/health`` as that stream_hub hub;
 - ``dead``: its process is gone (or the pid was reused);
 - ``stopped``: suspended (Ctrl-Z): never ended;
-- ``hung``: it runs, its REST port takes connections, and ``/health`` gets
-  no answer in three probes over ``stale_timeout``;
+- ``busy``: it holds its REST port and does not answer, but works (its CPU
+  time advances, or it waits on the disk): joined, never ended;
+- ``wedged``: it holds its port, does not answer for ``stale_timeout``,
+  uses no CPU and sleeps: the only hub ever ended (development only);
 - ``gone``: it runs but no longer serves those ports;
 - ``foreign``: anything else answers there (never ended).
 
 What to do about it is decided in one place, the port resolver
-(:mod:`stream_hub.roles.placement`); :func:`end_hung_hub` carries out its
+(:mod:`stream_hub.roles.placement`); :func:`end_wedged_hub` carries out its
 one drastic decision (development only, each step logged).
 """
 
@@ -23,6 +25,7 @@ import http.client
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 
 import orjson
@@ -30,20 +33,28 @@ import psutil
 
 from ..config import StreamConfig, base_urls
 from ..errors import PortInUseError
-from ..ports.kill import refusal, terminate
+from ..ports.kill import listens_on, refusal, terminate
 from ..ports.policy import is_production
 from ..ports.probe import describe_process, is_port_in_use, wait_port_free
 from .channel import JoinTarget
 from .registry import PROTOCOL_VERSION, HubRecord, record_key
 
-__all__ = ["SHARED_SETTINGS", "end_hung_hub", "my_record", "probe", "rendezvous_key", "to_target"]
+__all__ = [
+    "SHARED_SETTINGS",
+    "end_wedged_hub",
+    "my_record",
+    "probe",
+    "rendezvous_key",
+    "to_target",
+    "unanswered_state",
+]
 
 logger = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 1.0
-# How many probes over stale_timeout get no answer before a hub counts as hung.
+# How many probes over stale_timeout get no answer before a hub counts as busy or wedged.
 HUNG_PROBES = 3
-# How long the ports of a hung hub that was ended may take to be bindable
+# How long the ports of a wedged hub that was ended may take to be bindable
 # (the kernel normally frees them as it exits; a margin for a loaded machine).
 RELEASE_WAIT = 2.0
 
@@ -97,10 +108,16 @@ def probe(record: HubRecord, stale_timeout: float) -> str:
     """What the hub a record names is now.
 
     ``"live"`` (answers as that hub), ``"dead"`` (its process is gone),
-    ``"stopped"`` (suspended, e.g. Ctrl-Z), ``"hung"`` (runs, holds its port,
-    never answers), ``"gone"`` (runs, but does not serve those ports any
-    more), or ``"foreign"`` (of another protocol version, or someone else
-    answers on its port).
+    ``"stopped"`` (suspended or traced: Ctrl-Z, a debugger), ``"gone"``
+    (runs, but does not serve those ports any more), ``"foreign"`` (of
+    another protocol version, or someone else answers on its port), or, when
+    it holds its port and does not answer for ``stale_timeout``:
+
+    - ``"busy"``: it works — its CPU time advanced while it did not answer,
+      or it waits on the disk (a big ``pickle.load``, a long C call holding
+      the GIL): it will answer, and must never be ended;
+    - ``"wedged"``: its CPU time did not advance and it sleeps (a thread
+      holding the GIL in a blocking call, a deadlock): it will not answer.
     """
     if record.version != PROTOCOL_VERSION:
         return "foreign"
@@ -109,13 +126,14 @@ def probe(record: HubRecord, stale_timeout: float) -> str:
         if proc.create_time() > record.started + 1.0:
             return "dead"  # the pid was reused by a later process
         status = proc.status()
+        cpu_before, wall_before = _cpu_seconds(proc), time.monotonic()
     except psutil.NoSuchProcess:
         return "dead"
     except psutil.Error:
         return "foreign"
     if status == psutil.STATUS_ZOMBIE:
         return "dead"
-    if status == psutil.STATUS_STOPPED:
+    if status in _HALTED:
         return "stopped"
     rest = record.ports.get("rest", 0)
     interval = stale_timeout / HUNG_PROBES
@@ -130,16 +148,51 @@ def probe(record: HubRecord, stale_timeout: float) -> str:
             return "gone"
         if attempt < HUNG_PROBES - 1:
             pause.wait(interval)
-    return "hung"
+    try:
+        status = proc.status()
+        worked = _cpu_seconds(proc) - cpu_before
+    except psutil.NoSuchProcess:
+        return "dead"
+    except psutil.Error:
+        return "foreign"
+    return unanswered_state(status, worked, time.monotonic() - wall_before)
 
 
-def end_hung_hub(record: HubRecord, config: StreamConfig) -> None:
-    """End the hung hub ``record`` names (SIGTERM, then SIGKILL) and wait for its ports.
+#: Process states of a process that is halted, not wedged: never ended.
+_HALTED = frozenset({psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP})
+#: The share of a core a process must have used while not answering to count
+#: as working (a wedged process uses none; a busy one most of a core, less
+#: on a loaded machine).
+BUSY_CPU_SHARE = 0.05
+
+
+def unanswered_state(status: str, cpu_seconds: float, wall_seconds: float) -> str:
+    """What a hub that held its port and did not answer for ``wall_seconds``
+    is, from its process state and the CPU time it used meanwhile:
+    ``"dead"``, ``"stopped"``, ``"busy"`` or ``"wedged"`` (see :func:`probe`)."""
+    if status in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+        return "dead"
+    if status in _HALTED:
+        return "stopped"
+    if status == psutil.STATUS_DISK_SLEEP or cpu_seconds > max(0.02, BUSY_CPU_SHARE * wall_seconds):
+        return "busy"
+    return "wedged"
+
+
+def _cpu_seconds(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
+def end_wedged_hub(record: HubRecord, config: StreamConfig) -> None:
+    """End the wedged hub ``record`` names (SIGTERM, then SIGKILL) and wait
+    for its ports — only once it is proven to hold its REST port.
 
     Raises:
         PortInUseError: production, a guard refuses, or it survived SIGKILL.
     """
-    label = f"hung stream_hub hub (pid {record.pid}, REST port {record.ports.get('rest')})"
+    rest = record.ports.get("rest", 0)
+    label = f"wedged stream_hub hub (pid {record.pid}, REST port {rest})"
     if is_production():
         raise PortInUseError(
             record.ports.get("rest", 0),
@@ -154,9 +207,15 @@ def end_hung_hub(record: HubRecord, config: StreamConfig) -> None:
     except psutil.NoSuchProcess:
         return
     reason = refusal(proc)
+    if reason is None and not listens_on(proc, rest):
+        # The record names it, but it does not hold the port: nothing to take from it.
+        logger.warning("%s does not listen on its REST port; it is left alone", label)
+        return
     if reason is not None:
-        raise PortInUseError(record.ports.get("rest", 0), record.pid, host=config.host, reason=reason)
-    logger.warning("%s has not answered for %.1f s; ending it", label, config.stale_timeout)
+        raise PortInUseError(rest, record.pid, host=config.host, reason=reason)
+    logger.warning(
+        "%s has not answered for %.1f s, used no CPU and sleeps; ending it", label, config.stale_timeout
+    )
     if not terminate(proc, 5.0, label):
         raise PortInUseError(
             record.ports.get("rest", 0), record.pid, host=config.host, reason="it survived SIGKILL"

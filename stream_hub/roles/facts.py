@@ -16,7 +16,7 @@ from ..ports.policy import free, inspect, is_production, next_free
 from ..ports.probe import is_port_in_use
 from ..processes.channel import JoinTarget
 from ..processes.registry import HubRecord, Registry
-from ..processes.rendezvous import end_hung_hub, probe, to_target
+from ..processes.rendezvous import end_wedged_hub, probe, to_target
 from .placement import Holder, Host
 
 __all__ = ["LiveFacts", "act_before_binding"]
@@ -62,13 +62,13 @@ class LiveFacts:
 
 def act_before_binding(decision: Host, config: StreamConfig, registry: Registry | None) -> None:
     """Do what ``decision`` says must happen before its ports are bound: end
-    a hung hub, end the holders the ``"free"`` policy evicts, forget a stale record.
+    a wedged hub, end the holders the ``"free"`` policy evicts, forget a stale record.
 
     Raises:
         PortInUseError: a holder could not be ended (a guard refused, or it survived SIGKILL).
     """
-    if decision.end_hung is not None:
-        end_hung_hub(decision.end_hung, config)
+    if decision.end_wedged is not None:
+        end_wedged_hub(decision.end_wedged, config)
     for holder in decision.evict:
         if is_port_in_use(holder.port, config.host):  # it may have let go meanwhile
             free(inspect(holder.port, config.host, holder.transport), EVICT_TIMEOUT)

@@ -15,11 +15,13 @@ The inputs, in the order they are looked at:
 3. a successor taking over a hand-over: the predecessor's ports (moved off
    the ones something else took meanwhile);
 4. the registry (``port_conflict`` ``"auto"`` or ``"join"`` with fixed
-   ports): a host handing over -> wait; a live hub of this user -> join; a
-   dead one or one that serves nothing -> forget its record and host; a
-   hung one -> end it in development (refuse in production) and host on its
-   ports; anything else holding the ports is never ended: development takes
-   the next free ports, production refuses;
+   ports): a host handing over -> wait; a live hub of this user, or a busy
+   one (it does not answer but works) -> join; a dead one or one that serves
+   nothing -> forget its record and host; a wedged one (no answer, no CPU,
+   asleep) -> end it in development (refuse in production) and host on its
+   ports; anything else holding the ports — a stopped hub, a foreign
+   program — is never ended: development takes the next free ports,
+   production refuses;
 5. otherwise (some port is 0, or another policy): ``"auto"`` moves off
    what holds a port as in 4 (never ending it); ``"fail"`` and ``"join"``
    refuse a busy port, ``"free"`` ends its holder (the guards permitting),
@@ -85,14 +87,14 @@ class Publish:
 class Host:
     """Serve the hub on ``ports`` (resolved, not yet bound).
 
-    Before binding: end ``end_hung`` (a hung hub of this user; its ports are
+    Before binding: end ``end_wedged`` (a wedged hub of this user; its ports are
     then this hub's), end each of ``evict`` (the ``"free"`` policy), and
     forget the registry record ``forget`` (its process is gone or serves
     nothing any more)."""
 
     ports: dict[str, int]
     evict: tuple[Holder, ...] = ()
-    end_hung: HubRecord | None = None
+    end_wedged: HubRecord | None = None
     forget: HubRecord | None = None
 
 
@@ -138,8 +140,9 @@ class Facts(Protocol):
         :class:`~stream_hub.errors.PortInUseError` when there is none)."""
 
     def hub_state(self, record: HubRecord, stale_timeout: float) -> str:
-        """What the hub a record names is: ``live``, ``dead``, ``gone``,
-        ``hung``, ``stopped`` or ``foreign`` (:func:`stream_hub.processes.rendezvous.probe`)."""
+        """What the hub a record names is: ``live``, ``busy``, ``wedged``,
+        ``dead``, ``gone``, ``stopped`` or ``foreign``
+        (:func:`stream_hub.processes.rendezvous.probe`)."""
 
     def target(self, record: HubRecord) -> JoinTarget:
         """How to reach the hub a live record names."""
@@ -202,20 +205,22 @@ def _place_with_registry(
     config: StreamConfig, facts: Facts, record: HubRecord | None, wanted: dict[str, int], may_host: bool
 ) -> Decision:
     forget: HubRecord | None = None
-    end_hung: HubRecord | None = None
+    end_wedged: HubRecord | None = None
     if record is not None:
         if record.successor is not None and (record.handover_until or 0) > facts.now:
             return Wait(record.handover_until or 0)
         state = facts.hub_state(record, config.stale_timeout)
         logger.debug("hub record %s names pid %d: %s", record.key, record.pid, state)
-        if state == "live":
+        if state in ("live", "busy"):
+            # A busy hub answers once its long call returns: joining it buffers
+            # until then (taking other ports would split the job in two).
             if record.pid == facts.my_pid:
                 raise StreamHubError("the registry names this very process as the hub")
             return Join(facts.target(record))
         if state in ("dead", "gone"):
             forget = record
-        elif state == "hung":
-            label = f"hung stream_hub hub (pid {record.pid}, REST port {record.ports.get('rest')})"
+        elif state == "wedged":
+            label = f"wedged stream_hub hub (pid {record.pid}, REST port {record.ports.get('rest')})"
             if facts.production:
                 raise PortInUseError(
                     record.ports.get("rest", 0),
@@ -224,15 +229,15 @@ def _place_with_registry(
                     transport="rest",
                     reason=f"a {label} holds it, and ENVIRONMENT=production never ends a process",
                 )
-            end_hung = forget = record
+            end_wedged = forget = record
     if config.port_conflict == "join" or not may_host:
         raise StreamHubError(
             f'port_conflict="join": no live stream_hub hub of this user to join on ports '
             f"{config.sse_port}/{config.ws_port}/{config.rest_port} (start one with `stream-hub serve`)"
         )
-    # A hung hub's ports are this hub's once it has been ended.
-    freed = set(end_hung.ports.values()) if end_hung is not None else set()
-    return Host(_moved_off(config, wanted, facts, freed), end_hung=end_hung, forget=forget)
+    # A wedged hub's ports are this hub's once it has been ended.
+    freed = set(end_wedged.ports.values()) if end_wedged is not None else set()
+    return Host(_moved_off(config, wanted, facts, freed), end_wedged=end_wedged, forget=forget)
 
 
 def _moved_off(
@@ -258,11 +263,13 @@ def _moved_off(
             what = f"pid {holder.pid} ({holder.process or 'unknown'})" if holder.pid else "an unknown process"
             logger.warning(
                 "%s port %d is held by %s, which is not a hub to join; this hub takes port %d instead "
-                "(other processes find it through the registry)",
+                "(other processes find it through the registry; `stream-hub ports --free %d` would end "
+                "the holder)",
                 name,
                 port,
                 what,
                 new,
+                port,
             )
             port = new
         out[name] = port

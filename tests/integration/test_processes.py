@@ -1,6 +1,6 @@
 """Many processes, one hub, with real processes: ranks that meet in one hub,
 experiments that keep apart, foreign programs and other users' hubs that are
-never touched, hung and suspended hubs, hand-over, a killed host, forked
+never touched, busy, wedged and suspended hubs, hand-over, a killed host, forked
 workers.
 
 Every process is ``tests/trainer.py`` (or a copy under another name), run with
@@ -204,19 +204,67 @@ def test_another_users_hub_is_never_joined_nor_ended(spawn: Spawner) -> None:
     assert alive(theirs.popen)
 
 
-def test_a_hung_hub_is_refused_in_production_and_ended_in_development(spawn: Spawner) -> None:
+def test_a_busy_hub_is_joined_and_never_ended_nor_split_from(spawn: Spawner) -> None:
+    # The host spends ~12 s in one C call holding the GIL (a big pickle.load,
+    # a huge sorted()): it cannot answer /health, but it works.
     ports = free_ports(3)
-    hung, ready = start(spawn, hub_env(ports), "--hang")
+    busy, ready = start(spawn, hub_env(ports), "--busy", "12", "--steps", "0", "--hold")
     assert ready["ready"] == "host"
+    busy.out.wait(lambda lines: any('"busy"' in line for line in lines), what="the long call")
+    newcomers = []
+    for environment in ("development", "production"):
+        newcomer, ready_new = start(
+            spawn,
+            hub_env(ports, ENVIRONMENT=environment),
+            "--steps",
+            "5",
+            "--interval",
+            "0",
+            "--run",
+            environment,
+            "--hold",
+        )
+        # Joined (buffering), never moved to other ports, never ending the host.
+        assert ready_new["ready"] == "joined", newcomer.err.text
+        assert ready_new["ports"] == ready["ports"]
+        assert alive(busy.popen)
+        assert "ending it" not in newcomer.err.text
+        newcomers.append(newcomer)
+    busy.out.wait(
+        lambda lines: any('"answering"' in line for line in lines), timeout=120, what="the call's end"
+    )
+    # Once the host answers again, what the newcomers logged arrives.
+    rest = ready["urls"]["rest"]
+    wait_for(
+        lambda: (
+            {r: runs(rest).get(r, {}).get("metric_events") for r in ("development", "production")}
+            == {"development": 5, "production": 5}
+        ),
+        timeout=60,
+        what="the newcomers' events",
+    )
+    for newcomer in newcomers:
+        release(newcomer)
+        done(newcomer)
+    release(busy)
+    done(busy)
+
+
+def test_a_wedged_hub_is_refused_in_production_and_ended_in_development(spawn: Spawner) -> None:
+    # The host sleeps in a blocking C call holding the GIL: no answer, no CPU.
+    ports = free_ports(3)
+    wedged, ready = start(spawn, hub_env(ports), "--wedge", "--steps", "0")
+    assert ready["ready"] == "host"
+    wedged.out.wait(lambda lines: any('"wedged"' in line for line in lines), what="the blocking call")
     refused = spawn.start([str(TRAINER)], env=hub_env(ports, ENVIRONMENT="production"), prefix=PYTHON)
     assert refused.wait(60) != 0
-    assert "hung stream_hub hub" in refused.err.text and "production" in refused.err.text
-    assert alive(hung.popen)
+    assert "wedged stream_hub hub" in refused.err.text and "production" in refused.err.text
+    assert alive(wedged.popen)
     taker, ready_taker = start(spawn, hub_env(ports), "--steps", "5", "--interval", "0", "--hold")
-    # It takes the hung hub's own ports, once they are free.
+    # It takes the wedged hub's own ports, once they are free.
     assert ready_taker["ready"] == "host" and ready_taker["ports"] == ready["ports"], taker.err.text
-    assert hung.popen.wait(10) is not None
-    assert "hung stream_hub hub" in taker.err.text and "SIGTERM" in taker.err.text
+    assert wedged.popen.wait(10) is not None
+    assert "wedged stream_hub hub" in taker.err.text and "SIGTERM" in taker.err.text
     release(taker)
     done(taker)
 

@@ -158,15 +158,21 @@ def test_a_dead_or_gone_hub_is_forgotten_and_its_ports_hosted(state: str) -> Non
     assert decision == Host(dict(PORTS), forget=rec)
 
 
-def test_a_hung_hub_is_ended_in_development_and_its_ports_count_as_free() -> None:
+def test_a_busy_hub_is_joined_never_ended_nor_moved_off() -> None:
+    machine = FakeMachine(hub="busy", held={7001: 42, 7002: 42, 7003: 42})
+    decision = place(config(), machine, record=record())
+    assert isinstance(decision, Join) and decision.target.pid == 42
+
+
+def test_a_wedged_hub_is_ended_in_development_and_its_ports_count_as_free() -> None:
     rec = record()
-    machine = FakeMachine(hub="hung", held={7001: 42, 7002: 42, 7003: 42})
+    machine = FakeMachine(hub="wedged", held={7001: 42, 7002: 42, 7003: 42})
     decision = place(config(), machine, record=rec)
-    assert decision == Host(dict(PORTS), end_hung=rec, forget=rec)
+    assert decision == Host(dict(PORTS), end_wedged=rec, forget=rec)
 
 
-def test_a_hung_hub_is_refused_in_production() -> None:
-    machine = FakeMachine(hub="hung", production=True, held={7003: 42})
+def test_a_wedged_hub_is_refused_in_production() -> None:
+    machine = FakeMachine(hub="wedged", production=True, held={7003: 42})
     with pytest.raises(PortInUseError, match="production never ends a process"):
         place(config(), machine, record=record())
 
@@ -177,7 +183,7 @@ def test_a_stopped_or_foreign_holder_is_never_ended_the_hub_moves(state: str) ->
     decision = place(config(), machine, record=record())
     # REST first: it is the lock between hubs, so it takes the first port up.
     assert decision == Host({"sse": 7005, "ws": 7006, "rest": 7004})
-    assert not decision.evict and decision.end_hung is None
+    assert not decision.evict and decision.end_wedged is None
 
 
 def test_a_foreign_program_on_one_port_moves_only_that_port() -> None:
@@ -251,3 +257,27 @@ def test_port_zero_is_never_busy() -> None:
 def test_two_transports_on_one_port_name_the_field() -> None:
     with pytest.raises(ConfigError, match="each transport needs its own port"):
         place(config(port_conflict="fail", ws_port=7001), FakeMachine())
+
+
+# -- busy, stopped, wedged: from the process state and the CPU it used ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "cpu", "wall", "expected"),
+    [
+        ("running", 1.4, 1.5, "busy"),  # a long C call holding the GIL
+        ("running", 0.3, 1.5, "busy"),  # the same, on a machine loaded 5x
+        ("disk-sleep", 0.0, 1.5, "busy"),  # waiting on a big read
+        ("sleeping", 0.0, 1.5, "wedged"),  # a blocking call holding the GIL
+        ("sleeping", 0.01, 1.5, "wedged"),  # a little noise from a C thread
+        ("stopped", 0.0, 1.5, "stopped"),  # Ctrl-Z
+        ("tracing-stop", 0.0, 1.5, "stopped"),  # a debugger
+        ("zombie", 0.0, 1.5, "dead"),
+    ],
+)
+def test_a_hub_that_does_not_answer_is_classified_by_state_and_cpu(
+    status: str, cpu: float, wall: float, expected: str
+) -> None:
+    from stream_hub.processes.rendezvous import unanswered_state
+
+    assert unanswered_state(status, cpu, wall) == expected
