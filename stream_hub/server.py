@@ -46,6 +46,7 @@ from .roles.hosting import Hosting
 from .roles.joined import Joined
 from .roles.placement import Decision, Host, Join, Publish, Wait, place, uses_registry
 from .roles.publishing import Publishing
+from .runtime.forking import chain_sigterm, in_each_multiprocessing_child, on_multiprocessing_exit
 from .runtime.notifier import LoopNotifier
 from .serving import ServingRuntime, warn_if_exposed
 from .status import Status
@@ -62,6 +63,8 @@ logger = logging.getLogger(__name__)
 # Every server object of this process, so a forked child can disown them.
 _ALL_SERVERS: weakref.WeakSet[TrainingStreamServer] = weakref.WeakSet()
 _fork_hook_installed = False
+# How long a forked child's SIGTERM waits for its last events to reach the hub.
+SIGTERM_FLUSH = 2.0
 
 
 class TrainingStreamServer:
@@ -131,6 +134,7 @@ class TrainingStreamServer:
         self._route(None)
         _ALL_SERVERS.add(self)
         _install_fork_hook()
+        in_each_multiprocessing_child(self, TrainingStreamServer._flush_at_multiprocessing_exit)
 
     def publish(
         self, event_type: str, data: Any = None, run: str | None = None, step: int | None = None
@@ -533,8 +537,29 @@ class TrainingStreamServer:
         self._route(None)
         if target is not None:
             self._switch(self._joined(target, forked=True))
+            # A pool's worker is ended with SIGTERM: its last events go first.
+            chain_sigterm(lambda: self._flush_forked(min(self.config.shutdown_timeout, SIGTERM_FLUSH)))
         elif self._backend is not None and not self.config.replica:
             self._switch(Publishing(self._backend))  # the parent published directly: so does the child
+
+    def _flush_at_multiprocessing_exit(self) -> None:
+        """In a multiprocessing child, set up: flush before it ends with ``os._exit``."""
+        on_multiprocessing_exit(lambda: self._flush_forked(self.config.shutdown_timeout))
+
+    def _flush_forked(self, timeout: float) -> bool:
+        """A forked child ends: its last events to the hub. False when a
+        flush was already under way (a SIGTERM during the exit's flush)."""
+        role = self._role
+        if not (isinstance(role, Joined) and role.name == "forked"):
+            return True
+        done = role.flush_before_exit(timeout)
+        if done is None:
+            return False
+        if not done:
+            logger.warning(
+                "a forked child ended before the hub took all its events (%s)", role.forwarder.status()
+            )
+        return True
 
 
 def _handover_until(decision: Decision) -> float | None:

@@ -126,6 +126,7 @@ class Forwarder:
         self._reading = threading.RLock()  # one reader of the host's answers at a time
         self._linked = threading.Event()  # set while connected
         self.connect_failures = 0  # attempts that found no host to connect to
+        self._flushing = False
 
     # -- the intake's notifier (any thread, outside the intake's locks) ----------------
 
@@ -214,6 +215,55 @@ class Forwarder:
             self._outbox.clear()
             self._queued = 0
         return left
+
+    def flush(self, timeout: float) -> bool | None:
+        """Get every queued batch to the host before this process ends
+        (a forked child's last step: its exit skips the usual stop): send
+        what is unsent, waiting for room in the socket, then wait for the
+        host's acknowledgements — ``timeout`` s at most in all. Whether the
+        host has everything.
+
+        Not re-entered: a call made while one runs (a SIGTERM handler
+        interrupting the flush at exit) returns None at once; re-entering
+        would take this forwarder's locks in the opposite order of its thread.
+        """
+        if self._flushing:
+            return None
+        self._flushing = True
+        try:
+            return self._flush(time.monotonic() + timeout)
+        finally:
+            self._flushing = False
+
+    def _flush(self, deadline: float) -> bool:
+        with self._io:
+            if self._sock is None and not self._closing:
+                self._open_quietly()
+            sock = self._sock
+            if sock is None:
+                return not self._outbox
+            try:
+                for batch in self._outbox:
+                    if batch.sent:
+                        continue
+                    data = frame(
+                        {"op": "batch", "n": batch.n, "events": batch.events, "dropped": self.dropped}
+                    )
+                    sock.settimeout(max(0.001, deadline - time.monotonic()))
+                    sock.sendall(data)
+                    batch.sent = True
+            except OSError as exc:
+                logger.debug("could not send the last batches to the hub: %s", exc)
+                return False
+            finally:
+                with contextlib.suppress(OSError):
+                    sock.setblocking(False)
+        while self._queued and time.monotonic() < deadline:
+            try:
+                self._drain_acks(wait=min(0.05, max(0.0, deadline - time.monotonic())))
+            except (OSError, ChannelClosed, ProtocolError):
+                break
+        return not self._queued
 
     def release_after_fork(self) -> None:
         """In a forked child: let go of this (the parent's) connection without

@@ -85,6 +85,7 @@ class Hosting:
         self._state = state
         self._successor = successor
         self._channel: HostChannel | None = None
+        self._pid = os.getpid()  # the hosting process (a forked child's parent)
 
     # -- what the server asks --------------------------------------------------------------
 
@@ -209,8 +210,9 @@ class Hosting:
         channel = self._channel
         if not self.serving.running or channel is None or not channel.address:
             return None
+        # Called in the child: the host is the process that started serving.
         return JoinTarget(
-            channel.address, self.membership.token, os.getpid(), self.ports, self.urls, self.server.hub.epoch
+            channel.address, self.membership.token, self._pid, self.ports, self.urls, self.server.hub.epoch
         )
 
     def disown_after_fork(self) -> None:

@@ -101,6 +101,12 @@ class Joined:
         """Send what is queued (waiting at most ``timeout`` s for the host), then let go."""
         self.forwarder.close(timeout)
 
+    def flush_before_exit(self, timeout: float) -> bool | None:
+        """This process ends without a stop (a forked child): get what is
+        queued to the host, ``timeout`` s at most; whether it all arrived
+        (None: a flush was already under way)."""
+        return self.forwarder.flush(timeout)
+
     def restart(self, timeout: float) -> None:
         """Reconnect to the host (never restarting another process's hub)."""
         self.forwarder.reconnect()

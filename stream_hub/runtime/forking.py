@@ -1,4 +1,5 @@
-"""What a forked child does with the sockets of its parent's server.
+"""What a forked child does with the sockets of its parent's server, and
+how it gets its last events out before it ends.
 
 ``os.fork()`` (multiprocessing's ``fork`` start method, DataLoader workers)
 copies every descriptor: the child would hold the server's three listening
@@ -15,16 +16,35 @@ Letting go means pointing the descriptor at ``/dev/null`` (``dup2``), not
 closing it: the Python objects that still hold the number (the parent's
 loop, transports and sockets, copied into the child) may close it later,
 and a closed number could by then belong to a file the child opened.
+
+A forked child often ends without Python's normal exit, so the stop that
+would send its last events never runs: a multiprocessing child ends with
+``os._exit`` once its run returns (after multiprocessing's own finalizers),
+and a pool's workers are ended with SIGTERM the moment the pool closes.
+:func:`on_multiprocessing_exit` and :func:`chain_sigterm` give the child's
+flush a turn in both cases.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
-from collections.abc import Collection
+import threading
+from collections.abc import Callable, Collection, Iterator
+from typing import Any
 
-__all__ = ["close_inherited_sockets"]
+__all__ = [
+    "chain_sigterm",
+    "close_inherited_sockets",
+    "in_each_multiprocessing_child",
+    "on_multiprocessing_exit",
+]
+
+#: Before multiprocessing's own finalizers of priority 0 (its queues' feeder threads).
+EXIT_PRIORITY = 10
 
 logger = logging.getLogger(__name__)
 
@@ -89,3 +109,86 @@ def close_inherited_sockets(ports: Collection[int], unix_paths: Collection[str] 
     finally:
         os.close(null)
     return released
+
+
+def in_each_multiprocessing_child(owner: object, callback: Callable[[Any], object]) -> None:
+    """Call ``callback(owner)`` in every multiprocessing child forked from
+    now on (while ``owner`` lives), once multiprocessing has set the child
+    up: it clears the parent's finalizers *after* the at-fork hooks, so a
+    finalizer must be registered from here."""
+    from multiprocessing import util
+
+    util.register_after_fork(owner, callback)
+
+
+def on_multiprocessing_exit(callback: Callable[[], object]) -> None:
+    """In a multiprocessing child: run ``callback`` when its run returns,
+    before it ends with ``os._exit``, with SIGTERM deferred until it is done
+    (a pool terminates its workers while they exit: the signal, and any
+    handler of the user's that raises, then comes after the flush)."""
+    from multiprocessing import util
+
+    def deferred() -> None:
+        with sigterm_deferred():
+            callback()
+
+    util.Finalize(None, deferred, exitpriority=EXIT_PRIORITY)
+
+
+@contextlib.contextmanager
+def sigterm_deferred() -> Iterator[None]:
+    """Hold a SIGTERM that arrives meanwhile, then deliver it to the handler
+    in place before (main thread, Python-level handlers only)."""
+    previous: Any = None
+    if threading.current_thread() is threading.main_thread():
+        with contextlib.suppress(AttributeError, ValueError):
+            previous = signal.getsignal(signal.SIGTERM)
+    if previous is None:  # not the main thread, or a handler set in C: leave it alone
+        yield
+        return
+    pending: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if pending:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def chain_sigterm(before: Callable[[], bool]) -> bool:
+    """In a forked child: on SIGTERM, run ``before`` first, then what SIGTERM
+    did until now (the handler it replaces, or the default: the process
+    ends by the signal, as without us). ``before`` returning False means the
+    process is already ending (the signal interrupted its exit, which then
+    completes): the default action is not taken again. Installed only from the main thread
+    and only over the default action or a Python handler (a handler set in
+    C, or an ignored SIGTERM, is left alone). Whether it was installed."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except (AttributeError, ValueError):
+        return False
+    if previous is None or previous == signal.SIG_IGN:
+        return False
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        go_on = True
+        try:
+            go_on = before()
+        except Exception:  # the process is ending: its own handler must still run
+            logger.debug("flushing on SIGTERM failed", exc_info=True)
+        if callable(previous):
+            previous(signum, frame)
+            return
+        if not go_on:
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread after all
+        return False
+    return True

@@ -76,13 +76,15 @@ def test_a_host_is_host_through_every_restart_and_none_only_outside_start_and_st
     assert server.role is None and server.status()["role"] == "stopped"
 
 
-def test_a_forked_child_of_a_host_is_forked_at_once(server: TrainingStreamServer) -> None:
+def test_a_forked_child_of_a_host_is_forked_at_once_and_names_its_parent_as_host(
+    server: TrainingStreamServer,
+) -> None:
     server.start()
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report the role the at-fork hook left, then leave at once
         try:
-            os.write(write, str(server.role).encode())
+            os.write(write, f"{server.role} {server.status()['host']['pid']}".encode())
         finally:
             os._exit(0)
     os.close(write)
@@ -90,7 +92,8 @@ def test_a_forked_child_of_a_host_is_forked_at_once(server: TrainingStreamServer
         child_role = pipe.read().decode()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert child_role == "forked"
+    # It names its parent as its hub's host, not itself.
+    assert child_role == f"forked {os.getpid()}"
     assert server.role == "host"
 
 
