@@ -22,4 +22,6 @@
   store against stream_hub without; no baseline); :mod:`benchmarks.groups`
   -- every figure group.
 - :mod:`benchmarks.report` -- targets, the table and the JSON file.
+- :mod:`benchmarks.soak` -- the soak (``scripts/soak.py``): stalled, healthy
+  and hostile clients against a restarting hub for minutes; not a figure.
 """

@@ -169,10 +169,12 @@ class Intake:
                     break
         else:
             values = validate_metrics(metrics)
-        if type(run) is not str:
+        if run is None or run is not self._last_run:
+            # A name is checked unless it is the run of the last call (noted
+            # once checked): an empty or overlong one is refused, as in publish.
             run = validate_run(run, self.default_run)
-        if run is not self._last_run:
-            self._note_run(run)
+            if run is not self._last_run:
+                self._note_run(run)
         if step is not None and type(step) is not int:
             step = validate_step(step)
         ts = _time()

@@ -264,7 +264,9 @@ class Ring:
             if seq <= self.head:
                 continue
             if seq > self.head + 1:
-                self._floor = seq  # nothing before it joins this stretch
+                # Nothing before it joins this stretch: what was kept leaves
+                # (and stops being charged for), as when an epoch starts.
+                self.reset_at(seq - 1)
             i = seq % cap
             self.runs[i] = run
             self.types[i] = event_type
@@ -308,7 +310,8 @@ class Ring:
             batch.append(event.get("rank"))
         if batch:
             self.store(batch, len(batch) // FIELDS, _ignore, {})
-            self._floor = batch[0]
+            # Not below where the byte bound left it: those events are gone.
+            self._floor = max(self._floor, batch[0])
             self._encoded = batch[0] - 1
 
     def json_range(self, first: int, last: int) -> list[str]:

@@ -21,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from stream_hub import TrainingStreamServer, job
+from stream_hub.runtime.loop import LoopThreadLeftBehind
 
 from ..clients import (
     EVENT_KEYS_DATA,
@@ -443,7 +444,7 @@ async def _stalled_client(server: TrainingStreamServer) -> socket.socket:
     stalled = await asyncio.to_thread(stalled_ws, server)
     try:
         await asyncio.to_thread(
-            wait_for, lambda: server.status()["clients"]["ws"] == 1, 10, "stalled client registered"
+            wait_for, lambda: server.status()["clients"]["ws"] == 1, 60, "stalled client registered"
         )
     except BaseException:
         stalled.close()
@@ -484,20 +485,39 @@ async def test_client_that_never_reads_does_not_delay_another(make_server):
         stalled.close()
 
 
-async def test_stop_timeout_bounds_stop_with_stalled_websocket(make_server):
-    # Regression: this stop took ~2.1 s (timeout, then a fixed extra 1.0 s wait
-    # on the cancelled handler stuck in the closing handshake, then abort).
-    server = make_server(history_size=50_000)
+async def _stop_with_stalled_websocket(server: TrainingStreamServer) -> tuple[float, bool]:
+    """How long ``aclose(timeout=1.0)`` takes with a stalled WebSocket client
+    and ~12 MB of history waiting for it, and whether the loop thread exited
+    in that time (False: the stop left it behind, as it does when the thread
+    gets no CPU before the deadline)."""
     stalled = await _stalled_client(server)
     try:
         seqs = [server.publish("blob", {"blob": "x" * 1000}) for _ in range(12_000)]
-        await asyncio.to_thread(committed, server, seqs[-1])
+        await asyncio.to_thread(
+            wait_for, lambda: server.status()["last_seq"] >= seqs[-1], 60, f"seq {seqs[-1]} committed"
+        )
         started = time.monotonic()
-        await asyncio.wait_for(server.aclose(timeout=1.0), 10)
-        took = time.monotonic() - started
-        assert took < 1.6, f"stop(timeout=1.0) took {took:.2f} s"
+        try:
+            await asyncio.wait_for(server.aclose(timeout=1.0), 30)
+        except LoopThreadLeftBehind:
+            return time.monotonic() - started, False
+        return time.monotonic() - started, True
     finally:
         stalled.close()
+
+
+async def test_stop_timeout_bounds_stop_with_stalled_websocket(make_server):
+    # Regression: this stop took ~2.1 s (timeout, then a fixed extra 1.0 s wait
+    # on the cancelled handler stuck in the closing handshake, then abort); it
+    # takes ~0.6 s. That wait is in every stop, so every try shows it. A loaded
+    # machine only stretches the stop's own work now and then (or starves the
+    # loop thread past the deadline: it is left behind), so one of three tries,
+    # each on a fresh server, must stop cleanly within the bound.
+    tries: list[tuple[float, bool]] = []
+    while len(tries) < 3 and not any(took < 1.6 and exited for took, exited in tries):
+        tries.append(await _stop_with_stalled_websocket(make_server(history_size=50_000)))
+    shown = ", ".join(f"{took:.2f} s" + ("" if exited else " (left behind)") for took, exited in tries)
+    assert any(took < 1.6 and exited for took, exited in tries), f"stop(timeout=1.0) took {shown}"
 
 
 async def test_client_count_returns_to_zero_after_disconnect(server):

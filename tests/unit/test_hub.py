@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from stream_hub.core.hub import MAX_CHUNK_BYTES, MAX_CHUNK_EVENTS, SSE, WS, Hub
 from stream_hub.core.intake import FIELDS
-from stream_hub.core.run_index import Series
 from stream_hub.events import encode_event, ws_text_frame
 
 from ..clients import sse_events, ws_events
@@ -497,27 +496,7 @@ def test_filtered_subscribers_get_exactly_their_events_or_a_gap(
         )
 
 
-# -- whole-run series ----------------------------------------------------------------
-
-
-def test_series_stays_bounded_and_spans_the_whole_run() -> None:
-    s = Series(100)
-    for step in range(100_000):
-        s.append(step, math.sin(step / 1000))
-    snap = s.snapshot()
-    assert len(snap["steps"]) <= 100
-    assert snap["steps"][0] == 0 and snap["steps"][-1] > 95_000
-    assert snap["steps"] == sorted(snap["steps"])
-    assert min(snap["mins"]) == pytest.approx(-1, abs=1e-3)
-    assert max(snap["maxs"]) == pytest.approx(1, abs=1e-3)
-    assert len(s.snapshot(10)["steps"]) <= 10
-
-
-def test_series_keeps_spikes_in_min_max() -> None:
-    s = Series(16)
-    for step in range(1000):
-        s.append(step, 1000.0 if step == 517 else 1.0)
-    assert max(s.snapshot()["maxs"]) == 1000.0
+# -- whole-run curves ----------------------------------------------------------------
 
 
 def test_run_index_tracks_latest_and_counts() -> None:
