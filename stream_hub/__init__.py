@@ -8,10 +8,7 @@ one shared in-process server.
     release_stream_server()                      # -1 reference; stops at zero
 """
 
-# The one place the version is written: pyproject.toml reads it from here
-# ([tool.hatch.version]), and `stream-hub --version` prints it.
-__version__ = "0.1.0"
-
+from ._version import __version__ as __version__
 from .config import StreamConfig
 from .errors import ConfigError, LoopThreadError, PortInUseError, StreamHubError
 from .manager import (
