@@ -6,12 +6,19 @@ one shared in-process server.
     server = get_stream_server()                 # +1 reference; starts on the first
     server.log({"loss": 0.12}, step=10, run="exp1")
     release_stream_server()                      # -1 reference; stops at zero
+
+Importing costs nothing a process did not ask for (training scripts,
+DataLoader workers and spawned children all import it): no web framework,
+SQLite or asyncio, no hooks. Those come with the first server;
+``TrainingStreamServer`` is resolved on first use.
 """
 
-# The one place the version is written: pyproject.toml reads it from here
-# ([tool.hatch.version]), and `stream-hub --version` prints it.
-__version__ = "0.1.0"
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
 from .config import StreamConfig
 from .errors import ConfigError, LoopThreadError, PortInUseError, StreamHubError
 from .manager import (
@@ -21,7 +28,9 @@ from .manager import (
     get_stream_server_manager,
     release_stream_server,
 )
-from .server import TrainingStreamServer
+
+if TYPE_CHECKING:
+    from .server import TrainingStreamServer
 
 __all__ = [
     "ConfigError",
@@ -32,7 +41,24 @@ __all__ = [
     "StreamHubError",
     "StreamServerManager",
     "TrainingStreamServer",
+    "__version__",
     "get_stream_server",
     "get_stream_server_manager",
     "release_stream_server",
 ]
+
+# Public names whose module is heavy: imported on first use (PEP 562).
+_LAZY = {"TrainingStreamServer": ".server"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # resolved once: later lookups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

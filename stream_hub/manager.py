@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import sys
 import threading
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import StreamConfig
 from .errors import StreamHubError
-from .server import TrainingStreamServer
+from .runtime import hooks
 from .status import Status
+
+if TYPE_CHECKING:
+    from .server import TrainingStreamServer
 
 __all__ = [
     "Lease",
@@ -87,6 +89,9 @@ class StreamServerManager:
     def __new__(cls) -> StreamServerManager:
         instance = cls._instance
         if instance is None:
+            # Before any of the manager's locks is taken: a child forked
+            # while a thread holds one must not inherit it held.
+            hooks.after_fork_in_child("manager", _reset_after_fork)
             with cls._instance_lock:
                 instance = cls._instance
                 if instance is None:
@@ -130,7 +135,7 @@ class StreamServerManager:
                 if diffs:
                     server = None  # stopped: the new config replaces it
             if server is None:
-                server = TrainingStreamServer(config, training_system)
+                server = _new_server(config, training_system)
                 server.owner = self
                 self._server = server
             elif training_system is not None and server.training_system is None:
@@ -270,6 +275,24 @@ def release_stream_server() -> int:
     return StreamServerManager().release()
 
 
+def _new_server(config: StreamConfig | None, training_system: Any) -> TrainingStreamServer:
+    # The server module brings the web frameworks, SQLite and asyncio with it:
+    # imported only here, when a process asks for its first server.
+    from .server import TrainingStreamServer
+
+    hooks.install_once("manager.exit", _install_exit_hooks)
+    return TrainingStreamServer(config, training_system)
+
+
+def _install_exit_hooks() -> None:
+    """Once this process has a server: at exit its runs end and it stops; an
+    uncaught exception ends the runs as failed (or killed, for Ctrl-C)."""
+    global _previous_excepthook
+    _previous_excepthook = sys.excepthook
+    sys.excepthook = _note_uncaught
+    atexit.register(_cleanup_at_exit)
+
+
 def _cleanup_at_exit() -> None:
     """At exit: finish the runs this process logged to, then stop its server."""
     instance = StreamServerManager._instance
@@ -292,7 +315,8 @@ def _cleanup_at_exit() -> None:
 # How the main thread ended, when an uncaught exception ended it: "failed",
 # or "killed" by Ctrl-C (the status of the runs still open at exit).
 _UNCAUGHT: list[str] = []
-_previous_excepthook = sys.excepthook
+# The hook _note_uncaught passes the exception on to (set when it is installed).
+_previous_excepthook = sys.__excepthook__
 
 
 def _note_uncaught(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
@@ -319,9 +343,3 @@ def _reset_after_fork() -> None:
         server = instance._server
         instance._reset()
         instance._server = server
-
-
-atexit.register(_cleanup_at_exit)
-sys.excepthook = _note_uncaught
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)

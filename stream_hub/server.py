@@ -46,6 +46,7 @@ from .roles.hosting import Hosting
 from .roles.joined import Joined
 from .roles.placement import Decision, Host, Join, Publish, Wait, place, uses_registry
 from .roles.publishing import Publishing
+from .runtime import hooks
 from .runtime.forking import chain_sigterm, in_each_multiprocessing_child, on_multiprocessing_exit
 from .runtime.notifier import LoopNotifier
 from .serving import ServingRuntime, warn_if_exposed
@@ -62,7 +63,6 @@ logger = logging.getLogger(__name__)
 
 # Every server object of this process, so a forked child can disown them.
 _ALL_SERVERS: weakref.WeakSet[TrainingStreamServer] = weakref.WeakSet()
-_fork_hook_installed = False
 # How long a forked child's SIGTERM waits for its last events to reach the hub.
 SIGTERM_FLUSH = 2.0
 
@@ -133,7 +133,7 @@ class TrainingStreamServer:
         self._role: Role | None = None
         self._route(None)
         _ALL_SERVERS.add(self)
-        _install_fork_hook()
+        hooks.after_fork_in_child("server", _after_fork_in_child)
         in_each_multiprocessing_child(self, TrainingStreamServer._flush_at_multiprocessing_exit)
 
     def publish(
@@ -564,14 +564,6 @@ class TrainingStreamServer:
 
 def _handover_until(decision: Decision) -> float | None:
     return decision.until if isinstance(decision, Wait) else None
-
-
-def _install_fork_hook() -> None:
-    """Installed by the first server, not by importing the package."""
-    global _fork_hook_installed
-    if not _fork_hook_installed and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
-        _fork_hook_installed = True
 
 
 def _status_method(training_system: Any) -> Any:

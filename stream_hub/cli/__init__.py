@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .. import __version__
+from .._version import __version__
 from ..errors import StreamHubError
 from .common import EXIT_ERROR, EXIT_OK
 from .export import cmd_export

@@ -37,6 +37,7 @@ from ..config import StreamConfig
 from ..core.hub import Archived, Hub
 from ..core.intake import FIELDS
 from ..errors import StoreError
+from ..runtime import hooks
 from .lock import StoreLock
 from .reader import Stored, StoreReader, read_stored
 from .sqlite import connect, journal_mode_for, upgrade
@@ -116,6 +117,7 @@ class HubStore:
         self.archive: StoreArchive | None = None
         self._stored: Stored | None = None
         self._hub: Hub | None = None
+        hooks.after_fork_in_child("store", _after_fork_in_child)
 
     def open(self, wait: float = 0.0) -> None:
         """Lock the file, bring its schema up to date and read what it holds.
@@ -284,7 +286,3 @@ def _after_fork_in_child() -> None:
     for store in list(_OPEN):
         store._forget_after_fork()
     _OPEN.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

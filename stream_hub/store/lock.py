@@ -23,6 +23,7 @@ import weakref
 import orjson
 
 from ..errors import StoreLockedError
+from ..runtime import hooks
 
 if sys.platform == "win32":  # pragma: no cover - Windows
     import msvcrt
@@ -41,6 +42,7 @@ class StoreLock:
         self.path = path
         self.lock_path = path + ".lock"
         self._fd: int | None = None
+        hooks.after_fork_in_child("store.lock", _after_fork_in_child)
 
     @property
     def held(self) -> bool:
@@ -123,7 +125,3 @@ def _try_lock(fd: int) -> bool:
 def _after_fork_in_child() -> None:
     for lock in list(_HELD):
         lock.forget_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from .. import __version__
+from .._version import __version__
 from ..core.hub import MAX_HISTORY_BYTES
 from ..events import wire_numbers
 from .access import HostCheck

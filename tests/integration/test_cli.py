@@ -514,4 +514,4 @@ def test_version_is_written_once() -> None:
     # The distribution's version is read from the package, not written a second time.
     meta = pyproject()
     assert "version" not in meta["project"] and "version" in meta["project"]["dynamic"]
-    assert meta["tool"]["hatch"]["version"]["path"] == "stream_hub/__init__.py"
+    assert meta["tool"]["hatch"]["version"]["path"] == "stream_hub/_version.py"

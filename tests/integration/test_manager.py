@@ -24,6 +24,7 @@ from stream_hub.ports import is_port_in_use
 
 from ..clients import STATUS_KEYS
 from ..conftest import free_config, wait_for
+from ..processes import run_python
 
 
 def ports_free(ports: dict[str, int]) -> bool:
@@ -259,3 +260,29 @@ def test_cleanup_keeps_a_server_it_could_not_stop_so_it_can_try_again(
     assert manager.server is server and server.loop_thread_alive  # not orphaned
     manager.cleanup()
     assert manager.server is None and not server.loop_thread_alive
+
+
+@pytest.mark.parametrize(
+    ("ending", "status"), [("raise RuntimeError('blew up')", "failed"), ("pass", "finished")]
+)
+def test_at_exit_the_runs_end_and_the_server_stops_failed_after_an_uncaught_exception(
+    ending: str, status: str
+) -> None:
+    """The hooks the first server installs (excepthook, atexit) do their work:
+    the runs still open at exit end (``failed`` when an uncaught exception
+    ended the script) and the server stops."""
+    code = f"""
+        import atexit, sys
+        from stream_hub import StreamConfig, get_stream_server, get_stream_server_manager
+        ended = []
+        # Registered before the server's own hook, so it runs after it (atexit is LIFO).
+        atexit.register(lambda: print("ended", ended, get_stream_server_manager().is_server_running()))
+        server = get_stream_server(config=StreamConfig(sse_port=0, ws_port=0, rest_port=0))
+        finish = server.finish
+        server.finish = lambda run=None, status="finished": (ended.append((run, status)), finish(run, status))
+        server.log({{"loss": 1.0}}, run="exp")
+        {ending}
+    """
+    result = run_python(code, 60)
+    assert f"ended [('exp', '{status}')] False" in result.stdout, (result.stdout, result.stderr[-3000:])
+    assert ("RuntimeError: blew up" in result.stderr) == (status == "failed")  # still reported

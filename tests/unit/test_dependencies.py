@@ -7,11 +7,8 @@ adapt stream_hub/transports/http.py or ws.py, then move the bound.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import inspect
-import subprocess
-import sys
 
 import uvicorn
 import websockets
@@ -75,20 +72,3 @@ def test_websockets_serve_takes_a_connection_class_and_connections_are_protocols
             f"ServerConnection.{method} is gone ({_versions()})"
         )
     assert isinstance(ServerConnection.state, property), f"ServerConnection.state ({_versions()})"
-
-
-def test_importing_stream_hub_leaves_the_web_frameworks_to_the_first_server() -> None:
-    """``import stream_hub`` (every training process, every CLI command) does
-    not load FastAPI, uvicorn or websockets (~0.4 s): building a server does."""
-    heavy = ("fastapi", "uvicorn", "websockets", "pydantic")
-    code = (
-        "import sys, stream_hub\n"
-        f"print([m for m in {heavy!r} if m in sys.modules])\n"
-        "stream_hub.TrainingStreamServer(stream_hub.StreamConfig(sse_port=0, ws_port=0, rest_port=0))\n"
-        f"print([m for m in {heavy!r} if m in sys.modules])\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    ).stdout.splitlines()
-    assert out[0] == "[]", out
-    assert {"fastapi", "websockets"} <= set(ast.literal_eval(out[1])), out  # uvicorn: on start
