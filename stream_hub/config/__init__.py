@@ -12,7 +12,6 @@ in :mod:`.settings`.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -245,8 +244,12 @@ class StreamConfig:
         "seconds between samples of the machine's CPU, memory and GPUs (`True`: 5 s), published as "
         "the run `_system` (see [The dashboard](#the-dashboard))",
     )
-    # Not declared with setting() yet: read and checked by hand in __post_init__.
-    max_prometheus_series: int = UNSET
+    max_prometheus_series: int = setting(
+        kinds.integer(0, 10_000_000, "an integer from 0 (no training series) to 10 000 000"),
+        1000,
+        "training series `/metrics` exports (newest runs first; the rest counted in "
+        "`stream_hub_metric_series_dropped_total`)",
+    )
 
     def __post_init__(self) -> None:
         warn_unknown_variables(SETTINGS.values())
@@ -254,31 +257,12 @@ class StreamConfig:
             value = getattr(self, name)
             value = declared.read() if value is UNSET else declared.check(value)
             object.__setattr__(self, name, value)
-        self._read_undeclared()
-
-    def _read_undeclared(self) -> None:
-        value = self.max_prometheus_series
-        if value is UNSET:
-            raw = os.environ.get("STREAM_HUB_MAX_PROMETHEUS_SERIES")
-            try:
-                value = 1000 if raw is None else int(raw.strip())
-            except ValueError:
-                raise ConfigError(
-                    "max_prometheus_series", f"STREAM_HUB_MAX_PROMETHEUS_SERIES={raw!r} is not an integer"
-                ) from None
-        accepted = "an integer from 0 (no training series) to 10 000 000"
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError("max_prometheus_series", f"expected {accepted}, got {value!r}")
-        if not 0 <= value <= 10_000_000:
-            raise ConfigError("max_prometheus_series", f"expected {accepted}, got {value}")
-        object.__setattr__(self, "max_prometheus_series", value)
 
     # -- helpers -------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain values, secrets masked (safe to log or serve)."""
-        shown = {name: declared.shown(getattr(self, name)) for name, declared in SETTINGS.items()}
-        return shown | {name: getattr(self, name) for name in _UNDECLARED}
+        return {name: declared.shown(getattr(self, name)) for name, declared in SETTINGS.items()}
 
     def __repr__(self) -> str:
         # Secrets masked: a config ends up in logs and tracebacks.
@@ -287,14 +271,14 @@ class StreamConfig:
 
     def differences(self, other: StreamConfig) -> list[str]:
         """Names of the fields whose values differ between two configs."""
-        return [name for name in _NAMES if getattr(self, name) != getattr(other, name)]
+        return [name for name in SETTINGS if getattr(self, name) != getattr(other, name)]
 
     def replace(self, **changes: Any) -> StreamConfig:
         """A copy with some fields changed (and validated)."""
-        unknown = set(changes) - set(_NAMES)
+        unknown = set(changes) - set(SETTINGS)
         if unknown:
             raise ConfigError(sorted(unknown)[0], "no such field")
-        values = {name: getattr(self, name) for name in _NAMES}
+        values = {name: getattr(self, name) for name in SETTINGS}
         values.update(changes)
         return StreamConfig(**values)
 
@@ -308,8 +292,7 @@ class StreamConfig:
         cannot stop it.
         """
         wanted = set(fields)
-        defaults = {name: s.default for name, s in SETTINGS.items()} | _UNDECLARED
-        given = {name: value for name, value in defaults.items() if name not in wanted}
+        given = {name: s.default for name, s in SETTINGS.items() if name not in wanted}
         given.update(values)
         return cls(**given)
 
@@ -317,17 +300,13 @@ class StreamConfig:
     def from_mapping(cls, values: Mapping[str, Any]) -> StreamConfig:
         """Build from a mapping, naming any unknown key in the error."""
         for key in values:
-            if key not in _NAMES:
-                raise ConfigError(key, f"no such field; known fields: {', '.join(sorted(_NAMES))}")
+            if key not in SETTINGS:
+                raise ConfigError(key, f"no such field; known fields: {', '.join(sorted(SETTINGS))}")
         return cls(**values)
 
 
 SETTINGS: Mapping[str, Setting] = settings_of(StreamConfig)
 """Every field's declaration, by name, in field order."""
-
-# Fields not declared with setting() yet, and their defaults.
-_UNDECLARED: dict[str, Any] = {"max_prometheus_series": 1000}
-_NAMES = [f.name for f in dataclasses.fields(StreamConfig)]
 
 
 def settings_table() -> str:

@@ -201,7 +201,6 @@ OTHER_VARIABLES: Mapping[str, str] = {
     "STREAM_HUB_REQUIRE_ALL": "tests: a missing optional tool fails its tests instead of skipping them",
     "STREAM_HUB_SAVE_SCREENSHOT": "tests: the dashboard tests also write the README's pictures",
     "STREAM_HUB_BENCH_TINY": "scripts/bench.py: the same as --tiny",
-    "STREAM_HUB_MAX_PROMETHEUS_SERIES": "a field not declared with setting() yet",
 }
 """``STREAM_HUB_*`` variables that are legitimate but are not config fields."""
 
