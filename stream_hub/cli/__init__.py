@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import StreamHubError
-from .common import EXIT_ERROR, EXIT_OK
+from .common import EXIT_ERROR, EXIT_OK, add_setting_flags, setting_source
 from .export import cmd_export
 from .ports import cmd_ports
 from .remote import cmd_restart, cmd_status, cmd_tail
@@ -24,41 +24,20 @@ from .serve import cmd_serve
 __all__ = ["main"]
 
 
+# The settings that serve and demo take as flags besides the connection ones.
+_SERVER_SETTINGS = ("port_conflict", "backend", "namespace", "store", "store_max_events", "store_max_days")
+
+
 def _add_connection_flags(parser: argparse.ArgumentParser, token_help: str | None) -> None:
     """--host, the three ports, --json, and --token unless the command takes none."""
-    parser.add_argument("--host", help="address to bind or reach (env STREAM_HUB_HOST, default 127.0.0.1)")
-    parser.add_argument("--sse-port", type=int, help="SSE port (env STREAM_HUB_SSE_PORT, default 8888)")
-    parser.add_argument("--ws-port", type=int, help="WebSocket port (env STREAM_HUB_WS_PORT, default 8889)")
-    parser.add_argument("--rest-port", type=int, help="REST port (env STREAM_HUB_REST_PORT, default 8890)")
+    add_setting_flags(parser, "host", "sse_port", "ws_port", "rest_port")
     if token_help is not None:
         parser.add_argument("--token", help=token_help)
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
-def _add_store_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--store",
-        metavar="PATH",
-        help="keep events and curves in this SQLite file, and continue what it holds (env STREAM_HUB_STORE)",
-    )
-    parser.add_argument(
-        "--store-max-events", type=int, metavar="N", help="keep at most N events in the store"
-    )
-    parser.add_argument(
-        "--store-max-days", type=float, metavar="D", help="keep events of the last D days in the store"
-    )
-
-
-def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--backend",
-        metavar="URL",
-        help="serve a Redis stream as one of its replicas: redis://host:6379/0 or rediss://... "
-        "(env STREAM_HUB_BACKEND)",
-    )
-    parser.add_argument(
-        "--namespace", help="which stream of that Redis (env STREAM_HUB_NAMESPACE, default stream_hub)"
-    )
+def _token_help(what: str, setting: str) -> str:
+    return f"{what} ({setting_source(setting)})"
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -77,14 +56,8 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Run the hub standalone; other processes publish through "
         "POST /api/publish. Ctrl-C or SIGTERM stops it cleanly.",
     )
-    _add_connection_flags(serve, "admin token for POST /api/admin/restart (env STREAM_HUB_ADMIN_TOKEN)")
-    serve.add_argument(
-        "--port-conflict",
-        choices=["auto", "fail", "free", "next"],
-        help="what to do when a port is busy (env STREAM_HUB_PORT_CONFLICT)",
-    )
-    _add_backend_flags(serve)
-    _add_store_flags(serve)
+    _add_connection_flags(serve, _token_help("admin token for POST /api/admin/restart", "admin_token"))
+    add_setting_flags(serve, *_SERVER_SETTINGS)
 
     demo = sub.add_parser(
         "demo",
@@ -92,10 +65,8 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Serve, and run simulated training threads that log "
         "realistic curves. Open the printed dashboard URL.",
     )
-    _add_connection_flags(demo, "admin token (env STREAM_HUB_ADMIN_TOKEN)")
-    demo.add_argument("--port-conflict", choices=["auto", "fail", "free", "next"])
-    _add_backend_flags(demo)
-    _add_store_flags(demo)
+    _add_connection_flags(demo, _token_help("admin token", "admin_token"))
+    add_setting_flags(demo, *_SERVER_SETTINGS)
     demo.add_argument("--runs", type=int, default=3, help="training threads (default 3)")
     demo.add_argument("--steps", type=int, default=3000, help="steps per run (default 3000)")
     demo.add_argument(
@@ -110,7 +81,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="ask a running hub for its status",
         description="Query GET /api/status of a running hub.",
     )
-    _add_connection_flags(status, "read token, if the hub needs one (env STREAM_HUB_READ_TOKEN)")
+    _add_connection_flags(status, _token_help("read token, if the hub needs one", "read_token"))
     status.add_argument("--timeout", type=float, default=3.0, help="seconds to wait (default 3)")
 
     restart = sub.add_parser(
@@ -118,7 +89,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="force a restart of a running hub",
         description="POST /api/admin/restart with the admin token.",
     )
-    _add_connection_flags(restart, "admin token (env STREAM_HUB_ADMIN_TOKEN)")
+    _add_connection_flags(restart, _token_help("admin token", "admin_token"))
     restart.add_argument("--timeout", type=float, default=10.0)
 
     tail = sub.add_parser(
@@ -128,7 +99,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "after drops and restarts without missing or repeating an event; a stretch the hub no "
         "longer has is shown as a gap. Ends when the hub stops cleanly, unless --wait.",
     )
-    _add_connection_flags(tail, "read token (env STREAM_HUB_READ_TOKEN)")
+    _add_connection_flags(tail, _token_help("read token", "read_token"))
     tail.add_argument("--run", action="append", help="only this run (repeatable)")
     tail.add_argument("--type", action="append", dest="types", help="only this event type (repeatable)")
     tail.add_argument("--since", type=int, default=None, help="replay history after this seq (0: all of it)")
@@ -151,7 +122,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "the live hub over REST (GET /api/runs/{run}/export). CSV has one column per metric; "
         "JSON lines have every event.",
     )
-    _add_connection_flags(export, "read token, if the hub needs one (env STREAM_HUB_READ_TOKEN)")
+    _add_connection_flags(export, _token_help("read token, if the hub needs one", "read_token"))
     export.add_argument("--store", metavar="PATH", help="read this store file instead of a live hub")
     export.add_argument("--run", required=True, help="the run to export")
     export.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="default: csv")

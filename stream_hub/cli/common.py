@@ -1,5 +1,7 @@
-"""What the ``stream-hub`` subcommands share: exit codes, and how each one
-reads its settings (flags win, then ``STREAM_HUB_*``, then defaults).
+"""What the ``stream-hub`` subcommands share: exit codes, the flags that set
+settings (derived from their declarations in :class:`StreamConfig`), and how
+each command reads its settings (flags win, then ``STREAM_HUB_*``, then
+defaults).
 
 The servers (serve, demo) read the whole :class:`StreamConfig`; the
 client-side commands read only the fields they use (host, their ports, their
@@ -12,16 +14,18 @@ import argparse
 from collections.abc import Iterable
 from typing import Any
 
-from ..config import StreamConfig, base_urls
+from ..config import SETTINGS, StreamConfig, base_urls
 
 __all__ = [
     "EXIT_ERROR",
     "EXIT_OK",
     "EXIT_UNREACHABLE",
+    "add_setting_flags",
     "auth_header",
     "client_config",
     "server_config",
     "service_url",
+    "setting_source",
 ]
 
 EXIT_OK = 0
@@ -29,19 +33,8 @@ EXIT_ERROR = 1
 EXIT_UNREACHABLE = 2
 
 
-# The flags that set StreamConfig fields of the same name.
-_FIELD_FLAGS = (
-    "host",
-    "sse_port",
-    "ws_port",
-    "rest_port",
-    "port_conflict",
-    "backend",
-    "namespace",
-    "store",
-    "store_max_events",
-    "store_max_days",
-)
+# The flags that set StreamConfig fields of the same name: those declared with one.
+_FIELD_FLAGS = tuple(name for name, declared in SETTINGS.items() if declared.flag is not None)
 
 # The fields each client-side command reads. It talks to a hub that is already
 # configured: the server's own settings (history size, limits, timeouts, ...)
@@ -54,6 +47,28 @@ _CLIENT_FIELDS: dict[str, tuple[str, ...]] = {
     "export": ("host", "rest_port", "read_token"),
     "ports": ("host", "sse_port", "ws_port", "rest_port"),
 }
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, *names: str) -> None:
+    """Add the flags of the settings ``names`` (``--sse-port`` for ``sse_port``), their
+    type, choices and help (which names the variable and the default) as declared."""
+    for name in names:
+        declared = SETTINGS[name]
+        if declared.flag is None:
+            raise ValueError(f"the setting {name} has no command-line flag")
+        typed: dict[str, Any] = {} if declared.kind.cli_type is None else {"type": declared.kind.cli_type}
+        parser.add_argument(
+            declared.option,
+            metavar=declared.flag.metavar,
+            choices=declared.flag.choices,
+            help=declared.cli_help,
+            **typed,
+        )
+
+
+def setting_source(name: str) -> str:
+    """Where a setting comes from besides a flag (``env STREAM_HUB_READ_TOKEN``), for help texts."""
+    return SETTINGS[name].source
 
 
 def _flag_values(args: argparse.Namespace, fields: Iterable[str]) -> dict[str, Any]:

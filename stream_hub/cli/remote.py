@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
 import httpx
 
 from ..client import FollowError, HubUnreachable, follow
-from ..config import base_urls
+from ..config import StreamConfig, base_urls
+from ..errors import ConfigError
 from .common import EXIT_ERROR, EXIT_OK, EXIT_UNREACHABLE, auth_header, client_config, service_url
 
 __all__ = ["cmd_restart", "cmd_status", "cmd_tail"]
@@ -156,9 +156,9 @@ def _rest_port(args: argparse.Namespace) -> int:
     if args.rest_port is not None:
         return int(args.rest_port)
     try:
-        return int(os.environ.get("STREAM_HUB_REST_PORT", "8890"))
-    except ValueError:
-        return 8890
+        return StreamConfig.reading(["rest_port"]).rest_port
+    except ConfigError:
+        return StreamConfig.reading([]).rest_port
 
 
 def _say_if_runs_unknown(runs: list[str], rest: str, token: str | None, timeout: float) -> None:

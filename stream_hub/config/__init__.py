@@ -1,37 +1,48 @@
-"""StreamConfig: every setting, its default, its ``STREAM_HUB_*`` variable and
-its validation (each field's, in :mod:`.fields`).
+"""StreamConfig: every setting, declared once (:func:`.settings.setting`):
+its type, default, ``STREAM_HUB_*`` variable, validation, help and flag.
 
 A field given to the constructor wins; a field left out is read from
 ``STREAM_HUB_<FIELD>`` (for example ``STREAM_HUB_SSE_PORT=9000``); otherwise the
 default applies. Every value is checked at construction, and a bad one raises
 :class:`~stream_hub.errors.ConfigError` naming the field and what it accepts.
+The kinds of value are in :mod:`.fields`, what is derived from a declaration
+in :mod:`.settings`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import ConfigError
-from .fields import (
+from . import fields as kinds
+from .fields import PORT_CONFLICT_POLICIES, PortConflictPolicy, check_port_conflict, mask_url
+from .settings import (
     ENV_PREFIX,
-    PORT_CONFLICT_POLICIES,
-    PortConflictPolicy,
-    check_port_conflict,
-    mask_url,
-    parse_env,
-    validate,
+    UNSET,
+    Flag,
+    Setting,
+    environment,
+    is_production,
+    markdown_table,
+    setting,
+    settings_of,
+    warn_unknown_variables,
 )
 
 __all__ = [
     "ENV_PREFIX",
     "PORT_CONFLICT_POLICIES",
+    "SETTINGS",
     "PortConflictPolicy",
+    "Setting",
     "StreamConfig",
     "base_urls",
     "check_port_conflict",
+    "environment",
+    "is_production",
+    "settings_table",
     "url_host",
 ]
 
@@ -54,10 +65,6 @@ def base_urls(host: str, ports: Mapping[str, int]) -> dict[str, str]:
     return {name: f"{'ws' if name == 'ws' else 'http'}://{shown}:{port}" for name, port in ports.items()}
 
 
-# The sentinel marks "not given": such a field is read from the environment.
-_UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<unset>"})()
-
-
 @dataclasses.dataclass(frozen=True, repr=False)
 class StreamConfig:
     """Settings of one :class:`~stream_hub.TrainingStreamServer`.
@@ -66,66 +73,196 @@ class StreamConfig:
     Tokens are ``None`` when unset: the admin endpoints then refuse everyone,
     reads and publishing are open to anyone who can reach the (by default
     loopback-only) host.
+
+    Each field is declared once, here: adding a setting is adding a field.
     """
 
-    host: str = _UNSET
-    sse_port: int = _UNSET
-    ws_port: int = _UNSET
-    rest_port: int = _UNSET
-    history_size: int = _UNSET
-    heartbeat_interval: float = _UNSET
-    admin_token: str | None = _UNSET
-    port_conflict: PortConflictPolicy = _UNSET
-    publish_token: str | None = _UNSET
-    read_token: str | None = _UNSET
-    max_clients: int = _UNSET
-    max_message_size: int = _UNSET
-    max_body_size: int = _UNSET
-    handshake_timeout: float = _UNSET
-    shutdown_timeout: float = _UNSET
-    cors_origins: tuple[str, ...] = _UNSET
-    ws_origins: tuple[str, ...] | None = _UNSET
-    series_points: int = _UNSET
-    busy_flush_interval: float = _UNSET
-    history_bytes: int = _UNSET
-    max_series: int = _UNSET
-    allowed_hosts: tuple[str, ...] | None = _UNSET
-    send_timeout: float = _UNSET
-    client_buffer_bytes: int = _UNSET
-    stale_timeout: float = _UNSET
-    store: str | None = _UNSET
-    store_max_events: int | None = _UNSET
-    store_max_days: float | None = _UNSET
-    backend: str | None = _UNSET
-    namespace: str = _UNSET
-    replica: bool = _UNSET
-    system_metrics: float | None = _UNSET
-    max_prometheus_series: int = _UNSET
+    host: str = setting(
+        kinds.address(),
+        "127.0.0.1",
+        "address all three faces bind (a warning is logged when it is not loopback and a token is unset)",
+        flag=Flag("address to bind or reach"),
+    )
+    sse_port: int = setting(kinds.port(), 8888, "SSE port; `0` = any free port", flag=Flag("SSE port"))
+    ws_port: int = setting(
+        kinds.port(), 8889, "WebSocket port; `0` = any free port", flag=Flag("WebSocket port")
+    )
+    rest_port: int = setting(
+        kinds.port(), 8890, "REST and dashboard port; `0` = any free port", flag=Flag("REST port")
+    )
+    history_size: int = setting(
+        kinds.integer(1, 10_000_000, "an integer from 1 to 10 000 000"),
+        10_000,
+        "events kept for replay; the most a subscriber may lag before it gets a `gap`",
+    )
+    heartbeat_interval: float = setting(
+        kinds.seconds(), 15.0, "keep-alive comments on idle SSE streams, WebSocket pings"
+    )
+    admin_token: str | None = setting(
+        kinds.token(), None, "`POST /api/admin/restart` refuses everyone until set", secret=True
+    )
+    port_conflict: PortConflictPolicy = setting(
+        kinds.choice(PORT_CONFLICT_POLICIES),
+        "auto",
+        "what to do when a port is busy. `auto`: join a live hub of yours, never end anything else "
+        "(see [Many processes, one hub](#many-processes-one-hub)); `join`; `fail`; `free`; `next`",
+        flag=Flag("what to do when a port is busy", choices=("auto", "fail", "free", "next")),
+    )
+    publish_token: str | None = setting(
+        kinds.token(),
+        None,
+        "require `Authorization: Bearer` for `POST /api/publish`",
+        secret=True,
+    )
+    read_token: str | None = setting(
+        kinds.token(),
+        None,
+        "require `Authorization: Bearer` (or `?token=` for EventSource/WebSocket) for reads",
+        secret=True,
+    )
+    max_clients: int = setting(
+        kinds.integer(1, 1_000_000, "an integer from 1 to 1 000 000"),
+        1000,
+        "per transport; beyond it SSE answers 503 and WebSocket handshakes are refused with 503",
+    )
+    max_message_size: int = setting(
+        kinds.size(1024, 1 << 31, "a size in bytes from 1024 to 2**31"),
+        64 * 1024,
+        "the largest incoming WebSocket frame (larger: close 1009)",
+    )
+    max_body_size: int = setting(
+        kinds.size(1024, 1 << 31, "a size in bytes from 1024 to 2**31"),
+        1024 * 1024,
+        "the largest publish body (larger: 413)",
+    )
+    handshake_timeout: float = setting(
+        kinds.seconds(),
+        10.0,
+        "every request's line, headers and body (and every WebSocket handshake) must arrive within "
+        "this; otherwise the connection is closed",
+    )
+    shutdown_timeout: float = setting(
+        kinds.seconds(), 5.0, "how long `stop()` lets streams flush before dropping stalled clients"
+    )
+    cors_origins: tuple[str, ...] = setting(
+        kinds.names("origin strings", optional=False),
+        (),
+        "browser origins allowed on REST (CORS and publishing); `*`: any. Comma-separated in the variable",
+    )
+    ws_origins: tuple[str, ...] | None = setting(
+        kinds.names("origin strings", optional=True),
+        None,
+        "browser origins allowed on WebSocket (the dashboard's own origin is always allowed; `*`: any)",
+    )
+    series_points: int = setting(
+        kinds.integer(16, 1_000_000, "an integer from 16 to 1 000 000"),
+        1000,
+        "buckets kept per metric for whole-run curves",
+    )
+    busy_flush_interval: float = setting(
+        kinds.seconds(),
+        0.25,
+        "delivery spacing while the training thread keeps the GIL busy (see Guarantees)",
+    )
+    history_bytes: int = setting(
+        kinds.size(1 << 20, 1 << 40, "a size in bytes from 1 MiB (1048576) to 2**40"),
+        64 * 1024 * 1024,
+        "history is also bounded in bytes: large events push the oldest out early (announced by a `gap`)",
+    )
+    max_series: int = setting(
+        kinds.integer(1, 10_000_000, "an integer from 1 to 10 000 000"),
+        10_000,
+        "metric curves kept over all runs (runs x ranks x metrics); past it REST publishes get 422, "
+        "in-process values are counted (`stream_hub_series_points_dropped_total`) and still streamed",
+    )
+    allowed_hosts: tuple[str, ...] | None = setting(
+        kinds.names("host names", optional=True, lower=True),
+        None,
+        "more `Host` names to accept on a loopback bind (`*`: any); on a wildcard/public bind, "
+        "the only ones to accept",
+    )
+    send_timeout: float = setting(
+        kinds.seconds(),
+        10.0,
+        "a client that takes no data for this long is closed (it can resume with its last id); "
+        "counted in `clients.evicted`",
+    )
+    client_buffer_bytes: int = setting(
+        kinds.size(64 * 1024, 1 << 31, "a size in bytes from 65536 to 2**31"),
+        4 * 1024 * 1024,
+        "the most bytes queued for one client; past it, it is closed and counted the same way",
+    )
+    stale_timeout: float = setting(
+        kinds.seconds(), 5.0, "how long a hub may answer nothing (3 probes) before it counts as hung"
+    )
+    store: str | None = setting(
+        kinds.file_path("a SQLite file"),
+        None,
+        "an SQLite file that keeps events and run curves across processes (see Durable runs); "
+        "a relative path is taken from the current directory",
+        flag=Flag("keep events and curves in this SQLite file, and continue what it holds", metavar="PATH"),
+    )
+    store_max_events: int | None = setting(
+        kinds.optional_integer(1, 1 << 62, "a number of events (at least 1), or None for no limit"),
+        None,
+        "retention of the store: at most this many events (none: keep everything)",
+        flag=Flag("keep at most N events in the store", metavar="N"),
+    )
+    store_max_days: float | None = setting(
+        kinds.optional_days(),
+        None,
+        "retention of the store: events of the last this many days (none: keep everything)",
+        flag=Flag("keep events of the last D days in the store", metavar="D"),
+    )
+    backend: str | None = setting(
+        kinds.redis_url(),
+        None,
+        "`redis://host:6379/0` or `rediss://…` (TLS): events go through a Redis stream; "
+        "see [Scaling out](#scaling-out)",
+        secret=True,
+        mask=mask_url,
+        flag=Flag(
+            "serve a Redis stream as one of its replicas: redis://host:6379/0 or rediss://...",
+            metavar="URL",
+        ),
+    )
+    namespace: str = setting(
+        kinds.short_name(),
+        "stream_hub",
+        "which stream of that Redis (one global seq and epoch each)",
+        flag=Flag("which stream of that Redis"),
+    )
+    replica: bool = setting(
+        kinds.boolean("True (publish into the backend and serve it) or False (publish only)"),
+        True,
+        "with a backend: also serve the stream here (SSE, WebSocket, REST, dashboard); "
+        "`false`: publish only, bind no port",
+    )
+    system_metrics: float | None = setting(
+        kinds.seconds_or_switch(5.0),
+        None,
+        "seconds between samples of the machine's CPU, memory and GPUs (`True`: 5 s), published as "
+        "the run `_system` (see [The dashboard](#the-dashboard))",
+    )
+    max_prometheus_series: int = setting(
+        kinds.integer(0, 10_000_000, "an integer from 0 (no training series) to 10 000 000"),
+        1000,
+        "training series `/metrics` exports (newest runs first; the rest counted in "
+        "`stream_hub_metric_series_dropped_total`)",
+    )
 
     def __post_init__(self) -> None:
-        env = os.environ
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if value is _UNSET:
-                raw = env.get(ENV_PREFIX + f.name.upper())
-                value = _DEFAULTS[f.name] if raw is None else parse_env(f.name, raw)
-            object.__setattr__(self, f.name, validate(f.name, value))
+        warn_unknown_variables(SETTINGS.values())
+        for name, declared in SETTINGS.items():
+            value = getattr(self, name)
+            value = declared.read() if value is UNSET else declared.check(value)
+            object.__setattr__(self, name, value)
 
     # -- helpers -------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as plain values, tokens masked (safe to log or serve)."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name.endswith("_token") and value is not None:
-                value = "***"
-            elif f.name == "backend" and value is not None:
-                value = mask_url(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[f.name] = value
-        return out
+        """The settings as plain values, secrets masked (safe to log or serve)."""
+        return {name: declared.shown(getattr(self, name)) for name, declared in SETTINGS.items()}
 
     def __repr__(self) -> str:
         # Secrets masked: a config ends up in logs and tracebacks.
@@ -134,14 +271,14 @@ class StreamConfig:
 
     def differences(self, other: StreamConfig) -> list[str]:
         """Names of the fields whose values differ between two configs."""
-        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+        return [name for name in SETTINGS if getattr(self, name) != getattr(other, name)]
 
     def replace(self, **changes: Any) -> StreamConfig:
         """A copy with some fields changed (and validated)."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        unknown = set(changes) - set(values)
+        unknown = set(changes) - set(SETTINGS)
         if unknown:
             raise ConfigError(sorted(unknown)[0], "no such field")
+        values = {name: getattr(self, name) for name in SETTINGS}
         values.update(changes)
         return StreamConfig(**values)
 
@@ -155,52 +292,23 @@ class StreamConfig:
         cannot stop it.
         """
         wanted = set(fields)
-        given = {name: value for name, value in _DEFAULTS.items() if name not in wanted}
+        given = {name: s.default for name, s in SETTINGS.items() if name not in wanted}
         given.update(values)
         return cls(**given)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> StreamConfig:
         """Build from a mapping, naming any unknown key in the error."""
-        names = {f.name for f in dataclasses.fields(cls)}
         for key in values:
-            if key not in names:
-                raise ConfigError(key, f"no such field; known fields: {', '.join(sorted(names))}")
+            if key not in SETTINGS:
+                raise ConfigError(key, f"no such field; known fields: {', '.join(sorted(SETTINGS))}")
         return cls(**values)
 
 
-_DEFAULTS: dict[str, Any] = {
-    "host": "127.0.0.1",
-    "sse_port": 8888,
-    "ws_port": 8889,
-    "rest_port": 8890,
-    "history_size": 10_000,
-    "heartbeat_interval": 15.0,
-    "admin_token": None,
-    "port_conflict": "auto",
-    "publish_token": None,
-    "read_token": None,
-    "max_clients": 1000,
-    "max_message_size": 64 * 1024,
-    "max_body_size": 1024 * 1024,
-    "handshake_timeout": 10.0,
-    "shutdown_timeout": 5.0,
-    "cors_origins": (),
-    "ws_origins": None,
-    "series_points": 1000,
-    "busy_flush_interval": 0.25,
-    "history_bytes": 64 * 1024 * 1024,
-    "max_series": 10_000,
-    "allowed_hosts": None,
-    "send_timeout": 10.0,
-    "client_buffer_bytes": 4 * 1024 * 1024,
-    "stale_timeout": 5.0,
-    "store": None,
-    "store_max_events": None,
-    "store_max_days": None,
-    "backend": None,
-    "namespace": "stream_hub",
-    "replica": True,
-    "system_metrics": None,
-    "max_prometheus_series": 1000,
-}
+SETTINGS: Mapping[str, Setting] = settings_of(StreamConfig)
+"""Every field's declaration, by name, in field order."""
+
+
+def settings_table() -> str:
+    """The Markdown table of the settings in the README's Configuration section."""
+    return markdown_table(SETTINGS.values())

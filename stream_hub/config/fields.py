@@ -1,163 +1,197 @@
-"""How each setting of :class:`~stream_hub.config.StreamConfig` is read from
-its ``STREAM_HUB_*`` variable (:func:`parse_env`) and checked
-(:func:`validate`): a bad value raises :class:`~stream_hub.errors.ConfigError`
-naming the field and what it accepts. Also how a secret-bearing URL is shown
-(:func:`mask_url`).
+"""The kinds of value a setting can hold: for each, how it is read from the text
+of an environment variable, how a value is checked (the message of a bad one
+says what is accepted), how its default is shown in the docs, and which
+argparse ``type`` its command-line flag has.
+
+A :class:`Kind` knows nothing of field names: :mod:`.settings` puts the name
+into the :class:`~stream_hub.errors.ConfigError` it raises. Also how a
+secret-bearing URL is shown (:func:`mask_url`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 import os
+from collections.abc import Callable
 from typing import Any, Literal
 
 from ..errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "PORT_CONFLICT_POLICIES", "check_port_conflict", "mask_url", "parse_env", "validate"]
+__all__ = [
+    "PORT_CONFLICT_POLICIES",
+    "Invalid",
+    "Kind",
+    "PortConflictPolicy",
+    "Unreadable",
+    "address",
+    "boolean",
+    "check_port_conflict",
+    "choice",
+    "environment_name",
+    "file_path",
+    "integer",
+    "mask_url",
+    "names",
+    "optional_days",
+    "optional_integer",
+    "port",
+    "redis_url",
+    "seconds",
+    "seconds_or_switch",
+    "short_name",
+    "size",
+    "token",
+]
 
 PortConflictPolicy = Literal["auto", "join", "fail", "free", "next"]
 PORT_CONFLICT_POLICIES: tuple[str, ...] = ("auto", "join", "fail", "free", "next")
 
-ENV_PREFIX = "STREAM_HUB_"
+
+class Invalid(ValueError):
+    """A value a :class:`Kind` does not accept; the message says what it does
+    accept (the caller names the field)."""
 
 
-def check_port_conflict(value: Any) -> PortConflictPolicy:
-    """``value`` if it is a port-conflict policy, else :class:`ConfigError`."""
-    if value not in PORT_CONFLICT_POLICIES:
-        accepted = ", ".join(map(repr, PORT_CONFLICT_POLICIES))
-        raise ConfigError("port_conflict", f"expected one of {accepted}, got {value!r}")
-    return value  # type: ignore[no-any-return]
+class Unreadable(ValueError):
+    """The text of a variable is not a value of the kind; the message is the
+    reason, e.g. ``is not an integer``."""
 
 
-_INT_FIELDS = {
-    "sse_port",
-    "ws_port",
-    "rest_port",
-    "history_size",
-    "max_clients",
-    "max_message_size",
-    "max_body_size",
-    "series_points",
-    "history_bytes",
-    "max_series",
-    "client_buffer_bytes",
-    "max_prometheus_series",
-}
-_FLOAT_FIELDS = {
-    "heartbeat_interval",
-    "handshake_timeout",
-    "shutdown_timeout",
-    "busy_flush_interval",
-    "send_timeout",
-    "stale_timeout",
-}
-_TOKEN_FIELDS = {"admin_token", "publish_token", "read_token"}
-_LIST_FIELDS = {"cors_origins", "ws_origins", "allowed_hosts"}
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """One kind of setting value.
+
+    ``parse`` turns the (stripped) text of an environment variable into a
+    value, raising :class:`Unreadable`; ``check`` returns the value as the
+    config keeps it (a float for seconds, an absolute path, ...) or raises
+    :class:`Invalid`; ``show`` writes a default for the docs and ``--help``;
+    ``cli_type`` is the ``type`` of a command-line flag for it.
+    """
+
+    parse: Callable[[str], Any]
+    check: Callable[[Any], Any]
+    show: Callable[[Any], str] = lambda value: "none" if value is None else f"`{value}`"
+    cli_type: Callable[[str], Any] | None = None
 
 
-def parse_env(name: str, raw: str) -> Any:
-    """Turn the text of ``STREAM_HUB_<NAME>`` into a value for ``name``."""
-    text = raw.strip()
-    var = ENV_PREFIX + name.upper()
-    if name in _INT_FIELDS:
-        try:
-            return int(text)
-        except ValueError:
-            raise ConfigError(name, f"{var}={raw!r} is not an integer") from None
-    if name in _FLOAT_FIELDS:
-        try:
-            return float(text)
-        except ValueError:
-            raise ConfigError(name, f"{var}={raw!r} is not a number") from None
-    if name in _TOKEN_FIELDS or name in ("store", "backend"):
-        return text or None
-    if name == "store_max_events":
-        try:
-            return int(text) if text else None
-        except ValueError:
-            raise ConfigError(name, f"{var}={raw!r} is not an integer") from None
-    if name == "store_max_days":
-        try:
-            return float(text) if text else None
-        except ValueError:
-            raise ConfigError(name, f"{var}={raw!r} is not a number of days") from None
-    if name == "replica":
-        lowered = text.lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(name, f"{var}={raw!r} is not a boolean (true/false)")
-    if name == "system_metrics":
-        lowered = text.lower()
-        if lowered in ("", "0", "false", "no", "off"):
-            return None
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        try:
-            return float(text)
-        except ValueError:
-            raise ConfigError(name, f"{var}={raw!r} is not a number of seconds or a boolean") from None
-    if name in _LIST_FIELDS:
-        if name in ("ws_origins", "allowed_hosts") and not text:
-            return None
-        return tuple(part.strip() for part in text.split(",") if part.strip())
+# -- reading text ------------------------------------------------------------------------
+
+
+def _text(text: str) -> str:
     return text
 
 
-def validate(name: str, value: Any) -> Any:
-    if name == "host":
-        return _validate_host(value)
-    if name in ("sse_port", "ws_port", "rest_port"):
-        _check_int(name, value, 0, 65535, "a TCP port 0-65535 (0 = any free port)")
-        return value
-    if name == "history_size":
-        _check_int(name, value, 1, 10_000_000, "an integer from 1 to 10 000 000")
-        return value
-    if name == "max_clients":
-        _check_int(name, value, 1, 1_000_000, "an integer from 1 to 1 000 000")
-        return value
-    if name in ("max_message_size", "max_body_size"):
-        _check_int(name, value, 1024, 1 << 31, "a size in bytes from 1024 to 2**31")
-        return value
-    if name == "series_points":
-        _check_int(name, value, 16, 1_000_000, "an integer from 16 to 1 000 000")
-        return value
-    if name == "history_bytes":
-        _check_int(name, value, 1 << 20, 1 << 40, "a size in bytes from 1 MiB (1048576) to 2**40")
-        return value
-    if name == "max_series":
-        _check_int(name, value, 1, 10_000_000, "an integer from 1 to 10 000 000")
-        return value
-    if name == "max_prometheus_series":
-        _check_int(name, value, 0, 10_000_000, "an integer from 0 (no training series) to 10 000 000")
-        return value
-    if name == "client_buffer_bytes":
-        _check_int(name, value, 64 * 1024, 1 << 31, "a size in bytes from 65536 to 2**31")
-        return value
-    if name in _FLOAT_FIELDS:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(name, f"expected a number of seconds, got {value!r}")
-        if not math.isfinite(value) or value <= 0:
-            raise ConfigError(name, f"expected a positive number of seconds, got {value!r}")
-        return float(value)
-    if name in _TOKEN_FIELDS:
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ConfigError(name, "expected a non-empty string or None")
-        return value
-    if name == "port_conflict":
-        return check_port_conflict(value)
-    if name == "store":
-        if value is not None and (not isinstance(value, (str, os.PathLike)) or not str(value).strip()):
-            raise ConfigError(name, f"expected the path of a SQLite file (or None), got {value!r}")
-        # Absolute: processes that share a hub compare it, and may run in other directories.
-        return None if value is None else os.path.abspath(os.path.expanduser(os.fspath(value)))
-    if name == "store_max_events":
-        if value is not None:
-            _check_int(name, value, 1, 1 << 62, "a number of events (at least 1), or None for no limit")
-        return value
-    if name == "store_max_days":
+def _text_or_none(text: str) -> str | None:
+    return text or None
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise Unreadable("is not an integer") from None
+
+
+def _number(reason: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise Unreadable(reason) from None
+
+    return parse
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+# -- showing defaults --------------------------------------------------------------------
+
+
+def _show_count(value: Any) -> str:
+    # 10 000 rather than 10000: the docs are read by people.
+    return "none" if value is None else f"{value:,}".replace(",", " ")
+
+
+def _show_bytes(value: Any) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value % scale == 0:
+            return f"{value // scale} {unit}"
+    return f"{value} bytes"
+
+
+def _show_seconds(value: Any) -> str:
+    return "none" if value is None else f"{value:g} s"
+
+
+def _show_off(value: Any) -> str:
+    return "off" if value is None else f"{value:g} s"
+
+
+def _show_bool(value: Any) -> str:
+    return "true" if value else "false"
+
+
+def _show_list(value: Any) -> str:
+    return ", ".join(f"`{v}`" for v in value) if value else "none"
+
+
+# -- the kinds ---------------------------------------------------------------------------
+
+
+def _check_int(value: Any, low: int, high: int, accepted: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Invalid(f"expected {accepted}, got {value!r}")
+    if not low <= value <= high:
+        raise Invalid(f"expected {accepted}, got {value}")
+    return value
+
+
+def integer(low: int, high: int, accepted: str) -> Kind:
+    """An integer from ``low`` to ``high``; ``accepted`` describes the range."""
+    return Kind(_int, lambda value: _check_int(value, low, high, accepted), _show_count, int)
+
+
+def port() -> Kind:
+    """A TCP port, 0 meaning any free one."""
+    return dataclasses.replace(integer(0, 65535, "a TCP port 0-65535 (0 = any free port)"), show=str)
+
+
+def size(low: int, high: int, accepted: str) -> Kind:
+    """A size in bytes from ``low`` to ``high``."""
+    return dataclasses.replace(integer(low, high, accepted), show=_show_bytes)
+
+
+def optional_integer(low: int, high: int, accepted: str) -> Kind:
+    """An integer from ``low`` to ``high``, or ``None`` (an empty variable)."""
+
+    def check(value: Any) -> int | None:
+        return None if value is None else _check_int(value, low, high, accepted)
+
+    return Kind(lambda text: _int(text) if text else None, check, _show_count, int)
+
+
+def _check_seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Invalid(f"expected a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise Invalid(f"expected a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def seconds() -> Kind:
+    """A positive, finite number of seconds (kept as a float)."""
+    return Kind(_number("is not a number"), _check_seconds, _show_seconds, float)
+
+
+def optional_days() -> Kind:
+    """A positive number of days, or ``None`` (an empty variable) for no limit."""
+    parse = _number("is not a number of days")
+
+    def check(value: Any) -> float | None:
         if value is None:
             return None
         if (
@@ -166,58 +200,181 @@ def validate(name: str, value: Any) -> Any:
             or not math.isfinite(value)
             or value <= 0
         ):
-            raise ConfigError(
-                name, f"expected a positive number of days, or None for no limit, got {value!r}"
-            )
+            raise Invalid(f"expected a positive number of days, or None for no limit, got {value!r}")
         return float(value)
-    if name == "backend":
-        if value is not None and (
-            not isinstance(value, str) or not value.startswith(("redis://", "rediss://"))
-        ):
-            raise ConfigError(
-                name, f"expected a redis:// or rediss:// URL (or None), got {mask_url(value)!r}"
-            )
-        return value
-    if name == "replica":
-        if not isinstance(value, bool):
-            raise ConfigError(
-                name,
-                f"expected True (publish into the backend and serve it) or False (publish only), "
-                f"got {value!r}",
-            )
-        return value
-    if name == "namespace":
-        if (
-            not isinstance(value, str)
-            or not value
-            or len(value) > 100
-            or not value.replace("_", "").replace("-", "").replace(".", "").replace(":", "").isalnum()
-        ):
-            raise ConfigError(name, f"expected a short name of letters, digits, '_-.:', got {value!r}")
-        return value
-    if name == "system_metrics":
+
+    return Kind(lambda text: parse(text) if text else None, check, _show_count, float)
+
+
+def seconds_or_switch(default_interval: float) -> Kind:
+    """An interval in seconds, ``True`` (``default_interval``), or ``False``/``None`` (off)."""
+
+    def parse(text: str) -> float | bool | None:
+        lowered = text.lower()
+        if lowered in ("", *_FALSE):
+            return None
+        if lowered in _TRUE:
+            return True
+        return _number("is not a number of seconds or a boolean")(text)
+
+    def check(value: Any) -> float | None:
         if value is None or value is False:
             return None
         if value is True:
-            return 5.0
+            return default_interval
         if (
             isinstance(value, bool)
             or not isinstance(value, (int, float))
             or not math.isfinite(value)
             or value <= 0
         ):
-            raise ConfigError(name, f"expected True, False/None or an interval in seconds, got {value!r}")
+            raise Invalid(f"expected True, False/None or an interval in seconds, got {value!r}")
         return float(value)
-    if name in _LIST_FIELDS:
-        what = "host names" if name == "allowed_hosts" else "origin strings"
-        if value is None and name in ("ws_origins", "allowed_hosts"):
+
+    return Kind(parse, check, _show_off, None)
+
+
+def boolean(accepted: str) -> Kind:
+    """``True`` or ``False``; ``accepted`` says what each means."""
+
+    def parse(text: str) -> bool:
+        lowered = text.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise Unreadable("is not a boolean (true/false)")
+
+    def check(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise Invalid(f"expected {accepted}, got {value!r}")
+        return value
+
+    return Kind(parse, check, _show_bool, None)
+
+
+def token() -> Kind:
+    """A non-empty string, or ``None`` (an empty variable)."""
+
+    def check(value: Any) -> str | None:
+        if value is not None and (not isinstance(value, str) or not value):
+            raise Invalid("expected a non-empty string or None")
+        return value
+
+    return Kind(_text_or_none, check, lambda value: "none" if value is None else "set", None)
+
+
+def choice(values: tuple[str, ...]) -> Kind:
+    """One of ``values``."""
+
+    def check(value: Any) -> str:
+        if value not in values:
+            raise Invalid(f"expected one of {', '.join(map(repr, values))}, got {value!r}")
+        return str(value)
+
+    return Kind(_text, check)
+
+
+def address() -> Kind:
+    """An IP address (IPv6 in brackets or not) or a host name."""
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise Invalid(f"expected an IP address or host name, got {value!r}")
+        address = value.strip()
+        if address.startswith("[") and address.endswith("]"):
+            address = address[1:-1]
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
+            if not set(address) <= allowed or len(address) > 253:
+                raise Invalid(f"expected an IP address or host name, got {value!r}") from None
+        return address
+
+    return Kind(_text, check)
+
+
+def file_path(what: str) -> Kind:
+    """The path of a file (``what``), or ``None``; kept absolute: processes that
+    share a hub compare it, and may run in other directories."""
+
+    def check(value: Any) -> str | None:
+        if value is not None and (not isinstance(value, (str, os.PathLike)) or not str(value).strip()):
+            raise Invalid(f"expected the path of {what} (or None), got {value!r}")
+        return None if value is None else os.path.abspath(os.path.expanduser(os.fspath(value)))
+
+    return Kind(_text_or_none, check)
+
+
+def redis_url() -> Kind:
+    """A ``redis://`` or ``rediss://`` URL, or ``None``."""
+
+    def check(value: Any) -> str | None:
+        if value is not None and (
+            not isinstance(value, str) or not value.startswith(("redis://", "rediss://"))
+        ):
+            raise Invalid(f"expected a redis:// or rediss:// URL (or None), got {mask_url(value)!r}")
+        return value
+
+    return Kind(_text_or_none, check)
+
+
+def short_name() -> Kind:
+    """A short name of letters, digits and ``_-.:``."""
+
+    def check(value: Any) -> str:
+        if (
+            not isinstance(value, str)
+            or not value
+            or len(value) > 100
+            or not value.replace("_", "").replace("-", "").replace(".", "").replace(":", "").isalnum()
+        ):
+            raise Invalid(f"expected a short name of letters, digits, '_-.:', got {value!r}")
+        return value
+
+    return Kind(_text, check)
+
+
+def names(what: str, *, optional: bool, lower: bool = False) -> Kind:
+    """A tuple of non-empty strings (``what``), comma-separated in a variable;
+    with ``optional``, ``None`` (an empty variable) as well; with ``lower``,
+    kept in lower case."""
+
+    def parse(text: str) -> tuple[str, ...] | None:
+        if optional and not text:
+            return None
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+
+    def check(value: Any) -> tuple[str, ...] | None:
+        if value is None and optional:
             return None
         if isinstance(value, str):
             value = (value,)
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
-            raise ConfigError(name, f"expected a list of {what}, got {value!r}")
-        return tuple(v.strip().lower() if name == "allowed_hosts" else v.strip() for v in value)
-    raise ConfigError(name, "no such field")  # pragma: no cover - fields are fixed
+            raise Invalid(f"expected a list of {what}, got {value!r}")
+        return tuple(v.strip().lower() if lower else v.strip() for v in value)
+
+    return Kind(parse, check, _show_list, None)
+
+
+def environment_name() -> Kind:
+    """The deployment environment (``development``, ``production``, ...): any
+    text, compared without case; never refused."""
+    return Kind(lambda text: text.lower(), lambda value: str(value).strip().lower())
+
+
+# -- used outside the config -------------------------------------------------------------
+
+_PORT_CONFLICT = choice(PORT_CONFLICT_POLICIES)
+
+
+def check_port_conflict(value: Any) -> PortConflictPolicy:
+    """``value`` if it is a port-conflict policy, else :class:`ConfigError`."""
+    try:
+        return _PORT_CONFLICT.check(value)  # type: ignore[no-any-return]
+    except Invalid as exc:
+        raise ConfigError("port_conflict", str(exc)) from None
 
 
 def mask_url(url: Any) -> Any:
@@ -232,25 +389,3 @@ def mask_url(url: Any) -> Any:
     return (
         f"{scheme}://{user + ':' if user else ':'}***@{location}" if ":" in credentials or user == "" else url
     )
-
-
-def _check_int(name: str, value: Any, low: int, high: int, accepted: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(name, f"expected {accepted}, got {value!r}")
-    if not low <= value <= high:
-        raise ConfigError(name, f"expected {accepted}, got {value}")
-
-
-def _validate_host(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError("host", f"expected an IP address or host name, got {value!r}")
-    host = value.strip()
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
-        if not set(host) <= allowed or len(host) > 253:
-            raise ConfigError("host", f"expected an IP address or host name, got {value!r}") from None
-    return host

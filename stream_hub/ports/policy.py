@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Collection, Mapping
 
 import psutil
 
 from ..config import check_port_conflict
+from ..config import is_production as _configured_is_production
 from ..errors import ConfigError, PortInUseError
 from .kill import listens_on, refusal, terminate
 from .probe import (
@@ -58,8 +58,7 @@ _TRANSPORT_NAMES = ("sse", "ws", "rest")
 
 def is_production(environment: str | None = None) -> bool:
     """Whether ``environment`` (default: ``$ENVIRONMENT``) is ``production``, any case."""
-    value = os.environ.get("ENVIRONMENT", "") if environment is None else environment
-    return value.strip().lower() == "production"
+    return _configured_is_production(environment)
 
 
 def policy_refusal(policy: str, environment: str | None) -> str | None:
