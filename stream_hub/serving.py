@@ -32,6 +32,7 @@ from .config import StreamConfig, base_urls
 from .errors import StoreError, StreamHubError
 from .ports import bind_port, verify_released
 from .processes.host_channel import HostChannel
+from .processes.joined import RESTART_WINDOW
 from .runtime.loop import LoopThread, LoopThreadLeftBehind
 from .runtime.notifier import LoopNotifier
 from .store import HubStore
@@ -306,6 +307,9 @@ class ServingRuntime:
         else:
             hub.submit("shutdown", None, None, farewell)
             hub.commit()
+        if reason == "restart" and channel is not None:
+            # Joined processes wait for this hub to come back instead of electing one.
+            await channel.tell_all({"op": "restarting", "for": RESTART_WINDOW})
         if handover is not None and channel is not None:
             await handover.send_state(channel)  # the history, shutdown event included
         if self.notifier is not None:

@@ -175,6 +175,13 @@ class HostChannel:
             return False
         return True
 
+    async def tell_all(self, message: dict[str, Any]) -> int:
+        """Send one message to every connected joiner; how many it reached."""
+        sent = 0
+        for source in list(self._writers):
+            sent += await self.send(source, message)
+        return sent
+
     # -- one joiner ------------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

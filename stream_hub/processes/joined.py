@@ -56,6 +56,8 @@ logger = logging.getLogger(__name__)
 # carries (benchmarks, "processes"): at most 200 sends/s keeps that under 1 %
 # of a core, for at most 5 ms more latency.
 MIN_INTERVAL = 0.005
+#: The longest a host's restart is waited for before its joiners look for another host.
+RESTART_WINDOW = 30.0
 # How often the forwarder looks for acknowledgements and a lost host when idle.
 POLL_INTERVAL = 0.05
 
@@ -127,6 +129,8 @@ class Forwarder:
         self._linked = threading.Event()  # set while connected
         self.connect_failures = 0  # attempts that found no host to connect to
         self._flushing = False
+        #: Until when the host said it restarts (monotonic): no election meanwhile.
+        self.host_restarting_until = 0.0
 
     # -- the intake's notifier (any thread, outside the intake's locks) ----------------
 
@@ -342,6 +346,8 @@ class Forwarder:
             return True
         except (OSError, ChannelClosed, ProtocolError) as exc:
             logger.debug("cannot reach the hub at %s: %s", target.channel, exc)
+        if time.monotonic() < self.host_restarting_until:
+            return False  # it said it restarts: keep buffering and try it again
         new = self._find_host()
         if new is None or self._closing:
             return False
@@ -385,6 +391,7 @@ class Forwarder:
             self._inbuf = bytearray()
             self.connected = True
             self._linked.set()
+            self.host_restarting_until = 0.0
             self._acknowledge(acked)
             for batch in self._outbox:
                 batch.sent = False  # a new connection: everything unacknowledged goes again
@@ -441,6 +448,10 @@ class Forwarder:
                 with self._io:
                     self._acknowledge(int(message.get("n", message.get("acked", 0))))
                 self.host_last_seq = int(message.get("last_seq", self.host_last_seq))
+            elif op == "restarting":
+                # The host restarts in place: wait for it, never elect (that would split the job).
+                window = float(message.get("for", RESTART_WINDOW))
+                self.host_restarting_until = time.monotonic() + min(window, RESTART_WINDOW)
             elif op == "refused":
                 raise ProtocolError(str(message.get("error")))
             elif op == "handover":

@@ -110,6 +110,14 @@ class Membership:
         self.record = my_record(self.key, config, ports, epoch, self.token, channel)
         self._registry.write(self.record)
 
+    def mark_restarting(self, window: float) -> None:
+        """Restarting in place: newcomers wait for this process (its record
+        names it as its own successor) rather than take the ports meanwhile."""
+        if self._registry is None or self.record is None:
+            return
+        until = time.time() + window
+        self._registry.write(self.record.replace(successor=os.getpid(), handover_until=until))
+
     def forget_host(self) -> None:
         """Stopped hosting without a successor: remove this process's record."""
         if self._registry is not None and self.key is not None:

@@ -30,6 +30,7 @@ from ..core.intake import Notifier, Sink, Submission
 from ..processes.channel import JoinTarget
 from ..processes.handover import HandoverToSuccessor
 from ..processes.host_channel import HostChannel
+from ..processes.joined import RESTART_WINDOW
 from ..processes.membership import Membership
 from ..runtime.forking import close_inherited_sockets
 from ..serving import ServingRuntime, announce
@@ -189,6 +190,7 @@ class Hosting:
                 running; :meth:`start` tries again).
         """
         if self.serving.alive or self.serving.running:
+            self.membership.mark_restarting(RESTART_WINDOW)
             self._stop_serving(timeout, "restart", None)
         self.start()
 

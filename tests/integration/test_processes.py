@@ -413,3 +413,37 @@ def test_join_policy_without_a_hub_raises(spawn: Spawner) -> None:
     proc = spawn.start([str(TRAINER)], env=hub_env(ports, STREAM_HUB_PORT_CONFLICT="join"), prefix=PYTHON)
     assert proc.wait(30) != 0
     assert 'port_conflict="join"' in proc.err.text and "no live stream_hub hub" in proc.err.text
+
+
+def test_a_restart_is_not_a_death_joined_processes_wait_and_the_job_stays_on_one_hub(spawn: Spawner) -> None:
+    ports = free_ports(3)
+    token = "restart-token-0123456789"
+    host, ready = start(
+        spawn, hub_env(ports, STREAM_HUB_ADMIN_TOKEN=token), "--steps", "0", "--run", "h", "--hold"
+    )
+    joined = [
+        start(spawn, hub_env(ports), "--steps", "300", "--interval", "0.01", "--run", f"j{k}", "--hold")
+        for k in range(2)
+    ]
+    assert [r["ready"] for _, r in joined] == ["joined", "joined"]
+    rest = ready["urls"]["rest"]
+    for _ in range(3):  # restarts while the joined processes log
+        answer = httpx.post(
+            f"{rest}/api/admin/restart", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
+        assert answer.status_code == 202
+        wait_for(lambda: _pid_of(rest) == ready["pid"], timeout=30, what="the host serving again")
+    wait_for(lambda: httpx.get(f"{rest}/api/status", timeout=5).json()["restarts"] == 3, what="3 restarts")
+    # Nobody took over: the same host, on the same ports, has every event of both.
+    wait_for(
+        lambda: [runs(rest).get(f"j{k}", {}).get("metric_events") for k in range(2)] == [300, 300],
+        timeout=60,
+        what="all events of both joined processes",
+    )
+    assert _pid_of(rest) == ready["pid"]
+    for proc, _ in joined:
+        release(proc)
+        last = done(proc)
+        assert last["role"] == "joined" and last["status"]["host"]["pid"] == ready["pid"]
+    release(host)
+    done(host)
