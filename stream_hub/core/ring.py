@@ -267,6 +267,10 @@ class Ring:
                 # Nothing before it joins this stretch: what was kept leaves
                 # (and stops being charged for), as when an epoch starts.
                 self.reset_at(seq - 1)
+            elif self._encoded < seq - 1:
+                # Events stored here still wait to be encoded (``load``,
+                # ``store``): encode them now, ``encoded`` is about to pass them.
+                self.encode_upto(seq - 1)
             i = seq % cap
             self.runs[i] = run
             self.types[i] = event_type

@@ -360,6 +360,20 @@ def test_a_jump_gives_back_the_bytes_of_the_stretch_left_behind() -> None:
     assert (r.oldest, r.head) == (50, 54)  # all five fit, as five did before the jump
 
 
+def test_events_numbered_elsewhere_after_unencoded_ones_leave_those_encodable() -> None:
+    # Bug: store_encoded moved ``encoded`` past events stored before it and
+    # not yet encoded (a replica's adopted history, then the Redis stream
+    # going on): they were never encoded, and read as missing.
+    r = ring(2)
+    store(r, 1, 1)
+    assert r.encoded == 0
+    r.store_encoded([numbered(2)], Observed())
+    assert (r.oldest, r.head, r.encoded) == (1, 2, 2)
+    r.encode_all()
+    assert [json.loads(t)["seq"] for t in r.json_range(r.oldest, r.head)] == [1, 2]
+    assert r.bytes == charged_kept(r)
+
+
 def test_reset_at_positions_an_empty_ring_after_a_seq() -> None:
     r = ring(10)
     store(r, 1, 7)
