@@ -242,7 +242,13 @@ class TrainingStreamServer:
             facts = LiveFacts(cfg.host)
             if uses_registry(cfg) and not (cfg.backend is not None and not cfg.replica):
                 self._membership.meet(
-                    cfg, lambda record: place(cfg, facts, record=record), self._act, waiting=_handover_until
+                    cfg,
+                    lambda record: place(cfg, facts, record=record),
+                    self._act,
+                    waiting=_handover_until,
+                    without_lock=lambda record, pid: place(
+                        cfg, facts, record=record, lock_held_by_stopped=pid
+                    ),
                 )
             else:
                 self._act(place(cfg, facts))

@@ -11,6 +11,7 @@ starting at once cannot both decide to host.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -23,7 +24,7 @@ from typing import TypeVar
 from ..config import StreamConfig
 from ..errors import StreamHubError
 from .handover import HANDOVER_WINDOW
-from .registry import HubRecord, Registry, new_token
+from .registry import HubRecord, LockHolderStopped, Registry, new_token
 from .rendezvous import my_record, rendezvous_key
 
 __all__ = ["Membership"]
@@ -60,11 +61,16 @@ class Membership:
         act: Callable[[T], object],
         *,
         waiting: Callable[[T], float | None],
+        without_lock: Callable[[HubRecord | None, int], T] | None = None,
     ) -> T:
         """With the registry lock of ``config``'s ports held: ``decide`` on its
         record, then ``act`` on the decision. While ``waiting(decision)``
         says a host hands over (a time until when), the lock is let go and
         asked for again, for at most the hand-over window.
+
+        When the lock's holder is stopped (Ctrl-Z while it decided), nobody
+        waits for it: ``without_lock(record, pid)`` decides instead, and
+        ``act`` acts on that (when given; otherwise the error is raised).
 
         Raises:
             StreamHubError: the registry cannot be used, its lock stayed
@@ -76,12 +82,26 @@ class Membership:
         pause = threading.Event()  # never set: a bounded wait for a successor's record
         delay = 0.01
         while True:
-            with registry.lock(key):
-                decision = decide(registry.read(key))
+            try:
+                locked = registry.lock(key)
+                locked.__enter__()
+            except LockHolderStopped as exc:
+                if without_lock is None:
+                    raise
+                logger.warning("%s; not waiting for it", exc)
+                decision = without_lock(registry.read(key), exc.pid)
                 handover_until = waiting(decision)
                 if handover_until is None:
                     act(decision)
                     return decision
+            else:
+                with contextlib.ExitStack() as stack:
+                    stack.push(locked)
+                    decision = decide(registry.read(key))
+                    handover_until = waiting(decision)
+                    if handover_until is None:
+                        act(decision)
+                        return decision
             if time.time() > min(until, handover_until):
                 raise StreamHubError(f"the hub on {key} is handing over and its successor did not start")
             pause.wait(delay)

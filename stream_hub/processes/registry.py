@@ -26,6 +26,7 @@ import stat
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -34,7 +35,7 @@ import orjson
 
 from ..errors import StreamHubError
 
-__all__ = ["PROTOCOL_VERSION", "HubRecord", "Registry", "record_key"]
+__all__ = ["PROTOCOL_VERSION", "HubRecord", "LockHolderStopped", "Registry", "record_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -148,20 +149,26 @@ class Registry:
         """Hold the advisory lock of ``key``, waiting for another process that
         holds it (while it decides whether to host) at most ``timeout`` s.
 
+        The holder writes its pid into the lock file, so a waiter can tell a
+        holder that is merely slow from one that is stopped (Ctrl-Z, a
+        debugger), which would make every newcomer wait for nothing.
+
         Raises:
-            StreamHubError: the lock was not free within ``timeout`` (its
-                holder is stuck, e.g. stopped with Ctrl-Z while starting).
+            LockHolderStopped: the holder is stopped (found at once, not after ``timeout``).
+            StreamHubError: the lock was not free within ``timeout``.
         """
         handle = open(self.directory / f"hub-{key}.lock", "a+b")
         os.chmod(handle.name, 0o600)
         if not _acquire(handle, timeout):  # the helper thread now owns (and closes) the handle
             raise StreamHubError(
-                f"another process has held the hub registry lock {handle.name} for over {timeout:g} s "
-                "(stopped while starting a hub?); resume or end it"
+                f"another process has held the hub registry lock {handle.name} for over {timeout:g} s; "
+                "resume or end it"
             )
         try:
+            _note_holder(handle, os.getpid())
             yield
         finally:
+            _note_holder(handle, None)
             _unlock_file(handle)
             handle.close()
 
@@ -205,12 +212,52 @@ class Registry:
         return True
 
 
+class LockHolderStopped(StreamHubError):
+    """The registry lock's holder is stopped (Ctrl-Z, a debugger): waiting for it is pointless."""
+
+    def __init__(self, path: str, pid: int) -> None:
+        self.pid = pid
+        super().__init__(f"pid {pid} holds the hub registry lock {path} and is stopped (Ctrl-Z?)")
+
+
+#: How often a waiter looks at whether the lock's holder is stopped.
+HOLDER_CHECK = 0.2
+
+
+def _note_holder(handle: IO[bytes], pid: int | None) -> None:
+    """Write (or clear) the holder's pid in the lock file (opened for appending:
+    after the truncation, the write lands at the start)."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(handle.fileno(), 0)
+        if pid is not None:
+            os.write(handle.fileno(), str(pid).encode())
+
+
+def _holder(handle: IO[bytes]) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        text = os.pread(handle.fileno(), 32, 0).strip()
+        return int(text) if text else None
+    return None
+
+
+def _stopped(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+    except psutil.Error:
+        return False
+
+
 def _acquire(handle: IO[bytes], timeout: float) -> bool:
     """Take the file's lock, waiting at most ``timeout`` s; whether it was taken.
 
     The blocking wait happens on a helper thread, so it ends the moment the
     holder lets go. If we stop waiting first, the handle is the helper's: it
     releases the lock as soon as it gets it, and closes the file.
+
+    Raises:
+        LockHolderStopped: the holder is stopped (we stop waiting at once).
     """
     got = threading.Event()
     state = {"abandoned": False}
@@ -226,11 +273,22 @@ def _acquire(handle: IO[bytes], timeout: float) -> bool:
             got.set()
 
     threading.Thread(target=take, name="stream-hub-registry-lock", daemon=True).start()
-    if got.wait(timeout):
-        return True
+    deadline = time.monotonic() + timeout
+    stopped: int | None = None
+    while not got.wait(max(0.0, min(HOLDER_CHECK, deadline - time.monotonic()))):
+        holder = _holder(handle)
+        if holder is not None and holder != os.getpid() and _stopped(holder):
+            stopped = holder
+            break
+        if time.monotonic() >= deadline:
+            break
     with guard:
+        if got.is_set():
+            return True
         state["abandoned"] = True
-        return got.is_set()
+    if stopped is not None:
+        raise LockHolderStopped(handle.name, stopped)
+    return False
 
 
 def _lock_file(handle: IO[bytes]) -> None:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from typing import Protocol
 
 from ..config import StreamConfig
@@ -166,6 +166,7 @@ def place(
     restart_ports: Mapping[str, int] | None = None,
     successor_ports: Mapping[str, int] | None = None,
     may_host: bool = True,
+    lock_held_by_stopped: int | None = None,
 ) -> Decision:
     """Where this process goes (see the module docstring).
 
@@ -179,6 +180,10 @@ def place(
         may_host: False for a process that must not host (a forked child
             looking for its parent's hub's successor): where it would host,
             :class:`StreamHubError` is raised instead.
+        lock_held_by_stopped: the pid of a stopped process holding the
+            registry lock (decided without it): treated like a stopped hub
+            on the configured ports — a live hub is still joined, otherwise
+            development takes other ports and production refuses.
 
     Raises:
         PortInUseError: the policy (or production) refuses a busy port.
@@ -193,7 +198,17 @@ def place(
         return Host(_moved_off(config, successor_ports, facts))
     wanted = configured_ports(config)
     if uses_registry(config):
-        return _place_with_registry(config, facts, record, wanted, may_host)
+        decision = _place_with_registry(config, facts, record, wanted, may_host)
+        if lock_held_by_stopped is None or not isinstance(decision, Host):
+            return decision
+        if facts.production:
+            raise StreamHubError(
+                f"pid {lock_held_by_stopped} is stopped (Ctrl-Z?) holding the registry lock of ports "
+                f"{config.sse_port}/{config.ws_port}/{config.rest_port}; resume or end it "
+                "(ENVIRONMENT=production never takes other ports by itself)"
+            )
+        avoid = set(wanted.values())
+        return dataclasses.replace(decision, ports=_moved_off(config, wanted, facts, avoid=avoid))
     if not may_host:
         raise StreamHubError("no hub to forward to, and this process may not host")
     if config.port_conflict == "auto":
@@ -244,22 +259,24 @@ def _moved_off(
     config: StreamConfig,
     wanted: Mapping[str, int],
     facts: Facts,
-    freed: set[int] = frozenset(),  # type: ignore[assignment]
+    freed: Set[int] = frozenset(),
+    avoid: Set[int] = frozenset(),
 ) -> dict[str, int]:
-    """Each wanted port if free; if something else holds it, the next free
-    one in development (never ending the holder), a refusal in production."""
+    """Each wanted port if free; if something else holds it (or it is to be
+    avoided), the next free one in development (never ending the holder), a
+    refusal in production. ``freed``: ports a holder about to be ended gives back."""
     taken: set[int] = set()
     out: dict[str, int] = {}
     for name in BIND_ORDER:
         port = wanted[name]
-        if port and (port in taken or (port not in freed and facts.in_use(port))):
+        if port and (port in taken or port in avoid or (port not in freed and facts.in_use(port))):
             holder = facts.holder(port, name)
             if facts.production:
                 raise holder.error(
                     "it is not a stream_hub hub this process can join, and ENVIRONMENT=production "
                     "never takes other ports by itself"
                 )
-            new = facts.next_free(port, name, taken | {p for p in wanted.values() if p != port})
+            new = facts.next_free(port, name, taken | set(avoid) | {p for p in wanted.values() if p != port})
             what = f"pid {holder.pid} ({holder.process or 'unknown'})" if holder.pid else "an unknown process"
             logger.warning(
                 "%s port %d is held by %s, which is not a hub to join; this hub takes port %d instead "

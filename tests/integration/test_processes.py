@@ -447,3 +447,37 @@ def test_a_restart_is_not_a_death_joined_processes_wait_and_the_job_stays_on_one
         assert last["role"] == "joined" and last["status"]["host"]["pid"] == ready["pid"]
     release(host)
     done(host)
+
+
+LOCK_THEN_STOP = """
+import os, signal, sys
+from stream_hub import StreamConfig
+from stream_hub.processes.registry import Registry
+from stream_hub.processes.rendezvous import rendezvous_key
+key = rendezvous_key(StreamConfig())
+with Registry().lock(key):
+    print("locked", flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)  # Ctrl-Z while deciding whether to host
+"""
+
+
+def test_a_process_stopped_while_holding_the_registry_lock_never_blocks_a_newcomer(spawn: Spawner) -> None:
+    ports = free_ports(3)
+    holder = spawn.start(["-c", LOCK_THEN_STOP], env=hub_env(ports), prefix=PYTHON)
+    holder.out.wait(lambda lines: "locked" in lines, what="the lock taken")
+    wait_for(lambda: psutil.Process(holder.pid).status() == psutil.STATUS_STOPPED, what="the holder stopped")
+    try:
+        refused = spawn.start([str(TRAINER)], env=hub_env(ports, ENVIRONMENT="production"), prefix=PYTHON)
+        assert refused.wait(60) != 0
+        assert "is stopped" in refused.err.text and "holding the registry lock" in refused.err.text
+        newcomer, ready = start(spawn, hub_env(ports), "--steps", "3", "--interval", "0", "--hold")
+        # Not after the lock's 30 s wait: it saw the holder stopped and did not
+        # wait, and hosts on other ports (as beside a stopped hub).
+        assert "not waiting for it" in newcomer.err.text
+        assert ready["ready"] == "host"
+        assert set(ready["ports"].values()).isdisjoint(ports)
+        release(newcomer)
+        done(newcomer)
+    finally:
+        os.kill(holder.pid, signal.SIGCONT)
+    assert holder.wait(30) == 0

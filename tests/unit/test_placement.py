@@ -281,3 +281,22 @@ def test_a_hub_that_does_not_answer_is_classified_by_state_and_cpu(
     from stream_hub.processes.rendezvous import unanswered_state
 
     assert unanswered_state(status, cpu, wall) == expected
+
+
+# -- a stopped process holding the registry lock -------------------------------------------------------
+
+
+def test_a_stopped_lock_holder_is_treated_like_a_stopped_hub_the_newcomer_moves() -> None:
+    decision = place(config(), FakeMachine(), record=None, lock_held_by_stopped=77)
+    assert isinstance(decision, Host)
+    assert set(decision.ports.values()).isdisjoint(PORTS.values())
+
+
+def test_a_stopped_lock_holder_still_lets_a_newcomer_join_a_live_hub() -> None:
+    decision = place(config(), FakeMachine(), record=record(), lock_held_by_stopped=77)
+    assert isinstance(decision, Join)
+
+
+def test_a_stopped_lock_holder_is_refused_in_production() -> None:
+    with pytest.raises(StreamHubError, match="pid 77 is stopped"):
+        place(config(), FakeMachine(production=True), record=None, lock_held_by_stopped=77)
