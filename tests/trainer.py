@@ -52,6 +52,7 @@ def main() -> int:
     )
     parser.add_argument("--fork-pool", type=int, default=0)
     parser.add_argument("--hold", action="store_true", help="wait for a line on stdin before releasing")
+    parser.add_argument("--go", action="store_true", help="wait for a line on stdin before logging")
     args = parser.parse_args()
     server = get_stream_server()
     emit(ready=server.role, pid=os.getpid(), ports=server.ports, urls=server.urls)
@@ -77,6 +78,8 @@ def main() -> int:
             done = pool.map(pool_work, [(w, args.steps) for w in range(args.fork_pool)])
         emit(pool=sum(done))
     stop = threading.Event()
+    if args.go:
+        sys.stdin.readline()
     for step in range(args.steps if not args.fork_pool else 0):
         server.log({"loss": 1.0 / (step + 1), "step": float(step)}, step=step, run=args.run)
         if args.trace:

@@ -193,7 +193,16 @@ class StreamConfig:
         "the most bytes queued for one client; past it, it is closed and counted the same way",
     )
     stale_timeout: float = setting(
-        kinds.seconds(), 5.0, "how long a hub may answer nothing (3 probes) before it counts as hung"
+        kinds.seconds(),
+        5.0,
+        "how long a hub may answer nothing (3 probes) before it counts as busy (it works: joined) "
+        "or wedged (no CPU, asleep: ended in development)",
+    )
+    drain_timeout: float = setting(
+        kinds.seconds(),
+        3.0,
+        "how long a stopping host waits for its joined processes to hand over their last events and "
+        "leave (the end of a job: they serve their clients) before it hands the hub to one still there",
     )
     store: str | None = setting(
         kinds.file_path("a SQLite file"),

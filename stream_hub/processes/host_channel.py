@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -87,6 +88,9 @@ class HostChannel:
         self._path: Path | None = None
         self._path_id: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket file
         self.address = ""
+        #: Set while no joiner is connected (a stopping host waits on it: see Hosting.stop).
+        self.all_gone = threading.Event()
+        self.all_gone.set()
 
     async def start(self, unix_path: Path | None) -> str:
         """Listen (a Unix socket at ``unix_path``, else loopback TCP); the address."""
@@ -123,6 +127,7 @@ class HostChannel:
                 logger.debug("closing the channel's listener failed", exc_info=True)
         writers = list(self._writers.values())
         self._writers.clear()
+        self.all_gone.set()
         for writer in writers:
             with contextlib.suppress(RuntimeError):  # its loop is closed
                 writer.close()
@@ -195,6 +200,7 @@ class HostChannel:
                 return
             source = self._register(hello)
             self._writers[source.source] = writer
+            self.all_gone.clear()
             welcome = {"op": "welcome", **self._welcome(), "acked": self.acked.get(source.source, 0)}
             welcome["last_seq"] = self.hub.last_seq
             writer.write(frame(welcome))
@@ -219,6 +225,8 @@ class HostChannel:
                 source.left_at = time.time()
                 if self._writers.get(source.source) is writer:
                     del self._writers[source.source]
+                if not self._writers:
+                    self.all_gone.set()
             writer.close()
 
     def _refusal(self, hello: dict[str, Any], writer: asyncio.StreamWriter) -> str | None:

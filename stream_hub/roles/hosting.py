@@ -173,6 +173,7 @@ class Hosting:
             self.serving.close_store()
             membership.forget_host()
             return
+        self._wait_for_joiners_to_leave()
         handover = HandoverToSuccessor(self.server.hub, membership.registry, membership.record, self.ports)
         started = time.monotonic()
         try:
@@ -181,6 +182,18 @@ class Hosting:
             self.serving.close_store(max(1.0, timeout - (time.monotonic() - started)))
             if handover.successor is None:
                 membership.forget_host()
+
+    def _wait_for_joiners_to_leave(self) -> None:
+        """The end of a job: the other ranks are finishing too. Serving on
+        until they have handed over their last events and left (``drain_timeout``
+        at most) lets this hub's clients see every event, where handing over
+        to a process that is itself exiting could leave nobody hosting."""
+        channel = self.serving.channel
+        if channel is None or channel.all_gone.is_set():
+            return
+        drain = self.server.config.drain_timeout
+        logger.info("waiting up to %.1f s for %d joined processes to finish", drain, channel.joiners)
+        channel.all_gone.wait(drain)
 
     def restart(self, timeout: float) -> None:
         """Stop serving and serve again on the same ports, history, seq and store kept.
