@@ -40,7 +40,7 @@ from ..errors import StoreError
 from ..runtime import hooks
 from .lock import StoreLock
 from .reader import Stored, StoreReader, read_stored
-from .sqlite import connect, journal_mode_for, upgrade
+from .sqlite import connect, journal_mode_for, set_meta, upgrade
 from .writer import StoreWriter
 
 __all__ = ["HubStore", "StoreArchive"]
@@ -151,6 +151,8 @@ class HubStore:
             self.lock.release()
             raise
         self._stored = stored
+        # Marked until a clean close: a later hub then knows whether this one died.
+        set_meta(conn, writing=os.getpid())
         self.writer = StoreWriter(
             conn,
             self.path,
@@ -187,9 +189,22 @@ class HubStore:
         self._hub = hub
         keep = handed_over or (hub.epoch == stored.epoch and hub.head >= stored.last_seq)
         if stored.epoch is not None and not keep:
+            # A hub that died without closing the file may have numbered and
+            # served events it never wrote: going on in its epoch would give
+            # their seqs to other events. A new epoch keeps (epoch, seq) one
+            # event; its clients get a gap.
+            epoch = stored.epoch if stored.clean else hub.epoch
+            if not stored.clean:
+                logger.warning(
+                    "store %s: its last hub ended without closing it (killed?); "
+                    "going on in a new epoch %s after seq %d",
+                    self.path,
+                    epoch,
+                    stored.last_seq,
+                )
             hub.adopt(
                 {
-                    "epoch": stored.epoch,
+                    "epoch": epoch,
                     "last_seq": stored.last_seq,
                     "events": stored.tail,
                     "runs": stored.runs,
@@ -236,6 +251,7 @@ class HubStore:
         self.reader.close(1.0)
         writer = self.writer
         if writer is None or writer.close(timeout):
+            self._mark_closed()
             self.lock.release()
             logger.info("store %s closed", self.path)
             return
@@ -243,6 +259,14 @@ class HubStore:
         # then lets go of the lock (no other writer may start before).
         logger.warning("store %s: still writing; it is let go once the writer has finished", self.path)
         writer.when_finished(self.lock.release)
+
+    def _mark_closed(self) -> None:
+        """Everything is written: say so in the file (see :meth:`attach`)."""
+        try:
+            with contextlib.closing(connect(self.path)) as conn:
+                set_meta(conn, writing="")
+        except (sqlite3.Error, StoreError) as exc:
+            logger.warning("store %s: could not mark it closed (%s)", self.path, exc)
 
     def status(self) -> dict[str, Any]:
         """The ``store`` part of ``status()``."""

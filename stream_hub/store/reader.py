@@ -100,6 +100,9 @@ class Stored:
     replay: list[tuple[Any, ...]]  # events after the curves were saved: RunIndex.observe args
     events: int  # events in the file
     durable: int = 0  # the newest seq of the epoch in the file
+    #: False when the hub that wrote it last never closed it (killed): it may
+    #: have numbered and served events past ``durable`` that the file lacks.
+    clean: bool = True
 
 
 def _chunks_desc(conn: sqlite3.Connection, epoch: int) -> Iterator[list[list[Any]]]:
@@ -158,7 +161,7 @@ def read_stored(conn: sqlite3.Connection, history_size: int, max_runs: int) -> S
         replay.reverse()
         found = conn.execute("SELECT max(last_seq) FROM chunks WHERE epoch = ?", (number,)).fetchone()[0]
         durable = int(found or 0)
-    return Stored(epoch, last_seq, tail, runs, replay, events, durable)
+    return Stored(epoch, last_seq, tail, runs, replay, events, durable, clean=not values.get("writing"))
 
 
 class StoreReader:
