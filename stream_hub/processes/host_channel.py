@@ -97,11 +97,17 @@ class HostChannel:
         if unix_path is not None and hasattr(socket, "AF_UNIX"):
             with contextlib.suppress(FileNotFoundError):
                 unix_path.unlink()
-            old = os.umask(0o177)
+            # Owner-only, set on the socket file itself: the process's umask is
+            # not touched (training threads create files meanwhile), and the
+            # registry directory (0700) keeps others out before the chmod.
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                self._server = await asyncio.start_unix_server(self._handle, path=str(unix_path))
-            finally:
-                os.umask(old)
+                sock.bind(str(unix_path))
+                os.chmod(unix_path, 0o600)
+                self._server = await asyncio.start_unix_server(self._handle, sock=sock)
+            except BaseException:
+                sock.close()
+                raise
             self._path = unix_path
             info = unix_path.stat()
             self._path_id = (info.st_dev, info.st_ino)
