@@ -19,6 +19,7 @@ Two attacks reach a server on loopback through the developer's own browser:
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,17 +36,43 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 def host_of(value: str | None) -> str | None:
     """The host name of a ``Host`` header or an origin's netloc, lowercase,
-    without port or IPv6 brackets (None if unparseable)."""
+    without port or IPv6 brackets; None unless it is well formed: a name (or
+    IPv4 address) or a bracketed IPv6 address, then at most a port 1-65535
+    (``[::1]evil`` and ``127.0.0.1:99999`` are not hosts)."""
     if not value:
         return None
     value = value.strip().lower()
     if value.startswith("["):
         end = value.find("]")
-        return value[1:end] if end > 0 else None
-    name, _, port = value.rpartition(":") if value.count(":") == 1 else (value, "", "")
-    if port and not port.isdigit():
+        name, rest = (value[1:end], value[end + 1 :]) if end > 0 else ("", "")
+        if not _is_ipv6(name) or (rest and not rest.startswith(":")):
+            return None
+        port = rest[1:]
+        if rest and not _is_port(port):
+            return None
+        return name
+    if value.count(":") > 1:  # a bare IPv6 address: no port possible
+        return value if _is_ipv6(value) else None
+    name, colon, port = value.partition(":")
+    if not _NAME.match(name) or (colon and not _is_port(port)):
         return None
-    return name or None
+    return name
+
+
+# A host name or IPv4 address: letters, digits, hyphens (and the underscores of container names).
+_NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]{0,251}[a-z0-9_])?\Z")
+
+
+def _is_port(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 5 and 0 < int(text) <= 65535
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def is_loopback_host(host: str) -> bool:

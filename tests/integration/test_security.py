@@ -391,6 +391,9 @@ def test_loopback_bind_refuses_a_foreign_host_header(
     assert refused.status_code == 403 and "allowed_hosts" in refused.json()["error"]
     for host in ("127.0.0.1", "localhost", f"localhost:{server.ports[face]}", "[::1]", "LOCALHOST"):
         assert httpx.get(url, headers={"Host": host}, timeout=5).status_code == 200, host
+    # A Host that only starts like a loopback name is not one.
+    for host in ("[::1]evil", "127.0.0.1:99999", "localhost:0", "localhost:", "[::1]:x", "127.0.0.1 evil"):
+        assert httpx.get(url, headers={"Host": host}, timeout=5).status_code in (400, 403), host
 
 
 def test_loopback_bind_refuses_a_foreign_host_on_the_websocket_port(
