@@ -8,6 +8,11 @@ Two attacks reach a server on loopback through the developer's own browser:
   is not the bound address, ``localhost``, ``127.0.0.1`` or ``[::1]`` (plus
   ``allowed_hosts``). On a wildcard or public bind, where tokens guard access,
   any Host is accepted unless ``allowed_hosts`` narrows it.
+- **Cross-site reads**: a page of another site can make the browser GET any
+  URL here without CORS (an ``<img>``, a ``<script>``): nothing readable, but
+  a loop of big history requests slows training. Browsers label such requests
+  ``Sec-Fetch-Site: cross-site``; they are refused unless they are CORS
+  requests from an allowed origin or the dashboard page loaded in a frame.
 - **Cross-site requests**: any page can open a WebSocket or post a form to
   loopback. A browser always sends ``Origin`` then, so WebSocket handshakes
   and publishes carrying an Origin are accepted only from the dashboard's own
@@ -165,8 +170,16 @@ class HostCheck:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             header = _header(scope, b"host")
+            refusal: str | None = None
             if not self.policy.host_allowed(header):
-                body = orjson.dumps({"error": self.policy.host_refusal(header)})
+                refusal = self.policy.host_refusal(header)
+            elif _header(scope, b"sec-fetch-site") == "cross-site" and not self._cross_site_allowed(scope):
+                refusal = (
+                    "cross-site requests are refused (a page of another site cannot read or load this "
+                    "server); allow a site's scripts with StreamConfig(cors_origins=...)"
+                )
+            if refusal is not None:
+                body = orjson.dumps({"error": refusal})
                 await send(
                     {
                         "type": "http.response.start",
@@ -180,6 +193,21 @@ class HostCheck:
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
+
+    def _cross_site_allowed(self, scope: Scope) -> bool:
+        """A request another site's page made (the browser says so in
+        ``Sec-Fetch-Site``): only a CORS request from an allowed origin, or
+        the dashboard page opened in a frame (notebooks and editors embed it;
+        which sites may frame it is the page's ``frame-ancestors``)."""
+        origin = _header(scope, b"origin")
+        host = _header(scope, b"host")
+        if origin is not None and origin != "null":
+            return self.policy.origin_allowed(origin, host, self.policy.config.cors_origins)
+        return (
+            scope.get("method") == "GET"
+            and scope.get("path") == "/"
+            and _header(scope, b"sec-fetch-dest") in ("iframe", "frame")
+        )
 
 
 def _header(scope: dict[str, Any] | Scope, name: bytes) -> str | None:

@@ -497,3 +497,36 @@ def test_publishing_from_another_machine_needs_a_publish_token(
     assert (
         httpx.post(url, content=body, headers={**json_type, **bearer(PUBLISH)}, timeout=5).status_code == 200
     )
+
+
+@pytest.mark.parametrize("face", ["sse", "rest"])
+def test_cross_site_no_cors_requests_are_refused_but_cors_and_the_framed_dashboard_pass(
+    make_server: Callable[..., TrainingStreamServer], face: str
+) -> None:
+    """Another site's page looping <img src=".../api/history?limit=10000"> slowed training:
+    the browser labels such requests cross-site, and they are refused."""
+    server = make_server(cors_origins=("https://app.example",))
+    path = "/api/history" if face == "rest" else "/events?last_event_id=0&limit=1"
+    url = f"{server.urls[face]}{path}"
+    cross = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"}
+    refused = httpx.get(url, headers=cross, timeout=5)
+    assert refused.status_code == 403 and "cross-site" in refused.json()["error"]
+    # A CORS request from an allowed site's script is a cross-site request too: it passes.
+    if face == "rest":
+        allowed = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors", "Origin": "https://app.example"}
+        assert httpx.get(url, headers=allowed, timeout=5).status_code == 200
+        other = {**allowed, "Origin": "https://evil.example"}
+        assert httpx.get(url, headers=other, timeout=5).status_code == 403
+        # The dashboard page, framed by a notebook on another origin.
+        framed = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "iframe"}
+        assert httpx.get(f"{server.urls['rest']}/", headers=framed, timeout=5).status_code == 200
+        assert httpx.get(url, headers=framed, timeout=5).status_code == 403  # only the page itself
+    # Same-site, same-origin, a typed URL (none) and non-browsers (no header) are not affected.
+    for site in ("same-origin", "same-site", "none"):
+        assert (
+            httpx.get(
+                f"{server.urls['rest']}/api/status", headers={"Sec-Fetch-Site": site}, timeout=5
+            ).status_code
+            == 200
+        )
+    assert httpx.get(f"{server.urls['rest']}/api/status", timeout=5).status_code == 200
