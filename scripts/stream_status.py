@@ -1,4 +1,4 @@
-"""Print the status of a running hub (exit code 2 when none answers).
+"""Print the status of the user's hub (exit code 1 when none runs).
 
     python scripts/stream_status.py [--json] [--rest-port 8890]
 

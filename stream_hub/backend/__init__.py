@@ -17,14 +17,44 @@ import logging
 from typing import Any
 
 from ..core.hub import Hub
+from ..errors import StreamHubError
 from ..runtime.notifier import LoopNotifier
 from .publisher import RedisPublisher
 from .replica import Replica, StreamArchive
 from .stream import StreamKeys, safe_url
 
-__all__ = ["RedisBackend", "stream_maxlen"]
+__all__ = ["MissingExtraError", "RedisBackend", "require_redis", "stream_maxlen"]
 
 logger = logging.getLogger(__name__)
+
+
+class MissingExtraError(StreamHubError, ImportError):
+    """A configured feature needs a package that is not installed; the
+    message names the extra that brings it (``pip install 'stream_hub[redis]'``).
+
+    ``extra`` is the extra's name.
+    """
+
+    def __init__(self, feature: str, package: str, extra: str) -> None:
+        self.extra = extra
+        super().__init__(
+            f"{feature} needs the {package} package, which is not installed: "
+            f"pip install 'stream_hub[{extra}]'"
+        )
+
+
+def require_redis() -> None:
+    """Make sure the ``redis`` package (sync and asyncio clients) imports.
+
+    Raises:
+        MissingExtraError: it does not (the ``[redis]`` extra is missing).
+    """
+    try:
+        import redis.asyncio  # noqa: F401  (imports redis itself first)
+    except ImportError as exc:
+        raise MissingExtraError(
+            "a Redis backend (StreamConfig.backend, --backend, STREAM_HUB_BACKEND)", "redis", "redis"
+        ) from exc
 
 
 def stream_maxlen(history_size: int) -> int:
@@ -40,9 +70,15 @@ class RedisBackend:
         hub: the server's hub (its intake publishes; its ring replicates).
         url: the Redis URL (``redis://`` or ``rediss://``).
         namespace: the namespace (its keys' prefix).
+
+    Raises:
+        MissingExtraError: the ``redis`` package is missing. Built with the
+            server, so the server refuses to exist rather than start and
+            then fail on its publisher's thread, where nobody hears it.
     """
 
     def __init__(self, hub: Hub, url: str, namespace: str) -> None:
+        require_redis()
         self.hub = hub
         self.url = url
         self.keys = StreamKeys(namespace)

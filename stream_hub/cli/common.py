@@ -4,8 +4,10 @@ each command reads its settings (flags win, then ``STREAM_HUB_*``, then
 defaults).
 
 The servers (serve, demo) read the whole :class:`StreamConfig`; the
-client-side commands read only the fields they use (host, their ports, their
-token), so a bad value of a setting they do not use never stops them.
+client-side commands read only the fields they use (host, the three ports —
+the key of the hub's registry record —, their token), so a bad value of a
+setting they do not use never stops them. They find the hub as
+:func:`locate` says.
 """
 
 from __future__ import annotations
@@ -14,23 +16,27 @@ import argparse
 from collections.abc import Iterable
 from typing import Any
 
-from ..config import SETTINGS, StreamConfig, base_urls
+from ..client.discovery import DISCOVERY_FIELDS, FoundHub, find_hub
+from ..config import SETTINGS, StreamConfig
 
 __all__ = [
     "EXIT_ERROR",
+    "EXIT_MISSING_EXTRA",
     "EXIT_OK",
-    "EXIT_UNREACHABLE",
     "add_setting_flags",
     "auth_header",
     "client_config",
+    "locate",
     "server_config",
-    "service_url",
     "setting_source",
 ]
 
 EXIT_OK = 0
+# Also when no hub runs (contract v3, "Discovery").
 EXIT_ERROR = 1
-EXIT_UNREACHABLE = 2
+# A configured feature whose package is not installed (contract v3, "Fail
+# fast"): as argparse's usage errors, the command line cannot work as given.
+EXIT_MISSING_EXTRA = 2
 
 
 # The flags that set StreamConfig fields of the same name: those declared with one.
@@ -39,14 +45,19 @@ _FIELD_FLAGS = tuple(name for name, declared in SETTINGS.items() if declared.fla
 # The fields each client-side command reads. It talks to a hub that is already
 # configured: the server's own settings (history size, limits, timeouts, ...)
 # are none of its business, and a bad STREAM_HUB_HISTORY_SIZE must not stop
-# `stream-hub status` from reporting on a running hub.
+# `stream-hub status` from reporting on a running hub. All three ports, as
+# the hub's registry record is keyed by them (and names where it really is).
 _CLIENT_FIELDS: dict[str, tuple[str, ...]] = {
-    "status": ("host", "rest_port", "read_token"),
-    "restart": ("host", "rest_port", "admin_token"),
-    "tail": ("host", "sse_port", "read_token"),
-    "export": ("host", "rest_port", "read_token"),
+    "status": (*DISCOVERY_FIELDS, "read_token"),
+    "restart": (*DISCOVERY_FIELDS, "admin_token"),
+    "tail": (*DISCOVERY_FIELDS, "read_token"),
+    "export": (*DISCOVERY_FIELDS, "read_token"),
     "ports": ("host", "sse_port", "ws_port", "rest_port"),
 }
+
+# How long a client-side command waits for a hub's /health answer at most
+# (a refused connection answers at once; this bounds a holder that never does).
+_PROBE_TIMEOUT = 10.0
 
 
 def add_setting_flags(parser: argparse.ArgumentParser, *names: str) -> None:
@@ -95,9 +106,17 @@ def client_config(args: argparse.Namespace) -> StreamConfig:
     return StreamConfig.reading(used, **_flag_values(args, used))
 
 
-def service_url(cfg: StreamConfig, transport: str) -> str:
-    """The base URL of one transport of the hub ``cfg`` points at."""
-    return base_urls(cfg.host, {transport: getattr(cfg, f"{transport}_port")})[transport]
+def locate(args: argparse.Namespace, cfg: StreamConfig) -> FoundHub:
+    """The hub a client-side command talks to: through the registry's record
+    of ``cfg``'s bind address and ports first (the hub may have moved when a
+    foreign program held them), then at the configured ports, verified by
+    ``GET /health``.
+
+    Raises:
+        HubNotFound: no hub runs; the one-line message says where it looked.
+        NotAHub: the configured REST port answers, but not as stream_hub.
+    """
+    return find_hub(cfg, timeout=min(float(args.timeout), _PROBE_TIMEOUT))
 
 
 def auth_header(token: str | None) -> dict[str, str]:

@@ -15,8 +15,9 @@ from typing import IO, Any
 
 import httpx
 
+from ..client import HubNotFound
 from ..errors import StoreError
-from .common import EXIT_ERROR, EXIT_OK, EXIT_UNREACHABLE, auth_header, client_config, service_url
+from .common import EXIT_ERROR, EXIT_OK, auth_header, client_config, locate
 
 __all__ = ["cmd_export"]
 
@@ -82,7 +83,12 @@ def _from_store(args: argparse.Namespace, out: IO[bytes]) -> int:
 def _from_hub(args: argparse.Namespace, out: IO[bytes]) -> int:
     cfg = client_config(args)
     token = args.token or cfg.read_token
-    url = f"{service_url(cfg, 'rest')}/api/runs/{args.run}/export"
+    try:
+        hub = locate(args, cfg)
+    except HubNotFound as exc:
+        print(f"stream-hub export: {exc}; to read a store file, pass --store", file=sys.stderr)
+        return EXIT_ERROR
+    url = f"{hub.urls['rest']}/api/runs/{args.run}/export"
     params = {"format": args.format, **({"metric": args.metric} if args.metric else {})}
     try:
         with httpx.stream("GET", url, params=params, headers=auth_header(token), timeout=args.timeout) as r:
@@ -95,8 +101,8 @@ def _from_hub(args: argparse.Namespace, out: IO[bytes]) -> int:
                 out.write(part)
     except httpx.HTTPError as exc:
         print(
-            f"stream-hub export: no hub answers at {url} ({exc}); to read a store file, pass --store",
+            f"stream-hub export: the hub at {url} stopped answering ({exc.__class__.__name__})",
             file=sys.stderr,
         )
-        return EXIT_UNREACHABLE
+        return EXIT_ERROR
     return EXIT_OK

@@ -1,5 +1,7 @@
 """The client-side commands that talk to a running hub over HTTP:
-``stream-hub status``, ``restart`` and ``tail``."""
+``stream-hub status``, ``restart`` and ``tail``. Each finds the hub first
+(:func:`.common.locate`): no hub, or a foreign program where the hub should
+be, is one line and exit 1."""
 
 from __future__ import annotations
 
@@ -10,10 +12,9 @@ from typing import Any
 
 import httpx
 
-from ..client import FollowError, HubUnreachable, follow
-from ..config import StreamConfig, base_urls
-from ..errors import ConfigError
-from .common import EXIT_ERROR, EXIT_OK, EXIT_UNREACHABLE, auth_header, client_config, service_url
+from ..client import FollowError, HubNotFound, follow
+from ..client.discovery import FoundHub
+from .common import EXIT_ERROR, EXIT_OK, auth_header, client_config, locate
 
 __all__ = ["cmd_restart", "cmd_status", "cmd_tail"]
 
@@ -21,16 +22,16 @@ __all__ = ["cmd_restart", "cmd_status", "cmd_tail"]
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = client_config(args)
     token = args.token or cfg.read_token
-    url = service_url(cfg, "rest") + "/api/status"
+    hub = locate(args, cfg)
+    url = hub.urls["rest"] + "/api/status"
     try:
         response = httpx.get(url, headers=auth_header(token), timeout=args.timeout)
     except httpx.HTTPError as exc:
         print(
-            f"stream-hub status: no hub answers at {url} ({exc.__class__.__name__}: {exc}).\n"
-            "Is it running? Start one with `stream-hub serve`, or pass --rest-port/--host.",
+            f"stream-hub status: the hub at {url} stopped answering ({exc.__class__.__name__})",
             file=sys.stderr,
         )
-        return EXIT_UNREACHABLE
+        return EXIT_ERROR
     if response.status_code != 200:
         print(
             f"stream-hub status: {url} answered {response.status_code}: {response.text[:300]}",
@@ -68,21 +69,36 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     for name, url_ in status.get("urls", {}).items():
         rows.append((f"{name} url", url_))
+    moved = _moved(hub, cfg.sse_port, cfg.ws_port, cfg.rest_port)
+    if moved:
+        rows.append(("found", moved))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
     return EXIT_OK
 
 
+def _moved(hub: FoundHub, sse: int, ws: int, rest: int) -> str | None:
+    """A word on a hub found away from its configured ports, or None."""
+    configured = {"sse": sse, "ws": ws, "rest": rest}
+    if not hub.moved or hub.ports == configured:
+        return None
+    ports = "/".join(str(port) for port in configured.values())
+    return f"through the registry: configured for ports {ports}, it moved (another program held them)"
+
+
 def cmd_restart(args: argparse.Namespace) -> int:
     cfg = client_config(args)
     token = args.token or cfg.admin_token
-    url = service_url(cfg, "rest") + "/api/admin/restart"
+    url = locate(args, cfg).urls["rest"] + "/api/admin/restart"
     try:
         response = httpx.post(url, headers=auth_header(token), timeout=args.timeout)
     except httpx.HTTPError as exc:
-        print(f"stream-hub restart: no hub answers at {url} ({exc})", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        print(
+            f"stream-hub restart: the hub at {url} stopped answering ({exc.__class__.__name__})",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     if response.status_code != 202:
         try:
             message = response.json().get("error", response.text)
@@ -116,12 +132,18 @@ def cmd_tail(args: argparse.Namespace) -> int:
     does the reconnecting and resuming)."""
     cfg = client_config(args)
     token = args.token or cfg.read_token
-    url = service_url(cfg, "sse") + "/events"
-    if args.run:
-        rest = base_urls(cfg.host, {"rest": _rest_port(args)})["rest"]
-        _say_if_runs_unknown(args.run, rest, token, args.timeout)
+    try:
+        hub: FoundHub | None = locate(args, cfg)
+    except HubNotFound:
+        if not args.wait:
+            raise  # one line, exit 1 (main)
+        hub = None  # --wait: for a hub to start, as for one to come back
+    if args.run and hub is not None:
+        _say_if_runs_unknown(args.run, hub.urls["rest"], token, args.timeout)
+    # No URL: follow() finds the hub again before every connection, so a hub
+    # that comes back on other ports (a foreign program took its own) is followed too.
     events = follow(
-        url,
+        config=cfg,
         runs=args.run,
         types=args.types,
         since=args.since,
@@ -138,9 +160,6 @@ def cmd_tail(args: argparse.Namespace) -> int:
                 seen += 1
                 if args.count is not None and seen >= args.count:
                     return EXIT_OK
-    except HubUnreachable as exc:
-        print(f"stream-hub tail: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
     except FollowError as exc:
         print(f"stream-hub tail: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -148,17 +167,6 @@ def cmd_tail(args: argparse.Namespace) -> int:
         return EXIT_OK
     print("-- the hub stopped (clean shutdown); --wait keeps following across stops", file=sys.stderr)
     return EXIT_OK
-
-
-def _rest_port(args: argparse.Namespace) -> int:
-    """The REST port for tail's hint about unknown runs: a hint only, so a bad
-    ``STREAM_HUB_REST_PORT`` falls back to the default instead of stopping tail."""
-    if args.rest_port is not None:
-        return int(args.rest_port)
-    try:
-        return StreamConfig.reading(["rest_port"]).rest_port
-    except ConfigError:
-        return StreamConfig.reading([]).rest_port
 
 
 def _say_if_runs_unknown(runs: list[str], rest: str, token: str | None, timeout: float) -> None:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .common import EXIT_ERROR, EXIT_OK, server_config
+from .common import EXIT_ERROR, EXIT_MISSING_EXTRA, EXIT_OK, server_config
 
 if TYPE_CHECKING:
     from ..server import TrainingStreamServer
@@ -60,6 +60,7 @@ def _print_ready(args: argparse.Namespace, server: TrainingStreamServer, demo: b
 
 
 def cmd_serve(args: argparse.Namespace, demo: bool = False) -> int:
+    from ..backend import MissingExtraError
     from ..demo import run_demo_threads
     from ..manager import get_stream_server, get_stream_server_manager, release_stream_server
     from ..runtime.memory import fix_mmap_threshold
@@ -72,7 +73,11 @@ def cmd_serve(args: argparse.Namespace, demo: bool = False) -> int:
     threads: list[threading.Thread] = []
     demo_stop: threading.Event | None = None
     with _stop_on_signals() as stop_requested:
-        server = get_stream_server(config=cfg)
+        try:
+            server = get_stream_server(config=cfg)
+        except MissingExtraError as exc:  # refused before anything started
+            print(f"stream-hub {args.command}: {exc}", file=sys.stderr)
+            return EXIT_MISSING_EXTRA
         if server.role == "joined" and not demo:
             status = server.status()
             release_stream_server()

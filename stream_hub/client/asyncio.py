@@ -14,7 +14,9 @@ import httpx
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from .follow_errors import FollowError, FollowTimeout
+from ..config import StreamConfig
+from .discovery import afind_hub, where_to_look
+from .follow_errors import FollowError, FollowTimeout, HubNotFound
 from .follower import Dropped, Follower, OnShutdown, Position, describe, error_text
 from .sse_decoder import SSEDecoder
 
@@ -22,7 +24,7 @@ __all__ = ["AsyncSubscription", "afollow"]
 
 
 def afollow(
-    url: str,
+    url: str | None = None,
     runs: str | Iterable[str] | None = None,
     types: str | Iterable[str] | None = None,
     since: int | None = None,
@@ -34,10 +36,12 @@ def afollow(
     idle_timeout: float | None = None,
     connect_timeout: float = 10.0,
     read_timeout: float = 60.0,
+    config: StreamConfig | None = None,
 ) -> AsyncSubscription:
     """:func:`~stream_hub.client.follow` for asyncio: ``async for event in afollow(url)``.
 
-    The same arguments, events, reconnections and exceptions; ``async with``
+    The same arguments (without ``url``, the hub is found the same way),
+    events, reconnections and exceptions; ``async with``
     (or ``await sub.aclose()``) lets go of the connection before the end.
     """
     follower = Follower(
@@ -53,16 +57,16 @@ def afollow(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
     )
-    return AsyncSubscription(follower)
+    return AsyncSubscription(follower, where_to_look(url, config))
 
 
 class AsyncSubscription(Position):
     """The asynchronous iterator :func:`afollow` returns."""
 
-    def __init__(self, follower: Follower) -> None:
+    def __init__(self, follower: Follower, config: StreamConfig | None = None) -> None:
         super().__init__(follower)
         # The reader does not point back here (see the sync Subscription).
-        self._events = _Reader(follower).run()
+        self._events = _Reader(follower, config).run()
 
     def __aiter__(self) -> AsyncSubscription:
         return self
@@ -86,8 +90,9 @@ class AsyncSubscription(Position):
 class _Reader:
     """Connects, reads and sleeps for one :class:`AsyncSubscription`."""
 
-    def __init__(self, follower: Follower) -> None:
+    def __init__(self, follower: Follower, config: StreamConfig | None) -> None:
         self.follower = follower
+        self.config = config  # where to look for the hub (no URL given)
         self._client: httpx.AsyncClient | None = None
 
     async def run(self) -> AsyncGenerator[dict[str, Any], None]:
@@ -96,6 +101,9 @@ class _Reader:
         try:
             while True:
                 try:
+                    if self.config is not None:
+                        hub = await afind_hub(self.config, timeout=follower.connect_timeout)
+                        follower.located(hub.urls["sse"])
                     async with contextlib.aclosing(session()) as events:
                         async for event in events:
                             yield event
@@ -104,6 +112,8 @@ class _Reader:
                     delay = follower.next_delay()
                 except Dropped as exc:
                     delay = follower.failed(exc.cause, exc.quiet)
+                except HubNotFound as exc:
+                    delay = follower.not_found(exc.looked)
                 left = follower.idle_left()
                 if left is not None and left < delay:
                     await asyncio.sleep(max(0.0, left))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..errors import StreamHubError
 
-__all__ = ["FollowError", "FollowTimeout", "HubRefused", "HubUnreachable"]
+__all__ = ["FollowError", "FollowTimeout", "HubNotFound", "HubRefused", "HubUnreachable", "NotAHub"]
 
 
 class FollowError(StreamHubError):
@@ -24,6 +24,43 @@ class HubUnreachable(FollowError):
             "Start one with `stream-hub serve`, check the port (SSE 8888 / WebSocket 8889 by "
             "default), or wait longer (retry_for=None, or `stream-hub tail --retry-for 0`, waits "
             "indefinitely)."
+        )
+
+
+class HubNotFound(HubUnreachable):
+    """Looking for the user's hub (no URL given) found none: nothing answered
+    as a hub in the registry's record or at the configured ports.
+
+    ``looked`` says where it looked; ``seconds`` how long ``follow()`` kept
+    looking (None: it looked once, as the commands do).
+    """
+
+    def __init__(self, looked: str, seconds: float | None = None) -> None:
+        self.url = looked
+        self.looked = looked
+        self.seconds = seconds if seconds is not None else 0.0
+        self.cause = "no hub found"
+        waited = "" if seconds is None else f" for {seconds:g} s"
+        # One line: it is what `stream-hub status` prints when no hub runs.
+        FollowError.__init__(
+            self,
+            f"no hub runs{waited} (looked at {looked}); start one with `stream-hub serve`, "
+            "or check the host and ports (--host/--rest-port, STREAM_HUB_HOST/STREAM_HUB_REST_PORT)",
+        )
+
+
+class NotAHub(FollowError):
+    """The hub's port answers, but not as a stream_hub hub (``GET /health``
+    does not say ``"service": "stream_hub"``): another program holds it.
+    What it answered is never shown; retrying would not help."""
+
+    def __init__(self, port: int, url: str) -> None:
+        self.port = port
+        self.url = url
+        super().__init__(
+            f"port {port} answers, but not as a stream_hub hub ({url}); another program holds it: "
+            "point stream_hub at the hub's ports (--host/--rest-port, STREAM_HUB_REST_PORT), or see "
+            f"who holds it with `stream-hub ports --rest-port {port}`"
         )
 
 

@@ -28,13 +28,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 
-from .follow_errors import FollowError, HubRefused, HubUnreachable
+from .follow_errors import FollowError, HubNotFound, HubRefused, HubUnreachable
 
-__all__ = ["PROBE", "Dropped", "Follower", "OnShutdown", "Position", "describe", "error_text"]
+__all__ = ["PROBE", "UNLOCATED", "Dropped", "Follower", "OnShutdown", "Position", "describe", "error_text"]
 
 logger = logging.getLogger("stream_hub.client")
 
 OnShutdown = Literal["end", "wait"]
+
+# What a follower without a URL calls the hub until discovery has found it.
+UNLOCATED = "the user's hub"
 
 # A resume point beyond any seq (the hub accepts up to 18 digits): see the module doc.
 PROBE = 10**18 - 1
@@ -75,7 +78,7 @@ class Follower:
 
     def __init__(
         self,
-        url: str,
+        url: str | None,
         runs: str | Iterable[str] | None = None,
         types: str | Iterable[str] | None = None,
         since: int | None = None,
@@ -98,7 +101,15 @@ class Follower:
         for name, value in (("connect_timeout", connect_timeout), ("read_timeout", read_timeout)):
             if not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-        self.transport, self.url, self._query = _endpoint(url)
+        # Without a URL the hub is looked for before every connection (it may
+        # have moved ports since the last one): see located() and not_found().
+        self.discovering = url is None
+        self._looked: str | None = None
+        self._query: list[tuple[str, str]] = []
+        if url is None:
+            self.transport, self.url = "sse", UNLOCATED
+        else:
+            self.transport, self.url, self._query = _endpoint(url)
         self.runs = _names(runs, "runs")
         self.types = _names(types, "types")
         self.token = token
@@ -156,6 +167,27 @@ class Follower:
             query.append(("types", ",".join(sorted(self.types))))
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         return _with_query(self.url, query), headers
+
+    # -- discovery (no URL given) -------------------------------------------------------
+
+    def located(self, url: str) -> None:
+        """Discovery found the hub: its SSE base URL (``http://host:port``)."""
+        self._looked = None
+        transport, url, query = _endpoint(url)
+        if url != self.url:
+            if self.url != UNLOCATED:
+                logger.info("the hub moved from %s to %s", self.url, url)
+            self.transport, self.url, self._query = transport, url, query
+
+    def not_found(self, looked: str) -> float:
+        """Discovery found no hub (it looked at ``looked``): the delay before
+        looking again.
+
+        Raises:
+            HubNotFound: none for ``retry_for`` seconds.
+        """
+        self._looked = looked
+        return self.failed(f"looked at {looked}")
 
     # -- events -----------------------------------------------------------------------
 
@@ -305,6 +337,8 @@ class Follower:
         assert self._outage_since is not None
         if not self._waiting_for_restart and self.retry_for is not None:
             if time.monotonic() - self._outage_since >= self.retry_for:
+                if self._looked is not None:
+                    raise HubNotFound(self._looked, self.retry_for)
                 raise HubUnreachable(self.url, self.retry_for, cause)
         return self.next_delay()
 

@@ -13,7 +13,9 @@ import httpx
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import connect as ws_connect
 
-from .follow_errors import FollowError, FollowTimeout
+from ..config import StreamConfig
+from .discovery import find_hub, where_to_look
+from .follow_errors import FollowError, FollowTimeout, HubNotFound
 from .follower import Dropped, Follower, OnShutdown, Position, describe, error_text
 from .sse_decoder import SSEDecoder
 
@@ -21,7 +23,7 @@ __all__ = ["Subscription", "follow"]
 
 
 def follow(
-    url: str,
+    url: str | None = None,
     runs: str | Iterable[str] | None = None,
     types: str | Iterable[str] | None = None,
     since: int | None = None,
@@ -33,11 +35,18 @@ def follow(
     idle_timeout: float | None = None,
     connect_timeout: float = 10.0,
     read_timeout: float = 60.0,
+    config: StreamConfig | None = None,
 ) -> Subscription:
     """Follow a hub's events: an iterator of event dicts, in seq order, each once.
 
     ``url`` is the hub's SSE endpoint (``http://127.0.0.1:8888``, ``/events``
     added when no path is given) or its WebSocket one (``ws://127.0.0.1:8889/``).
+    Without one, the user's hub is found before every connection (so also
+    after it moved ports): through the registry's record of the configured
+    bind address and ports first, which names the ports the hub really bound,
+    then at the configured ports; its REST port must answer ``/health`` as
+    stream_hub. "Configured" is ``config`` (host and the three ports), or
+    else ``STREAM_HUB_HOST`` and ``STREAM_HUB_*_PORT``, then the defaults.
     ``runs`` and ``types`` filter (a name, comma-separated names, or an
     iterable); ``since`` replays what history still holds after that seq
     (``0``: all of it; with ``epoch``, the epoch of that seq), None follows
@@ -49,8 +58,15 @@ def follow(
     When the hub stops cleanly, the iteration ends (``on_shutdown="end"``)
     or waits for it to come back (``"wait"``).
 
+    Raises:
+        ConfigError: no URL, and the host or a port in the environment is invalid.
+        TypeError, ValueError: a bad argument (both ``url`` and ``config``, ...).
+
     Raises (from the iteration):
-        HubUnreachable: no hub answered for ``retry_for`` seconds (None: never give up).
+        HubUnreachable: no hub answered for ``retry_for`` seconds (None: never
+            give up); without a URL, :class:`HubNotFound`, saying where it looked.
+        NotAHub: without a URL, the configured REST port answers, but not as
+            a stream_hub hub (another program holds it).
         HubRefused: the hub refused the subscription (a token or parameter problem).
         FollowTimeout: no event for ``idle_timeout`` seconds (None: wait forever).
 
@@ -70,17 +86,17 @@ def follow(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
     )
-    return Subscription(follower)
+    return Subscription(follower, where_to_look(url, config))
 
 
 class Subscription(Position):
     """The iterator :func:`follow` returns."""
 
-    def __init__(self, follower: Follower) -> None:
+    def __init__(self, follower: Follower, config: StreamConfig | None = None) -> None:
         super().__init__(follower)
         # The reader does not point back here: a subscription dropped without
         # close() is freed at once, and its generator closes the connection.
-        self._events = _Reader(follower).run()
+        self._events = _Reader(follower, config).run()
 
     def __iter__(self) -> Subscription:
         return self
@@ -105,8 +121,9 @@ class Subscription(Position):
 class _Reader:
     """Connects, reads and sleeps for one :class:`Subscription`."""
 
-    def __init__(self, follower: Follower) -> None:
+    def __init__(self, follower: Follower, config: StreamConfig | None) -> None:
         self.follower = follower
+        self.config = config  # where to look for the hub (no URL given)
         self._client: httpx.Client | None = None
 
     # -- the loop -----------------------------------------------------------------------
@@ -117,12 +134,17 @@ class _Reader:
         try:
             while True:
                 try:
+                    if self.config is not None:
+                        hub = find_hub(self.config, timeout=follower.connect_timeout)
+                        follower.located(hub.urls["sse"])
                     yield from session()
                     if not follower.ended():
                         return
                     delay = follower.next_delay()
                 except Dropped as exc:
                     delay = follower.failed(exc.cause, exc.quiet)
+                except HubNotFound as exc:
+                    delay = follower.not_found(exc.looked)
                 self._sleep(delay)
         finally:
             if self._client is not None:

@@ -138,13 +138,14 @@ def test_status_reads_the_environment(hub: Served) -> None:
     assert result.returncode == 0 and json.loads(result.stdout)["pid"] == hub.pid
 
 
-def test_status_without_a_server_exits_2_with_a_message() -> None:
+def test_status_without_a_server_exits_1_with_one_line() -> None:
     port = free_port()
     result = run(["status", "--rest-port", str(port), "--timeout", "2"])
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert result.stdout == ""
-    assert f"no hub answers at http://127.0.0.1:{port}/api/status" in result.stderr
-    assert "stream-hub serve" in result.stderr
+    assert result.stderr.startswith("stream-hub status: no hub runs (looked at the registry")
+    assert f"http://127.0.0.1:{port} (the configured REST port)" in result.stderr
+    assert "stream-hub serve" in result.stderr and result.stderr.count("\n") == 1
 
 
 # -- restart -----------------------------------------------------------------------------
@@ -173,9 +174,9 @@ def test_restart_needs_the_right_token(hub: Served) -> None:
     wait_for(lambda: (s := hub.status()) and s["restarts"] == 2, 10, "restarts 2")
 
 
-def test_restart_without_a_server_exits_2() -> None:
+def test_restart_without_a_server_exits_1() -> None:
     result = run(["restart", "--rest-port", str(free_port()), "--token", "x", "--timeout", "2"])
-    assert result.returncode == 2 and "no hub answers" in result.stderr
+    assert result.returncode == 1 and "no hub runs" in result.stderr
 
 
 # -- tail --------------------------------------------------------------------------------
@@ -183,12 +184,11 @@ def test_restart_without_a_server_exits_2() -> None:
 
 def test_tail_count_and_run_filter(hub: Served, spawn: Spawner) -> None:
     wait_for(lambda: (s := hub.status()) and s["clients"]["sse"] == 0, 10, "no SSE clients")
-    sse = ["--sse-port", str(hub.ports["sse"])]
-    everything = spawn.start(["tail", *sse, "--count", "5", "--json"])
-    # The SSE port from the environment this time.
+    everything = spawn.start(["tail", *hub.port_args(), "--count", "5", "--json"])
+    # The ports from the environment this time.
     only_b = spawn.start(
         ["tail", "--run", "b", "--count", "3", "--json"],
-        env=child_env(STREAM_HUB_SSE_PORT=str(hub.ports["sse"])),
+        env=child_env(**{f"STREAM_HUB_{name.upper()}_PORT": str(port) for name, port in hub.ports.items()}),
     )
     wait_for(lambda: (s := hub.status()) and s["clients"]["sse"] == 2, 15, "both tails connected")
     seqs = hub.publish(
@@ -216,7 +216,7 @@ def test_tail_text_format(hub: Served) -> None:
             {"type": "log", "run": "fmt", "data": {"text": "hello"}},
         ]
     )
-    result = run(["tail", "--sse-port", str(hub.ports["sse"]), "--since", str(since), "--count", "2"])
+    result = run(["tail", *hub.port_args(), "--since", str(since), "--count", "2"])
     assert result.returncode == 0, result.stderr
     first, second = result.stdout.splitlines()
     assert "metric" in first and "fmt" in first and "step 7" in first and "loss=0.125" in first
@@ -226,9 +226,7 @@ def test_tail_text_format(hub: Served) -> None:
 def test_tail_resumes_after_the_server_restarts(spawn: Spawner) -> None:
     served = spawn.serve("--token", "s3cret")
     # --wait: follow the hub across a clean stop, to the next process on its ports.
-    tail = spawn.start(
-        ["tail", "--sse-port", str(served.ports["sse"]), "--type", "metric", "--json", "--wait"]
-    )
+    tail = spawn.start(["tail", *served.port_args(), "--type", "metric", "--json", "--wait"])
     wait_for(lambda: (s := served.status()) and s["clients"]["sse"] == 1, 15, "tail connected")
 
     def metrics(steps: range) -> list[dict[str, Any]]:
@@ -294,12 +292,23 @@ def test_tail_ends_at_once_on_a_clean_stop_and_prints_no_shutdown_for_type_metri
 
 
 def test_tail_with_no_hub_says_so_plainly() -> None:
-    port = free_port()
-    result = run(["tail", "--sse-port", str(port), "--rest-port", str(free_port()), "--retry-for", "1"])
-    assert result.returncode == 2
-    assert f"no hub answers at http://127.0.0.1:{port}/events" in result.stderr
+    rest = free_port()
+    result = run(["tail", "--sse-port", str(free_port()), "--rest-port", str(rest)])
+    assert result.returncode == 1
+    assert result.stderr.startswith("stream-hub tail: no hub runs (looked at the registry")
+    assert f"http://127.0.0.1:{rest} (the configured REST port)" in result.stderr
+    assert result.stderr.count("\n") == 1  # at once, in one line: not 30 s of retrying
+
+
+def test_tail_wait_without_a_hub_waits_for_one_then_says_so_once() -> None:
+    rest = free_port()
+    flags = ["--sse-port", str(free_port()), "--rest-port", str(rest), "--wait", "--retry-for", "1"]
+    result = run(["tail", *flags])
+    assert result.returncode == 1
     assert "after None" not in result.stderr and "reconnecting" not in result.stderr
-    assert result.stderr.count("no hub answer") == 2  # once on the first failure, once giving up
+    # Once when it starts waiting, once giving up: where it looked, both times.
+    assert result.stderr.count(f"http://127.0.0.1:{rest} (the configured REST port)") == 2, result.stderr
+    assert result.stderr.splitlines()[-1].startswith("stream-hub tail: no hub runs for 1 s (looked at")
 
 
 # -- ports -------------------------------------------------------------------------------
@@ -367,10 +376,10 @@ BAD_SERVER_SETTINGS = {
 
 
 def test_client_commands_ignore_bad_settings_they_do_not_use(hub: Served) -> None:
-    # Each command also ignores the ports it does not use.
+    # Each command also ignores the tokens it does not use.
     status = run(
         ["status", "--rest-port", str(hub.ports["rest"]), "--json"],
-        env=child_env(**BAD_SERVER_SETTINGS, STREAM_HUB_SSE_PORT="x", STREAM_HUB_WS_PORT="x"),
+        env=child_env(**BAD_SERVER_SETTINGS, STREAM_HUB_ADMIN_TOKEN=""),
     )
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["pid"] == hub.pid
@@ -378,15 +387,15 @@ def test_client_commands_ignore_bad_settings_they_do_not_use(hub: Served) -> Non
     # Reaches the hub and is refused there (a wrong token), not by a setting.
     restart = run(
         ["restart", "--rest-port", str(hub.ports["rest"]), "--token", "wrong"],
-        env=child_env(**BAD_SERVER_SETTINGS, STREAM_HUB_SSE_PORT="x"),
+        env=child_env(**BAD_SERVER_SETTINGS, STREAM_HUB_READ_TOKEN=""),
     )
     assert restart.returncode == 1 and "refused (401)" in restart.stderr, restart.stderr
 
     since = wait_for(hub.status)["last_seq"]
     hub.publish([{"type": "log", "run": "settings", "data": {"text": "hi"}}])
     tail = run(
-        ["tail", "--sse-port", str(hub.ports["sse"]), "--since", str(since), "--count", "1", "--json"],
-        env=child_env(**BAD_SERVER_SETTINGS, STREAM_HUB_REST_PORT="x"),
+        ["tail", *hub.port_args(), "--token", "s3cret", "--since", str(since), "--count", "1", "--json"],
+        env=child_env(**BAD_SERVER_SETTINGS, STREAM_HUB_ADMIN_TOKEN=""),
     )
     assert tail.returncode == 0, tail.stderr
     assert json.loads(tail.stdout)["run"] == "settings"
@@ -406,6 +415,10 @@ def test_client_commands_ignore_bad_settings_they_do_not_use(hub: Served) -> Non
         (["status"], "STREAM_HUB_HOST", "no such host!", "host"),
         (["restart", "--token", "t"], "STREAM_HUB_REST_PORT", "70000", "rest_port"),
         (["tail"], "STREAM_HUB_SSE_PORT", "x", "sse_port"),
+        # Every command finding the hub reads all three ports: its registry record's key.
+        (["status"], "STREAM_HUB_SSE_PORT", "x", "sse_port"),
+        (["tail"], "STREAM_HUB_REST_PORT", "x", "rest_port"),
+        (["export", "--run", "r"], "STREAM_HUB_WS_PORT", "x", "ws_port"),
         (["ports"], "STREAM_HUB_WS_PORT", "-1", "ws_port"),
     ],
 )
