@@ -1,54 +1,177 @@
-"""What this process is part of: the run its events go to by default, and its
-rank in a distributed job.
+"""What this process is part of: the run its events go to by default, whether
+it owns that run, and its rank in a distributed job (contract v3, "Run
+identity").
 
-- The default run is the job's id when there is one (``SLURM_JOB_ID``;
-  ``TORCHELASTIC_RUN_ID`` unless it is ``none``), otherwise
-  ``<program>-<start time>`` (e.g. ``train-20261129-221503``), so two
-  experiments never share a run by accident and every rank of a job shares
-  one. The start time is that of the process that launched the ranks
-  (``torchrun``, ``mpirun``) when the environment says this is one rank of
-  several, else this process's own.
-- The rank comes from ``RANK`` (torchrun) or ``SLURM_PROCID`` (srun), when
-  the job has more than one process (``WORLD_SIZE``/``SLURM_NTASKS``).
+The default run, first rule that applies:
 
-Both are worked out once, the first time a hub needs them (at the latest
-when a server is made), and kept: a forked child (a DataLoader worker) keeps
-its parent's run and rank.
+1. ``STREAM_HUB_RUN``, when set: the user named it.
+2. The job's id, for one rank of a launch that has one: ``SLURM_JOB_ID``
+   (``<job>`` for step 0, ``<job>.<step>`` for later ``srun`` steps) or
+   ``TORCHELASTIC_RUN_ID`` (unless it is ``none``). Every rank computes the
+   same name, on every node. A job id wins over an inherited run.
+3. The parent's run, for a ``multiprocessing`` child (``spawn``,
+   ``forkserver``, ``fork``): the parent leaves :data:`PARENT_MARKER`
+   (``<pid>:<run>``) in its environment when it works out its run, and a
+   child takes it only if it is a multiprocessing child of that very pid —
+   any other subprocess (a sweep's trials) is a launch of its own.
+4. ``<program>-<start time>`` (``train-20261129-221503``), claimed under
+   ``STREAM_HUB_HOME`` (:class:`stream_hub.home.RunClaims`) so that two
+   launches never share it: the second launch of a program in the same second
+   gets ``train-20261129-221503-2``. For one rank of several without a job id
+   (``RANK``/``LOCAL_RANK`` set, by ``torchrun``, ``mpirun``, ...) the time
+   and the claim are the launcher's (the parent process: its pid and start
+   time), so all its ranks find the same name.
+
+A process *owns* its run unless it took it from its parent (rule 3, or the
+same run by rules 1-2 as the parent that started it): a multiprocessing child
+never ends its parent's run.
+
+The rank comes from ``RANK`` (torchrun) or ``SLURM_PROCID`` (srun), when the
+job has more than one process (``WORLD_SIZE``/``SLURM_NTASKS``).
+
+The identity is worked out once per process, the first time a hub needs it
+(at the latest when a server is made), never at import. A child forked
+without exec keeps its parent's run and rank, and does not own the run.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import socket
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import psutil
 
-__all__ = ["JobIdentity", "current"]
+from .errors import StreamHubError
+from .home import RunClaims
+
+__all__ = ["PARENT_MARKER", "RUN_VARIABLE", "JobIdentity", "ProcessFacts", "current", "resolve"]
+
+logger = logging.getLogger(__name__)
+
+RUN_VARIABLE = "STREAM_HUB_RUN"
+PARENT_MARKER = "_STREAM_HUB_PARENT_RUN"
+"""``<pid>:<run>``: set by a process when it works out its run, read by its
+multiprocessing children. Internal, and distinct from ``STREAM_HUB_RUN``: a
+subprocess that is not a multiprocessing child ignores it."""
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# Slurm's pseudo-steps (batch script, extern, interactive): not an srun launch.
+_SLURM_SPECIAL_STEPS = 0xFFFFFFF0
+
+Claimer = Callable[[str, str], str]
+"""``claim(base, launch) -> name``: see :meth:`stream_hub.home.RunClaims.claim`."""
 
 
+@dataclass(frozen=True, slots=True)
 class JobIdentity:
-    """The default run name and the rank (None outside a distributed job)."""
+    """This process's default run and rank.
 
-    __slots__ = ("rank", "run", "world_size")
+    Attributes:
+        run: the run events go to when ``log``/``publish`` name none.
+        rank: the rank in a distributed job (None outside one).
+        world_size: the job's number of processes (None when unknown).
+        owns_run: whether this process may end ``run`` when it finishes.
+            False for a process that took its parent's run (a multiprocessing
+            child, a child forked without exec): the parent ends it. The ranks
+            of a job each own it; it ends with the last of them.
+        source: which rule chose ``run``: ``"explicit"`` (``STREAM_HUB_RUN``),
+            ``"job"`` (the job's id), ``"parent"`` (inherited), ``"launcher"``
+            (claimed for the launcher of several ranks) or ``"process"``
+            (claimed for this process's own launch).
+    """
 
-    def __init__(self, run: str, rank: int | None, world_size: int | None) -> None:
-        self.run = run
-        self.rank = rank
-        self.world_size = world_size
+    run: str
+    rank: int | None
+    world_size: int | None
+    owns_run: bool = True
+    source: str = "process"
 
     @classmethod
-    def from_environment(cls, environ: dict[str, str] | None = None, argv0: str | None = None) -> JobIdentity:
-        env = dict(os.environ) if environ is None else environ
-        rank, world = _rank(env)
-        return cls(_default_run(env, argv0 if argv0 is not None else _argv0(), world), rank, world)
+    def from_environment(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        argv0: str | None = None,
+        claim: Claimer | None = None,
+    ) -> JobIdentity:
+        """Work out the identity of this process from ``environ`` (default:
+        ``os.environ``), claiming a name under ``STREAM_HUB_HOME`` when rule 4
+        applies (``claim`` replaces that, for tests)."""
+        env = os.environ if environ is None else environ
+        facts = ProcessFacts.of_this_process()
+        if argv0 is not None:
+            facts = replace(facts, argv0=argv0)
+        return resolve(env, facts, claim if claim is not None else _claim_in_home(env))
 
 
-def _argv0() -> str:
-    return sys.argv[0] if sys.argv else ""
+@dataclass(frozen=True, slots=True)
+class ProcessFacts:
+    """What the rules need to know about this process beyond its environment."""
+
+    argv0: str
+    pid: int
+    started: float
+    host: str
+    parent_pid: int | None = None
+    parent_started: float | None = None
+    multiprocessing_parent: int | None = None
+    """The pid of the process whose multiprocessing child this is (None if it is not one)."""
+
+    @classmethod
+    def of_this_process(cls) -> ProcessFacts:
+        pid = os.getpid()
+        started = time.time()
+        parent_pid: int | None = None
+        parent_started: float | None = None
+        try:
+            proc = psutil.Process(pid)
+            started = float(proc.create_time())
+            parent = proc.parent()
+            if parent is not None and parent.pid > 1:
+                parent_pid, parent_started = parent.pid, float(parent.create_time())
+        except (psutil.Error, OSError):
+            pass
+        return cls(
+            argv0=sys.argv[0] if sys.argv else "",
+            pid=pid,
+            started=started,
+            host=socket.gethostname(),
+            parent_pid=parent_pid,
+            parent_started=parent_started,
+            multiprocessing_parent=_multiprocessing_parent(),
+        )
+
+
+def resolve(env: Mapping[str, str], facts: ProcessFacts, claim: Claimer) -> JobIdentity:
+    """The identity the module docstring's rules give (pure but for ``claim``)."""
+    rank, world = _rank(env)
+    marker = parent_marker(env)
+    inherited = marker[1] if marker is not None and marker[0] == facts.multiprocessing_parent else None
+    explicit = env.get(RUN_VARIABLE, "").strip()
+    job_run = job_id_run(env)
+    if explicit:
+        run, source = explicit, "explicit"
+    elif job_run is not None:
+        run, source = job_run, "job"
+    elif inherited is not None:
+        run, source = inherited, "parent"
+    elif _launched(env, rank) and facts.parent_pid is not None and facts.parent_started is not None:
+        base = default_name(facts.argv0, facts.parent_started)
+        run = _claimed(claim, base, facts.host, facts.parent_pid, facts.parent_started)
+        source = "launcher"
+    else:
+        base = default_name(facts.argv0, facts.started)
+        run = _claimed(claim, base, facts.host, facts.pid, facts.started)
+        source = "process"
+    return JobIdentity(run, rank, world, owns_run=run != inherited, source=source)
+
+
+# -- the rules' parts --------------------------------------------------------------------
 
 
 def _int(value: str | None) -> int | None:
@@ -58,7 +181,7 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def _rank(env: dict[str, str]) -> tuple[int | None, int | None]:
+def _rank(env: Mapping[str, str]) -> tuple[int | None, int | None]:
     for rank_var, size_var in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
         rank, size = _int(env.get(rank_var)), _int(env.get(size_var))
         if rank is not None and rank >= 0 and (size is None or size > 1):
@@ -66,7 +189,70 @@ def _rank(env: dict[str, str]) -> tuple[int | None, int | None]:
     return None, None
 
 
-def _program(argv0: str) -> str:
+def _launched(env: Mapping[str, str], rank: int | None) -> bool:
+    """One rank of several started by a launcher (torchrun sets ``LOCAL_RANK``
+    even for a single process)."""
+    return rank is not None or _int(env.get("LOCAL_RANK")) is not None
+
+
+def job_id_run(env: Mapping[str, str]) -> str | None:
+    """The run named after the job's id, for a rank of a launch that has one
+    (None otherwise): an ``srun`` task (``SLURM_JOB_ID`` with a step and a
+    ``SLURM_PROCID``), or a torchrun rank (``TORCHELASTIC_RUN_ID`` with
+    ``RANK`` or ``LOCAL_RANK``). A process that merely runs inside a Slurm
+    allocation (the batch script, a sweep's trials) is a launch of its own."""
+    job = env.get("SLURM_JOB_ID", "").strip()
+    step = _int(env.get("SLURM_STEP_ID", env.get("SLURM_STEPID")))
+    if job and step is not None and 0 <= step < _SLURM_SPECIAL_STEPS and "SLURM_PROCID" in env:
+        return _safe(job if step == 0 else f"{job}.{step}", 200)
+    elastic = env.get("TORCHELASTIC_RUN_ID", "").strip()
+    if elastic and elastic.lower() != "none" and ("RANK" in env or "LOCAL_RANK" in env):
+        return _safe(elastic, 200)
+    return None
+
+
+def parent_marker(env: Mapping[str, str]) -> tuple[int, str] | None:
+    """``(pid, run)`` from :data:`PARENT_MARKER`, or None when absent or malformed."""
+    pid_text, sep, run = env.get(PARENT_MARKER, "").partition(":")
+    pid = _int(pid_text)
+    return (pid, run) if sep and pid is not None and pid > 0 and run else None
+
+
+def _multiprocessing_parent() -> int | None:
+    """The pid of the parent if this is a multiprocessing child, else None.
+
+    After its start-up, a child knows its parent (``parent_process()``, for
+    every start method). While a ``spawn`` child still imports the parent's
+    main module (module-level code), it does not yet; its command line says
+    it is one (``--multiprocessing-fork``) and its parent is the parent. A
+    ``forkserver`` child imports it forked from the forkserver (whose command
+    line says what it is), which the parent started."""
+    process = sys.modules.get("multiprocessing.process")
+    if process is not None:
+        parent = process.parent_process()
+        if parent is not None and parent.pid is not None:
+            return int(parent.pid)
+    argv = getattr(sys, "orig_argv", ())
+    if "--multiprocessing-fork" in argv:  # a spawn child, started by its parent
+        return os.getppid()
+    if _forkserver(argv):
+        # The forkserver (started by the parent) or, forked from it, a child
+        # still starting: the parent is the one that started the forkserver.
+        try:
+            parent = psutil.Process(os.getppid())
+            return parent.ppid() if _forkserver(parent.cmdline()) else parent.pid
+        except (psutil.Error, OSError):
+            return None
+    return None
+
+
+def _forkserver(argv: Sequence[str]) -> bool:
+    return any("multiprocessing.forkserver" in arg for arg in argv)
+
+
+def program(argv0: str) -> str:
+    """The program's name for a run: the script's stem, a ``-m`` package's
+    name, else ``python``."""
     path = argv0.rstrip("/") if argv0 and argv0 != "-c" else ""
     name = os.path.basename(path)
     if name.endswith(".py"):
@@ -75,39 +261,70 @@ def _program(argv0: str) -> str:
         name = os.path.basename(os.path.dirname(path))
     if name in ("", "-m", "ipykernel_launcher"):
         name = "python"
-    return _UNSAFE.sub("-", name)[:60] or "python"
+    return _safe(name, 60).lstrip(".") or "python"
 
 
-def _start_time(launched: bool) -> float:
-    """When this process (or, for one rank of several, its launcher) started."""
+def default_name(argv0: str, started: float) -> str:
+    """``<program>-<local start time>``, e.g. ``train-20261129-221503``."""
+    return f"{program(argv0)}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}"
+
+
+def launch_key(host: str, pid: int, started: float) -> str:
+    """What every process of one launch computes alike: the launching
+    process (host, pid, start time: a pid is reused, not with the same start)."""
+    return f"{host}:{pid}:{started:.2f}"
+
+
+def _safe(text: str, limit: int) -> str:
+    return _UNSAFE.sub("-", text)[:limit]
+
+
+def _claimed(claim: Claimer, base: str, host: str, pid: int, started: float) -> str:
+    """The name claimed for the launch started by ``pid``."""
     try:
-        proc = psutil.Process()
-        if launched:
-            parent = proc.parent()
-            if parent is not None and parent.pid > 1:
-                return float(parent.create_time())
-        return float(proc.create_time())
-    except (psutil.Error, OSError):
-        return time.time()
+        return claim(base, launch_key(host, pid, started))
+    except (OSError, StreamHubError) as exc:
+        # Training goes on without the data directory: a name still unique
+        # on this host (the launching pid, within its start second).
+        fallback = f"{base}-p{pid}"
+        logger.warning("could not claim run name %s (%s); logging into %s", base, exc, fallback)
+        return fallback
 
 
-def _default_run(env: dict[str, str], argv0: str, world: int | None) -> str:
-    for var in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID"):
-        value = env.get(var, "").strip()
-        if value and value.lower() != "none":
-            return _UNSAFE.sub("-", value)[:200]
-    launched = world is not None or env.get("LOCAL_RANK") is not None
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(_start_time(launched)))
-    return f"{_program(argv0)}-{stamp}"
+def _claim_in_home(env: Mapping[str, str]) -> Claimer:
+    def claim(base: str, launch: str) -> str:
+        return RunClaims.in_home(env).claim(base, launch)
 
+    return claim
+
+
+# -- this process ------------------------------------------------------------------------
 
 _CURRENT: JobIdentity | None = None
+_CURRENT_PID = 0
 
 
 def current() -> JobIdentity:
-    """This process's identity (worked out on first use, then kept: a forked
-    child inherits its parent's)."""
-    global _CURRENT
-    if _CURRENT is None:
-        _CURRENT = JobIdentity.from_environment()
-    return _CURRENT
+    """This process's identity, worked out on first use and kept.
+
+    Also leaves :data:`PARENT_MARKER` for this process's multiprocessing
+    children. A child forked without exec that finds its parent's identity
+    keeps its run and rank and does not own the run."""
+    global _CURRENT, _CURRENT_PID
+    pid = os.getpid()
+    if _CURRENT is not None and _CURRENT_PID == pid:
+        return _CURRENT
+    if _CURRENT is not None:  # forked after the parent worked its identity out
+        identity = replace(_CURRENT, owns_run=False, source="parent")
+    else:
+        identity = JobIdentity.from_environment()
+    _CURRENT, _CURRENT_PID = identity, pid
+    os.environ[PARENT_MARKER] = f"{pid}:{identity.run}"
+    logger.debug(
+        "run %s (%s%s), rank %s",
+        identity.run,
+        identity.source,
+        "" if identity.owns_run else ", not owned",
+        identity.rank,
+    )
+    return identity

@@ -5,6 +5,11 @@ deadline (never a fixed sleep); and which tests run by default.
 Clients of the three faces are in ``clients.py``; child processes and ports
 in ``processes.py``.
 
+Every test session, and each pytest-xdist worker, has a data directory of
+its own (``STREAM_HUB_HOME`` in a temporary directory, set when this file is
+imported so every child process inherits it); the session fails if anything
+was written under the user's real data directory meanwhile.
+
 Two groups run only when asked for. Tests under ``stress/`` are marked
 ``stress``; tests under ``integrations/`` (the bridges against the real
 frameworks: torch, transformers, Lightning, TensorBoard) are marked
@@ -16,11 +21,13 @@ inside its directory. Any other run leaves it out, whatever else ``-m`` says.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,10 +36,103 @@ from typing import Any
 import pytest
 
 from stream_hub import StreamConfig, TrainingStreamServer, get_stream_server_manager
+from stream_hub.home import HOME_VARIABLE, default_home
 
 from .clients import SSEStream
 from .processes import Served, Spawner, free_port
 from .redis_server import RedisServer
+
+# -- the data directory: never the user's ---------------------------------------------------
+
+# The session's temporary directory, handed by the xdist controller to its workers.
+_SESSION_HOMES = "_STREAM_HUB_TEST_HOMES"
+
+
+def _real_homes() -> list[Path]:
+    """Where this user's stream_hub data lives outside the tests: the
+    platform's default and a ``STREAM_HUB_HOME`` set in the shell."""
+    homes = [default_home()]
+    if os.environ.get(_SESSION_HOMES) is None and os.environ.get(HOME_VARIABLE, "").strip():
+        homes.append(Path(os.path.expanduser(os.environ[HOME_VARIABLE].strip())))
+    return homes
+
+
+def _snapshot(path: Path) -> dict[str, tuple[int, int]] | None:
+    """Every entry under ``path``: (mtime in ns, size); None if it does not exist."""
+    if not os.path.lexists(path):
+        return None
+    found = {".": (path.lstat().st_mtime_ns, 0)}
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            full = Path(root) / name
+            try:
+                info = full.lstat()
+            except OSError:
+                continue
+            found[str(full.relative_to(path))] = (info.st_mtime_ns, info.st_size)
+    return found
+
+
+def _own_home() -> tuple[Path, bool]:
+    """This test process's ``STREAM_HUB_HOME`` (created), and whether this
+    process made the session's directory (so checks and removes it at the end)."""
+    inherited = os.environ.get(_SESSION_HOMES)
+    made = not (inherited and os.path.isdir(inherited))
+    base = Path(tempfile.mkdtemp(prefix="stream_hub-test-home-")) if made else Path(str(inherited))
+    os.environ[_SESSION_HOMES] = str(base)
+    home = base / os.environ.get("PYTEST_XDIST_WORKER", "main")
+    home.mkdir(mode=0o700, exist_ok=True)
+    return home, made
+
+
+_REAL_HOMES = _real_homes()
+_BEFORE = {home: _snapshot(home) for home in _REAL_HOMES}
+TEST_HOME, _MADE_HOME = _own_home()
+os.environ[HOME_VARIABLE] = str(TEST_HOME)  # before anything could read it; children inherit it
+if _MADE_HOME:
+    atexit.register(shutil.rmtree, TEST_HOME.parent, True)
+
+
+def written_to_real_homes() -> list[str]:
+    """What changed under the user's real data directories since this file was imported."""
+    changes = []
+    for home, before in _BEFORE.items():
+        after = _snapshot(home)
+        if after == before:
+            continue
+        if before is None:
+            changes.append(f"{home} was created")
+            continue
+        assert after is not None
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        changes.append(f"{home}: {', '.join(changed[:10])}{' ...' if len(changed) > 10 else ''}")
+    return changes
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a test (or a child of one) wrote to the user's real
+    data directory. Checked once, by the process that owns the session."""
+    if not _MADE_HOME or "PYTEST_XDIST_WORKER" in os.environ:
+        return
+    changes = written_to_real_homes()
+    if changes:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = (
+            "tests wrote to the real stream_hub data directory (every test process must use "
+            f"STREAM_HUB_HOME={TEST_HOME.parent}/...; a stream_hub of yours running outside "
+            "the tests would also show here): " + "; ".join(changes)
+        )
+        if reporter is not None:
+            reporter.write_line(message, red=True, bold=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_home() -> Iterator[Path]:
+    """This process's data directory; ``STREAM_HUB_HOME`` names it for the whole session."""
+    assert os.environ.get(HOME_VARIABLE) == str(TEST_HOME), "a test left STREAM_HUB_HOME changed"
+    yield TEST_HOME
+
 
 REQUIRE_ALL = os.environ.get("STREAM_HUB_REQUIRE_ALL") == "1"
 HERE = Path(__file__).resolve().parent

@@ -7,7 +7,8 @@ Every child imports *this* checkout's ``stream_hub`` (it comes first on
 with ``STREAM_HUB_PORT_CONFLICT=fail`` and port 0 defaults, so nothing
 started here can end a process it finds on a port (this machine is shared);
 ``ENVIRONMENT`` and other ``STREAM_HUB_*`` variables are removed unless a
-test sets them. Every wait has a deadline; every child still running at
+test sets them, but for ``STREAM_HUB_HOME``: the session's own data directory
+(``conftest.py``), never the user's. Every wait has a deadline; every child still running at
 teardown is ended.
 """
 
@@ -139,11 +140,22 @@ def port_is_bindable(port: int, host: str = "127.0.0.1") -> bool:
 # -- processes ---------------------------------------------------------------------------
 
 
+# Kept from the test process's environment although they start with STREAM_HUB_.
+KEPT = ("STREAM_HUB_HOME",)
+# Not kept: the test process's own run, which its multiprocessing children would take.
+DROPPED = ("ENVIRONMENT", "_STREAM_HUB_PARENT_RUN")
+
+
 def child_env(**changes: str | None) -> dict[str, str]:
-    """The test process's environment without any ``STREAM_HUB_*``/``ENVIRONMENT``,
-    plus safe defaults and this checkout first on ``PYTHONPATH``; ``changes`` set
-    (or, with ``None``, remove) variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_HUB_") and k != "ENVIRONMENT"}
+    """The test process's environment without ``STREAM_HUB_*`` (but
+    ``STREAM_HUB_HOME``), ``ENVIRONMENT`` or the parent-run marker, plus safe
+    defaults and this checkout first on ``PYTHONPATH``; ``changes`` set (or,
+    with ``None``, remove) variables."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if (k in KEPT or not k.startswith("STREAM_HUB_")) and k not in DROPPED
+    }
     env.update(
         {
             "STREAM_HUB_SSE_PORT": "0",
