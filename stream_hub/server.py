@@ -158,9 +158,16 @@ class TrainingStreamServer:
     def finish_local_runs(self, status: str = "finished", forget: bool = False) -> None:
         """Finish every run this process logged to and did not finish itself
         (at the last release and at exit: ``finished``, or ``failed`` after
-        an exception). ``forget``: a run logged to after this starts afresh."""
+        an exception). ``forget``: a run logged to after this starts afresh.
+
+        A run this process does not own — its parent's, inherited by a
+        multiprocessing child — is left to its owner (contract v3: a run
+        ends once)."""
         intake = self.hub.intake
+        identity = job.current()  # asked now: a forked child shares this object
         for run in sorted(intake.local_runs - intake.finished_runs):
+            if run == identity.run and not identity.owns_run:
+                continue
             try:
                 self.finish(run, status)
             except (TypeError, ValueError):

@@ -69,3 +69,40 @@ def test_every_event_of_four_forked_workers_arrives(mode: str) -> None:
     assert result["got"] == {f"w{w}": 5000 for w in range(4)}, done.stderr[-3000:]
     if mode == "process":
         assert result["codes"] == [0, 0, 0, 0]
+
+
+OWNER = """
+import json, multiprocessing, time
+import httpx
+from stream_hub import StreamConfig, get_stream_server, release_stream_server
+
+def child():
+    server = get_stream_server()  # the parent's (forked): one more reference, in the child
+    server.log({"c": 1.0}, step=1)
+    release_stream_server()  # its last release: it must not end the parent's run
+
+server = get_stream_server(config=StreamConfig(sse_port=0, ws_port=0, rest_port=0, port_conflict="fail"))
+server.log({"p": 1.0}, step=0)
+p = multiprocessing.get_context("fork").Process(target=child)
+p.start()
+p.join()
+rest = server.urls["rest"]
+deadline = time.monotonic() + 30
+while True:
+    runs = {r["run"]: r for r in httpx.get(rest + "/api/runs", timeout=10).json()["runs"]}
+    run = next(iter(runs.values()), None)
+    if (run and run["metric_events"] == 2) or time.monotonic() > deadline:
+        break
+    time.sleep(0.05)
+print(json.dumps({"run": run["run"], "state": run["state"], "events": run["events"], "code": p.exitcode}))
+release_stream_server()
+"""
+
+
+def test_a_multiprocessing_child_never_ends_its_parents_run() -> None:
+    done = run(["-c", OWNER], prefix=PYTHON, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["code"] == 0
+    # Both metrics in one run, and no run_end from the child: still running.
+    assert result["state"] == "running" and result["events"] == 2, result

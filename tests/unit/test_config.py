@@ -33,7 +33,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No STREAM_HUB_* or ENVIRONMENT from the shell, and unknown-variable
     warnings as in a fresh process."""
     for key in list(os.environ):
-        if key.startswith("STREAM_HUB_") or key == "ENVIRONMENT":
+        # (STREAM_HUB_HOME stays: the tests' own data directory, never the real one.)
+        if (key.startswith("STREAM_HUB_") and key != "STREAM_HUB_HOME") or key == "ENVIRONMENT":
             monkeypatch.delenv(key)
     monkeypatch.setattr(settings, "_warned", set())
     yield
