@@ -268,7 +268,7 @@ class TrainingStreamServer:
         elif isinstance(decision, Join):
             self._switch(self._joined(decision.target))
         elif isinstance(decision, Host):
-            act_before_binding(decision, self.config, self._membership.registry)
+            decision = act_before_binding(decision, self.config, self._membership.registry)
             self._switch(self._hosting(decision.ports))
 
     def _hosting(
@@ -366,7 +366,7 @@ class TrainingStreamServer:
     def _elected(self, decision: Decision) -> None:
         if isinstance(decision, Host):
             logger.warning("the hub's host is gone; this process (pid %d) hosts now", os.getpid())
-            act_before_binding(decision, self.config, self._membership.registry)
+            decision = act_before_binding(decision, self.config, self._membership.registry)
             self._switch(self._hosting(decision.ports, successor=True))
 
     def _succeed(self, state: dict[str, Any]) -> None:

@@ -184,9 +184,11 @@ def _cpu_seconds(proc: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
-def end_wedged_hub(record: HubRecord, config: StreamConfig) -> None:
+def end_wedged_hub(record: HubRecord, config: StreamConfig) -> bool:
     """End the wedged hub ``record`` names (SIGTERM, then SIGKILL) and wait
-    for its ports — only once it is proven to hold its REST port.
+    for its ports — only once it is proven to hold its REST port. Whether it
+    was ended (False: it was gone already, or it does not hold the port and
+    is left alone: whatever holds the port is someone else).
 
     Raises:
         PortInUseError: production, a guard refuses, or it survived SIGKILL.
@@ -205,12 +207,12 @@ def end_wedged_hub(record: HubRecord, config: StreamConfig) -> None:
     try:
         proc = psutil.Process(record.pid)
     except psutil.NoSuchProcess:
-        return
+        return True
     reason = refusal(proc)
     if reason is None and not listens_on(proc, rest):
         # The record names it, but it does not hold the port: nothing to take from it.
         logger.warning("%s does not listen on its REST port; it is left alone", label)
-        return
+        return False
     if reason is not None:
         raise PortInUseError(rest, record.pid, host=config.host, reason=reason)
     logger.warning(
@@ -225,6 +227,7 @@ def end_wedged_hub(record: HubRecord, config: StreamConfig) -> None:
     for port in record.ports.values():
         if port:
             wait_port_free(port, record.host, RELEASE_WAIT)
+    return True
 
 
 def my_record(

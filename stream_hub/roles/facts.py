@@ -8,6 +8,7 @@ is done by :func:`act_before_binding`, not here.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -17,7 +18,7 @@ from ..ports.probe import is_port_in_use
 from ..processes.channel import JoinTarget
 from ..processes.registry import HubRecord, Registry
 from ..processes.rendezvous import end_wedged_hub, probe, to_target
-from .placement import Holder, Host
+from .placement import Holder, Host, moved_off
 
 __all__ = ["LiveFacts", "act_before_binding"]
 
@@ -60,17 +61,23 @@ class LiveFacts:
         return to_target(record)
 
 
-def act_before_binding(decision: Host, config: StreamConfig, registry: Registry | None) -> None:
+def act_before_binding(decision: Host, config: StreamConfig, registry: Registry | None) -> Host:
     """Do what ``decision`` says must happen before its ports are bound: end
-    a wedged hub, end the holders the ``"free"`` policy evicts, forget a stale record.
+    a wedged hub, end the holders the ``"free"`` policy evicts, forget a
+    stale record. Returns the decision to bind: the same, or with its ports
+    moved off what holds them when a recorded hub was not ended after all
+    (it did not hold its port: someone else does, and is never ended).
 
     Raises:
         PortInUseError: a holder could not be ended (a guard refused, or it survived SIGKILL).
     """
-    if decision.end_wedged is not None:
-        end_wedged_hub(decision.end_wedged, config)
+    if decision.end_wedged is not None and not end_wedged_hub(decision.end_wedged, config):
+        decision = dataclasses.replace(
+            decision, ports=moved_off(config, decision.ports, LiveFacts(config.host)), end_wedged=None
+        )
     for holder in decision.evict:
         if is_port_in_use(holder.port, config.host):  # it may have let go meanwhile
             free(inspect(holder.port, config.host, holder.transport), EVICT_TIMEOUT)
     if decision.forget is not None and registry is not None:
         registry.remove(decision.forget.key, decision.forget.pid)
+    return decision

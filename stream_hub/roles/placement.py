@@ -53,6 +53,7 @@ __all__ = [
     "Publish",
     "Wait",
     "configured_ports",
+    "moved_off",
     "place",
     "uses_registry",
 ]
@@ -318,6 +319,12 @@ def _place_by_policy(config: StreamConfig, facts: Facts, wanted: dict[str, int])
         if holder.refusal is not None:
             raise holder.error(holder.refusal)
     return Host(dict(wanted), evict=holders)
+
+
+def moved_off(config: StreamConfig, wanted: Mapping[str, int], facts: Facts) -> dict[str, int]:
+    """``wanted``, each port something else holds moved to the next free one
+    (development; production refuses), as :func:`place` does for a hub."""
+    return _moved_off(config, wanted, facts)
 
 
 def _check_distinct(ports: Mapping[str, int]) -> None:

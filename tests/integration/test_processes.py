@@ -481,3 +481,41 @@ def test_a_process_stopped_while_holding_the_registry_lock_never_blocks_a_newcom
     finally:
         os.kill(holder.pid, signal.SIGCONT)
     assert holder.wait(30) == 0
+
+
+def test_a_record_naming_an_innocent_process_never_gets_it_signalled(spawn: Spawner) -> None:
+    """A registry record (stale, or planted) names a sleeping process of this
+    user that does not hold the hub's port; something silent holds the port.
+    The newcomer must not signal the named process: it is not proven to be
+    the hub (issue 22 L4)."""
+    from stream_hub import StreamConfig
+    from stream_hub.processes.registry import HubRecord, Registry
+    from stream_hub.processes.rendezvous import rendezvous_key
+
+    ports = free_ports(3)
+    sse, ws, rest = ports
+    innocent = spawn.start(["-c", "import time; print('up', flush=True); time.sleep(600)"], prefix=PYTHON)
+    innocent.out.wait(lambda lines: "up" in lines, what="the innocent process")
+    spawn.holder(rest, kind="listener")  # accepts and closes: never answers /health
+    config = StreamConfig(sse_port=sse, ws_port=ws, rest_port=rest, port_conflict="auto")
+    key = rendezvous_key(config)
+    Registry().write(
+        HubRecord(
+            key=key,
+            pid=innocent.pid,
+            host="127.0.0.1",
+            configured={"sse": sse, "ws": ws, "rest": rest},
+            ports={"sse": sse, "ws": ws, "rest": rest},
+            epoch="planted",
+            token="t",
+            channel="unix:/nowhere",
+            started=psutil.Process(innocent.pid).create_time(),
+        )
+    )
+    newcomer, ready = start(spawn, hub_env(ports), "--steps", "2", "--interval", "0", "--hold")
+    assert ready["ready"] == "host"
+    assert ready["ports"]["rest"] != rest  # it moved off the silent holder
+    assert alive(innocent.popen), newcomer.err.text
+    assert "left alone" in newcomer.err.text
+    release(newcomer)
+    done(newcomer)
