@@ -815,3 +815,74 @@ def test_compact_curves_leave_out_mins_and_maxs_of_single_points(make_server):
     compact = series_range(server, "exp", compact="true")["series"]
     assert "mins" not in compact["short"] and compact["short"]["values"] == full["short"]["values"]
     assert compact["long"] == full["long"]  # buckets of several points keep their range
+
+
+# -- values JSON can carry (issue 22 M6) ----------------------------------------------------------
+
+
+def test_values_json_cannot_carry_never_reach_history_and_every_face_keeps_serving(server):
+    from ..clients import SSEStream, strict_json, ws_open
+
+    first = server.log({"loss": 0.5}, step=1, run="wide")
+    # Refused in the caller's thread, naming what is wrong.
+    with pytest.raises(ValueError, match="step"):
+        server.log({"loss": 0.5}, step=2**63, run="wide")
+    with pytest.raises(ValueError, match="'huge'"):
+        server.log({"loss": 0.5, "huge": 10**400}, step=2, run="wide")
+    with pytest.raises(TypeError, match="64-bit"):
+        server.publish("note", {"count": 2**64}, run="wide")
+    # ... and over REST, with a 422 naming the field.
+    bodies = [
+        {"run": "wide", "step": 2**63, "metrics": {"loss": 0.5}},
+        {"run": "wide", "step": -(2**63) - 1, "metrics": {"loss": 0.5}},
+        {"type": "note", "run": "wide", "step": 2**63, "data": {}},
+    ]
+    for body in bodies:
+        response = post(server, "/api/publish", json=body)
+        assert response.status_code == 422, response.text
+        assert "step" in error_message(response)
+    # 2**64 and beyond arrive as floats (JSON has no wider ints): a float step is refused.
+    response = post(
+        server,
+        "/api/publish",
+        content=b'{"run": "wide", "step": 18446744073709551616, "metrics": {"loss": 0.5}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    # An int metric beyond 64 bits that a float holds is sent as a float, both ways.
+    wide = server.log({"loss": 0.25, "count": 2**70}, step=2**63 - 1, run="wide")
+    response = post(
+        server,
+        "/api/publish",
+        content=b'{"run": "wide", "step": 3, "metrics": {"count": 9223372036854775808}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    last = json_body(response)["last_seq"]
+    committed(server, last)
+
+    events = history(server, since=first - 1, types="metric")["events"]
+    assert [e["seq"] for e in events] == [first, wide, last]
+    assert events[1]["step"] == 2**63 - 1 and events[1]["metrics"] == {"loss": 0.25, "count": float(2**70)}
+    assert events[2]["metrics"] == {"count": float(2**63)}
+    for path in (
+        "/api/status",
+        "/api/runs",
+        "/api/runs/wide/series?metric=count",
+        "/api/runs/wide/export?format=jsonl",
+        "/api/runs/wide/export?format=csv",
+        "/api/metrics/latest",
+        "/metrics",
+    ):
+        response = get(server, path)
+        assert response.status_code == 200, (path, response.text)
+    assert server.status()["events"]["rejected"] == len(bodies) + 1
+    with SSEStream(server.urls["sse"] + "/events", params={"last_event_id": first - 1}) as stream:
+        assert [f.json["seq"] for f in stream.read_until_seq(last) if f.event == "metric"] == [
+            first,
+            wide,
+            last,
+        ]
+    with ws_open(server, f"?since={first - 1}&types=metric") as conn:
+        got = [strict_json(conn.recv(timeout=5))["seq"] for _ in range(3)]
+    assert got == [first, wide, last]
