@@ -97,6 +97,8 @@ class ServingRuntime:
         self.server = server
         self.transports = transports
         self.on_fault = on_fault
+        # server.py builds the hub without it (yet): the runs a hosting hub keeps.
+        server.hub.runs.max_runs = server.config.max_runs
         self.loop = LoopThread(on_crash=self._loop_crashed)
         self.notifier: LoopNotifier | None = None
         self.channel: HostChannel | None = None

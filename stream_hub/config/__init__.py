@@ -175,6 +175,13 @@ class StreamConfig:
         "metric curves kept over all runs (runs x ranks x metrics); past it REST publishes get 422, "
         "in-process values are counted (`stream_hub_series_points_dropped_total`) and still streamed",
     )
+    max_runs: int = setting(
+        kinds.integer(1, 10_000_000, "an integer from 1 to 10 000 000"),
+        10_000,
+        "runs whose summaries and curves are kept (`/api/runs`, curves, Prometheus); a new run is "
+        "always kept: past it the oldest finished runs are forgotten first, then the least recently "
+        "updated (counted in `stream_hub_runs_evicted_total`)",
+    )
     allowed_hosts: tuple[str, ...] | None = setting(
         kinds.names("host names", optional=True, lower=True),
         None,

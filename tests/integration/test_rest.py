@@ -886,3 +886,40 @@ def test_values_json_cannot_carry_never_reach_history_and_every_face_keeps_servi
     with ws_open(server, f"?since={first - 1}&types=metric") as conn:
         got = [strict_json(conn.recv(timeout=5))["seq"] for _ in range(3)]
     assert got == [first, wide, last]
+
+
+# -- max_runs (issue 22 M1) -------------------------------------------------------------------------
+
+
+def test_the_1001st_run_is_tracked_by_default(server):
+    # One 48 KB publish used to fill the fixed cap of 1000 runs for good.
+    events = [{"run": f"r{i}", "step": 1, "metrics": {"x": 1.0}} for i in range(1001)]
+    response = post(server, "/api/publish", json={"events": events})
+    assert response.status_code == 200, response.text
+    committed(server, json_body(response)["last_seq"])
+    body = json_body(get(server, "/api/runs"))
+    assert {f"r{i}" for i in range(1001)} <= {r["run"] for r in body["runs"]}
+    assert body["evicted"] == 0
+    assert server.config.max_runs == 10_000
+
+
+def test_past_max_runs_new_runs_are_tracked_and_the_oldest_finished_forgotten(make_server):
+    server = make_server(max_runs=3)
+    server.log({"x": 1.0}, step=1, run="running")
+    server.log({"x": 1.0}, step=1, run="done")
+    server.finish("done")
+    server.log({"x": 2.0}, step=2, run="running")
+    seq = server.log({"x": 1.0}, step=1, run="third")
+    committed(server, seq)
+    seq = server.log({"loss": 0.5}, step=1, run="fourth")
+    committed(server, seq)
+    body = json_body(get(server, "/api/runs"))
+    assert sorted(r["run"] for r in body["runs"]) == ["fourth", "running", "third"]
+    assert body["evicted"] == 1
+    series = get(server, "/api/runs/fourth/series", params={"metric": "loss"})
+    assert series.status_code == 200 and json_body(series)["values"] == [0.5]
+    families = {f.name: f for f in text_string_to_metric_families(get(server, "/metrics").text)}
+    assert families["stream_hub_runs_evicted"].samples[0].value == 1
+    assert families["stream_hub_runs"].samples[0].value == 3
+    latest = {s.labels["run"] for s in families["stream_hub_metric"].samples if s.labels["metric"] == "loss"}
+    assert latest == {"fourth"}
