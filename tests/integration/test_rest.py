@@ -361,27 +361,28 @@ def test_publish_body_over_max_body_size_is_413(make_server):
 
 
 def test_publish_token(make_server):
-    server = make_server(publish_token="pub")
+    server = make_server(publish_token="pub-pub-pub-pub-pub")
     event = {"metrics": {"x": 1}}
     missing = post(server, "/api/publish", json=event)
     assert missing.status_code == 401
     assert "token" in error_message(missing)
     wrong = post(server, "/api/publish", json=event, headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401
-    right = post(server, "/api/publish", json=event, headers={"Authorization": "Bearer pub"})
+    right = post(server, "/api/publish", json=event, headers={"Authorization": "Bearer pub-pub-pub-pub-pub"})
     assert right.status_code == 200
     # Reading needs no token unless read_token is set.
     assert get(server, "/api/history").status_code == 200
 
 
 def test_read_token_guards_reads_but_not_health(make_server):
-    server = make_server(read_token="r34d")
+    server = make_server(read_token="r34d-r34d-r34d-r34d")
     assert get(server, "/health").status_code == 200
     for path in ("/api/status", "/api/runs", "/api/history", "/api/metrics/latest", "/metrics"):
         assert get(server, path).status_code == 401, path
-        assert get(server, path, headers={"Authorization": "Bearer r34d"}).status_code == 200, path
+        authorized = {"Authorization": "Bearer r34d-r34d-r34d-r34d"}
+        assert get(server, path, headers=authorized).status_code == 200, path
         # ?token= is only for EventSource and WebSocket, which cannot set headers
-        assert get(server, path, params={"token": "r34d"}).status_code == 401, path
+        assert get(server, path, params={"token": "r34d-r34d-r34d-r34d"}).status_code == 401, path
 
 
 # -- admin restart -------------------------------------------------------------------------------
@@ -396,7 +397,7 @@ def test_admin_restart_refused_without_admin_token(server):
 
 
 def test_admin_restart_with_token_restarts_managed_server():
-    server = get_stream_server(config=free_config(admin_token="s3cret"))
+    server = get_stream_server(config=free_config(admin_token="s3cret-s3cret-s3cret"))
     ports = server.ports
     seqs = fill(server, 5)
     epoch = server.status()["epoch"]
@@ -406,7 +407,7 @@ def test_admin_restart_with_token_restarts_managed_server():
     assert wrong.status_code == 401
     assert server.restarts == 0
 
-    response = post(server, "/api/admin/restart", headers={"Authorization": "Bearer s3cret"})
+    response = post(server, "/api/admin/restart", headers={"Authorization": "Bearer s3cret-s3cret-s3cret"})
     assert response.status_code == 202
     assert json_body(response)["restarting"] is True
     wait_for(lambda: server.restarts == 1 and server.running, what="restart finished")
