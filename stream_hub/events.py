@@ -20,6 +20,8 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
     "MAX_TS",
     "RESERVED_TYPES",
     "compose",
@@ -41,7 +43,10 @@ __all__ = [
 # Types only the server emits; user code cannot publish them.
 RESERVED_TYPES = frozenset({"gap", "shutdown", "error", "status"})
 
-_NUMERIC = frozenset({float, int})
+#: The steps and int metric values JSON carries exactly everywhere (orjson,
+#: SQLite, the dashboard's BigInt-free JSON.parse aside): the signed 64-bit range.
+INT64_MIN = -(1 << 63)
+INT64_MAX = (1 << 63) - 1
 _MAX_NAME = 200
 _MAX_NESTING = 8
 _DATA_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
@@ -57,15 +62,20 @@ def validate_metrics(metrics: object) -> dict[str, Any]:
     """Check metric values in the caller's thread and return a private copy.
 
     Accepts ``int``, ``float``, ``bool`` and anything with ``__float__`` (numpy
-    and 0-d torch scalars), which is converted to ``float``. Nested mappings
-    are flattened with ``/``: ``{"train": {"loss": 0.1}}`` is ``{"train/loss": 0.1}``.
+    and 0-d torch scalars), which is converted to ``float``. An ``int`` beyond
+    the signed 64-bit range is sent as a ``float`` (JSON carries it no other
+    way); one too large even for a float is refused. Nested mappings are
+    flattened with ``/``: ``{"train": {"loss": 0.1}}`` is ``{"train/loss": 0.1}``.
 
     Raises:
         TypeError: ``metrics`` is not a mapping of ``str`` to real numbers
             (or to mappings of them).
+        ValueError: an ``int`` value is too large for a float (about 1.8e308),
+            naming the metric.
     """
-    # HOT PATH (training thread): the common all-int/float case is one dict copy
-    # and one type check per value; anything else takes the slow branch.
+    # HOT PATH (training thread): the common case is one dict copy, one type
+    # check per float and one range comparison per int; anything else takes
+    # the slow branch. (Intake.log inlines this loop: keep the two alike.)
     if type(metrics) is not dict:
         if not hasattr(metrics, "items"):
             raise TypeError(f"metrics must be a mapping of name -> number, got {type(metrics).__name__}")
@@ -73,7 +83,9 @@ def validate_metrics(metrics: object) -> dict[str, Any]:
     assert isinstance(metrics, dict)
     out: dict[str, Any] = metrics.copy()
     for key, value in out.items():
-        if type(value) not in _NUMERIC or type(key) is not str:
+        if type(key) is not str or (
+            type(value) is not float and (type(value) is not int or not INT64_MIN <= value <= INT64_MAX)
+        ):
             return _coerce_slow(out)
     return out
 
@@ -88,8 +100,10 @@ def _coerce_slow(metrics: Mapping[Any, Any], prefix: str = "", depth: int = 0) -
             raise TypeError(f"metric names must be str, got {key!r} ({type(key).__name__})")
         name = prefix + key
         kind = type(value)
-        if kind is float or kind is int:
+        if kind is float:
             out[name] = value
+        elif kind is int:
+            out[name] = value if INT64_MIN <= value <= INT64_MAX else _wide_int(name, value)
         elif kind is bool:
             out[name] = int(value)
         elif isinstance(value, Mapping):
@@ -102,9 +116,21 @@ def _coerce_slow(metrics: Mapping[Any, Any], prefix: str = "", depth: int = 0) -
         else:
             try:
                 out[name] = float(value)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise TypeError(f"metric {name!r} could not be converted to float: {exc}") from None
     return out
+
+
+def _wide_int(name: str, value: int) -> float:
+    """An int metric beyond 64 bits, as the float JSON can carry (ValueError
+    when even a float cannot hold it)."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(
+            f"metric {name!r} is an int too large for a float (about 1.8e308), so JSON cannot carry "
+            f"it: {'-' if value < 0 else ''}2**{value.bit_length() - 1} or more in magnitude"
+        ) from None
 
 
 def encode_data(data: object) -> bytes:
@@ -146,11 +172,20 @@ def validate_run(run: object, default: str = "default") -> str:
 
 
 def validate_step(step: object) -> int | None:
-    if step is None or (isinstance(step, int) and not isinstance(step, bool)):
-        return step
-    if isinstance(step, bool) or not hasattr(step, "__index__"):
+    """``step`` as an int in the signed 64-bit range, or None.
+
+    Raises:
+        TypeError: ``step`` is not an int (or an object with ``__index__``).
+        ValueError: ``step`` is outside the signed 64-bit range.
+    """
+    if step is None:
+        return None
+    if isinstance(step, bool) or not (isinstance(step, int) or hasattr(step, "__index__")):
         raise TypeError(f"step must be an int or None, got {type(step).__name__}: {step!r:.80}")
-    return int(step.__index__())
+    value = int(step.__index__())
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"step must be within the signed 64-bit range (-2**63 to 2**63 - 1), got {value}")
+    return value
 
 
 def validate_type(event_type: object) -> str:

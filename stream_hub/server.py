@@ -94,6 +94,7 @@ class TrainingStreamServer:
             cfg.series_points,
             cfg.history_bytes,
             cfg.max_series,
+            max_runs=cfg.max_runs,
             run=identity.run,
             rank=identity.rank,
         )

@@ -115,6 +115,14 @@ class _ServerCollector(Collector):
             "Metric values not kept in curves because of max_series",
             value=hub.runs.points_dropped,
         )
+        yield GaugeMetricFamily(
+            "stream_hub_runs", "Runs whose summaries and curves are kept", value=len(hub.runs.runs)
+        )
+        yield CounterMetricFamily(
+            "stream_hub_runs_evicted",
+            "Runs forgotten to make room for new ones (max_runs; the oldest finished first)",
+            value=hub.runs.runs_evicted,
+        )
         yield GaugeMetricFamily("stream_hub_last_seq", "Seq of the newest event", value=hub.head)
         yield GaugeMetricFamily("stream_hub_running", "1 while serving", value=1 if server.running else 0)
         yield CounterMetricFamily("stream_hub_restarts", "Restarts of the server", value=server.restarts)

@@ -338,8 +338,8 @@ def module_spawn() -> Iterator[Spawner]:
 
 @pytest.fixture(scope="module")
 def hub(module_spawn: Spawner) -> Served:
-    """One ``stream-hub serve --token s3cret`` per module, shared by read-mostly tests."""
-    return module_spawn.serve("--token", "s3cret")
+    """One ``stream-hub serve --token s3cret-s3cret-s3cret`` per module, shared by read-mostly tests."""
+    return module_spawn.serve("--token", "s3cret-s3cret-s3cret")
 
 
 @pytest.fixture

@@ -99,7 +99,10 @@ class StreamConfig:
         kinds.seconds(), 15.0, "keep-alive comments on idle SSE streams, WebSocket pings"
     )
     admin_token: str | None = setting(
-        kinds.token(), None, "`POST /api/admin/restart` refuses everyone until set", secret=True
+        kinds.token(),
+        None,
+        "`POST /api/admin/restart` refuses everyone until set; at least 16 characters",
+        secret=True,
     )
     port_conflict: PortConflictPolicy = setting(
         kinds.choice(PORT_CONFLICT_POLICIES),
@@ -111,13 +114,14 @@ class StreamConfig:
     publish_token: str | None = setting(
         kinds.token(),
         None,
-        "require `Authorization: Bearer` for `POST /api/publish`",
+        "require `Authorization: Bearer` for `POST /api/publish`; at least 16 characters",
         secret=True,
     )
     read_token: str | None = setting(
         kinds.token(),
         None,
-        "require `Authorization: Bearer` (or `?token=` for EventSource/WebSocket) for reads",
+        "require `Authorization: Bearer` (or `?token=` for EventSource/WebSocket) for reads; "
+        "at least 16 characters",
         secret=True,
     )
     max_clients: int = setting(
@@ -175,6 +179,13 @@ class StreamConfig:
         "metric curves kept over all runs (runs x ranks x metrics); past it REST publishes get 422, "
         "in-process values are counted (`stream_hub_series_points_dropped_total`) and still streamed",
     )
+    max_runs: int = setting(
+        kinds.integer(1, 10_000_000, "an integer from 1 to 10 000 000"),
+        10_000,
+        "runs whose summaries and curves are kept (`/api/runs`, curves, Prometheus); a new run is "
+        "always kept: past it the oldest finished runs are forgotten first, then the least recently "
+        "updated (counted in `stream_hub_runs_evicted_total`)",
+    )
     allowed_hosts: tuple[str, ...] | None = setting(
         kinds.names("host names", optional=True, lower=True),
         None,
@@ -208,7 +219,7 @@ class StreamConfig:
         kinds.file_path("a SQLite file"),
         None,
         "an SQLite file that keeps events and run curves across processes (see Durable runs); "
-        "a relative path is taken from the current directory",
+        "a relative path is taken from the current directory; not under /proc, /sys or /dev",
         flag=Flag("keep events and curves in this SQLite file, and continue what it holds", metavar="PATH"),
     )
     store_max_events: int | None = setting(
@@ -266,6 +277,19 @@ class StreamConfig:
             value = getattr(self, name)
             value = declared.read() if value is UNSET else declared.check(value)
             object.__setattr__(self, name, value)
+        self._check_ports_differ()
+
+    def _check_ports_differ(self) -> None:
+        """Two faces cannot bind one port: refused here, naming both fields,
+        not by a bind error at start (0, any free port, may repeat)."""
+        taken: dict[int, str] = {}
+        for name in ("sse_port", "ws_port", "rest_port"):
+            port = getattr(self, name)
+            if port and port in taken:
+                raise ConfigError(
+                    name, f"port {port} is also {taken[port]}; each transport needs its own port"
+                )
+            taken.setdefault(port, name)
 
     # -- helpers -------------------------------------------------------------
 

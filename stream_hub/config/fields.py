@@ -14,12 +14,14 @@ import dataclasses
 import ipaddress
 import math
 import os
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, Literal
 
 from ..errors import ConfigError
 
 __all__ = [
+    "MIN_TOKEN_LENGTH",
     "PORT_CONFLICT_POLICIES",
     "Invalid",
     "Kind",
@@ -253,12 +255,20 @@ def boolean(accepted: str) -> Kind:
     return Kind(parse, check, _show_bool, None)
 
 
+#: The shortest token accepted: a token is a secret, and a short one is guessed.
+MIN_TOKEN_LENGTH = 16
+
+
 def token() -> Kind:
-    """A non-empty string, or ``None`` (an empty variable)."""
+    """A secret of at least :data:`MIN_TOKEN_LENGTH` characters, or ``None`` (an empty variable)."""
 
     def check(value: Any) -> str | None:
-        if value is not None and (not isinstance(value, str) or not value):
-            raise Invalid("expected a non-empty string or None")
+        if value is not None and (not isinstance(value, str) or len(value) < MIN_TOKEN_LENGTH):
+            shown = f"{len(value)} characters" if isinstance(value, str) else type(value).__name__
+            raise Invalid(
+                f"expected a secret of at least {MIN_TOKEN_LENGTH} characters (or None), got {shown}; "
+                'e.g. python -c "import secrets; print(secrets.token_urlsafe(24))"'
+            )
         return value
 
     return Kind(_text_or_none, check, lambda value: "none" if value is None else "set", None)
@@ -295,26 +305,61 @@ def address() -> Kind:
     return Kind(_text, check)
 
 
+#: Pseudo file systems: the kernel's views, where no file can be kept. (/dev/shm
+#: is a tmpfs, where one can.)
+_PSEUDO = ("/proc", "/sys", "/dev")
+
+
+def _on_pseudo_file_system(path: str) -> bool:
+    real = os.path.realpath(path)
+    return any(real == top or real.startswith(top + "/") for top in _PSEUDO) and not real.startswith(
+        "/dev/shm/"
+    )
+
+
 def file_path(what: str) -> Kind:
     """The path of a file (``what``), or ``None``; kept absolute: processes that
-    share a hub compare it, and may run in other directories."""
+    share a hub compare it, and may run in other directories. Not on a pseudo
+    file system (``/proc``, ``/sys``, ``/dev``)."""
 
     def check(value: Any) -> str | None:
         if value is not None and (not isinstance(value, (str, os.PathLike)) or not str(value).strip()):
             raise Invalid(f"expected the path of {what} (or None), got {value!r}")
-        return None if value is None else os.path.abspath(os.path.expanduser(os.fspath(value)))
+        if value is None:
+            return None
+        path = os.path.abspath(os.path.expanduser(os.fspath(value)))
+        if "\x00" in path:
+            raise Invalid(f"expected the path of {what} (or None), got {value!r}: a NUL byte is in it")
+        if _on_pseudo_file_system(path):
+            raise Invalid(
+                f"expected the path of {what} on a real file system, got {path!r} "
+                f"({', '.join(_PSEUDO)} hold no files)"
+            )
+        return path
 
     return Kind(_text_or_none, check)
 
 
 def redis_url() -> Kind:
-    """A ``redis://`` or ``rediss://`` URL, or ``None``."""
+    """A ``redis://`` or ``rediss://`` URL naming a host (a valid port, if
+    any, and a database number, if any), or ``None``."""
 
     def check(value: Any) -> str | None:
-        if value is not None and (
-            not isinstance(value, str) or not value.startswith(("redis://", "rediss://"))
-        ):
-            raise Invalid(f"expected a redis:// or rediss:// URL (or None), got {mask_url(value)!r}")
+        if value is None:
+            return None
+        expected = "expected a redis:// or rediss:// URL (or None)"
+        if not isinstance(value, str) or not value.startswith(("redis://", "rediss://")):
+            raise Invalid(f"{expected}, got {mask_url(value)!r}")
+        try:
+            parts = urllib.parse.urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not one
+        except ValueError as exc:
+            raise Invalid(f"{expected}, got {mask_url(value)!r}: {exc}") from None
+        if not parts.hostname:
+            raise Invalid(f"{expected}, got {mask_url(value)!r}: it names no host (redis://host:6379/0)")
+        database = parts.path.strip("/")
+        if database and not database.isdigit():
+            raise Invalid(f"{expected}, got {mask_url(value)!r}: the database must be a number")
         return value
 
     return Kind(_text_or_none, check)

@@ -51,6 +51,7 @@ class Hub:
         history_bytes: the most bytes of events kept (see :mod:`stream_hub.core.ring`).
         max_series: the most metric curves kept over all runs.
         run, rank: the default run and the rank of this process's own events.
+        max_runs: the most runs summarised (the oldest finished ones make room).
     """
 
     def __init__(
@@ -61,11 +62,12 @@ class Hub:
         max_series: int = 10_000,
         run: str = "default",
         rank: int | None = None,
+        max_runs: int = 10_000,
     ) -> None:
         self.epoch = uuid.uuid4().hex
         self.capacity = history_size
         self.counters = HubCounters()
-        self.runs = RunIndex(series_points, max_series=max_series)
+        self.runs = RunIndex(series_points, max_runs=max_runs, max_series=max_series)
         self.ring = Ring(history_size, self.epoch, self.counters, history_bytes)
         self.intake = Intake(self.store_batch, max(4 * history_size, 50_000), run=run, rank=rank)
         # What keeps events beyond the ring, if anything (see Archive).

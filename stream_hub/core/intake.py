@@ -24,13 +24,19 @@ from collections.abc import Callable, Sequence
 from time import time as _time
 from typing import Any, Protocol
 
-from ..events import encode_data, validate_metrics, validate_run, validate_step, validate_type
+from ..events import (
+    INT64_MAX,
+    INT64_MIN,
+    encode_data,
+    validate_metrics,
+    validate_run,
+    validate_step,
+    validate_type,
+)
 
 __all__ = ["FIELDS", "Intake", "Notifier", "Sink"]
 
 FIELDS = 7  # values per event in a flat batch: seq, ts, type, run, step, payload, rank
-
-_NUMERIC = frozenset({float, int})
 
 #: Takes a flat batch (FIELDS values per event, oldest first) and its event count.
 Sink = Callable[[list[Any], int], None]
@@ -157,14 +163,20 @@ class Intake:
 
         Raises:
             TypeError: a value is not a real number, or step/run have the wrong type.
+            ValueError: ``step`` is outside the signed 64-bit range, or an int
+                value is too large for a float (JSON could not carry either).
         """
-        # HOT PATH (training thread): one dict copy, one type check per value,
-        # one uncontended lock, one append; the wake-up happens once per batch.
-        # No logging, no I/O. ``submit_many`` is inlined here on purpose.
+        # HOT PATH (training thread): one dict copy, one type check per float
+        # and one range comparison per int, one uncontended lock, one append;
+        # the wake-up happens once per batch. No logging, no I/O.
+        # ``validate_metrics`` and ``submit_many`` are inlined here on purpose.
         if type(metrics) is dict:
             values = metrics.copy()
             for key, value in values.items():
-                if type(value) not in _NUMERIC or type(key) is not str:
+                if type(key) is not str or (
+                    type(value) is not float
+                    and (type(value) is not int or not INT64_MIN <= value <= INT64_MAX)
+                ):
                     values = validate_metrics(metrics)
                     break
         else:
@@ -175,7 +187,7 @@ class Intake:
             run = validate_run(run, self.default_run)
             if run is not self._last_run:
                 self._note_run(run)
-        if step is not None and type(step) is not int:
+        if step is not None and (type(step) is not int or not INT64_MIN <= step <= INT64_MAX):
             step = validate_step(step)
         ts = _time()
         lock = self._lock
@@ -203,7 +215,8 @@ class Intake:
 
         Raises:
             TypeError: ``event_type`` is not a plain word or is reserved, or
-                ``data`` cannot be encoded as JSON.
+                ``data`` cannot be encoded as JSON (an int beyond 64 bits in it, too).
+            ValueError: ``step`` is outside the signed 64-bit range.
         """
         if event_type == "metric":
             return self.log(data, step=step, run=run)

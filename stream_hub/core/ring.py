@@ -221,7 +221,9 @@ class Ring:
             event_type, run, step = types_[i], runs_[i], steps[i]
             try:
                 body = encode_event(seq, epoch, tss[i], event_type, run, step, payloads[i], ranks[i])
-            except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
+            except (TypeError, ValueError, OverflowError, orjson.JSONEncodeError) as exc:
+                # OverflowError: an int too large for a float, which log() refuses;
+                # one such event must not stop every later one from being encoded.
                 self.counters.rejected += 1
                 logger.warning("event %d (%s) dropped: cannot encode it as JSON: %s", seq, event_type, exc)
                 # Keep the sequence contiguous: the slot explains the hole.

@@ -9,6 +9,7 @@ names cannot grow memory without limit.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -112,13 +113,21 @@ class RunIndex:
 
     The number of runs, of metrics per run and of curves over all runs is
     bounded (``max_runs``, ``max_metrics``, ``max_series``) so a publisher
-    that invents names cannot grow memory without limit: events past the
-    bounds are still streamed, just not kept in curves (``points_dropped``
-    counts the values left out). A curve is one metric of one rank of a run.
+    that invents names cannot grow memory without limit. A new run is always
+    tracked: at ``max_runs``, the oldest finished runs are forgotten first,
+    then the least recently updated (a hundredth of ``max_runs`` at a time,
+    so a flood of new names costs one scan per hundred; counted in
+    ``runs_evicted``). Past the other bounds, events are still streamed,
+    just not kept in curves (``points_dropped`` counts the values left out).
+    A curve is one metric of one rank of a run.
     """
 
     def __init__(
-        self, series_points: int, max_runs: int = 1000, max_metrics: int = 1000, max_series: int = 10_000
+        self,
+        series_points: int,
+        max_runs: int = 10_000,
+        max_metrics: int = 1000,
+        max_series: int = 10_000,
     ) -> None:
         self.series_points = series_points
         self.max_runs = max_runs
@@ -126,6 +135,7 @@ class RunIndex:
         self.max_series = max_series
         self.series_count = 0
         self.points_dropped = 0
+        self.runs_evicted = 0
         self.runs: dict[str, RunSummary] = {}
 
     def new_series(self, run: str, names: Iterable[str], rank: int | None = None) -> int:
@@ -152,7 +162,7 @@ class RunIndex:
         summary = self.runs.get(run)
         if summary is None:
             if len(self.runs) >= self.max_runs:
-                return
+                self.evict(len(self.runs) - self.max_runs + max(1, self.max_runs // 100))
             summary = self.runs[run] = RunSummary(run)
         summary.events += 1
         summary.last_ts = ts
@@ -208,6 +218,16 @@ class RunIndex:
             summary.track(rank).ended = status if status in END_STATES else "finished"
         elif len(summary.config) + len(data) <= MAX_CONFIG_KEYS:
             summary.config.update(data)
+
+    def evict(self, count: int) -> list[str]:
+        """Forget ``count`` runs to make room: the finished ones that ended
+        longest ago first, then those updated least recently. Returns their names."""
+        victims = heapq.nsmallest(count, self.runs.values(), key=lambda s: (s.ended is None, s.last_seq))
+        for summary in victims:
+            del self.runs[summary.run]
+            self.series_count -= sum(len(track.series) for track in summary.tracks.values())
+        self.runs_evicted += len(victims)
+        return [summary.run for summary in victims]
 
     def clear(self) -> None:
         self.runs.clear()

@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 
 from ..core.intake import FIELDS, Submission
-from ..events import validate_metrics, validate_run, validate_type, wire_numbers
+from ..events import validate_metrics, validate_run, validate_step, validate_type, wire_numbers
 
 __all__ = [
     "HEADER",
@@ -170,6 +170,7 @@ def decode_events(events: Any) -> list[Submission]:
             ts, event_type, run, step, payload, rank = event
             if type(ts) not in (float, int) or (step is not None and type(step) is not int):
                 raise TypeError("ts and step must be numbers")
+            step = validate_step(step)  # a joiner of another version: steps JSON can carry
             if rank is not None and type(rank) is not int:
                 raise TypeError("rank must be an int")
             run = validate_run(run)

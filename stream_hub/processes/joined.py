@@ -33,7 +33,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..core.intake import Intake
+import orjson
+
+from ..core.intake import FIELDS, Intake
 from .channel import (
     ChannelClosed,
     JoinTarget,
@@ -149,7 +151,8 @@ class Forwarder:
 
     def take(self, batch: list[Any], count: int) -> None:
         """Number a committed batch and queue it (or, forked, send it now)."""
-        events = encode_events(batch, count)
+        events = self._encodable(batch, count)
+        count = len(events)
         with self._io:
             self._outbox.append(_Batch(self._next, count, events))
             self._next += 1
@@ -164,6 +167,32 @@ class Forwarder:
                 self._send_unsent()
         if self.role == "forked":
             self._ensure_thread()
+
+    def _encodable(self, batch: list[Any], count: int) -> list[list[Any]]:
+        """The batch's events as a batch message carries them. An event that
+        cannot be encoded is dropped and counted in ``dropped`` (log() refuses
+        such values; this guards any source that skips validation): raising
+        here would end the forwarder's thread, and a batch that cannot be
+        framed would fail every later send (issue 22 M7)."""
+        try:
+            events = encode_events(batch, count)
+            orjson.dumps(events)  # what frame() does later, and must not fail there
+            return events
+        except Exception:  # whatever it is, one event must not cost the others: one at a time
+            pass
+        events = []
+        for k in range(0, count * FIELDS, FIELDS):
+            try:
+                one = encode_events(batch[k : k + FIELDS], 1)
+                orjson.dumps(one)
+            except Exception as exc:
+                self.dropped += 1
+                logger.warning(
+                    "an event of run %r dropped: it cannot be sent to the hub: %s", batch[k + 3], exc
+                )
+                continue
+            events += one
+        return events
 
     # -- state ------------------------------------------------------------------------------
 

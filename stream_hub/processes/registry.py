@@ -80,14 +80,74 @@ class HubRecord:
 
     @classmethod
     def from_json(cls, data: bytes) -> HubRecord:
+        """The record in ``data``.
+
+        Raises:
+            ValueError: it is not a hub record: not a JSON object, a field
+                missing or of the wrong type (named in the message).
+        """
         raw = orjson.loads(data)
         if not isinstance(raw, dict):
             raise ValueError("a hub record is a JSON object")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in fields})
+        values = {k: v for k, v in raw.items() if k in _FIELD_CHECKS}
+        missing = [name for name in _REQUIRED if name not in values]
+        if missing:
+            raise ValueError(f"a hub record needs {', '.join(missing)}")
+        for name, value in values.items():
+            if not _FIELD_CHECKS[name](value):
+                raise ValueError(f"field {name!r} of a hub record has the wrong type or value: {value!r:.80}")
+        return cls(**values)
 
     def replace(self, **changes: Any) -> HubRecord:
         return dataclasses.replace(self, **changes)
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float)
+
+
+def _is_text(value: Any) -> bool:
+    return type(value) is str
+
+
+def _is_pid(value: Any) -> bool:
+    return type(value) is int and value > 0
+
+
+def _is_ports(value: Any) -> bool:
+    return (
+        type(value) is dict
+        and {"sse", "ws", "rest"} <= value.keys()
+        and all(type(port) is int and 0 <= port <= 65535 for port in value.values())
+    )
+
+
+# What each field of a record read from disk must be: a record of another
+# version of stream_hub, or edited by hand, is ignored, not acted on (issue 22 L3).
+_FIELD_CHECKS: dict[str, Any] = {
+    "key": _is_text,
+    "pid": _is_pid,
+    "host": _is_text,
+    "configured": _is_ports,
+    "ports": _is_ports,
+    "epoch": _is_text,
+    "token": _is_text,
+    "channel": _is_text,
+    "started": _is_number,
+    "version": _is_int,
+    "settings": lambda value: type(value) is dict,
+    "successor": lambda value: value is None or _is_pid(value),
+    "handover_until": lambda value: value is None or _is_number(value),
+}
+_REQUIRED = tuple(
+    f.name
+    for f in dataclasses.fields(HubRecord)
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+)
 
 
 def new_token() -> str:

@@ -137,7 +137,7 @@ class HubStore:
             try:
                 cfg = self.config
                 upgrade(conn, self.path, cfg.series_points, cfg.max_series)
-                stored = read_stored(conn, cfg.history_size, max_runs=1000)
+                stored = read_stored(conn, cfg.history_size, max_runs=cfg.max_runs)
             except (zlib.error, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 conn.close()
                 raise StoreError(f"store {self.path} is damaged ({type(exc).__name__}: {exc})") from None

@@ -71,7 +71,7 @@ def add_publish_route(app: FastAPI, server: ServerView) -> None:
             items = ingest_items(payload)
             checked = [check_event(item, i) for i, item in enumerate(items)]
             check_series_room(hub.runs, checked)
-        except (BadRequest, TypeError) as exc:
+        except (BadRequest, TypeError, ValueError) as exc:
             hub.counters.rejected += 1
             return error_response(422, str(exc))
         del payload, items
@@ -172,5 +172,5 @@ def check_event(item: Any, index: int) -> Submission:
         validate_type(event_type)
         # Encoded now: what cannot be stored is refused here, not dropped later.
         return (event_type, run, step, encode_data(item.get("data")), ts, rank)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # ValueError: a step or int JSON cannot carry
         raise BadRequest(f"{where}: {exc}") from None

@@ -137,8 +137,9 @@ def create_rest_app(
 
     @app.get("/api/runs", tags=["runs"])
     async def runs(request: Request) -> Response:
-        """Every run seen: last step, metric names, event counts, ranks and state
-        (running, finished, failed, killed or stale)."""
+        """Every run kept: last step, metric names, event counts, ranks and state
+        (running, finished, failed, killed or stale); ``evicted``: runs
+        forgotten to make room (``max_runs``)."""
         denied = check_read(request)
         if denied:
             return denied
@@ -146,6 +147,7 @@ def create_rest_app(
             "runs": runs_body(hub.runs.runs, server.live_runs()),
             "epoch": hub.epoch,
             "last_seq": hub.head,
+            "evicted": hub.runs.runs_evicted,
         }
         return json_response(orjson.dumps(body))
 

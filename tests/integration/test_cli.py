@@ -161,14 +161,14 @@ def test_restart_needs_the_right_token(hub: Served) -> None:
     assert missing.returncode == 1 and "refused (401)" in missing.stderr
     assert wait_for(hub.status)["restarts"] == 0
 
-    right = run(["restart", *rest, "--token", "s3cret"])
+    right = run(["restart", *rest, "--token", "s3cret-s3cret-s3cret"])
     assert right.returncode == 0, right.stderr
     assert "restart requested" in right.stdout
     status = wait_for(lambda: (s := hub.status()) and s["restarts"] == 1 and s, 10, "restarts 1")
     assert status["running"] and status["ports"] == hub.ports  # same ports, same process
     assert status["pid"] == hub.pid
 
-    by_env = run(["restart", *rest, "--json"], env=child_env(STREAM_HUB_ADMIN_TOKEN="s3cret"))
+    by_env = run(["restart", *rest, "--json"], env=child_env(STREAM_HUB_ADMIN_TOKEN="s3cret-s3cret-s3cret"))
     assert by_env.returncode == 0, by_env.stderr
     assert json.loads(by_env.stdout)["restarting"] is True
     wait_for(lambda: (s := hub.status()) and s["restarts"] == 2, 10, "restarts 2")
@@ -224,7 +224,7 @@ def test_tail_text_format(hub: Served) -> None:
 
 
 def test_tail_resumes_after_the_server_restarts(spawn: Spawner) -> None:
-    served = spawn.serve("--token", "s3cret")
+    served = spawn.serve("--token", "s3cret-s3cret-s3cret")
     # --wait: follow the hub across a clean stop, to the next process on its ports.
     tail = spawn.start(["tail", *served.port_args(), "--type", "metric", "--json", "--wait"])
     wait_for(lambda: (s := served.status()) and s["clients"]["sse"] == 1, 15, "tail connected")
@@ -236,7 +236,7 @@ def test_tail_resumes_after_the_server_restarts(spawn: Spawner) -> None:
     tail.out.wait(lambda ls: metric_steps(ls) == [0, 1, 2], 10, "steps 0-2")
 
     # 1. Restart in place (same process, history kept): tail resumes by Last-Event-ID.
-    restart = run(["restart", "--rest-port", str(served.ports["rest"]), "--token", "s3cret"])
+    restart = run(["restart", "--rest-port", str(served.ports["rest"]), "--token", "s3cret-s3cret-s3cret"])
     assert restart.returncode == 0, restart.stderr
     wait_for(lambda: (s := served.status()) and s["restarts"] == 1, 10, "the restart")
     served.publish(metrics(range(3, 6)))
@@ -248,7 +248,7 @@ def test_tail_resumes_after_the_server_restarts(spawn: Spawner) -> None:
     last_seen = json_lines(tail.out.lines)[-1]["seq"]
     served.signal(signal.SIGTERM)
     assert served.wait() == 0, served.err.text
-    again = spawn.serve("--token", "s3cret", ports=served.port_args())
+    again = spawn.serve("--token", "s3cret-s3cret-s3cret", ports=served.port_args())
     seqs = again.publish(
         metrics(range(6, 9)) + [{"type": "log", "run": "r", "data": {"i": i}} for i in range(20)]
     )
@@ -266,7 +266,7 @@ def test_tail_resumes_after_the_server_restarts(spawn: Spawner) -> None:
 
 def test_tail_on_a_run_that_does_not_exist_says_so(hub: Served, spawn: Spawner) -> None:
     hub.publish([{"type": "metric", "run": "known", "step": 1, "metrics": {"x": 1.0}}])
-    tail = spawn.start(["tail", *hub.port_args(), "--token", "s3cret", "--run", "nosuch"])
+    tail = spawn.start(["tail", *hub.port_args(), "--token", "s3cret-s3cret-s3cret", "--run", "nosuch"])
     tail.err.wait(lambda ls: any("nosuch" in line for line in ls), 30, "a word about the run")
     line = next(line for line in tail.err.lines if "nosuch" in line)
     assert "no events from run 'nosuch'" in line and "known" in line and "waiting" in line

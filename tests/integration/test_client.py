@@ -247,14 +247,16 @@ def test_no_hub_raises_hub_unreachable_after_retry_for(transport: str) -> None:
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_refused_subscription_raises_at_once(transport: str, make_server) -> None:
-    server = make_server(read_token="s3cret")
+    server = make_server(read_token="s3cret-s3cret-s3cret")
     started = time.monotonic()
     with pytest.raises(HubRefused) as caught:
         next(follow(url_of(server, transport)))
     assert time.monotonic() - started < 3
     assert caught.value.status == 401 and "token" in str(caught.value)
     seq = server.log({"x": 1}, run="r")
-    with follow(url_of(server, transport), since=seq - 1, token="s3cret", idle_timeout=5) as sub:
+    with follow(
+        url_of(server, transport), since=seq - 1, token="s3cret-s3cret-s3cret", idle_timeout=5
+    ) as sub:
         assert next(sub)["seq"] == seq
 
 

@@ -144,7 +144,9 @@ def test_force_restart_script(hub: Served) -> None:
     wrong = run(["scripts/force_restart.py", *rest, "--token", "wrong"], prefix=PYTHON)
     assert wrong.returncode == 1 and "401" in wrong.stderr
     right = run(
-        ["scripts/force_restart.py", *rest], prefix=PYTHON, env=child_env(STREAM_HUB_ADMIN_TOKEN="s3cret")
+        ["scripts/force_restart.py", *rest],
+        prefix=PYTHON,
+        env=child_env(STREAM_HUB_ADMIN_TOKEN="s3cret-s3cret-s3cret"),
     )
     assert right.returncode == 0, right.stderr
     wait_for(lambda: (s := hub.status()) and s["restarts"] == restarts + 1, 10, "the restart")

@@ -408,6 +408,57 @@ print(json.dumps(out))
     done(host)
 
 
+def test_a_joined_process_keeps_forwarding_after_an_event_it_cannot_encode(spawn: Spawner) -> None:
+    """Issue 22 M7: such an event killed the forwarder thread, and every later
+    one was silently lost. log() refuses those values now (M6); an event that
+    skips validation anyway is dropped and counted, and forwarding goes on."""
+    ports = free_ports(3)
+    host, ready = start(spawn, hub_env(ports), "--steps", "1", "--interval", "0", "--hold")
+    code = """
+import json
+from stream_hub import get_stream_server, release_stream_server
+server = get_stream_server()
+refused = []
+for bad in ({"step": 2**63}, {"metrics": {"huge": 10**400}}):
+    try:
+        server.log(bad.get("metrics", {"x": 1.0}), step=bad.get("step", 0), run="j")
+    except ValueError as exc:
+        refused.append(str(exc))
+for i in range(5):
+    server.log({"x": 1.0}, step=i, run="j")
+server.hub.intake.commit()
+# Sources that skip validation (none does now): each a batch of its own, then one
+# mixed with good events.
+intake = server.hub.intake
+intake.submit("metric", "j", 5, {"huge": 10**400})
+intake.commit()
+intake.submit("metric", "j", 2**64, {"x": 1.0})
+intake.commit()
+intake.submit("metric", "j", 6, {"x": 1.0})
+intake.submit("metric", "j", 7, {"wide": 2**70})
+intake.submit("metric", "j", 8, {"x": 1.0})
+intake.commit()
+for i in range(9, 14):
+    server.log({"x": 1.0}, step=i, run="j")
+server.hub.intake.commit()
+status = server.status()
+release_stream_server()
+print(json.dumps({"refused": refused, "role": status["role"], "forwarding": status["forwarding"]}))
+"""
+    result = spawn.start(["-c", code], env=hub_env(ports), prefix=PYTHON)
+    assert result.wait(60) == 0, result.err.text[-3000:]
+    out = json.loads(result.out.lines[-1])
+    assert out["role"] == "joined" and len(out["refused"]) == 2
+    assert out["forwarding"]["dropped"] == 3
+    rest = ready["urls"]["rest"]
+    # 5 + 2 + 5 metric events, and the run_end of the release: all forwarded.
+    wait_for(lambda: runs(rest).get("j", {}).get("events") == 13, what="all 13 forwarded")
+    steps = [e["step"] for e in history(rest, "j")]
+    assert steps == [0, 1, 2, 3, 4, 6, 8, 9, 10, 11, 12, 13]
+    release(host)
+    done(host)
+
+
 def test_join_policy_without_a_hub_raises(spawn: Spawner) -> None:
     ports = free_ports(3)
     proc = spawn.start([str(TRAINER)], env=hub_env(ports, STREAM_HUB_PORT_CONFLICT="join"), prefix=PYTHON)

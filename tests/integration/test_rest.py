@@ -361,27 +361,28 @@ def test_publish_body_over_max_body_size_is_413(make_server):
 
 
 def test_publish_token(make_server):
-    server = make_server(publish_token="pub")
+    server = make_server(publish_token="pub-pub-pub-pub-pub")
     event = {"metrics": {"x": 1}}
     missing = post(server, "/api/publish", json=event)
     assert missing.status_code == 401
     assert "token" in error_message(missing)
     wrong = post(server, "/api/publish", json=event, headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401
-    right = post(server, "/api/publish", json=event, headers={"Authorization": "Bearer pub"})
+    right = post(server, "/api/publish", json=event, headers={"Authorization": "Bearer pub-pub-pub-pub-pub"})
     assert right.status_code == 200
     # Reading needs no token unless read_token is set.
     assert get(server, "/api/history").status_code == 200
 
 
 def test_read_token_guards_reads_but_not_health(make_server):
-    server = make_server(read_token="r34d")
+    server = make_server(read_token="r34d-r34d-r34d-r34d")
     assert get(server, "/health").status_code == 200
     for path in ("/api/status", "/api/runs", "/api/history", "/api/metrics/latest", "/metrics"):
         assert get(server, path).status_code == 401, path
-        assert get(server, path, headers={"Authorization": "Bearer r34d"}).status_code == 200, path
+        authorized = {"Authorization": "Bearer r34d-r34d-r34d-r34d"}
+        assert get(server, path, headers=authorized).status_code == 200, path
         # ?token= is only for EventSource and WebSocket, which cannot set headers
-        assert get(server, path, params={"token": "r34d"}).status_code == 401, path
+        assert get(server, path, params={"token": "r34d-r34d-r34d-r34d"}).status_code == 401, path
 
 
 # -- admin restart -------------------------------------------------------------------------------
@@ -396,7 +397,7 @@ def test_admin_restart_refused_without_admin_token(server):
 
 
 def test_admin_restart_with_token_restarts_managed_server():
-    server = get_stream_server(config=free_config(admin_token="s3cret"))
+    server = get_stream_server(config=free_config(admin_token="s3cret-s3cret-s3cret"))
     ports = server.ports
     seqs = fill(server, 5)
     epoch = server.status()["epoch"]
@@ -406,7 +407,7 @@ def test_admin_restart_with_token_restarts_managed_server():
     assert wrong.status_code == 401
     assert server.restarts == 0
 
-    response = post(server, "/api/admin/restart", headers={"Authorization": "Bearer s3cret"})
+    response = post(server, "/api/admin/restart", headers={"Authorization": "Bearer s3cret-s3cret-s3cret"})
     assert response.status_code == 202
     assert json_body(response)["restarting"] is True
     wait_for(lambda: server.restarts == 1 and server.running, what="restart finished")
@@ -815,3 +816,111 @@ def test_compact_curves_leave_out_mins_and_maxs_of_single_points(make_server):
     compact = series_range(server, "exp", compact="true")["series"]
     assert "mins" not in compact["short"] and compact["short"]["values"] == full["short"]["values"]
     assert compact["long"] == full["long"]  # buckets of several points keep their range
+
+
+# -- values JSON can carry (issue 22 M6) ----------------------------------------------------------
+
+
+def test_values_json_cannot_carry_never_reach_history_and_every_face_keeps_serving(server):
+    from ..clients import SSEStream, strict_json, ws_open
+
+    first = server.log({"loss": 0.5}, step=1, run="wide")
+    # Refused in the caller's thread, naming what is wrong.
+    with pytest.raises(ValueError, match="step"):
+        server.log({"loss": 0.5}, step=2**63, run="wide")
+    with pytest.raises(ValueError, match="'huge'"):
+        server.log({"loss": 0.5, "huge": 10**400}, step=2, run="wide")
+    with pytest.raises(TypeError, match="64-bit"):
+        server.publish("note", {"count": 2**64}, run="wide")
+    # ... and over REST, with a 422 naming the field.
+    bodies = [
+        {"run": "wide", "step": 2**63, "metrics": {"loss": 0.5}},
+        {"run": "wide", "step": -(2**63) - 1, "metrics": {"loss": 0.5}},
+        {"type": "note", "run": "wide", "step": 2**63, "data": {}},
+    ]
+    for body in bodies:
+        response = post(server, "/api/publish", json=body)
+        assert response.status_code == 422, response.text
+        assert "step" in error_message(response)
+    # 2**64 and beyond arrive as floats (JSON has no wider ints): a float step is refused.
+    response = post(
+        server,
+        "/api/publish",
+        content=b'{"run": "wide", "step": 18446744073709551616, "metrics": {"loss": 0.5}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    # An int metric beyond 64 bits that a float holds is sent as a float, both ways.
+    wide = server.log({"loss": 0.25, "count": 2**70}, step=2**63 - 1, run="wide")
+    response = post(
+        server,
+        "/api/publish",
+        content=b'{"run": "wide", "step": 3, "metrics": {"count": 9223372036854775808}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    last = json_body(response)["last_seq"]
+    committed(server, last)
+
+    events = history(server, since=first - 1, types="metric")["events"]
+    assert [e["seq"] for e in events] == [first, wide, last]
+    assert events[1]["step"] == 2**63 - 1 and events[1]["metrics"] == {"loss": 0.25, "count": float(2**70)}
+    assert events[2]["metrics"] == {"count": float(2**63)}
+    for path in (
+        "/api/status",
+        "/api/runs",
+        "/api/runs/wide/series?metric=count",
+        "/api/runs/wide/export?format=jsonl",
+        "/api/runs/wide/export?format=csv",
+        "/api/metrics/latest",
+        "/metrics",
+    ):
+        response = get(server, path)
+        assert response.status_code == 200, (path, response.text)
+    assert server.status()["events"]["rejected"] == len(bodies) + 1
+    with SSEStream(server.urls["sse"] + "/events", params={"last_event_id": first - 1}) as stream:
+        assert [f.json["seq"] for f in stream.read_until_seq(last) if f.event == "metric"] == [
+            first,
+            wide,
+            last,
+        ]
+    with ws_open(server, f"?since={first - 1}&types=metric") as conn:
+        got = [strict_json(conn.recv(timeout=5))["seq"] for _ in range(3)]
+    assert got == [first, wide, last]
+
+
+# -- max_runs (issue 22 M1) -------------------------------------------------------------------------
+
+
+def test_the_1001st_run_is_tracked_by_default(server):
+    # One 48 KB publish used to fill the fixed cap of 1000 runs for good.
+    events = [{"run": f"r{i}", "step": 1, "metrics": {"x": 1.0}} for i in range(1001)]
+    response = post(server, "/api/publish", json={"events": events})
+    assert response.status_code == 200, response.text
+    committed(server, json_body(response)["last_seq"])
+    body = json_body(get(server, "/api/runs"))
+    assert {f"r{i}" for i in range(1001)} <= {r["run"] for r in body["runs"]}
+    assert body["evicted"] == 0
+    assert server.config.max_runs == 10_000
+
+
+def test_past_max_runs_new_runs_are_tracked_and_the_oldest_finished_forgotten(make_server):
+    server = make_server(max_runs=3)
+    server.log({"x": 1.0}, step=1, run="running")
+    server.log({"x": 1.0}, step=1, run="done")
+    server.finish("done")
+    server.log({"x": 2.0}, step=2, run="running")
+    seq = server.log({"x": 1.0}, step=1, run="third")
+    committed(server, seq)
+    seq = server.log({"loss": 0.5}, step=1, run="fourth")
+    committed(server, seq)
+    body = json_body(get(server, "/api/runs"))
+    assert sorted(r["run"] for r in body["runs"]) == ["fourth", "running", "third"]
+    assert body["evicted"] == 1
+    series = get(server, "/api/runs/fourth/series", params={"metric": "loss"})
+    assert series.status_code == 200 and json_body(series)["values"] == [0.5]
+    families = {f.name: f for f in text_string_to_metric_families(get(server, "/metrics").text)}
+    assert families["stream_hub_runs_evicted"].samples[0].value == 1
+    assert families["stream_hub_runs"].samples[0].value == 3
+    latest = {s.labels["run"] for s in families["stream_hub_metric"].samples if s.labels["metric"] == "loss"}
+    assert latest == {"fourth"}

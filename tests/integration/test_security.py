@@ -22,7 +22,7 @@ from stream_hub.transports import params as common
 from ..clients import SSEStream, ping, ws_open
 from ..conftest import free_config, need, wait_for
 
-READ, PUBLISH, ADMIN = "read-s3cret", "publish-s3cret", "admin-s3cret"
+READ, PUBLISH, ADMIN = "read-s3cret-0123456789", "publish-s3cret-0123456789", "admin-s3cret-0123456789"
 
 
 @pytest.fixture

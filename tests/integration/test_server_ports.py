@@ -91,3 +91,43 @@ def test_a_stalled_holder_of_the_third_port_leaves_the_first_two_unbound(
     assert alive(holder)
     holder.kill()
     assert isinstance(holder.wait(timeout=10), int)
+
+
+@pytest.mark.parametrize("damage", [{"pid": "x"}, {"ports": []}, {"configured": None}])
+def test_a_malformed_registry_record_is_ignored_with_a_warning_and_the_hub_starts(
+    damage: dict[str, object], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 22 L3: such a record made every start fail with a raw exception.
+    import orjson
+
+    from stream_hub.processes.registry import Registry, record_key
+
+    from ..processes import free_ports
+
+    sse, ws, rest = free_ports(3)
+    registry = Registry()
+    key = record_key("127.0.0.1", {"sse": sse, "ws": ws, "rest": rest})
+    path = registry.record_path(key)
+    record = {
+        "key": key,
+        "pid": 1,
+        "host": "127.0.0.1",
+        "configured": {"sse": sse, "ws": ws, "rest": rest},
+        "ports": {"sse": sse, "ws": ws, "rest": rest},
+        "epoch": "e",
+        "token": "t",
+        "channel": "unix:/nonexistent",
+        "started": 1.0,
+        **damage,
+    }
+    path.write_bytes(orjson.dumps(record))
+    path.chmod(0o600)
+    server = TrainingStreamServer(StreamConfig(sse_port=sse, ws_port=ws, rest_port=rest))
+    try:
+        with caplog.at_level(logging.WARNING, logger="stream_hub.processes.registry"):
+            server.start()
+        assert server.role == "host" and server.ports == {"sse": sse, "ws": ws, "rest": rest}
+        assert str(path) in caplog.text
+        assert httpx.get(server.urls["rest"] + "/health", timeout=5).status_code == 200
+    finally:
+        server.stop()

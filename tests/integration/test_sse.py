@@ -422,7 +422,7 @@ def test_cors_absent_for_foreign_origin(server, open_stream, origin):
 
 
 def test_read_token_required_for_events(make_server, open_stream):
-    server = make_server(read_token="r34d")
+    server = make_server(read_token="r34d-r34d-r34d-r34d")
     url = f"{server.urls['sse']}/events"
     missing = httpx.get(url, timeout=5)
     assert missing.status_code == 401
@@ -432,9 +432,9 @@ def test_read_token_required_for_events(make_server, open_stream):
     wrong_bearer = httpx.get(url, headers={"Authorization": "Bearer nope"}, timeout=5)
     assert wrong_bearer.status_code == 401
 
-    by_query = open_stream(server, params={"token": "r34d"})
+    by_query = open_stream(server, params={"token": "r34d-r34d-r34d-r34d"})
     assert by_query.response.status_code == 200
-    by_bearer = open_stream(server, headers={"Authorization": "Bearer r34d"})
+    by_bearer = open_stream(server, headers={"Authorization": "Bearer r34d-r34d-r34d-r34d"})
     assert by_bearer.response.status_code == 200
     seq = server.log({"x": 1})
     assert by_query.next().seq == seq

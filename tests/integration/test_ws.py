@@ -339,14 +339,14 @@ async def test_query_string_on_root_is_accepted(server):
 
 
 async def test_read_token_required(make_server):
-    server = make_server(read_token="r34d")
+    server = make_server(read_token="r34d-r34d-r34d-r34d")
     with pytest.raises(InvalidStatus) as info:
         async with ws_connect(server):
             pass
     assert info.value.response.status_code == 401
-    async with ws_connect(server, "/?token=r34d") as ws:
+    async with ws_connect(server, "/?token=r34d-r34d-r34d-r34d") as ws:
         await ready(ws)
-    async with ws_connect(server, additional_headers={"Authorization": "Bearer r34d"}) as ws:
+    async with ws_connect(server, additional_headers={"Authorization": "Bearer r34d-r34d-r34d-r34d"}) as ws:
         await ready(ws)
 
 

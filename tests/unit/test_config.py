@@ -120,7 +120,7 @@ def test_a_variable_written_as_its_default_reads_back_the_default() -> None:
         ("STREAM_HUB_HISTORY_SIZE", "500", "history_size", 500),
         ("STREAM_HUB_HEARTBEAT_INTERVAL", "2.5", "heartbeat_interval", 2.5),
         ("STREAM_HUB_SEND_TIMEOUT", "3", "send_timeout", 3.0),
-        ("STREAM_HUB_ADMIN_TOKEN", "s3cret", "admin_token", "s3cret"),
+        ("STREAM_HUB_ADMIN_TOKEN", "s3cret-s3cret-s3cret", "admin_token", "s3cret-s3cret-s3cret"),
         ("STREAM_HUB_READ_TOKEN", "", "read_token", None),
         ("STREAM_HUB_PORT_CONFLICT", "next", "port_conflict", "next"),
         ("STREAM_HUB_STORE", "", "store", None),
@@ -204,7 +204,7 @@ def test_a_field_given_wins_over_its_variable_which_wins_over_the_default(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("STREAM_HUB_SSE_PORT", "9000")
-    monkeypatch.setenv("STREAM_HUB_ADMIN_TOKEN", "from-env")
+    monkeypatch.setenv("STREAM_HUB_ADMIN_TOKEN", "from-env-0123456789")
     assert StreamConfig().sse_port == 9000
     assert StreamConfig(sse_port=9100).sse_port == 9100
     assert StreamConfig(admin_token=None).admin_token is None  # None given is a value, not "unset"
@@ -271,7 +271,45 @@ def test_every_field_refuses_a_value_of_no_kind_naming_itself() -> None:
         ({"max_body_size": 10}, "max_body_size: expected a size in bytes from 1024 to 2**31, got 10"),
         ({"heartbeat_interval": "1"}, "heartbeat_interval: expected a number of seconds, got '1'"),
         ({"shutdown_timeout": float("inf")}, "shutdown_timeout: expected a positive number of seconds"),
-        ({"admin_token": ""}, "admin_token: expected a non-empty string or None"),
+        ({"admin_token": ""}, "admin_token: expected a secret of at least 16 characters (or None), got 0"),
+        (
+            {"read_token": "s3cret"},
+            "read_token: expected a secret of at least 16 characters (or None), got 6",
+        ),
+        ({"publish_token": 12345678901234567}, "publish_token: expected a secret of at least 16 characters"),
+        (
+            {"backend": "redis://"},
+            "backend: expected a redis:// or rediss:// URL (or None), got 'redis://': it names no",
+        ),
+        (
+            {"backend": "redis://:pw@/0"},
+            "backend: expected a redis:// or rediss:// URL (or None), got 'redis://:***@/0'",
+        ),
+        (
+            {"backend": "rediss://h:port/0"},
+            "backend: expected a redis:// or rediss:// URL (or None), got 'rediss://h:port/0': ",
+        ),
+        (
+            {"backend": "redis://h:99999"},
+            "backend: expected a redis:// or rediss:// URL (or None), got 'redis://h:99999': ",
+        ),
+        (
+            {"backend": "redis://h:6379/zero"},
+            "backend: expected a redis:// or rediss:// URL (or None), got 'redis://h:6379/zero': the",
+        ),
+        (
+            {"store": "/proc/self/runs.db"},
+            "store: expected the path of a SQLite file on a real file system, got '/proc/self/runs.db'",
+        ),
+        ({"store": "/sys/runs.db"}, "store: expected the path of a SQLite file on a real file system"),
+        ({"store": "/dev/runs.db"}, "store: expected the path of a SQLite file on a real file system"),
+        (
+            {"store": "a\x00b"},
+            "store: expected the path of a SQLite file (or None), got 'a\\x00b': a NUL byte",
+        ),
+        ({"rest_port": 8888}, "rest_port: port 8888 is also sse_port; each transport needs its own port"),
+        ({"sse_port": 9000, "ws_port": 9000}, "ws_port: port 9000 is also sse_port; each transport"),
+        ({"max_runs": 0}, "max_runs: expected an integer from 1 to 10 000 000, got 0"),
         ({"port_conflict": "sometimes"}, "port_conflict: expected one of 'auto', 'join', 'fail', 'free'"),
         ({"store": " "}, "store: expected the path of a SQLite file (or None)"),
         ({"store_max_events": 0}, "store_max_events: expected a number of events (at least 1)"),
@@ -313,15 +351,15 @@ def test_values_are_kept_normalized() -> None:
 
 def test_secrets_are_masked_in_to_dict_and_repr() -> None:
     cfg = StreamConfig(
-        admin_token="adm-s3cret",
-        read_token="read-s3cret",
-        publish_token="pub-s3cret",
+        admin_token="adm-s3cret-0123456789",
+        read_token="read-s3cret-0123456789",
+        publish_token="pub-s3cret-0123456789",
         backend="redis://user:redis-s3cret@h:6379/0",
     )
     shown = cfg.to_dict()
     assert shown["admin_token"] == shown["read_token"] == shown["publish_token"] == "***"
     assert shown["backend"] == "redis://user:***@h:6379/0"
-    assert "s3cret" not in repr(cfg) + str(shown)
+    assert "s3cret-s3cret-s3cret" not in repr(cfg) + str(shown)
     assert repr(cfg).startswith("StreamConfig(host='127.0.0.1', sse_port=8888,")
     assert StreamConfig().to_dict()["admin_token"] is None
     assert shown["cors_origins"] == [] and set(shown) == set(SETTINGS)

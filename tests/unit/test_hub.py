@@ -147,6 +147,21 @@ def test_unencodable_event_is_rejected_as_a_gap_that_keeps_seq_contiguous() -> N
     assert hub.counters.rejected == 1
 
 
+def test_an_int_too_large_for_a_float_past_validation_is_a_gap_not_a_stuck_ring() -> None:
+    """log() refuses it (issue 22 M6); should a source that skips validation
+    submit one, it takes its seq as a gap and the events after it still go out."""
+    hub = Hub(10)
+    hub.publish("log", {"text": "ok"})
+    hub.submit("metric", "r", 1, {"x": 0.5, "huge": 10**400})
+    hub.log({"x": 0.25}, step=2, run="r")
+    events = read_all(hub, hub.open_cursor(0))
+    assert [e["seq"] for e in events] == [1, 2, 3]
+    assert events[1]["type"] == "gap" and events[1]["data"]["reason"] == "rejected"
+    assert events[2]["metrics"] == {"x": 0.25}
+    assert read_all(hub, hub.open_cursor(0)) == events  # read again: the same, nothing raised
+    assert hub.counters.rejected == 1
+
+
 def test_reserved_and_malformed_types_are_refused() -> None:
     hub = Hub(10)
     for bad in ("gap", "shutdown", "error", "", "two words", "a\nb", 5):

@@ -300,3 +300,42 @@ def test_shedding_works_with_a_closing_loop() -> None:
     for i in range(100):
         it.log({"x": float(i)})
     assert it.shed > 0 and it.commit() <= 4 * 5
+
+
+# -- values JSON can carry (issue 22 M6) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda it: it.log({"x": 1.0}, step=2**63),
+        lambda it: it.log({"x": 1.0}, step=-(2**63) - 1),
+        lambda it: it.log({"x": 1.0, "huge": 10**400}),
+        lambda it: it.log({"x": 1.0, "huge": -(10**400)}, step=3),
+        lambda it: it.publish("note", {"text": "hi"}, step=2**64),
+        lambda it: it.publish("metric", {"huge": 10**400}),
+    ],
+)
+def test_values_json_cannot_carry_raise_value_error_in_the_caller(call: Any) -> None:
+    it, sink = intake()
+    with pytest.raises(ValueError):
+        call(it)
+    assert it.last_seq == 0 and sink.events == []
+    assert it.log({"x": 1.0}) == 1
+
+
+def test_an_int_beyond_64_bits_in_data_raises_type_error_in_the_caller() -> None:
+    it, sink = intake()
+    with pytest.raises(TypeError, match="64-bit"):
+        it.publish("note", {"count": 2**64})
+    assert it.last_seq == 0 and sink.events == []
+
+
+def test_log_takes_the_64_bit_limits_and_sends_wider_ints_as_floats() -> None:
+    it, sink = intake()
+    it.log({"a": 2**63 - 1, "b": 2**70}, step=2**63 - 1)
+    it.log({"a": 1}, step=-(2**63))
+    (_, _, _, _, step, payload, _), (_, _, _, _, low, _, _) = sink.events
+    assert step == 2**63 - 1 and low == -(2**63)
+    assert payload == {"a": 2**63 - 1, "b": float(2**70)}
+    assert type(payload["a"]) is int and type(payload["b"]) is float

@@ -192,13 +192,45 @@ def test_config_beyond_the_cap_is_streamed_but_not_kept() -> None:
 # -- caps ---------------------------------------------------------------------------------------------------
 
 
-def test_runs_past_max_runs_are_not_kept() -> None:
+def test_a_new_run_past_max_runs_is_kept_and_the_least_recently_updated_forgotten() -> None:
+    # Issue 22 M1: the run past the cap was accepted but never tracked.
     runs, feed = index(max_runs=2)
-    for run in ("a", "b", "c"):
+    for run in ("a", "b"):
         feed.metric(run, {"x": 1.0})
-    assert sorted(runs.runs) == ["a", "b"]
-    feed.metric("a", {"x": 2.0})  # a known run still gets its events
-    assert runs.runs["a"].metric_events == 2
+    feed.metric("a", {"x": 2.0})  # "b" is now the least recently updated
+    feed.metric("c", {"x": 1.0})
+    assert sorted(runs.runs) == ["a", "c"]
+    assert runs.runs["a"].metric_events == 2 and runs.runs["c"].metric_names() == ["x"]
+    assert runs.runs_evicted == 1
+    assert runs.series_count == 2  # the forgotten run's curves make room too
+
+
+def test_finished_runs_are_forgotten_before_running_ones() -> None:
+    runs, feed = index(max_runs=3)
+    for run in ("old", "done", "new"):
+        feed.metric(run, {"x": 1.0})
+    feed.event("done", "run_end", {"status": "finished"})
+    feed.metric("old", {"x": 2.0})  # running, and updated after "done" ended
+    feed.event("new", "run_end", {"status": "failed"})  # finished after "done": kept longer
+    feed.metric("next", {"x": 1.0})
+    assert sorted(runs.runs) == ["new", "next", "old"]
+    feed.metric("later", {"x": 1.0})
+    assert sorted(runs.runs) == ["later", "next", "old"]
+    feed.metric("last", {"x": 1.0})  # no finished run left: the least recently updated goes
+    assert sorted(runs.runs) == ["last", "later", "next"]
+    assert runs.runs_evicted == 3
+
+
+def test_a_flood_of_new_runs_evicts_a_hundredth_at_a_time() -> None:
+    runs, feed = index(max_runs=1000)
+    for i in range(1000):
+        feed.metric(f"r{i}", {"x": 1.0})
+    feed.metric("one-more", {"x": 1.0})
+    assert len(runs.runs) == 991 and runs.runs_evicted == 10
+    assert "r9" not in runs.runs and "r10" in runs.runs and "one-more" in runs.runs
+    for i in range(9):
+        feed.metric(f"more{i}", {"x": 1.0})
+    assert runs.runs_evicted == 10  # no scan until the cap is reached again
 
 
 def test_metrics_past_max_metrics_are_dropped_and_counted() -> None:
