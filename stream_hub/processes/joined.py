@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import os
 import select
+import signal
 import socket
 import threading
 import time
@@ -58,6 +59,8 @@ logger = logging.getLogger(__name__)
 # carries (benchmarks, "processes"): at most 200 sends/s keeps that under 1 %
 # of a core, for at most 5 ms more latency.
 MIN_INTERVAL = 0.005
+#: Batches sent as one frame by a flush at exit.
+FLUSH_GROUP = 1000
 #: The longest a host's restart is waited for before its joiners look for another host.
 RESTART_WINDOW = 30.0
 # How often the forwarder looks for acknowledgements and a lost host when idle.
@@ -276,15 +279,19 @@ class Forwarder:
             if sock is None:
                 return not self._outbox
             try:
-                for batch in self._outbox:
-                    if batch.sent:
-                        continue
-                    data = frame(
-                        {"op": "batch", "n": batch.n, "events": batch.events, "dropped": self.dropped}
-                    )
+                # Unsent batches go as few frames (numbered by their last batch):
+                # the host has none of them (what it took was acknowledged in
+                # its welcome), and a child that logged event by event would
+                # otherwise send thousands of frames while its exit waits.
+                unsent = [batch for batch in self._outbox if not batch.sent]
+                for first in range(0, len(unsent), FLUSH_GROUP):
+                    group = unsent[first : first + FLUSH_GROUP]
+                    events = [event for batch in group for event in batch.events]
+                    data = frame({"op": "batch", "n": group[-1].n, "events": events, "dropped": self.dropped})
                     sock.settimeout(max(0.001, deadline - time.monotonic()))
                     sock.sendall(data)
-                    batch.sent = True
+                    for batch in group:
+                        batch.sent = True
             except OSError as exc:
                 logger.debug("could not send the last batches to the hub: %s", exc)
                 return False
@@ -327,6 +334,13 @@ class Forwarder:
                 self._thread.start()
 
     def _run(self) -> None:
+        if self.role == "forked" and hasattr(signal, "pthread_sigmask"):
+            # A forked child may flush on SIGTERM (runtime/forking.chain_sigterm):
+            # the signal must reach its main thread, whose blocking waits (a
+            # pool worker's queue) only a signal delivered to it interrupts.
+            # Delivered to this thread, the Python handler would never run and
+            # SIGTERM would no longer end the process.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         last_send = 0.0
         while not self._closing:
             if self._sock is None and not self._connect():

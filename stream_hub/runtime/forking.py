@@ -159,7 +159,10 @@ def sigterm_deferred() -> Iterator[None]:
 def chain_sigterm(before: Callable[[], bool]) -> bool:
     """In a forked child: on SIGTERM, run ``before`` first, then what SIGTERM
     did until now (the handler it replaces, or the default: the process
-    ends by the signal, as without us). ``before`` returning False means the
+    ends by the signal, as without us). The process's other threads of
+    ours block SIGTERM (a Python handler runs in the main thread, and only a
+    signal delivered to that thread interrupts its blocking waits: delivered
+    elsewhere, SIGTERM would stop ending the process). ``before`` returning False means the
     process is already ending (the signal interrupted its exit, which then
     completes): the default action is not taken again. Installed only from the main thread
     and only over the default action or a Python handler (a handler set in
