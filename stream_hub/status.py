@@ -19,7 +19,10 @@ import dataclasses
 import os
 from typing import Any
 
-__all__ = ["Status"]
+__all__ = ["HEALTH_BYTES", "Status", "health_answer"]
+
+#: The most of a ``/health`` answer that is read.
+HEALTH_BYTES = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,3 +49,17 @@ class Status:
     def to_dict(self) -> dict[str, Any]:
         """The wire shape (plain dicts and values, JSON-able)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def health_answer(status: int, body: bytes) -> dict[str, object]:
+    """The JSON object of a ``/health`` answer; ``{}`` for any other answer
+    (never kept or shown: it may be anything, from any program)."""
+    if status != 200 or len(body) > HEALTH_BYTES:
+        return {}
+    import orjson
+
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    return answer if isinstance(answer, dict) else {}

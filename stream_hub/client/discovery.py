@@ -29,11 +29,11 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import httpx
-import orjson
 
 from ..config import StreamConfig, base_urls
 from ..errors import StreamHubError
 from ..processes.registry import Registry, default_directory, record_key
+from ..status import HEALTH_BYTES, health_answer
 from .follow_errors import HubNotFound, NotAHub
 
 __all__ = [
@@ -232,11 +232,10 @@ async def afind_hub(
 
 #: The most of a ``/health`` answer read: a hub's is a few dozen bytes, and
 #: whatever else answers there may send anything.
-HEALTH_BYTES = 4096
 
 
 def _ask(client: httpx.Client, place: Place) -> dict[str, object] | None:
-    """``GET /health`` of ``place``: see :func:`_health_of`."""
+    """``GET /health`` of ``place``: see :func:`~stream_hub.status.health_answer`."""
     try:
         with client.stream("GET", place.rest_url + "/health") as response:
             body = b""
@@ -245,7 +244,7 @@ def _ask(client: httpx.Client, place: Place) -> dict[str, object] | None:
                     body += chunk
                     if len(body) > HEALTH_BYTES:
                         break
-            return _health_of(response.status_code, body)
+            return health_answer(response.status_code, body)
     except httpx.HTTPError:
         return None
 
@@ -259,21 +258,9 @@ async def _aask(client: httpx.AsyncClient, place: Place) -> dict[str, object] | 
                     body += chunk
                     if len(body) > HEALTH_BYTES:
                         break
-            return _health_of(response.status_code, body)
+            return health_answer(response.status_code, body)
     except httpx.HTTPError:
         return None
-
-
-def _health_of(status: int, body: bytes) -> dict[str, object]:
-    """The JSON object of a ``/health`` answer; ``{}`` for any other answer
-    (never kept or shown: it may be anything)."""
-    if status != 200 or len(body) > HEALTH_BYTES:
-        return {}
-    try:
-        answer = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return {}
-    return answer if isinstance(answer, dict) else {}
 
 
 def _pid(health: Mapping[str, object] | None) -> int | None:

@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Mapping
 
-import orjson
 import psutil
 
 from ..config import StreamConfig, base_urls
@@ -36,6 +35,7 @@ from ..errors import PortInUseError
 from ..ports.kill import listens_on, refusal, terminate
 from ..ports.policy import is_production
 from ..ports.probe import describe_process, is_port_in_use, wait_port_free
+from ..status import HEALTH_BYTES, health_answer
 from .channel import JoinTarget
 from .registry import PROTOCOL_VERSION, HubRecord, record_key
 
@@ -90,14 +90,7 @@ def _health(host: str, port: int, timeout: float) -> dict[str, object] | None:
     try:
         conn.request("GET", "/health", headers={"Host": "localhost"})
         response = conn.getresponse()
-        body = response.read(4096)
-        if response.status != 200:
-            return {}
-        try:
-            answer = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return {}
-        return answer if isinstance(answer, dict) else {}
+        return health_answer(response.status, response.read(HEALTH_BYTES + 1))
     except (OSError, http.client.HTTPException):
         return None
     finally:

@@ -54,7 +54,7 @@ def moved(spawn: Spawner, request: pytest.FixtureRequest) -> MovedHub:
     holders = [spawn.holder(configured[name]) for name in held]
     served = spawn.serve(
         "--token",
-        "s3cret",
+        "restart-token-0123456789",
         ports=flags(configured),
         env=child_env(STREAM_HUB_PORT_CONFLICT="auto"),  # development: next ports, never a kill
     )
@@ -87,7 +87,7 @@ def test_status_and_restart_find_a_hub_that_moved(moved: MovedHub) -> None:
     assert f"http://127.0.0.1:{hub.ports['rest']}" in table.stdout
     assert "through the registry" in table.stdout and str(moved.configured["rest"]) in table.stdout
 
-    restart = run(["restart", "--token", "s3cret", *flags(moved.configured)])
+    restart = run(["restart", "--token", "restart-token-0123456789", *flags(moved.configured)])
     assert restart.returncode == 0, restart.stderr
     wait_for(lambda: (s := hub.status()) and s["restarts"] == 1, 10, "the moved hub's restart")
 

@@ -630,6 +630,8 @@ def test_series_past_max_series_are_refused_over_rest_and_counted_in_process(mak
         post(server, "/api/publish", json={"run": "a", "metrics": {"m1": 1, "m2": 2, "m3": 3}}).status_code
         == 200
     )
+    # The refusal reads the curves, which take a publish when it is committed (on the loop).
+    wait_for(lambda: server.hub.runs.series_count == 3, what="the first publish's curves")
     refused = post(server, "/api/publish", json={"run": "b", "metrics": {"m1": 1, "m2": 2}})
     assert refused.status_code == 422 and "max_series" in error_message(refused)
     # Known series still take points.
