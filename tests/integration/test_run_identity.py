@@ -100,9 +100,11 @@ def lines(args: list[str], env: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def test_launches_of_one_program_in_the_same_second_get_distinct_runs(
-    spawn: Spawner, script: Path, env: dict[str, str]
+    spawn: Spawner, script: Path, env: dict[str, str], tmp_path: Path
 ) -> None:
-    for _attempt in range(5):  # until four launches start within one second (nearly always the first)
+    for attempt in range(5):  # until four launches start within one second (nearly always the first)
+        # A data directory of its own per attempt: an earlier attempt's claims would shift the suffixes.
+        env = {**env, "STREAM_HUB_HOME": str(tmp_path / f"home{attempt}")}
         procs = [spawn.start([str(script), "report"], env=env, prefix=PYTHON) for _ in range(4)]
         assert all(proc.wait(60) == 0 for proc in procs), [proc.err.text[-2000:] for proc in procs]
         got = [json.loads(proc.out.lines[0]) for proc in procs]
