@@ -26,6 +26,7 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -41,6 +42,13 @@ from stream_hub.home import HOME_VARIABLE, default_home
 from .clients import SSEStream
 from .processes import Served, Spawner, free_port
 from .redis_server import RedisServer
+
+# A suite started in the background of a non-interactive shell inherits an
+# ignored SIGINT, and so would every process the tests start: Ctrl-C tests
+# (``tail`` ends on SIGINT) would wait forever. Restore the default: a
+# handled signal is the default again in an exec'd child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # -- the data directory: never the user's ---------------------------------------------------
 
