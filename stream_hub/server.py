@@ -64,7 +64,10 @@ logger = logging.getLogger(__name__)
 # Every server object of this process, so a forked child can disown them.
 _ALL_SERVERS: weakref.WeakSet[TrainingStreamServer] = weakref.WeakSet()
 # How long a forked child's SIGTERM waits for its last events to reach the hub.
-SIGTERM_FLUSH = 2.0
+SIGTERM_FLUSH = 5.0
+# How long a multiprocessing child's exit waits for the hub to take its last
+# events (a hub slowed by a loaded machine; a gone hub fails at once).
+EXIT_FLUSH = 15.0
 
 
 class TrainingStreamServer:
@@ -558,7 +561,7 @@ class TrainingStreamServer:
 
     def _flush_at_multiprocessing_exit(self) -> None:
         """In a multiprocessing child, set up: flush before it ends with ``os._exit``."""
-        on_multiprocessing_exit(lambda: self._flush_forked(self.config.shutdown_timeout))
+        on_multiprocessing_exit(lambda: self._flush_forked(max(EXIT_FLUSH, self.config.shutdown_timeout)))
 
     def _flush_forked(self, timeout: float) -> bool:
         """A forked child ends: its last events to the hub. False when a

@@ -365,7 +365,7 @@ def test_forked_pool_workers_events_all_arrive(spawn: Spawner) -> None:
     ports = free_ports(3)
     proc, ready = start(spawn, hub_env(ports), "--steps", "50", "--fork-pool", "4", "--hold")
     assert ready["ready"] == "host"
-    proc.out.wait(lambda lines: any('"pool": 200' in line for line in lines), what="the pool")
+    proc.out.wait(lambda lines: any('"pool": 200' in line for line in lines), 60, what="the pool")
     rest = ready["urls"]["rest"]
     wait_for(lambda: runs(rest).get("pool", {}).get("metric_events") == 200, what="200 events from 4 workers")
     steps = sorted(e["step"] for e in history(rest, "pool"))
