@@ -174,7 +174,8 @@ def _ingest(side: str, url: str, n: int) -> dict[str, Any]:
 
 
 def _replica(url: str, namespace: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_HUB_")}
+    # STREAM_HUB_HOME stays: a run under the tests keeps to their data directory.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_HUB_") or k == "STREAM_HUB_HOME"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     ports = ["--sse-port", "0", "--ws-port", "0", "--rest-port", "0", "--port-conflict", "fail"]
     backend = ["--backend", url, "--namespace", namespace]

@@ -78,7 +78,12 @@ class ServedHub:
         self.errors = ""  # the end of the serve process's stderr, once it has ended
         sse, ws, rest = _free_ports(3)
         self.configured = {"sse_port": sse, "ws_port": ws, "rest_port": rest}
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_HUB_") and k != "ENVIRONMENT"}
+        # STREAM_HUB_HOME stays: a run under the tests keeps to their data directory.
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if (not k.startswith("STREAM_HUB_") or k == "STREAM_HUB_HOME") and k != "ENVIRONMENT"
+        }
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
         env["XDG_RUNTIME_DIR"] = runtime_dir
         self._stderr = open(Path(runtime_dir) / "serve.stderr", "w+")  # closed in _end
