@@ -281,6 +281,8 @@ class RunClaims:
             claim = Claim.from_bytes(data)
             if claim is not None or time.monotonic() > deadline:
                 return claim if claim is not None else Claim(path.name, "", 0, 0.0)
+            # Another process created the claim and writes it next: no event
+            # crosses processes here, so a short bounded poll (capped backoff).
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
