@@ -290,7 +290,8 @@ class TrainingStreamServer:
         )
 
     def _joined(self, target: JoinTarget, forked: bool = False) -> Joined:
-        self._membership.hub_store = target.settings.get("store") or self._membership.hub_store
+        if "store" in target.settings:  # the hub's store: a path, or False for none
+            self._membership.hub_store = target.settings["store"]
         return Joined(
             self.config,
             self.hub.intake,
@@ -574,8 +575,10 @@ class TrainingStreamServer:
             return False
         if not done:
             logger.warning(
-                "a forked child ended before the hub took all its events (%s)", role.forwarder.status()
+                "a forked child ended before the hub took all its events (%s); spooling the rest",
+                role.forwarder.status(),
             )
+            role.spool_the_rest()
         return True
 
 

@@ -26,16 +26,17 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from .config import StreamConfig, base_urls
-from .errors import StoreError, StreamHubError
+from .errors import StreamHubError
 from .ports import bind_port, verify_released
 from .processes.host_channel import HostChannel
 from .processes.joined import RESTART_WINDOW
 from .runtime.loop import LoopThread, LoopThreadLeftBehind
 from .runtime.notifier import LoopNotifier
 from .store import HubStore
+from .store.directory import DEFAULT_MAX_BYTES, DEFAULT_MAX_DAYS, is_default_store, new_store_file, prune
 from .transports import Transports
 from .transports.access import is_loopback_host
 from .transports.params import ServerView
@@ -202,25 +203,38 @@ class ServingRuntime:
 
     # -- the store -------------------------------------------------------------------------------
 
-    def open_store(self, path: str | None, successor: bool = False, handed_over: bool = False) -> bool:
-        """Open the store at ``path`` (if any, and not open yet) and give the
-        hub its history and archive, before serving; whether it opened now.
+    def open_store(
+        self, path: str | Literal[False] | None, successor: bool = False, handed_over: bool = False
+    ) -> bool:
+        """Open the store at ``path`` (``None``: a new file of the default
+        store; ``False``: none), if not open yet, and give the hub its
+        history and archive, before serving; whether it opened now.
         ``handed_over``: the hub has just taken over a newer history.
 
         Raises:
-            StoreError: it cannot be used (another hub writes it, ...). A
-                ``successor`` (taking over from another host) hosts without
-                it instead, after logging why.
+            StoreError: an explicit store cannot be used (another hub writes
+                it, ...). A ``successor`` (taking over from another host)
+                hosts without it instead, after logging why, and so does a
+                hub whose default store cannot be used: persistence by
+                default never stops training.
         """
-        if path is None or self.store is not None:
+        if path is False or self.store is not None:
             return False
-        store = HubStore(path, self.server.config)
+        default = path is None
         try:
+            if path is None:
+                path = new_store_file()
+                prune(
+                    self.server.config.store_max_bytes or DEFAULT_MAX_BYTES,
+                    self.server.config.store_max_days or DEFAULT_MAX_DAYS,
+                    keep=path,
+                )
+            store = HubStore(path, self.server.config, default=default or is_default_store(path))
             store.open(wait=STORE_WAIT_SUCCESSOR if successor else STORE_WAIT)
-        except StoreError as exc:
-            if not successor:
+        except StreamHubError as exc:  # StoreError among them
+            if not (successor or default):
                 raise
-            logger.error("%s; hosting without the store", exc)
+            logger.error("%s; hosting without %s", exc, "the default store" if default else "the store")
             return False
         store.attach(self.server.hub, handed_over)
         self.store = store
@@ -233,12 +247,13 @@ class ServingRuntime:
         store = self.store.path if self.store is not None else config.store
         return config if store == config.store else config.replace(store=store)
 
-    def close_store(self, timeout: float = 10.0) -> None:
+    def close_store(self, timeout: float = 10.0, handing_over: bool = False) -> None:
         """Write what the store has queued, close it and let go of its lock
-        (waiting at most ``timeout`` s; a slower disk finishes in the background)."""
+        (waiting at most ``timeout`` s; a slower disk finishes in the
+        background); ``handing_over``: a successor continues the file."""
         store, self.store = self.store, None
         if store is not None:
-            store.close(timeout)
+            store.close(timeout, handing_over)
 
     # -- stop -----------------------------------------------------------------------------------
 

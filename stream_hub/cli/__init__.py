@@ -1,7 +1,8 @@
 """The ``stream-hub`` command (also ``python -m stream_hub``).
 
 Subcommands: serve, demo (:mod:`.serve`), status, restart, tail
-(:mod:`.remote`), export (:mod:`.export`), ports (:mod:`.ports`). Every
+(:mod:`.remote`), export (:mod:`.export`), runs (:mod:`.runs`), ports
+(:mod:`.ports`). Every
 connection flag also reads its ``STREAM_HUB_*`` variable; flags win (see
 :mod:`.common`).
 """
@@ -19,13 +20,22 @@ from .common import EXIT_ERROR, EXIT_OK, add_setting_flags, setting_source
 from .export import cmd_export
 from .ports import cmd_ports
 from .remote import cmd_restart, cmd_status, cmd_tail
+from .runs import cmd_runs
 from .serve import cmd_serve
 
 __all__ = ["main"]
 
 
 # The settings that serve and demo take as flags besides the connection ones.
-_SERVER_SETTINGS = ("port_conflict", "backend", "namespace", "store", "store_max_events", "store_max_days")
+_SERVER_SETTINGS = (
+    "port_conflict",
+    "backend",
+    "namespace",
+    "store",
+    "store_max_events",
+    "store_max_days",
+    "store_max_bytes",
+)
 
 
 def _add_connection_flags(parser: argparse.ArgumentParser, token_help: str | None) -> None:
@@ -130,6 +140,16 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     export.add_argument("--timeout", type=float, default=60.0, help="seconds per read from a hub")
 
+    runs = sub.add_parser(
+        "runs",
+        help="list runs: the live hub's and every persisted one",
+        description="List the user's runs — the live hub's (found through the registry) and every "
+        "run the default store persisted under STREAM_HUB_HOME — with status, start, end, ranks "
+        "and events, newest first.",
+    )
+    _add_connection_flags(runs, _token_help("read token, if the hub needs one", "read_token"))
+    runs.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for a hub (default 3)")
+
     ports = sub.add_parser(
         "ports",
         help="show (and optionally free) the three ports",
@@ -161,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "restart": cmd_restart,
         "tail": cmd_tail,
         "export": cmd_export,
+        "runs": cmd_runs,
         "ports": cmd_ports,
     }
     try:

@@ -52,6 +52,7 @@ _CLIENT_FIELDS: dict[str, tuple[str, ...]] = {
     "restart": (*DISCOVERY_FIELDS, "admin_token"),
     "tail": (*DISCOVERY_FIELDS, "read_token"),
     "export": (*DISCOVERY_FIELDS, "read_token"),
+    "runs": (*DISCOVERY_FIELDS, "read_token"),
     "ports": ("host", "sse_port", "ws_port", "rest_port"),
 }
 

@@ -70,6 +70,9 @@ def cmd_serve(args: argparse.Namespace, demo: bool = False) -> int:
     extra: dict[str, Any] = {"admin_token": args.token} if args.token else {}
     extra["replica"] = True  # serving is the point, whatever STREAM_HUB_REPLICA says
     cfg = server_config(args, **extra)
+    if not isinstance(cfg.store, str) and cfg.backend is None and not demo:
+        # No store given: show what every earlier hub persisted (contract v3, "After the fact").
+        cfg = cfg.replace(past_runs=True)
     threads: list[threading.Thread] = []
     demo_stop: threading.Event | None = None
     with _stop_on_signals() as stop_requested:

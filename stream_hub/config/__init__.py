@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import ConfigError
 from . import fields as kinds
@@ -215,12 +215,17 @@ class StreamConfig:
         "how long a stopping host waits for its joined processes to hand over their last events and "
         "leave (the end of a job: they serve their clients) before it hands the hub to one still there",
     )
-    store: str | None = setting(
-        kinds.file_path("a SQLite file"),
+    store: str | Literal[False] | None = setting(
+        kinds.store_path(),
         None,
-        "an SQLite file that keeps events and run curves across processes (see Durable runs); "
-        "a relative path is taken from the current directory; not under /proc, /sys or /dev",
-        flag=Flag("keep events and curves in this SQLite file, and continue what it holds", metavar="PATH"),
+        "where events and run curves are kept (see [Where is my data](#where-is-my-data)): by default "
+        "a file of this hub's own under `STREAM_HUB_HOME`; `False` (`off`, or an empty variable): "
+        "nowhere; a path: that SQLite file, one hub at a time (see Durable runs), taken from the "
+        "current directory when relative, not under /proc, /sys or /dev",
+        flag=Flag(
+            "keep events and curves in this SQLite file and continue what it holds ('off': keep nothing)",
+            metavar="PATH",
+        ),
     )
     store_max_events: int | None = setting(
         kinds.optional_integer(1, 1 << 62, "a number of events (at least 1), or None for no limit"),
@@ -231,8 +236,23 @@ class StreamConfig:
     store_max_days: float | None = setting(
         kinds.optional_days(),
         None,
-        "retention of the store: events of the last this many days (none: keep everything)",
+        "retention of the store: events of the last this many days (none: keep everything; "
+        "the default store: 30 days over its directory)",
         flag=Flag("keep events of the last D days in the store", metavar="D"),
+    )
+    store_max_bytes: int | None = setting(
+        kinds.optional_integer(1 << 20, 1 << 62, "a size in bytes (at least 1 MiB), or None for no limit"),
+        None,
+        "retention of the store in bytes (none: an explicit store keeps everything, the default "
+        "store keeps its directory under 2 GiB); oldest finished runs go first",
+        flag=Flag("keep the store under N bytes", metavar="N"),
+    )
+    past_runs: bool = setting(
+        kinds.boolean("True (list the persisted runs too) or False"),
+        False,
+        "also serve the runs earlier hubs persisted in the default store (`/api/runs` lists them "
+        "after the live ones, with their curves and exports); `stream-hub serve` turns it on "
+        "unless it is given a store",
     )
     backend: str | None = setting(
         kinds.redis_url(),

@@ -44,6 +44,7 @@ __all__ = [
     "seconds_or_switch",
     "short_name",
     "size",
+    "store_path",
     "token",
 ]
 
@@ -338,6 +339,36 @@ def file_path(what: str) -> Kind:
         return path
 
     return Kind(_text_or_none, check)
+
+
+def store_path() -> Kind:
+    """Where a hub keeps its events: ``None`` (the default store under
+    ``STREAM_HUB_HOME``), ``False`` (no store) or the path of an SQLite file
+    (see :func:`file_path`). In a variable: unset means the default, an empty
+    value or ``off``/``false``/``no``/``0`` means none (as in v2, where an
+    empty variable meant no store), anything else is a path."""
+    path = file_path("a SQLite file")
+
+    def parse(text: str) -> str | bool:
+        return False if text.lower() in ("", *_FALSE) else text
+
+    def check(value: Any) -> str | Literal[False] | None:
+        if value is False or value is None:
+            return value
+        if value is True:  # "a store, please": the default one
+            return None
+        if not isinstance(value, (str, os.PathLike)):
+            raise Invalid(
+                f"expected the path of a SQLite file, None (the default store) or False (no store), "
+                f"got {value!r}"
+            )
+        checked: str | None = path.check(value)
+        return checked
+
+    def show(value: Any) -> str:
+        return "the default store (`STREAM_HUB_HOME`)" if value is None else f"`{value}`"
+
+    return Kind(parse, check, show, None)
 
 
 def redis_url() -> Kind:

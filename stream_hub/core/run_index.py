@@ -47,6 +47,7 @@ class RunSummary:
     (per rank), hyper-parameters (``config`` events) and how it ended."""
 
     run: str
+    first_ts: float | None = None
     events: int = 0
     metric_events: int = 0
     last_step: int | None = None
@@ -100,9 +101,12 @@ class RunSummary:
             "metrics": self.metric_names(),
             "events": self.events,
             "metric_events": self.metric_events,
+            "first_ts": self.first_ts,
             "last_ts": self.last_ts,
             "last_seq": self.last_seq,
             "ranks": self.ranks,
+            # When each rank last logged a metric: a rank that fell off shows.
+            "rank_last_ts": {str(r): t.last_ts for r, t in self.tracks.items() if r is not None},
             "ended": self.ended,
             "config": self.config,
         }
@@ -163,7 +167,7 @@ class RunIndex:
         if summary is None:
             if len(self.runs) >= self.max_runs:
                 self.evict(len(self.runs) - self.max_runs + max(1, self.max_runs // 100))
-            summary = self.runs[run] = RunSummary(run)
+            summary = self.runs[run] = RunSummary(run, ts)
         summary.events += 1
         summary.last_ts = ts
         summary.last_seq = seq
@@ -255,6 +259,7 @@ class RunIndex:
             out.append(
                 {
                     "run": summary.run,
+                    "first_ts": summary.first_ts,
                     "events": summary.events,
                     "metric_events": summary.metric_events,
                     "last_step": summary.last_step,
@@ -278,6 +283,7 @@ class RunIndex:
                 continue
             summary = RunSummary(
                 run=item["run"],
+                first_ts=item.get("first_ts"),
                 events=item["events"],
                 metric_events=item["metric_events"],
                 last_step=item["last_step"],

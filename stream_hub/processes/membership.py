@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from ..config import StreamConfig
 from ..errors import StreamHubError
@@ -42,7 +42,7 @@ class Membership:
         self.key: str | None = None  # set once this server has met others in the registry
         self.record: HubRecord | None = None  # written while hosting
         #: The store of the hub this process joined (its record's): a successor writes it on.
-        self.hub_store: str | None = None
+        self.hub_store: str | Literal[False] | None = None
         self._registry: Registry | None = None
 
     @property

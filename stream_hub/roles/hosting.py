@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ..backend import RedisBackend
 from ..config import StreamConfig, base_urls
@@ -32,6 +32,7 @@ from ..processes.handover import HandoverToSuccessor
 from ..processes.host_channel import HostChannel
 from ..processes.joined import RESTART_WINDOW
 from ..processes.membership import Membership
+from ..processes.spool import ingest
 from ..runtime.forking import close_inherited_sockets
 from ..serving import ServingRuntime, announce
 from ..system_metrics import SystemMetrics
@@ -130,10 +131,13 @@ class Hosting:
         if state is not None:
             hub.adopt(state)
         config = server.config
-        # A successor writes on the store of the hub it succeeds; with a backend, Redis keeps history.
-        store = (self.membership.hub_store or config.store) if self._successor else config.store
+        # A successor writes on the store of the hub it succeeds (its own
+        # file, or the host's default one); with a backend, Redis keeps history.
+        store: str | Literal[False] | None = config.store
+        if self._successor and store is not False and self.membership.hub_store is not None:
+            store = self.membership.hub_store
         opened = serving.open_store(
-            None if backend else store, self._successor, handed_over=state is not None
+            False if backend else store, self._successor, handed_over=state is not None
         )
         channel = self._channel = HostChannel(hub, self.membership.token, self._welcome)
         if state is not None:
@@ -153,6 +157,9 @@ class Hosting:
         if backend is None:  # a replica's start is not news to the other replicas' clients
             info = {"state": "started", "ports": self.ports, "pid": os.getpid(), "restarts": server.restarts}
             hub.submit("status", None, None, info)
+        if opened and serving.store is not None:
+            # What processes that ended with no hub to take their events kept.
+            ingest(hub.submit_many)
         announce(self.urls)
 
     def _welcome(self) -> dict[str, Any]:
@@ -179,7 +186,9 @@ class Hosting:
         try:
             self._stop_serving(timeout, "stop", handover)
         finally:
-            self.serving.close_store(max(1.0, timeout - (time.monotonic() - started)))
+            self.serving.close_store(
+                max(1.0, timeout - (time.monotonic() - started)), handing_over=handover.successor is not None
+            )
             if handover.successor is None:
                 membership.forget_host()
 

@@ -20,6 +20,7 @@ from ..config import StreamConfig
 from ..core.intake import Intake, Notifier, Sink, Submission
 from ..processes.channel import JoinTarget, decode_events
 from ..processes.joined import FindHost, Forwarder, TakeOver
+from ..processes.spool import spool
 
 __all__ = ["Joined"]
 
@@ -88,7 +89,13 @@ class Joined:
         target = self.target
         self.forwarder.start()
         logger.info("joined the stream_hub hub of pid %d: dashboard %s/", target.pid, target.urls.get("rest"))
-        differ = [n for n, v in target.settings.items() if getattr(self.config, n, None) != v]
+        # (A process with the default store has no store of its own to compare:
+        # the hub's file, whichever it is, is where its events go.)
+        differ = [
+            n
+            for n, v in target.settings.items()
+            if getattr(self.config, n, None) != v and not (n == "store" and self.config.store is None)
+        ]
         if differ:
             logger.warning(
                 "this process's config differs from the hub's in %s; the hub's settings apply "
@@ -98,8 +105,14 @@ class Joined:
             )
 
     def stop(self, timeout: float) -> None:
-        """Send what is queued (waiting at most ``timeout`` s for the host), then let go."""
-        self.forwarder.close(timeout)
+        """Send what is queued (waiting at most ``timeout`` s for the host),
+        then let go; what no hub took is spooled for the next one."""
+        spool(event for batch in self.forwarder.close(timeout) for event in batch.events)
+
+    def spool_the_rest(self) -> None:
+        """This process ends (a forked child whose flush did not get
+        everything through): keep what the hub never acknowledged."""
+        spool(event for batch in self.forwarder.close(0.0, commit=False) for event in batch.events)
 
     def flush_before_exit(self, timeout: float) -> bool | None:
         """This process ends without a stop (a forked child): get what is

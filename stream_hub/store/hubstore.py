@@ -38,6 +38,7 @@ from ..core.hub import Archived, Hub
 from ..core.intake import FIELDS
 from ..errors import StoreError
 from ..runtime import hooks
+from .directory import DEFAULT_MAX_BYTES, DEFAULT_MAX_DAYS, discard_if_empty
 from .lock import StoreLock
 from .reader import Stored, StoreReader, read_stored
 from .sqlite import connect, journal_mode_for, set_meta, upgrade
@@ -107,9 +108,12 @@ class StoreArchive:
 class HubStore:
     """The store at ``config.store``, for one hosting hub (see the module docstring)."""
 
-    def __init__(self, path: str, config: StreamConfig) -> None:
+    def __init__(self, path: str, config: StreamConfig, default: bool = False) -> None:
         self.path = path
         self.config = config
+        #: A file of the default store (``store/directory.py``): bounded
+        #: retention, and removed at the end when it holds no run.
+        self.default = default
         self.lock = StoreLock(path)
         self.journal = "wal"
         self.writer: StoreWriter | None = None
@@ -158,7 +162,8 @@ class HubStore:
             self.path,
             queue_events=max(4 * cfg.history_size, 250_000),
             max_events=cfg.store_max_events,
-            max_days=cfg.store_max_days,
+            max_days=cfg.store_max_days if cfg.store_max_days or not self.default else DEFAULT_MAX_DAYS,
+            max_bytes=cfg.store_max_bytes if cfg.store_max_bytes or not self.default else DEFAULT_MAX_BYTES,
             stored=stored.events,
         )
         self.writer.durable_seq = stored.durable
@@ -242,8 +247,10 @@ class HubStore:
         """Say in the lock file where this store's hub serves (for a refused second writer)."""
         self.lock.describe(urls)
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, close the file and let go of the lock."""
+    def close(self, timeout: float = 10.0, handing_over: bool = False) -> None:
+        """Write what is queued, close the file and let go of the lock; a
+        default store file that holds no run is removed (unless a successor
+        is ``handing_over`` to continue it)."""
         hub, self._hub = self._hub, None
         if hub is not None and hub.archive is self.archive:
             hub.archive = None
@@ -252,6 +259,8 @@ class HubStore:
         writer = self.writer
         if writer is None or writer.close(timeout):
             self._mark_closed()
+            if self.default and not handing_over:
+                discard_if_empty(self.path)
             self.lock.release()
             logger.info("store %s closed", self.path)
             return

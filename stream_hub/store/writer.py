@@ -56,7 +56,7 @@ class StoreWriter:
         conn: the store's connection (this thread's from :meth:`start` on).
         path: the store file (for messages and its size).
         queue_events: events that may wait at most; past it batches are dropped.
-        max_events, max_days: retention (None: keep everything).
+        max_events, max_days, max_bytes: retention (None: keep everything).
         stored: the events the file holds now.
     """
 
@@ -68,6 +68,7 @@ class StoreWriter:
         queue_events: int = 250_000,
         max_events: int | None = None,
         max_days: float | None = None,
+        max_bytes: int | None = None,
         stored: int = 0,
     ) -> None:
         self.conn = conn
@@ -75,6 +76,7 @@ class StoreWriter:
         self.queue_events = queue_events
         self.max_events = max_events
         self.max_days = max_days
+        self.max_bytes = max_bytes
         # Counters, read by status() from other threads (plain ints).
         self.written = 0  # events made durable
         self.dropped = 0  # events never written: the queue was full, or writing failed at close
@@ -375,7 +377,7 @@ class StoreWriter:
         """Enforce retention beyond what the writes did (events older than
         ``max_days``; a backlog of events beyond ``max_events``): a few
         chunks per transaction, going back to writing between steps."""
-        if self.max_events is None and self.max_days is None:
+        if self.max_events is None and self.max_days is None and self.max_bytes is None:
             return
         now = time.monotonic()
         over = self.max_events is not None and self.stored > self.max_events
@@ -394,7 +396,9 @@ class StoreWriter:
                 return
 
     def _trim(self, conn: sqlite3.Connection, stored: int, by_age: bool = False) -> tuple[int, bool]:
-        return trim(conn, stored, self.max_events, self.max_days if by_age else None)
+        if by_age:
+            return trim(conn, stored, self.max_events, self.max_days, self.max_bytes)
+        return trim(conn, stored, self.max_events, None)
 
     def _deleted(self, events: int) -> None:
         if not events:

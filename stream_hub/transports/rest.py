@@ -2,9 +2,10 @@
 admin restart and Prometheus metrics; publishing (:mod:`.publish`) and the
 dashboard (:mod:`.dashboard`) are added to the same app.
 
-Every endpoint is ``async`` and does no blocking work on the loop, so no
-thread pool is ever started; calls into user code (``get_status()``) run on
-one thread of their own (:class:`OffLoopCaller`) with a timeout.
+Every endpoint is ``async`` and does no blocking work on the loop; calls
+into user code (``get_status()``) run on one thread of their own
+(:class:`OffLoopCaller`) with a timeout. Only a hub that serves past runs
+(:mod:`.past_runs`) reads files, on the loop's default executor.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .._version import __version__
 from ..core.hub import MAX_HISTORY_BYTES
+from ..core.run_index import RunSummary
 from ..events import wire_numbers
 from .access import HostCheck
 from .dashboard import add_dashboard_routes
@@ -39,6 +41,7 @@ from .params import (
     parse_seq,
     token_matches,
 )
+from .past_runs import PastRuns
 from .publish import add_publish_route
 from .ranges import RingCurves, range_body
 from .run_views import NotFound, export_csv, export_jsonl, run_events, runs_body, series_body
@@ -76,6 +79,7 @@ def create_rest_app(
     )
     hub = server.hub
     ring_curves = RingCurves(hub)
+    past = PastRuns(server.config.series_points) if server.config.past_runs else None
 
     @app.exception_handler(RequestValidationError)
     async def invalid_parameters(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -136,20 +140,41 @@ def create_rest_app(
         return json_response(orjson.dumps(server.status()))
 
     @app.get("/api/runs", tags=["runs"])
-    async def runs(request: Request) -> Response:
-        """Every run kept: last step, metric names, event counts, ranks and state
-        (running, finished, failed, killed or stale); ``evicted``: runs
-        forgotten to make room (``max_runs``)."""
+    async def runs(
+        request: Request,
+        offset: int = Query(0, ge=0, description="skip this many runs (paging)"),
+        limit: int | None = Query(None, ge=1, description="at most this many runs (default: all)"),
+    ) -> Response:
+        """Every run kept: last step, metric names, event counts, ranks, each
+        rank's last metric time (``rank_last_ts``) and state (running,
+        finished, failed, killed or stale); ``evicted``: runs forgotten to
+        make room (``max_runs``). A hub serving past runs (``stream-hub
+        serve``) lists the persisted runs after the live ones
+        (``"persisted": true``); ``total`` counts them all, and ``offset`` and
+        ``limit`` page through them."""
         denied = check_read(request)
         if denied:
             return denied
+        items = runs_body(hub.runs.runs, server.live_runs())
+        if past is not None:
+            items += await past.described(set(hub.runs.runs))
         body = {
-            "runs": runs_body(hub.runs.runs, server.live_runs()),
+            "runs": items[offset : None if limit is None else offset + limit],
+            "total": len(items),
             "epoch": hub.epoch,
             "last_seq": hub.head,
             "evicted": hub.runs.runs_evicted,
         }
         return json_response(orjson.dumps(body))
+
+    async def find_run(run: str) -> RunSummary | None:
+        summary = hub.runs.runs.get(run)
+        if summary is None and past is not None:
+            summary = await past.summary(run)
+        return summary
+
+    def unknown_run(run: str) -> Response:
+        return error_response(404, f"unknown run {run!r}", runs=sorted(hub.runs.runs)[:100])
 
     @app.get("/api/runs/{run}/series", tags=["runs"])
     async def series(
@@ -180,9 +205,9 @@ def create_rest_app(
         # Read the head first: live events after it are applied on top of the
         # snapshot by clients, so the snapshot must not be older than the head.
         head = hub.head
-        summary = hub.runs.runs.get(run)
+        summary = await find_run(run)
         if summary is None:
-            return error_response(404, f"unknown run {run!r}", runs=sorted(hub.runs.runs)[:100])
+            return unknown_run(run)
         try:
             if ranged and metric is not None:
                 first = -(2**63) if from_step is None else from_step
@@ -190,7 +215,8 @@ def create_rest_app(
                 body = range_body(ring_curves, summary, metric, rank, first, last, max_points)
             else:
                 body = series_body(summary, metric, rank, max_points, compact)
-                ring_curves.prepare(summary)  # a zoom into a long run comes next, often
+                if run in hub.runs.runs:
+                    ring_curves.prepare(summary)  # a zoom into a long run comes next, often
         except NotFound as exc:
             return error_response(404, str(exc), **exc.extra)
         body["epoch"] = hub.epoch
@@ -209,9 +235,12 @@ def create_rest_app(
         denied = check_read(request)
         if denied:
             return denied
-        if run not in hub.runs.runs:
-            return error_response(404, f"unknown run {run!r}", runs=sorted(hub.runs.runs)[:100])
-        events = run_events(hub, run)
+        if run in hub.runs.runs:
+            events = run_events(hub, run)
+        elif past is not None and await past.has(run):
+            events = past.events(run)
+        else:
+            return unknown_run(run)
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in run)
         if format == "csv":
             body, media, suffix = export_csv(events, metric), "text/csv; charset=utf-8", "csv"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -139,11 +140,12 @@ def test_follow_and_afollow_without_a_url_find_a_hub_that_moved(
 
 
 @pytest.mark.parametrize(
-    "command", [["status"], ["tail"], ["restart", "--token", "x"], ["export", "--run", "r"]]
+    "command", [["status"], ["tail"], ["restart", "--token", "x"], ["export", "--run", "r"], ["runs"]]
 )
-def test_no_hub_is_one_line_and_exit_1(command: list[str]) -> None:
+def test_no_hub_is_one_line_and_exit_1(command: list[str], tmp_path: Path) -> None:
     ports = dict(zip(("sse", "ws", "rest"), free_ports(3), strict=True))
-    result = run([*command, *flags(ports)])
+    # A data directory of its own: export and runs read persisted runs when no hub answers.
+    result = run([*command, *flags(ports)], env=child_env(STREAM_HUB_HOME=str(tmp_path)))
     assert result.returncode == 1
     assert result.stdout == ""
     line = result.stderr

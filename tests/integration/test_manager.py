@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import socket
 import threading
 
@@ -22,7 +23,7 @@ from stream_hub import (
 )
 from stream_hub.ports import is_port_in_use
 
-from ..clients import STATUS_KEYS
+from ..clients import STATUS_KEYS, STORE_STATUS_KEYS
 from ..conftest import free_config, wait_for
 from ..processes import run_python
 
@@ -129,7 +130,10 @@ def test_status_has_the_contract_keys_with_and_without_a_server() -> None:
     assert set(manager.status()) == STATUS_KEYS
     get_stream_server(config=free_config())
     status = manager.status()
-    assert set(status) == STATUS_KEYS
+    # Contract v3: a hosting hub persists by default, and says where.
+    assert set(status) == STATUS_KEYS | {"store"}
+    assert set(status["store"]) == STORE_STATUS_KEYS
+    assert status["store"]["path"].startswith(os.environ["STREAM_HUB_HOME"])
     assert status["running"] and status["loop_thread_alive"] and status["ref_count"] == 1
     assert set(status["events"]) == {"published", "delivered", "dropped", "rejected"}
     assert set(status["history"]) == {"size", "capacity"}

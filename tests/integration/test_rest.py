@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream_hub import TrainingStreamServer, get_stream_server, get_stream_server_manager
 
-from ..clients import STATUS_KEYS, json_body
+from ..clients import STATUS_KEYS, STORE_STATUS_KEYS, json_body
 from ..conftest import committed, fill, free_config, wait_for
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -61,7 +61,8 @@ def test_status_has_exactly_the_contract_keys(server):
     response = get(server, "/api/status")
     assert response.status_code == 200
     status = json_body(response)
-    assert set(status) == STATUS_KEYS
+    assert set(status) == STATUS_KEYS | {"store"}  # contract v3: persistent by default
+    assert set(status["store"]) == STORE_STATUS_KEYS
     assert set(status["history"]) == {"size", "capacity"}
     assert set(status["clients"]) == {"sse", "ws", "evicted"}  # contract v2: evicted
     assert set(status["events"]) == {"published", "delivered", "dropped", "rejected"}

@@ -105,8 +105,29 @@ def test_each_annotation_agrees_with_its_declaration() -> None:
 # -- reading the environment --------------------------------------------------------------
 
 
+def test_the_store_variable_unset_means_the_default_store_and_empty_or_off_means_none() -> None:
+    store = SETTINGS["store"]
+    assert store.read({}) is None  # the default store under STREAM_HUB_HOME
+    for off in ("", "off", "OFF", "false", "no", "0", "  "):
+        assert store.read({"STREAM_HUB_STORE": off}) is False, off
+    assert store.read({"STREAM_HUB_STORE": "/tmp/x.db"}) == "/tmp/x.db"
+    assert StreamConfig(store=False).store is False
+    assert StreamConfig(store=True).store is None  # "a store, please": the default one
+    with pytest.raises(ConfigError, match=r"store.*None \(the default store\) or False"):
+        StreamConfig(store=3)  # type: ignore[arg-type]
+
+
+def test_store_max_bytes_is_at_least_a_mebibyte() -> None:
+    assert StreamConfig(store_max_bytes=1 << 20).store_max_bytes == 1 << 20
+    assert SETTINGS["store_max_bytes"].read({"STREAM_HUB_STORE_MAX_BYTES": "2147483648"}) == 1 << 31
+    with pytest.raises(ConfigError, match="store_max_bytes"):
+        StreamConfig(store_max_bytes=1000)
+
+
 def test_a_variable_written_as_its_default_reads_back_the_default() -> None:
     for name, declared in SETTINGS.items():
+        if name == "store":
+            continue  # its default (the default store) is an unset variable: see the next test
         assert declared.read({declared.variable: env_text(declared.default)}) == declared.default, name
 
 
@@ -123,7 +144,7 @@ def test_a_variable_written_as_its_default_reads_back_the_default() -> None:
         ("STREAM_HUB_ADMIN_TOKEN", "s3cret-s3cret-s3cret", "admin_token", "s3cret-s3cret-s3cret"),
         ("STREAM_HUB_READ_TOKEN", "", "read_token", None),
         ("STREAM_HUB_PORT_CONFLICT", "next", "port_conflict", "next"),
-        ("STREAM_HUB_STORE", "", "store", None),
+        ("STREAM_HUB_STORE", "", "store", False),  # empty: no store, as in v2
         ("STREAM_HUB_STORE_MAX_EVENTS", "", "store_max_events", None),
         ("STREAM_HUB_STORE_MAX_EVENTS", "1000", "store_max_events", 1000),
         ("STREAM_HUB_STORE_MAX_DAYS", "1.5", "store_max_days", 1.5),

@@ -78,9 +78,11 @@ def test_describe_is_the_rest_summary() -> None:
         "metrics": ["x"],
         "events": 2,
         "metric_events": 1,
+        "first_ts": 1.0,
         "last_ts": 2.0,
         "last_seq": 2,
         "ranks": [1],
+        "rank_last_ts": {"1": 1.0},
         "ended": None,
         "config": {"lr": 0.1},
     }

@@ -1,0 +1,193 @@
+"""The persisted runs: every run the default store's files hold, read
+without a hub (``stream-hub runs``, ``stream-hub export`` with no hub, and
+``stream-hub serve``, which lists them beside its live ones).
+
+Each file of the default store (:mod:`.directory`) holds the runs its hub
+hosted. A run's summary is its saved curves' state (``RunIndex.state()``);
+a run found in several files (a job whose hub changed files, a name given
+again after its claim expired) is the one saved last, and its events are
+read from every file that holds some. Files are read with read-only
+connections: a live hub's file is read while it writes (WAL readers never
+wait for the writer).
+
+Listing reads one small row per run per file (the summary is kept apart
+from the curves: ``json_extract`` leaves the tracks in the file), so
+thousands of runs list in well under a second; a run's curves are read
+when asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..errors import StoreError
+from .directory import live_store_files, store_files
+from .offline import open_store, run_events
+
+__all__ = ["PersistedRun", "persisted_run_events", "persisted_run_state", "persisted_runs"]
+
+logger = logging.getLogger(__name__)
+
+_SUMMARY = (
+    "SELECT run, last_seq, last_ts, json_extract(state, '$.events'), json_extract(state, '$.first_ts'), "
+    "json_extract(state, '$.last_step'), json_extract(state, '$.metric_events'), "
+    "json_extract(state, '$.tracks'), json_extract(state, '$.config') FROM runs"
+)
+
+
+@dataclass
+class PersistedRun:
+    """One run as the default store's files hold it."""
+
+    run: str
+    events: int
+    metric_events: int
+    first_ts: float | None
+    last_ts: float | None
+    last_step: int | None
+    ranks: list[int]
+    status: str  # finished, failed, killed; running (its hub lives) or stale (no run_end came)
+    metrics: list[str]
+    files: list[str]
+    config: dict[str, Any]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "status": self.status,
+            "started": self.first_ts,
+            "ended": self.last_ts if self.status != "running" else None,
+            "ranks": self.ranks,
+            "events": self.events,
+            "metric_events": self.metric_events,
+            "last_step": self.last_step,
+            "metrics": self.metrics,
+            "config": self.config,
+            "files": self.files,
+        }
+
+
+def _status(tracks: list[dict[str, Any]], live: bool) -> str:
+    ends = [t.get("ended") for t in tracks]
+    if ends and None not in ends:
+        return next(state for state in ("killed", "failed", "finished") if state in ends)
+    return "running" if live else "stale"
+
+
+def _connect(path: str) -> sqlite3.Connection | None:
+    try:
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+    except sqlite3.Error:
+        return None
+
+
+def persisted_runs(directory: Path | None = None, live_files: set[str] | None = None) -> list[PersistedRun]:
+    """Every run the default store holds, newest first. ``live_files``: the
+    files live hubs write (their runs without an end are ``running``; found
+    from the files' locks when not given)."""
+    found: dict[str, PersistedRun] = {}
+    files = store_files(directory)
+    if live_files is None:
+        live_files = live_store_files(f.path for f in files)
+    for f in files:
+        conn = _connect(f.path)
+        if conn is None:
+            continue
+        try:
+            rows = conn.execute(_SUMMARY).fetchall()
+        except sqlite3.Error as exc:  # not a store yet (being created), damaged: skip it
+            logger.debug("persisted runs: %s skipped (%s)", f.path, exc)
+            continue
+        finally:
+            conn.close()
+        for run, _seq, last_ts, events, first_ts, last_step, metric_events, tracks_json, config in rows:
+            tracks = orjson.loads(tracks_json) if tracks_json else []
+            ranks = sorted(t["rank"] for t in tracks if t.get("rank") is not None)
+            metrics = sorted({name for t in tracks for name in t.get("series", {})})
+            item = PersistedRun(
+                run=run,
+                events=int(events or 0),
+                metric_events=int(metric_events or 0),
+                first_ts=first_ts,
+                last_ts=last_ts,
+                last_step=last_step,
+                ranks=ranks,
+                status=_status(tracks, f.path in live_files),
+                metrics=metrics,
+                files=[f.path],
+                config=orjson.loads(config) if config else {},
+            )
+            known = found.get(run)
+            if known is None:
+                found[run] = item
+                continue
+            # The same run in several files: the latest saved state wins, the files add up.
+            newer, older = (item, known) if (item.last_ts or 0) >= (known.last_ts or 0) else (known, item)
+            newer.files = sorted(set(known.files) | set(item.files))
+            newer.events = known.events + item.events
+            if older.first_ts is not None and (newer.first_ts is None or older.first_ts < newer.first_ts):
+                newer.first_ts = older.first_ts
+            found[run] = newer
+    return sorted(found.values(), key=lambda r: r.last_ts or 0.0, reverse=True)
+
+
+def persisted_run_state(run: str, directory: Path | None = None) -> dict[str, Any] | None:
+    """The saved state (curves included) of ``run``: the newest saved in
+    any file, None if no file holds it."""
+    best: tuple[float, dict[str, Any]] | None = None
+    for f in store_files(directory):
+        conn = _connect(f.path)
+        if conn is None:
+            continue
+        try:
+            row = conn.execute("SELECT last_ts, state FROM runs WHERE run = ?", (run,)).fetchone()
+        except sqlite3.Error:
+            continue
+        finally:
+            conn.close()
+        if row is not None and (best is None or (row[0] or 0.0) >= best[0]):
+            best = (row[0] or 0.0, orjson.loads(row[1]))
+    return None if best is None else best[1]
+
+
+def persisted_run_events(run: str, directory: Path | None = None) -> Iterator[dict[str, Any]]:
+    """Every persisted event of ``run``, file after file (oldest file
+    first), each file's in its order.
+
+    Raises:
+        StoreError: no file of the default store holds ``run``.
+    """
+    files = [f.path for f in store_files(directory) if _holds(f.path, run)]
+    if not files:
+        raise StoreError(f"no persisted run {run!r}")
+    for path in files:
+        conn = open_store(path)
+        try:
+            yield from run_events(conn, run)
+        finally:
+            conn.close()
+
+
+def _holds(path: str, run: str) -> bool:
+    conn = _connect(path)
+    if conn is None:
+        return False
+    with contextlib.closing(conn):
+        try:
+            if conn.execute("SELECT 1 FROM runs WHERE run = ?", (run,)).fetchone() is not None:
+                return True
+            quoted = orjson.dumps(run).decode()
+            return (
+                conn.execute("SELECT 1 FROM chunks WHERE instr(runs, ?) > 0 LIMIT 1", (quoted,)).fetchone()
+                is not None
+            )
+        except sqlite3.Error:
+            return False
