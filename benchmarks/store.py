@@ -1,16 +1,21 @@
-"""The durable store's figures: stream_hub with a store against stream_hub
-without one (no baseline applies). Each group runs in a fresh process, like
-every figure (:mod:`benchmarks.runner`), for the stream_hub side only.
+"""The durable store's figures: stream_hub with its default store (what a
+user gets with no configuration, contract v3) and with an explicit store
+file, against stream_hub with ``store=False`` (no baseline applies). Each
+group runs in a fresh process, like every figure (:mod:`benchmarks.runner`),
+for the stream_hub side only; ``STREAM_HUB_HOME`` is a temporary directory
+(``scripts/bench.py``).
 
-- ``store``: sustained events/s made durable while a thread logs as fast as
-  it can; the writer thread's CPU time per event; the store's size per
-  million metric events; the publish cost on the training thread with and
-  without a store.
+- ``store``: sustained events/s made durable by the default store while a
+  thread logs as fast as it can; the writer thread's CPU time per event; the
+  file's size per million metric events; the publish cost on the training
+  thread (wall, and the thread's own CPU) without a store, with the default
+  store and with an explicit one, in the same process.
 - ``store_slowdown``: a training loop logging 10 000 events/s (about 100 µs
-  of pure-Python work per step), alone, with a server, and with a server and
-  a store, interleaved; the slowdown against the neighbouring segments
-  without a server, with its spread over the repeats, and the process's CPU
-  time per step added (which other processes on the machine disturb less).
+  of pure-Python work per step), alone, with a server without a store, with
+  the default store and with an explicit store, interleaved; the slowdown
+  against the neighbouring segments without a server, with its spread over
+  the repeats, and the process's CPU time per step added (which other
+  processes on the machine disturb less).
 """
 
 from __future__ import annotations
@@ -67,34 +72,40 @@ def _publish(side: StreamHubSide, sz: Mapping[str, Any]) -> tuple[list[float], l
 
 def fig_store(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        db = str(Path(tmp) / "bench.db")
-        plain = StreamHubSide()
-        plain.start()
-        try:
-            without, cpu_without = _publish(plain, sz)
-        finally:
-            plain.stop()
-        side = StreamHubSide(store=db)
-        side.start()
-        try:
-            with_store, cpu_with_store = _publish(side, sz)
-            _drain(side)
-        finally:
-            side.stop()
-        durable = _durable_rate(db, sz["store_seconds"])
+        publish: dict[str, tuple[list[float], list[float]]] = {}
+        # Taking turns, twice: drift in the machine's load hits each alike.
+        for name, config in (
+            ("none", {"store": False}),
+            ("default", {}),
+            ("explicit", {"store": str(Path(tmp) / "bench.db")}),
+        ) * 2:
+            side = StreamHubSide(**config)
+            side.start()
+            try:
+                wall, cpu = _publish(side, sz)
+                if name != "none":
+                    _drain(side)
+            finally:
+                side.stop()
+            before = publish.get(name, ([], []))
+            publish[name] = (before[0] + wall, before[1] + cpu)
+        durable = _durable_rate(None, sz["store_seconds"])
+    med = {name: (statistics.median(w), statistics.median(c)) for name, (w, c) in publish.items()}
     return {
         "figures": {
             "store_durable_per_s": durable["rate"],
             "store_writer_cpu_us": durable["writer_cpu_us"],
             "store_mb_per_million": durable["mb_per_million"],
-            "store_publish_us": statistics.median(with_store),
-            "store_publish_us_without": statistics.median(without),
-            "store_publish_cpu_us": statistics.median(cpu_with_store),
-            "store_publish_cpu_us_without": statistics.median(cpu_without),
+            "store_publish_us": med["default"][0],
+            "store_publish_us_explicit": med["explicit"][0],
+            "store_publish_us_without": med["none"][0],
+            "store_publish_cpu_us": med["default"][1],
+            "store_publish_cpu_us_explicit": med["explicit"][1],
+            "store_publish_cpu_us_without": med["none"][1],
         },
         "details": {
-            "publish_batches_us_with_store": with_store,
-            "publish_batches_us_without_store": without,
+            "publish_batches_us": {name: w for name, (w, _c) in publish.items()},
+            "publish_cpu_us": {name: c for name, (_w, c) in publish.items()},
             "durable": durable,
         },
     }
@@ -111,12 +122,15 @@ def _drain(side: StreamHubSide, timeout: float = 60.0) -> dict[str, Any]:
         pause.wait(0.05)
 
 
-def _durable_rate(db: str, seconds: float) -> dict[str, Any]:
+def _durable_rate(db: str | None, seconds: float) -> dict[str, Any]:
     """A thread logs as fast as it can for ``seconds``; how fast the store
-    makes events durable (after a first quarter to reach a steady state)."""
-    Path(db).unlink(missing_ok=True)
-    side = StreamHubSide(store=db)
+    (``db``, or None: the default store) makes events durable (after a
+    first quarter to reach a steady state)."""
+    if db is not None:
+        Path(db).unlink(missing_ok=True)
+    side = StreamHubSide(**({} if db is None else {"store": db}))
     side.start()
+    path = str(_store_status(side)["path"])
     metrics = _varied_metrics()
     stop = threading.Event()
     logged = [0]
@@ -143,7 +157,7 @@ def _durable_rate(db: str, seconds: float) -> dict[str, Any]:
         cpu = _writer_cpu_s() - cpu0
     finally:
         side.stop()
-    size = Path(db).stat().st_size  # the WAL is checkpointed into the file at close
+    size = Path(path).stat().st_size  # the WAL is checkpointed into the file at close
     written = max(1, final["written"])
     return {
         "rate": (w1 - w0) / (t1 - t0),
@@ -165,8 +179,8 @@ def fig_store_slowdown(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
     work_n = calibrate_work(1.0 / sz["store_train_rate"])
     with tempfile.TemporaryDirectory() as tmp:
 
-        def served(store: bool) -> tuple[float, float]:
-            side = StreamHubSide(**({"store": str(Path(tmp) / "train.db")} if store else {}))
+        def served(config: dict[str, Any]) -> tuple[float, float]:
+            side = StreamHubSide(**config)
             side.start()
             try:
                 return _train_segment(seg, work_n, side.log)
@@ -176,11 +190,14 @@ def fig_store_slowdown(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
         _train_segment(seg / 2, work_n, None)  # warm-up
         alone = [_train_segment(seg, work_n, None)]
         plain: list[tuple[float, float]] = []
-        stored: list[tuple[float, float]] = []
+        default: list[tuple[float, float]] = []
+        explicit: list[tuple[float, float]] = []
         for _ in range(reps):
-            plain.append(served(False))
+            plain.append(served({"store": False}))
             alone.append(_train_segment(seg, work_n, None))
-            stored.append(served(True))
+            default.append(served({}))
+            alone.append(_train_segment(seg, work_n, None))
+            explicit.append(served({"store": str(Path(tmp) / "train.db")}))
             alone.append(_train_segment(seg, work_n, None))
 
     def paired(segments: list[tuple[float, float]], offset: int, what: int) -> list[float]:
@@ -188,30 +205,33 @@ def fig_store_slowdown(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
         around it: steps/s lost (``what`` 0), or CPU per step added (1)."""
         out = []
         for i, segment in enumerate(segments):
-            ref = (alone[2 * i + offset][what] + alone[2 * i + offset + 1][what]) / 2
+            ref = (alone[3 * i + offset][what] + alone[3 * i + offset + 1][what]) / 2
             out.append(
                 (1.0 - segment[what] / ref) * 100.0 if what == 0 else (segment[what] / ref - 1.0) * 100.0
             )
         return out
 
-    with_store, without = paired(stored, 1, 0), paired(plain, 0, 0)
-    cpu_with_store, cpu_without = paired(stored, 1, 1), paired(plain, 0, 1)
+    slowdown = {
+        "none": paired(plain, 0, 0),
+        "default": paired(default, 1, 0),
+        "explicit": paired(explicit, 2, 0),
+    }
+    cpu = {"none": paired(plain, 0, 1), "default": paired(default, 1, 1), "explicit": paired(explicit, 2, 1)}
     return {
         "figures": {
-            "store_train_slowdown_pct": statistics.median(with_store),
-            "store_train_slowdown_pct_without": statistics.median(without),
-            "store_train_cpu_overhead_pct": statistics.median(cpu_with_store),
-            "store_train_cpu_overhead_pct_without": statistics.median(cpu_without),
+            "store_train_slowdown_pct": statistics.median(slowdown["default"]),
+            "store_train_slowdown_pct_explicit": statistics.median(slowdown["explicit"]),
+            "store_train_slowdown_pct_without": statistics.median(slowdown["none"]),
+            "store_train_cpu_overhead_pct": statistics.median(cpu["default"]),
+            "store_train_cpu_overhead_pct_explicit": statistics.median(cpu["explicit"]),
+            "store_train_cpu_overhead_pct_without": statistics.median(cpu["none"]),
         },
         "details": {
-            "paired_cpu_overhead_pct_with_store": cpu_with_store,
-            "paired_cpu_overhead_pct_without_store": cpu_without,
-            "events_per_s": [s[0] for s in stored],
+            "paired_slowdown_pct": slowdown,
+            "paired_cpu_overhead_pct": cpu,
+            "spread": {name: _spread(values) for name, values in slowdown.items()},
+            "events_per_s": [s[0] for s in default],
             "work_n": work_n,
-            "paired_slowdown_pct_with_store": with_store,
-            "paired_slowdown_pct_without_store": without,
-            "spread_with_store": _spread(with_store),
-            "spread_without_store": _spread(without),
             "steps_per_s_alone": [a[0] for a in alone],
         },
     }

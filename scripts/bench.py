@@ -17,11 +17,14 @@ store, and have no baseline.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -167,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     raise_fd_limit()
+    # Hubs persist by default (contract v3): a benchmark's thousands of runs
+    # go to a data directory of its own, never to the user's.
+    if not os.environ.get("STREAM_HUB_HOME"):
+        os.environ["STREAM_HUB_HOME"] = tempfile.mkdtemp(prefix="stream_hub-bench-")
+        atexit.register(shutil.rmtree, os.environ["STREAM_HUB_HOME"], True)
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     sizes = dict(TINY if args.tiny else QUICK if args.quick else FULL)
     sizes["work_n"] = calibrate_work(0.002)

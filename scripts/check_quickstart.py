@@ -187,6 +187,19 @@ def check_demo(exe: str, stop_signal: signal.Signals) -> None:
         reader.join(5)
 
 
+def check_runs_kept(exe: str) -> None:
+    """After the demo: its runs are persisted (contract v3) and ``stream-hub
+    runs`` lists them with no hub running."""
+    out = subprocess.run([exe, "runs", "--json"], capture_output=True, text=True, timeout=60, check=False)
+    if out.returncode != 0:
+        raise CheckFailed(f"stream-hub runs exited with {out.returncode}: {out.stderr[-400:]}")
+    runs = json.loads(out.stdout)
+    demo_runs = [r for r in runs if r["run"].startswith("exp") and r["events"] > 0]  # exp1, exp2, ...
+    if not demo_runs:
+        raise CheckFailed(f"stream-hub runs lists no demo run after the demo: {out.stdout[:400]}")
+    print(f"   stream-hub runs: {len(demo_runs)} demo runs kept", flush=True)
+
+
 def check_inside() -> None:
     import stream_hub
 
@@ -195,8 +208,12 @@ def check_inside() -> None:
         raise CheckFailed(f"stream_hub was imported from {where}, not from the new environment")
     exe = _console_script()
     check_version(exe)
-    for stop_signal in (signal.SIGINT, signal.SIGTERM):
-        check_demo(exe, stop_signal)
+    # Hubs persist by default: this check keeps to a data directory of its own.
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["STREAM_HUB_HOME"] = home
+        for stop_signal in (signal.SIGINT, signal.SIGTERM):
+            check_demo(exe, stop_signal)
+        check_runs_kept(exe)
 
 
 def main() -> int:

@@ -58,7 +58,7 @@ def all_runs(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
     rows: dict[str, dict[str, Any]] = {}
     for run in persisted_runs():
         row = rows[run.run] = {**run.describe(), "live": False}
-        for detail in ("files", "metrics", "metric_events", "config"):
+        for detail in ("metrics", "metric_events", "config"):
             del row[detail]
     live, why = live_runs(args)
     for item in live or []:

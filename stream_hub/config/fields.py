@@ -368,7 +368,10 @@ def store_path() -> Kind:
     def show(value: Any) -> str:
         return "the default store (`STREAM_HUB_HOME`)" if value is None else f"`{value}`"
 
-    return Kind(parse, check, show, None)
+    def from_flag(text: str) -> str | bool:  # --store off
+        return False if text.strip().lower() in _FALSE else text
+
+    return Kind(parse, check, show, from_flag)
 
 
 def redis_url() -> Kind:
