@@ -1,5 +1,5 @@
-"""Store and lock files are owner-only and never followed through a symlink
-(contract v3, "Same user by default"; issue 22 M3, M4).
+"""Store, lock and registry files are owner-only and never followed through
+a symlink (contract v3, "Same user by default"; issue 22 M3, M4, L2).
 
 The tests run as root, so another user is real: files and directories are
 chowned to a throwaway one (``other_uid``). Root can open anyone's file, so
@@ -11,16 +11,22 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shutil
 import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
-from stream_hub import TrainingStreamServer
+from stream_hub import StreamConfig, TrainingStreamServer
 from stream_hub.errors import StoreError, StoreLockedError
+from stream_hub.processes.registry import default_directory, record_key
 
 from ..conftest import wait_for
+from ..processes import Spawner, free_ports
+from .test_processes import done, hub_env, release, start
 from .test_store import store_server
 
 
@@ -134,3 +140,109 @@ def test_a_lock_file_of_another_user_is_refused_without_trusting_what_it_says(
     assert "424242" not in message and "evil.example" not in message
     assert lock.read_bytes() == squatted and os.stat(lock).st_uid == other_uid
     assert not (tmp_path / "runs.db").exists()
+
+
+# -- the registry (L2) ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shared_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A temp dir like /tmp (sticky, anyone may create in it) as this
+    process's, and no XDG_RUNTIME_DIR: the registry's first choice is then
+    ``<tmp>/stream_hub-<uid>``, a name anyone can take first. (A short path:
+    the channel's Unix socket is made in the registry.)"""
+    tmp = Path(tempfile.mkdtemp(prefix="sh-"))
+    tmp.chmod(0o1777)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+    yield tmp
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def hub_on_fixed_ports() -> tuple[TrainingStreamServer, list[int], str]:
+    """A started hub on free fixed ports (so it meets others in the registry),
+    its ports and its registry key."""
+    ports = free_ports(3)
+    sse, ws, rest = ports
+    server = TrainingStreamServer(StreamConfig(sse_port=sse, ws_port=ws, rest_port=rest))
+    server.start()
+    return server, ports, record_key("127.0.0.1", {"sse": sse, "ws": ws, "rest": rest})
+
+
+def joins(spawn: Spawner, server: TrainingStreamServer, ports: list[int]) -> None:
+    """Another process of this user, on the same ports, finds the hub and joins it."""
+    joiner, ready = start(spawn, hub_env(ports), "--steps", "3", "--interval", "0", "--hold")
+    assert ready["ready"] == "joined" and ready["urls"] == server.urls, joiner.err.text
+    release(joiner)
+    done(joiner)
+
+
+@pytest.mark.parametrize("squat", ["directory", "symlink"])
+def test_a_registry_directory_taken_by_another_user_does_not_block_a_hub(
+    shared_tmp: Path, other_uid: int, squat: str, caplog: pytest.LogCaptureFixture, spawn: Spawner
+) -> None:
+    squatted = shared_tmp / f"stream_hub-{os.geteuid()}"
+    theirs = squatted
+    if squat == "symlink":
+        theirs = shared_tmp / "theirs"
+        theirs.mkdir(mode=0o777)
+        os.chown(theirs, other_uid, other_uid)
+        squatted.symlink_to(theirs)
+        os.lchown(squatted, other_uid, other_uid)
+    else:
+        squatted.mkdir(mode=0o777)
+        os.chown(squatted, other_uid, other_uid)
+    with caplog.at_level(logging.WARNING, logger="stream_hub.processes.registry"):
+        server, ports, key = hub_on_fixed_ports()
+    try:
+        assert server.role == "host"
+        assert str(squatted) in caplog.text
+        used = default_directory()  # where every process of this user meets (and discovery looks)
+        assert used != squatted and not str(used).startswith(str(theirs))
+        info = os.lstat(used)
+        assert stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and mode(used) == 0o700
+        assert (used / f"hub-{key}.json").is_file() and mode(used / f"hub-{key}.json") == 0o600
+        assert mode(used / f"hub-{key}.lock") == 0o600
+        assert list(theirs.iterdir()) == []
+        joins(spawn, server, ports)  # the user's processes pass over the same place, and meet
+    finally:
+        server.stop()
+
+
+def test_a_registry_too_deep_for_a_unix_socket_is_reached_over_tcp(
+    shared_tmp: Path, monkeypatch: pytest.MonkeyPatch, spawn: Spawner
+) -> None:
+    # The data directory's place can be deep: a socket path is at most 107 bytes.
+    deep = shared_tmp / ("d" * 60) / ("e" * 60)
+    deep.mkdir(mode=0o700, parents=True)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(deep))
+    server, ports, _key = hub_on_fixed_ports()
+    try:
+        assert server.role == "host"
+        joins(spawn, server, ports)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("kept", ["XDG_RUNTIME_DIR", "TMPDIR"])
+def test_under_sudo_the_registry_is_roots_and_nothing_is_left_in_the_users_directories(
+    shared_tmp: Path, other_uid: int, monkeypatch: pytest.MonkeyPatch, kept: str
+) -> None:
+    # `sudo -E python train.py`: root, with the invoking user's environment.
+    users = shared_tmp / "u"
+    users.mkdir(mode=0o700)
+    os.chown(users, other_uid, other_uid)
+    monkeypatch.setenv("SUDO_UID", str(other_uid))
+    monkeypatch.setenv("SUDO_GID", str(other_uid))
+    monkeypatch.setenv(kept, str(users))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    server, _ports, key = hub_on_fixed_ports()
+    try:
+        assert server.role == "host"
+        assert list(users.iterdir()) == []
+        used = default_directory()
+        assert os.lstat(used).st_uid == os.geteuid() and (used / f"hub-{key}.json").is_file()
+    finally:
+        server.stop()
+    assert list(users.iterdir()) == []
