@@ -106,10 +106,11 @@ def ensure_home(environ: Mapping[str, str] | None = None) -> Path:
     return path
 
 
-def ensure_private_directory(path: Path) -> Path:
+def ensure_private_directory(path: Path, remedy: str | None = None) -> Path:
     """``path`` (under the data directory) as a directory of this user with
     mode 0700: created so, tightened if it is open to others, refused when it
-    is a symlink or another user's.
+    is a symlink or another user's. ``remedy``: what an error tells the user
+    to do (by default, to set ``STREAM_HUB_HOME``).
 
     Raises:
         StreamHubError: as :func:`ensure_home`.
@@ -119,21 +120,21 @@ def ensure_private_directory(path: Path) -> Path:
         info = os.lstat(path)
     except OSError as exc:
         raise StreamHubError(
-            f"cannot create {path}: {exc}; set {HOME_VARIABLE} to a writable directory"
+            f"cannot create {path}: {exc}; {remedy or f'set {HOME_VARIABLE} to a writable directory'}"
         ) from exc
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
         raise StreamHubError(f"{path} is not a directory (a symlink?); remove it")
-    _check_owner(path, info, "directory")
+    _check_owner(path, info, "directory", remedy)
     if hasattr(os, "getuid") and info.st_mode & 0o077:
         os.chmod(path, 0o700)
     return path
 
 
-def _check_owner(path: Path, info: os.stat_result, what: str) -> None:
+def _check_owner(path: Path, info: os.stat_result, what: str, remedy: str | None = None) -> None:
     if hasattr(os, "getuid") and info.st_uid != os.getuid():
         raise StreamHubError(
             f"the stream_hub {what} {path} belongs to uid {info.st_uid}, not to this user "
-            f"({os.getuid()}): set {HOME_VARIABLE} to a directory of your own"
+            f"({os.getuid()}): {remedy or f'set {HOME_VARIABLE} to a directory of your own'}"
         )
 
 

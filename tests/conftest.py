@@ -322,6 +322,32 @@ def private_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
         os.environ["XDG_RUNTIME_DIR"] = old
 
 
+#: A throwaway second user (no home, no shell): files chowned to it are another user's.
+OTHER_USER = "sh_test_other"
+
+
+@pytest.fixture(scope="session")
+def other_uid() -> int:
+    """The uid of :data:`OTHER_USER`, created if absent (needs root, as the
+    tests run here and in CI): a file or directory chowned to it is really
+    another user's."""
+    import pwd
+
+    need(hasattr(os, "geteuid") and os.geteuid() == 0, "root (to make files of another user)")
+    try:
+        return pwd.getpwnam(OTHER_USER).pw_uid
+    except KeyError:
+        pass
+    useradd = need_executable("useradd")
+    # Another test run may add it at the same moment: whichever wins, it exists after.
+    subprocess.run(
+        [useradd, "--no-create-home", "--shell", "/usr/sbin/nologin", OTHER_USER],
+        capture_output=True,
+        check=False,
+    )
+    return pwd.getpwnam(OTHER_USER).pw_uid
+
+
 @pytest.fixture(autouse=True)
 def clean_manager() -> Iterator[None]:
     """Every test starts and ends with no managed server and a zero count."""

@@ -131,9 +131,9 @@ def places(config: StreamConfig, registry: str | None = None) -> tuple[list[Plac
     """
     configured = {"sse": config.sse_port, "ws": config.ws_port, "rest": config.rest_port}
     key = record_key(config.host, configured)
-    directory = default_directory() if registry is None else registry
     found: list[Place] = []
     try:
+        directory = default_directory() if registry is None else registry
         record = Registry(directory).read(key) if os.path.isdir(directory) else None
     except StreamHubError as exc:  # not this user's private directory: nothing in it is trusted
         logger.debug("hub registry not used: %s", exc)

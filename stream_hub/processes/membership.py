@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -32,6 +33,9 @@ __all__ = ["Membership"]
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: The longest path a Unix socket can be bound at (``sun_path``, its final NUL aside).
+_MAX_SOCKET_PATH = 103 if sys.platform == "darwin" else 107
 
 
 class Membership:
@@ -113,7 +117,8 @@ class Membership:
 
     def channel_path(self, owner: object) -> Path | None:
         """Where joiners reach a host: a Unix socket in the registry directory
-        (None where there is none: the channel then listens on loopback TCP)."""
+        (None where there is none, or its path is too long for a socket: the
+        channel then listens on loopback TCP)."""
         if not hasattr(socket, "AF_UNIX"):
             return None
         try:
@@ -121,7 +126,13 @@ class Membership:
         except StreamHubError as exc:
             logger.warning("%s; joined processes reach this hub over loopback TCP", exc)
             return None
-        return registry.channel_path(self.key or f"pid{os.getpid()}-{id(owner):x}")
+        path = registry.channel_path(self.key or f"pid{os.getpid()}-{id(owner):x}")
+        if len(os.fsencode(path)) > _MAX_SOCKET_PATH:
+            logger.info(
+                "%s is too long for a Unix socket; joined processes reach this hub over loopback TCP", path
+            )
+            return None
+        return path
 
     def record_host(self, config: StreamConfig, ports: Mapping[str, int], epoch: str, channel: str) -> None:
         """Hosting now: write this process's record (when it met others there)."""

@@ -1,17 +1,38 @@
 """The per-user registry of hubs on this machine: where processes meet.
 
-A hub records itself in a directory only its user can enter (0700, under
-``$XDG_RUNTIME_DIR`` or the temp dir), in a file only its user can read
-(0600), keyed by its *configured* ports: its pid, the ports it really bound,
-its epoch, the protocol version, a random join token and the address of its
-channel (:mod:`stream_hub.processes.channel`). A process that wants the same
-ports reads the record first, so a hub that had to take other ports (a
-foreign program held the configured ones) is still found, and the machine
-never splits into several hubs by accident.
+A hub records itself in a directory only its user can enter (0700), in a
+file only its user can read (0600), keyed by its *configured* ports: its
+pid, the ports it really bound, its epoch, the protocol version, a random
+join token and the address of its channel
+(:mod:`stream_hub.processes.channel`). A process that wants the same ports
+reads the record first, so a hub that had to take other ports (a foreign
+program held the configured ones) is still found, and the machine never
+splits into several hubs by accident.
 
 Decisions about a record are taken under an advisory lock on the key
 (``flock`` on POSIX), held by whoever is deciding to host, so two processes
 starting at once cannot both decide to host.
+
+Where the directory is (:func:`default_directory`): the first usable of
+
+1. ``$XDG_RUNTIME_DIR/stream_hub``, when ``XDG_RUNTIME_DIR`` is a directory
+   of this user;
+2. ``<temp dir>/stream_hub-<uid>``;
+3. ``<data directory>/registry/<host name>`` (:mod:`stream_hub.home`): the
+   user's own, where nobody else can take the name first (per host: a home
+   directory may be shared by the machines of a cluster).
+
+A place that exists but is not this user's private directory — another
+user made it first (anyone can, in the temp dir), or it is a symlink — is
+passed over with a warning, so it cannot keep the user's hubs from
+starting; every process of the user passes over the same places, so they
+still meet. Under ``sudo`` (root, ``SUDO_UID`` set) a hub is root's: the
+places inside a directory of the user who ran sudo (their
+``XDG_RUNTIME_DIR``, or a ``TMPDIR`` or data directory that ``sudo -E``
+kept) are passed over, so no root-owned file is left among theirs.
+
+The registry's files — records, locks — are owner-only and never opened
+through a symlink (:mod:`stream_hub.private_files`).
 """
 
 from __future__ import annotations
@@ -22,6 +43,7 @@ import logging
 import os
 import re
 import secrets
+import socket
 import stat
 import sys
 import tempfile
@@ -34,6 +56,8 @@ from typing import IO, Any
 import orjson
 
 from ..errors import StreamHubError
+from ..home import ensure_home, ensure_private_directory, home_directory
+from ..private_files import open_private, private_opener
 
 __all__ = ["PROTOCOL_VERSION", "HubRecord", "LockHolderStopped", "Registry", "record_key"]
 
@@ -155,45 +179,149 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+#: What to do about a registry place that is not this user's private directory.
+_REMEDY = "remove it (its owner or root can), or set XDG_RUNTIME_DIR to a private directory of yours"
+#: Places already warned about (once per process).
+_WARNED: set[Path] = set()
+
+
 def default_directory() -> Path:
-    """``$XDG_RUNTIME_DIR/stream_hub`` if usable, else ``<tmp>/stream_hub-<uid>``."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK):
-        return Path(runtime) / "stream_hub"
-    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
-    return Path(tempfile.gettempdir()) / f"stream_hub-{user}"
+    """Where this user's hubs meet (see the module docstring): the first
+    place that does not exist yet or is this user's real directory. Creates
+    nothing (:class:`Registry` does).
+
+    Raises:
+        StreamHubError: under sudo, every place is inside the invoking
+            user's directories.
+    """
+    places = _places()
+    for path in places:
+        if _may_be_ours(path):
+            return path
+    return places[-1]
+
+
+def _places() -> list[Path]:
+    """The places the registry may be, in order (see the module docstring)."""
+    uid = _uid()
+    places: list[Path] = []
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if runtime and os.path.isabs(runtime) and _own_directory(runtime, uid):
+        places.append(Path(runtime) / "stream_hub")
+    user = uid if uid is not None else os.environ.get("USERNAME", "user")
+    places.append(Path(tempfile.gettempdir()) / f"stream_hub-{user}")
+    places.append(_home_place())
+    invoker = _sudo_invoker(uid)
+    if invoker is not None:
+        kept = [path for path in places if not _inside_directory_of(path, invoker)]
+        if not kept:
+            raise StreamHubError(
+                f"running as root under sudo, stream_hub keeps its hub registry out of the directories "
+                f"of uid {invoker} (who ran sudo), and every place for it is in one: "
+                f"{', '.join(map(str, places))}; set XDG_RUNTIME_DIR or TMPDIR to a directory of root's"
+            )
+        places = kept
+    return places
+
+
+def _home_place() -> Path:
+    host = _UNSAFE.sub("_", socket.gethostname())[:64] or "host"
+    return home_directory() / "registry" / host
+
+
+def _uid() -> int | None:
+    return os.geteuid() if hasattr(os, "geteuid") else None
+
+
+def _own_directory(path: str, uid: int | None) -> bool:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and uid in (None, info.st_uid) and os.access(path, os.W_OK)
+
+
+def _may_be_ours(path: Path) -> bool:
+    """``path`` does not exist (we would create it), or is a real directory of ours."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and _uid() in (None, info.st_uid)
+
+
+def _sudo_invoker(uid: int | None) -> int | None:
+    """Running as root under sudo: the uid of the user who ran it (``SUDO_UID``)."""
+    if uid != 0:
+        return None
+    try:
+        invoker = int(os.environ.get("SUDO_UID", ""))
+    except ValueError:
+        return None
+    return invoker if invoker != 0 else None
+
+
+def _inside_directory_of(path: Path, uid: int) -> bool:
+    """Whether a directory above ``path`` belongs to ``uid``."""
+    for parent in path.parents:
+        try:
+            if os.stat(parent).st_uid == uid:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _make_private(path: Path) -> Path:
+    """``path`` as this user's 0700 directory (created so if absent).
+
+    Raises:
+        StreamHubError: it is a symlink, not a directory, another user's,
+            or cannot be created.
+    """
+    if path == _home_place():  # made the way the data directory and its rooms are
+        ensure_private_directory(ensure_home() / "registry", _REMEDY)
+    return ensure_private_directory(path, _REMEDY)
+
+
+def _open_default() -> Path:
+    """The first of :func:`_places` made private; the ones passed over are
+    warned about, once per process."""
+    passed: list[tuple[Path, str]] = []
+    for path in _places():
+        try:
+            made = _make_private(path)
+        except StreamHubError as exc:
+            passed.append((path, str(exc)))
+            continue
+        for place, why in passed:
+            if place not in _WARNED:
+                _WARNED.add(place)
+                logger.warning(
+                    "hub registry %s passed over: %s; this user's hubs meet in %s", place, why, made
+                )
+        return made
+    raise StreamHubError("no usable hub registry: " + "; ".join(why for _, why in passed))
 
 
 class Registry:
     """The records of one user's hubs, in one private directory.
 
     Raises:
-        StreamHubError: the directory exists but is not this user's private
-            directory (another user made it, or it is open to others): nothing
-            in it can be trusted.
+        StreamHubError: ``directory`` exists but is not this user's private
+            directory (another user made it, or it is a symlink): nothing in
+            it can be trusted. Without ``directory``, such places are passed
+            over (see the module docstring); the error comes only when none
+            is usable.
     """
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
-        self.directory = Path(directory) if directory is not None else default_directory()
-        self._ensure_private()
-
-    def _ensure_private(self) -> None:
-        path = self.directory
-        try:
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StreamHubError(f"cannot create the hub registry {path}: {exc}") from exc
-        info = os.lstat(path)
-        if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-            raise StreamHubError(f"the hub registry {path} is not a directory (a symlink?); remove it")
-        if hasattr(os, "getuid"):
-            if info.st_uid != os.getuid():
-                raise StreamHubError(
-                    f"the hub registry {path} belongs to uid {info.st_uid}, not to this user "
-                    f"({os.getuid()}): set XDG_RUNTIME_DIR or TMPDIR to a private directory"
-                )
-            if info.st_mode & 0o077:
-                os.chmod(path, 0o700)
+        if directory is None:
+            self.directory = _open_default()
+        else:
+            self.directory = _make_private(Path(directory))
 
     # -- files ---------------------------------------------------------------------------
 
@@ -217,8 +345,11 @@ class Registry:
             LockHolderStopped: the holder is stopped (found at once, not after ``timeout``).
             StreamHubError: the lock was not free within ``timeout``.
         """
-        handle = open(self.directory / f"hub-{key}.lock", "a+b")
-        os.chmod(handle.name, 0o600)
+        handle = open(
+            self.directory / f"hub-{key}.lock",
+            "a+b",
+            opener=private_opener("hub registry lock", remedy=_REMEDY),
+        )
         if not _acquire(handle, timeout):  # the helper thread now owns (and closes) the handle
             raise StreamHubError(
                 f"another process has held the hub registry lock {handle.name} for over {timeout:g} s; "
@@ -236,14 +367,12 @@ class Registry:
         """The record of ``key``, or None (absent, unreadable or not ours)."""
         path = self.record_path(key)
         try:
-            info = os.stat(path)
-            data = path.read_bytes()
+            with open(path, "rb", opener=private_opener("hub record", remedy=_REMEDY)) as f:
+                data = f.read()
         except FileNotFoundError:
             return None
-        except OSError as exc:
+        except (OSError, StreamHubError) as exc:  # a symlink, another user's, unreadable
             logger.debug("cannot read hub record %s: %s", path, exc)
-            return None
-        if hasattr(os, "getuid") and info.st_uid != os.getuid():
             return None
         try:
             return HubRecord.from_json(data)
@@ -255,7 +384,9 @@ class Registry:
         """Write ``record`` atomically, readable by this user only."""
         path = self.record_path(record.key)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # a leftover of a process with our pid: written afresh, never through
+        fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, what="hub record", remedy=_REMEDY)
         try:
             os.write(fd, record.to_json())
         finally:

@@ -7,6 +7,12 @@ stays: removing it would let two processes lock two different files of the
 same name. A forked child lets go of its copy of the descriptor (the lock
 stays its parent's).
 
+The lock file is this user's own (:func:`~stream_hub.private_files.open_private`):
+created 0600, never opened through a symlink (one planted in a shared
+directory would have the lock record overwrite its target), and refused when
+another user's: what such a file says about a holder is not believed (it
+could name any pid and any dashboard), and it is never written.
+
 On Windows the lock is ``msvcrt.locking`` on the lock file's first byte
 (also released when its holder dies); who holds it cannot be read there.
 """
@@ -22,7 +28,8 @@ import weakref
 
 import orjson
 
-from ..errors import StoreLockedError
+from ..errors import StoreError, StoreLockedError
+from ..private_files import open_private
 from ..runtime import hooks
 
 if sys.platform == "win32":  # pragma: no cover - Windows
@@ -54,14 +61,25 @@ class StoreLock:
         Raises:
             StoreLockedError: another process (or server) holds it; its
                 message names the holder and its dashboard.
+            StoreError: the lock file is a symlink, not a file, or another
+                user's (the message names it and its owner).
         """
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        fd = open_private(
+            self.lock_path,
+            os.O_RDWR | os.O_CREAT,
+            what="store lock file",
+            error=StoreError,
+            remedy=(
+                "remove it (its owner or root can) if no hub of theirs writes this store, or give "
+                "this hub a store of your own (StreamConfig(store=...) / STREAM_HUB_STORE)"
+            ),
+        )
         deadline = time.monotonic() + wait
         pause = threading.Event()  # never set: a bounded wait between attempts
         try:
             while not _try_lock(fd):
                 if time.monotonic() >= deadline:
-                    holder = self.holder()
+                    holder = _holder(fd)
                     pid, urls = holder.get("pid"), holder.get("urls")
                     raise StoreLockedError(
                         self.path,
@@ -87,15 +105,6 @@ class StoreLock:
             os.lseek(fd, 0, os.SEEK_SET)
             os.write(fd, text)
 
-    def holder(self) -> dict[str, object]:
-        """What the lock file says about its holder (empty if it says nothing readable)."""
-        try:
-            with open(self.lock_path, "rb") as f:
-                value = orjson.loads(f.read(4096) or b"{}")
-        except (OSError, orjson.JSONDecodeError):
-            return {}
-        return value if isinstance(value, dict) else {}
-
     def release(self) -> None:
         fd, self._fd = self._fd, None
         _HELD.discard(self)
@@ -106,6 +115,17 @@ class StoreLock:
     def forget_after_fork(self) -> None:
         """In a forked child: close this copy of the descriptor (the parent keeps the lock)."""
         self.release()
+
+
+def _holder(fd: int) -> dict[str, object]:
+    """What the lock file open at ``fd`` (ours: checked when opened) says
+    about its holder (empty if it says nothing readable)."""
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        value = orjson.loads(os.read(fd, 4096) or b"{}")
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _try_lock(fd: int) -> bool:

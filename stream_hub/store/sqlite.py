@@ -28,6 +28,13 @@ any moment leaves a consistent file) on local file systems. WAL needs shared
 memory between the processes that open the file, which network file systems
 (NFS home directories on clusters, SMB, sshfs) do not provide; there the
 store warns and uses a rollback journal (``DELETE``).
+
+Owner-only: the events are the user's. Before the writer's connection opens
+the file, :func:`make_private` creates it 0600 itself (SQLite would create
+it 0644 under the usual umask), and SQLite gives the -wal, -shm and
+-journal it creates the file's mode. An existing file, or one of those
+beside it, that is open to others is tightened; one that is a symlink or
+another user's is refused.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import orjson
 from ..core.intake import FIELDS
 from ..core.run_index import RunIndex
 from ..errors import StoreError
+from ..private_files import open_private
 from . import chunks
 
 __all__ = [
@@ -54,6 +62,7 @@ __all__ = [
     "connect",
     "create",
     "epoch_id",
+    "make_private",
     "meta",
     "mount_type",
     "save_runs",
@@ -169,14 +178,56 @@ def journal_mode_for(path: str) -> str:
 # -- connections ------------------------------------------------------------------------------
 
 
+#: What SQLite keeps beside the file: the WAL, its shared-memory index, the rollback journal.
+COMPANIONS = ("-wal", "-shm", "-journal")
+
+_REMEDY = (
+    "remove it (its owner or root can), or give this hub a store of your own "
+    "(StreamConfig(store=...) / STREAM_HUB_STORE)"
+)
+
+
+def make_private(path: str) -> None:
+    """Make the store at ``path`` this user's alone before SQLite opens it
+    for writing: created 0600 when absent (so SQLite creates its companions
+    0600 too), an existing file and its companions tightened to 0600 if
+    open to others.
+
+    Raises:
+        StoreError: the file or a companion is a symlink, not a regular
+            file, or another user's; or the file cannot be created.
+    """
+    # SQLite then opens the path itself: swapping the checked file for a
+    # symlink in between takes a directory where others may rename our
+    # files, i.e. neither private nor sticky (as /tmp is).
+    try:
+        os.close(open_private(path, os.O_RDWR | os.O_CREAT, what="store", error=StoreError, remedy=_REMEDY))
+        for suffix in COMPANIONS:
+            try:
+                fd = open_private(
+                    path + suffix, os.O_RDONLY, what="store file", error=StoreError, remedy=_REMEDY
+                )
+            except FileNotFoundError:
+                continue
+            os.close(fd)
+    except OSError as exc:
+        raise StoreError(f"cannot open store {path}: {exc}") from None
+
+
 def connect(path: str, journal: str | None = None, *, read_only: bool = False) -> sqlite3.Connection:
     """A connection to the store file in autocommit mode (transactions are
     explicit), usable from one thread at a time, whichever.
 
     ``journal``: set the journal mode (the writer's connection does;
-    readers take the file's). Raises :class:`StoreError` when the file is
-    not an SQLite database.
+    readers take the file's). The writer's connection first makes the file
+    owner-only (:func:`make_private`).
+
+    Raises:
+        StoreError: the file is not an SQLite database, or (writer) a
+            symlink or another user's.
     """
+    if journal is not None:
+        make_private(path)
     try:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:

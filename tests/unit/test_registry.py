@@ -1,16 +1,20 @@
 """Reading hub records (stream_hub/processes/registry.py): a record with
 fields of the wrong type is treated as absent, with a warning naming its
-file, never acted on (issue 22 L3)."""
+file, never acted on (issue 22 L3); the registry's files are owner-only and
+never followed through a symlink (issue 22 L2)."""
 
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from stream_hub.errors import StreamHubError
 from stream_hub.processes.registry import HubRecord, Registry
 
 
@@ -81,3 +85,49 @@ def test_registry_read_treats_a_malformed_record_as_absent_with_a_warning_naming
     with caplog.at_level(logging.WARNING, logger="stream_hub.processes.registry"):
         assert registry.read("k") is None
     assert str(path) in caplog.text
+
+
+# -- owner-only files, never through a symlink ---------------------------------------------------
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    """A file of the user's outside the registry, that a planted symlink points at."""
+    path = tmp_path / "victim.txt"
+    path.write_bytes(b"precious")
+    path.chmod(0o644)
+    return path
+
+
+def untouched(path: Path) -> bool:
+    return path.read_bytes() == b"precious" and stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_the_registry_lock_never_follows_a_symlink(tmp_path: Path, victim: Path) -> None:
+    registry = Registry(tmp_path / "registry")
+    planted = registry.directory / "hub-k.lock"
+    planted.symlink_to(victim)
+    with pytest.raises(StreamHubError, match="symbolic link") as refused, registry.lock("k"):
+        pass
+    assert str(planted) in str(refused.value)
+    assert untouched(victim)
+
+
+def test_a_record_reached_through_a_symlink_is_not_read(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry")
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_bytes(orjson.dumps(record(key="k")))
+    elsewhere.chmod(0o600)
+    registry.record_path("k").symlink_to(elsewhere)
+    assert registry.read("k") is None
+
+
+def test_writing_a_record_never_follows_a_planted_temporary_file(tmp_path: Path, victim: Path) -> None:
+    registry = Registry(tmp_path / "registry")
+    path = registry.record_path("k")
+    path.with_suffix(f".{os.getpid()}.tmp").symlink_to(victim)
+    registry.write(HubRecord.from_json(orjson.dumps(record(key="k"))))
+    assert untouched(victim)
+    assert not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) == 0o600
+    read = registry.read("k")
+    assert read is not None and read.pid == 4242
