@@ -11,6 +11,10 @@ what outlives a process (the default store, the claims on run names).
   (:class:`RunClaims`): creating it with ``O_CREAT | O_EXCL`` is what makes a
   name one launch's, on one machine or across machines sharing the home
   (NFS creates exclusively too).
+- ``runs/processes/<machine>/`` holds the run of each live process that
+  worked one out (:class:`ProcessRuns`), for its multiprocessing children
+  that could not inherit it through the environment (a forkserver started
+  before the parent knew its run).
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import stat
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +36,7 @@ __all__ = [
     "CLAIM_MAX_AGE_S",
     "HOME_VARIABLE",
     "Claim",
+    "ProcessRuns",
     "RunClaims",
     "default_home",
     "ensure_home",
@@ -293,3 +299,67 @@ def _touch(path: Path) -> None:
         os.utime(path)
     except OSError:
         pass
+
+
+class ProcessRuns:
+    """The run of each live process of this machine that worked one out:
+    one file per process, ``<pid>``, saying its run and start time (a pid is
+    reused, not with the same start time). Files of processes that are gone
+    are removed when a process records its own."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    @classmethod
+    def in_home(cls, environ: Mapping[str, str] | None = None) -> ProcessRuns:
+        """Raises:
+        StreamHubError: the data directory cannot be used."""
+        runs = ensure_private_directory(ensure_home(environ) / "runs")
+        machine = "".join(c if c.isalnum() or c in "._-" else "_" for c in socket.gethostname())[:64]
+        processes = ensure_private_directory(runs / "processes")
+        return cls(ensure_private_directory(processes / (machine or "localhost")))
+
+    def record(self, pid: int, started: float, run: str, alive: Callable[[int], bool]) -> None:
+        """Say that process ``pid`` (started at ``started``) logs into ``run``.
+
+        Raises:
+            OSError: the directory cannot be written.
+        """
+        self._prune(alive)
+        temporary = self.directory / f".{pid}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(temporary, flags, 0o600)
+        try:
+            os.write(fd, json.dumps({"run": run, "started": started}).encode())
+        finally:
+            os.close(fd)
+        os.replace(temporary, self.directory / str(pid))
+
+    def lookup(self, pid: int, started: float | None) -> str | None:
+        """The run process ``pid`` recorded, if it is the process started at ``started``."""
+        try:
+            fd = os.open(self.directory / str(pid), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            return None
+        try:
+            raw = json.loads(os.read(fd, 4096))
+            run, when = str(raw["run"]), float(raw["started"])
+        except (ValueError, TypeError, KeyError, OSError):
+            return None
+        finally:
+            os.close(fd)
+        if started is not None and abs(when - started) > 0.01:
+            return None  # another process that had the same pid
+        return run
+
+    def _prune(self, alive: Callable[[int], bool]) -> None:
+        try:
+            entries = list(os.scandir(self.directory))
+        except OSError:
+            return
+        for entry in entries:
+            if entry.name.isdigit() and not alive(int(entry.name)):
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    continue

@@ -13,7 +13,10 @@ The default run, first rule that applies:
    ``forkserver``, ``fork``): the parent leaves :data:`PARENT_MARKER`
    (``<pid>:<run>``) in its environment when it works out its run, and a
    child takes it only if it is a multiprocessing child of that very pid —
-   any other subprocess (a sweep's trials) is a launch of its own.
+   any other subprocess (a sweep's trials) is a launch of its own. A child
+   whose environment lacks the marker (forked from a forkserver started
+   before its parent worked out its run) asks the data directory, where
+   each process records its run (:class:`stream_hub.home.ProcessRuns`).
 4. ``<program>-<start time>`` (``train-20261129-221503``), claimed under
    ``STREAM_HUB_HOME`` (:class:`stream_hub.home.RunClaims`) so that two
    launches never share it: the second launch of a program in the same second
@@ -48,7 +51,7 @@ from dataclasses import dataclass, replace
 import psutil
 
 from .errors import StreamHubError
-from .home import RunClaims
+from .home import ProcessRuns, RunClaims
 
 __all__ = ["PARENT_MARKER", "RUN_VARIABLE", "JobIdentity", "ProcessFacts", "current", "resolve"]
 
@@ -66,6 +69,8 @@ _SLURM_SPECIAL_STEPS = 0xFFFFFFF0
 
 Claimer = Callable[[str, str], str]
 """``claim(base, launch) -> name``: see :meth:`stream_hub.home.RunClaims.claim`."""
+ParentRun = Callable[[int, "float | None"], "str | None"]
+"""``recorded(pid, started) -> run``: see :meth:`stream_hub.home.ProcessRuns.lookup`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +111,9 @@ class JobIdentity:
         facts = ProcessFacts.of_this_process()
         if argv0 is not None:
             facts = replace(facts, argv0=argv0)
-        return resolve(env, facts, claim if claim is not None else _claim_in_home(env))
+        if claim is not None:
+            return resolve(env, facts, claim)
+        return resolve(env, facts, _claim_in_home(env), _recorded_in_home(env))
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +128,7 @@ class ProcessFacts:
     parent_started: float | None = None
     multiprocessing_parent: int | None = None
     """The pid of the process whose multiprocessing child this is (None if it is not one)."""
+    multiprocessing_parent_started: float | None = None
 
     @classmethod
     def of_this_process(cls) -> ProcessFacts:
@@ -136,6 +144,13 @@ class ProcessFacts:
                 parent_pid, parent_started = parent.pid, float(parent.create_time())
         except (psutil.Error, OSError):
             pass
+        mp_parent = _multiprocessing_parent()
+        mp_parent_started: float | None = None
+        if mp_parent is not None:
+            try:
+                mp_parent_started = float(psutil.Process(mp_parent).create_time())
+            except (psutil.Error, OSError):
+                pass
         return cls(
             argv0=sys.argv[0] if sys.argv else "",
             pid=pid,
@@ -143,15 +158,22 @@ class ProcessFacts:
             host=socket.gethostname(),
             parent_pid=parent_pid,
             parent_started=parent_started,
-            multiprocessing_parent=_multiprocessing_parent(),
+            multiprocessing_parent=mp_parent,
+            multiprocessing_parent_started=mp_parent_started,
         )
 
 
-def resolve(env: Mapping[str, str], facts: ProcessFacts, claim: Claimer) -> JobIdentity:
-    """The identity the module docstring's rules give (pure but for ``claim``)."""
+def resolve(
+    env: Mapping[str, str], facts: ProcessFacts, claim: Claimer, recorded: ParentRun | None = None
+) -> JobIdentity:
+    """The identity the module docstring's rules give (pure but for
+    ``claim`` and ``recorded``, the run a process recorded)."""
     rank, world = _rank(env)
     marker = parent_marker(env)
-    inherited = marker[1] if marker is not None and marker[0] == facts.multiprocessing_parent else None
+    mp_parent = facts.multiprocessing_parent
+    inherited = marker[1] if marker is not None and marker[0] == mp_parent else None
+    if inherited is None and marker is None and mp_parent is not None and recorded is not None:
+        inherited = recorded(mp_parent, facts.multiprocessing_parent_started)
     explicit = env.get(RUN_VARIABLE, "").strip()
     job_run = job_id_run(env)
     if explicit:
@@ -291,6 +313,25 @@ def _claimed(claim: Claimer, base: str, host: str, pid: int, started: float) -> 
         return fallback
 
 
+def _recorded_in_home(env: Mapping[str, str]) -> ParentRun:
+    def recorded(pid: int, started: float | None) -> str | None:
+        try:
+            return ProcessRuns.in_home(env).lookup(pid, started)
+        except StreamHubError:
+            return None
+
+    return recorded
+
+
+def _record(pid: int, run: str) -> None:
+    """Record this process's run for its multiprocessing children (rule 3)."""
+    try:
+        started = float(psutil.Process(pid).create_time())
+        ProcessRuns.in_home().record(pid, started, run, psutil.pid_exists)
+    except (psutil.Error, OSError, StreamHubError) as exc:
+        logger.debug("could not record this process's run for its children: %s", exc)
+
+
 def _claim_in_home(env: Mapping[str, str]) -> Claimer:
     def claim(base: str, launch: str) -> str:
         return RunClaims.in_home(env).claim(base, launch)
@@ -320,6 +361,7 @@ def current() -> JobIdentity:
         identity = JobIdentity.from_environment()
     _CURRENT, _CURRENT_PID = identity, pid
     os.environ[PARENT_MARKER] = f"{pid}:{identity.run}"
+    _record(pid, identity.run)
     logger.debug(
         "run %s (%s%s), rank %s",
         identity.run,

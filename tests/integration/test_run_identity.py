@@ -26,6 +26,7 @@ from ..processes import PYTHON, Spawner, child_env, run
 # Prints this process's identity as one JSON line, then, by mode:
 #   report                    nothing more
 #   mp METHOD...              the identity of a multiprocessing child per start method
+#   mp-early                  the same for forkserver, its server started before the parent's identity
 #   subprocess                the identity of a plain `python this report` child
 #   launch N                  like torchrun: N ranks (RANK/WORLD_SIZE/LOCAL_RANK/MASTER_PORT),
 #                             each a plain subprocess; the launcher prints nothing of its own
@@ -48,8 +49,17 @@ SCRIPT = textwrap.dedent(
     def child(queue):
         queue.put(identity())
 
+    def nothing():
+        pass
+
     if __name__ == "__main__":
         mode = sys.argv[1]
+        if mode == "mp-early":  # the forkserver starts (and keeps its environment) before the parent's run
+            early = multiprocessing.get_context("forkserver").Process(target=nothing)
+            early.start()
+            early.join(60)
+            mode = "mp"
+            sys.argv[2:] = ["forkserver"]
         if mode == "launch":
             n = int(sys.argv[2])
             ranks = [
@@ -186,4 +196,16 @@ def test_an_explicit_run_wins_and_the_children_still_do_not_own_it(script: Path,
     parent, *children = lines([str(script), "mp", *METHODS], explicit)
     assert (parent["run"], parent["source"], parent["owns_run"]) == ("myexp", "explicit", True)
     assert all((c["run"], c["owns_run"]) == ("myexp", False) for c in children), children
-    assert not (Path(env["STREAM_HUB_HOME"]) / "runs").exists()  # nothing to claim
+    assert not (Path(env["STREAM_HUB_HOME"]) / "runs" / "claims").exists()  # nothing to claim
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="forkserver is a POSIX start method")
+def test_a_forkserver_started_before_the_parent_knew_its_run_still_gives_children_that_run(
+    script: Path, env: dict[str, str]
+) -> None:
+    # The forkserver's environment is the parent's before its run existed, so
+    # the child finds no marker there: it asks the data directory instead.
+    parent, child = lines([str(script), "mp-early"], env)
+    assert child["given"] is None
+    assert (child["run"], child["owns_run"], child["source"]) == (parent["run"], False, "parent"), child
+    assert os.listdir(Path(env["STREAM_HUB_HOME"]) / "runs" / "claims") == [parent["run"]]
