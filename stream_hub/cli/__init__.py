@@ -25,7 +25,15 @@ __all__ = ["main"]
 
 
 # The settings that serve and demo take as flags besides the connection ones.
-_SERVER_SETTINGS = ("port_conflict", "backend", "namespace", "store", "store_max_events", "store_max_days")
+_SERVER_SETTINGS = (
+    "port_conflict",
+    "backend",
+    "namespace",
+    "store",
+    "store_max_events",
+    "store_max_days",
+    "allow_other_users",
+)
 
 
 def _add_connection_flags(parser: argparse.ArgumentParser, token_help: str | None) -> None:
