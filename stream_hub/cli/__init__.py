@@ -35,6 +35,7 @@ _SERVER_SETTINGS = (
     "store_max_events",
     "store_max_days",
     "store_max_bytes",
+    "allow_other_users",
 )
 
 

@@ -68,6 +68,10 @@ def add_setting_flags(parser: argparse.ArgumentParser, *names: str) -> None:
         declared = SETTINGS[name]
         if declared.flag is None:
             raise ValueError(f"the setting {name} has no command-line flag")
+        if declared.flag.switch:
+            # Not given: None, so the variable, then the default, decide.
+            parser.add_argument(declared.option, action="store_const", const=True, help=declared.cli_help)
+            continue
         typed: dict[str, Any] = {} if declared.kind.cli_type is None else {"type": declared.kind.cli_type}
         parser.add_argument(
             declared.option,

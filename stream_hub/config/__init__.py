@@ -192,6 +192,14 @@ class StreamConfig:
         "more `Host` names to accept on a loopback bind (`*`: any); on a wildcard/public bind, "
         "the only ones to accept",
     )
+    allow_other_users: bool = setting(
+        kinds.boolean("True (serve other users' processes too) or False (only this user's)"),
+        False,
+        "on a loopback bind, serve connections from other users' processes (a JupyterHub proxy, "
+        "a Prometheus user, a system service); by default they are refused (403) on every port, and "
+        "on any bind they cannot publish without `publish_token` (needs Linux; see [Security](#security))",
+        flag=Flag("serve other users' processes on a loopback bind", switch=True),
+    )
     send_timeout: float = setting(
         kinds.seconds(),
         10.0,

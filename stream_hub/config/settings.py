@@ -59,12 +59,14 @@ class Flag:
 
     ``help`` says what the flag does; ``(env VAR, default X)`` is added from
     the setting. ``choices`` limits the values the flag takes (the setting may
-    accept more, e.g. policies a command has no use for).
+    accept more, e.g. policies a command has no use for). A ``switch`` takes
+    no value: given, it sets the (boolean) setting to True.
     """
 
     help: str
     metavar: str | None = None
     choices: tuple[str, ...] | None = None
+    switch: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

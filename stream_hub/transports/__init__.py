@@ -8,7 +8,8 @@ watched and closed together on its loop.
 
 The two HTTP ones are served by :mod:`.http` (uvicorn's h11 protocol on
 listening sockets we own); every connection is tracked in :mod:`.clients`;
-:mod:`.access` holds the Host and Origin rules, :mod:`.params` the parsing of
+:mod:`.access` holds who may connect (the peer's user, with
+:mod:`.peer_uid`; the Host and Origin rules), :mod:`.params` the parsing of
 what clients send. The transports depend on the server only through
 :class:`~.params.ServerView`.
 
@@ -78,7 +79,8 @@ class Transports:
             cap_send_buffer(sockets[name])
         for name in _HTTP:
             app = _on_the_hubs_loop(self._app(name), self.server)
-            listener = HttpListener(app, self.server.clients, timeout)
+            check_peer = self.server.access.peer_refusal  # once per connection (see .http)
+            listener = HttpListener(app, self.server.clients, timeout, check_peer=check_peer)
             await listener.start(sockets[name])
             self.http[name] = listener
         await self.ws.start(sockets["ws"])

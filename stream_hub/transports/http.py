@@ -1,5 +1,5 @@
 """HTTP/1.1 for the SSE and REST ports: uvicorn's h11 protocol, served on
-listening sockets we own, with three additions.
+listening sockets we own, with four additions.
 
 - **Every request has a deadline.** Its request line, headers and body must
   all arrive within ``request_timeout`` seconds of its first byte (of the
@@ -11,6 +11,11 @@ listening sockets we own, with three additions.
   stops taking data and since when, so stalled clients can be evicted, and
   which connection an ASGI request came from (by peer address), so the SSE
   writer can check the client's queued bytes.
+- **The peer's user is checked once per connection**, when it is accepted
+  (:meth:`~stream_hub.transports.access.AccessPolicy.peer_refusal`): the
+  verdict rides in every request's ASGI ``scope["state"]`` (uvicorn copies
+  the connection's state into each request's), where
+  :class:`~stream_hub.transports.access.AccessCheck` reads it.
 - **We own the listener.** ``loop.create_server`` on our pre-bound socket,
   with this protocol; uvicorn's ``Server`` (its polling main loop, its
   shutdown sleep) is not used. Closing the listener and the connections is
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import h11
@@ -35,6 +41,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
+from .access import PEER_REFUSAL
 from .clients import ClientRegistry, FlowState
 
 __all__ = ["HttpListener", "TrackedH11Protocol"]
@@ -52,10 +59,14 @@ class TrackedH11Protocol(FlowState, H11Protocol):
         server_state: ServerState,
         registry: ClientRegistry,
         request_timeout: float,
+        check_peer: Callable[[Any, Any], str | None] | None = None,
     ) -> None:
-        super().__init__(config=config, server_state=server_state, app_state={})
+        # Copied into each request's scope["state"]: the connection's verdict on its peer.
+        self.connection_state: dict[str, Any] = {}
+        super().__init__(config=config, server_state=server_state, app_state=self.connection_state)
         self.registry = registry
         self.request_timeout = request_timeout
+        self.check_peer = check_peer
         self._deadline: asyncio.TimerHandle | None = None
         self._peer: tuple[str, int] | None = None
 
@@ -72,6 +83,9 @@ class TrackedH11Protocol(FlowState, H11Protocol):
                 self.client = (str(peer[0]), int(peer[1]))
         self.wire = transport
         self._peer = self.client
+        if self.check_peer is not None:
+            local = transport.get_extra_info("sockname")
+            self.connection_state[PEER_REFUSAL] = self.check_peer(local, self.client)
         self.registry.add(self, self._peer)
         self._arm()
 
@@ -117,9 +131,16 @@ class TrackedH11Protocol(FlowState, H11Protocol):
 class HttpListener:
     """One HTTP port: the asyncio server on our socket, and its connections."""
 
-    def __init__(self, app: Any, registry: ClientRegistry, request_timeout: float) -> None:
+    def __init__(
+        self,
+        app: Any,
+        registry: ClientRegistry,
+        request_timeout: float,
+        check_peer: Callable[[Any, Any], str | None] | None = None,
+    ) -> None:
         self.registry = registry
         self.request_timeout = request_timeout
+        self.check_peer = check_peer
         self.config = uvicorn.Config(
             app,
             lifespan="off",
@@ -136,7 +157,9 @@ class HttpListener:
         self.server: asyncio.Server | None = None
 
     def _protocol(self) -> TrackedH11Protocol:
-        return TrackedH11Protocol(self.config, self.state, self.registry, self.request_timeout)
+        return TrackedH11Protocol(
+            self.config, self.state, self.registry, self.request_timeout, check_peer=self.check_peer
+        )
 
     async def start(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()

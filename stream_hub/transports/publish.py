@@ -88,7 +88,8 @@ def publish_refusal(server: ServerView, request: Request) -> JSONResponse | None
     with ``text/plain`` needs no preflight), so publishing needs
     ``application/json`` (which a cross-site page cannot send without CORS)
     and, when a browser sends an Origin, one that is allowed. From another
-    machine, publishing needs ``publish_token``.
+    machine, publishing needs ``publish_token``; so it does from another
+    user's process on a wildcard bind (a loopback bind refuses its connection).
     """
     cfg = server.config
     headers = request.headers
@@ -102,6 +103,16 @@ def publish_refusal(server: ServerView, request: Request) -> JSONResponse | None
             "with StreamConfig(publish_token=...) / STREAM_HUB_PUBLISH_TOKEN and send "
             "Authorization: Bearer <token>",
         )
+    if cfg.publish_token is None and not server.access.loopback:
+        # A wildcard bind: a loopback bind refused another user's connection already.
+        foreign = server.access.foreign_peer(request.scope.get("server"), request.scope.get("client"))
+        if foreign is not None:
+            return error_response(
+                403,
+                f"publishing without a publish token is for this hub's own user's processes, not "
+                f"{foreign}: set StreamConfig(publish_token=...) / STREAM_HUB_PUBLISH_TOKEN (or "
+                "allow_other_users=True)",
+            )
     origin = headers.get("origin")
     if not server.access.publish_origin_allowed(origin, headers.get("host")):
         return error_response(

@@ -29,7 +29,7 @@ from .._version import __version__
 from ..core.hub import MAX_HISTORY_BYTES
 from ..core.run_index import RunSummary
 from ..events import wire_numbers
-from .access import HostCheck
+from .access import AccessCheck
 from .dashboard import add_dashboard_routes
 from .params import (
     BadRequest,
@@ -361,7 +361,7 @@ def create_rest_app(
 
     add_publish_route(app, server)
     add_dashboard_routes(app)
-    return HostCheck(app, server.access)
+    return AccessCheck(app, server.access)
 
 
 class CallerBusy(Exception):

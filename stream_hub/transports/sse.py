@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
 from ..core.hub import SSE, Cursor
-from .access import HostCheck
+from .access import AccessCheck
 from .http import TrackedH11Protocol
 from .params import (
     BadRequest,
@@ -182,4 +182,4 @@ def create_sse_app(server: ServerView) -> Any:
         return EventStream(server, cursor, origin)
 
     app.add_route("/events", events, methods=["GET"], include_in_schema=False)  # type: ignore[arg-type]
-    return HostCheck(app, access)
+    return AccessCheck(app, access)

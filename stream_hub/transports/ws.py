@@ -163,16 +163,22 @@ class WebSocketServer:
     # -- handshake ----------------------------------------------------------------
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        cfg, access = self.server.config, self.server.access
+        # One handshake per connection: the peer's user is checked here, once.
+        refusal = access.peer_refusal(connection.local_address, connection.remote_address)
+        if refusal is not None:
+            return connection.respond(403, refusal + "\n")
         path, _, query_string = request.path.partition("?")
         if path != "/":
             return connection.respond(404, "WebSocket endpoint is / (for example ws://host:port/)\n")
-        cfg, access = self.server.config, self.server.access
         hosts, origins = request.headers.get_all("Host"), request.headers.get_all("Origin")
         if len(hosts) != 1 or len(origins) > 1:
             return connection.respond(400, "exactly one Host header and at most one Origin header\n")
         host = hosts[0]
-        if not access.host_allowed(host):
-            return connection.respond(403, access.host_refusal(host) + "\n")
+        browser = bool(origins) or "Sec-Fetch-Site" in request.headers
+        refusal = access.host_refusal(host, browser=browser)
+        if refusal is not None:
+            return connection.respond(403, refusal + "\n")
         origin = origins[0] if origins else None
         if not access.ws_origin_allowed(origin, host):
             return connection.respond(

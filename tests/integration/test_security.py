@@ -426,6 +426,71 @@ def test_allowed_hosts_adds_names_and_a_wildcard_bind_accepts_any_host(
     assert httpx.get(url, headers={"Host": "lab", **bearer(READ)}, timeout=5).status_code == 200
 
 
+def rebound(server: TrainingStreamServer, name: str, face: str = "rest") -> dict[str, str]:
+    """What a page served from ``http://<name>:<REST port>`` sends to ``face``: a
+    Host naming the port it asks, its own origin (DNS rebinding: evil.example
+    re-pointed at this machine makes the browser treat the hub as that page's origin)."""
+    return {"Host": f"{name}:{server.ports[face]}", "Origin": f"http://{name}:{server.ports['rest']}"}
+
+
+def own_names() -> list[str]:
+    """Names under which a browser may reach a wildcard bind: an address, this machine's name."""
+    return ["127.0.0.1", socket.gethostname()]
+
+
+def ws_as(server: TrainingStreamServer, name: str, origin: str | None) -> Any:
+    """A WebSocket handshake to the local port that says ``Host: <name>:<port>``."""
+    sock = socket.create_connection(("127.0.0.1", server.ports["ws"]), timeout=5)
+    return ws_connect(f"ws://{name}:{server.ports['ws']}/", sock=sock, origin=origin, open_timeout=5)
+
+
+def test_a_rebound_page_cannot_publish_to_a_wildcard_bind(
+    make_server: Callable[..., TrainingStreamServer],
+) -> None:
+    """Issue 22 M5: with a read token and no publish token, a rebound page counted
+    as the dashboard (Origin = Host) and as a loopback peer, and published."""
+    server = make_server(host="0.0.0.0", read_token=READ)
+    body = b'{"run": "forged", "metrics": {"loss": 1}}'
+    json_type = {"Content-Type": "application/json"}
+    before = server.hub.last_seq
+    refused = publish_raw(server, {**rebound(server, "evil.example"), **json_type}, body)
+    assert refused.status_code == 403 and "allowed_hosts" in refused.json()["error"]
+    assert server.hub.last_seq == before
+    for name in own_names():
+        answer = publish_raw(server, {**rebound(server, name), **json_type}, body)
+        assert answer.status_code == 200, (name, answer.text)
+
+
+def test_a_rebound_page_cannot_read_a_wildcard_bind(make_server: Callable[..., TrainingStreamServer]) -> None:
+    """Issue 22 M5: with no tokens, a rebound page read everything, and its
+    WebSocket counted as the dashboard's."""
+    server = make_server(host="0.0.0.0")
+    server.log({"loss": 0.5}, step=1, run="r")
+    history = f"{server.urls['rest']}/api/history"
+    events = f"{server.urls['sse']}/events?last_event_id=0"
+    evil = rebound(server, "evil.example")
+    # A page's own fetch() carries no Origin on a GET: the browser labels it same-origin.
+    same_origin = {"Host": evil["Host"], "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"}
+    for headers in (evil, same_origin):
+        refused = httpx.get(history, headers=headers, timeout=5)
+        assert refused.status_code == 403 and "allowed_hosts" in refused.json()["error"], headers
+    with httpx.stream("GET", events, headers=rebound(server, "evil.example", "sse"), timeout=5) as answer:
+        assert answer.status_code == 403
+    with pytest.raises(InvalidStatus) as ws_refused:
+        ws_as(server, "evil.example", evil["Origin"]).__enter__()
+    assert ws_refused.value.response.status_code == 403
+    for name in own_names():
+        assert httpx.get(history, headers=rebound(server, name), timeout=5).status_code == 200, name
+        with httpx.stream("GET", events, headers=rebound(server, name, "sse"), timeout=5) as answer:
+            assert answer.status_code == 200, name
+        with ws_as(server, name, f"http://{name}:{server.ports['rest']}") as conn:
+            assert ping(conn)["type"] == "pong", name
+    # Not a browser (no Origin, no Sec-Fetch-*): a wildcard bind accepts any Host.
+    assert httpx.get(history, headers={"Host": "evil.example"}, timeout=5).status_code == 200
+    with ws_as(server, "evil.example", None) as conn:
+        assert ping(conn)["type"] == "pong"
+
+
 @pytest.mark.parametrize("origin", [EVIL, "null", f"{EVIL}:8890"])
 def test_websocket_from_a_foreign_page_is_refused_by_default(
     make_server: Callable[..., TrainingStreamServer], origin: str

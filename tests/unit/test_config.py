@@ -496,6 +496,18 @@ def test_the_cli_flags_of_settings_come_from_their_declarations() -> None:
     assert "STREAM_HUB_READ_TOKEN" in status["token"] and "store" not in status
 
 
+def test_a_switch_flag_sets_its_setting_without_a_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream_hub.cli.common import server_config
+
+    serve = _subcommand("serve")
+    assert serve.parse_args([]).allow_other_users is None  # unset: the variable, then the default
+    assert server_config(serve.parse_args(["--allow-other-users"])).allow_other_users is True
+    assert server_config(serve.parse_args([])).allow_other_users is False
+    monkeypatch.setenv("STREAM_HUB_ALLOW_OTHER_USERS", "yes")
+    assert server_config(serve.parse_args([])).allow_other_users is True
+    assert "STREAM_HUB_ALLOW_OTHER_USERS" in {a.dest: a.help for a in serve._actions}["allow_other_users"]
+
+
 def test_the_readme_table_is_the_generated_one() -> None:
     from stream_hub.config import settings_table
 

@@ -16,6 +16,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 from websockets.asyncio.server import ServerConnection, serve
 
+from stream_hub.transports.access import PEER_REFUSAL
 from stream_hub.transports.http import TrackedH11Protocol
 
 
@@ -53,12 +54,21 @@ async def test_uvicorn_protocol_sets_the_attributes_we_read() -> None:
     from stream_hub.transports.clients import ClientRegistry
 
     registry = ClientRegistry(send_timeout=1.0, buffer_limit=1 << 20)
-    protocol = TrackedH11Protocol(config, ServerState(), registry, request_timeout=1.0)
+    checked: list[object] = []
+
+    def check_peer(local: object, remote: object) -> str:
+        checked.append((local, remote))
+        return "refused"
+
+    protocol = TrackedH11Protocol(config, ServerState(), registry, request_timeout=1.0, check_peer=check_peer)
     protocol.connection_made(Transport())
     try:
         assert protocol.client == ("127.0.0.1", 5555), f"H11Protocol.client ({_versions()})"
         assert protocol.conn.their_state is not None, f"H11Protocol.conn ({_versions()})"
         assert registry.by_peer[("127.0.0.1", 5555)] is protocol
+        assert checked == [(("127.0.0.1", 80), ("127.0.0.1", 5555))]
+        # Each request's scope["state"] is a copy of app_state: the connection's verdict.
+        assert protocol.app_state == {PEER_REFUSAL: "refused"}, f"H11Protocol.app_state ({_versions()})"
     finally:
         protocol._disarm()
 
