@@ -41,7 +41,7 @@ from ..runtime import hooks
 from .directory import DEFAULT_MAX_BYTES, DEFAULT_MAX_DAYS, discard_if_empty
 from .lock import StoreLock
 from .reader import Stored, StoreReader, read_stored
-from .sqlite import connect, journal_mode_for, set_meta, upgrade
+from .sqlite import connect, journal_mode_for, set_meta, summary_of, upgrade
 from .writer import StoreWriter
 
 __all__ = ["HubStore", "StoreArchive"]
@@ -92,10 +92,11 @@ class StoreArchive:
         changed = [s.run for s in runs.runs.values() if every or saved.get(s.run) != s.events]
         if not changed:
             return
-        rows: list[tuple[str, int, float | None, bytes]] = []
+        rows: list[tuple[str, int, float | None, bytes, bytes]] = []
         for state in runs.state(changed):
             try:
-                rows.append((state["run"], state["last_seq"], state["last_ts"], orjson.dumps(state)))
+                encoded, summary = orjson.dumps(state), orjson.dumps(summary_of(state))
+                rows.append((state["run"], state["last_seq"], state["last_ts"], encoded, summary))
             except (TypeError, orjson.JSONEncodeError):  # a value beyond JSON (an int over 64 bits)
                 continue
             saved[state["run"]] = runs.runs[state["run"]].events

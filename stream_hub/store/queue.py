@@ -25,11 +25,11 @@ class Events:
 
 @dataclasses.dataclass
 class Curves:
-    """The curves of some runs as of seq ``seq``: (run, last_seq, last_ts, state JSON) rows."""
+    """The curves of some runs as of seq ``seq``: (run, last_seq, last_ts, state JSON, summary JSON) rows."""
 
     epoch: str
     seq: int
-    rows: list[tuple[str, int, float | None, bytes]]
+    rows: list[tuple[str, int, float | None, bytes, bytes]]
 
 
 def pack(items: list[Events | Curves], chunk_events: int) -> list[tuple[str, chunks.Chunk | Curves]]:

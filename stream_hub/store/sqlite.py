@@ -10,7 +10,7 @@ Schema version 2 (``PRAGMA user_version``), the current one::
                         consecutive events of one epoch (``epochs.id``;
                         :mod:`.chunks`); ``id`` grows with time, so the oldest
                         chunks come first; a chunk is as old as its oldest event
-    runs(run, epoch, last_seq, last_ts, saved, state)
+    runs(run, epoch, last_seq, last_ts, saved, state, summary)
                         each run's summary and curves (``RunIndex.state()``)
                         as of seq ``saved`` of ``epoch``: the run's events
                         after its ``last_seq`` are not in them
@@ -67,6 +67,7 @@ __all__ = [
     "mount_type",
     "save_runs",
     "set_meta",
+    "summary_of",
     "upgrade",
     "version",
 ]
@@ -116,7 +117,7 @@ _V2 = (
     "CREATE INDEX chunks_by_seq ON chunks (epoch, last_seq)",
     "CREATE INDEX chunks_by_age ON chunks (min_ts)",
     "CREATE TABLE runs (run TEXT PRIMARY KEY, epoch TEXT NOT NULL, last_seq INTEGER NOT NULL, "
-    "last_ts REAL, saved INTEGER NOT NULL, state BLOB NOT NULL)",
+    "last_ts REAL, saved INTEGER NOT NULL, state BLOB NOT NULL, summary BLOB)",
 )
 
 
@@ -314,6 +315,7 @@ def upgrade(conn: sqlite3.Connection, path: str, series_points: int, max_series:
     found = version(conn)
     check_version(path, found)
     if found == SCHEMA_VERSION:
+        _add_summary_column(conn)
         return
     if found == 0:
         create(conn)
@@ -328,6 +330,39 @@ def upgrade(conn: sqlite3.Connection, path: str, series_points: int, max_series:
     logger.info(
         "store %s upgraded to schema version %d in %.1f s", path, SCHEMA_VERSION, time.monotonic() - started
     )
+
+
+def _add_summary_column(conn: sqlite3.Connection) -> None:
+    """The runs' ``summary`` (optional in schema 2: a file written before it
+    has none; writers that do not know it leave it empty, and readers then
+    parse the whole state)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+    if "summary" not in columns:
+        conn.execute("ALTER TABLE runs ADD COLUMN summary BLOB")
+
+
+def summary_of(state: dict[str, Any]) -> dict[str, Any]:
+    """What a run list needs of a run's saved state (``RunIndex.state()``
+    item), without its curves: kept beside the state so that thousands of
+    runs list without parsing their curves."""
+    tracks = state.get("tracks") or []
+    return {
+        "run": state["run"],
+        "events": state.get("events", 0),
+        "metric_events": state.get("metric_events", 0),
+        "first_ts": state.get("first_ts"),
+        "last_ts": state.get("last_ts"),
+        "last_step": state.get("last_step"),
+        "ranks": sorted(t["rank"] for t in tracks if t.get("rank") is not None),
+        "rank_last_ts": {str(t["rank"]): t.get("last_ts") for t in tracks if t.get("rank") is not None},
+        "metrics": sorted({name for t in tracks for name in t.get("series", {})}),
+        "ends": [t.get("ended") for t in tracks],
+        "config": state.get("config") or {},
+    }
+
+
+def _summary(state: dict[str, Any]) -> bytes:
+    return orjson.dumps(summary_of(state))
 
 
 def _v1_events(conn: sqlite3.Connection) -> Iterator[tuple[str, list[Any]]]:
@@ -372,7 +407,19 @@ def _v1_to_v2(conn: sqlite3.Connection, series_points: int, max_series: int) -> 
     if epoch is not None:
         states = index.state()
         save_runs(
-            conn, [(s["run"], epoch, s["last_seq"], s["last_ts"], last, orjson.dumps(s)) for s in states]
+            conn,
+            [
+                (
+                    s["run"],
+                    epoch,
+                    s["last_seq"],
+                    s["last_ts"],
+                    last,
+                    orjson.dumps(s),
+                    orjson.dumps(summary_of(s)),
+                )
+                for s in states
+            ],
         )
         set_meta(conn, epoch=epoch, last_seq=last)
     conn.execute("DROP TABLE events")
@@ -400,11 +447,12 @@ INSERT_CHUNK = (
 
 def save_runs(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
     """Rows of the ``runs`` table (run, epoch, last_seq, last_ts, saved, state
-    JSON), a hundred per statement."""
+    JSON, summary JSON), a hundred per statement."""
     for start in range(0, len(rows), 100):
         part = rows[start : start + 100]
-        values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(part))
+        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(part))
         conn.execute(
-            f"INSERT OR REPLACE INTO runs (run, epoch, last_seq, last_ts, saved, state) VALUES {values}",
+            "INSERT OR REPLACE INTO runs (run, epoch, last_seq, last_ts, saved, state, summary) "
+            f"VALUES {values}",
             [value for row in part for value in row],
         )

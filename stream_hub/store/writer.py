@@ -133,8 +133,11 @@ class StoreWriter:
         elif self._queued >= WRITE_AT_ONCE:
             self._hurry.set()
 
-    def append_curves(self, epoch: str, seq: int, rows: list[tuple[str, int, float | None, bytes]]) -> None:
-        """Queue the curves of some runs as of seq ``seq``: (run, last_seq, last_ts, state JSON)."""
+    def append_curves(
+        self, epoch: str, seq: int, rows: list[tuple[str, int, float | None, bytes, bytes]]
+    ) -> None:
+        """Queue the curves of some runs as of seq ``seq``: (run, last_seq,
+        last_ts, state JSON, summary JSON)."""
         if self._closed:
             return
         with self._lock:
@@ -321,7 +324,9 @@ class StoreWriter:
             if isinstance(item, chunks.Chunk):
                 rows.append((number, *chunk_row(item)))
             else:
-                runs += [(run, epoch, last, ts, item.seq, state) for run, last, ts, state in item.rows]
+                runs += [
+                    (run, epoch, last, ts, item.seq, state, sm) for run, last, ts, state, sm in item.rows
+                ]
         dropped = self._dropped_to
         if dropped is not None and dropped != self._dropped_saved:
             meta.update(epoch=dropped[0], last_seq=dropped[1])

@@ -222,23 +222,22 @@ def test_events_no_hub_took_are_spooled_and_taken_by_the_next_hub(home: Path) ->
     # cannot hand its events to any hub, so it keeps them in the spool.
     code = textwrap.dedent(
         """
-        import multiprocessing as mp, os, signal
+        import multiprocessing as mp, os, signal, threading
         from stream_hub import get_stream_server
 
-        def work(go):
-            go.wait()
+        def work(parent):
+            pause = threading.Event()
+            while os.getppid() == parent:  # until the host is dead (the child is reparented)
+                pause.wait(0.01)
             server = get_stream_server()
             for step in range(1000):
                 server.log({"x": float(step)}, step=step, run="orphan")
 
         if __name__ == "__main__":
             get_stream_server()
-            ctx = mp.get_context("fork")
-            go = ctx.Event()
-            child = ctx.Process(target=work, args=(go,))
+            child = mp.get_context("fork").Process(target=work, args=(os.getpid(),))
             child.start()
             print(child.pid, flush=True)
-            go.set()
             os.kill(os.getpid(), signal.SIGKILL)  # the host dies at once
         """
     )

@@ -86,6 +86,7 @@ def _store_with_runs(path: str, runs: list[str], base_ts: float = 100.0) -> None
                 "run": run,
                 "events": n + 1,
                 "first_ts": float(n),
+                "last_ts": base_ts + n,
                 "last_step": n,
                 "metric_events": n + 1,
                 "config": {"lr": n},
