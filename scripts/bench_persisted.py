@@ -153,7 +153,8 @@ def main() -> None:
                 print(f"| {name} | {med:.1f} ({spread}) | {base:.1f} | {base / med:.1f}x |")
 
         print(
-            f"\n| {total} persisted runs in {args.files} files (ms) | stream_hub (median, range) | plain | ratio |"
+            f"\n| {total} persisted runs in {args.files} files (ms) "
+            "| stream_hub (median, range) | plain | ratio |"
         )
         print("|---|---:|---:|---:|")
         row("list every run (stream-hub runs)", ours, plain)
