@@ -325,7 +325,7 @@ def test_resumes_after_a_restart_without_duplicates(page: Any) -> None:
 def test_a_gap_reloads_the_curves_from_rest(page: Any) -> None:
     # A burst far larger than a 16-event ring: the page's SSE cursor falls out
     # of history, gets a gap event, and must fetch the curve again.
-    with serving(history_size=16) as server:
+    with serving(history_size=16, store=False) as server:  # no archive: a gap
         server.log({"loss": 1.0}, step=0, run="exp1")
         page.goto(server.urls["rest"] + "/")
         wait_connected(page)

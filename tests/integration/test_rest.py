@@ -191,7 +191,7 @@ def test_history_filters(server):
 
 
 def test_history_gap_when_since_left_history(make_server):
-    server = make_server(history_size=10)
+    server = make_server(history_size=10, store=False)  # no archive: what left the ring is a gap
     seqs = fill(server, 30)
     head, oldest = seqs[-1], seqs[-1] - 9
     events = history(server, since=4)["events"]

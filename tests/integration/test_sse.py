@@ -157,7 +157,7 @@ def test_header_wins_over_query(server, open_stream):
 
 
 def test_gap_when_resume_point_has_left_history(make_server, open_stream):
-    server = make_server(history_size=10)
+    server = make_server(history_size=10, store=False)  # no archive: what left the ring is a gap
     seqs = fill(server, 30)
     head = seqs[-1]
     oldest = head - 10 + 1
@@ -176,7 +176,7 @@ def test_gap_when_resume_point_has_left_history(make_server, open_stream):
 
 
 def test_resume_from_zero_gives_all_history_without_gap(make_server, open_stream):
-    server = make_server(history_size=10)
+    server = make_server(history_size=10, store=False)  # no archive: what left the ring is a gap
     seqs = fill(server, 30)
     stream = open_stream(server, params={"last_event_id": "0"})
     frames = stream.read_until_seq(seqs[-1])

@@ -125,7 +125,7 @@ def test_rest_ingest_rejections_are_counted(server: TrainingStreamServer) -> Non
 
 
 def test_dropped_and_history_fill_with_a_small_history(open_stream: OpenStream) -> None:
-    srv = TrainingStreamServer(free_config(history_size=10))
+    srv = TrainingStreamServer(free_config(history_size=10, store=False))
     srv.start()
     try:
         assert value(srv, "stream_hub_history_capacity") == 10
