@@ -22,6 +22,7 @@
       state: "running",
       ended: new Map(),     // rank key ("" without ranks) -> how it ended
       ranks: new Set(),     // rank keys
+      rankLastTs: {},       // rank key -> when it last logged a metric (GET /api/runs)
       config: {},           // hyper-parameters (config events)
       lastStep: null,
       firstStep: null,
@@ -122,6 +123,7 @@
       changed.state = true;
     }
     for (const rank of info.ranks || []) run.ranks.add(String(rank));
+    if (info.rank_last_ts && typeof info.rank_last_ts === "object") run.rankLastTs = { ...info.rank_last_ts };
     if (info.config && typeof info.config === "object" && Object.keys(info.config).length) {
       const before = JSON.stringify(run.config);
       Object.assign(run.config, info.config);

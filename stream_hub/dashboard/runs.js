@@ -190,6 +190,24 @@
     return `updated ${Math.round(s / 3600)} h ago`;
   }
 
+  /** A running run's ranks that went silent while others log on: a rank that fell off. */
+  const SILENT_S = 30;
+  function silentRanks(run) {
+    if (run.state !== "running") return [];
+    const seen = Object.entries(run.rankLastTs).filter(([, ts]) => typeof ts === "number");
+    if (seen.length < 2) return [];
+    const newest = Math.max(...seen.map(([, ts]) => ts));
+    return seen.filter(([, ts]) => newest - ts > SILENT_S).map(([rank]) => rank).sort((a, b) => a - b);
+  }
+
+  /** Each rank's last metric, for the run's tooltip. */
+  function rankTimes(run) {
+    return Object.entries(run.rankLastTs)
+      .sort(([a], [b]) => a - b)
+      .map(([rank, ts]) => `rank ${rank}: ${age(ts).replace("updated ", "last metric ") || "no metric"}`)
+      .join("\n");
+  }
+
   /** Refresh what changes in place: visibility, state, step, counts. */
   function updateRuns(runs) {
     const list = $("runs-list");
@@ -209,10 +227,16 @@
       setText(item.querySelector(".run-step"), run.lastStep == null ? "" : `step ${run.lastStep}`);
       const parts = [];
       if (run.ranks.size) parts.push(`${run.ranks.size} rank${run.ranks.size === 1 ? "" : "s"}`);
+      const silent = silentRanks(run);
+      if (silent.length) parts.push(`rank${silent.length === 1 ? "" : "s"} ${silent.join(", ")} silent`);
       parts.push(`${run.events} event${run.events === 1 ? "" : "s"}`);
       const updated = age(run.lastTs);
       if (updated) parts.push(updated);
-      setText(item.querySelector(".run-details"), ` · ${parts.join(" · ")}`);
+      const details = item.querySelector(".run-details");
+      setText(details, ` · ${parts.join(" · ")}`);
+      const times = rankTimes(run);
+      if (details.title !== times) details.title = times;
+      item.dataset.silentRanks = silent.join(",");
     }
   }
 

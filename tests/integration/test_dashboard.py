@@ -1100,3 +1100,36 @@ def test_analysis_screenshot(page: Any, tmp_path: Path) -> None:
         hover_chart(page, "train/loss", 0.3)
         screenshot(page, tmp_path / "analysis.png")
         save_doc_screenshot(page, "analysis.png", full_page=True)
+
+
+def test_a_rank_that_fell_silent_is_named_in_the_run_list(page: Any) -> None:
+    # Contract v3, "A restart is not a death": each rank's last-seen time is
+    # in /api/runs, and the run list names a rank that stopped while the
+    # others go on (here rank 1's last metric is two minutes old).
+    with serving() as server:
+        now = time.time()
+        events = [
+            {
+                "run": "job",
+                "rank": rank,
+                "step": s,
+                "ts": now - (120 if rank == 1 else 0) + s * 0.01,
+                "metrics": {"loss": 1.0 / (s + 1)},
+            }
+            for rank in range(3)
+            for s in range(20)
+        ]
+        response = httpx.post(f"{server.urls['rest']}/api/publish", json={"events": events}, timeout=10)
+        assert response.status_code == 200, response.text
+        runs = httpx.get(f"{server.urls['rest']}/api/runs", timeout=10).json()["runs"]
+        seen = next(r for r in runs if r["run"] == "job")["rank_last_ts"]
+        assert set(seen) == {"0", "1", "2"} and seen["0"] - seen["1"] > 100
+        page.goto(server.urls["rest"] + "/")
+        wait_connected(page)
+        item = page.locator('#runs-list [data-run="job"]')
+        page.wait_for_function(
+            "document.querySelector('#runs-list [data-run=\"job\"]')?.dataset.silentRanks === '1'",
+            timeout=WAIT_MS,
+        )
+        assert "rank 1 silent" in (item.locator(".run-details").text_content() or "")
+        assert "rank 1: last metric" in (item.locator(".run-details").get_attribute("title") or "")
