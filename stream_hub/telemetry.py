@@ -163,6 +163,16 @@ def _backend_metrics(backend: dict[str, Any] | None) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "stream_hub_replica_lag", "Stream entries this replica has not stored yet", value=replica["lag"]
         )
+        yield CounterMetricFamily(
+            "stream_hub_replica_rejected",
+            "Stream entries in the hub's numbering that were not events (served as one-event gaps)",
+            value=replica["rejected"],
+        )
+        yield CounterMetricFamily(
+            "stream_hub_replica_foreign",
+            "Stream entries the hubs did not number (written by someone else), left out",
+            value=replica["foreign"],
+        )
 
 
 def _store_metrics(store: dict[str, Any]) -> Iterator[Metric]:

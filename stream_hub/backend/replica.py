@@ -13,21 +13,37 @@ with a socket timeout longer than the block (#3138); a read cut short (by
 cancellation or an error, #2665) never reuses its connection: the client is
 thrown away and a new one made.
 
-Each read is a pipeline ``GET epoch`` + ``XREAD BLOCK``: the epoch comes with
-every answer, so Redis losing its data (a new epoch, seqs from 1 again) is
-noticed on the next read, and becomes a ``gap`` for every subscriber.
+Each read is a pipeline ``GET epoch`` + ``XREAD BLOCK`` + ``MGET epoch seq``:
+the epoch comes with every answer, so Redis losing its data (a new epoch,
+seqs from 1 again) is noticed on the next read, and becomes a ``gap`` for
+every subscriber; the counter read after the entries says which of them are
+ours (:mod:`.stream`: entries written by someone else). A read starts after
+the last entry read, not after the head: an entry that is not ours is read
+once, and one above the counter is removed (``REMOVE_FOREIGN``), so it can
+neither wedge the replica nor keep it reading in a loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from ..core.hub import Archived, Hub
-from .stream import ENSURE_EPOCH, MISSING_REDIS, StreamKeys, decode_entries, safe_url, seq_of
+from .stream import (
+    ENSURE_EPOCH,
+    MISSING_REDIS,
+    REMOVE_FOREIGN,
+    Decoded,
+    StreamKeys,
+    decode_entries,
+    entry_id,
+    parse_id,
+    safe_url,
+)
 
 __all__ = ["Replica", "StreamArchive", "connect_async"]
 
@@ -37,6 +53,8 @@ BLOCK_MS = 5_000  # how long one XREAD waits for new entries
 READ_COUNT = 4_096  # entries per read at most
 SOCKET_TIMEOUT = 5.0  # for queries; the blocking read gets BLOCK_MS + this
 BACKOFF_MAX = 2.0
+REPORT_INTERVAL = 60.0  # at most one warning a minute about entries that are not ours
+_LAST_PART = (1 << 64) - 1  # the largest sequence part of an entry ID
 
 
 def connect_async(url: str, blocking: bool = False) -> Any:
@@ -61,6 +79,35 @@ def connect_async(url: str, blocking: bool = False) -> Any:
         socket_connect_timeout=SOCKET_TIMEOUT,
         retry=Retry(NoBackoff(), 0),
     )
+
+
+class _Throttled:
+    """A warning said at most once per ``interval`` s; ``held``: how many
+    were held back since the last one said."""
+
+    def __init__(self, interval: float = REPORT_INTERVAL) -> None:
+        self.interval = interval
+        self.held = 0
+        self._next = 0.0
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            self.held += 1
+            return False
+        self._next = now + self.interval
+        return True
+
+    def said(self) -> int:
+        """How many were held back (and now counted as said)."""
+        held, self.held = self.held, 0
+        return held
+
+
+def _after(position: tuple[int, int]) -> tuple[int, int]:
+    """The smallest entry ID after ``position``."""
+    high, low = position
+    return (high, low + 1) if low < _LAST_PART else (high + 1, 0)
 
 
 class StreamArchive:
@@ -95,8 +142,14 @@ class Replica:
         self.reads = 0  # XREAD round trips
         self.stored = 0  # events taken from the stream
         self.epoch_changes = 0
+        self.rejected = 0  # entries in our numbering that are not events: served as gaps
+        self.reserved = 0  # of those, entries of a type only hubs emit
+        self.foreign = 0  # entries outside our numbering, left out (and removed when above the counter)
         self.last_error: str | None = None
-        self._remote_last = 0  # the newest seq in the stream, as of the last read
+        self._remote_last = 0  # the namespace's counter, as of the last read
+        self._position = (0, 0)  # the last entry read (an entry ID), in this epoch
+        self._rejected_report = _Throttled()
+        self._foreign_report = _Throttled()
         self._synced = False  # the ring continues the stream's current epoch
         self._warned = False
         self._reader: Any = None
@@ -173,17 +226,21 @@ class Replica:
                 )
                 self.epoch_changes += 1
             hub.reset_epoch(epoch)
+            self._position = (0, 0)
             self.on_stored()  # subscribers announce the gap now, not at the next event
-        newest = await queries.xrevrange(self.keys.stream, "+", "-", count=1)
-        self._remote_last = seq_of(newest[0][0]) if newest else 0
-        if self._remote_last - hub.head > hub.capacity:
-            entries = await queries.xrevrange(self.keys.stream, "+", "-", count=hub.capacity)
-            self._store(list(reversed(entries)), epoch)
-        while self._remote_last > hub.head:
-            entries = await queries.xrange(self.keys.stream, f"{hub.head + 1}-0", "+", count=READ_COUNT)
-            if not entries:
+        self._position = max(self._position, (hub.head, 0))
+        # Entries above the counter are not ours: the reads stop at it.
+        counter = self._remote_last = _counter(await queries.get(self.keys.seq))
+        top = entry_id((counter, 0))
+        if counter - hub.head > hub.capacity:
+            entries = await queries.xrevrange(self.keys.stream, top, "-", count=hub.capacity)
+            self._store(list(reversed(entries)), epoch, counter)
+        while self._position < (counter, 0):
+            start = self._position
+            entries = await queries.xrange(self.keys.stream, entry_id(_after(start)), top, count=READ_COUNT)
+            self._store(entries, epoch, counter)
+            if not entries or self._position == start:
                 break
-            self._store(entries, epoch)
         if self._warned:
             logger.info("Redis at %s answers again: replica at seq %d", safe_url(self.url), hub.head)
         self.up = self._synced = True
@@ -201,24 +258,81 @@ class Replica:
     async def _read_once(self) -> None:
         pipe = self._reader.pipeline(transaction=False)
         pipe.get(self.keys.epoch)
-        pipe.xread({self.keys.stream: f"{self.hub.head}-0"}, count=READ_COUNT, block=BLOCK_MS)
-        epoch_raw, answer = await pipe.execute()
+        pipe.xread({self.keys.stream: entry_id(self._position)}, count=READ_COUNT, block=BLOCK_MS)
+        pipe.mget(self.keys.epoch, self.keys.seq)  # after the entries: which of them are ours
+        epoch_raw, answer, (epoch_after, counter_raw) = await pipe.execute()
         self.reads += 1
         epoch = epoch_raw.decode() if isinstance(epoch_raw, bytes) else None
-        if epoch != self.hub.epoch:
+        if epoch != self.hub.epoch or epoch_after != epoch_raw:
             self._synced = False  # the data is gone, or another epoch began: sync again
             return
+        counter = _counter(counter_raw)
+        self._remote_last = max(self._remote_last, counter)
+        above = 0
         for _stream, entries in answer or ():
             if entries:
-                self._remote_last = max(self._remote_last, seq_of(entries[-1][0]))
-                self._store(entries, epoch)
+                above += self._store(entries, epoch, counter)
+        if above:
+            await self._remove_foreign()
 
-    def _store(self, entries: list[Any], epoch: str) -> None:
-        numbered, _archived = decode_entries(entries, epoch)
-        stored = self.hub.store_numbered(numbered)
+    def _store(self, entries: list[Any], epoch: str, counter: int) -> int:
+        """Store what ``entries`` hold of ours; returns how many are above the counter."""
+        decoded = decode_entries(entries, epoch, counter)
+        if decoded.position is not None and decoded.position > self._position:
+            self._position = decoded.position
+        if decoded.rejected or decoded.foreign:
+            self._note_strangers(decoded)
+        stored = self.hub.store_numbered(decoded.numbered)
         if stored:
             self.stored += stored
             self.on_stored()
+        return decoded.above
+
+    def _note_strangers(self, decoded: Decoded) -> None:
+        """Count the entries that are not ours; warn about them, at most once a minute."""
+        self.rejected += len(decoded.rejected)
+        self.reserved += decoded.reserved
+        self.foreign += decoded.foreign
+        if decoded.rejected and self._rejected_report.due():
+            seq, why = decoded.rejected[0]
+            logger.warning(
+                "the Redis stream %s holds an entry that is not a stream_hub event (seq %d: %s): "
+                "rejected, clients get a one-event gap in its place (%d such entries so far, %d unreported)",
+                self.keys.stream,
+                seq,
+                why,
+                self.rejected,
+                self._rejected_report.said(),
+            )
+        if decoded.foreign and self._foreign_report.due():
+            logger.warning(
+                "the Redis stream %s holds entries stream_hub did not number (IDs past its counter, or "
+                "with a sequence part): left out, and those past the counter removed "
+                "(%d such entries so far, %d unreported)",
+                self.keys.stream,
+                self.foreign,
+                self._foreign_report.said(),
+            )
+
+    async def _remove_foreign(self) -> None:
+        """Remove the entries above the counter (the next read would find them
+        again); a Redis that refuses (no permission) leaves them to the
+        publishers, whose appends remove them, and the next read waits a while."""
+        from redis.exceptions import ResponseError
+
+        try:
+            await self._queries.eval(REMOVE_FOREIGN, 2, self.keys.stream, self.keys.seq)
+        except ResponseError as exc:
+            if self._foreign_report.due():
+                logger.warning(
+                    "could not remove the entries past the counter of %s (%s); publishers will",
+                    self.keys.stream,
+                    exc,
+                )
+            try:
+                await asyncio.wait_for(self._closed.wait(), BACKOFF_MAX)
+            except TimeoutError:
+                pass
 
     # -- resumes from the stream ---------------------------------------------------------------
 
@@ -236,10 +350,10 @@ class Replica:
                 entries = await queries.xrange(self.keys.stream, f"{start}-0", f"{last}-0", count=512)
                 if not entries:
                     break
-                _numbered, archived = decode_entries(entries, epoch)
+                archived = decode_entries(entries, epoch, last).archived
                 out += archived
                 size += sum(len(event[4]) for event in archived)
-                start = seq_of(entries[-1][0]) + 1
+                start = parse_id(entries[-1][0])[0] + 1
         except Exception as exc:  # Redis gone mid-resume: the rest is a gap
             logger.warning("could not read seqs %d..%d from %s: %s", start, last, self.keys.stream, exc)
         if epoch != self.hub.epoch:
@@ -276,5 +390,13 @@ class Replica:
             "stored": self.stored,
             "reads": self.reads,
             "epoch_changes": self.epoch_changes,
+            "rejected": self.rejected,
+            "reserved": self.reserved,
+            "foreign": self.foreign,
             "last_error": self.last_error,
         }
+
+
+def _counter(raw: object) -> int:
+    """The namespace's counter from its raw value (none yet: 0)."""
+    return int(raw) if isinstance(raw, (bytes, str)) else 0

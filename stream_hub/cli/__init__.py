@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import StreamHubError
-from .common import EXIT_ERROR, EXIT_OK, add_setting_flags, setting_source
+from .common import EXIT_ERROR, EXIT_OK, add_setting_flags, add_token_flags, take_secrets
 from .export import cmd_export
 from .ports import cmd_ports
 from .remote import cmd_restart, cmd_status, cmd_tail
@@ -39,16 +39,13 @@ _SERVER_SETTINGS = (
 )
 
 
-def _add_connection_flags(parser: argparse.ArgumentParser, token_help: str | None) -> None:
-    """--host, the three ports, --json, and --token unless the command takes none."""
+def _add_connection_flags(parser: argparse.ArgumentParser, token: tuple[str, str] | None) -> None:
+    """--host, the three ports, --json, and --token/--token-file unless the
+    command takes no token (``token``: what it is, and its setting)."""
     add_setting_flags(parser, "host", "sse_port", "ws_port", "rest_port")
-    if token_help is not None:
-        parser.add_argument("--token", help=token_help)
+    if token is not None:
+        add_token_flags(parser, token[1], token[0])
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
-
-
-def _token_help(what: str, setting: str) -> str:
-    return f"{what} ({setting_source(setting)})"
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -67,7 +64,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Run the hub standalone; other processes publish through "
         "POST /api/publish. Ctrl-C or SIGTERM stops it cleanly.",
     )
-    _add_connection_flags(serve, _token_help("admin token for POST /api/admin/restart", "admin_token"))
+    _add_connection_flags(serve, ("admin token for POST /api/admin/restart", "admin_token"))
     add_setting_flags(serve, *_SERVER_SETTINGS)
 
     demo = sub.add_parser(
@@ -76,7 +73,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Serve, and run simulated training threads that log "
         "realistic curves. Open the printed dashboard URL.",
     )
-    _add_connection_flags(demo, _token_help("admin token", "admin_token"))
+    _add_connection_flags(demo, ("admin token", "admin_token"))
     add_setting_flags(demo, *_SERVER_SETTINGS)
     demo.add_argument("--runs", type=int, default=3, help="training threads (default 3)")
     demo.add_argument("--steps", type=int, default=3000, help="steps per run (default 3000)")
@@ -92,7 +89,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="ask a running hub for its status",
         description="Query GET /api/status of a running hub.",
     )
-    _add_connection_flags(status, _token_help("read token, if the hub needs one", "read_token"))
+    _add_connection_flags(status, ("read token, if the hub needs one", "read_token"))
     status.add_argument("--timeout", type=float, default=3.0, help="seconds to wait (default 3)")
 
     restart = sub.add_parser(
@@ -100,7 +97,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="force a restart of a running hub",
         description="POST /api/admin/restart with the admin token.",
     )
-    _add_connection_flags(restart, _token_help("admin token", "admin_token"))
+    _add_connection_flags(restart, ("admin token", "admin_token"))
     restart.add_argument("--timeout", type=float, default=10.0)
 
     tail = sub.add_parser(
@@ -110,7 +107,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "after drops and restarts without missing or repeating an event; a stretch the hub no "
         "longer has is shown as a gap. Ends when the hub stops cleanly, unless --wait.",
     )
-    _add_connection_flags(tail, _token_help("read token", "read_token"))
+    _add_connection_flags(tail, ("read token", "read_token"))
     tail.add_argument("--run", action="append", help="only this run (repeatable)")
     tail.add_argument("--type", action="append", dest="types", help="only this event type (repeatable)")
     tail.add_argument("--since", type=int, default=None, help="replay history after this seq (0: all of it)")
@@ -133,7 +130,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "the live hub over REST (GET /api/runs/{run}/export). CSV has one column per metric; "
         "JSON lines have every event.",
     )
-    _add_connection_flags(export, _token_help("read token, if the hub needs one", "read_token"))
+    _add_connection_flags(export, ("read token, if the hub needs one", "read_token"))
     export.add_argument("--store", metavar="PATH", help="read this store file instead of a live hub")
     export.add_argument("--run", required=True, help="the run to export")
     export.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="default: csv")
@@ -148,7 +145,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "run the default store persisted under STREAM_HUB_HOME — with status, start, end, ranks "
         "and events, newest first.",
     )
-    _add_connection_flags(runs, _token_help("read token, if the hub needs one", "read_token"))
+    _add_connection_flags(runs, ("read token, if the hub needs one", "read_token"))
     runs.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for a hub (default 3)")
 
     ports = sub.add_parser(
@@ -186,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ports": cmd_ports,
     }
     try:
+        for warning in take_secrets(args):
+            print(f"stream-hub {args.command}: warning: {warning}", file=sys.stderr, flush=True)
         return int(handlers[args.command](args))
     except StreamHubError as exc:  # a config or port problem: say it plainly
         print(f"stream-hub {args.command}: {exc}", file=sys.stderr)

@@ -55,7 +55,7 @@ def _print_ready(args: argparse.Namespace, server: TrainingStreamServer, demo: b
     print(f"  dashboard  {urls['rest']}/")
     print(f"  SSE        {urls['sse']}/events")
     print(f"  WebSocket  {urls['ws']}/")
-    print(f"  REST       {urls['rest']}/api/status   (API docs: {urls['rest']}/docs)")
+    print(f"  REST       {urls['rest']}/api/status   (OpenAPI schema: {urls['rest']}/openapi.json)")
     print("Press Ctrl-C to stop.", flush=True)
 
 

@@ -151,7 +151,8 @@ class StreamConfig:
     cors_origins: tuple[str, ...] = setting(
         kinds.names("origin strings", optional=False),
         (),
-        "browser origins allowed on REST (CORS and publishing); `*`: any. Comma-separated in the variable",
+        "browser origins allowed on REST (CORS and publishing) and to embed the dashboard in a frame; "
+        "`*`: any. Comma-separated in the variable",
     )
     ws_origins: tuple[str, ...] | None = setting(
         kinds.names("origin strings", optional=True),

@@ -9,8 +9,9 @@ watched and closed together on its loop.
 The two HTTP ones are served by :mod:`.http` (uvicorn's h11 protocol on
 listening sockets we own); every connection is tracked in :mod:`.clients`;
 :mod:`.access` holds who may connect (the peer's user, with
-:mod:`.peer_uid`; the Host and Origin rules), :mod:`.params` the parsing of
-what clients send. The transports depend on the server only through
+:mod:`.peer_uid`; the Host and Origin rules), :mod:`.headers` the headers
+every answer carries (``nosniff``, the dashboard's Content-Security-Policy),
+:mod:`.params` the parsing of what clients send. The transports depend on the server only through
 :class:`~.params.ServerView`.
 
 Everything here runs on the server's loop thread. uvicorn's own ``serve()``
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .clients import cap_send_buffer
+from .headers import NoSniff
 from .params import ServerView, error_response
 
 if TYPE_CHECKING:
@@ -78,7 +80,7 @@ class Transports:
         for name in ("sse", "ws"):  # the stream ports (see cap_send_buffer)
             cap_send_buffer(sockets[name])
         for name in _HTTP:
-            app = _on_the_hubs_loop(self._app(name), self.server)
+            app = NoSniff(_on_the_hubs_loop(self._app(name), self.server))
             check_peer = self.server.access.peer_refusal  # once per connection (see .http)
             listener = HttpListener(app, self.server.clients, timeout, check_peer=check_peer)
             await listener.start(sockets[name])

@@ -1,13 +1,17 @@
 """The live dashboard: its static files (read once from the package) and the
-routes that serve them on the REST port (``/`` and ``/dashboard/<file>``)."""
+routes that serve them on the REST port (``/`` and ``/dashboard/<file>``);
+the page carries its Content-Security-Policy (:mod:`.headers`)."""
 
 from __future__ import annotations
 
 import logging
 from importlib import resources
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from .headers import PAGE_HEADERS, page_policy
+from .params import ServerView
 
 __all__ = ["add_dashboard_routes"]
 
@@ -37,16 +41,19 @@ def dashboard_files() -> dict[str, tuple[bytes, str]]:
     return files
 
 
-def add_dashboard_routes(app: FastAPI) -> None:
+def add_dashboard_routes(app: FastAPI, server: ServerView) -> None:
     """Serve the dashboard at ``/`` and its files at ``/dashboard/<name>``."""
     dashboard = dashboard_files()
 
     @app.get("/", include_in_schema=False)
-    async def index() -> Response:
+    async def index(request: Request) -> Response:
+        # The policy names the ports the page connects to: those of now.
+        policy = page_policy(request.headers.get("host"), server.ports, server.config.cors_origins)
+        headers = {"Content-Security-Policy": policy, **PAGE_HEADERS}
         page = dashboard.get("index.html")
         if page is None:
-            return HTMLResponse("<h1>stream_hub</h1><p>Dashboard files are missing.</p>")
-        return Response(page[0], media_type=page[1])
+            return HTMLResponse("<h1>stream_hub</h1><p>Dashboard files are missing.</p>", headers=headers)
+        return Response(page[0], media_type=page[1], headers=headers)
 
     @app.get("/dashboard/{name}", include_in_schema=False)
     async def dashboard_file(name: str) -> Response:

@@ -76,6 +76,10 @@ def create_rest_app(
         title="stream_hub",
         description="Live training metrics: status, runs, latest values, history and ingest.",
         version=__version__,
+        # FastAPI's /docs and /redoc pages load their scripts from a CDN into
+        # this origin, unchecked; /openapi.json stays for tools that read it.
+        docs_url=None,
+        redoc_url=None,
     )
     hub = server.hub
     ring_curves = RingCurves(hub)
@@ -360,7 +364,7 @@ def create_rest_app(
         return Response(metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     add_publish_route(app, server)
-    add_dashboard_routes(app)
+    add_dashboard_routes(app, server)
     return AccessCheck(app, server.access)
 
 

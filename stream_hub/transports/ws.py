@@ -51,6 +51,7 @@ from websockets.protocol import State
 
 from ..core.hub import WS, Cursor, Hub
 from .clients import ClientRegistry, FlowState
+from .headers import no_sniff
 from .params import (
     BadRequest,
     ServerView,
@@ -153,6 +154,7 @@ class WebSocketServer:
             ping_timeout=max(cfg.heartbeat_interval, 10.0),
             close_timeout=1.0,
             process_request=self._process_request,
+            process_response=no_sniff,
             server_header="stream_hub",
             create_connection=_connection_class(self.server.clients),
         )

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -146,6 +147,106 @@ def test_status_without_a_server_exits_1_with_one_line() -> None:
     assert result.stderr.startswith("stream-hub status: no hub runs (looked at the registry")
     assert f"http://127.0.0.1:{port} (the configured REST port)" in result.stderr
     assert "stream-hub serve" in result.stderr and result.stderr.count("\n") == 1
+
+
+# -- secrets out of argv (issue 22 L1) ----------------------------------------------------------
+
+TOKEN = "s3cret-s3cret-s3cret"
+
+
+def cmdline(pid: int) -> str:
+    """What every user of the machine reads of ``pid``'s command line (``ps``)."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def secret_file(tmp_path: Path, name: str, value: str) -> Path:
+    path = tmp_path / name
+    path.write_text(value + "\n")  # as `echo` writes it
+    path.chmod(0o600)
+    return path
+
+
+def test_a_token_on_the_command_line_is_warned_about(spawn: Spawner) -> None:
+    """``--token`` is in ``/proc/<pid>/cmdline`` for every user to read: the
+    command says so, and names the variable and the file flag instead."""
+    served = spawn.serve("--token", TOKEN)
+    assert TOKEN in cmdline(served.pid)  # what the warning is about
+    warning = served.err.wait(
+        lambda lines: next((line for line in lines if "warning" in line and "--token" in line), None),
+        10,
+        "the warning",
+    )
+    assert "every user of this machine" in warning
+    assert "STREAM_HUB_ADMIN_TOKEN" in warning and "--token-file" in warning
+    assert TOKEN not in served.err.text  # the warning does not repeat it
+    restart = run(["restart", "--rest-port", str(served.ports["rest"]), "--token", TOKEN])
+    assert restart.returncode == 0, restart.stderr
+    assert "warning: --token on the command line" in restart.stderr
+
+
+def test_a_token_from_a_file_or_the_environment_stays_out_of_argv(spawn: Spawner, tmp_path: Path) -> None:
+    """``--token-file PATH`` and ``STREAM_HUB_ADMIN_TOKEN``: the token works and
+    is nowhere in the process's command line; no warning."""
+    token_file = secret_file(tmp_path, "admin-token", TOKEN)
+    served = spawn.serve("--token-file", str(token_file))
+    assert TOKEN not in cmdline(served.pid) and str(token_file) in cmdline(served.pid)
+    rest = ["--rest-port", str(served.ports["rest"])]
+    wrong = run(["restart", *rest], env=child_env(STREAM_HUB_ADMIN_TOKEN="not-the-token-at-all"))
+    assert wrong.returncode == 1 and "refused (401)" in wrong.stderr
+    by_file = run(["restart", *rest, "--token-file", str(token_file)])
+    assert by_file.returncode == 0 and "warning" not in by_file.stderr, by_file.stderr
+    wait_for(lambda: (s := served.status()) and s["restarts"] == 1, 10, "restarts 1")
+
+    by_env = spawn.serve(env=child_env(STREAM_HUB_ADMIN_TOKEN=TOKEN))
+    assert TOKEN not in cmdline(by_env.pid)
+    restarted = run(["restart", "--rest-port", str(by_env.ports["rest"]), "--token-file", str(token_file)])
+    assert restarted.returncode == 0, restarted.stderr
+    for proc in (served, by_env):
+        proc.signal(signal.SIGTERM)
+        assert proc.wait() == 0
+        assert "warning" not in proc.err.text, proc.err.text
+
+
+def test_a_token_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    missing = run(["status", "--token-file", str(tmp_path / "nope"), "--timeout", "2"])
+    assert missing.returncode == 1 and str(tmp_path / "nope") in missing.stderr, missing.stderr
+    (tmp_path / "two").write_text("a-token-a-token-a\nanother-line\n")
+    two = run(["status", "--token-file", str(tmp_path / "two"), "--timeout", "2"])
+    assert two.returncode == 1 and "one line" in two.stderr, two.stderr
+    both = run(["status", "--token", "x", "--token-file", str(tmp_path / "two")])
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
+def test_a_redis_password_in_argv_is_warned_about_and_a_file_keeps_it_out(
+    spawn: Spawner, tmp_path: Path
+) -> None:
+    """``--backend redis://:pw@...`` shows the password to ``ps``: warned about;
+    ``--backend-file`` serves the same Redis with the password out of sight."""
+    from ..conftest import need_executable
+    from ..redis_server import RedisServer
+
+    password = "hunter2-hunter2-hunter2"
+    redis = RedisServer(need_executable("redis-server"), tmp_path, password=password).start()
+    try:
+        inline = spawn.serve("--backend", redis.url)
+        warning = inline.err.wait(
+            lambda lines: next((line for line in lines if "the password in --backend" in line), None),
+            10,
+            "the warning",
+        )
+        assert "STREAM_HUB_BACKEND" in warning and "--backend-file" in warning and password not in warning
+        served = spawn.serve("--backend-file", str(secret_file(tmp_path, "backend-url", redis.url)))
+        assert password not in cmdline(served.pid)
+        wait_for(lambda: (served.status() or {}).get("backend") == "up", what="the replica reads Redis")
+        served.signal(signal.SIGTERM)
+        assert served.wait() == 0
+        assert "warning" not in served.err.text and password not in served.err.text, served.err.text
+        without = spawn.serve("--backend", redis.url.replace(f":{password}@", ""))  # nothing secret in it
+        without.signal(signal.SIGTERM)
+        without.wait()
+        assert "warning" not in without.err.text, without.err.text
+    finally:
+        redis.stop()
 
 
 # -- restart -----------------------------------------------------------------------------
@@ -413,7 +514,7 @@ def test_client_commands_ignore_bad_settings_they_do_not_use(hub: Served) -> Non
     [
         (["status"], "STREAM_HUB_REST_PORT", "x", "rest_port"),
         (["status"], "STREAM_HUB_HOST", "no such host!", "host"),
-        (["restart", "--token", "t"], "STREAM_HUB_REST_PORT", "70000", "rest_port"),
+        (["restart"], "STREAM_HUB_REST_PORT", "70000", "rest_port"),
         (["tail"], "STREAM_HUB_SSE_PORT", "x", "sse_port"),
         # Every command finding the hub reads all three ports: its registry record's key.
         (["status"], "STREAM_HUB_SSE_PORT", "x", "sse_port"),

@@ -4,7 +4,9 @@ driven by Playwright's Python package, against a real server on free ports.
 The page exposes ``window.streamHub.debug()`` (per-series point counts and
 step ranges, chart draw counts and axes, transport states, counters); the
 tests read it and the DOM, waiting on conditions with deadlines
-(``wait_for_function``), never sleeping.
+(``wait_js``: polled with ``evaluate``, which the page's Content-Security-Policy
+allows; Playwright's ``wait_for_function`` evaluates strings in the page,
+which the policy refuses, as it should), never sleeping a fixed time.
 
 Skipped when Playwright or Chromium is missing, unless
 ``STREAM_HUB_REQUIRE_ALL=1``, which makes that a failure. With
@@ -29,6 +31,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -114,9 +117,33 @@ def debug(page: Any) -> dict[str, Any]:
     return result
 
 
+def wait_js(target: Any, predicate: str, arg: Any = None, timeout: float = WAIT_MS) -> None:
+    """Wait until ``predicate`` (a JavaScript expression, or a function of
+    ``arg``) is truthy in ``target`` (a page or a frame), for ``timeout`` ms.
+
+    Polled from here with ``evaluate`` (DevTools' own calls, which the page's
+    Content-Security-Policy does not govern): ``wait_for_function`` would
+    evaluate the string with the page's ``eval``, which the policy refuses.
+    """
+    from playwright.sync_api import Error
+
+    deadline = time.monotonic() + timeout / 1000
+    while True:
+        try:
+            if target.evaluate(predicate, arg):
+                return
+        except Error as exc:  # the page navigating meanwhile: ask the next one
+            if "context was destroyed" not in str(exc) and "navigat" not in str(exc):
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout / 1000:.0f} s waiting for {predicate[:200]}")
+        time.sleep(0.01)  # test-side polling, bounded by the deadline
+
+
 def wait_for(page: Any, condition: str, arg: Any = None) -> None:
     """Wait until ``condition``, JavaScript over ``d = debug()`` and ``arg``, is true."""
-    page.wait_for_function(
+    wait_js(
+        page,
         "(arg) => { const d = window.streamHub && window.streamHub.debug();"
         f" try {{ return !!d && ({condition}); }} catch (e) {{ return false; }} }}",
         arg=arg,
@@ -125,7 +152,8 @@ def wait_for(page: Any, condition: str, arg: Any = None) -> None:
 
 
 def wait_connected(page: Any) -> None:
-    page.wait_for_function(
+    wait_js(
+        page,
         "document.querySelectorAll('.transports .pill[data-state=\"connected\"]').length === 3",
         timeout=WAIT_MS,
     )
@@ -136,7 +164,8 @@ def cell(page: Any, run: str, metric: str) -> Any:
 
 
 def wait_cell(page: Any, run: str, metric: str, text: str) -> None:
-    page.wait_for_function(
+    wait_js(
+        page,
         "([run, metric, text]) => [...document.querySelectorAll('#latest-table td')]"
         ".some((td) => td.dataset.run === run && td.dataset.metric === metric"
         " && td.textContent === text)",
@@ -241,10 +270,117 @@ def test_live_charts_latest_values_and_status(page: Any, tmp_path: Path) -> None
         # Hiding a run takes it off the charts.
         page.locator('#runs-list .run[data-run="exp2"]').click()
         wait_for(page, "d.runs.find((r) => r.run === 'exp2').visible === false")
-        page.wait_for_function(
-            "document.querySelector('.chart-card[data-metric=\"loss\"]').dataset.series === '1'"
-        )
+        wait_js(page, "document.querySelector('.chart-card[data-metric=\"loss\"]').dataset.series === '1'")
         screenshot(page, tmp_path / "dashboard-live.png")
+
+
+# Every Content-Security-Policy violation the page reports from now on, as
+# "<directive> <blocked URL>" (installed by evaluate: an init script would
+# make Playwright's waits evaluate strings in the page, which the policy refuses).
+CSP_WATCH = """() => {
+  window.__cspViolations = [];
+  document.addEventListener("securitypolicyviolation", (e) =>
+    window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));
+}"""
+
+
+def test_the_dashboard_runs_under_its_content_security_policy(page: Any) -> None:
+    """The page comes with its policy (issue 22 L8), and under it connects
+    all three ways, shows live data and draws, downloads a PNG and a CSV,
+    reports no violation (the console has every one since the page began);
+    the policy is enforced (a string is never code)."""
+    console: list[str] = []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    with serving() as server:
+        response = page.goto(server.urls["rest"] + "/")
+        page.evaluate(CSP_WATCH)
+        policy = response.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "frame-ancestors" in policy, policy
+        wait_connected(page)
+        for i in range(10):
+            server.log({"loss": 1 / (i + 1)}, step=i, run="exp1")
+        wait_cell(page, "exp1", "loss", "0.1")
+        wait_for(page, "d.charts.loss.xRange[1] === 9")
+        assert coloured_pixels(page, "loss", run_color(page, "exp1")) > 50, "no line drawn"
+        server.log({"loss": 0.05}, step=10, run="exp1")  # live, after the first draw
+        wait_cell(page, "exp1", "loss", "0.05")
+        for tool in ("png", "csv"):  # a canvas's blob, a fetch's
+            with page.expect_download() as download:
+                card(page, "loss").locator(f'[data-tool="{tool}"]').click()
+            assert download.value.suggested_filename == f"loss.{tool}"
+        assert page.evaluate("window.__cspViolations") == []
+        assert not [line for line in console if "Content Security Policy" in line], console
+        # Enforced: an inline script (what an injection would add) does not run, and is reported.
+        page.evaluate(
+            "() => { const s = document.createElement('script');"
+            " s.textContent = 'window.__injected = true'; document.body.append(s); }"
+        )
+        wait_js(page, "window.__cspViolations.length > 0")
+        assert page.evaluate("window.__injected") is None
+        assert page.evaluate("window.__cspViolations")[0].startswith("script-src-elem inline")
+
+
+@contextmanager
+def page_at(address: str, html: str) -> Iterator[str]:
+    """``html`` served at ``http://<address>:<free port>/`` (a notebook, another
+    site); the page's URL. A page of Playwright's own (``route``) would not
+    do: Chromium counts it outside this machine and refuses it loopback frames."""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = html.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer((address, 0), Page)
+    thread = threading.Thread(target=httpd.serve_forever, name="test-page-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://{address}:{httpd.server_address[1]}/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
+
+
+def test_notebooks_and_editors_may_frame_the_dashboard_other_sites_may_not(page: Any) -> None:
+    """``frame-ancestors``: a Jupyter page on this machine (localhost, any
+    port) embeds the live dashboard; a page of another site (127.0.0.2 is
+    another origin and site, still on this machine) gets nothing."""
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    with serving() as server:
+        dashboard = server.urls["rest"] + "/"
+        host_page = (
+            f'<!doctype html><title>notebook</title><iframe src="{dashboard}" width="1200" height="900">'
+        )
+        with page_at("127.0.0.1", host_page) as notebook:
+            page.goto(notebook.replace("127.0.0.1", "localhost") + "lab/tree/train.ipynb")
+            frame = page.frames[1]  # the page's load waited for the frame's
+            wait_js(
+                frame,
+                "document.querySelectorAll('.transports .pill[data-state=\"connected\"]').length === 3",
+                timeout=WAIT_MS,
+            )
+            server.log({"loss": 0.25}, step=1, run="framed")
+            wait_js(
+                frame,
+                "[...document.querySelectorAll('#latest-table td')].some((td) => td.textContent === '0.25')",
+                timeout=WAIT_MS,
+            )
+        assert not [line for line in console if "frame-ancestors" in line], console
+
+        with page_at("127.0.0.2", host_page) as elsewhere:
+            with page.expect_console_message(lambda message: "frame-ancestors" in message.text):
+                page.goto(elsewhere)
+            assert page.frames[1].url != dashboard
+            assert page.frames[1].evaluate("typeof window.streamHub") == "undefined"
 
 
 def test_late_joiner_sees_the_whole_curve(page: Any, tmp_path: Path) -> None:
@@ -293,9 +429,7 @@ def test_late_joiner_sees_the_whole_curve(page: Any, tmp_path: Path) -> None:
         assert d["latest"]["exp1"]["loss"]["step"] == 5049
 
         # The server panel refreshes every 2 s; let it count this page first.
-        page.wait_for_function(
-            "!document.querySelector('[data-fact=\"clients\"]').textContent.includes('SSE 0')"
-        )
+        wait_js(page, "!document.querySelector('[data-fact=\"clients\"]').textContent.includes('SSE 0')")
         hover_chart(page, "loss", 0.42)
         screenshot(page, tmp_path / "dashboard-late.png")
         if os.environ.get("STREAM_HUB_SAVE_SCREENSHOT") == "1":
@@ -455,7 +589,7 @@ def test_the_event_rate_sparkline_is_drawn_whole_at_1400_px(page: Any) -> None:
                 if (drawn(canvas.width - 1)) return 'touches the right edge';
                 return drawn(Math.floor(canvas.width * 0.1)) && drawn(canvas.width - 3) ? 'ok' : 'not yet';
             }"""
-            page.wait_for_function(f"({script})() === 'ok'", timeout=WAIT_MS)
+            wait_js(page, f"({script})() === 'ok'", timeout=WAIT_MS)
         finally:
             stop.set()
             publisher.join()
@@ -601,13 +735,15 @@ def test_ranks_are_lines_or_a_mean_with_a_band(page: Any, tmp_path: Path) -> Non
             page, "d.charts.loss.rankMode === 'band' && d.charts.loss.lines.some((l) => l.kind === 'band')"
         )
         wait_for(page, "d.charts.acc.rankMode === 'lines'")
-        page.wait_for_function(
+        wait_js(
+            page,
             'document.querySelector(\'.chart-card[data-id="loss"] [data-tool="ranks"]\')'
-            ".getAttribute('aria-pressed') === 'true'"
+            ".getAttribute('aria-pressed') === 'true'",
         )
         wait_for(page, "d.charts.loss.draws > 0")
-        page.wait_for_function(
-            f"({PIXELS})(['loss', [0.5]]).runs[0].length === 1"  # the band, its mean line inside
+        wait_js(
+            page,
+            f"({PIXELS})(['loss', [0.5]]).runs[0].length === 1",  # the band, its mean line inside
         )
         band = pixels(page, "loss", (0.5,))["runs"][0]
         tallest = max(b - a for a, b in band)
@@ -850,7 +986,7 @@ def test_run_states_hyper_parameters_and_comparison_at_one_step(page: Any, tmp_p
         server.publish("config", {"lr": 0.01, "batch": 64, "optimizer": "adam"}, run="exp2")
         page.goto(server.urls["rest"] + "/")
         wait_for(page, "!d.loading && d.runs.length === 2 && d.runs.every((r) => r.state === 'running')")
-        page.wait_for_function("document.querySelectorAll('#params-table tbody tr').length === 2")
+        wait_js(page, "document.querySelectorAll('#params-table tbody tr').length === 2")
         differs = page.locator("#params-table thead th.differs").all_text_contents()
         assert differs == ["lr"]
         assert page.locator('#params-table tr[data-run="exp2"] td[data-key="lr"]').text_content() == "0.01"
@@ -888,8 +1024,8 @@ def test_run_states_hyper_parameters_and_comparison_at_one_step(page: Any, tmp_p
         assert result.returncode == 0, result.stderr[-2000:]
         wait_for(page, "d.runs.find((r) => r.run === 'exp1').state === 'failed'")
         wait_for(page, "d.runs.some((r) => r.run === 'child' && r.state === 'finished' && r.lastStep === 9)")
-        page.wait_for_function(
-            "document.querySelector('#runs-list .run[data-run=\"child\"]').dataset.state === 'finished'"
+        wait_js(
+            page, "document.querySelector('#runs-list .run[data-run=\"child\"]').dataset.state === 'finished'"
         )
         assert page.locator('#runs-list .run[data-run="exp1"] .run-state').text_content() == "failed"
         assert debug(page)["runs"][1]["state"] == "running"

@@ -139,9 +139,7 @@ def test_follow_and_afollow_without_a_url_find_a_hub_that_moved(
 # -- nothing, or something else ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "command", [["status"], ["tail"], ["restart", "--token", "x"], ["export", "--run", "r"], ["runs"]]
-)
+@pytest.mark.parametrize("command", [["status"], ["tail"], ["restart"], ["export", "--run", "r"], ["runs"]])
 def test_no_hub_is_one_line_and_exit_1(command: list[str], tmp_path: Path) -> None:
     ports = dict(zip(("sse", "ws", "rest"), free_ports(3), strict=True))
     # A data directory of its own: export and runs read persisted runs when no hub answers.
@@ -155,9 +153,7 @@ def test_no_hub_is_one_line_and_exit_1(command: list[str], tmp_path: Path) -> No
     assert key in line and f"http://127.0.0.1:{ports['rest']} (the configured REST port)" in line
 
 
-@pytest.mark.parametrize(
-    "command", [["status"], ["tail"], ["restart", "--token", "x"], ["export", "--run", "r"]]
-)
+@pytest.mark.parametrize("command", [["status"], ["tail"], ["restart"], ["export", "--run", "r"]])
 def test_a_foreign_program_is_named_never_dumped(
     command: list[str], held: tuple[subprocess.Popen[str], int]
 ) -> None:

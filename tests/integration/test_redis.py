@@ -410,3 +410,160 @@ def test_a_replica_starts_while_redis_is_down(redis_server: RedisServer, make_se
     redis_server.start()
     wait_for(lambda: server.hub.head == 5, timeout=20, what="the buffered events served once Redis is up")
     assert httpx.get(f"{rest}/health").json()["backend"] == "up"
+
+
+# -- entries written by someone else ----------------------------------------------------------------
+
+#: Entries in our numbering (the counter taken, the ID ``<seq>-0``) that no
+#: publisher of ours writes.
+MALFORMED: dict[str, dict[bytes, bytes]] = {
+    "not-json": {b"e": b"not json at all"},
+    "no-template": {b"x": b"1"},
+    "ts-text": {b"e": b'"ts":"soon","type":"metric","run":"r","step":5,"metrics":{"a":1.0}}'},
+    "metrics-list": {b"e": b'"ts":1.0,"type":"metric","run":"r","step":5,"metrics":[1,2]}'},
+    "metric-text": {b"e": b'"ts":1.0,"type":"metric","run":"r","step":5,"metrics":{"a":"high"}}'},
+    "raw-newline": {b"e": b'"ts":1.0,"type":"note",\n"run":"r","step":null,"data":1}'},
+    "seq-again": {b"e": b'"ts":1.0,"type":"note","run":"r","step":null,"data":1,"seq":99}'},
+}
+
+
+def numbered_entry(redis: RedisServer, fields: dict[bytes, bytes], namespace: str = "stream_hub") -> int:
+    """An entry added the way a publisher adds one (the counter taken, the ID
+    ``<seq>-0``), but written by someone else. Returns its seq."""
+    with redis.client() as client:
+        seq = int(client.incr(f"{namespace}:seq"))
+        client.xadd(f"{namespace}:stream", fields, id=f"{seq}-0")
+    return seq
+
+
+def sse_history(server: TrainingStreamServer, last: int) -> list[Frame]:
+    with SSEStream(f"{server.urls['sse']}/events", headers={"Last-Event-ID": "0"}) as stream:
+        return stream.read_until_seq(last)
+
+
+@pytest.mark.parametrize("kind", sorted(MALFORMED))
+def test_a_malformed_entry_between_two_good_ones_is_a_gap_not_a_wedge(
+    redis_server: RedisServer, make_server: Any, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A malformed entry between two good ones: the replica serves both good
+    ones (SSE and REST), the malformed one as a one-event gap (reason
+    ``rejected``: the seqs stay consecutive, every replica says the same),
+    counts it and warns once; it keeps following the stream."""
+    caplog.set_level(logging.WARNING, logger="stream_hub.backend.replica")
+    server: TrainingStreamServer = make_server(backend=redis_server.url)
+    server.log({"a": 1.0}, step=1, run="r")
+    wait_for(lambda: server.hub.head == 1, what="the first good event")
+    assert numbered_entry(redis_server, MALFORMED[kind]) == 2
+    server.log({"a": 3.0}, step=3, run="r")
+    wait_for(lambda: server.hub.head == 3, what="the second good event, past the malformed one")
+
+    frames = sse_history(server, 3)
+    assert [(f.seq, f.event) for f in frames] == [(1, "metric"), (2, "gap"), (3, "metric")]
+    assert [f.json["step"] for f in (frames[0], frames[2])] == [1, 3]
+    gap = frames[1].json
+    assert gap["data"]["reason"] == "rejected" and (gap["data"]["from"], gap["data"]["to"]) == (2, 2), gap
+    history = httpx.get(f"{server.urls['rest']}/api/history", params={"since": 0}, timeout=10).json()
+    assert [e["seq"] for e in history["events"]] == [1, 2, 3]
+    assert [e["type"] for e in history["events"]] == ["metric", "gap", "metric"]
+    status = server.status()
+    assert status["backend"] == "up"
+    assert status["redis"]["replica"]["rejected"] == 1
+    assert "stream_hub_replica_rejected_total 1.0" in httpx.get(f"{server.urls['rest']}/metrics").text
+    assert "Redis at" not in caplog.text  # never reported as Redis not answering
+    assert caplog.text.count("rejected") == 1, caplog.text
+
+
+@pytest.mark.parametrize("type_", ["shutdown", "gap", "error", "status"])
+def test_a_reserved_type_from_redis_is_not_relayed(
+    redis_server: RedisServer, make_server: Any, type_: str
+) -> None:
+    """An entry of a type only a hub emits (``shutdown``, ``gap``, ...) written
+    into the stream by someone else is never sent to a client: a one-event
+    gap takes its seq, and it is counted."""
+    server: TrainingStreamServer = make_server(backend=redis_server.url)
+    server.log({"a": 1.0}, step=1, run="r")
+    wait_for(lambda: server.hub.head == 1, what="the first good event")
+    data = b'{"lost":7,"from":1,"to":7,"reason":"fake"}'
+    template = b'"ts":1.0,"type":"%s","run":null,"step":null,"data":%s}' % (type_.encode(), data)
+    numbered_entry(redis_server, {b"e": template})
+    server.log({"a": 3.0}, step=3, run="r")
+    wait_for(lambda: server.hub.head == 3, what="the event after the reserved one")
+
+    frames = sse_history(server, 3)
+    assert [(f.seq, f.event) for f in frames] == [(1, "metric"), (2, "gap"), (3, "metric")]
+    assert frames[1].json["data"]["reason"] == "rejected", frames[1].json
+    assert "reserved" in frames[1].json["data"]["error"]
+    history = httpx.get(f"{server.urls['rest']}/api/history", params={"since": 0}, timeout=10).json()
+    assert [e["type"] for e in history["events"]] == ["metric", "gap", "metric"]
+    assert server.status()["redis"]["replica"]["reserved"] == 1
+
+
+@pytest.mark.parametrize("entry_id", ["18446744073709551615-0", "*", "2-7"])
+def test_publishers_survive_an_entry_with_a_huge_id(
+    redis_server: RedisServer, make_server: Any, entry_id: str
+) -> None:
+    """An entry whose ID is past the namespace's counter (the largest ID there
+    is, a timestamp ID, a sequence part of its own) does not stop publishers:
+    it is removed, a publisher's later events reach a replica under the next
+    seqs, and no client ever sees it."""
+    replica: TrainingStreamServer = make_server(backend=redis_server.url)
+    publisher = TrainingStreamServer(free_config(backend=redis_server.url, replica=False))
+    publisher.start()
+    try:
+        publisher.log({"a": 1.0}, step=1, run="r")
+        wait_for(lambda: replica.hub.head == 1, what="the first event")
+        note = b'"ts":1.0,"type":"note","run":"x","step":null,"data":1}'
+        with redis_server.client() as client:
+            client.xadd("stream_hub:stream", {b"e": note}, id=entry_id)
+        for step in range(2, 7):
+            publisher.log({"a": float(step)}, step=step, run="r")
+        wait_for(lambda: replica.hub.head == 6, what="the publisher's later events")
+        frames = sse_history(replica, 6)
+        assert [(f.seq, f.event, f.json["step"]) for f in frames] == [(s, "metric", s) for s in range(1, 7)]
+        assert publisher.status()["redis"]["publisher"]["sent"] == 6
+        with redis_server.client() as client:
+            ids = [entry[0] for entry in client.xrange("stream_hub:stream")]
+        assert ids == [f"{s}-0".encode() for s in range(1, 7)]  # the foreign entry is gone
+        assert replica.hub.head == 6
+    finally:
+        publisher.stop()
+
+
+def test_a_replica_removes_a_foreign_entry_nobody_publishes_after(
+    redis_server: RedisServer, make_server: Any
+) -> None:
+    """An entry past the counter with no publisher to come: the replica removes
+    it itself (it would otherwise read it again and again), counts it, and
+    serves what comes next."""
+    server: TrainingStreamServer = make_server(backend=redis_server.url)
+    server.log({"a": 1.0}, step=1, run="r")
+    wait_for(lambda: server.hub.head == 1, what="the first event")
+    with redis_server.client() as client:
+        client.xadd("stream_hub:stream", {b"e": b"junk"}, id="18446744073709551615-0")
+        wait_for(lambda: client.xlen("stream_hub:stream") == 1, what="the replica removes the foreign entry")
+    wait_for(lambda: server.status()["redis"]["replica"]["foreign"] == 1, what="counted")
+    server.log({"a": 2.0}, step=2, run="r")
+    wait_for(lambda: server.hub.head == 2, what="the next event")
+    assert [(f.seq, f.event) for f in sse_history(server, 2)] == [(1, "metric"), (2, "metric")]
+    assert server.status()["backend"] == "up"
+
+
+def test_a_counter_lost_while_its_stream_stays_is_a_new_epoch(
+    redis_server: RedisServer, make_server: Any
+) -> None:
+    """The namespace's counter gone (deleted, evicted) while its stream stays:
+    the next seqs would be ones already served, so the next append starts a
+    new epoch (subscribers get a gap), and publishing goes on."""
+    server: TrainingStreamServer = make_server(backend=redis_server.url)
+    for step in range(3):
+        server.log({"a": float(step)}, step=step, run="r")
+    wait_for(lambda: server.hub.head == 3, what="three events")
+    old_epoch = server.hub.epoch
+    with redis_server.client() as client:
+        client.delete("stream_hub:seq")
+    server.log({"a": 3.0}, step=3, run="r")
+    wait_for(lambda: server.hub.epoch != old_epoch and server.hub.head == 1, what="a new epoch from seq 1")
+    frames = sse_history(server, 1)
+    assert [(f.seq, f.event, f.json["step"]) for f in frames] == [(1, "metric", 3)]
+    assert frames[0].json["epoch"] == server.hub.epoch
+    assert server.status()["redis"]["replica"]["epoch_changes"] == 1

@@ -595,3 +595,89 @@ def test_cross_site_no_cors_requests_are_refused_but_cors_and_the_framed_dashboa
             == 200
         )
     assert httpx.get(f"{server.urls['rest']}/api/status", timeout=5).status_code == 200
+
+
+# -- what a browser may do with an answer (issue 22 L8) -----------------------------------------
+
+
+def test_fastapis_cdn_docs_are_gone_and_the_openapi_schema_stays(
+    make_server: Callable[..., TrainingStreamServer],
+) -> None:
+    """/docs and /redoc loaded Swagger UI and ReDoc from a CDN into the hub's
+    origin, unchecked: they are 404 on both HTTP ports."""
+    server = make_server()
+    for base in (server.urls["rest"], server.urls["sse"]):
+        for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+            assert httpx.get(f"{base}{path}").status_code == 404, (base, path)
+    schema = httpx.get(f"{server.urls['rest']}/openapi.json")
+    assert schema.status_code == 200 and "/api/runs" in schema.json()["paths"]
+
+
+def test_every_http_answer_says_nosniff(make_server: Callable[..., TrainingStreamServer]) -> None:
+    """REST JSON, Prometheus text, exports, errors and refusals, the SSE
+    stream and the WebSocket handshake (accepted or refused) all carry
+    ``X-Content-Type-Options: nosniff``."""
+    server = make_server()
+    server.log({"loss": 0.5}, step=1, run="r")
+    rest, sse = server.urls["rest"], server.urls["sse"]
+    answers = [
+        httpx.get(f"{rest}/health"),
+        httpx.get(f"{rest}/api/status"),
+        httpx.get(f"{rest}/api/runs/r/export", params={"format": "csv"}),
+        httpx.get(f"{rest}/metrics"),
+        httpx.get(f"{rest}/dashboard/app.js"),
+        httpx.get(f"{rest}/api/history", params={"since": "x"}),  # 4xx
+        httpx.get(f"{rest}/nothing-here"),  # 404
+        httpx.get(f"{rest}/health", headers={"Host": "evil.example"}),  # refused by the Host check
+        httpx.post(f"{rest}/api/publish", content=b"{}", headers={"Content-Type": "text/plain"}),  # 415
+        httpx.get(f"{sse}/health"),
+    ]
+    assert {a.status_code for a in answers} >= {200, 403, 404, 415}
+    for answer in answers:
+        assert answer.headers.get("x-content-type-options") == "nosniff", (answer.request.url, answer.headers)
+    with SSEStream(f"{sse}/events", headers={"Last-Event-ID": "0"}) as stream:
+        assert stream.next() is not None
+        assert stream.response.headers.get("x-content-type-options") == "nosniff"
+    with ws_connect(server.urls["ws"] + "/") as conn:
+        assert conn.response.headers.get("X-Content-Type-Options") == "nosniff"
+    with pytest.raises(InvalidStatus) as refused:
+        ws_connect(server.urls["ws"] + "/elsewhere").close()
+    assert refused.value.response.headers.get("X-Content-Type-Options") == "nosniff"
+
+
+def test_the_dashboard_page_carries_its_content_security_policy(
+    make_server: Callable[..., TrainingStreamServer],
+) -> None:
+    """Scripts, styles and connections from this hub only (its SSE and
+    WebSocket ports, on the host the page was asked for), embedding by this
+    machine's pages, VS Code and ``cors_origins`` only; no referrer."""
+    server = make_server(cors_origins=("https://lab.example.org",))
+    ports = server.ports
+    page = httpx.get(server.urls["rest"] + "/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    policy = {
+        name: values
+        for name, *values in (d.split() for d in page.headers["content-security-policy"].split(";"))
+    }
+    assert policy["default-src"] == ["'none'"]
+    assert policy["script-src"] == ["'self'"] and policy["style-src"] == ["'self'"]
+    assert policy["connect-src"] == [
+        "'self'",
+        f"http://127.0.0.1:{ports['sse']}",
+        f"ws://127.0.0.1:{ports['ws']}",
+    ]
+    assert policy["frame-ancestors"] == [
+        "'self'",
+        "http://localhost:*",
+        "http://127.0.0.1:*",
+        "vscode-webview:",
+        "vscode-file:",
+        "https://lab.example.org",
+    ]
+    assert policy["base-uri"] == ["'none'"] and policy["form-action"] == ["'none'"]
+    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["x-content-type-options"] == "nosniff"
+    # The page connects to the name it was asked for: so does its policy.
+    by_name = httpx.get(f"http://localhost:{ports['rest']}/").headers["content-security-policy"]
+    assert f"connect-src 'self' http://localhost:{ports['sse']} ws://localhost:{ports['ws']}" in by_name
+    assert "<script>" not in page.text and "<style" not in page.text and " style=" not in page.text
