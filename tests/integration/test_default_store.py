@@ -178,7 +178,7 @@ def test_a_successor_continues_its_hosts_file(home: Path, spawn: Spawner) -> Non
     )
     code = textwrap.dedent(
         """
-        import json, sys
+        import json, sys, time
         from stream_hub import get_stream_server, release_stream_server
         server = get_stream_server()
         print(json.dumps({"role": server.role}), flush=True)
@@ -187,6 +187,9 @@ def test_a_successor_continues_its_hosts_file(home: Path, spawn: Spawner) -> Non
             server.log({"x": float(step)}, step=step, run=sys.argv[1])
         print(json.dumps({"logged": server.role}), flush=True)
         sys.stdin.readline()
+        deadline = time.monotonic() + 60  # the hand-over completes on the joined side after the host's exit
+        while server.role != "host" and sys.argv[1] == "from-joined" and time.monotonic() < deadline:
+            time.sleep(0.01)
         print(json.dumps({"before_release": server.role}), flush=True)
         release_stream_server()
         """
