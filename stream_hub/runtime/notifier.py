@@ -8,14 +8,23 @@ once per batch (the hub guarantees that); the loop then commits the batch
 everything from its cursor to the head in one write.
 
 When to commit: at once (at most every ``MIN_INTERVAL``, so a publisher in a
-tight loop does not wake the loop per event), unless the loop keeps getting to
-run late. It shares the GIL with the training thread; if that thread is busy
-in Python, every wake-up takes the GIL from it, and every socket write hands
-the GIL over and waits to get it back. Lateness (time from "wake up" to
-"running") is how that shows, so while it is high, commits are spaced
-``busy_interval`` apart and each client gets that interval's events in one
-write. An idle or I/O-bound training thread (GPU work, data loading) keeps
-lateness near zero and latency at its minimum.
+tight loop does not wake the loop per event), unless the loop is competing
+for the GIL with a busy thread of this process. It shares the GIL with the
+training thread; if that thread is busy in Python, every wake-up takes the
+GIL from it, and every socket write hands the GIL over and waits to get it
+back. While that is so, commits are spaced ``busy_interval`` apart and each
+client gets that interval's events in one write.
+
+Contention is measured directly, per wake-up: the loop ran late (time from
+"wake up" to "running") *and*, over the same stretch, other threads of this
+process kept a CPU busy (the process's CPU time minus the loop thread's own).
+Lateness with no other busy thread is not contention — the loop's own work
+(a burst to many clients, a client connecting) or another program taking
+the CPU — and batching would not help it, so it does not count. Batching
+lasts ``HOLD`` seconds past the last contended wake-up (a CPU-bound loop
+renews it at every commit), so it ends within half a second of its cause,
+whatever happened before. An idle or I/O-bound training thread (GPU work,
+data loading) is never contended and gets the minimum latency.
 """
 
 from __future__ import annotations
@@ -32,8 +41,16 @@ CONTENDED = 0.002
 # Commits are at least this far apart even when idle: a publisher in a tight
 # loop then wakes the loop (a syscall, and a GIL hand-off) at most 1000 times/s.
 MIN_INTERVAL = 0.001
-# Weight of the newest sample in the lateness average.
+# Weight of the newest sample in the lateness average (reported, not decided on).
 _ALPHA = 0.2
+# Seconds commits stay spaced after the last contended wake-up.
+HOLD = 0.5
+# Share of one CPU that other threads of the process must have used since the
+# last measure for the loop's lateness to count as contention.
+BUSY_SHARE = 0.5
+# The shortest stretch over which that share is measured (shorter ones keep
+# the last share: CPU clocks mean little over microseconds).
+_SHARE_WINDOW = 0.005
 
 
 class LoopNotifier:
@@ -44,6 +61,7 @@ class LoopNotifier:
         closing: set once the server stops; writers flush to the head and end.
         clients: connected subscribers per transport.
         lateness: moving average of how late the loop ran when woken (s).
+        busy_share: the share of a CPU the process's other threads used lately.
     """
 
     def __init__(
@@ -58,6 +76,10 @@ class LoopNotifier:
         self.closing = False
         self.clients = {"sse": 0, "ws": 0}
         self.lateness = 0.0
+        self.busy_share = 0.0
+        self._contended_until = 0.0
+        self._seen_at = time.monotonic()
+        self._seen_cpu = (time.process_time(), 0.0)  # the process's and the loop thread's CPU then
         self.commits = 0
         self._last_commit = 0.0
         self._requested = 0.0
@@ -122,7 +144,7 @@ class LoopNotifier:
         self._observe(now - self._requested)
         if self._commit_timer is not None:
             return  # a commit is already due
-        interval = self.busy_interval if self.lateness > CONTENDED else MIN_INTERVAL
+        interval = self.busy_interval if self.contended else MIN_INTERVAL
         wait = self._last_commit + interval - now
         if wait > 0:
             self._commit_due = now + wait
@@ -137,8 +159,25 @@ class LoopNotifier:
         self._observe(time.monotonic() - self._commit_due)
         self.hub.commit()
 
+    @property
+    def contended(self) -> bool:
+        """Whether commits are spaced now: the loop competes for the GIL with
+        a busy thread of this process (see the module docstring)."""
+        return time.monotonic() < self._contended_until
+
     def _observe(self, late: float) -> None:
-        self.lateness += _ALPHA * (max(0.0, late) - self.lateness)
+        # On the loop thread, per wake-up and timed commit.
+        late = max(0.0, late)
+        self.lateness += _ALPHA * (late - self.lateness)
+        now = time.monotonic()
+        elapsed = now - self._seen_at
+        if elapsed >= _SHARE_WINDOW:
+            process, loop = time.process_time(), time.thread_time()
+            others = (process - self._seen_cpu[0]) - (loop - self._seen_cpu[1])
+            self.busy_share = max(0.0, others / elapsed)
+            self._seen_at, self._seen_cpu = now, (process, loop)
+        if late > CONTENDED and self.busy_share >= BUSY_SHARE:
+            self._contended_until = now + HOLD
 
     def _beat(self) -> None:
         # One timer for all clients, instead of a keep-alive task per client.

@@ -7,7 +7,19 @@ import threading
 import time
 
 from stream_hub.core.hub import Hub
-from stream_hub.runtime.notifier import CONTENDED, LoopNotifier
+from stream_hub.runtime.notifier import CONTENDED, HOLD, LoopNotifier
+
+
+def contend(notifier: LoopNotifier) -> None:
+    """Space commits from now on, for tests of what spacing does (not of when it starts)."""
+    notifier._contended_until = time.monotonic() + 3600
+
+
+def spin(stop: threading.Event) -> None:
+    """A training thread busy in Python: it holds the GIL but at switch intervals."""
+    n = 0
+    while not stop.is_set():
+        n += 1
 
 
 async def test_an_idle_loop_commits_at_once_and_wakes_every_writer() -> None:
@@ -24,27 +36,78 @@ async def test_an_idle_loop_commits_at_once_and_wakes_every_writer() -> None:
         notifier.detach()
 
 
-async def test_a_late_loop_spaces_commits_by_the_busy_interval() -> None:
+async def test_a_thread_busy_in_python_spaces_commits_by_the_busy_interval() -> None:
     hub = Hub(100)
     notifier = LoopNotifier(hub, asyncio.get_running_loop(), busy_interval=0.2, heartbeat=60)
     notifier.attach()
+    stop = threading.Event()
+    spinner = threading.Thread(target=spin, args=(stop,))
     try:
         await asyncio.sleep(0)
-        hub.log({"x": 1})
-        await asyncio.sleep(0.01)
-        first = hub.head
-        # The loop has been running late (the GIL was busy): next commit waits.
-        for _ in range(30):
-            notifier._observe(0.01)
-        assert notifier.lateness > CONTENDED
-        seq = hub.log({"x": 2})
-        await asyncio.sleep(0.02)
-        assert hub.head == first  # held back, not lost
-        deadline = time.monotonic() + 2
+        spinner.start()
+        # Every wake-up now waits for the GIL behind the spinning thread.
+        deadline = time.monotonic() + 30
+        while not notifier.contended and time.monotonic() < deadline:
+            hub.log({"x": 1})
+            await asyncio.sleep(0.01)
+        assert notifier.contended and notifier.busy_share >= 0.5
+        # 40 events 10 ms apart: a commit each when idle; now one per 0.2 s.
+        commits = notifier.commits
+        for _ in range(40):
+            seq = hub.log({"x": 2})
+            await asyncio.sleep(0.01)
+        assert notifier.commits - commits < 20
         while hub.head < seq and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        assert hub.head == seq
+        assert hub.head == seq  # held back, never lost
     finally:
+        stop.set()
+        if spinner.is_alive():
+            spinner.join()
+        notifier.detach()
+
+
+async def test_lateness_without_a_busy_thread_never_spaces_commits() -> None:
+    # The loop's own work (a burst to many clients) or another program taking
+    # the CPU makes it late too; batching would not help, so it does not start.
+    hub = Hub(100)
+    notifier = LoopNotifier(hub, asyncio.get_running_loop(), busy_interval=30.0, heartbeat=60)
+    notifier.attach()
+    try:
+        await asyncio.sleep(0)
+        for _ in range(50):
+            notifier.loop.call_soon(time.sleep, 0.005)  # the loop itself busy: its wake-ups run late
+            seq = hub.log({"x": 1})
+            await asyncio.sleep(0.01)
+        assert notifier.lateness > CONTENDED and not notifier.contended
+        assert hub.head == seq  # committed at once, not 30 s later
+    finally:
+        notifier.detach()
+
+
+async def test_spacing_ends_once_the_busy_thread_stops() -> None:
+    hub = Hub(100)
+    notifier = LoopNotifier(hub, asyncio.get_running_loop(), busy_interval=0.05, heartbeat=60)
+    notifier.attach()
+    stop = threading.Event()
+    spinner = threading.Thread(target=spin, args=(stop,))
+    try:
+        await asyncio.sleep(0)
+        spinner.start()
+        deadline = time.monotonic() + 30
+        while not notifier.contended and time.monotonic() < deadline:
+            hub.log({"x": 1})
+            await asyncio.sleep(0.01)
+        assert notifier.contended
+        stop.set()
+        spinner.join()
+        await asyncio.sleep(HOLD)
+        assert not notifier.contended
+        seq = hub.log({"x": 2})
+        await asyncio.sleep(0.01)
+        assert hub.head == seq  # at once again
+    finally:
+        stop.set()
         notifier.detach()
 
 
@@ -54,8 +117,7 @@ async def test_a_long_backlog_is_committed_at_once_whatever_the_spacing() -> Non
     notifier.attach()
     try:
         await asyncio.sleep(0)
-        for _ in range(30):
-            notifier._observe(0.01)
+        contend(notifier)
         hub.log({"x": 0})
         await asyncio.sleep(0.01)
         # Spaced 30 s apart now; a backlog past the limit asks for a commit anyway.
@@ -95,8 +157,7 @@ async def test_after_detach_every_submission_is_committed_inline() -> None:
     hub = Hub(100)
     notifier = LoopNotifier(hub, asyncio.get_running_loop(), busy_interval=30.0, heartbeat=60)
     notifier.attach()
-    for _ in range(30):
-        notifier._observe(0.01)  # spaced 30 s apart: the commit is held back
+    contend(notifier)  # spaced 30 s apart: the commit is held back
     hub.log({"x": 0})
     await asyncio.sleep(0)
     held = hub.log({"x": 1})
