@@ -222,6 +222,73 @@ def fig_latency(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _paced_window(side: Side, client: LoadClient, rate: int, seconds: float, run: str) -> list[float]:
+    """Log at ``rate`` for ``seconds`` (the thread sleeping between events);
+    the latencies (ms) of that window's events at the timed clients."""
+    first = _warm_up(side, client)
+    interval, n = 1.0 / rate, max(1, int(rate * seconds))
+    seq = first
+    start = time.perf_counter()
+    for i in range(n):
+        delay = start + i * interval - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        seq = side.log(METRICS, step=i, run=run)
+    done = client.expect(seq, timeout=30)
+    return sorted(x * 1000.0 for x in done["latencies"])
+
+
+def fig_latency_windows(side_name: str, sz: Mapping[str, Any]) -> dict[str, Any]:
+    """Latency in repeated windows, the worst one reported (issue: one window
+    hides a window in which the hub batched for no reason): windows on a
+    fresh hub, and windows right after a burst of ``fanout_burst`` events
+    to ``fanout_clients`` clients; ``latency_clients`` of them timed."""
+    rate, seconds, count = sz["latency_rate"], sz["latency_window_s"], sz["latency_windows"]
+    fresh: list[list[float]] = []
+    after_burst: list[list[float]] = []
+    for _ in range(count):
+        side = make_side(side_name)
+        side.start()
+        try:
+            with LoadClient() as client:
+                _connect(
+                    client,
+                    "sse",
+                    side.ports["sse"],
+                    sz["fanout_clients"],
+                    mode="latency",
+                    timed=sz["latency_clients"],
+                )
+                fresh.append(_paced_window(side, client, rate, seconds, "fresh"))
+                last = 0
+                for i in range(sz["fanout_burst"]):
+                    last = side.log(METRICS, step=i, run="burst")
+                client.expect(last, timeout=60)
+                after_burst.append(_paced_window(side, client, rate, seconds, "after-burst"))
+        finally:
+            side.stop()
+
+    def p(q: float, windows: list[list[float]]) -> list[float]:
+        return [_percentile(w, q) for w in windows]
+
+    return {
+        "figures": {
+            "latency_window_worst_p99_ms": max(p(0.99, fresh + after_burst)),
+            "latency_window_worst_p50_ms": max(p(0.50, fresh + after_burst)),
+            "latency_window_median_p99_ms": statistics.median(p(0.99, fresh + after_burst)),
+        },
+        "details": {
+            "fresh_p99_ms": p(0.99, fresh),
+            "after_burst_p99_ms": p(0.99, after_burst),
+            "fresh_p50_ms": p(0.50, fresh),
+            "after_burst_p50_ms": p(0.50, after_burst),
+            "windows": 2 * count,
+            "window_s": seconds,
+            "rate": rate,
+        },
+    }
+
+
 # -- training slowdown -----------------------------------------------------------
 
 
@@ -404,6 +471,7 @@ GROUPS: dict[str, Callable[[str, Mapping[str, Any]], dict[str, Any]]] = {
     "fanout_sse": fig_fanout_sse,
     "fanout_ws": fig_fanout_ws,
     "latency": fig_latency,
+    "latency_windows": fig_latency_windows,
     "slowdown": fig_slowdown,
     "processes": fig_processes,
     "lifecycle": fig_lifecycle,

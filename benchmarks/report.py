@@ -121,6 +121,14 @@ FIGURES: tuple[Figure, ...] = (
         higher_is_better=True,
     ),
     Figure(
+        "latency_window_worst_p99_ms",
+        "latency p99, worst of {latency_windows}x2 {latency_window_s} s windows, fresh and after a burst",
+        "latency_windows",
+        max_value=5.0,
+    ),
+    Figure("latency_window_worst_p50_ms", "  the same windows' worst p50 (ms)", "latency_windows"),
+    Figure("latency_window_median_p99_ms", "  the same windows' median p99 (ms)", "latency_windows"),
+    Figure(
         "rss_kb_per_client",
         "RSS per idle SSE client, {memory_clients} clients (KB)",
         "memory",
