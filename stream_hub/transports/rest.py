@@ -15,6 +15,7 @@ import logging
 import os
 import queue
 import threading
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -180,7 +181,7 @@ def create_rest_app(
     def unknown_run(run: str) -> Response:
         return error_response(404, f"unknown run {run!r}", runs=sorted(hub.runs.runs)[:100])
 
-    @app.get("/api/runs/{run}/series", tags=["runs"])
+    @app.get("/api/runs/{run:path}/series", tags=["runs"])
     async def series(
         request: Request,
         run: str,
@@ -227,7 +228,7 @@ def create_rest_app(
         body["last_seq"] = head
         return json_response(orjson.dumps(body))
 
-    @app.get("/api/runs/{run}/export", tags=["runs"], response_class=Response)
+    @app.get("/api/runs/{run:path}/export", tags=["runs"], response_class=Response)
     async def export(
         request: Request,
         run: str,
@@ -245,12 +246,16 @@ def create_rest_app(
             events = past.events(run)
         else:
             return unknown_run(run)
-        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in run)
+        # An ASCII file name for every browser, the run's own in UTF-8 beside it (RFC 6266).
+        name = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in run)
         if format == "csv":
             body, media, suffix = export_csv(events, metric), "text/csv; charset=utf-8", "csv"
         else:
             body, media, suffix = export_jsonl(events), "application/x-ndjson", "jsonl"
-        disposition = {"Content-Disposition": f'attachment; filename="{name}.{suffix}"'}
+        utf8 = urllib.parse.quote(f"{run}.{suffix}", safe="")
+        disposition = {
+            "Content-Disposition": f"attachment; filename=\"{name}.{suffix}\"; filename*=UTF-8''{utf8}"
+        }
         return StreamingResponse(body, media_type=media, headers=disposition)
 
     @app.get("/api/sources", tags=["runs"])

@@ -8,6 +8,7 @@ import json
 import math
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -926,3 +927,24 @@ def test_past_max_runs_new_runs_are_tracked_and_the_oldest_finished_forgotten(ma
     assert families["stream_hub_runs"].samples[0].value == 3
     latest = {s.labels["run"] for s in families["stream_hub_metric"].samples if s.labels["metric"] == "loss"}
     assert latest == {"fourth"}
+
+
+@pytest.mark.parametrize("name", ["sweep/lr=3e-4", "with space", "ünïcode-ρ", "a/b/c", "trailing/"])
+def test_any_run_name_works_in_every_run_endpoint(make_server, name: str) -> None:
+    # Issue #23.3: a name with "/" (a sweep's trial) was listed, then 404 everywhere else.
+    server = make_server()
+    last = 0
+    for step in range(5):
+        last = server.log({"loss": 1.0 / (step + 1)}, step=step, run=name)
+    committed(server, last)
+    rest = server.urls["rest"]
+    quoted = urllib.parse.quote(name, safe="")
+    assert name in {r["run"] for r in httpx.get(f"{rest}/api/runs", timeout=10).json()["runs"]}
+    series = httpx.get(f"{rest}/api/runs/{quoted}/series", params={"metric": "loss"}, timeout=10)
+    assert series.status_code == 200, series.text
+    assert series.json()["run"] == name and series.json()["points_seen"] == 5
+    export = httpx.get(f"{rest}/api/runs/{quoted}/export", params={"format": "csv"}, timeout=10)
+    assert export.status_code == 200, export.text
+    assert len(export.text.strip().splitlines()) == 6  # header and five steps
+    missing = httpx.get(f"{rest}/api/runs/{quoted}x/series", timeout=10)
+    assert missing.status_code == 404
