@@ -68,6 +68,23 @@ def all_runs(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
     return ordered, why
 
 
+#: A running run's rank is silent when its last metric is this much older than the newest rank's.
+SILENT_S = 30.0
+
+
+def _ranks(row: dict[str, Any]) -> str:
+    """The RANKS cell: how many, and those that fell silent while the run runs."""
+    ranks = row.get("ranks") or []
+    if not ranks:
+        return "-"
+    seen = {k: v for k, v in (row.get("rank_last_ts") or {}).items() if isinstance(v, (int, float))}
+    if row.get("status") != "running" or len(seen) < 2:
+        return str(len(ranks))
+    newest = max(seen.values())
+    silent = sorted((int(k) for k, v in seen.items() if newest - v > SILENT_S))
+    return f"{len(ranks)} ({', '.join(map(str, silent))} silent)" if silent else str(len(ranks))
+
+
 def _when(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
@@ -89,14 +106,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return EXIT_OK
     table = [("RUN", "STATUS", "STARTED", "ENDED", "RANKS", "EVENTS")]
     for row in rows:
-        ranks = row.get("ranks") or []
         table.append(
             (
                 row["run"],
                 row["status"],
                 _when(row.get("started")),
                 _when(row.get("ended")),
-                str(len(ranks)) if ranks else "-",
+                _ranks(row),
                 str(row.get("events", 0)),
             )
         )

@@ -55,6 +55,7 @@ class PersistedRun:
     metrics: list[str]
     files: list[str]
     config: dict[str, Any]
+    rank_last_ts: dict[str, float | None]
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -63,6 +64,7 @@ class PersistedRun:
             "started": self.first_ts,
             "ended": self.last_ts if self.status != "running" else None,
             "ranks": self.ranks,
+            "rank_last_ts": self.rank_last_ts,
             "events": self.events,
             "metric_events": self.metric_events,
             "last_step": self.last_step,
@@ -126,6 +128,7 @@ def persisted_runs(directory: Path | None = None, live_files: set[str] | None = 
                 metrics=list(summary.get("metrics") or []),
                 files=[f.path],
                 config=dict(summary.get("config") or {}),
+                rank_last_ts=dict(summary.get("rank_last_ts") or {}),
             )
             known = found.get(run)
             if known is None:

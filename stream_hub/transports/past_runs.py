@@ -65,6 +65,7 @@ class PastRuns:
                     "last_ts": run.last_ts,
                     "last_seq": None,
                     "ranks": run.ranks,
+                    "rank_last_ts": run.rank_last_ts,
                     "ended": run.status if run.status in ("finished", "failed", "killed") else None,
                     "config": run.config,
                     "state": run.status if run.status != "running" else "running",
