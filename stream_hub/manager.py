@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .config import StreamConfig
 from .errors import StreamHubError
 from .runtime import hooks
+from .runtime.signals import end_on_sigterm
 from .status import Status
 
 if TYPE_CHECKING:
@@ -281,6 +282,8 @@ def _new_server(config: StreamConfig | None, training_system: Any) -> TrainingSt
     from .server import TrainingStreamServer
 
     hooks.install_once("manager.exit", _install_exit_hooks)
+    if threading.current_thread() is threading.main_thread():  # (a handler is set from there only)
+        hooks.install_once("manager.sigterm", _install_sigterm_end)
     return TrainingStreamServer(config, training_system)
 
 
@@ -291,6 +294,28 @@ def _install_exit_hooks() -> None:
     _previous_excepthook = sys.excepthook
     sys.excepthook = _note_uncaught
     atexit.register(_cleanup_at_exit)
+
+
+def _install_sigterm_end() -> None:
+    """Once this process has a server, from the main thread: SIGTERM ends it
+    as an exit does, runs ``killed``, then does what it did before (see
+    :mod:`stream_hub.runtime.signals`). A launcher ends ranks with SIGTERM:
+    its default action would skip the end at exit and lose their last events."""
+    end_on_sigterm(_cleanup_at_exit, ending=_note_sigterm, within=_end_within)
+
+
+def _note_sigterm() -> None:
+    _UNCAUGHT.append("killed")
+
+
+def _end_within() -> float:
+    """How long the end on SIGTERM may take: a host waits for its joined
+    processes (``drain_timeout``), then stops and closes its store (each
+    bounded by ``shutdown_timeout``); a little more, then the process ends anyway."""
+    instance = StreamServerManager._instance
+    server = instance.server if instance is not None else None
+    config = server.config if server is not None else StreamConfig()
+    return config.drain_timeout + 2 * config.shutdown_timeout + 5.0
 
 
 def _cleanup_at_exit() -> None:
@@ -312,8 +337,8 @@ def _cleanup_at_exit() -> None:
         logger.exception("stream server cleanup at exit failed")
 
 
-# How the main thread ended, when an uncaught exception ended it: "failed",
-# or "killed" by Ctrl-C (the status of the runs still open at exit).
+# How the main thread ended, when an uncaught exception or SIGTERM ended it:
+# "failed", or "killed" by Ctrl-C or SIGTERM (the status of the runs still open at exit).
 _UNCAUGHT: list[str] = []
 # The hook _note_uncaught passes the exception on to (set when it is installed).
 _previous_excepthook = sys.__excepthook__

@@ -28,6 +28,8 @@ from typing import Any, Protocol
 
 import psutil
 
+from .runtime.signals import block_sigterm_in_this_thread
+
 __all__ = ["SYSTEM_RUN", "SystemMetrics"]
 
 logger = logging.getLogger(__name__)
@@ -91,6 +93,7 @@ class SystemMetrics:
         self._close_nvml()
 
     def _run(self) -> None:
+        block_sigterm_in_this_thread()  # SIGTERM is the main thread's (runtime/signals.py)
         stop = self._stop
         while not stop.wait(self.interval):
             try:

@@ -2,6 +2,7 @@
 logs one metric event per step, prints one JSON line per milestone.
 
     python trainer.py --steps N --interval S [--run NAME] [--busy S | --wedge] [--fork-pool K]
+                      [--go] [--hold] [--raise | --await-sigterm] [--sigterm-handler]
 
 Settings come from STREAM_HUB_* in the environment (the tests set fixed
 ports and a private XDG_RUNTIME_DIR). Lines on stdout:
@@ -9,6 +10,15 @@ ports and a private XDG_RUNTIME_DIR). Lines on stdout:
     {"ready": role, "pid": ..., "ports": ..., "urls": ...}
     {"step": k, "ts": t, "role": role}          (with --trace)
     {"done": n, "role": role, "status": {...}}
+    {"logged": n, "role": role}                 (with --await-sigterm, then waits for it)
+    {"sigterm": pid}                            (the --sigterm-handler's, when it runs)
+
+How it ends: releasing its server and returning 0 (the default); an
+uncaught exception after the last step (``--raise``: exit status 1 through
+a traceback, the server never released); or the SIGTERM it waits for
+(``--await-sigterm``): SIGTERM's default action, or with ``--sigterm-handler``
+a handler of the user's (or the launcher's), set before the server starts,
+that exits with 128 + 15.
 """
 
 from __future__ import annotations
@@ -16,6 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
+import signal
+import socket
 import sys
 import threading
 import time
@@ -38,6 +51,27 @@ def pool_work(args: tuple[int, int]) -> int:
     return count
 
 
+def exit_on_sigterm(signum: int, frame: object) -> None:
+    """The user's own SIGTERM handler: says so, then exits as shells report a signal."""
+    emit(sigterm=os.getpid())
+    raise SystemExit(128 + signum)
+
+
+def wait_for_a_signal_to_end_it(**line: object) -> None:
+    """Print ``line``, then sleep until a signal's handler ends the process.
+    (``signal.pause()`` alone would miss a signal that comes just before it,
+    and the test sends SIGTERM as soon as it reads the line. The wakeup fd,
+    set before the line, has its byte either way; the handler runs once
+    ``select`` returns.)"""
+    receive, send = socket.socketpair()
+    send.setblocking(False)
+    signal.set_wakeup_fd(send.fileno())
+    emit(**line)
+    while True:
+        select.select([receive], [], [])
+        receive.recv(1024)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=100)
@@ -53,7 +87,19 @@ def main() -> int:
     parser.add_argument("--fork-pool", type=int, default=0)
     parser.add_argument("--hold", action="store_true", help="wait for a line on stdin before releasing")
     parser.add_argument("--go", action="store_true", help="wait for a line on stdin before logging")
+    ending = parser.add_mutually_exclusive_group()
+    ending.add_argument(
+        "--raise", dest="raise_", action="store_true", help="end by an uncaught exception after the last step"
+    )
+    ending.add_argument(
+        "--await-sigterm", action="store_true", help="after the last step, say so and wait for SIGTERM"
+    )
+    parser.add_argument(
+        "--sigterm-handler", action="store_true", help="set a SIGTERM handler of the user's before starting"
+    )
     args = parser.parse_args()
+    if args.sigterm_handler:
+        signal.signal(signal.SIGTERM, exit_on_sigterm)
     server = get_stream_server()
     emit(ready=server.role, pid=os.getpid(), ports=server.ports, urls=server.urls)
     if args.busy:
@@ -88,12 +134,16 @@ def main() -> int:
             stop.wait(args.interval)
     if args.hold:
         sys.stdin.readline()
+    if args.await_sigterm:
+        wait_for_a_signal_to_end_it(logged=args.steps, role=server.role)
     status = server.status()
     emit(
         done=args.steps,
         role=server.role,
         status={k: status.get(k) for k in ("role", "forwarding", "host", "pid")},
     )
+    if args.raise_:
+        raise RuntimeError(f"training failed after step {args.steps - 1} (trainer.py --raise)")
     release_stream_server()
     return 0
 

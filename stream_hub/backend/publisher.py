@@ -26,6 +26,7 @@ from typing import Any
 
 from ..core.intake import FIELDS, Intake
 from ..events import encode_template
+from ..runtime.signals import block_sigterm_in_this_thread
 from .stream import APPEND, MISSING_REDIS, StreamKeys, safe_url
 
 __all__ = ["RedisPublisher", "connect_sync"]
@@ -187,6 +188,7 @@ class RedisPublisher:
     # -- the flusher thread --------------------------------------------------------------------------
 
     def _run(self) -> None:
+        block_sigterm_in_this_thread()  # SIGTERM is the main thread's (runtime/signals.py)
         backoff = 0.05
         last_send = 0.0
         while not self._stopping.is_set():

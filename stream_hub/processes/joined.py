@@ -25,7 +25,6 @@ import dataclasses
 import logging
 import os
 import select
-import signal
 import socket
 import threading
 import time
@@ -37,6 +36,7 @@ from typing import Any
 import orjson
 
 from ..core.intake import FIELDS, Intake
+from ..runtime.signals import block_sigterm_in_this_thread
 from .channel import (
     ChannelClosed,
     JoinTarget,
@@ -334,13 +334,12 @@ class Forwarder:
                 self._thread.start()
 
     def _run(self) -> None:
-        if self.role == "forked" and hasattr(signal, "pthread_sigmask"):
-            # A forked child may flush on SIGTERM (runtime/forking.chain_sigterm):
-            # the signal must reach its main thread, whose blocking waits (a
-            # pool worker's queue) only a signal delivered to it interrupts.
-            # Delivered to this thread, the Python handler would never run and
-            # SIGTERM would no longer end the process.
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        # SIGTERM's handler (runtime/signals.py; a forked child's flush,
+        # runtime/forking.chain_sigterm) runs in the main thread, whose blocking
+        # waits (a pool worker's queue) only a signal delivered to it interrupts.
+        # Delivered to this thread, the handler would never run and SIGTERM
+        # would no longer end the process.
+        block_sigterm_in_this_thread()
         last_send = 0.0
         while not self._closing:
             if self._sock is None and not self._connect():

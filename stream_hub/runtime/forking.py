@@ -36,6 +36,8 @@ import threading
 from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
+from .signals import replaced_handler
+
 __all__ = [
     "chain_sigterm",
     "close_inherited_sockets",
@@ -170,7 +172,9 @@ def chain_sigterm(before: Callable[[], bool]) -> bool:
     if threading.current_thread() is not threading.main_thread():
         return False
     try:
-        previous = signal.getsignal(signal.SIGTERM)
+        # Not the end its parent set on SIGTERM (runtime/signals.py): the child
+        # ends by its flush, not by stopping the parent's server.
+        previous = replaced_handler(signal.getsignal(signal.SIGTERM))
     except (AttributeError, ValueError):
         return False
     if previous is None or previous == signal.SIG_IGN:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ..errors import LoopThreadError, StreamHubError
+from .signals import block_sigterm_in_this_thread
 
 __all__ = ["LoopThread", "LoopThreadLeftBehind"]
 
@@ -206,6 +207,7 @@ class LoopThread:
         ready = threading.Event()
 
         def main() -> None:
+            block_sigterm_in_this_thread()  # (and the threads it starts): the main thread's
             asyncio.set_event_loop(loop)
             loop.call_soon(ready.set)
             try:

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core.intake import FIELDS
+from ..runtime.signals import block_sigterm_in_this_thread
 from . import chunks
 from .queue import Curves, Events, pack
 from .retention import RETENTION_INTERVAL, trim
@@ -185,6 +186,7 @@ class StoreWriter:
     # -- the writer thread --------------------------------------------------------------------------
 
     def _run(self) -> None:
+        block_sigterm_in_this_thread()  # SIGTERM is the main thread's (runtime/signals.py)
         stop = self._stop
         try:
             # One wait per write while events keep coming: every wake-up takes

@@ -65,7 +65,7 @@ def run_probe(code: str, *args: str) -> dict[str, object]:
 # around the spy. logging (which registers hooks of its own) is imported first:
 # everyone has it already.
 PROBE = """
-    import atexit, logging, os, sys
+    import atexit, logging, os, signal, sys
     fork_hooks, exit_hooks = [], []
     real_register_at_fork, real_atexit_register = os.register_at_fork, atexit.register
 
@@ -93,6 +93,7 @@ PROBE = """
         "exit_hooks": exit_hooks,
         "unspied_exit_hooks": atexit._ncallbacks() - callbacks - len(exit_hooks),
         "excepthook_replaced": sys.excepthook is not sys.__excepthook__,
+        "sigterm_handled": signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL,
         "installed": sorted(hooks.installed()),
     }))
 """
@@ -112,6 +113,7 @@ def test_the_readme_import_line_loads_nothing_heavy(line: str) -> None:
 def test_the_readme_import_line_installs_no_hook(line: str) -> None:
     seen = run_probe(PROBE, line, ",".join(HEAVY))
     assert not seen["excepthook_replaced"], f"{line!r} replaced sys.excepthook"
+    assert not seen["sigterm_handled"], f"{line!r} set a SIGTERM handler"
     assert seen["exit_hooks"] == [] and seen["unspied_exit_hooks"] == 0, f"{line!r} registered atexit hooks"
     assert seen["fork_hooks"] == [], f"{line!r} registered fork hooks: {seen['fork_hooks']}"
     assert seen["installed"] == [], f"{line!r} installed {seen['installed']}"
@@ -144,9 +146,10 @@ get_stream_server()
 """
     seen = run_probe(PROBE, statement, ",".join(HEAVY))
     assert seen["excepthook_replaced"]
+    assert seen["sigterm_handled"]  # the end on SIGTERM (runtime/signals.py)
     assert seen["exit_hooks"] == ["stream_hub.manager._cleanup_at_exit"], seen
     assert "stream_hub.runtime.hooks._run_child_hooks" in seen["fork_hooks"], seen  # type: ignore[operator]
-    assert {"fork", "fork:manager", "manager.exit"} <= set(seen["installed"]), seen  # type: ignore[arg-type]
+    assert {"fork", "fork:manager", "manager.exit", "manager.sigterm"} <= set(seen["installed"]), seen  # type: ignore[arg-type]
 
 
 def test_the_lazy_names_resolve_and_are_listed() -> None:
