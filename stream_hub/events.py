@@ -20,16 +20,19 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "ALERT_LEVELS",
     "INT64_MAX",
     "INT64_MIN",
     "MAX_TS",
     "RESERVED_TYPES",
+    "alert_data",
     "compose",
     "encode_data",
     "encode_event",
     "encode_template",
     "event_fields",
     "sse_frame",
+    "validate_alert",
     "validate_metrics",
     "validate_rank",
     "validate_run",
@@ -42,6 +45,12 @@ __all__ = [
 
 # Types only the server emits; user code cannot publish them.
 RESERVED_TYPES = frozenset({"gap", "shutdown", "error", "status"})
+
+#: An ``alert`` event's levels, mildest first (contract v3, "New event types").
+ALERT_LEVELS = ("info", "warning", "error")
+_ALERT_KEYS = frozenset({"level", "title", "text", "metric", "source"})
+_MAX_ALERT_TITLE = 200
+_MAX_ALERT_TEXT = 4000
 
 #: The steps and int metric values JSON carries exactly everywhere (orjson,
 #: SQLite, the dashboard's BigInt-free JSON.parse aside): the signed 64-bit range.
@@ -197,6 +206,67 @@ def validate_type(event_type: object) -> str:
     if event_type in RESERVED_TYPES:
         raise TypeError(f"event type {event_type!r} is reserved for the server")
     return event_type
+
+
+def alert_data(
+    title: object, text: object, level: object = "warning", metric: object = None, source: str = "user"
+) -> dict[str, Any]:
+    """The ``data`` of an ``alert`` event, checked: ``{"level", "title",
+    "text", "metric"?, "source"}`` (``metric`` only when given).
+
+    Raises:
+        TypeError: ``title``, ``text`` or ``metric`` is not a str.
+        ValueError: ``level`` is not info, warning or error; ``title`` is
+            empty or longer than 200 characters, ``text`` longer than 4000,
+            ``metric`` empty or longer than 200.
+    """
+    if level not in ALERT_LEVELS:
+        raise ValueError(f"alert level must be one of {', '.join(ALERT_LEVELS)}, got {level!r:.60}")
+    if type(title) is not str:
+        raise TypeError(f"alert title must be a str, got {type(title).__name__}")
+    if not title.strip() or len(title) > _MAX_ALERT_TITLE:
+        raise ValueError(f"alert title must be a non-empty str of at most {_MAX_ALERT_TITLE} characters")
+    if type(text) is not str:
+        raise TypeError(f"alert text must be a str, got {type(text).__name__}")
+    if len(text) > _MAX_ALERT_TEXT:
+        raise ValueError(f"alert text must be at most {_MAX_ALERT_TEXT} characters, got {len(text)}")
+    data: dict[str, Any] = {"level": level, "title": title, "text": text}
+    if metric is not None:
+        if type(metric) is not str:
+            raise TypeError(
+                f"alert metric must be a metric's name (a str) or None, got {type(metric).__name__}"
+            )
+        if not metric or len(metric) > _MAX_NAME:
+            raise ValueError(f"alert metric must be a non-empty str of at most {_MAX_NAME} characters")
+        data["metric"] = metric
+    data["source"] = source
+    return data
+
+
+def validate_alert(data: object) -> dict[str, Any]:
+    """The ``data`` of an ``alert`` a user publishes (``publish("alert", ...)``,
+    ``POST /api/publish``), checked as :func:`alert_data` does, its ``source``
+    ``"user"``: only the hub raises alerts with source ``"hub"``.
+
+    Raises:
+        TypeError: ``data`` is not an object of the alert's fields (an unknown
+            field, a missing title or text, a field of the wrong type), or
+            claims a source other than ``"user"``.
+        ValueError: a field's value is out of range (see :func:`alert_data`).
+    """
+    if not isinstance(data, Mapping):
+        raise TypeError('alert data must be an object: {"level", "title", "text", "metric"?}')
+    unknown = set(data) - _ALERT_KEYS
+    if unknown:
+        raise TypeError(f"alert data has unknown field(s) {', '.join(sorted(map(str, unknown)))[:200]}")
+    if "title" not in data or "text" not in data:
+        raise TypeError('alert data needs "title" and "text"')
+    source = data.get("source", "user")
+    if source != "user":
+        raise TypeError(
+            f'a published alert\'s source is "user" (only the hub raises its own), got {source!r:.40}'
+        )
+    return alert_data(data["title"], data["text"], data.get("level", "warning"), data.get("metric"))
 
 
 def wire_numbers(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from .config import StreamConfig
 from .core.hub import Hub
 from .core.intake import Notifier
 from .errors import StreamHubError
+from .events import alert_data
 from .processes.channel import JoinTarget
 from .processes.membership import Membership
 from .reporting import ServerOwner
@@ -56,6 +57,7 @@ from .telemetry import LatencyHistogram, MetricsExporter
 from .transports import Transports
 from .transports.access import AccessPolicy
 from .transports.clients import ClientRegistry
+from .webhook import AlertWebhook
 
 __all__ = ["ServerOwner", "TrainingStreamServer"]
 
@@ -65,6 +67,8 @@ logger = logging.getLogger(__name__)
 _ALL_SERVERS: weakref.WeakSet[TrainingStreamServer] = weakref.WeakSet()
 # How long a forked child's SIGTERM waits for its last events to reach the hub.
 SIGTERM_FLUSH = 5.0
+# How long a stop waits for the alert webhook to post what it holds.
+WEBHOOK_FLUSH = 2.0
 # How long a multiprocessing child's exit waits for the hub to take its last
 # events (a hub slowed by a loaded machine; a gone hub fails at once).
 EXIT_FLUSH = 15.0
@@ -92,6 +96,8 @@ class TrainingStreamServer:
         self.config = cfg = config if config is not None else StreamConfig()
         self.training_system = training_system
         identity = job.current()
+        # Every alert this hub commits is also POSTed there (webhook.py).
+        self._webhook = AlertWebhook(cfg.alert_webhook) if cfg.alert_webhook else None
         self.hub = Hub(
             cfg.history_size,
             cfg.series_points,
@@ -100,6 +106,7 @@ class TrainingStreamServer:
             max_runs=cfg.max_runs,
             run=identity.run,
             rank=identity.rank,
+            alert_outbox=self._webhook,
         )
         self.log = self.hub.intake.log  # HOT PATH: see the class docstring
         # With a backend, events go into Redis whatever the role, but joined
@@ -150,6 +157,28 @@ class TrainingStreamServer:
                 is not JSON-able (in the caller's thread).
         """
         return self.hub.intake.publish(event_type, data, run, step)
+
+    def alert(
+        self,
+        title: str,
+        text: str,
+        level: str = "warning",
+        run: str | None = None,
+        metric: str | None = None,
+    ) -> Any:
+        """Publish an alert of yours (an ``alert`` event, source ``"user"``) to
+        ``run`` (this process's default run when None), about ``metric`` if
+        given; served like the hub's own, counted and sent to the webhook.
+        Its seq (None while joined).
+
+        Raises:
+            ValueError: ``level`` is not info, warning or error; ``title`` is
+                empty or over 200 characters, ``text`` over 4000, ``metric``
+                empty or over 200.
+            TypeError: ``title``, ``text`` or ``metric`` is not a str, or
+                ``run`` is not a run's name.
+        """
+        return self.publish("alert", alert_data(title, text, level, metric, source="user"), run=run)
 
     def finish(self, run: str | None = None, status: str = "finished") -> Any:
         """Say that ``run`` (this process's default run when None) has ended:
@@ -412,6 +441,8 @@ class TrainingStreamServer:
         self.check_not_in_loop("TrainingStreamServer.stop()")
         with self._lifecycle:
             self._leave(self._timeout(timeout))
+            if self._webhook is not None:  # the last alerts (a run that failed) still go out
+                self._webhook.flush(min(self._timeout(timeout), WEBHOOK_FLUSH))
             self._serving.raise_if_left_behind()
 
     async def aclose(self, timeout: float | None = None) -> None:
@@ -474,6 +505,14 @@ class TrainingStreamServer:
         joined = role.live_runs() if role is not None else set()
         return joined | (intake.local_runs - intake.finished_runs)
 
+    def live_tracks(self) -> set[tuple[str, int | None]]:
+        """(run, rank) of each run a live publisher of this hub has logged to,
+        with that publisher's rank: whom the silence rule watches."""
+        role = self._role
+        intake = self.hub.intake
+        joined = role.live_tracks() if role is not None else set()
+        return joined | {(run, intake.rank) for run in intake.local_runs - intake.finished_runs}
+
     def status(self) -> dict[str, Any]:
         """The status dict of the contract (``ref_count`` from the owner)."""
         hub, serving, role = self.hub, self._serving, self._role
@@ -508,6 +547,10 @@ class TrainingStreamServer:
     def backend_status(self) -> dict[str, Any] | None:
         """The backend's details (``status()["redis"]``), None without one."""
         return self._backend.describe() if self._backend is not None else None
+
+    def webhook_status(self) -> dict[str, int] | None:
+        """The alert webhook's counts (sent, failed, dropped, queued); None without one."""
+        return self._webhook.status() if self._webhook is not None else None
 
     def store_status(self) -> dict[str, Any] | None:
         """The store's part of the status (None without a store, or while not hosting)."""
@@ -545,6 +588,8 @@ class TrainingStreamServer:
         if role is not None:
             role.disown_after_fork()
         self.hub.intake.reinit_after_fork()
+        if self._webhook is not None:
+            self._webhook.reinit_after_fork()
         if self._backend is not None:  # the parent's publisher: its thread and locks stayed there
             self._backend = RedisBackend(self.hub, self._backend.url, self._backend.keys.namespace)
         self.clients = ClientRegistry(self.config.send_timeout, self.config.client_buffer_bytes)

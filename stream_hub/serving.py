@@ -111,6 +111,7 @@ class ServingRuntime:
         self.left_behind: LoopThreadLeftBehind | None = None
         self._sockets: dict[str, socket.socket] = {}
         self._watch_task: asyncio.Task[None] | None = None
+        self._silence_task: asyncio.Task[None] | None = None
 
     @property
     def alive(self) -> bool:
@@ -176,7 +177,9 @@ class ServingRuntime:
             notifier.attach()
         await self.transports.start(self._sockets)
         await self.channel.start(channel_path)
-        self._watch_task = asyncio.get_running_loop().create_task(self._watch(), name="stream-hub-watch")
+        loop = asyncio.get_running_loop()
+        self._watch_task = loop.create_task(self._watch(), name="stream-hub-watch")
+        self._silence_task = loop.create_task(self._check_silence(), name="stream-hub-silence")
 
     async def _watch(self) -> None:
         """Notice a transport that stopped listening underneath us (within a second)."""
@@ -188,6 +191,20 @@ class ServingRuntime:
             if broken:
                 self.on_fault(f"{', '.join(broken)} listener stopped serving")
                 return
+
+    async def _check_silence(self) -> None:
+        """Now and then, alert the live publishers that fell silent (the hub's
+        silence rule, :meth:`Watch.check_silence`): on the loop, which commits,
+        so the alerts' numbers follow the events the rule looked at."""
+        hub = self.server.hub
+        while True:
+            await asyncio.sleep(hub.watch.rules.check_interval)
+            if not self.running or (self.notifier is not None and self.notifier.closing):
+                continue
+            try:
+                hub.check_silence(time.time(), self.server.live_tracks())
+            except Exception:  # a bug in a rule must not end the checks, nor the loop
+                logger.exception("the silence check failed")
 
     def _abort_start(self) -> None:
         """Undo a partial start: close listeners, stop the loop, free the ports."""

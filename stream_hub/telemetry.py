@@ -27,6 +27,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from .events import ALERT_LEVELS
+
 if TYPE_CHECKING:
     from .core.hub import Hub
     from .core.run_index import RunSummary
@@ -77,6 +79,8 @@ class Observed(Protocol):
 
     def store_status(self) -> dict[str, Any] | None: ...
 
+    def webhook_status(self) -> dict[str, int] | None: ...
+
 
 class _ServerCollector(Collector):
     def __init__(self, server: Observed) -> None:
@@ -123,6 +127,7 @@ class _ServerCollector(Collector):
             "Runs forgotten to make room for new ones (max_runs; the oldest finished first)",
             value=hub.runs.runs_evicted,
         )
+        yield from _alert_metrics(hub.watch.counts, server.webhook_status())
         yield GaugeMetricFamily("stream_hub_last_seq", "Seq of the newest event", value=hub.head)
         yield GaugeMetricFamily("stream_hub_running", "1 while serving", value=1 if server.running else 0)
         yield CounterMetricFamily("stream_hub_restarts", "Restarts of the server", value=server.restarts)
@@ -137,6 +142,26 @@ class _ServerCollector(Collector):
             buckets=h.buckets(),
             sum_value=h.sum,
         )
+
+
+def _alert_metrics(counts: dict[tuple[str, str], int], webhook: dict[str, int] | None) -> Iterator[Metric]:
+    """Alerts committed by level and source (every pair, 0 until one comes); the webhook's posts."""
+    alerts = CounterMetricFamily(
+        "stream_hub_alerts", "Alert events committed, the hub's and users'", labels=["level", "source"]
+    )
+    pairs = {(level, source): 0 for level in ALERT_LEVELS for source in ("hub", "user")}
+    pairs.update(counts)
+    for (level, source), value in sorted(pairs.items()):
+        alerts.add_metric([level, source], value)
+    yield alerts
+    if webhook is None:
+        return
+    for name, text in (
+        ("sent", "Alerts posted to the alert webhook"),
+        ("failed", "Alerts whose post to the alert webhook failed (not retried)"),
+        ("dropped", "Alerts left out because the webhook's queue was full"),
+    ):
+        yield CounterMetricFamily(f"stream_hub_alert_webhook_{name}", text, value=webhook[name])
 
 
 def _backend_metrics(backend: dict[str, Any] | None) -> Iterator[Metric]:

@@ -36,6 +36,7 @@ _SERVER_SETTINGS = (
     "store_max_days",
     "store_max_bytes",
     "allow_other_users",
+    "alert_webhook",
 )
 
 

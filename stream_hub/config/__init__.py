@@ -293,6 +293,14 @@ class StreamConfig:
         "seconds between samples of the machine's CPU, memory and GPUs (`True`: 5 s), published as "
         "the run `_system` (see [The dashboard](#the-dashboard))",
     )
+    alert_webhook: str | None = setting(
+        kinds.http_url(),
+        None,
+        "an `http://` or `https://` URL each alert is POSTed to as JSON, from a thread of its own "
+        "(see [The hub watches for you](#the-hub-watches-for-you))",
+        secret=True,
+        flag=Flag("POST each alert as JSON to this URL", metavar="URL"),
+    )
     max_prometheus_series: int = setting(
         kinds.integer(0, 10_000_000, "an integer from 0 (no training series) to 10 000 000"),
         1000,

@@ -33,6 +33,7 @@ __all__ = [
     "choice",
     "environment_name",
     "file_path",
+    "http_url",
     "integer",
     "mask_url",
     "names",
@@ -397,6 +398,35 @@ def redis_url() -> Kind:
         return value
 
     return Kind(_text_or_none, check)
+
+
+def http_url() -> Kind:
+    """An ``http://`` or ``https://`` URL naming a host, or ``None``."""
+
+    def check(value: Any) -> str | None:
+        if value is None:
+            return None
+        expected = "expected an http:// or https:// URL (or None)"
+        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+            raise Invalid(f"{expected}, got {_hide_path(value)!r}")
+        try:
+            parts = urllib.parse.urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not one
+        except ValueError as exc:
+            raise Invalid(f"{expected}, got {_hide_path(value)!r}: {exc}") from None
+        if not parts.hostname or any(c.isspace() for c in value):
+            raise Invalid(f"{expected}, got {_hide_path(value)!r}: it names no host, or has spaces")
+        return value
+
+    return Kind(_text_or_none, check)
+
+
+def _hide_path(value: Any) -> Any:
+    """A URL as an error may show it: its path (often a secret, as a Slack webhook's) left out."""
+    if not isinstance(value, str):
+        return value
+    scheme, sep, rest = value.partition("://")
+    return f"{scheme}{sep}{rest.split('/', 1)[0].rpartition('@')[2]}/…" if sep else value[:8] + "…"
 
 
 def short_name() -> Kind:

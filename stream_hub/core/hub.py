@@ -28,6 +28,7 @@ from .cursor import Cursor, HubCounters
 from .intake import Intake, Notifier, Submission
 from .ring import JSON, SSE, WS, Numbered, Ring, frame
 from .run_index import RunIndex
+from .watch import AlertOutbox, Rules, Watch
 
 __all__ = ["JSON", "SSE", "WS", "Archive", "Archived", "Cursor", "Hub", "HubCounters", "Numbered"]
 
@@ -52,6 +53,7 @@ class Hub:
         max_series: the most metric curves kept over all runs.
         run, rank: the default run and the rank of this process's own events.
         max_runs: the most runs summarised (the oldest finished ones make room).
+        alert_outbox: also given every alert this hub commits (the webhook).
     """
 
     def __init__(
@@ -63,11 +65,14 @@ class Hub:
         run: str = "default",
         rank: int | None = None,
         max_runs: int = 10_000,
+        alert_outbox: AlertOutbox | None = None,
     ) -> None:
         self.epoch = uuid.uuid4().hex
         self.capacity = history_size
         self.counters = HubCounters()
         self.runs = RunIndex(series_points, max_runs=max_runs, max_series=max_series)
+        # The detectors, fed by the run index (see stream_hub.core.watch).
+        self.watch = self.runs.watch = Watch(Rules(), alert_outbox)
         self.ring = Ring(history_size, self.epoch, self.counters, history_bytes)
         self.intake = Intake(self.store_batch, max(4 * history_size, 50_000), run=run, rank=rank)
         # What keeps events beyond the ring, if anything (see Archive).
@@ -83,6 +88,15 @@ class Hub:
         self.counters.published += count
         if self.archive is not None:
             self.archive.append(batch, count, self.epoch)
+        if self.watch.raised:  # the hub's alerts: committed right after the batch that raised them
+            self.intake.submit_from_sink(self.watch.take())
+
+    def check_silence(self, now: float, live: Collection[tuple[str, int | None]]) -> None:
+        """Alert the live publishers (run, rank) silent too long (see
+        :meth:`Watch.check_silence`); the committing thread, outside a commit.
+        Not on a replica of a Redis stream (see :meth:`store_numbered`)."""
+        if not self.numbered_elsewhere and self.watch.check_silence(now, self.runs, live):
+            self.intake.submit_many(self.watch.take())
 
     # -- the intake, for the server and for tests (the hot path calls it directly) -------
 
@@ -391,6 +405,11 @@ class Hub:
         Returns how many were stored. Committing thread only."""
         stored = self.ring.store_encoded(events, self.runs.observe)
         self.counters.published += stored
+        if self.watch.raised:
+            # Every replica of the stream sees the same events, and each would
+            # raise the same alerts into it: a replica raises none (users' alerts
+            # are served like any event).
+            self.watch.take()
         return stored
 
     def farewell(self, event_type: str, data: Any) -> None:

@@ -28,6 +28,7 @@ from ..events import (
     INT64_MAX,
     INT64_MIN,
     encode_data,
+    validate_alert,
     validate_metrics,
     validate_run,
     validate_step,
@@ -105,6 +106,9 @@ class Intake:
         self._pending_limit = FIELDS * pending_limit
         self._wake_scheduled = False
         self._urgent_sent = False
+        # Set when the sink itself submitted events while committing (the hub's
+        # alerts): the same commit takes them too (see submit_from_sink).
+        self._again = False
         # Who commits: the attached notifier's thread, or (None) the submitter.
         # Written only with both locks held; read under either.
         self._notifier: Notifier | None = None
@@ -215,12 +219,16 @@ class Intake:
 
         Raises:
             TypeError: ``event_type`` is not a plain word or is reserved, or
-                ``data`` cannot be encoded as JSON (an int beyond 64 bits in it, too).
-            ValueError: ``step`` is outside the signed 64-bit range.
+                ``data`` cannot be encoded as JSON (an int beyond 64 bits in it, too),
+                or an ``alert``'s data is not an alert's (:func:`~stream_hub.events.validate_alert`).
+            ValueError: ``step`` is outside the signed 64-bit range, or a field
+                of an ``alert`` is out of range.
         """
         if event_type == "metric":
             return self.log(data, step=step, run=run)
         validate_type(event_type)
+        if event_type == "alert":
+            data = validate_alert(data)
         run = validate_run(run, self.default_run)
         self._note_run(run)
         submission = (event_type, run, validate_step(step), encode_data(data), None, self.rank)
@@ -272,6 +280,21 @@ class Intake:
             notifier = self._notifier
         self._kick(notifier)
         return seqs
+
+    def submit_from_sink(self, events: Sequence[Submission]) -> None:
+        """Queue events the sink raised while it commits a batch (the hub's own
+        alerts, on the committing thread): numbered after what is pending, and
+        committed by the same commit right after that batch. No wake-up: the
+        committing thread is the caller, and a commit lock it holds would
+        deadlock an inline commit."""
+        with self._lock:
+            first = self._seq + 1
+            pending = self._pending
+            now = time.time()
+            for seq, (event_type, run, step, payload, ts, rank) in enumerate(events, first):
+                pending += (seq, now if ts is None else ts, event_type, run, step, payload, rank)
+            self._seq = first + len(events) - 1
+            self._again = True
 
     def _kick(self, notifier: Notifier | None) -> None:
         """Get the batch just started committed: wake the notifier, or commit here."""
@@ -337,16 +360,21 @@ class Intake:
         return count
 
     def _drain(self) -> int:
-        with self._lock:
-            batch = self._pending
-            self._pending = []
-            self._wake_scheduled = False
-            self._urgent_sent = False
-        if not batch:
-            return 0
-        count = len(batch) // FIELDS
-        self._sink(batch, count)
-        return count
+        total = 0
+        while True:
+            with self._lock:
+                batch = self._pending
+                self._pending = []
+                self._wake_scheduled = False
+                self._urgent_sent = False
+                self._again = False
+            if not batch:
+                return total
+            count = len(batch) // FIELDS
+            self._sink(batch, count)
+            total += count
+            if not self._again:  # the sink raised nothing of its own (see submit_from_sink)
+                return total
 
     def reinit_after_fork(self) -> None:
         """In a forked child: fresh locks (another thread may have held them
@@ -356,4 +384,5 @@ class Intake:
         self._pending = []
         self._wake_scheduled = False
         self._urgent_sent = False
+        self._again = False
         self._notifier = None

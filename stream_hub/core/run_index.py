@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from .series import Series
+from .watch import LossWindow, Watch, is_loss, worse
 
 __all__ = ["END_STATES", "RunIndex", "RunSummary", "Series", "Track"]
 
@@ -39,6 +40,8 @@ class Track:
     last_ts: float | None = None
     metric_events: int = 0
     ended: str | None = None
+    #: Metrics NaN or infinite now, alerted once (see :mod:`stream_hub.core.watch`).
+    nonfinite: set[str] | None = None
 
 
 @dataclass
@@ -55,6 +58,14 @@ class RunSummary:
     last_seq: int = 0
     tracks: dict[int | None, Track] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    #: Alert events of the run: how many, the worst level, the latest title.
+    alerts: int = 0
+    alert_level: str | None = None
+    alert_title: str | None = None
+    #: The divergence rule's window of each loss metric (with a watch).
+    losses: dict[str, LossWindow] = field(default_factory=dict)
+    #: A failed end was alerted (again only after the run logs again).
+    failure_alerted: bool = False
 
     def track(self, rank: int | None) -> Track:
         track = self.tracks.get(rank)
@@ -109,7 +120,14 @@ class RunSummary:
             "rank_last_ts": {str(r): t.last_ts for r, t in self.tracks.items() if r is not None},
             "ended": self.ended,
             "config": self.config,
+            "alerts": self.alert_summary(),
         }
+
+    def alert_summary(self) -> dict[str, Any] | None:
+        """The run's alerts (``count``, worst ``level``, latest ``title``); None without any."""
+        if not self.alerts:
+            return None
+        return {"count": self.alerts, "level": self.alert_level, "title": self.alert_title}
 
 
 class RunIndex:
@@ -141,6 +159,7 @@ class RunIndex:
         self.points_dropped = 0
         self.runs_evicted = 0
         self.runs: dict[str, RunSummary] = {}
+        self.watch: Watch | None = None
 
     def new_series(self, run: str, names: Iterable[str], rank: int | None = None) -> int:
         """How many curves ``names`` would add to ``run`` (for ``rank``)."""
@@ -172,8 +191,8 @@ class RunIndex:
         summary.last_ts = ts
         summary.last_seq = seq
         if event_type != "metric":
-            if event_type == "run_end" or event_type == "config":
-                self._note(summary, event_type, payload, rank)
+            if event_type == "run_end" or event_type == "config" or event_type == "alert":
+                self._note(summary, event_type, payload, rank, seq, ts, step)
             return
         summary.metric_events += 1
         track = summary.tracks.get(rank)
@@ -184,7 +203,9 @@ class RunIndex:
             step = track.metric_events
         summary.last_step = track.last_step = step
         track.last_ts = ts
-        track.ended = None  # logging again after an end: running again
+        if track.ended is not None:  # logging again after an end: running again
+            track.ended = None
+            summary.failure_alerted = False
         series = track.series
         refused = 0
         for name, value in payload.items():
@@ -195,12 +216,27 @@ class RunIndex:
                     continue
                 s = series[name] = Series(self.series_points)
                 self.series_count += 1
+                if self.watch is not None and name not in summary.losses and is_loss(name):
+                    summary.losses[name] = LossWindow(self.watch.rules.loss_window)
             # Series.append, inlined: this runs once per metric per event.
             s.raw_steps.append(step)
             raw = s.raw_values
             raw.append(value)
             if len(raw) >= s.max_points:
                 s.fold()
+        watch = self.watch
+        if watch is not None:
+            # The detectors (core/watch.py), in their cheapest form: one C-level
+            # sum tells all values finite (a sum that overflows takes the slow
+            # path, and finds nothing).
+            try:
+                total = sum(payload.values())
+            except OverflowError:  # an int too large for a float (submitted past log()'s checks)
+                total = math.inf
+            if total - total != 0 or track.nonfinite:
+                watch.nonfinite(run, rank, step, payload, track)
+            if summary.losses:
+                watch.losses(run, rank, step, payload, summary.losses)
         if not refused:
             track.latest.update(payload)
             return
@@ -209,8 +245,18 @@ class RunIndex:
         for name in payload.keys() & series.keys():
             latest[name] = payload[name]
 
-    def _note(self, summary: RunSummary, event_type: str, payload: Any, rank: int | None) -> None:
-        """A run_end or config event: how a rank ended, the run's hyper-parameters."""
+    def _note(
+        self,
+        summary: RunSummary,
+        event_type: str,
+        payload: Any,
+        rank: int | None,
+        seq: int,
+        ts: float,
+        step: int | None,
+    ) -> None:
+        """A run_end, config or alert event: how a rank ended, the run's
+        hyper-parameters, its alerts."""
         try:
             data = orjson.loads(payload) if type(payload) is bytes else payload
         except orjson.JSONDecodeError:
@@ -219,9 +265,28 @@ class RunIndex:
             return
         if event_type == "run_end":
             status = data.get("status", "finished")
-            summary.track(rank).ended = status if status in END_STATES else "finished"
+            ended = summary.track(rank).ended = status if status in END_STATES else "finished"
+            if ended != "finished" and self.watch is not None:
+                self.watch.failed(summary, rank, ended)
+        elif event_type == "alert":
+            summary.alerts += 1
+            summary.alert_level = worse(summary.alert_level, data.get("level"))
+            summary.alert_title = str(data.get("title"))
+            if self.watch is not None:
+                self.watch.committed(seq, ts, summary.run, step, rank, data)
         elif len(summary.config) + len(data) <= MAX_CONFIG_KEYS:
             summary.config.update(data)
+
+    def replay(self, events: Iterable[tuple[Any, ...]]) -> None:
+        """Observe events an earlier hub already served (a store's newest, after
+        its saved curves): into the curves and counts, unwatched — their
+        alerts were raised and sent then."""
+        watch, self.watch = self.watch, None
+        try:
+            for args in events:
+                self.observe(*args)
+        finally:
+            self.watch = watch
 
     def evict(self, count: int) -> list[str]:
         """Forget ``count`` runs to make room: the finished ones that ended
@@ -267,6 +332,7 @@ class RunIndex:
                     "last_seq": summary.last_seq,
                     "config": summary.config,
                     "tracks": tracks,
+                    "alerts": summary.alert_summary(),
                 }
             )
         return out
@@ -291,6 +357,10 @@ class RunIndex:
                 last_seq=item["last_seq"],
                 config=dict(item["config"]),
             )
+            alerts = item.get("alerts")  # absent from states written before alerts
+            if isinstance(alerts, dict):
+                summary.alerts = int(alerts.get("count") or 0)
+                summary.alert_level, summary.alert_title = alerts.get("level"), alerts.get("title")
             for t in item["tracks"]:
                 series = {}
                 for name, s in t["series"].items():
@@ -306,6 +376,10 @@ class RunIndex:
                     metric_events=t["metric_events"],
                     ended=t["ended"],
                 )
+            if self.watch is not None:
+                size = self.watch.rules.loss_window
+                names = {name for track in summary.tracks.values() for name in track.series}
+                summary.losses = {name: LossWindow(size) for name in sorted(names) if is_loss(name)}
             self.runs[summary.run] = summary
 
 

@@ -41,7 +41,7 @@
   const LOADING_PASS_MS = 500;    // while loading: DOM and charts refreshed at most this often
   const RUNS_POLL_MS = 5000;      // /api/runs: states, ranks, hyper-parameters
   const LOG_BACKLOG = 1000;       // log events fetched from history on load
-  const EVENT_TYPES = ["metric", "log", "config", "run_end", "status", "gap", "shutdown"];
+  const EVENT_TYPES = ["metric", "log", "config", "run_end", "alert", "status", "gap", "shutdown"];
   const TOKEN = new URLSearchParams(location.search).get("token");
 
   const settings = new global.StreamHubSettings.Settings();
@@ -231,6 +231,9 @@
       applyMetric(event);
     } else if (type === "config" || type === "run_end") {
       applyRunEvent(event);
+    } else if (type === "alert") {
+      applyAlert(event);
+      if (logs.add(event)) requestFrame();
     } else if (type !== "status" && type !== "shutdown") {
       if (logs.add(event)) requestFrame();
     }
@@ -253,6 +256,15 @@
     Model.applyRunEvent(ensureRun(String(event.run)), event);
     if (event.type === "config") dirty.params = true; else dirty.runMeta = true;
     requestFrame();
+  }
+
+  /** An alert: the run's badge in the run list (and a line in the log). */
+  function applyAlert(event) {
+    if (event.run == null) return;
+    if (Model.applyAlert(ensureRun(String(event.run)), event, state.snapshotSeq)) {
+      dirty.runMeta = true;
+      requestFrame();
+    }
   }
 
   // ---- loading from REST -----------------------------------------------------
@@ -279,7 +291,7 @@
   function applyRunInfo(info, initial) {
     const run = ensureRun(String(info.run));
     const changed = Model.applyRunInfo(run, info, initial);
-    if (changed.state) dirty.runMeta = true;
+    if (changed.state || changed.alerts) dirty.runMeta = true;
     if (changed.config) dirty.params = true;
     return run;
   }

@@ -50,16 +50,18 @@
     return loaded;
   }
 
-  /** The log events history still holds, into the log panel. */
+  /** The log and alert events history still holds, into the log panel. */
   async function loadLogs(api, logs, limit, current) {
     let answer;
     try {
-      answer = await api(`/api/history?types=log&since=0&limit=${limit}`);
+      answer = await api(`/api/history?types=log,alert&since=0&limit=${limit}`);
     } catch (_) {
       return;
     }
     if (!current()) return;
-    for (const event of answer.events || []) if (event.type === "log") logs.add(event);
+    for (const event of answer.events || []) {
+      if (event.type === "log" || event.type === "alert") logs.add(event);
+    }
   }
 
   /**

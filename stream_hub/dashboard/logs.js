@@ -2,7 +2,8 @@
  * that is not a metric and not the server's own), newest at the bottom,
  * filterable by run and by lowest level. A `log` event's data is
  * {"message", "level", "logger"} (level and logger optional); the older
- * {"text"} is shown as the message. Kept: the last MAX_LINES.
+ * {"text"} is shown as the message. An `alert` shows its title and text at
+ * its level, from "alert (hub)" or "alert (user)". Kept: the last MAX_LINES.
  */
 (function (global) {
   "use strict";
@@ -32,6 +33,10 @@
       if (typeof data.logger === "string") logger = data.logger;
     } else if (event.type === "log" && typeof data === "string") {
       message = data;
+    } else if (event.type === "alert" && data && typeof data === "object") {
+      message = data.text ? `${data.title}: ${data.text}` : data.title;
+      if (typeof data.level === "string" && data.level) level = data.level.toUpperCase();
+      logger = `alert (${data.source === "hub" ? "hub" : "user"})`;
     } else {
       logger = event.type;
       message = data;

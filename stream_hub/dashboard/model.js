@@ -1,7 +1,7 @@
 /* stream_hub dashboard — a run as the page knows it, and what each kind of
  * event or REST answer changes in it: its curves (one Series per metric and
  * rank), latest values, steps, clock, state (running, finished, failed,
- * killed, stale), ranks and hyper-parameters. No DOM here: each function
+ * killed, stale), ranks, hyper-parameters and alerts. No DOM here: each function
  * returns what changed, and the app redraws that.
  */
 (function (global) {
@@ -10,6 +10,7 @@
   const { toNumber } = global.StreamHubSeries;
   const { Clock } = global.StreamHubTransforms;
   const END_STATES = ["finished", "failed", "killed"];
+  const ALERT_LEVELS = ["info", "warning", "error"]; // mildest first
 
   /** A run the page has just heard of. */
   function createRun(name, { system, colourSlot, color, visible }) {
@@ -24,6 +25,7 @@
       ranks: new Set(),     // rank keys
       rankLastTs: {},       // rank key -> when it last logged a metric (GET /api/runs)
       config: {},           // hyper-parameters (config events)
+      alerts: { count: 0, level: null, title: null }, // alert events: how many, the worst level, the latest title
       lastStep: null,
       firstStep: null,
       lastTs: null,
@@ -103,10 +105,32 @@
     if (typeof event.ts === "number") run.lastTs = event.ts;
   }
 
+  /** The worse of two alert levels (`a` null: none yet). */
+  function worseLevel(a, b) {
+    const level = ALERT_LEVELS.includes(b) ? b : "warning";
+    return a && ALERT_LEVELS.indexOf(a) >= ALERT_LEVELS.indexOf(level) ? a : level;
+  }
+
+  /**
+   * An alert event (the hub's or a user's): the run's count, worst level and
+   * latest title. One the REST snapshot already counted (seq at or below
+   * `snapshotSeq`) is not counted again. Returns whether anything changed.
+   */
+  function applyAlert(run, event, snapshotSeq) {
+    const seq = typeof event.seq === "number" ? event.seq : Infinity;
+    if (seq <= snapshotSeq) return false;
+    const data = event.data && typeof event.data === "object" ? event.data : {};
+    run.alerts.count += 1;
+    run.alerts.level = worseLevel(run.alerts.level, data.level);
+    run.alerts.title = typeof data.title === "string" ? data.title : "";
+    return true;
+  }
+
   /**
    * What GET /api/runs says of a run: its state, ranks and hyper-parameters
-   * (and, on a full load, its counts and last step). Returns {state, config}:
-   * whether either changed.
+   * (and, on a full load, its counts and last step), and its alerts (a full
+   * load takes the snapshot's; a poll only a count the page fell behind).
+   * Returns {state, config, alerts}: whether each changed.
    */
   function applyRunInfo(run, info, initial) {
     if (initial) {
@@ -117,7 +141,17 @@
         run.clock.merge([info.last_step], [info.last_ts]);
       }
     }
-    const changed = { state: false, config: false };
+    const changed = { state: false, config: false, alerts: false };
+    const alerts = info.alerts && typeof info.alerts === "object" ? info.alerts : null;
+    const count = alerts && typeof alerts.count === "number" ? alerts.count : 0;
+    if (initial ? count !== run.alerts.count : count > run.alerts.count) {
+      run.alerts = {
+        count,
+        level: alerts && count ? worseLevel(null, alerts.level) : null,
+        title: alerts && typeof alerts.title === "string" ? alerts.title : null,
+      };
+      changed.alerts = true;
+    }
     if (typeof info.state === "string" && info.state !== run.state) {
       run.state = info.state;
       changed.state = true;
@@ -132,5 +166,5 @@
     return changed;
   }
 
-  global.StreamHubModel = { createRun, applyMetric, applyRunEvent, applyRunInfo };
+  global.StreamHubModel = { createRun, applyMetric, applyRunEvent, applyAlert, applyRunInfo };
 })(window);

@@ -1,5 +1,5 @@
 /* stream_hub dashboard — runs: their stable colours, the run list (toggle,
- * solo, state, ranks) and the hyper-parameter table (from `config` events).
+ * solo, state, ranks, alerts) and the hyper-parameter table (from `config` events).
  * Names and values from the server are always set as text, never as HTML.
  */
 (function (global) {
@@ -149,9 +149,15 @@
       const swatch = document.createElement("span");
       swatch.className = "swatch";
       swatch.setAttribute("aria-hidden", "true");
+      const title = document.createElement("span");
+      title.className = "run-title";
       const name = document.createElement("span");
       name.className = "run-name";
       name.textContent = run.name;
+      const alerts = document.createElement("span");
+      alerts.className = "run-alerts";
+      alerts.hidden = true;
+      title.append(name, alerts);
       const step = document.createElement("span");
       step.className = "run-step";
       const meta = document.createElement("span");
@@ -161,7 +167,7 @@
       const details = document.createElement("span");
       details.className = "run-details";
       meta.append(badge, details);
-      toggle.append(swatch, name, step, meta);
+      toggle.append(swatch, title, step, meta);
       toggle.addEventListener("click", () => handlers.toggle(run.name));
       const solo = document.createElement("button");
       solo.type = "button";
@@ -208,7 +214,21 @@
       .join("\n");
   }
 
-  /** Refresh what changes in place: visibility, state, step, counts. */
+  /** The alert badge of a run: the count, coloured by the worst level; the latest title in its tooltip. */
+  function updateAlerts(node, alerts) {
+    const count = alerts.count;
+    node.hidden = count === 0;
+    if (!count) return;
+    const level = alerts.level || "warning";
+    const plural = count === 1 ? "" : "s";
+    node.dataset.level = level;
+    setText(node, `\u26a0 ${count}`);
+    const tooltip = `${count} alert${plural}, the worst: ${level}\nlatest: ${alerts.title || ""}`;
+    if (node.title !== tooltip) node.title = tooltip;
+    node.setAttribute("aria-label", `${count} alert${plural}, the worst ${level}`);
+  }
+
+  /** Refresh what changes in place: visibility, state, step, counts, alerts. */
   function updateRuns(runs) {
     const list = $("runs-list");
     for (const item of list.children) {
@@ -237,6 +257,7 @@
       const times = rankTimes(run);
       if (details.title !== times) details.title = times;
       item.dataset.silentRanks = silent.join(",");
+      updateAlerts(item.querySelector(".run-alerts"), run.alerts);
     }
   }
 

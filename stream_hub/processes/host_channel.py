@@ -160,6 +160,10 @@ class HostChannel:
         """The runs some connected publisher has logged to."""
         return {run for source in self.sources.values() if source.connected for run in source.runs}
 
+    def live_tracks(self) -> set[tuple[str, int | None]]:
+        """(run, rank) of each run some connected publisher has logged to, with its rank."""
+        return {(run, s.rank) for s in self.sources.values() if s.connected for run in s.runs}
+
     # -- hand-over ------------------------------------------------------------------------
 
     def successor(self) -> str | None:

@@ -85,3 +85,7 @@ class Role(Protocol):
 
     def live_runs(self) -> set[str]:
         """Runs other live processes publish to through this role."""
+
+    def live_tracks(self) -> set[tuple[str, int | None]]:
+        """(run, rank) of each run another live process publishes to through
+        this role, with that process's rank."""

@@ -259,3 +259,7 @@ class Hosting:
     def live_runs(self) -> set[str]:
         channel = self.serving.channel
         return channel.live_runs() if channel is not None else set()
+
+    def live_tracks(self) -> set[tuple[str, int | None]]:
+        channel = self.serving.channel
+        return channel.live_tracks() if channel is not None else set()

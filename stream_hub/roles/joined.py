@@ -154,3 +154,6 @@ class Joined:
 
     def live_runs(self) -> set[str]:
         return set()
+
+    def live_tracks(self) -> set[tuple[str, int | None]]:
+        return set()

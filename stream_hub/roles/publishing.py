@@ -73,3 +73,6 @@ class Publishing:
 
     def live_runs(self) -> set[str]:
         return set()
+
+    def live_tracks(self) -> set[tuple[str, int | None]]:
+        return set()

@@ -217,8 +217,7 @@ class HubStore:
                 }
             )
             archive.saved = {run["run"]: run["events"] for run in stored.runs}  # as they are in the file
-            for args in stored.replay:
-                hub.runs.observe(*args)
+            hub.runs.replay(stored.replay)
             logger.info("continuing the store's history: epoch %s after seq %d", hub.epoch, hub.last_seq)
         else:
             hub.runs.restore(stored.runs, keep=True)

@@ -19,6 +19,7 @@ from ..core.intake import Submission
 from ..core.run_index import RunIndex
 from ..events import (
     encode_data,
+    validate_alert,
     validate_metrics,
     validate_rank,
     validate_run,
@@ -46,8 +47,10 @@ def add_publish_route(app: FastAPI, server: ServerView) -> None:
         Body (``Content-Type: application/json``): one event object, or
         ``{"events": [...]}``. An event is ``{"type": "metric", "run": ...,
         "step": ..., "metrics": {...}}`` or ``{"type": "<word>", "run": ...,
-        "data": ...}``; ``ts`` optional. All events are checked before any is
-        published.
+        "data": ...}``; ``ts`` optional. An ``alert``'s data is ``{"level",
+        "title", "text", "metric"?}``, its ``source`` ``"user"`` (the hub's
+        own alerts are not published here). All events are checked before
+        any is published.
         """
         refusal = publish_refusal(server, request)
         if refusal is not None:
@@ -181,7 +184,10 @@ def check_event(item: Any, index: int) -> Submission:
                 )
             return ("metric", run, step, metrics, ts, rank)
         validate_type(event_type)
+        data = item.get("data")
+        if event_type == "alert":  # an alert's fields checked; its source is the user's, never the hub's
+            data = validate_alert(data)
         # Encoded now: what cannot be stored is refused here, not dropped later.
-        return (event_type, run, step, encode_data(item.get("data")), ts, rank)
+        return (event_type, run, step, encode_data(data), ts, rank)
     except (TypeError, ValueError) as exc:  # ValueError: a step or int JSON cannot carry
         raise BadRequest(f"{where}: {exc}") from None

@@ -1269,3 +1269,44 @@ def test_a_rank_that_fell_silent_is_named_in_the_run_list(page: Any) -> None:
         )
         assert "rank 1 silent" in (item.locator(".run-details").text_content() or "")
         assert "rank 1: last metric" in (item.locator(".run-details").get_attribute("title") or "")
+
+
+def test_a_nan_metric_puts_an_alert_badge_on_its_run(page: Any) -> None:
+    # Issue 23.6: the hub's alert (a NaN) reaches the page live over SSE and
+    # marks the run in the list: the count, the worst level, the latest title
+    # in the tooltip; a page opened later gets it from /api/runs.
+    with serving() as server:
+        for step in range(20):
+            server.log({"loss": 1.0 / (step + 1)}, step=step, run="healthy")
+            server.log({"loss": 1.0 / (step + 1)}, step=step, run="sick")
+        page.goto(server.urls["rest"] + "/")
+        wait_connected(page)
+        wait_for(page, "!d.loading && d.runs.length === 2")
+        badge = page.locator('#runs-list [data-run="sick"] .run-alerts')
+        assert badge.is_hidden()
+        server.log({"loss": math.nan}, step=20, run="sick")
+        wait_for(page, "d.runs.find((r) => r.run === 'sick').alerts.count === 1")
+        wait_js(page, "!document.querySelector('#runs-list [data-run=\"sick\"] .run-alerts').hidden")
+        assert badge.get_attribute("data-level") == "error"
+        assert (badge.text_content() or "").endswith("1")
+        assert "latest: loss is NaN" in (badge.get_attribute("title") or "")
+        assert page.locator('#runs-list [data-run="healthy"] .run-alerts').is_hidden()
+        wait_for(
+            page, "d.logs.some((message) => message.startsWith('loss is NaN: '))"
+        )  # and a line in the log
+
+        server.alert("slow input pipeline", "200 samples/s", level="info", run="sick")
+        wait_js(
+            page,
+            "document.querySelector('#runs-list [data-run=\"sick\"] .run-alerts').textContent.endsWith('2')",
+        )
+        assert badge.get_attribute("data-level") == "error"  # the worst stays
+        assert "latest: slow input pipeline" in (badge.get_attribute("title") or "")
+
+        page.reload()
+        wait_connected(page)
+        wait_for(page, "!d.loading && d.runs.find((r) => r.run === 'sick')?.alerts.count === 2")
+        wait_js(
+            page, "document.querySelector('#runs-list [data-run=\"sick\"] .run-alerts')?.hidden === false"
+        )
+        assert page.locator('#runs-list [data-run="sick"] .run-alerts').get_attribute("data-level") == "error"

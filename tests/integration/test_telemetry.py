@@ -115,6 +115,32 @@ def test_event_counters_move_with_traffic(server: TrainingStreamServer, open_str
     assert server.status()["events"]["rejected"] == 1
 
 
+def alerts(server: TrainingStreamServer) -> dict[tuple[str, str], float]:
+    return {
+        (s.labels["level"], s.labels["source"]): s.value
+        for s in samples(server)
+        if s.name == "stream_hub_alerts_total"
+    }
+
+
+def test_alerts_are_counted_by_level_and_source(server: TrainingStreamServer) -> None:
+    assert kinds_of(server)["stream_hub_alerts"] == "counter"
+    every = {(level, source): 0.0 for level in ("info", "warning", "error") for source in ("hub", "user")}
+    assert alerts(server) == every  # each pair present from the start
+    server.log({"loss": math.nan}, step=1, run="a")  # the hub's: error
+    server.finish("a", "killed")  # the hub's: error
+    server.alert("slow", "x", run="a")  # the user's: warning
+    published = {"type": "alert", "run": "a", "data": {"title": "t", "text": "x", "level": "info"}}
+    assert httpx.post(server.urls["rest"] + "/api/publish", json=published, timeout=10).status_code == 200
+    expected = {**every, ("error", "hub"): 2.0, ("warning", "user"): 1.0, ("info", "user"): 1.0}
+    wait_for(lambda: alerts(server) == expected, what=f"alerts {expected}")
+    assert "stream_hub_alert_webhook_sent_total" not in {s.name for s in samples(server)}  # no webhook
+
+
+def kinds_of(server: TrainingStreamServer) -> dict[str, str]:
+    return {name: family.type for name, family in scrape(server).items()}
+
+
 def test_rest_ingest_rejections_are_counted(server: TrainingStreamServer) -> None:
     url = server.urls["rest"] + "/api/publish"
     json_type = {"Content-Type": "application/json"}

@@ -389,7 +389,22 @@ def test_secrets_are_masked_in_to_dict_and_repr() -> None:
         "read_token",
         "publish_token",
         "backend",
+        "alert_webhook",
     }
+
+
+def test_the_alert_webhook_is_an_http_url_kept_secret() -> None:
+    url = "https://hooks.example.com/services/T000/B000/s3cretpath"
+    cfg = StreamConfig(alert_webhook=url)
+    assert cfg.alert_webhook == url and StreamConfig().alert_webhook is None
+    assert cfg.to_dict()["alert_webhook"] == "***" and "s3cretpath" not in repr(cfg)
+    for bad in ("ftp://h/x", "hooks.example.com/x", "https:///nohost", "http://h:99999/x", 42):
+        with pytest.raises(ConfigError, match="alert_webhook") as caught:
+            StreamConfig(alert_webhook=bad)
+        assert "s3cret" not in str(caught.value)
+    with pytest.raises(ConfigError, match="http:// or https://") as caught:
+        StreamConfig(alert_webhook="htps://hooks.example.com/services/s3cretpath")
+    assert "s3cretpath" not in str(caught.value)
 
 
 @given(password=st.text("ABCDEFGHJKLMNPQRSTUVWXYZ!$&*+", min_size=6, max_size=30))
@@ -506,6 +521,19 @@ def test_a_switch_flag_sets_its_setting_without_a_value(monkeypatch: pytest.Monk
     monkeypatch.setenv("STREAM_HUB_ALLOW_OTHER_USERS", "yes")
     assert server_config(serve.parse_args([])).allow_other_users is True
     assert "STREAM_HUB_ALLOW_OTHER_USERS" in {a.dest: a.help for a in serve._actions}["allow_other_users"]
+
+
+def test_serve_takes_the_alert_webhook_from_a_file_and_warns_about_argv(tmp_path: pathlib.Path) -> None:
+    from stream_hub.cli.common import server_config, take_secrets
+
+    serve = _subcommand("serve")
+    secret = tmp_path / "webhook"
+    secret.write_text("https://hooks.example.com/services/s3cret\n", encoding="utf-8")
+    args = serve.parse_args(["--alert-webhook-file", str(secret)])
+    assert take_secrets(args) == []
+    assert server_config(args).alert_webhook == "https://hooks.example.com/services/s3cret"
+    [warning] = take_secrets(serve.parse_args(["--alert-webhook", "https://hooks.example.com/s3cret"]))
+    assert "STREAM_HUB_ALERT_WEBHOOK" in warning and "--alert-webhook-file" in warning
 
 
 def test_the_readme_table_is_the_generated_one() -> None:

@@ -11,7 +11,9 @@ import pytest
 from stream_hub.events import (
     INT64_MAX,
     INT64_MIN,
+    alert_data,
     encode_event,
+    validate_alert,
     validate_metrics,
     validate_step,
 )
@@ -73,3 +75,49 @@ def test_an_object_whose_float_overflows_is_a_type_error_naming_the_metric() -> 
 
     with pytest.raises(TypeError, match="'x' could not be converted"):
         validate_metrics({"x": Overflowing()})
+
+
+# -- alerts (contract v3, "New event types") -----------------------------------------------------
+
+
+def test_an_alerts_data_is_checked_and_names_its_source() -> None:
+    assert alert_data("loss is NaN", "at step 3", "error", "loss", source="hub") == {
+        "level": "error",
+        "title": "loss is NaN",
+        "text": "at step 3",
+        "metric": "loss",
+        "source": "hub",
+    }
+    assert alert_data("slow", "") == {"level": "warning", "title": "slow", "text": "", "source": "user"}
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "words"),
+    [
+        (("t", "x", "fatal"), ValueError, "info, warning, error"),
+        (("", "x"), ValueError, "non-empty"),
+        (("t" * 201, "x"), ValueError, "200"),
+        (("t", "x" * 4001), ValueError, "4000"),
+        ((None, "x"), TypeError, "title must be a str"),
+        (("t", 3), TypeError, "text must be a str"),
+        (("t", "x", "info", 7), TypeError, "metric"),
+        (("t", "x", "info", ""), ValueError, "metric"),
+    ],
+)
+def test_a_bad_alert_is_refused_saying_what_is_wrong(args: tuple[Any, ...], error: type, words: str) -> None:
+    with pytest.raises(error, match=words):
+        alert_data(*args)
+
+
+def test_a_published_alert_is_the_users_and_only_its_fields() -> None:
+    data = validate_alert({"title": "t", "text": "x", "level": "info", "source": "user"})
+    assert data == {"level": "info", "title": "t", "text": "x", "source": "user"}
+    assert validate_alert({"title": "t", "text": "x"})["source"] == "user"
+    with pytest.raises(TypeError, match='source is "user"'):
+        validate_alert({"title": "t", "text": "x", "source": "hub"})
+    with pytest.raises(TypeError, match="unknown field"):
+        validate_alert({"title": "t", "text": "x", "colour": "red"})
+    with pytest.raises(TypeError, match="needs"):
+        validate_alert({"title": "t"})
+    with pytest.raises(TypeError, match="object"):
+        validate_alert("boom")

@@ -116,8 +116,9 @@ def test_log_copies_the_metrics_dict() -> None:
 def test_non_finite_values_travel_as_strings_that_parse_back() -> None:
     hub = Hub(10)
     hub.log({"a": math.nan, "b": math.inf, "c": -math.inf, "d": 1.5})
-    (event,) = read_all(hub, hub.open_cursor(0))
+    event, *alerts = read_all(hub, hub.open_cursor(0))
     assert event["metrics"] == {"a": "NaN", "b": "Infinity", "c": "-Infinity", "d": 1.5}
+    assert [a["data"]["title"] for a in alerts] == ["a is NaN", "b is +inf", "c is -inf"]  # the hub's
     assert math.isnan(float(event["metrics"]["a"])) and float(event["metrics"]["b"]) == math.inf
 
 

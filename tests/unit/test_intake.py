@@ -203,6 +203,38 @@ def test_with_a_notifier_events_wait_for_its_commit_and_wake_it_once_per_batch()
     assert notifier.wakes == 2  # a new batch, a new wake-up
 
 
+class EchoSink(Sink):
+    """A sink that raises an event of its own for each ``raise`` event (as
+    the hub raises alerts), through ``submit_from_sink``."""
+
+    intake: Intake
+
+    def __call__(self, batch: list[Any], count: int) -> None:
+        super().__call__(batch, count)
+        raised = [("echo", None, None, b"{}", None, None) for e in self.batches[-1] if e[2] == "raise"]
+        if raised:
+            self.intake.submit_from_sink(raised)
+
+
+@pytest.mark.parametrize("attached", [False, True])
+def test_events_the_sink_raises_are_committed_by_the_same_commit(attached: bool) -> None:
+    sink = EchoSink()
+    it = sink.intake = Intake(sink)
+    notifier = Notifier()
+    if attached:
+        it.attach(notifier)
+    it.publish("raise", {})  # inline without a notifier: no deadlock on the commit lock
+    it.log({"x": 1.0})
+    if attached:
+        assert it.commit() == 3 and notifier.commits == 1
+    assert [[e[2] for e in batch] for batch in sink.batches] == (
+        [["raise", "metric"], ["echo"]] if attached else [["raise"], ["echo"], ["metric"]]
+    )
+    assert sink.seqs == [1, 2, 3]
+    assert [e[2] for e in sink.events if e[0] == 3] == (["echo"] if attached else ["metric"])
+    assert it.commit() == 0
+
+
 def test_detach_commits_everything_pending_and_goes_back_inline() -> None:
     it, sink = intake()
     notifier = Notifier()

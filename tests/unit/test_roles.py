@@ -91,6 +91,9 @@ class FakeRole:
     def live_runs(self) -> set[str]:
         return {"theirs"}
 
+    def live_tracks(self) -> set[tuple[str, int | None]]:
+        return {("theirs", None)}
+
 
 @pytest.fixture
 def server() -> TrainingStreamServer:

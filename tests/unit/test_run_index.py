@@ -85,6 +85,7 @@ def test_describe_is_the_rest_summary() -> None:
         "rank_last_ts": {"1": 1.0},
         "ended": None,
         "config": {"lr": 0.1},
+        "alerts": None,
     }
 
 
