@@ -5,16 +5,22 @@
  *   1. GET /api/status and /api/runs; remember the snapshot's last_seq.
  *   2. Open SSE from that seq at once (events are buffered while loading).
  *   3. GET each run's whole curves (every metric, per rank for a run with
- *      ranks) and the log events history still holds; each curve answer
- *      carries its own last_seq, the curve's "floor": live events at or below
- *      it are already in the curve.
- *   4. Apply the buffer, then every live event as it comes. Events change the
+ *      ranks; the whole-run curves the hub keeps, never the events): each
+ *      answer carries its own last_seq, the curve's "floor": live events at or
+ *      below it are already in the curve.
+ *   4. Apply the buffer, then every live event as it comes; then GET the log
+ *      events history still holds (that request can keep a hub with a long
+ *      history busy for seconds: the charts do not wait for it). Events change the
  *      data at once (cheap); charts are drawn in animation frames, only those
  *      whose data changed and that can be seen, as many as fit in the frame's
  *      budget (the others in the next frames, least recently drawn first).
  * Any event whose seq is not above the last applied one is a duplicate and
  * dropped; a `gap` event, or a new epoch, reloads from REST. /api/runs is
  * polled for each run's state (running, finished, failed, killed, stale).
+ *
+ * The view (runs shown, x axis, each chart's settings and zoom, ...) is kept
+ * in the URL's hash (urlstate.js): read at start and when the user changes
+ * the hash, written (debounced) after each change.
  */
 (function (global) {
   "use strict";
@@ -31,6 +37,8 @@
   const Export = global.StreamHubExport;
   const Loading = global.StreamHubLoading;
   const Inspect = global.StreamHubInspect;
+  const { RunSelection } = global.StreamHubSelection;
+  const UrlState = global.StreamHubUrlState;
 
   const REST_MAX_POINTS = 1500;   // buckets per curve asked of the server (up to 3 points each)
   const SERIES_CAP = 5000;        // points per curve kept here before thinning
@@ -45,8 +53,12 @@
   const TOKEN = new URLSearchParams(location.search).get("token");
 
   const settings = new global.StreamHubSettings.Settings();
-  const hiddenRuns = settings.hiddenRuns;
-  const saveSettings = () => settings.save();
+  const selection = new RunSelection();
+  let chartPrefs = new Map(); // the URL's settings of charts not made yet: view id -> {logY, rankMode, zoom}
+  let url = null; // UrlView, once started
+  const viewChanged = () => {
+    if (url) url.changed();
+  };
 
   const state = {
     epoch: null,
@@ -90,17 +102,22 @@
   const grid = new ChartGrid(document.getElementById("charts"), {
     onVisible: (view) => { if (dirty.charts.has(view.id)) requestFrame(); },
     onResize: (view) => markChart(view.id),
-    onLayout: () => requestFrame(),
+    onLayout: () => {
+      requestFrame();
+      viewChanged(); // the filter
+    },
   });
   const detail = new DetailStore(api);
-  const logs = new LogPanel();
+  const logs = new LogPanel({ onFilter: viewChanged });
   const views = new ChartViews({
     state, settings, grid, detail,
     theme: () => theme,
     markChart, markEntries,
     toggleRun: (name) => toggleRun(name),
     setCompareStep,
-    exportCsv, exportPng,
+    exportCsv, exportJson, exportPng,
+    chartPrefs: takeChartPrefs,
+    viewChanged,
   });
 
   // ---- runs, series ------------------------------------------------------------
@@ -115,7 +132,7 @@
         system,
         colourSlot: slot,
         color: system ? theme.accent : Runs.slotColour(slot, theme.scheme),
-        visible: system || !hiddenRuns.has(name),
+        visible: system || selection.shows(name),
       });
       state.runs.set(name, run);
       dirty.runs = dirty.tableShape = dirty.params = true;
@@ -169,19 +186,33 @@
   function toggleRun(name, visible) {
     const run = state.runs.get(name);
     if (!run || run.system) return;
-    run.visible = visible === undefined ? !run.visible : visible;
-    if (run.visible) hiddenRuns.delete(name); else hiddenRuns.add(name);
-    saveSettings();
-    for (const metric of run.curves.keys()) dirty.entries.add(ChartViews.idOf(name, metric));
-    dirty.runs = dirty.table = dirty.params = true;
-    requestFrame();
+    const shown = visible === undefined ? !run.visible : visible;
+    selection.set(name, shown);
+    setVisible(run, shown);
+    viewChanged();
   }
 
   /** Show only `name`; when it already is the only one shown, show all again. */
   function soloRun(name) {
-    const runs = userRuns();
-    const alone = runs.every((run) => run.visible === (run.name === name));
-    for (const run of runs) toggleRun(run.name, alone || run.name === name);
+    const alone = userRuns().every((run) => run.visible === (run.name === name));
+    if (alone) selection.showAll(); else selection.solo(name);
+    applySelection();
+    viewChanged();
+  }
+
+  /** Every run shown or hidden as the selection says. */
+  function applySelection() {
+    for (const run of userRuns()) setVisible(run, selection.shows(run.name));
+  }
+
+  function setVisible(run, visible) {
+    if (run.visible === visible) return;
+    run.visible = visible;
+    for (const metric of run.curves.keys()) dirty.entries.add(ChartViews.idOf(run.name, metric));
+    // The run list is updated in place (not rebuilt: the focus stays on its button), at once.
+    dirty.runMeta = dirty.table = dirty.params = true;
+    lastRunsAt = 0;
+    requestFrame();
   }
 
   function setCompareStep(step) {
@@ -190,6 +221,7 @@
     dirty.table = true;
     lastTableAt = 0;
     requestFrame();
+    viewChanged();
   }
 
   // ---- applying events -------------------------------------------------------
@@ -322,7 +354,6 @@
       }
       const runs = (snapshot.runs || []).map((info) => applyRunInfo(info, true));
       const latest = api("/api/metrics/latest").catch(() => null);
-      const backlog = Loading.loadLogs(api, logs, LOG_BACKLOG, current).then(requestFrame);
       await Loading.pool(runs, RUN_FETCHES, async (run) => {
         if (!current()) return;
         const loaded = await Loading.loadRunCurves(api, run, REST_MAX_POINTS, ensureSeries, state.snapshotSeq, current);
@@ -332,11 +363,12 @@
       mark("curves");
       const latestAnswer = await latest;
       if (current()) Loading.applyLatest(latestAnswer, state.snapshotSeq, ensureRun);
-      await backlog;
       if (current() && settings.xMode !== "step") await loadClocks(runs, current);
     } finally {
       if (current()) finishLoading();
     }
+    // After the charts: history's log lines go in their place among live ones.
+    if (current()) Loading.loadLogs(api, logs, LOG_BACKLOG, current).then(requestFrame);
   }
 
   function finishLoading() {
@@ -393,6 +425,7 @@
     state.generation += 1;
     state.loading = false;
     state.epoch = epoch;
+    chartPrefs = readView().charts; // the charts come back with their settings
     state.lastSeq = 0;
     state.snapshotSeq = 0;
     state.buffer = [];
@@ -461,16 +494,25 @@
   // ---- downloads ---------------------------------------------------------------
 
   let lastExport = null;
-  function exportCsv(view) {
+  /** A chart's data as a file: `download(metric, runs, token)` over the runs it shows. */
+  function exportData(view, kind, download) {
     const names = view.system
       ? [SYSTEM_RUN]
       : userRuns().filter((run) => run.visible && run.curves.has(view.metric)).map((run) => run.name);
     if (!names.length) return Promise.resolve(null);
-    lastExport = Export.downloadCsv(view.metric, names, TOKEN).catch((error) => {
-      ui.showNotice(`CSV export failed: ${error.message || error}`);
+    lastExport = download(view.metric, names, TOKEN).catch((error) => {
+      ui.showNotice(`${kind} export failed: ${error.message || error}`);
       return null;
     });
     return lastExport;
+  }
+
+  function exportCsv(view) {
+    return exportData(view, "CSV", Export.downloadCsv);
+  }
+
+  function exportJson(view) {
+    return exportData(view, "JSON", Export.downloadJson);
   }
 
   function exportPng(view) {
@@ -526,6 +568,11 @@
       if (!view) continue;
       views.rebuild(view, runs);
       dirty.charts.add(id);
+      if (view.zoomPending && !state.loading) {
+        // A zoom from the URL: its finer data, now that the chart has its runs.
+        view.zoomPending = false;
+        views.zoomed(view, view.chart.zoom);
+      }
     }
     dirty.entries.clear();
     if (dirty.tableShape) {
@@ -629,15 +676,24 @@
   function bindControls() {
     const $ = (id) => document.getElementById(id);
     settings.bind({
-      smoothing: () => markAll(false),
+      smoothing: () => {
+        markAll(false);
+        viewChanged();
+      },
       xMode: (mode) => setXMode(mode),
       rankMode: () => {
         for (const view of views.views.values()) view.rankMode = null; // every chart follows
         markAll(true);
+        viewChanged();
       },
     });
-    $("runs-all").addEventListener("click", () => { for (const run of userRuns()) toggleRun(run.name, true); });
-    $("runs-none").addEventListener("click", () => { for (const run of userRuns()) toggleRun(run.name, false); });
+    const showAll = (shown) => {
+      if (shown) selection.showAll(); else selection.showNone();
+      applySelection();
+      viewChanged();
+    };
+    $("runs-all").addEventListener("click", () => showAll(true));
+    $("runs-none").addEventListener("click", () => showAll(false));
     const step = $("compare-step");
     step.addEventListener("change", () => setCompareStep(step.value === "" ? null : Number(step.value)));
     $("compare-latest").addEventListener("click", () => setCompareStep(null));
@@ -652,19 +708,67 @@
     if (!settings.setXMode(mode)) return Promise.resolve();
     for (const view of views.views.values()) {
       view.chart.zoom = null;
+      view.zoomPending = false;
       view.tools.querySelector('[data-tool="reset"]').hidden = true;
     }
     detail.clearAll();
     markAll(false);
+    viewChanged();
     if (mode === "step") return Promise.resolve();
     const generation = state.generation;
     return loadClocks(Array.from(state.runs.values()), () => generation === state.generation);
   }
 
+  // ---- the view in the URL ---------------------------------------------------------
+
+  /** The URL's settings of a chart being made (taken: from now on the chart has them). */
+  function takeChartPrefs(id) {
+    const prefs = chartPrefs.get(id) || null;
+    chartPrefs.delete(id);
+    return prefs;
+  }
+
+  /** The view now, as urlstate.js parses and formats it. */
+  function readView() {
+    const charts = new Map(chartPrefs);
+    for (const view of views.views.values()) charts.set(view.id, views.prefs(view));
+    const logFilters = logs.filters();
+    return {
+      xMode: settings.xMode,
+      rankMode: settings.rankMode,
+      smoothing: settings.smoothing,
+      selection: selection.describe(),
+      filter: grid.saved.filter,
+      compareStep: state.compareStep,
+      logRun: logFilters.run,
+      logLevel: logFilters.level,
+      charts,
+    };
+  }
+
+  /** Show the view a URL describes (at start, and when the user changes the hash). */
+  function applyView(view, atStart = false) {
+    selection.assign(view.selection);
+    applySelection();
+    // Smoothing left out: none, but a page opened without a view starts from the user's default.
+    const smoothing = view.smoothing != null ? view.smoothing : atStart && view.empty ? settings.defaultSmoothing : 0;
+    if (settings.setSmoothing(smoothing)) markAll(false);
+    if (settings.setRankMode(view.rankMode)) markAll(true);
+    setXMode(view.xMode);
+    grid.setFilter(view.filter);
+    setCompareStep(view.compareStep);
+    logs.setFilters(view.logRun, view.logLevel);
+    chartPrefs = new Map(view.charts);
+    for (const chart of views.views.values()) views.applyPrefs(chart, takeChartPrefs(chart.id));
+  }
+
   function debug() {
-    return Inspect.describe({
+    const described = Inspect.describe({
       state, settings, views, grid, detail, logs, rate, sse, ws, systemRun: SYSTEM_RUN,
     });
+    described.url = location.hash;
+    described.selection = selection.describe();
+    return described;
   }
 
   function viewOf(metric) {
@@ -692,6 +796,8 @@
     );
   }
 
+  applyView(UrlState.parse(location.hash), true);
+  url = new UrlState.UrlView(readView, (view) => applyView(view));
   bindControls();
   ui.onThemeChange(redrawAll);
   setInterval(() => {
@@ -715,6 +821,8 @@
     /** The render passes' durations (ms) so far; `clear` starts a new list. */
     frameTimes: (clear) => (clear ? frameTimes.splice(0) : frameTimes.slice()),
     lastExport: () => lastExport,
+    /** Write the view into the URL now (it is written 250 ms after a change otherwise). */
+    flushUrl: () => url.flush(),
   };
 
   rest.start();

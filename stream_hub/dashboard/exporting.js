@@ -5,6 +5,9 @@
  * ring's events, and the store's when there is one), not the drawn view. With
  * one run shown the file is that answer as it came; with several, each row
  * gets its run in a first column.
+ * JSON: the same data, per run: {"metric", "runs": {run: {"steps", "values",
+ * "ts", "ranks", "seqs"}}}, a point per event that has the metric; NaN and the
+ * infinities spelled as on the wire ("NaN", "Infinity", "-Infinity").
  * PNG: the canvas as drawn, on the page's background, with the metric's name.
  */
 (function (global) {
@@ -57,6 +60,49 @@
     return text;
   }
 
+  /** A CSV value as JSON has it: a number, or the wire's spelling of a non-finite one; null when empty. */
+  function jsonValue(text) {
+    if (text === "") return null;
+    const n = Number(text);
+    if (Number.isFinite(n)) return n;
+    const lower = text.toLowerCase();
+    if (lower === "nan") return "NaN";
+    if (lower === "inf" || lower === "infinity") return "Infinity";
+    if (lower === "-inf" || lower === "-infinity") return "-Infinity";
+    if (lower === "true" || lower === "false") return lower === "true" ? 1 : 0;
+    return text;
+  }
+
+  /** One run's export (CSV: seq,ts,step,rank,<metric>) as columns. */
+  function columns(text) {
+    const out = { steps: [], values: [], ts: [], ranks: [], seqs: [] };
+    const number = (cell) => (cell === "" ? null : Number(cell));
+    for (const row of text.split(/\r?\n/).slice(1)) {
+      if (!row) continue;
+      // Numbers only: no cell is quoted but the header's.
+      const cells = row.split(",");
+      const value = jsonValue(cells.slice(4).join(","));
+      if (value === null) continue; // an event of the run without this metric
+      out.seqs.push(number(cells[0]));
+      out.ts.push(number(cells[1]));
+      out.steps.push(number(cells[2]));
+      out.ranks.push(number(cells[3]));
+      out.values.push(value);
+    }
+    return out;
+  }
+
+  /** Download the JSON of `metric` for `runs` (names). Resolves to the document. */
+  async function downloadJson(metric, runs, token) {
+    const texts = await Promise.all(runs.map((run) => fetchCsv(run, metric, token)));
+    const data = { metric, runs: {} };
+    runs.forEach((run, i) => {
+      data.runs[run] = columns(texts[i]);
+    });
+    save(new Blob([JSON.stringify(data)], { type: "application/json" }), `${safeName(metric)}.json`);
+    return data;
+  }
+
   /** Download the chart as drawn (PNG). */
   function downloadPng(view, theme) {
     const source = view.canvas;
@@ -81,5 +127,5 @@
     });
   }
 
-  global.StreamHubExport = { downloadCsv, downloadPng };
+  global.StreamHubExport = { downloadCsv, downloadJson, downloadPng };
 })(window);

@@ -4,7 +4,7 @@
  *   Shift+drag           pan
  *   double-click         back to everything (also 0, Home or Escape)
  *   click                pick that step (the comparison table shows it)
- *   + / -                zoom in / out around the middle
+ *   + / -                zoom in / out around the middle (out: never past the data)
  *   ← / →                pan by a fifth
  *
  * The chart canvas is focusable (tabindex 0) so all of it works from the
@@ -16,7 +16,26 @@
 
   const DRAG_PX = 4; // less than this is a click
 
-  /** Wire a LineChart to its canvas. hooks: {onChange(), onZoom(range), onClick(x), onHover(info)}. */
+  /**
+   * The range `-` zooms out to from [a, b]: twice as wide around the middle,
+   * kept inside the data's extent [x0, x1] (null: everything, once it covers it).
+   */
+  function zoomOut([a, b], extent) {
+    const span = b - a;
+    let lo = a - span / 2;
+    let hi = b + span / 2;
+    if (!extent) return [lo, hi];
+    const [x0, x1] = extent;
+    if (hi - lo >= x1 - x0) return null;
+    if (lo < x0) [lo, hi] = [x0, hi + (x0 - lo)];
+    if (hi > x1) [lo, hi] = [lo - (hi - x1), x1];
+    return [lo, hi];
+  }
+
+  /**
+   * Wire a LineChart to its canvas. hooks: {onChange(), onZoom(range),
+   * onClick(x), onHover(info), extent() -> the data's x range or null}.
+   */
   function attach(chart, hooks) {
     const canvas = chart.canvas;
     let drag = null;
@@ -94,7 +113,7 @@
           break;
         case "-":
         case "_":
-          next = chart.zoom ? [middle - span, middle + span] : undefined;
+          next = chart.zoom ? zoomOut(chart.zoom, hooks.extent ? hooks.extent() : null) : undefined;
           break;
         case "ArrowLeft":
           next = [a - span / 5, b - span / 5];
@@ -123,5 +142,5 @@
     return { setZoom };
   }
 
-  global.StreamHubInteract = { attach };
+  global.StreamHubInteract = { attach, zoomOut };
 })(window);

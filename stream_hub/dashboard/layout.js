@@ -2,8 +2,8 @@
  * collapsible sections by name prefix ("train/loss" is in "train"), pinned
  * cards in a section at the top, the machine's metrics in one at the bottom;
  * a filter over metric names. Which cards are on screen (only those are drawn)
- * and their sizes. Pins, collapsed sections and the filter are remembered in
- * this browser.
+ * and their sizes. Pins and collapsed sections are remembered in this browser;
+ * the filter is part of the view, kept in the URL (urlstate.js).
  */
 (function (global) {
   "use strict";
@@ -21,7 +21,7 @@
       return {
         pins: new Set(Array.isArray(saved.pins) ? saved.pins : []),
         collapsed: new Set(Array.isArray(saved.collapsed) ? saved.collapsed : []),
-        filter: typeof saved.filter === "string" ? saved.filter : "",
+        filter: "",
       };
     } catch (_) {
       return { pins: new Set(), collapsed: new Set(), filter: "" };
@@ -52,6 +52,12 @@
       const lower = name.toLowerCase();
       return words.every((w) => lower.includes(w));
     };
+  }
+
+  /** A chart button's accessible name: the chart's metric, then what the button says ("loss: log y"). */
+  function nameTool(button, metric) {
+    const name = `${metric}: ${button.textContent.trim()}`;
+    if (button.getAttribute("aria-label") !== name) button.setAttribute("aria-label", name);
   }
 
   class ChartGrid {
@@ -105,6 +111,8 @@
         `Chart of ${metric}. Drag to zoom, Shift+drag to pan, double-click to reset; ` +
           "keys: plus and minus zoom, arrows pan, 0 resets.",
       );
+      // Every chart has the same buttons: each one's name says whose it is.
+      for (const button of card.querySelectorAll(".chart-tools button[data-tool]")) nameTool(button, metric);
       const view = {
         id, metric, system, card, canvas,
         legend: card.querySelector(".chart-legend"),
@@ -148,10 +156,12 @@
     }
 
     setFilter(text) {
+      const input = $("metric-filter");
+      if (input.value !== text) input.value = text;
+      if (text === this.saved.filter) return;
       this.saved.filter = text;
       this.match = matcher(text);
       for (const view of this.views.values()) view.card.hidden = !this.match(view.metric);
-      this._save();
       this._refreshSections();
       this.hooks.onLayout();
     }
@@ -243,6 +253,7 @@
       if (pin) {
         pin.setAttribute("aria-pressed", String(view.pinned));
         pin.textContent = view.pinned ? "unpin" : "pin";
+        nameTool(pin, view.metric);
       }
     }
 
@@ -272,7 +283,6 @@
         localStorage.setItem(STORAGE, JSON.stringify({
           pins: Array.from(this.saved.pins),
           collapsed: Array.from(this.saved.collapsed),
-          filter: this.saved.filter,
         }));
       } catch (_) {
         // Not remembered; the page still works.
@@ -280,5 +290,5 @@
     }
   }
 
-  global.StreamHubLayout = { ChartGrid, matcher };
+  global.StreamHubLayout = { ChartGrid, matcher, nameTool };
 })(window);

@@ -50,11 +50,15 @@
     return loaded;
   }
 
+  // The hub encodes the events nobody has read yet to answer a history
+  // request: a million of them keep it busy for seconds.
+  const HISTORY_TIMEOUT_MS = 120000;
+
   /** The log and alert events history still holds, into the log panel. */
   async function loadLogs(api, logs, limit, current) {
     let answer;
     try {
-      answer = await api(`/api/history?types=log,alert&since=0&limit=${limit}`);
+      answer = await api(`/api/history?types=log,alert&since=0&limit=${limit}`, HISTORY_TIMEOUT_MS);
     } catch (_) {
       return;
     }

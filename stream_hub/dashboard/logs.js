@@ -3,7 +3,9 @@
  * filterable by run and by lowest level. A `log` event's data is
  * {"message", "level", "logger"} (level and logger optional); the older
  * {"text"} is shown as the message. An `alert` shows its title and text at
- * its level, from "alert (hub)" or "alert (user)". Kept: the last MAX_LINES.
+ * its level, from "alert (hub)" or "alert (user)". Kept: the last MAX_LINES,
+ * in seq order (history that arrives after live lines goes in its place).
+ * The filters are part of the view, kept in the URL (urlstate.js).
  */
 (function (global) {
   "use strict";
@@ -50,8 +52,10 @@
   }
 
   class LogPanel {
-    constructor() {
+    /** hooks: {onFilter()} after the user changed a filter. */
+    constructor(hooks = {}) {
       this.lines = [];
+      this.seqs = new Set(); // the seqs of `lines`
       this.lastSeq = 0;
       this.runs = new Set();
       this.list = $("log-list");
@@ -60,36 +64,68 @@
       this.pending = [];
       this.dirty = false;
       this.rebuild = false;
-      this.runFilter.addEventListener("change", () => this._refilter());
-      this.levelFilter.addEventListener("change", () => this._refilter());
+      const changed = () => {
+        this._refilter();
+        if (hooks.onFilter) hooks.onFilter();
+      };
+      this.runFilter.addEventListener("change", changed);
+      this.levelFilter.addEventListener("change", changed);
     }
 
     /** Take an event (live or from history); true when it became a line. */
     add(event) {
-      if (typeof event.seq === "number") {
-        if (event.seq <= this.lastSeq) return false;
-        this.lastSeq = event.seq;
-      }
+      const seq = typeof event.seq === "number" ? event.seq : null;
+      if (seq !== null && this.seqs.has(seq)) return false;
       const line = lineOf(event);
       if (!line) return false;
-      this.lines.push(line);
-      this.pending.push(line);
+      if (seq !== null && seq < this.lastSeq) {
+        // From history, after live lines: in its place, unless older than all kept.
+        if (this.lines.length >= MAX_LINES && seq < this.lines[0].seq) return false;
+        let i = this.lines.length;
+        while (i > 0 && !(this.lines[i - 1].seq < seq)) i--;
+        this.lines.splice(i, 0, line);
+        this.rebuild = true;
+      } else {
+        if (seq !== null) this.lastSeq = seq;
+        this.lines.push(line);
+        this.pending.push(line);
+      }
+      if (seq !== null) this.seqs.add(seq);
       if (this.lines.length > MAX_LINES) {
-        this.lines.splice(0, this.lines.length - MAX_LINES);
+        for (const old of this.lines.splice(0, this.lines.length - MAX_LINES)) this.seqs.delete(old.seq);
         this.rebuild = true;
       }
-      if (line.run && !this.runs.has(line.run)) {
-        this.runs.add(line.run);
-        const option = document.createElement("option");
-        option.value = line.run;
-        option.textContent = line.run;
-        this.runFilter.append(option);
-      }
+      if (line.run) this._runOption(line.run);
       this.dirty = true;
       return true;
     }
 
+    /** The filters, as the URL keeps them: {run ("": all), level}. */
+    filters() {
+      return { run: this.runFilter.value, level: this.levelFilter.value };
+    }
+
+    /** Set the filters (from the URL); a run not seen yet gets its option now. */
+    setFilters(run, level) {
+      if (run) this._runOption(run);
+      const before = `${this.runFilter.value}\u0000${this.levelFilter.value}`;
+      this.runFilter.value = run || "";
+      this.levelFilter.value = level || "INFO";
+      if (!this.levelFilter.value) this.levelFilter.value = "INFO";
+      if (`${this.runFilter.value}\u0000${this.levelFilter.value}` !== before) this._refilter();
+    }
+
+    _runOption(run) {
+      if (this.runs.has(run)) return;
+      this.runs.add(run);
+      const option = document.createElement("option");
+      option.value = run;
+      option.textContent = run;
+      this.runFilter.append(option);
+    }
+
     reset() {
+      this.seqs.clear();
       this.lines = [];
       this.pending = [];
       this.lastSeq = 0;

@@ -53,8 +53,14 @@
 
   // ---- legends ------------------------------------------------------------------
 
-  /** One button per run shown in a chart (click: hide or show the run everywhere). */
+  /**
+   * One button per run shown in a chart (click: hide or show the run
+   * everywhere), named with the chart's metric ("loss: exp1"). The focus stays
+   * on the same run's button when the legend is rebuilt.
+   */
   function renderLegend(view, items, toggle) {
+    const focused = document.activeElement;
+    const focusedRun = focused && view.legend.contains(focused) ? focused.dataset.run : null;
     const nodes = items.map((entry) => {
       const item = document.createElement("button");
       item.type = "button";
@@ -64,6 +70,7 @@
       item.setAttribute("aria-pressed", String(entry.visible));
       item.style.setProperty("--swatch", entry.color);
       item.title = `${entry.run}: click to ${entry.visible ? "hide" : "show"}`;
+      item.setAttribute("aria-label", `${view.metric}: ${entry.label}`);
       const line = document.createElement("span");
       line.className = entry.band ? "line band" : "line";
       line.setAttribute("aria-hidden", "true");
@@ -74,6 +81,10 @@
       return item;
     });
     view.legend.replaceChildren(...nodes);
+    if (focusedRun != null) {
+      const again = nodes.find((node) => node.dataset.run === focusedRun);
+      if (again) again.focus({ preventScroll: true });
+    }
     view.card.dataset.series = String(items.filter((e) => e.visible).length);
   }
 
@@ -166,27 +177,38 @@
     return { value: count ? sum / count : nonFinite, step: at };
   }
 
-  /** Fill the table: latest values (step null) or every run's value at `step`. */
+  /**
+   * Fill the table: latest values (step null) or every run's value at `step`;
+   * a run that has not reached `step` shows nothing there (its last step in
+   * the step cell's tooltip), never a value of an earlier step.
+   */
   function updateTable(runs, step) {
     for (const run of runs) {
       const hidden = !run.visible;
+      const reached = step == null || (run.lastStep != null && step <= run.lastStep);
       const head = tableCells.heads.get(run.name);
       if (head) head.classList.toggle("hidden-run", hidden);
       const stepCell = tableCells.steps.get(run.name);
       if (stepCell) {
-        const shown = step == null ? run.lastStep : step;
+        const shown = step == null ? run.lastStep : reached ? step : null;
         setText(stepCell, shown == null ? "–" : String(shown));
         stepCell.classList.toggle("hidden-run", hidden);
+        stepCell.classList.toggle("not-reached", !reached);
+        const title = reached ? "" : run.lastStep == null
+          ? `${run.name} has no step yet`
+          : `${run.name} has not reached step ${step}: its last step is ${run.lastStep}`;
+        if (stepCell.title !== title) stepCell.title = title;
       }
       const cells = tableCells.values.get(run.name);
       if (!cells) continue;
       for (const [metric, td] of cells) {
-        const item = step == null ? run.latest.get(metric) : valueAt(run, metric, step);
+        const item = step == null ? run.latest.get(metric) : reached ? valueAt(run, metric, step) : null;
         setText(td, item ? formatValue(item.value) : "–");
         td.classList.toggle("nonfinite", Boolean(item) && !isFinite(item.value));
         td.classList.toggle("hidden-run", hidden);
         td.classList.toggle("earlier", Boolean(item) && step != null && item.step !== step);
-        if (item) td.title = `${run.name} · ${metric} at step ${item.step}: ${item.value}`;
+        const title = item ? `${run.name} · ${metric} at step ${item.step}: ${item.value}` : "";
+        if (td.title !== title) td.title = title;
       }
     }
     setText($("compare-caption"), step == null ? "latest step of each run" : `step ${step} in every run`);

@@ -134,9 +134,13 @@
     running: "running", finished: "finished", failed: "failed", killed: "killed", stale: "stale",
   };
 
-  /** Rebuild the list. handlers: {toggle(name), solo(name)}. */
+  /** Rebuild the list (the focus stays on the same run's button). handlers: {toggle(name), solo(name)}. */
   function renderRuns(runs, handlers) {
     const list = $("runs-list");
+    const focused = document.activeElement;
+    const keep = focused && list.contains(focused) && focused.closest(".run")
+      ? { run: focused.closest(".run").dataset.run, solo: focused.classList.contains("run-solo") }
+      : null;
     list.replaceChildren();
     for (const run of runs) {
       const item = document.createElement("li");
@@ -181,6 +185,11 @@
     }
     $("runs-empty").hidden = runs.length > 0;
     updateRuns(runs);
+    if (keep) {
+      const item = Array.from(list.children).find((node) => node.dataset.run === keep.run);
+      const button = item && item.querySelector(keep.solo ? ".run-solo" : ".run-toggle");
+      if (button) button.focus({ preventScroll: true });
+    }
   }
 
   function setText(node, text) {

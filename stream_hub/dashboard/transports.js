@@ -1,6 +1,7 @@
 /* stream_hub dashboard — the three connections to the server, each with its
- * own live state ("connecting", "connected", "reconnecting", "down") and no
- * knowledge of charts or tables: the app passes callbacks in.
+ * own live state ("connecting", "connected", "reconnecting", "down"; REST also
+ * "busy": a slow answer) and no knowledge of charts or tables: the app passes
+ * callbacks in.
  *
  * SSE reconnects are done here rather than left to EventSource: the browser's
  * own retry reuses the first URL, while ours asks the app first (which
@@ -29,21 +30,30 @@
     return ms < 1000 ? `${(ms / 1000).toFixed(1)}s` : `${Math.round(ms / 1000)}s`;
   }
 
+  // The page's own REST requests not answered yet: while one is, a slow
+  // /health means a busy server (answering it), not one that is down.
+  let inFlight = 0;
+
   /** GET a JSON document from the page's own origin (the REST port). */
   async function fetchJSON(path, { token = null, timeout = 5000 } = {}) {
     const headers = { Accept: "application/json" };
     if (token) headers.Authorization = `Bearer ${token}`;
-    const response = await fetch(path, {
-      headers,
-      cache: "no-store",
-      signal: AbortSignal.timeout(timeout),
-    });
-    if (!response.ok) {
-      const error = new Error(`${path}: HTTP ${response.status}`);
-      error.status = response.status;
-      throw error;
+    inFlight += 1;
+    try {
+      const response = await fetch(path, {
+        headers,
+        cache: "no-store",
+        signal: AbortSignal.timeout(timeout),
+      });
+      if (!response.ok) {
+        const error = new Error(`${path}: HTTP ${response.status}`);
+        error.status = response.status;
+        throw error;
+      }
+      return await response.json();
+    } finally {
+      inFlight -= 1;
     }
-    return response.json();
   }
 
   /**
@@ -206,13 +216,29 @@
     }
   }
 
-  /** Polls GET /health every `interval` ms and reports whether REST answers. */
+  const SLOW_MS = 1500; // an answer slower than this: "busy"
+  const PATIENCE_MS = 10000; // no answer by then: "down", unless the page waits for one of its own
+
+  /**
+   * Polls GET /health every `interval` ms and reports whether REST answers:
+   * "connected"; "busy" while an answer is slow (over SLOW_MS) — "loading"
+   * when the page has a request of its own in flight, which the server is
+   * busy answering (a long history), "slow" otherwise; "down" when the
+   * connection fails, the answer is an error, or none comes within
+   * PATIENCE_MS while the page waits for nothing else.
+   */
   class RestMonitor {
     constructor(opts) {
       this.opts = opts; // {interval, token, onState(state, text), onTick()}
       this.timer = 0;
       this.checks = 0;
       this.state = "connecting";
+    }
+
+    _busy(started) {
+      this.state = "busy";
+      const waited = Math.round((performance.now() - started) / 1000);
+      this.opts.onState("busy", inFlight > 0 ? "loading" : `slow, ${waited} s`);
     }
 
     start() {
@@ -225,12 +251,13 @@
 
     async _check() {
       const started = performance.now();
+      const slow = setInterval(() => this._busy(started), SLOW_MS);
       try {
         const headers = this.opts.token ? { Authorization: `Bearer ${this.opts.token}` } : {};
         const response = await fetch("/health", {
           headers,
           cache: "no-store",
-          signal: AbortSignal.timeout(Math.min(1500, this.opts.interval)),
+          signal: AbortSignal.timeout(PATIENCE_MS),
         });
         const ms = Math.round(performance.now() - started);
         if (response.ok) {
@@ -240,9 +267,15 @@
           this.state = "down";
           this.opts.onState("down", `HTTP ${response.status}`);
         }
-      } catch (_) {
-        this.state = "down";
-        this.opts.onState("down", "no answer");
+      } catch (error) {
+        if (error && error.name === "TimeoutError" && inFlight > 0) {
+          this._busy(started);
+        } else {
+          this.state = "down";
+          this.opts.onState("down", "no answer");
+        }
+      } finally {
+        clearInterval(slow);
       }
       this.checks += 1;
       if (this.opts.onTick) this.opts.onTick(this.state, this.checks);
@@ -250,5 +283,5 @@
     }
   }
 
-  global.StreamHubTransports = { Backoff, fetchJSON, SseFeed, WsMonitor, RestMonitor };
+  global.StreamHubTransports = { Backoff, fetchJSON, SseFeed, WsMonitor, RestMonitor, inFlight: () => inFlight };
 })(window);

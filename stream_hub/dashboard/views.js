@@ -14,6 +14,7 @@
   const Interact = global.StreamHubInteract;
   const Runs = global.StreamHubRuns;
   const ui = global.StreamHubPanels;
+  const { nameTool } = global.StreamHubLayout;
   const SYSTEM_RUN = "_system";
 
   /** x values of a curve for the x mode (steps, or times from the run's clock), cached per curve. */
@@ -41,7 +42,9 @@
   class ChartViews {
     /**
      * app: {state, settings, grid, detail, theme(), markChart(id), markEntries(id),
-     *       toggleRun(name), setCompareStep(step), exportCsv(view), exportPng(view)}
+     *       toggleRun(name), setCompareStep(step), exportCsv(view), exportJson(view),
+     *       exportPng(view), chartPrefs(id) -> the URL's settings of a new chart,
+     *       viewChanged() after the user changed a chart's settings or zoom}
      */
     constructor(app) {
       this.app = app;
@@ -71,17 +74,72 @@
       view.controls = Interact.attach(view.chart, {
         onChange: () => app.markChart(id),
         onHover: hover,
-        onZoom: (range) => this.zoomed(view, range),
+        onZoom: (range) => {
+          this.zoomed(view, range);
+          app.viewChanged();
+        },
         onClick: () => {
           if (view.hoverStep != null) app.setCompareStep(view.hoverStep);
         },
+        extent: () => this.dataExtent(view),
       });
       view.tools.addEventListener("click", (event) => {
         const button = event.target.closest("button[data-tool]");
         if (button) this.tool(view, button.dataset.tool, button);
       });
       this.views.set(id, view);
+      this.applyPrefs(view, app.chartPrefs(id));
       return view;
+    }
+
+    /**
+     * A chart's own settings, from the URL: log y, how it draws ranks (null:
+     * as every chart), its zoom (null: everything; its finer data is fetched
+     * once the chart's entries are built, `zoomPending`).
+     */
+    applyPrefs(view, prefs) {
+      const { logY = false, rankMode = null, zoom = null } = prefs || {};
+      const app = this.app;
+      if (view.chart.logY !== logY) {
+        view.chart.logY = logY;
+        view.tools.querySelector('[data-tool="log"]').setAttribute("aria-pressed", String(logY));
+        app.markChart(view.id);
+      }
+      if (view.rankMode !== rankMode) {
+        view.rankMode = rankMode;
+        app.markEntries(view.id);
+      }
+      const current = view.chart.zoom;
+      if (zoom ? !current || current[0] !== zoom[0] || current[1] !== zoom[1] : current) {
+        view.chart.zoom = zoom ? [zoom[0], zoom[1]] : null;
+        view.tools.querySelector('[data-tool="reset"]').hidden = !zoom;
+        app.detail.clear(view.id);
+        view.zoomPending = Boolean(zoom);
+        app.markEntries(view.id);
+        app.markChart(view.id);
+      }
+    }
+
+    /** What the URL keeps of a chart. */
+    prefs(view) {
+      return { logY: view.chart.logY, rankMode: view.rankMode, zoom: view.chart.zoom };
+    }
+
+    /** The x range of the data a chart draws (as last drawn), or null. */
+    dataExtent(view) {
+      let x0 = Infinity;
+      let x1 = -Infinity;
+      for (const entry of view.entries) {
+        if (!entry.visible || !entry.curves || !entry.xsOf) continue;
+        for (const curve of entry.curves) {
+          const n = curve.steps.length;
+          if (!n) continue;
+          const xs = entry.xsOf(curve);
+          if (xs[0] < x0) x0 = xs[0];
+          if (xs[n - 1] > x1) x1 = xs[n - 1];
+        }
+      }
+      return x0 < x1 ? [x0, x1] : null;
     }
 
     clear() {
@@ -95,16 +153,20 @@
         view.chart.logY = !view.chart.logY;
         button.setAttribute("aria-pressed", String(view.chart.logY));
         app.markChart(view.id);
+        app.viewChanged();
       } else if (name === "ranks") {
         const band = this.rankMode(view) !== "band";
         view.rankMode = band ? "band" : "lines";
         app.markEntries(view.id);
+        app.viewChanged();
       } else if (name === "reset") {
         view.controls.setZoom(null);
       } else if (name === "pin") {
         app.grid.setPinned(view, !view.pinned);
       } else if (name === "csv") {
         app.exportCsv(view);
+      } else if (name === "json") {
+        app.exportJson(view);
       } else if (name === "png") {
         app.exportPng(view);
       }
@@ -161,6 +223,7 @@
       ranks.hidden = !ranked;
       ranks.setAttribute("aria-pressed", String(band));
       ranks.textContent = band ? "band" : "ranks";
+      nameTool(ranks, view.metric);
       ranks.title = band
         ? "Runs with ranks: mean and min–max band (click: a line per rank)"
         : "Runs with ranks: a line per rank (click: mean and min–max band)";

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -140,14 +142,14 @@ def wait_js(target: Any, predicate: str, arg: Any = None, timeout: float = WAIT_
         time.sleep(0.01)  # test-side polling, bounded by the deadline
 
 
-def wait_for(page: Any, condition: str, arg: Any = None) -> None:
+def wait_for(page: Any, condition: str, arg: Any = None, timeout: float = WAIT_MS) -> None:
     """Wait until ``condition``, JavaScript over ``d = debug()`` and ``arg``, is true."""
     wait_js(
         page,
         "(arg) => { const d = window.streamHub && window.streamHub.debug();"
         f" try {{ return !!d && ({condition}); }} catch (e) {{ return false; }} }}",
         arg=arg,
-        timeout=WAIT_MS,
+        timeout=timeout,
     )
 
 
@@ -1310,3 +1312,416 @@ def test_a_nan_metric_puts_an_alert_badge_on_its_run(page: Any) -> None:
             page, "document.querySelector('#runs-list [data-run=\"sick\"] .run-alerts')?.hidden === false"
         )
         assert page.locator('#runs-list [data-run="sick"] .run-alerts').get_attribute("data-level") == "error"
+
+
+# -- the view in the URL (issue 23.5) ------------------------------------------------------
+
+# Run names the URL must carry whole: "/", "=", ",", "&", "#", spaces, unicode.
+ODD_RUNS = ("sweep/lr=3e-4", "exp 2, ünï #1 & co", "base")
+
+VIEW = """() => {
+  const d = window.streamHub.debug();
+  const charts = {};
+  for (const [metric, c] of Object.entries(d.charts)) {
+    charts[metric] = { logY: c.logY, rankMode: c.rankMode, zoom: c.zoom, hidden: c.hidden };
+  }
+  return {
+    runs: Object.fromEntries(d.runs.map((r) => [r.run, r.visible])),
+    xMode: d.settings.xMode, rankMode: d.settings.rankMode, compareStep: d.compareStep, charts,
+    filter: document.getElementById('metric-filter').value,
+    logRun: document.getElementById('log-run').value,
+    logLevel: document.getElementById('log-level').value,
+  };
+}"""
+
+
+def shown_view(page: Any) -> dict[str, Any]:
+    """What the page shows, as far as the URL keeps it."""
+    result: dict[str, Any] = page.evaluate(VIEW)
+    return result
+
+
+def test_the_view_is_in_the_url_a_reload_and_a_copied_link_show_it_again(page: Any, browser: Any) -> None:
+    """Hidden runs (any name), one chart's log y, another's rank mode and zoom,
+    the x axis, the metric filter, the comparison step and the log filters
+    survive a reload and travel in a copied link to a fresh browser; the URL
+    is rewritten in place (no history entry per change)."""
+    start = 1_764_000_000.0
+    with serving(series_points=100, history_size=50_000) as server:
+        for step in range(300):
+            for index, run in enumerate(ODD_RUNS):
+                metrics = {"loss": noisy(step) + index, "acc": step / 300 + index / 10, "lr": 0.1}
+                server.hub.submit("metric", run, step, metrics, ts=start + 2 * step)
+            for rank in range(3):
+                metrics = {"loss": noisy(step) + rank, "acc": step / 300}
+                server.hub.submit("metric", "job", step, metrics, rank=rank, ts=start + 2 * step)
+        server.publish("log", {"message": "lr warm-up done", "level": "WARNING"}, run="sweep/lr=3e-4")
+        page.goto(server.urls["rest"] + "/")
+        wait_for(page, "!d.loading && d.runs.length === 4 && d.charts.loss.draws > 0 && d.logs.length === 1")
+        entries = page.evaluate("history.length")
+        assert page.evaluate("location.hash") == ""
+
+        for run in ODD_RUNS[:2]:
+            page.locator("#runs-list .run-toggle").filter(has_text=run).click()
+        card(page, "acc").locator('[data-tool="log"]').click()
+        card(page, "loss").locator('[data-tool="ranks"]').click()
+        page.select_option("#x-mode", "relative")
+        wait_for(page, "d.settings.xMode === 'relative' && d.charts.loss.xRange[1] === 598")
+        page.evaluate("window.streamHub.zoom('loss', 200, 300)")
+        page.locator("#metric-filter").fill("/^(loss|acc)$/")
+        page.select_option("#log-run", ODD_RUNS[0])
+        page.select_option("#log-level", "WARNING")
+        page.locator("#compare-step").fill("120")
+        page.locator("#compare-step").press("Enter")
+        wait_for(page, "d.url.includes('step=120')")  # written a moment after the last change
+        view = shown_view(page)
+        assert view["runs"] == {ODD_RUNS[0]: False, ODD_RUNS[1]: False, "base": True, "job": True}
+        assert view["charts"]["acc"]["logY"] and not view["charts"]["loss"]["logY"]
+        assert view["charts"]["loss"]["rankMode"] == "band" and view["charts"]["acc"]["rankMode"] == "lines"
+        assert view["charts"]["loss"]["zoom"] == [200, 300] and view["charts"]["acc"]["zoom"] is None
+        assert view["charts"]["lr"]["hidden"] and view["xMode"] == "relative" and view["compareStep"] == 120
+
+        # Compact and readable: names percent-encoded only where they must be.
+        url = page.url
+        fragment = url.split("#", 1)[1]
+        assert "hide=exp%202%2C%20%C3%BCn%C3%AF%20%231%20%26%20co,sweep/lr%3D3e-4" in fragment, fragment
+        for part in ("x=relative", "c:acc=log", "c:loss=band,200..300", "step=120", "loglevel=WARNING"):
+            assert part in fragment.split("&"), (part, fragment)
+        assert page.evaluate("history.length") == entries  # replaced, never pushed
+
+        page.reload()
+        wait_for(page, "!d.loading && d.runs.length === 4 && d.charts.loss.detail === 'loaded'")
+        wait_for(
+            page, "d.charts.loss.xRange[0] === 200 && d.charts.loss.xRange[1] === 300 && d.logs.length === 1"
+        )
+        assert shown_view(page) == view
+        assert page.url == url
+        wait_cell(page, "base", "acc", formatted(120 / 300 + 0.2))
+
+        # The link, in a browser that has never seen this dashboard.
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, color_scheme="dark")
+        other = context.new_page()
+        other.set_default_timeout(WAIT_MS)
+        try:
+            other.goto(url)
+            wait_for(other, "!d.loading && d.runs.length === 4 && d.charts.loss.detail === 'loaded'")
+            wait_for(other, "d.charts.loss.xRange[0] === 200 && d.logs.length === 1")
+            assert shown_view(other) == view
+            # Hidden runs are not drawn; the one chart's band and log axis are.
+            lines = debug(other)["charts"]["loss"]["lines"]
+            assert {line["key"] for line in lines} == {"base", "job\u0000band"}, lines
+            assert debug(other)["charts"]["acc"]["yRange"][0] > 0
+        finally:
+            context.close()
+
+        # Back to the defaults: the URL empties; a hash typed by the user is applied.
+        page.locator("#runs-all").click()
+        page.evaluate("window.streamHub.zoom('loss', null)")
+        page.evaluate("location.hash = '#c:acc=log&hide=base&x=step'")
+        wait_for(
+            page,
+            "d.settings.xMode === 'step' && d.runs.find((r) => r.run === 'base').visible === false"
+            " && d.runs.find((r) => r.run === 'job').visible && d.charts.loss.rankMode === 'lines'"
+            " && d.charts.acc.logY && d.compareStep === null",
+        )
+        assert page.locator("#metric-filter").input_value() == ""
+
+
+ROUND_TRIP = """(names) => {
+  const U = window.StreamHubUrlState;
+  const view = U.defaults();
+  view.selection = { only: true, names };
+  view.filter = names.join('|');
+  view.logRun = names[0];
+  const prefs = (i) => ({ logY: i % 2 === 0, rankMode: 'band', zoom: [i / 3, i + 0.5] });
+  view.charts = new Map(names.map((n, i) => [n, prefs(i)]));
+  view.charts.set('_system\u0000cpu/percent', { logY: true, rankMode: null, zoom: null });
+  const hash = U.format(view);
+  const back = U.parse('#' + hash);
+  return {
+    hash, names: back.selection.names, only: back.selection.only, filter: back.filter, logRun: back.logRun,
+    charts: [...back.charts].map(([id, c]) => [id, c.logY, c.rankMode, c.zoom]),
+  };
+}"""
+
+
+def test_the_url_carries_any_name_and_ignores_what_it_does_not_know(page: Any) -> None:
+    """urlstate.js's parse and format, on their own: every name comes back
+    whole, zooms to a ten-thousandth of their span; a broken hash falls back
+    to the defaults key by key."""
+    with serving() as server:
+        page.goto(server.urls["rest"] + "/")
+        wait_for(page, "!d.loading")
+        names = [
+            *ODD_RUNS,
+            "a,b&c=d#e",
+            "100%",
+            "..",
+            "c:x",
+            "sys:y",
+            "a+b",
+            "tab\there",
+            "日本語/ラン",
+            "😀",
+        ]
+        back = page.evaluate(ROUND_TRIP, names)
+        assert sorted(back["names"]) == sorted(names) and back["only"], back
+        assert back["filter"] == "|".join(names) and back["logRun"] == names[0]
+        charts = {c[0]: c[1:] for c in back["charts"]}
+        assert charts.pop("_system\u0000cpu/percent") == [True, None, None]
+        assert "&sys:cpu/percent=log" in back["hash"] and "sweep/lr%3D3e-4" in back["hash"]
+        for i, name in enumerate(names):
+            log_y, rank_mode, zoom = charts[name]
+            assert log_y == (i % 2 == 0) and rank_mode == "band", (name, charts[name])
+            assert abs(zoom[0] - i / 3) < 1e-4 * (i + 0.5 - i / 3) and zoom[1] == i + 0.5, (name, zoom)
+        broken = page.evaluate(
+            "() => { const v = window.StreamHubUrlState.parse("
+            "'#x=sideways&ranks=&smooth=2&step=&zzz=1&c:loss=log,5..2,..,1..&%E0%A4%A=1&loglevel=loud');"
+            " return [v.xMode, v.rankMode, v.smoothing, v.compareStep, v.logLevel, [...v.charts]]; }"
+        )
+        assert broken == [
+            "step",
+            "lines",
+            None,
+            None,
+            "INFO",
+            [["loss", {"logY": True, "rankMode": None, "zoom": None}]],
+        ]
+
+
+def test_solo_keeps_new_runs_hidden_and_all_shows_them(page: Any) -> None:
+    with serving() as server:
+        for run in ("exp1", "exp2"):
+            server.log({"loss": 1.0}, step=0, run=run)
+        page.goto(server.urls["rest"] + "/")
+        wait_for(page, "!d.loading && d.runs.length === 2")
+        page.locator('#runs-list .run[data-run="exp1"] .run-solo').click()
+        wait_for(page, "d.url === '#only=exp1'")
+        server.log({"loss": 1.0}, step=0, run="exp3")
+        wait_for(
+            page, "d.runs.length === 3 && d.runs.filter((r) => r.visible).map((r) => r.run).join() === 'exp1'"
+        )
+        page.reload()
+        wait_for(page, "!d.loading && d.runs.length === 3")
+        assert [r["run"] for r in debug(page)["runs"] if r["visible"]] == ["exp1"]
+        page.locator("#runs-all").click()
+        wait_for(page, "d.runs.every((r) => r.visible) && d.url === ''")
+
+
+# -- smaller defects (issue 23.7) ------------------------------------------------------------
+
+FOCUSED = """() => {
+  const e = document.activeElement;
+  const holder = e.closest('[data-run]');
+  return [e.className, holder ? holder.dataset.run : null, e.closest('.chart-card')?.dataset.metric || null];
+}"""
+
+
+def test_keyboard_focus_stays_on_the_run_toggled(page: Any) -> None:
+    with serving() as server:
+        for i in range(20):
+            for run in ("exp1", "exp2"):
+                server.log({"loss": 1 / (i + 1)}, step=i, run=run)
+        page.goto(server.urls["rest"] + "/")
+        wait_for(page, "!d.loading && d.runs.length === 2 && d.charts.loss.draws > 0")
+        pressed = "(sel) => document.querySelector(sel).getAttribute('aria-pressed') === "
+        toggle = '#runs-list .run[data-run="exp1"] .run-toggle'
+        page.locator(toggle).focus()
+        page.keyboard.press("Space")
+        wait_js(page, pressed + "'false'", toggle)
+        assert page.evaluate(FOCUSED) == ["run-toggle", "exp1", None]
+        page.keyboard.press("Enter")
+        wait_js(page, pressed + "'true'", toggle)
+        assert page.evaluate(FOCUSED) == ["run-toggle", "exp1", None]
+
+        # solo, then a new run: the list is rebuilt, the focus stays.
+        page.locator('#runs-list .run[data-run="exp2"] .run-solo').focus()
+        page.keyboard.press("Enter")
+        wait_for(page, "d.runs.find((r) => r.run === 'exp1').visible === false")
+        server.log({"loss": 1.0}, step=0, run="exp3")
+        wait_js(page, "document.querySelectorAll('#runs-list .run').length === 3")
+        assert page.evaluate(FOCUSED) == ["run-solo", "exp2", None]
+
+        # A chart's legend is rebuilt too.
+        legend = '.chart-card[data-id="loss"] .chart-legend .item[data-run="exp2"]'
+        page.locator(legend).focus()
+        page.keyboard.press("Space")
+        wait_js(page, pressed + "'false'", legend)
+        assert page.evaluate(FOCUSED) == ["item", "exp2", "loss"]
+
+
+def button_names(snapshot: str) -> list[str]:
+    """The names of the buttons in a Playwright accessibility snapshot (YAML:
+    ``- button "name"``, quoted when the text differs: ``- 'button "name"': text``)."""
+    return re.findall(r"^\s*- '?button \"([^\"]*)\"", snapshot, flags=re.MULTILINE)
+
+
+def test_every_chart_button_has_a_name_of_its_own(page: Any) -> None:
+    """Playwright's accessibility snapshot: no two buttons of the charts share a
+    name, and each names its chart's metric (issue 23: 150 buttons, 6 names)."""
+    with serving() as server:
+        publish_ranks(server, "job", range(50), range(2))
+        for i in range(50):
+            server.log({"loss": 1 / (i + 1), "train/acc": i / 50, "val/loss": 2 / (i + 1)}, step=i, run="exp")
+        page.goto(server.urls["rest"] + "/")
+        wait_for(page, "!d.loading && d.metrics.length === 4 && d.charts.loss.draws > 0")
+        page.evaluate("window.streamHub.zoom('loss', 10, 20)")  # its reset button shows
+        card(page, "val/loss").locator('[data-tool="pin"]').click()  # "unpin"
+        wait_for(page, "d.charts['val/loss'].pinned")
+        snapshot = page.locator("#charts").aria_snapshot()
+        names = button_names(snapshot)
+        duplicates = {name for name in names if names.count(name) > 1}
+        assert not duplicates, (duplicates, snapshot)
+        for metric in ("loss", "acc", "train/acc", "val/loss"):
+            tools = button_names(card(page, metric).locator(".chart-tools").aria_snapshot())
+            assert tools and all(name.startswith(f"{metric}: ") for name in tools), (metric, tools)
+        tools = button_names(card(page, "loss").locator(".chart-tools").aria_snapshot())
+        assert set(tools) == {
+            f"loss: {name}" for name in ("reset zoom", "ranks", "log y", "CSV", "JSON", "PNG", "pin")
+        }, tools
+        assert "val/loss: unpin" in names and "loss: job (2 ranks)" in names
+
+
+def test_a_narrow_screen_has_one_column_and_a_short_top_bar(browser: Any, tmp_path: Path) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark")
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    try:
+        with serving() as server:
+            for i in range(50):
+                for run in ("exp1", "exp2", "exp3"):
+                    server.log({"loss": 1 / (i + 1), "train/acc": i / 50}, step=i, run=run)
+            page.goto(server.urls["rest"] + "/")
+            wait_connected(page)
+            wait_for(page, "!d.loading && d.runs.length === 3 && d.charts.loss.draws > 0")
+            screenshot(page, tmp_path / "narrow.png")
+            page.screenshot(path=str(tmp_path / "narrow-top.png"))
+            page.mouse.wheel(0, 1200)
+            wait_js(page, "window.scrollY > 600")
+            layout = page.evaluate(
+                """() => {
+                  const sidebar = document.querySelector('.sidebar');
+                  return { position: getComputedStyle(sidebar).position,
+                           sidebarBottom: sidebar.getBoundingClientRect().bottom,
+                           top: document.querySelector('.topbar').getBoundingClientRect().height,
+                           height: innerHeight, width: document.documentElement.scrollWidth,
+                           detail: document.querySelector('#status-rest .detail').textContent };
+                }"""
+            )
+            assert layout["position"] == "static", layout
+            assert layout["top"] < 0.12 * layout["height"], layout
+            assert layout["width"] <= 390, layout  # nothing wider than the screen
+            assert layout["detail"], layout  # the pills' words stay for screen readers
+    finally:
+        context.close()
+
+
+def test_minus_never_zooms_past_the_data(page: Any) -> None:
+    with serving() as server:
+        for i in range(100):
+            server.log({"loss": noisy(i)}, step=i, run="exp")
+        page.goto(server.urls["rest"] + "/")
+        wait_for(page, "!d.loading && d.charts.loss.draws > 0 && d.charts.loss.xRange[1] === 99")
+        page.evaluate("window.streamHub.zoom('loss', 85, 95)")
+        card(page, "loss").locator("canvas").focus()
+        seen = []
+        for _ in range(5):
+            page.keyboard.press("-")
+            zoom = debug(page)["charts"]["loss"]["zoom"]
+            seen.append(zoom)
+            assert zoom is None or 0 <= zoom[0] < zoom[1] <= 99, seen
+        assert seen[0] == [79, 99] and seen[-1] is None, seen  # twice as wide, against the last step
+        wait_for(page, "d.charts.loss.xRange[0] === 0 && d.charts.loss.xRange[1] === 99")
+
+
+def test_the_comparison_never_shows_a_step_a_run_has_not_reached(page: Any) -> None:
+    with serving() as server:
+        for i in range(100):
+            server.log({"loss": 1 / (i + 1)}, step=i, run="long")
+            if i < 50:
+                server.log({"loss": 2 / (i + 1)}, step=i, run="short")
+        page.goto(server.urls["rest"] + "/")
+        wait_for(page, "!d.loading && d.runs.length === 2")
+        page.locator("#compare-step").fill("80")
+        page.locator("#compare-step").press("Enter")
+        wait_cell(page, "long", "loss", formatted(1 / 81))
+        step_cell = page.locator('#latest-table tr.step-row td[data-run="short"]')
+        assert step_cell.text_content() == NO_VALUE
+        assert "has not reached step 80: its last step is 49" in (step_cell.get_attribute("title") or "")
+        assert cell(page, "short", "loss").text_content() == NO_VALUE
+        assert page.locator('#latest-table tr.step-row td[data-run="long"]').text_content() == "80"
+        # Once it gets there, it shows.
+        for i in range(50, 90):
+            server.log({"loss": 2 / (i + 1)}, step=i, run="short")
+        wait_cell(page, "short", "loss", formatted(2 / 81))
+        assert step_cell.text_content() == "80"
+
+
+def test_json_download_is_the_charts_data(page: Any) -> None:
+    with serving() as server:
+        for i in range(30):
+            server.log({"loss": 1 / (i + 1)}, step=i, run="exp1")
+            server.log({"loss": math.nan if i == 7 else 2 / (i + 1)}, step=i, run="exp 2")
+            if i % 10 == 0:
+                server.log({"acc": i / 30}, step=i, run="exp1")  # events without a loss
+        page.goto(server.urls["rest"] + "/")
+        wait_for(page, "!d.loading && d.series['exp 2'].loss.maxStep === 29 && d.charts.loss.draws > 0")
+        rest = server.urls["rest"]
+        with page.expect_download() as download:
+            card(page, "loss").locator('[data-tool="json"]').click()
+        assert download.value.suggested_filename == "loss.json"
+        data = json.loads(Path(download.value.path()).read_bytes())
+        assert data["metric"] == "loss" and sorted(data["runs"]) == ["exp 2", "exp1"]
+        for run in ("exp1", "exp 2"):
+            params = {"format": "csv", "metric": "loss"}
+            text = httpx.get(f"{rest}/api/runs/{run}/export", params=params, timeout=10).text
+            rows = [r for r in list(csv.reader(io.StringIO(text)))[1:] if r[4] != ""]
+            got = data["runs"][run]
+            assert got["steps"] == [int(r[2]) for r in rows] == list(range(30))
+            assert got["seqs"] == [int(r[0]) for r in rows]
+            assert got["ts"] == [float(r[1]) for r in rows]
+            assert got["ranks"] == [None] * 30
+            expected = [("NaN" if r[4].lower() == "nan" else float(r[4])) for r in rows]
+            assert got["values"] == expected
+        assert data["runs"]["exp 2"]["values"][7] == "NaN"
+
+
+REST_STATES = """() => {
+  window.__restStates = [];
+  const pill = document.getElementById('status-rest');
+  const detail = pill.querySelector('.detail');
+  const note = () => window.__restStates.push(`${pill.dataset.state}: ${detail.textContent}`);
+  note();
+  const all = { attributes: true, childList: true, subtree: true, characterData: true };
+  new MutationObserver(note).observe(pill, all);
+}"""
+
+
+def test_a_long_history_draws_the_charts_first_and_rest_is_busy_not_down(page: Any) -> None:
+    """A first load of a hub holding a long history (issue 23: 1 M events, 21 s,
+    REST "down"): the curves come from the whole-run series, the charts are
+    drawn before the log lines (whose request keeps the hub busy), and the
+    REST pill says the hub is busy loading, never down."""
+    with serving(history_size=1_000_000, history_bytes=1 << 30, store=False) as server:
+        for i in range(1_000_000):
+            server.log({"loss": 1 / (i + 1)}, step=i, run="long")
+        server.publish("log", {"message": "done", "level": "INFO"}, run="long")
+        page.goto(server.urls["rest"] + "/")
+        page.evaluate(REST_STATES)
+        wait_for(page, "d.logs.length === 1", timeout=60_000)
+        timing = page.evaluate(
+            """() => ({
+              drawn: window.streamHub.debug().stats.firstFullRenderMs,
+              history: performance.getEntriesByType('resource').filter((e) => e.name.includes('/api/history'))
+                .map((e) => ({ start: e.startTime, end: e.responseEnd })),
+            })"""
+        )
+        states = page.evaluate("window.__restStates")
+        assert timing["history"] and timing["drawn"] is not None, timing
+        history = timing["history"][0]
+        assert history["end"] - history["start"] > 2000, timing  # the hub was busy: the case at hand
+        assert timing["drawn"] < history["end"] - 1000, timing  # the charts did not wait for it
+        assert not [s for s in states if s.startswith("down")], states
+        if history["end"] - history["start"] > 4000:  # a /health poll (every 2 s) waited over 1.5 s
+            assert "busy: loading" in states, (states, timing)
+        wait_for(page, "d.transports.rest === 'connected' && d.series.long.loss.maxStep === 999999")
