@@ -10,7 +10,9 @@ The keys are the contract's::
      "loop_thread_alive", "restarts", "role"}
 
 and, while joined, ``"host": {"pid", "urls"}`` and
-``"forwarding": {"queued", "sent", "dropped"}``.
+``"forwarding": {"queued", "sent", "dropped"}``; while hosting, ``"drops"``
+(what was lost, per cause: :meth:`stream_hub.core.hub.Hub.drop_counts`) and,
+with a store, ``"store"``.
 """
 
 from __future__ import annotations

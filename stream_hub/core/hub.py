@@ -84,7 +84,11 @@ class Hub:
 
     def store_batch(self, batch: list[Any], count: int) -> None:
         """The intake's sink: a committed batch goes into the ring and the curves."""
-        self.ring.store(batch, count, self.runs.observe, self.runs.runs)
+        skipped = self.ring.store(batch, count, self.runs.observe, self.runs.runs)
+        if skipped:  # an overloaded commit: its curves got a sample (and every extreme)
+            self.runs.sampled(skipped)
+        if self.intake.shed_runs:  # the intake forgot events before this commit
+            self.runs.dropped("hub", self.intake.take_shed_runs())
         self.counters.published += count
         if self.archive is not None:
             self.archive.append(batch, count, self.epoch)
@@ -144,6 +148,25 @@ class Hub:
     def events_counts(self) -> dict[str, int]:
         """The contract's ``events`` dict (published, delivered, dropped, rejected)."""
         return self.counters.as_dict(shed=self.intake.shed)
+
+    def drop_counts(self) -> dict[str, int]:
+        """What this hub knows was lost, per cause (``status()["drops"]``):
+        ``subscribers``, events clients skipped after falling behind (a
+        ``gap``); ``hub``, events its intake forgot before committing them;
+        ``forwarder``, events joined processes and forked children dropped
+        before they reached it; ``store``, events its store did not write;
+        ``curve``, metric values left out of the run curves (their bounds);
+        ``sampled``, metric events overloaded commits did not give the
+        curves (a sample of them and every extreme were given)."""
+        totals = self.runs.drop_totals
+        return {
+            "subscribers": self.counters.dropped,
+            "hub": self.intake.shed,
+            "forwarder": totals["forwarder"],
+            "store": totals["store"],
+            "curve": self.runs.points_dropped,
+            "sampled": totals["sampled"],
+        }
 
     def state(self) -> dict[str, Any]:
         """The hub's history for a successor: epoch, last seq, the events in

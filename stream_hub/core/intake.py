@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from time import time as _time
 from typing import Any, Protocol
@@ -96,6 +97,8 @@ class Intake:
         self.finished_runs: set[str] = set()
         self._last_run: str | None = None
         self.shed = 0  # events forgotten before commit (publishers outran the committer)
+        # The same per run, until the committing thread takes them (take_shed_runs).
+        self.shed_runs: Counter[str | None] = Counter()
         self._lock = threading.Lock()
         self._seq = 0
         # Submitted, not yet committed events, flattened: FIELDS values each
@@ -332,8 +335,17 @@ class Intake:
         if len(pending) > 4 * self._pending_limit:
             # Cut back to twice the limit, so the cut happens rarely.
             excess = (len(pending) - 2 * self._pending_limit) // FIELDS
+            self.shed_runs.update(pending[3 : excess * FIELDS : FIELDS])  # C-level counting
             del pending[: excess * FIELDS]
             self.shed += excess
+
+    def take_shed_runs(self) -> dict[str, int]:
+        """How many events of each run were forgotten since the last call
+        (see ``pending_limit``); for the committing thread, which counts them
+        on the runs."""
+        with self._lock:
+            shed, self.shed_runs = self.shed_runs, Counter()
+        return {run: n for run, n in shed.items() if run is not None}
 
     @property
     def last_seq(self) -> int:
@@ -382,6 +394,7 @@ class Intake:
         self._lock = threading.Lock()
         self._commit_lock = threading.Lock()
         self._pending = []
+        self.shed_runs = Counter()
         self._wake_scheduled = False
         self._urgent_sent = False
         self._again = False

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Callable
 from itertools import accumulate
 from typing import Any, Protocol
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 import orjson
 
 from ..events import encode_event, sse_frame, ws_text_frame
+from .extremes import must_observe
 from .intake import FIELDS
 
 __all__ = ["FIELDS", "JSON", "SSE", "WS", "Numbered", "Ring", "frame"]
@@ -115,11 +117,17 @@ class Ring:
 
     # -- writing (the committing thread) ----------------------------------------------
 
-    def store(self, batch: list[Any], count: int, observe: Observe, known: dict[str, Any]) -> None:
+    def store(
+        self, batch: list[Any], count: int, observe: Observe, known: dict[str, Any]
+    ) -> Counter[str] | None:
         """Store a flat batch of ``count`` events, newest last; feed ``observe``.
 
-        ``known`` maps the runs the summaries already know.
+        ``known`` maps the runs the summaries already know. Returns, when the
+        batch overloaded the ring, how many metric events of each run
+        ``observe`` was not given (the curves got a sample: see
+        :mod:`stream_hub.core.extremes`); else None.
         """
+        skipped: Counter[str] | None = None
         cap = self.capacity
         runs_, types_, tss = self.runs, self.types, self._ts
         steps, payloads, costs, ranks = self._step, self._payload, self._cost, self.ranks
@@ -130,7 +138,9 @@ class Ring:
             # afterwards, so only they are stored; the summaries get a sample
             # of ``cap`` events spread over the whole batch, plus every run's
             # first (its curve starts there) and last (its latest values)
-            # event. No Python-level work per event here but the charges.
+            # event, and what a sample may not miss (core/extremes.py: every
+            # event that is not a metric, each curve's extremes). No
+            # Python-level work per event here but the charges.
             overflow = count - cap
             columns = [batch[overflow * FIELDS + f :: FIELDS] for f in range(FIELDS)]
             start = columns[0][0] % cap
@@ -142,13 +152,20 @@ class Ring:
                 ring[:start] = column[head_part:]
             charged = sum(column_costs)
             all_runs = batch[3::FIELDS]
-            picks = set(range(0, count, count // cap + 1))
+            try:
+                picks, per_run = must_observe(batch, count, cap // 4)
+            except (TypeError, ValueError):  # a payload past log()'s checks: the sample alone
+                picks, per_run = set(), Counter()
+            picks.update(range(0, count, count // cap + 1))
             picks.update({run: k for k, run in enumerate(all_runs)}.values())
             for run in set(all_runs) - known.keys():
                 picks.add(all_runs.index(run))
             for k in sorted(picks):
                 seq, ts, event_type, run, step, payload, rank = batch[k * FIELDS : (k + 1) * FIELDS]
+                if event_type == "metric" and run is not None:
+                    per_run[run] -= 1
                 observe(seq, ts, run, step, event_type, payload, rank)
+            skipped = +per_run  # the runs' metric events left out of their curves
         else:
             it = iter(batch)
             for seq, ts, event_type, run, step, payload, rank in zip(it, it, it, it, it, it, it):
@@ -174,6 +191,7 @@ class Ring:
         self.bytes = charged
         self._chunk_cache.clear()
         self._trim()
+        return skipped
 
     def _trim(self) -> None:
         """Let the oldest events go until the kept ones fit ``max_bytes``.

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,13 +21,24 @@ import orjson
 from .series import Series
 from .watch import LossWindow, Watch, is_loss, worse
 
-__all__ = ["END_STATES", "RunIndex", "RunSummary", "Series", "Track"]
+__all__ = ["DROP_CAUSES", "END_STATES", "RunIndex", "RunSummary", "Series", "Track"]
 
 # Hyper-parameters kept per run (config events beyond it are streamed, not kept).
 MAX_CONFIG_KEYS = 1000
 
 # What a run_end event may say, and the run states /api/runs reports.
 END_STATES = ("finished", "failed", "killed")
+
+#: Why a run misses events or values, as /api/runs' ``dropped`` reports it:
+#: ``forwarder``: events a joined process or forked child dropped before they
+#: reached the hub (its buffer was full, or an event could not be sent);
+#: ``hub``: events the hub forgot before committing them (publishers outran
+#: its loop far enough); ``store``: events the store could not write (its
+#: queue was full); ``curve``: metric values left out of the run's curves
+#: (``max_series``, ``max_metrics``); ``sampled``: metric events the run's
+#: curves were not given while commits overloaded the ring (they got a
+#: sample, every extreme and every other event: see core/extremes.py).
+DROP_CAUSES = ("forwarder", "hub", "store", "curve", "sampled")
 
 
 @dataclass
@@ -66,6 +78,11 @@ class RunSummary:
     losses: dict[str, LossWindow] = field(default_factory=dict)
     #: A failed end was alerted (again only after the run logs again).
     failure_alerted: bool = False
+    #: What is missing of the run, per cause of DROP_CAUSES but ``forwarder``.
+    drops: dict[str, int] = field(default_factory=dict)
+    #: What each joined process or forked child (by source id) dropped of the
+    #: run: each reports its own total, so a resend or a new host counts nothing twice.
+    forwarder_drops: dict[str, int] = field(default_factory=dict)
 
     def track(self, rank: int | None) -> Track:
         track = self.tracks.get(rank)
@@ -121,7 +138,16 @@ class RunSummary:
             "ended": self.ended,
             "config": self.config,
             "alerts": self.alert_summary(),
+            "dropped": self.dropped(),
         }
+
+    def dropped(self) -> dict[str, int]:
+        """How many events (``curve``: values) of the run are missing, per cause
+        (see ``DROP_CAUSES``), zeros included."""
+        drops = self.drops
+        out = {cause: drops.get(cause, 0) for cause in DROP_CAUSES}
+        out["forwarder"] = sum(self.forwarder_drops.values())
+        return out
 
     def alert_summary(self) -> dict[str, Any] | None:
         """The run's alerts (``count``, worst ``level``, latest ``title``); None without any."""
@@ -158,6 +184,8 @@ class RunIndex:
         self.series_count = 0
         self.points_dropped = 0
         self.runs_evicted = 0
+        # Drops counted on runs (sampled, hub, store, forwarder), over all runs.
+        self.drop_totals: Counter[str] = Counter()
         self.runs: dict[str, RunSummary] = {}
         self.watch: Watch | None = None
 
@@ -191,6 +219,8 @@ class RunIndex:
         summary.last_ts = ts
         summary.last_seq = seq
         if event_type != "metric":
+            if summary.first_ts is None:  # listed by its drops before any event came
+                summary.first_ts = ts
             if event_type == "run_end" or event_type == "config" or event_type == "alert":
                 self._note(summary, event_type, payload, rank, seq, ts, step)
             return
@@ -198,6 +228,8 @@ class RunIndex:
         track = summary.tracks.get(rank)
         if track is None:
             track = summary.track(rank)
+            if summary.first_ts is None:  # listed by its drops before any event came
+                summary.first_ts = ts
         track.metric_events += 1
         if step is None:
             step = track.metric_events
@@ -241,6 +273,7 @@ class RunIndex:
             track.latest.update(payload)
             return
         self.points_dropped += refused
+        summary.drops["curve"] = summary.drops.get("curve", 0) + refused
         latest = track.latest
         for name in payload.keys() & series.keys():
             latest[name] = payload[name]
@@ -277,6 +310,43 @@ class RunIndex:
         elif len(summary.config) + len(data) <= MAX_CONFIG_KEYS:
             summary.config.update(data)
 
+    def sampled(self, counts: Mapping[str, int]) -> None:
+        """Metric events of each run an overloaded commit did not feed to its
+        curves (:meth:`Ring.store <stream_hub.core.ring.Ring.store>`): counted
+        in the run's events, and as ``sampled``."""
+        for run, n in counts.items():
+            summary = self.runs.get(run)
+            if summary is not None:  # one of its events of the batch was observed
+                summary.events += n
+                summary.metric_events += n
+                summary.drops["sampled"] = summary.drops.get("sampled", 0) + n
+                self.drop_totals["sampled"] += n
+
+    def dropped(self, cause: str, counts: Mapping[str, int]) -> None:
+        """Events of each run lost for ``cause`` (one of ``DROP_CAUSES``): a
+        run not known yet is listed from now on, its drops with it."""
+        for run, n in counts.items():
+            drops = self._summary(run).drops
+            drops[cause] = drops.get(cause, 0) + n
+            self.drop_totals[cause] += n
+
+    def forwarder_dropped(self, run: str, source: str, total: int) -> None:
+        """A joined process or forked child (``source``) says it has dropped
+        ``total`` events of ``run`` so far."""
+        drops = self._summary(run).forwarder_drops
+        before = drops.get(source, 0)
+        if total > before:
+            drops[source] = total
+            self.drop_totals["forwarder"] += total - before
+
+    def _summary(self, run: str) -> RunSummary:
+        summary = self.runs.get(run)
+        if summary is None:
+            if len(self.runs) >= self.max_runs:
+                self.evict(len(self.runs) - self.max_runs + max(1, self.max_runs // 100))
+            summary = self.runs[run] = RunSummary(run)
+        return summary
+
     def replay(self, events: Iterable[tuple[Any, ...]]) -> None:
         """Observe events an earlier hub already served (a store's newest, after
         its saved curves): into the curves and counts, unwatched — their
@@ -301,6 +371,7 @@ class RunIndex:
     def clear(self) -> None:
         self.runs.clear()
         self.series_count = 0
+        self.drop_totals.clear()
 
     def state(self, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Every run (or the runs named), its tracks and curves, JSON-able
@@ -333,6 +404,8 @@ class RunIndex:
                     "config": summary.config,
                     "tracks": tracks,
                     "alerts": summary.alert_summary(),
+                    "drops": summary.drops,
+                    "forwarder_drops": summary.forwarder_drops,
                 }
             )
         return out
@@ -361,6 +434,11 @@ class RunIndex:
             if isinstance(alerts, dict):
                 summary.alerts = int(alerts.get("count") or 0)
                 summary.alert_level, summary.alert_title = alerts.get("level"), alerts.get("title")
+            # Absent from states written before drops were counted per run.
+            summary.drops = _counts(item.get("drops"))
+            summary.forwarder_drops = _counts(item.get("forwarder_drops"))
+            self.drop_totals.update(summary.drops)
+            self.drop_totals["forwarder"] += sum(summary.forwarder_drops.values())
             for t in item["tracks"]:
                 series = {}
                 for name, s in t["series"].items():
@@ -381,6 +459,13 @@ class RunIndex:
                 names = {name for track in summary.tracks.values() for name in track.series}
                 summary.losses = {name: LossWindow(size) for name in sorted(names) if is_loss(name)}
             self.runs[summary.run] = summary
+
+
+def _counts(value: Any) -> dict[str, int]:
+    """A saved dict of counts (anything else: none)."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in value.items() if type(v) is int and v > 0}
 
 
 def _json_latest(values: dict[str, Any]) -> dict[str, Any]:

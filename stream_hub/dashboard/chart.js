@@ -1,7 +1,10 @@
 /* stream_hub dashboard — a chart on <canvas>: one line per run (or per rank),
  * or a run's mean across ranks with its min–max band; raw data faint behind
  * smoothed lines; linear or log y; x by step, wall time or relative time;
- * a zoomed x range.
+ * a zoomed x range. Where points stand for several steps (buckets), the
+ * line's envelope — the lowest and highest value each stretch held — is a
+ * faint band behind it, and the chart says the resolution ("1 point ≈ 300
+ * steps", hooks.onResolution).
  *
  * The chart draws only when asked (draw()); the app decides when, within a
  * time budget per animation frame. Every line is first reduced to at most two
@@ -19,7 +22,7 @@
   "use strict";
 
   const A = global.StreamHubAxes;
-  const { smoothed, Trace, reduce, reduceBand, lowerBound } = global.StreamHubTransforms;
+  const { smoothed, Trace, reduce, reduceBand, reduceEnvelope, lowerBound } = global.StreamHubTransforms;
   const { PixelLayer, pixel } = global.StreamHubRaster;
 
   const PAD_TOP = 10;
@@ -31,11 +34,13 @@
   const DENSE = 1 / 3; // points per pixel from which a line is drawn as pixels
   const RAW_ALPHA = 0.28; // the raw line behind a smoothed one
   const BAND_ALPHA = 0.2;
+  const ENVELOPE_ALPHA = 0.22;
 
   class LineChart {
     /**
      * @param {HTMLCanvasElement} canvas
-     * @param {{onHover: function(?Object), onChange: function()}} hooks
+     * @param {{onHover: function(?Object), onChange: function(), onResolution: function(number)}} hooks
+     *   onResolution: the most steps one point in view stands for (1: every point is a step), on change
      */
     constructor(canvas, hooks = {}) {
       this.canvas = canvas;
@@ -58,7 +63,9 @@
       this.xMode = "step";
       this.smoothing = 0;
       this._left = 48;
-      this._traces = new Map(); // entry key -> {raw, smooth, band, rawBand}
+      this.resolution = 1; // the most steps one point in view stands for
+      this._traces = new Map(); // entry key -> {raw, smooth, band, rawBand, envelope}
+      this._scratch = {}; // reduceEnvelope's output when only its resolution is wanted
       this._layer = null; // dense lines, drawn as pixels (raster.js)
       this._pixels = new Map();
     }
@@ -97,6 +104,7 @@
         logY: this.logY,
         xMode: this.xMode,
         smoothing: this.smoothing,
+        resolution: this.resolution,
         lines: this.entries.filter((e) => e.visible).map((e) => ({ key: e.key, kind: e.kind })),
       };
     }
@@ -117,6 +125,7 @@
       const xExt = visible.length ? this._xExtent(visible) : null;
       if (!xExt) {
         this.xRange = this.yRange = this.box = null;
+        this._setResolution(1);
         ctx.fillStyle = theme.muted;
         ctx.textAlign = "center";
         ctx.fillText("no visible data", W / 2, H / 2);
@@ -176,6 +185,10 @@
       const smoothing = settings.smoothing > 0;
       for (const entry of visible) {
         const t = this._traces.get(entry.key);
+        if (t.envelope && t.envelope.px.length) {
+          ctx.fillStyle = entry.color;
+          this._drawBand(ctx, t.envelope, Y, ENVELOPE_ALPHA);
+        }
         if (entry.kind === "band") {
           ctx.fillStyle = entry.color;
           this._drawBand(ctx, t.band, Y);
@@ -255,11 +268,30 @@
       const log = this.logY;
       let lo = Infinity;
       let hi = -Infinity;
+      let resolution = 1;
       const keys = new Set();
       for (const entry of visible) {
         keys.add(entry.key);
         let t = this._traces.get(entry.key);
-        if (!t) this._traces.set(entry.key, (t = { raw: new Trace(), smooth: new Trace(), band: {}, rawBand: {} }));
+        if (!t) {
+          t = { raw: new Trace(), smooth: new Trace(), band: {}, rawBand: {}, envelope: null };
+          this._traces.set(entry.key, t);
+        }
+        // Where points stand for several steps: the envelope (a line's, drawn)
+        // and the resolution (of every curve).
+        t.envelope = null;
+        for (const curve of entry.curves) {
+          const env = curve.envelope;
+          if (!env) continue;
+          // (A band's members are not drawn with theirs: only the resolution counts.)
+          const out = entry.kind === "band" ? this._scratch : (t.envelope = t.envelopeOut || (t.envelopeOut = {}));
+          reduceEnvelope(entry.xsOf(env), env.steps, env.lo, env.hi, x0, x1, left, plotW, scale, log, out);
+          resolution = Math.max(resolution, out.widest);
+          if (entry.kind !== "band") {
+            lo = Math.min(lo, out.vmin);
+            hi = Math.max(hi, out.vmax);
+          }
+        }
         if (entry.kind === "band") {
           const raw = entry.curves.map((c) => ({ xs: entry.xsOf(c), values: c.values }));
           reduceBand(raw, x0, x1, left, plotW, scale, log, t.rawBand);
@@ -282,7 +314,14 @@
         hi = Math.max(hi, t.raw.hi);
       }
       for (const key of this._traces.keys()) if (!keys.has(key)) this._traces.delete(key);
+      this._setResolution(resolution);
       return { lo, hi };
+    }
+
+    _setResolution(steps) {
+      if (steps === this.resolution) return;
+      this.resolution = steps;
+      if (this.hooks.onResolution) this.hooks.onResolution(steps);
     }
 
     _yAxis(range, plotH) {
@@ -416,11 +455,11 @@
       return sent;
     }
 
-    /** The min–max band of a run's ranks: one filled shape per unbroken stretch. */
-    _drawBand(ctx, band, Y) {
+    /** A band (a run's ranks' min–max, or an envelope): one filled shape per unbroken stretch. */
+    _drawBand(ctx, band, Y, alpha = BAND_ALPHA) {
       const { px, bandLo, bandHi } = band;
       if (!px || !px.length) return;
-      ctx.globalAlpha = BAND_ALPHA;
+      ctx.globalAlpha = alpha;
       ctx.beginPath();
       let start = 0;
       const close = (end) => {

@@ -6,13 +6,14 @@
  * at the resolution the hub holds (GET /api/runs/{run}/series?metric=&from_step=
  * &to_step=&max_points=, answered from the ring, or from the whole-run series
  * where the ring does not reach), about two points per pixel. The finer points
- * replace the coarse ones inside the range when drawn; outside it, and for
- * live points after it, the kept curve is used.
+ * (and their envelope, where they are still buckets) replace the coarse ones
+ * inside the range when drawn; outside it, and for live points after it, the
+ * kept curve is used.
  */
 (function (global) {
   "use strict";
 
-  const { Series } = global.StreamHubSeries;
+  const { Series, Envelope } = global.StreamHubSeries;
   const { lowerBound } = global.StreamHubTransforms;
   const FETCHES = 4; // range requests in flight at once, per zoom
 
@@ -83,8 +84,12 @@
           for (const [rankKey, curve] of parts) {
             const series = new Series(Infinity);
             const steps = curve.steps || [];
-            series.loadBuckets(curve, steps.length ? Math.min(to, Math.max(...steps.slice(-1))) : to, 0,
-              exactAnswer(curve));
+            // Where the last bucket ends: before the next one (the server says
+            // where that starts when the buckets are the whole-run curve's),
+            // else at its last point in the range.
+            const last = typeof curve.next_step === "number" ? curve.next_step - 1
+              : steps.length ? Math.min(to, Math.max(...steps.slice(-1))) : to;
+            series.loadBuckets(curve, last, 0, exactAnswer(curve));
             detail.curves.set(`${want.run}\u0000${rankKey}`, series);
             detail.source = curve.source || detail.source;
           }
@@ -121,6 +126,9 @@
         baseVersion: base.version,
         baseStructure: base.structure,
         exact: true,
+        // Where the finer data is still buckets (the ring no longer holds the range):
+        // their envelope inside the range, the kept curve's outside it.
+        envelope: base.envelope || fine.envelope ? Envelope.splice(base.envelope, fine.envelope, from, end) : null,
       };
       detail[`merged:${key}`] = merged;
       return merged;

@@ -1,7 +1,7 @@
 /* stream_hub dashboard — a run as the page knows it, and what each kind of
  * event or REST answer changes in it: its curves (one Series per metric and
  * rank), latest values, steps, clock, state (running, finished, failed,
- * killed, stale), ranks, hyper-parameters and alerts. No DOM here: each function
+ * killed, stale), ranks, hyper-parameters, alerts and drops. No DOM here: each function
  * returns what changed, and the app redraws that.
  */
 (function (global) {
@@ -26,6 +26,7 @@
       rankLastTs: {},       // rank key -> when it last logged a metric (GET /api/runs)
       config: {},           // hyper-parameters (config events)
       alerts: { count: 0, level: null, title: null }, // alert events: how many, the worst level, the latest title
+      dropped: {},          // what the hub says is missing of the run, per cause (GET /api/runs)
       lastStep: null,
       firstStep: null,
       lastTs: null,
@@ -130,7 +131,8 @@
    * What GET /api/runs says of a run: its state, ranks and hyper-parameters
    * (and, on a full load, its counts and last step), and its alerts (a full
    * load takes the snapshot's; a poll only a count the page fell behind).
-   * Returns {state, config, alerts}: whether each changed.
+   * Its drops (per cause) are taken as they are.
+   * Returns {state, config, alerts, dropped}: whether each changed.
    */
   function applyRunInfo(run, info, initial) {
     if (initial) {
@@ -141,7 +143,13 @@
         run.clock.merge([info.last_step], [info.last_ts]);
       }
     }
-    const changed = { state: false, config: false, alerts: false };
+    const changed = { state: false, config: false, alerts: false, dropped: false };
+    if (info.dropped && typeof info.dropped === "object") {
+      const dropped = {};
+      for (const [cause, n] of Object.entries(info.dropped)) if (typeof n === "number" && n > 0) dropped[cause] = n;
+      changed.dropped = JSON.stringify(dropped) !== JSON.stringify(run.dropped);
+      run.dropped = dropped;
+    }
     const alerts = info.alerts && typeof info.alerts === "object" ? info.alerts : null;
     const count = alerts && typeof alerts.count === "number" ? alerts.count : 0;
     if (initial ? count !== run.alerts.count : count > run.alerts.count) {

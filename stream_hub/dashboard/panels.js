@@ -369,15 +369,65 @@
     set("history", `${num(history.size)} / ${num(history.capacity)}`);
     set("clients", `SSE ${num(clients.sse)} · WS ${num(clients.ws)}`);
     set("published", num(events.published));
-    set("dropped", num(events.dropped));
+    showDrops(facts, status, num);
     set("restarts", num(status.restarts));
     set("epoch", typeof status.epoch === "string" ? status.epoch.slice(0, 12) : "–");
     const epochCell = facts.querySelector('[data-fact="epoch"]');
     if (epochCell) epochCell.title = String(status.epoch || "");
   }
 
+  // Events lost, per cause of status.drops (a hosting hub's), and what each means.
+  const LOST = [
+    ["subscribers", "skipped by clients that fell behind (they got a gap)"],
+    ["hub", "forgotten by the hub before it committed them (its loop fell far behind)"],
+    ["forwarder", "dropped by joined processes before they reached the hub"],
+    ["store", "not written by the store"],
+  ];
+
+  /**
+   * "dropped": every event lost, whatever lost it, each cause named (the
+   * contract's events.dropped counts only the first two); "curves": what
+   * the run curves left out or only sampled.
+   */
+  function showDrops(facts, status, num) {
+    const events = status.events || {};
+    const drops = status.drops && typeof status.drops === "object" ? status.drops : null;
+    const dropped = facts.querySelector('[data-fact="dropped"]');
+    const curves = facts.querySelector('[data-fact="curves"]');
+    if (!drops) {
+      setText(dropped, num(events.dropped));
+      setText(curves, "–");
+      return;
+    }
+    const count = (cause) => (typeof drops[cause] === "number" ? drops[cause] : 0);
+    const lost = LOST.filter(([cause]) => count(cause) > 0);
+    const total = LOST.reduce((sum, [cause]) => sum + count(cause), 0);
+    setText(dropped, lost.length > 1 || (lost.length && lost[0][0] !== "subscribers")
+      ? `${num(total)} (${lost.map(([cause]) => `${cause} ${num(count(cause))}`).join(" · ")})`
+      : num(total));
+    const tip = lost.map(([cause, what]) => `${num(count(cause))} ${what}`).join("\n");
+    if (dropped.title !== tip) dropped.title = tip;
+    const parts = [];
+    if (count("sampled")) parts.push(`${num(count("sampled"))} events sampled`);
+    if (count("curve")) parts.push(`${num(count("curve"))} values left out`);
+    setText(curves, parts.length ? parts.join(" · ") : "every point");
+    const curveTip = parts.length
+      ? "Sampled: metric events an overloaded hub gave its curves only a sample of (every extreme kept)." +
+        "\nLeft out: values of curves past max_series or max_metrics."
+      : "";
+    if (curves.title !== curveTip) curves.title = curveTip;
+  }
+
+  /** A chart's resolution: "1 point ≈ 300 steps" where a point stands for more than one step. */
+  function showResolution(view, steps) {
+    const label = view.card.querySelector(".chart-resolution");
+    if (!label) return;
+    label.hidden = !(steps > 1);
+    setText(label, steps > 1 ? `1 point \u2248 ${Math.round(steps).toLocaleString("en-US")} steps` : "");
+  }
+
   global.StreamHubPanels = {
     compareNames, readTheme, onThemeChange, setPill, showNotice, renderLegend,
-    buildTable, updateTable, valueAt, showTooltip, RateMeter, showRate, showServerFacts,
+    buildTable, updateTable, valueAt, showTooltip, RateMeter, showRate, showServerFacts, showResolution,
   };
 })(window);

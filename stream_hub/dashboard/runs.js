@@ -1,5 +1,5 @@
 /* stream_hub dashboard — runs: their stable colours, the run list (toggle,
- * solo, state, ranks, alerts) and the hyper-parameter table (from `config` events).
+ * solo, state, ranks, alerts, drops) and the hyper-parameter table (from `config` events).
  * Names and values from the server are always set as text, never as HTML.
  */
 (function (global) {
@@ -170,7 +170,10 @@
       badge.className = "run-state";
       const details = document.createElement("span");
       details.className = "run-details";
-      meta.append(badge, details);
+      const drops = document.createElement("span");
+      drops.className = "run-drops";
+      drops.hidden = true;
+      meta.append(badge, details, drops);
       toggle.append(swatch, title, step, meta);
       toggle.addEventListener("click", () => handlers.toggle(run.name));
       const solo = document.createElement("button");
@@ -237,7 +240,35 @@
     node.setAttribute("aria-label", `${count} alert${plural}, the worst ${level}`);
   }
 
-  /** Refresh what changes in place: visibility, state, step, counts, alerts. */
+  // What is missing of a run, per cause (GET /api/runs' `dropped`): events lost, then values.
+  const DROP_CAUSES = [
+    ["forwarder", "events a joined process dropped before they reached the hub"],
+    ["hub", "events the hub forgot before committing them (its loop fell far behind)"],
+    ["store", "events the store could not write"],
+    ["curve", "values left out of the curves (too many curves)"],
+    ["sampled", "metric events the curves only sampled while the hub was overloaded (every extreme kept)"],
+  ];
+
+  /**
+   * A run's drops: the events lost (forwarder, hub, store) and values left out
+   * of its curves, with each cause in the tooltip; "sampled" alone when its
+   * curves only missed points of an overload (their extremes were kept).
+   */
+  function updateDrops(node, dropped) {
+    const lost = ["forwarder", "hub", "store", "curve"].reduce((sum, cause) => sum + (dropped[cause] || 0), 0);
+    const sampled = dropped.sampled || 0;
+    node.hidden = !lost && !sampled;
+    if (node.hidden) return;
+    node.dataset.kind = lost ? "lost" : "sampled";
+    setText(node, lost ? `${lost.toLocaleString("en-US")} dropped` : "sampled");
+    const lines = DROP_CAUSES.filter(([cause]) => dropped[cause])
+      .map(([cause, what]) => `${cause}: ${dropped[cause].toLocaleString("en-US")} ${what}`);
+    const tooltip = lines.join("\n");
+    if (node.title !== tooltip) node.title = tooltip;
+    node.setAttribute("aria-label", lost ? `${lost} dropped: ${lines.join("; ")}` : lines.join("; "));
+  }
+
+  /** Refresh what changes in place: visibility, state, step, counts, alerts, drops. */
   function updateRuns(runs) {
     const list = $("runs-list");
     for (const item of list.children) {
@@ -267,6 +298,7 @@
       if (details.title !== times) details.title = times;
       item.dataset.silentRanks = silent.join(",");
       updateAlerts(item.querySelector(".run-alerts"), run.alerts);
+      updateDrops(item.querySelector(".run-drops"), run.dropped);
     }
   }
 

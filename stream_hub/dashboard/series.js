@@ -7,6 +7,11 @@
  * getting coarser with every thinning. Each step bucket keeps its lowest and
  * highest value, so spikes survive, plus its first non-finite point, so a NaN
  * still breaks the line where it happened.
+ *
+ * Where a point stands for more than one step (the server's buckets, or a
+ * thinning here) the series also keeps its envelope: each such stretch of
+ * steps, [first, last], with the lowest and highest value it held. The chart
+ * draws it behind the line and says the resolution ("1 point ≈ 300 steps").
  */
 (function (global) {
   "use strict";
@@ -39,6 +44,7 @@
       this._min = Infinity; // finite value range, kept incrementally;
       this._max = -Infinity; // _rangeValid=false means "recompute lazily"
       this._rangeValid = true;
+      this.envelope = null; // where points stand for several steps (see Envelope); null: nowhere
     }
 
     length() { return this.steps.length; }
@@ -73,6 +79,7 @@
       this.version += 1;
       this.structure += 1;
       this.exact = true;
+      this.envelope = null;
       if (this.steps.length > this.cap) this.thin();
     }
 
@@ -97,6 +104,7 @@
       }
       const steps = [];
       const values = [];
+      const envelope = new Envelope();
       const n = starts.length;
       for (let i = 0; i < n; i++) {
         const start = Number(starts[i]);
@@ -105,6 +113,7 @@
         const last = toNumber(lasts[i]);
         const lo = toNumber(mins[i]);
         const hi = toNumber(maxs[i]);
+        envelope.push(start, end, lo, hi);
         const extremes = [];
         if (Number.isFinite(lo) && lo !== last) extremes.push(lo);
         if (Number.isFinite(hi) && hi !== last && hi !== lo) extremes.push(hi);
@@ -128,8 +137,11 @@
         steps.push(end);
         values.push(last);
       }
-      this.load(steps, values, floor);
+      const thinnings = this.thinnings;
+      this.load(steps, values, floor); // (which may thin them, with an envelope of its own)
       this.exact = false;
+      const buckets = envelope.finish();
+      this.envelope = this.thinnings > thinnings ? Envelope.merge(buckets, this.envelope) : buckets;
     }
 
     /** Add one point. The common case (a new, higher step) is O(1). */
@@ -212,9 +224,12 @@
       // the live edge must not move when it is thinned.
       const outSteps = [steps[0]];
       const outValues = [values[0]];
+      // Each thinning bucket of several points becomes a stretch of the envelope.
+      const envelope = new Envelope();
       let i = 1;
       while (i < n - 1) {
         const bucket = bucketOf(i);
+        const from = i;
         let lo = -1;
         let hi = -1;
         let bad = -1;
@@ -227,6 +242,7 @@
             bad = i;
           }
         }
+        if (i - from > 1 && lo >= 0) envelope.push(steps[from], steps[i - 1], values[lo], values[hi]);
         const keep = [...new Set([lo, hi, bad])].filter((k) => k >= 0).sort((a, b) => a - b);
         for (const k of keep) {
           outSteps.push(steps[k]);
@@ -237,6 +253,7 @@
       outValues.push(values[n - 1]);
       this.steps = outSteps;
       this.values = outValues;
+      this.envelope = Envelope.merge(this.envelope, envelope.finish());
       this.thinnings += 1;
       this.exact = false;
       this._rangeValid = false;
@@ -245,5 +262,112 @@
     }
   }
 
-  global.StreamHubSeries = { Series, toNumber, DEFAULT_CAP };
+  /**
+   * Stretches of steps each shown by fewer points than it held: stretch i is
+   * steps[2i]..steps[2i+1] (its first and last step; a curve-like object, so
+   * x values come as for a curve) and held values lo[i]..hi[i] (finite, or
+   * NaN when it held none). Sorted by step, not overlapping.
+   */
+  class Envelope {
+    constructor() {
+      this.steps = [];
+      this.lo = [];
+      this.hi = [];
+      this.version = 0;
+      this.structure = 0;
+    }
+
+    push(first, last, lo, hi) {
+      if (!(last >= first)) return;
+      this.steps.push(first, last);
+      this.lo.push(Number.isFinite(lo) ? lo : NaN);
+      this.hi.push(Number.isFinite(hi) ? hi : NaN);
+    }
+
+    get size() { return this.lo.length; }
+
+    /** The steps of the widest stretch overlapping first..last (0 when none does). */
+    widest(first, last) {
+      const s = this.steps;
+      let wide = 0;
+      let i = Math.max(0, lowerBound(s, first) - 2) & ~1;
+      for (; i < s.length && s[i] <= last; i += 2) {
+        if (s[i + 1] >= first) wide = Math.max(wide, s[i + 1] - s[i] + 1);
+      }
+      return wide;
+    }
+
+    finish() {
+      this.version += 1;
+      this.structure += 1;
+      return this.size ? this : null;
+    }
+
+    /**
+     * The stretches of `inner` (finer data for [first, last]) and, around
+     * them, those of `outer` (cut where they meet), in order; null: none.
+     */
+    static splice(outer, inner, first, last) {
+      const out = new Envelope();
+      const each = (env, visit) => {
+        for (let i = 0; env && i < env.size; i++) visit(env.steps[2 * i], env.steps[2 * i + 1], env.lo[i], env.hi[i]);
+      };
+      const from = inner && inner.size ? Math.min(first, inner.steps[0]) : first;
+      const to = inner && inner.size ? Math.max(last, inner.steps[inner.steps.length - 1]) : last;
+      each(outer, (a, b, lo, hi) => {
+        if (a < from) out.push(a, Math.min(b, from - 1), lo, hi);
+      });
+      each(inner, (a, b, lo, hi) => out.push(a, b, lo, hi));
+      each(outer, (a, b, lo, hi) => {
+        if (b > to) out.push(Math.max(a, to + 1), b, lo, hi);
+      });
+      return out.finish();
+    }
+
+    /** A thinning's stretches over an older envelope: the coarser wins where they meet. */
+    static merge(older, newer) {
+      if (!older) return newer;
+      if (!newer) return older;
+      const out = new Envelope();
+      let i = 0;
+      for (let k = 0; k < newer.size; k++) {
+        const a = newer.steps[2 * k];
+        const b = newer.steps[2 * k + 1];
+        let lo = newer.lo[k];
+        let hi = newer.hi[k];
+        for (; i < older.size && older.steps[2 * i + 1] < a; i++) {
+          out.push(older.steps[2 * i], older.steps[2 * i + 1], older.lo[i], older.hi[i]);
+        }
+        let from = a;
+        let to = b;
+        for (; i < older.size && older.steps[2 * i] <= b; i++) {
+          // An older stretch inside this one, or reaching into it: held by it.
+          from = Math.min(from, older.steps[2 * i]);
+          to = Math.max(to, older.steps[2 * i + 1]);
+          if (!(older.lo[i] >= lo)) lo = Number.isNaN(lo) ? older.lo[i] : Math.min(lo, older.lo[i]);
+          if (!(older.hi[i] <= hi)) hi = Number.isNaN(hi) ? older.hi[i] : Math.max(hi, older.hi[i]);
+        }
+        if (out.size && out.steps[out.steps.length - 1] >= from) from = out.steps[out.steps.length - 1] + 1;
+        out.push(from, to, lo, hi);
+      }
+      for (; i < older.size; i++) {
+        if (out.size && older.steps[2 * i] <= out.steps[out.steps.length - 1]) continue;
+        out.push(older.steps[2 * i], older.steps[2 * i + 1], older.lo[i], older.hi[i]);
+      }
+      return out.finish();
+    }
+  }
+
+  /** Index of the first element of sorted `a` that is >= v. */
+  function lowerBound(a, v) {
+    let lo = 0;
+    let hi = a.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (a[mid] < v) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+  }
+
+  global.StreamHubSeries = { Series, Envelope, toNumber, DEFAULT_CAP };
 })(window);

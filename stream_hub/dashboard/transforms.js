@@ -2,7 +2,9 @@
  * smoothing (EMA), a run's clock (step -> time, for x by wall or relative
  * time), and the reduction of a curve to at most two points per pixel column
  * (min and max, in the order they came), alone or across a run's ranks (mean
- * and min–max band). Pure functions and small classes: no DOM.
+ * and min–max band), and of an envelope (what stretches of steps shown by
+ * fewer points held) to its band per column. Pure functions and small
+ * classes: no DOM.
  */
 (function (global) {
   "use strict";
@@ -345,5 +347,67 @@
     return out;
   }
 
-  global.StreamHubTransforms = { smoothed, Clock, Trace, reduce, reduceBand, lowerBound };
+  /**
+   * An envelope (stretch i: x from xs[2i] to xs[2i+1], `steps` likewise, and
+   * the lowest and highest value it held, lo[i] and hi[i]; see series.js)
+   * per pixel column: each column's lowest and highest value over the
+   * stretches reaching into it. Writes out.px (column centres; NaN where no
+   * stretch is, which breaks the band), out.bandLo, out.bandHi,
+   * out.vmin/vmax (the values of the stretches in [x0, x1]: the y axis must
+   * hold them), and out.widest: the most steps one of them stands for (0: none).
+   */
+  function reduceEnvelope(xs, steps, lo, hi, x0, x1, left, width, scale, logY, out) {
+    const cols = Math.max(1, Math.ceil(width) + 1);
+    if (!out.clo || out.clo.length < cols) {
+      out.clo = new Float64Array(cols);
+      out.chi = new Float64Array(cols);
+    }
+    const { clo, chi } = out;
+    clo.fill(Infinity, 0, cols);
+    chi.fill(-Infinity, 0, cols);
+    const n = lo.length;
+    let widest = 0;
+    let vmin = Infinity;
+    let vmax = -Infinity;
+    for (let i = lowerBound(xs, x0) >> 1; i < n && xs[2 * i] <= x1; i++) {
+      if (xs[2 * i + 1] < x0) continue;
+      widest = Math.max(widest, steps[2 * i + 1] - steps[2 * i] + 1);
+      let a = lo[i];
+      const b = hi[i];
+      if (!(a <= b) || (logY && b <= 0)) continue;
+      if (logY && a <= 0) a = b; // its positive part only (the axis holds no more)
+      if (a < vmin) vmin = a;
+      if (b > vmax) vmax = b;
+      const ca = Math.max(0, Math.floor((xs[2 * i] - x0) * scale));
+      const cb = Math.min(cols - 1, Math.floor((xs[2 * i + 1] - x0) * scale));
+      for (let c = ca; c <= cb; c++) {
+        if (a < clo[c]) clo[c] = a;
+        if (b > chi[c]) chi[c] = b;
+      }
+    }
+    out.px = out.px || [];
+    out.bandLo = out.bandLo || [];
+    out.bandHi = out.bandHi || [];
+    out.px.length = out.bandLo.length = out.bandHi.length = 0;
+    let open = false;
+    for (let c = 0; c < cols; c++) {
+      if (clo[c] <= chi[c]) {
+        out.px.push(left + c + 0.5);
+        out.bandLo.push(clo[c]);
+        out.bandHi.push(chi[c]);
+        open = true;
+      } else if (open) {
+        out.px.push(NaN);
+        out.bandLo.push(NaN);
+        out.bandHi.push(NaN);
+        open = false;
+      }
+    }
+    out.widest = widest;
+    out.vmin = vmin;
+    out.vmax = vmax;
+    return out;
+  }
+
+  global.StreamHubTransforms = { smoothed, Clock, Trace, reduce, reduceBand, reduceEnvelope, lowerBound };
 })(window);

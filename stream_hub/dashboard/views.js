@@ -70,7 +70,7 @@
         view.hoverStep = info ? info.step : null;
         ui.showTooltip(info);
       };
-      view.chart = new LineChart(view.canvas, { onHover: hover });
+      view.chart = new LineChart(view.canvas, { onHover: hover, onResolution: (steps) => ui.showResolution(view, steps) });
       view.controls = Interact.attach(view.chart, {
         onChange: () => app.markChart(id),
         onHover: hover,

@@ -8,8 +8,10 @@ big-endian length, then a JSON object with an ``op``:
 =============  ===========================================================
 joiner → host  ``hello`` {token, source, pid, rank, host, role, version}
 host → joiner  ``welcome`` {epoch, pid, ports, urls, acked, last_seq}
-joiner → host  ``batch`` {n, events, dropped}: events
-               ``[ts, type, run, step, payload, rank]``
+joiner → host  ``batch`` {n, events, dropped, dropped_runs?}: events
+               ``[ts, type, run, step, payload, rank]``; ``dropped``: the
+               events the joiner dropped so far, ``dropped_runs`` the same
+               per run (when it dropped any)
 host → joiner  ``ack`` {n, last_seq}
 host → joiner  ``refused`` {error}
 host → joiner  ``handover`` {state}, then ``go``: take over as host

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.hub import Hub
+from ..events import validate_run
 from .channel import ChannelClosed, ProtocolError, decode_events, frame, read_frame
 from .registry import PROTOCOL_VERSION
 
@@ -279,6 +280,16 @@ class HostChannel:
         dropped = message.get("dropped")
         if isinstance(dropped, int):
             source.dropped = dropped
+        per_run = message.get("dropped_runs")
+        if isinstance(per_run, dict):
+            runs = self.hub.runs
+            for run, total in per_run.items():
+                try:
+                    name = validate_run(run)
+                except TypeError:  # not a run name: nothing to count it on (its events are taken)
+                    continue
+                if type(total) is int and total > 0:
+                    runs.forwarder_dropped(name, source.source, total)
         if n <= self.acked.get(source.source, 0):
             return  # sent again after a reconnect: we have it
         events = decode_events(message.get("events"))

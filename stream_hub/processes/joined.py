@@ -29,8 +29,9 @@ import socket
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -59,6 +60,8 @@ logger = logging.getLogger(__name__)
 # carries (benchmarks, "processes"): at most 200 sends/s keeps that under 1 %
 # of a core, for at most 5 ms more latency.
 MIN_INTERVAL = 0.005
+_RUN = itemgetter(2)  # an event's run, in a batch message's events
+
 #: Batches sent as one frame by a flush at exit.
 FLUSH_GROUP = 1000
 #: The longest a host's restart is waited for before its joiners look for another host.
@@ -114,6 +117,9 @@ class Forwarder:
         self.source = uuid.uuid4().hex
         self.sent = 0  # events acknowledged by a host
         self.dropped = 0  # events dropped because the buffer was full
+        # The same per run, with what the intake forgot (its ``shed_runs``):
+        # every batch message carries the totals, so the host shows them per run.
+        self.dropped_runs: Counter[str] = Counter()
         self.connected = False
         self.host_last_seq = 0
         self._find_host = find_host
@@ -156,6 +162,8 @@ class Forwarder:
         """Number a committed batch and queue it (or, forked, send it now)."""
         events = self._encodable(batch, count)
         count = len(events)
+        if self.intake.shed_runs:  # the intake forgot events before this commit
+            self.dropped_runs.update(self.intake.take_shed_runs())
         with self._io:
             self._outbox.append(_Batch(self._next, count, events))
             self._next += 1
@@ -164,6 +172,7 @@ class Forwarder:
                 lost = self._outbox.popleft()
                 self._queued -= lost.count
                 self.dropped += lost.count
+                self.dropped_runs.update(run for run in map(_RUN, lost.events) if run is not None)
             if self.role == "forked":
                 if self._sock is None and not self._closing:
                     self._open_quietly()
@@ -190,6 +199,8 @@ class Forwarder:
                 orjson.dumps(one)
             except Exception as exc:
                 self.dropped += 1
+                if batch[k + 3] is not None:
+                    self.dropped_runs[batch[k + 3]] += 1
                 logger.warning(
                     "an event of run %r dropped: it cannot be sent to the hub: %s", batch[k + 3], exc
                 )
@@ -287,7 +298,7 @@ class Forwarder:
                 for first in range(0, len(unsent), FLUSH_GROUP):
                     group = unsent[first : first + FLUSH_GROUP]
                     events = [event for batch in group for event in batch.events]
-                    data = frame({"op": "batch", "n": group[-1].n, "events": events, "dropped": self.dropped})
+                    data = frame(self._batch_message(group[-1].n, events))
                     sock.settimeout(max(0.001, deadline - time.monotonic()))
                     sock.sendall(data)
                     for batch in group:
@@ -456,12 +467,20 @@ class Forwarder:
         for batch in self._outbox:
             if batch.sent:
                 continue
-            data = frame({"op": "batch", "n": batch.n, "events": batch.events, "dropped": self.dropped})
+            data = frame(self._batch_message(batch.n, batch.events))
             try:
                 send_whole(sock, data)
             except BlockingIOError:
                 return  # the host is slow to read: the thread sends the rest later
             batch.sent = True
+
+    def _batch_message(self, n: int, events: list[list[Any]]) -> dict[str, Any]:
+        """A ``batch`` message: the events, and what this process dropped so
+        far (in all, and per run when it dropped any)."""
+        message = {"op": "batch", "n": n, "events": events, "dropped": self.dropped + self.intake.shed}
+        if self.dropped_runs:
+            message["dropped_runs"] = dict(self.dropped_runs)
+        return message
 
     def _drain_acks(self, wait: float) -> None:
         """Read what the host sent (waiting at most ``wait`` s for something)."""

@@ -249,8 +249,11 @@ class Hosting:
 
     def report(self, status: dict[str, Any]) -> None:
         store = self.serving.store
+        drops = self.server.hub.drop_counts()
         if store is not None:
             status["store"] = store.status()
+            drops["store"] = status["store"].get("dropped", drops["store"])  # with those lost at close
+        status["drops"] = drops
 
     def sources(self) -> list[dict[str, Any]]:
         channel = self.serving.channel

@@ -29,6 +29,7 @@ import sqlite3
 import time
 import weakref
 import zlib
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -72,7 +73,8 @@ class StoreArchive:
     def append(self, batch: list[Any], count: int, epoch: str) -> None:
         # On the committing thread, once per batch: a queue append, and the
         # curves every CURVES_INTERVAL.
-        self.writer.append(batch, count, epoch)
+        if not self.writer.append(batch, count, epoch):  # the queue was full: the runs say so
+            self.hub.runs.dropped("store", Counter(run for run in batch[3::FIELDS] if run is not None))
         self._unsaved += count
         # (The type of the batch's last event: a hub stopping saves its curves.)
         if (

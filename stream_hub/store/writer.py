@@ -111,17 +111,18 @@ class StoreWriter:
 
     # -- the committing thread ----------------------------------------------------------------
 
-    def append(self, batch: list[Any], count: int, epoch: str) -> None:
+    def append(self, batch: list[Any], count: int, epoch: str) -> bool:
         """Queue a committed flat batch (the writer owns the list from now on).
 
-        O(1) and never blocks: a full queue drops the batch (counted).
+        O(1) and never blocks: a full queue drops the batch (counted), and
+        the answer is False.
         """
         if self._closed:
-            return
+            return True  # closing: what is left is counted when the writer ends
         if self._queued + count > self.queue_events:
             self.dropped += count
             self._dropped_to = (epoch, batch[-FIELDS])
-            return
+            return False
         with self._lock:
             idle = not self._queued
             now = time.monotonic()
@@ -133,6 +134,7 @@ class StoreWriter:
             self._wake.set()
         elif self._queued >= WRITE_AT_ONCE:
             self._hurry.set()
+        return True
 
     def append_curves(
         self, epoch: str, seq: int, rows: list[tuple[str, int, float | None, bytes, bytes]]

@@ -247,6 +247,9 @@ def range_body(
     ``max_points`` buckets each: steps (each bucket's first), values (its
     last), mins, maxs, and ``ts`` (the time of its last point) when read
     from the ring; per rank like :func:`~stream_hub.transports.run_views.series_body`.
+    Buckets of the whole-run curve (``source``: ``series``) come with
+    ``next_step``, the first step of the bucket after the last one (None:
+    it is the curve's last), so a client knows how many steps each stands for.
 
     Raises:
         NotFound: no such metric or rank in the run.
@@ -299,7 +302,9 @@ def _curve_range(
     clipped = {k: v[lo:hi] for k, v in whole.items()}
     if hi - lo > max_points:
         clipped = _fewer_buckets(clipped, max_points)
-    return {**clipped, "points_seen": series.seen, "source": "series"}
+    # Where the last bucket ends: before the next one starts (None: the curve's last bucket).
+    following = starts[hi] if hi < len(starts) else None
+    return {**clipped, "points_seen": series.seen, "source": "series", "next_step": following}
 
 
 def _ring_buckets(

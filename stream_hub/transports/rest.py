@@ -151,8 +151,9 @@ def create_rest_app(
         limit: int | None = Query(None, ge=1, description="at most this many runs (default: all)"),
     ) -> Response:
         """Every run kept: last step, metric names, event counts, ranks, each
-        rank's last metric time (``rank_last_ts``) and state (running,
-        finished, failed, killed or stale); ``evicted``: runs forgotten to
+        rank's last metric time (``rank_last_ts``), state (running,
+        finished, failed, killed or stale) and what was lost of it
+        (``dropped``: forwarder, hub, store, curve, sampled); ``evicted``: runs forgotten to
         make room (``max_runs``). A hub serving past runs (``stream-hub
         serve``) lists the persisted runs after the live ones
         (``"persisted": true``); ``total`` counts them all, and ``offset`` and
@@ -198,7 +199,8 @@ def create_rest_app(
         With ``from_step``/``to_step`` (and ``metric``): that step range at the
         best resolution the hub holds — the ring's events, in ``max_points``
         buckets with min and max kept, or the series' buckets when the ring
-        does not reach back that far (``source``: ``ring`` or ``series``)."""
+        does not reach back that far (``source``: ``ring`` or ``series``;
+        ``next_step``: where the bucket after the last one starts)."""
         denied = check_read(request)
         if denied:
             return denied

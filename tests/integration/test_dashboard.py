@@ -639,7 +639,8 @@ PIXELS = """([id, columns]) => {
     });
     // Where the runs are, as fractions of the plot's height from its top.
     const heights = runs.map((list) => list.map(([a, b]) => ((a + b) / 2 - top) / (bottom - top)));
-    return { strong, faint, ink, lowShare: ink ? low / ink : 0, runs, heights };
+    const tops = runs.map((list) => list.map(([a]) => (a - top) / (bottom - top)));  // where each begins
+    return { strong, faint, ink, lowShare: ink ? low / ink : 0, runs, heights, tops };
 }"""
 
 
@@ -1725,3 +1726,91 @@ def test_a_long_history_draws_the_charts_first_and_rest_is_busy_not_down(page: A
         if history["end"] - history["start"] > 4000:  # a /health poll (every 2 s) waited over 1.5 s
             assert "busy: loading" in states, (states, timing)
         wait_for(page, "d.transports.rest === 'connected' && d.series.long.loss.maxStep === 999999")
+
+
+def test_a_spike_is_drawn_at_every_zoom_with_the_resolution_said(page: Any) -> None:
+    # Issue 23.1: a run logged far faster than the hub commits (a ring of 200:
+    # every commit overloads it) with a spike of 60.0 at one step. The whole
+    # curve draws it; zoomed into a stretch the ring no longer holds, the
+    # finer data is the curve's buckets, drawn with their envelope, and the
+    # chart says what a point stands for; where the ring holds every step,
+    # it says nothing. The run list and the Server panel say the curve was sampled.
+    spike = 40_000
+    with serving(history_size=200, series_points=100) as server:
+        for step in range(100_000):
+            server.log({"loss": 60.0 if step == spike else 1.0 + (step % 13) / 100}, step=step, run="fast")
+        page.goto(server.urls["rest"] + "/")
+        wait_for(
+            page, "!d.loading && d.series.fast && d.series.fast.loss.maxStep === 99999 && d.charts.loss.draws"
+        )
+        chart = debug(page)["charts"]["loss"]
+        assert chart["yRange"][1] >= 60.0, chart["yRange"]  # the spike is in the curve
+        assert chart["resolution"] > 100
+        label = card(page, "loss").locator(".chart-resolution")
+        assert label.is_visible() and "1 point \u2248" in (label.text_content() or "")
+
+        def ink_top(fraction: float) -> float:
+            """How high (0: the plot's top) the ink of the chart reaches around a column."""
+            columns = tuple(fraction + k / 1000 for k in range(-3, 4))
+            tops = [column[0] for column in pixels(page, "loss", columns)["tops"] if column]
+            return min(tops) if tops else 1.0
+
+        x0, x1 = chart["xRange"]
+        assert ink_top((spike - x0) / (x1 - x0)) < 0.1  # drawn up to the top of the plot
+        assert ink_top((70_000 - x0) / (x1 - x0)) > 0.8  # and nowhere else
+
+        # Zoomed into 2 000 steps around it: the ring has none of them, the
+        # buckets it comes from are wider than the view.
+        info = page.evaluate("window.streamHub.zoom('loss', 39000, 41000)")
+        assert info["zoom"] == [39000, 41000] and info["yRange"][1] >= 60.0
+        assert debug(page)["charts"]["loss"]["detailSource"] == "series"
+        steps = info["resolution"]
+        assert steps > 500
+        wait_js(page, "!document.querySelector('.chart-card[data-id=\"loss\"] .chart-resolution').hidden")
+        assert (label.text_content() or "") == f"1 point \u2248 {steps:,} steps"
+        assert ink_top(0.5) < 0.1  # its bucket's envelope reaches 60 across the view
+
+        # Where the ring holds every step: points are steps, nothing to say.
+        info = page.evaluate("window.streamHub.zoom('loss', 99850, 99999)")
+        assert debug(page)["charts"]["loss"]["detailSource"] == "ring" and info["resolution"] == 1
+        wait_js(page, "document.querySelector('.chart-card[data-id=\"loss\"] .chart-resolution').hidden")
+
+        # The run list and the Server panel: the curve was given a sample (and every extreme).
+        badge = page.locator('#runs-list [data-run="fast"] .run-drops')
+        wait_js(page, "!document.querySelector('#runs-list [data-run=\"fast\"] .run-drops').hidden")
+        assert badge.get_attribute("data-kind") == "sampled" and badge.text_content() == "sampled"
+        assert "every extreme kept" in (badge.get_attribute("title") or "")
+        curves = page.locator('#server-facts [data-fact="curves"]')
+        wait_js(
+            page,
+            "document.querySelector('#server-facts [data-fact=\"curves\"]').textContent.includes('sampled')",
+        )
+        assert "events sampled" in (curves.text_content() or "")
+
+
+def test_drops_are_shown_per_run_and_in_the_server_panel(page: Any) -> None:
+    # Issue 23.1: a drop is never invisible. A joined process's forwarder
+    # drops reach the host as its batch messages say them
+    # (HostChannel._take -> RunIndex.forwarder_dropped, on the loop): the run
+    # list counts them on the run, the Server panel in its "dropped".
+    with serving() as server:
+        for step in range(20):
+            server.log({"loss": 1.0 / (step + 1)}, step=step, run="lossy")
+            server.log({"loss": 1.0 / (step + 1)}, step=step, run="whole")
+        page.goto(server.urls["rest"] + "/")
+        wait_connected(page)
+        wait_for(page, "!d.loading && d.runs.length === 2")
+        badge = page.locator('#runs-list [data-run="lossy"] .run-drops')
+        assert badge.is_hidden()
+        loop = server._serving.loop.loop
+        loop.call_soon_threadsafe(server.hub.runs.forwarder_dropped, "lossy", "a-joined-process", 1234)
+        page.evaluate("window.streamHub.pollRuns()")
+        wait_js(page, "!document.querySelector('#runs-list [data-run=\"lossy\"] .run-drops').hidden")
+        assert badge.get_attribute("data-kind") == "lost" and badge.text_content() == "1,234 dropped"
+        assert "forwarder: 1,234" in (badge.get_attribute("title") or "")
+        assert page.locator('#runs-list [data-run="whole"] .run-drops').is_hidden()
+        wait_js(
+            page,
+            "document.querySelector('#server-facts [data-fact=\"dropped\"]').textContent"
+            " === '1,234 (forwarder 1,234)'",
+        )

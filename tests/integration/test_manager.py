@@ -130,8 +130,8 @@ def test_status_has_the_contract_keys_with_and_without_a_server() -> None:
     assert set(manager.status()) == STATUS_KEYS
     get_stream_server(config=free_config())
     status = manager.status()
-    # Contract v3: a hosting hub persists by default, and says where.
-    assert set(status) == STATUS_KEYS | {"store"}
+    # Contract v3: a hosting hub persists by default, and says where; and what it lost (issue 23.1).
+    assert set(status) == STATUS_KEYS | {"store", "drops"}
     assert set(status["store"]) == STORE_STATUS_KEYS
     assert status["store"]["path"].startswith(os.environ["STREAM_HUB_HOME"])
     assert status["running"] and status["loop_thread_alive"] and status["ref_count"] == 1

@@ -459,6 +459,48 @@ print(json.dumps({"refused": refused, "role": status["role"], "forwarding": stat
     done(host)
 
 
+def test_what_a_joined_processs_forwarder_drops_shows_on_its_run(spawn: Spawner) -> None:
+    """Issue 23.1: a joined process logging faster than its host took the
+    batches dropped most of its points while the host said "dropped 0".
+    Here its buffer holds 10 events and the host gets nothing for a while:
+    90 of 100 events are dropped (and one more at its end), and the host's
+    /api/runs, status and sources say so."""
+    ports = free_ports(3)
+    host, ready = start(spawn, hub_env(ports), "--steps", "1", "--interval", "0", "--hold")
+    code = """
+import json
+from stream_hub import get_stream_server, release_stream_server
+server = get_stream_server()
+forwarder = server._role.forwarder  # the joined role's
+forwarder.buffer_events = 10
+intake = server.hub.intake
+intake.detach(forwarder)  # each event its own batch, taken on this thread
+with forwarder._io:  # a host that takes nothing meanwhile: nothing is sent or acknowledged
+    for i in range(100):
+        server.log({"x": float(i)}, step=i, run="j")
+intake.attach(forwarder)
+status = server.status()
+release_stream_server()
+print(json.dumps({"role": status["role"], "forwarding": status["forwarding"]}))
+"""
+    result = spawn.start(["-c", code], env=hub_env(ports), prefix=PYTHON)
+    assert result.wait(60) == 0, result.err.text[-3000:]
+    out = json.loads(result.out.lines[-1])
+    assert out["role"] == "joined" and out["forwarding"]["dropped"] == 90
+    rest = ready["urls"]["rest"]
+    # The run_end of its release pushes one more out of the buffer: 9 of the
+    # events and the run_end arrive; the 91 are counted on the run.
+    wait_for(lambda: runs(rest).get("j", {}).get("state") == "finished", what="the run's end")
+    run = runs(rest)["j"]
+    assert run["events"] == 10 and run["dropped"]["forwarder"] == 91 and run["first_ts"] is not None
+    status = httpx.get(f"{rest}/api/status", timeout=5).json()
+    assert status["drops"]["forwarder"] == 91
+    sources = httpx.get(f"{rest}/api/sources", timeout=5).json()["sources"]
+    assert [s["dropped"] for s in sources if s["role"] == "joined"] == [91]
+    release(host)
+    done(host)
+
+
 def test_join_policy_without_a_hub_raises(spawn: Spawner) -> None:
     ports = free_ports(3)
     proc = spawn.start([str(TRAINER)], env=hub_env(ports, STREAM_HUB_PORT_CONFLICT="join"), prefix=PYTHON)

@@ -62,8 +62,11 @@ def test_status_has_exactly_the_contract_keys(server):
     response = get(server, "/api/status")
     assert response.status_code == 200
     status = json_body(response)
-    assert set(status) == STATUS_KEYS | {"store"}  # contract v3: persistent by default
+    assert set(status) == STATUS_KEYS | {"store", "drops"}  # contract v3: persistent by default
     assert set(status["store"]) == STORE_STATUS_KEYS
+    assert status["drops"] == dict.fromkeys(
+        ("subscribers", "hub", "forwarder", "store", "curve", "sampled"), 0
+    )
     assert set(status["history"]) == {"size", "capacity"}
     assert set(status["clients"]) == {"sse", "ws", "evicted"}  # contract v2: evicted
     assert set(status["events"]) == {"published", "delivered", "dropped", "rejected"}
@@ -756,6 +759,41 @@ def test_a_step_range_the_ring_no_longer_holds_comes_from_the_series(make_server
     assert series_range(server, "exp", metric="loss", from_step=2800, to_step=2900)["source"] == "series"
     moved = series_range(server, "exp", metric="loss", from_step=3700, to_step=3710)
     assert moved["source"] == "ring" and moved["values"] == [float(i) for i in range(3700, 3711)]
+
+
+def bucket_of(curve: dict[str, Any], step: int) -> int:
+    """The index of the bucket of ``curve`` that holds ``step``."""
+    return max(i for i, first in enumerate(curve["steps"]) if first <= step)
+
+
+def test_a_spike_logged_fast_is_in_its_bucket_at_every_resolution_and_range(make_server):
+    # Issue 23.1: a hosting process logging far faster than its loop commits
+    # (a ring of 100: every commit overloads it) kept a sample of the events
+    # in the whole-run curve, and a spike was missing at every zoom.
+    server = make_server(history_size=100, series_points=200)
+    spike, dip, n = 40_000, 77_777, 100_000
+    for step in range(n):
+        loss = 60.0 if step == spike else -5.0 if step == dip else 1.0 + (step % 13) / 100
+        seq = server.log({"loss": loss, "lr": 3e-4}, step=step, run="fast")
+    committed(server, seq)
+    for max_points in (2000, 500, 100, 37, 5):
+        whole = series_range(server, "fast", metric="loss", max_points=max_points)
+        assert len(whole["steps"]) <= max_points
+        assert whole["maxs"][bucket_of(whole, spike)] == 60.0, max_points
+        assert whole["mins"][bucket_of(whole, dip)] == -5.0, max_points
+    for first, last in ((0, n - 1), (30_000, 50_000), (39_000, 41_000), (39_990, 40_010), (spike, spike)):
+        for max_points in (1000, 50, 3):
+            part = series_range(
+                server, "fast", metric="loss", from_step=first, to_step=last, max_points=max_points
+            )
+            assert part["source"] == "series"  # the ring holds only the newest 100
+            assert part["maxs"][bucket_of(part, spike)] == 60.0, (first, last, max_points)
+
+    described = next(r for r in json_body(get(server, "/api/runs"))["runs"] if r["run"] == "fast")
+    assert described["metric_events"] == n  # every event counted, whether the curve got it or not
+    assert described["dropped"]["sampled"] > 0  # and the curve says it was given a sample
+    status = json_body(get(server, "/api/status"))
+    assert status["drops"]["sampled"] >= described["dropped"]["sampled"]
 
 
 def test_a_step_range_of_a_run_with_ranks_is_per_rank(server):

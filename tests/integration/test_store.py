@@ -188,7 +188,7 @@ def test_a_restart_keeps_writing_and_status_and_prometheus_show_the_store(tmp_pa
     server = store_server(tmp_path / "runs.db")
     try:
         status = server.status()
-        assert set(status) == STATUS_KEYS | {"store"} and set(status["store"]) == STORE_STATUS_KEYS
+        assert set(status) == STATUS_KEYS | {"store", "drops"} and set(status["store"]) == STORE_STATUS_KEYS
         assert status["store"]["journal"] == "wal" and status["store"]["path"] == str(tmp_path / "runs.db")
         server.log({"x": 1.0}, run="r")
         server.restart()

@@ -543,6 +543,42 @@ def test_an_overloaded_commit_keeps_the_ring_exact_and_the_curves_whole() -> Non
         assert len(curve["steps"]) >= 40  # sampled, not emptied
 
 
+def test_a_spike_in_an_overloaded_commit_reaches_its_bucket_of_the_curve() -> None:
+    hub = Hub(1000, series_points=100)
+    held(hub)
+    for step in range(100_000):  # one commit of 100 times the ring
+        loss = 60.0 if step == 40_000 else -2.0 if step == 77_000 else 1.0 + step % 11 / 100
+        hub.log({"loss": loss, "acc": 0.5}, step=step, run="a")
+    assert hub.commit() == 100_001  # and the alert the spike raised: the detectors saw it too
+    summary = hub.runs.runs["a"]
+    assert summary.alerts == 1
+    curve = summary.series["loss"].snapshot()
+    for step, extreme, side in ((40_000, 60.0, "maxs"), (77_000, -2.0, "mins")):
+        bucket = max(i for i, first in enumerate(curve["steps"]) if first <= step)
+        assert curve[side][bucket] == extreme
+        for max_points in (7, 20, 50):
+            small = summary.series["loss"].snapshot(max_points)
+            at = max(i for i, first in enumerate(small["steps"]) if first <= step)
+            assert small[side][at] == extreme
+    described = summary.describe()
+    assert described["metric_events"] == 100_000  # counted, if not all drawn
+    assert 0 < described["dropped"]["sampled"] < 100_000
+    assert hub.drop_counts()["sampled"] == described["dropped"]["sampled"]
+
+
+def test_events_the_intake_forgets_are_counted_on_their_runs() -> None:
+    hub = Hub(10)
+    notifier = held(hub)
+    for i in range(300_000):
+        hub.log({"x": i}, run="a" if i % 3 else "b")
+    hub.detach(notifier)
+    shed = hub.intake.shed
+    dropped = {run: hub.runs.runs[run].describe()["dropped"]["hub"] for run in ("a", "b")}
+    assert shed > 0 and sum(dropped.values()) == shed
+    assert dropped["a"] > dropped["b"] > 0
+    assert hub.drop_counts()["hub"] == shed
+
+
 def test_a_stuck_loop_cannot_grow_the_backlog_without_bound() -> None:
     hub = Hub(10)
     notifier = held(hub)

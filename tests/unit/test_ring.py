@@ -128,6 +128,29 @@ def test_an_overloaded_batch_feeds_every_unknown_runs_first_event() -> None:
     assert 30 in observed.seqs  # "new" was not known: its curve starts at its first event
 
 
+def test_an_overloaded_batch_feeds_the_curves_each_extreme_and_every_other_event() -> None:
+    r = ring(100)
+    batch: list[Any] = []
+    for seq in range(1, 10_001):
+        value = 60.0 if seq == 4321 else -5.0 if seq == 7777 else 1.0 + seq % 7 / 100
+        batch += [seq, 1000.0 + seq, "metric", "r", seq, {"loss": value}, None]
+    batch[4999 * FIELDS : 5000 * FIELDS] = note(5000, {"lr": 0.1}, event_type="config")
+    observed = Observed()
+    skipped = r.store(batch, 10_000, observed, {})
+    seqs = observed.seqs
+    assert seqs == sorted(seqs) and len(seqs) < 10_000 // 20  # still a sample
+    assert {4321, 7777, 5000} <= set(seqs)  # the spike, the dip, the config event
+    assert skipped == {"r": 9999 - (len(seqs) - 1)}  # the metric events not observed
+
+
+def test_a_batch_that_fits_skips_nothing() -> None:
+    r = ring(10)
+    batch: list[Any] = []
+    for seq in range(1, 6):
+        batch += metric(seq)
+    assert r.store(batch, 5, Observed(), {}) is None
+
+
 def test_a_normal_batch_feeds_every_event_in_order_with_its_fields() -> None:
     r = ring(10)
     batch = metric(1, run="a", step=7, rank=2) + note(2, {"k": 1}, run=None)

@@ -86,6 +86,7 @@ def test_describe_is_the_rest_summary() -> None:
         "ended": None,
         "config": {"lr": 0.1},
         "alerts": None,
+        "dropped": {"forwarder": 0, "hub": 0, "store": 0, "curve": 0, "sampled": 0},
     }
 
 
@@ -259,6 +260,49 @@ def test_curves_past_max_series_over_all_runs_are_dropped() -> None:
     assert runs.runs["a"].tracks[1].series == {}
     assert runs.points_dropped == 3
     assert runs.runs["a"].series["y"].snapshot()["values"] == [1.0]
+
+
+def test_values_left_out_of_the_curves_are_counted_on_their_run() -> None:
+    runs, feed = index(max_metrics=2)
+    feed.metric("a", {"m1": 1.0, "m2": 2.0, "m3": 3.0, "m4": 4.0})
+    feed.metric("b", {"m1": 1.0})
+    assert runs.runs["a"].describe()["dropped"]["curve"] == 2
+    assert runs.runs["b"].describe()["dropped"]["curve"] == 0
+
+
+def test_drops_are_counted_per_run_and_cause_even_for_a_run_never_seen() -> None:
+    runs, feed = index()
+    feed.metric("a", {"x": 1.0})
+    runs.dropped("store", {"a": 5, "ghost": 2})
+    runs.dropped("store", {"a": 1})
+    runs.sampled({"a": 7})
+    assert runs.runs["a"].describe()["dropped"] == {
+        "forwarder": 0,
+        "hub": 0,
+        "store": 6,
+        "curve": 0,
+        "sampled": 7,
+    }
+    assert runs.runs["a"].events == 8  # the sampled-out events still happened
+    assert runs.runs["ghost"].describe()["dropped"]["store"] == 2  # listed: its events were lost
+    assert runs.drop_totals == {"store": 8, "sampled": 7}
+
+
+def test_forwarder_drops_are_each_sources_own_total() -> None:
+    runs, _feed = index()
+    runs.forwarder_dropped("a", "src1", 100)
+    runs.forwarder_dropped("a", "src1", 100)  # the same total again (a resend): nothing more
+    runs.forwarder_dropped("a", "src1", 150)
+    runs.forwarder_dropped("a", "src2", 10)
+    runs.forwarder_dropped("a", "src1", 120)  # an older message after a newer one
+    assert runs.runs["a"].describe()["dropped"]["forwarder"] == 160
+    assert runs.drop_totals["forwarder"] == 160
+    state = orjson.loads(orjson.dumps(runs.state()))  # a new host: the same sources report again
+    copy = RunIndex(series_points=8)
+    copy.restore(state)
+    copy.forwarder_dropped("a", "src1", 150)
+    assert copy.runs["a"].describe()["dropped"]["forwarder"] == 160
+    assert copy.drop_totals["forwarder"] == 160
 
 
 def test_clear_forgets_every_run_and_frees_the_curve_budget() -> None:
