@@ -256,6 +256,13 @@ class HubStore:
         hub, self._hub = self._hub, None
         if hub is not None and hub.archive is self.archive:
             hub.archive = None
+            # The last curves: events committed after the stop's own save (the
+            # hub's alerts about the runs that just ended) are in them too.
+            try:
+                assert self.archive is not None
+                self.archive.save_curves(hub.epoch, hub.head)
+            except RuntimeError as exc:  # a training thread committing meanwhile: the stop's save stands
+                logger.debug("store %s: last curves not saved (%s)", self.path, exc)
         _OPEN.discard(self)
         self.reader.close(1.0)
         writer = self.writer
