@@ -51,9 +51,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blob-interval", type=float, default=defaults.blob_interval)
     parser.add_argument("--slowloris", type=int, default=defaults.slowloris)
     parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=defaults.idle_seconds,
+        help="before the load: how long /health is probed on the idle hub",
+    )
+    parser.add_argument(
+        "--idle-restarts", type=int, default=defaults.idle_restarts, help="before the load: restarts timed"
+    )
+    parser.add_argument(
         "--default-malloc",
         action="store_true",
         help="leave glibc's mmap threshold dynamic in the hub (fixed by default, as in stream-hub serve)",
+    )
+    parser.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="leave the garbage collector as it is in the hub (stream-hub serve tunes it)",
     )
     parser.add_argument("--log-dir", type=Path, default=None, help="where the processes' logs go")
     parser.add_argument(
@@ -99,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         blob_interval=args.blob_interval,
         slowloris=args.slowloris,
         default_malloc=args.default_malloc,
+        default_gc=args.default_gc,
+        idle_seconds=args.idle_seconds,
+        idle_restarts=args.idle_restarts,
     )
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="stream-hub-soak-"))
     return orchestrate(p, log_dir)
