@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import logging
+import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -31,6 +34,11 @@ from benchmarks.soak.stalled import stalled_main_async  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Hubs persist by default (contract v3): a benchmark's runs go to a data
+    # directory of its own (its child processes inherit it), never to the user's.
+    if not os.environ.get("STREAM_HUB_HOME"):
+        os.environ["STREAM_HUB_HOME"] = tempfile.mkdtemp(prefix="stream_hub-bench-")
+        atexit.register(shutil.rmtree, os.environ["STREAM_HUB_HOME"], True)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     defaults = Params()
     parser.add_argument("--minutes", type=float, default=defaults.minutes, help="how long the load runs")
@@ -51,9 +59,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blob-interval", type=float, default=defaults.blob_interval)
     parser.add_argument("--slowloris", type=int, default=defaults.slowloris)
     parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=defaults.idle_seconds,
+        help="before the load: how long /health is probed on the idle hub",
+    )
+    parser.add_argument(
+        "--idle-restarts", type=int, default=defaults.idle_restarts, help="before the load: restarts timed"
+    )
+    parser.add_argument(
         "--default-malloc",
         action="store_true",
         help="leave glibc's mmap threshold dynamic in the hub (fixed by default, as in stream-hub serve)",
+    )
+    parser.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="leave the garbage collector as it is in the hub (stream-hub serve tunes it)",
     )
     parser.add_argument("--log-dir", type=Path, default=None, help="where the processes' logs go")
     parser.add_argument(
@@ -99,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         blob_interval=args.blob_interval,
         slowloris=args.slowloris,
         default_malloc=args.default_malloc,
+        default_gc=args.default_gc,
+        idle_seconds=args.idle_seconds,
+        idle_restarts=args.idle_restarts,
     )
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="stream-hub-soak-"))
     return orchestrate(p, log_dir)

@@ -42,15 +42,22 @@ and every recorded eviction must belong to a client of ours.
 
 The settings, and why: ``send_timeout`` 2 s, so a stalled client can be evicted
 between two restarts 5 s apart; ``handshake_timeout`` 3 s, so slowloris
-connections meet it between restarts; ``shutdown_timeout`` 1 s, so a restart
-waits at most ~0.6 s for the streams of stalled clients before dropping them
-(with the 5 s default every restart would take ~2.5 s with stalled clients
-around, half of each 5 s period); ``history_bytes`` 32 MiB (below). The hub's
-loop responsiveness is measured from outside (``GET /health`` every 100 ms),
-its GC pauses from inside (``gc.callbacks``), kernel TCP memory from
+connections meet it between restarts; ``shutdown_timeout`` 1 s, the bound of
+a restart whose clients do not all read (stalled clients themselves are not
+waited for: a restart drops them at once); ``history_bytes`` 32 MiB (below).
+The hub's loop responsiveness is measured from outside (``GET /health`` every
+100 ms), its GC pauses from inside (``gc.callbacks``), kernel TCP memory from
 ``/proc/net/sockstat`` (stalled clients' data waits in the server's socket send
 buffers, outside RSS). Every process's log and the raw reports
 (``reports.json``) are kept in ``--log-dir``.
+
+Before the load, the same run measures the hub idle, so that the loaded
+figures can be read against it on a machine whose load varies: ``/health``
+probed for ``--idle-seconds`` (its median and p99 are printed beside the
+loaded ones), then ``--idle-restarts`` restarts with no client (their median
+beside the restarts under load). The load average before and after the load
+is printed with the table. The hub tunes its garbage collector as
+``stream-hub serve`` does (``--default-gc`` leaves it alone).
 
 The RSS bound (``rss_bound``) is the hub's RSS once started, plus what each
 bounded structure may hold in this soak::
@@ -68,6 +75,8 @@ bounded structure may hold in this soak::
                   publisher's events are ~1 MiB, so a chunk is <= 1 MiB + 1 KiB;
                   x1.125 for bytearray over-allocation
     chunk cache   65 x that chunk (the ring's joined-chunk cache)
+    backfill      16 MiB (frames of archived events kept for clients resuming
+                  from the same old seq: Hub.backfill_chunk)
     ingest        32 MiB (one 1 MiB body of "{}"s parses into ~350 000 dicts,
                   ~24 MiB, while it is checked)
     slack         64 MiB (malloc arenas of five threads, fragmentation)

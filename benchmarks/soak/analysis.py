@@ -31,6 +31,7 @@ def rss_bound(p: Params, started: int) -> tuple[int, list[tuple[str, int]]]:
             int(clients * 1.125 * (64 * KiB + chunk)),
         ),
         ("chunk cache: 65 joined chunks", 65 * chunk),
+        ("backfill cache: archived events' frames (Hub.backfill_chunk)", 16 * MiB),
         ("ingest: one 1 MiB body of {}s parsed", 32 * MiB),
         ("slack: malloc arenas, fragmentation", 64 * MiB),
     ]
@@ -84,6 +85,7 @@ class Analysis:
     def __init__(
         self,
         p: Params,
+        idle: dict[str, Any] | None,
         ready: dict[str, Any],
         head: dict[str, Any],
         final: dict[str, Any],
@@ -94,6 +96,7 @@ class Analysis:
         log_dir: Path,
     ) -> None:
         self.p = p
+        self.idle = idle  # the hub before the load (None: a run from before it was measured)
         self.ready = ready
         self.head = head
         self.final = final
@@ -108,6 +111,7 @@ class Analysis:
         self.findings: list[str] = []
         self.failed = False
         self.cpu: dict[str, float] = {}
+        self.loadavg: dict[str, list[float]] | None = None
 
     def row(self, name: str, value: Any, ok: bool | None = None) -> None:
         check = "" if ok is None else ("ok" if ok else "FAIL")
@@ -174,6 +178,16 @@ class Analysis:
             "restart duration ms (median / p95 / max)",
             f"{statistics.median(ms):.0f} / {ms[int(0.95 * (len(ms) - 1))]:.0f} / {ms[-1]:.0f}",
         )
+        idle = sorted(self.idle["restarts"]) if self.idle and self.idle.get("restarts") else None
+        if idle:
+            self.row(
+                f"  idle, before the load ({len(idle)} restarts): median / max",
+                f"{statistics.median(idle):.1f} / {idle[-1]:.0f}",
+            )
+            self.row(
+                "  median under load / median idle",
+                f"{statistics.median(ms) / max(statistics.median(idle), 1e-9):.1f}x",
+            )
         stopped = final["stop_error"] is None and not final["running_after_release"]
         self.row(
             "release_stream_server() at the end",
@@ -310,6 +324,9 @@ class Analysis:
                 f"stalled {item[0]} client port {item[1]} (connected at {item[2]:.1f} s) was served for "
                 f"{item[3]:.1f} s without an eviction (send_timeout {p.send_timeout:g} s)"
             )
+        dropped = final.get("dropped_stalled")
+        if dropped is not None:
+            self.row("  dropped at once by a restart (read nothing)", f"{dropped:,}")
         self.row("still open at the end", len(report["open"]))
         self.row("outlived a whole restart (never closed by it)", len(survivors), not survivors)
         for kind, port, t_connect, last_alive in survivors[:5]:
@@ -490,10 +507,21 @@ class Analysis:
             self.row("probes", "none")
             return
         ms = sorted(m for _, m in probes)
+        p99 = ms[int(0.99 * (len(ms) - 1))]
         self.row(
             "latency ms (median / p99 / max)",
-            f"{statistics.median(ms):.1f} / {ms[int(0.99 * (len(ms) - 1))]:.1f} / {ms[-1]:.0f}",
+            f"{statistics.median(ms):.1f} / {p99:.1f} / {ms[-1]:.0f}",
         )
+        idle = sorted(m for _, m in self.idle["probes"]) if self.idle and self.idle.get("probes") else None
+        if idle:
+            idle_p99 = idle[int(0.99 * (len(idle) - 1))]
+            self.row(
+                f"  idle, before the load ({len(idle)} probes): median / p99 / max",
+                f"{statistics.median(idle):.1f} / {idle_p99:.1f} / {idle[-1]:.0f}",
+            )
+            self.row("  p99 under load / p99 idle", f"{p99 / max(idle_p99, 1e-9):.1f}x")
+            if self.idle.get("errors"):
+                self.row("  idle probe errors", len(self.idle["errors"]), False)
         slow = sorted(((m, t) for t, m in probes if m > 250), reverse=True)
         self.row("answers slower than 250 ms", len(slow))
         blobs = [t0 for t0, _ in report["blobs"]]
@@ -558,6 +586,15 @@ class Analysis:
             f"{p.restart_interval:g} s, {p.healthy} healthy + {p.stalled} stalled clients, "
             "a hostile publisher"
         )
+        if self.loadavg:
+            idle, end = self.loadavg["idle"], self.loadavg["end"]
+            print(
+                "load average (1/5/15 min) before the load: "
+                + " / ".join(f"{v:.2f}" for v in idle)
+                + "; at its end: "
+                + " / ".join(f"{v:.2f}" for v in end)
+                + f" ({os.cpu_count()} CPUs)"
+            )
         print(
             f"config: send_timeout={p.send_timeout:g} s, handshake_timeout={p.handshake_timeout:g} s, "
             f"shutdown_timeout={p.shutdown_timeout:g} s, history_size={p.history_size}, "

@@ -39,6 +39,10 @@ class Params:
     blob_interval: float = 3.0
     slowloris: int = 6
     default_malloc: bool = False
+    default_gc: bool = False
+    # Before the load: /health probed for idle_seconds, then idle_restarts restarts.
+    idle_seconds: float = 20.0
+    idle_restarts: int = 10
     # Filled in by the orchestrator for the clients.
     ports: dict[str, int] = dataclasses.field(default_factory=dict)
     index: int = 0

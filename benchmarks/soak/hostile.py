@@ -64,6 +64,54 @@ def ws_handshake(port: int, host: str | None = None, origin: str | None = None) 
     return raw.replace(b"Connection: close\r\n", b"")
 
 
+async def probe_health(
+    port: int, stopping: asyncio.Event, probes: list[list[float]], errors: list[list[Any]]
+) -> None:
+    """``GET /health`` every 100 ms until ``stopping`` is set, on a kept-alive
+    connection (reopened after each restart); ``[t, ms]`` of each answer goes
+    to ``probes``, ``[t0, t1, error]`` of each failure to ``errors``."""
+    request = f"GET /health HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode()
+    writer: asyncio.StreamWriter | None = None
+    reader: asyncio.StreamReader | None = None
+    while not stopping.is_set():
+        t0 = time.monotonic()
+        # A kept-alive connection the last restart closed fails once: then
+        # the same request goes out again on a fresh connection.
+        for attempt in (1, 2):
+            start = time.monotonic()
+            reused = writer is not None
+            try:
+                if writer is None or reader is None:
+                    reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 10)
+                writer.write(request)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                await asyncio.wait_for(reader.readexactly(int(length[1]) if length else 0), 10)
+                probes.append([start, (time.monotonic() - start) * 1000])
+                break
+            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
+                if writer is not None:
+                    writer.close()
+                writer = reader = None
+                if not (reused and attempt == 1):
+                    errors.append([start, time.monotonic(), repr(exc)[:100]])
+                    break
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stopping.wait(), max(0.0, t0 + 0.1 - time.monotonic()))
+    if writer is not None:
+        writer.close()
+
+
+async def idle_probes(port: int, seconds: float) -> dict[str, list[list[Any]]]:
+    """:func:`probe_health` for ``seconds`` s (the hub idle, before the load)."""
+    stopping = asyncio.Event()
+    probes: list[list[float]] = []
+    errors: list[list[Any]] = []
+    asyncio.get_running_loop().call_later(seconds, stopping.set)
+    await probe_health(port, stopping, probes, errors)
+    return {"probes": probes, "errors": errors}
+
+
 class Hostile:
     def __init__(self, p: Params) -> None:
         self.p = p
@@ -206,39 +254,8 @@ class Hostile:
                 await writer.wait_closed()
 
     async def probe(self) -> None:
-        """How responsive the hub's loop is: ``GET /health`` every 100 ms, on a
-        kept-alive connection (reopened after each restart)."""
-        port = self.p.ports["rest"]
-        request = f"GET /health HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode()
-        writer: asyncio.StreamWriter | None = None
-        reader: asyncio.StreamReader | None = None
-        while not self.stopping.is_set():
-            t0 = time.monotonic()
-            # A kept-alive connection the last restart closed fails once: then
-            # the same request goes out again on a fresh connection.
-            for attempt in (1, 2):
-                start = time.monotonic()
-                reused = writer is not None
-                try:
-                    if writer is None or reader is None:
-                        reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 10)
-                    writer.write(request)
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-                    length = re.search(rb"(?i)content-length: *(\d+)", head)
-                    await asyncio.wait_for(reader.readexactly(int(length[1]) if length else 0), 10)
-                    self.probes.append([start, (time.monotonic() - start) * 1000])
-                    break
-                except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
-                    if writer is not None:
-                        writer.close()
-                    writer = reader = None
-                    if not (reused and attempt == 1):
-                        self.probe_errors.append([start, time.monotonic(), repr(exc)[:100]])
-                        break
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), max(0.0, t0 + 0.1 - time.monotonic()))
-        if writer is not None:
-            writer.close()
+        """How responsive the hub's loop is, while the load runs (see :func:`probe_health`)."""
+        await probe_health(self.p.ports["rest"], self.stopping, self.probes, self.probe_errors)
 
     def report(self) -> dict[str, Any]:
         return {

@@ -205,6 +205,16 @@ class WriteAfterCloseWatch(logging.Filter):
         return True
 
 
+def idle_restarts(manager: Any, n: int) -> list[float]:
+    """``force_restart()`` ``n`` times with no client and no load: ms each."""
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        manager.force_restart()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
 def rest_status(port: int) -> dict[str, Any]:
     """``GET /api/status`` (commits what is pending, so ``last_seq`` is the head)."""
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
@@ -254,6 +264,14 @@ def hub_main(p: Params) -> int:
     )
     server = get_stream_server(config=config)
     manager = get_stream_server_manager()
+    if not p.default_gc:
+        # As stream-hub serve does once its server runs (stream_hub/runtime/collector.py).
+        try:
+            from stream_hub.runtime.collector import tune_for_serving
+        except ImportError:  # a tree from before it (a baseline run)
+            pass
+        else:
+            tune_for_serving()
     evictions = record_evictions(server)
     load = HubLoad(p, server, manager)
     status = server.status()
@@ -273,8 +291,11 @@ def hub_main(p: Params) -> int:
     t_go = t_stop = 0.0
     head: int | None = None
     for line in sys.stdin:
-        command = json.loads(line)["cmd"]
-        if command == "go":
+        message = json.loads(line)
+        command = message["cmd"]
+        if command == "idle_restarts":
+            emit({"type": "idle_restarts", "ms": idle_restarts(manager, message["n"])}, load.out)
+        elif command == "go":
             t_go = time.monotonic()
             load.start()
             emit({"type": "go", "t": t_go, "rss": load.rss()}, load.out)
@@ -333,6 +354,7 @@ def hub_main(p: Params) -> int:
             "logged": load.logged,
             "train_error": load.train_error,
             "gc_pauses": load.gc_pauses,
+            "dropped_stalled": getattr(getattr(server, "clients", None), "dropped_stalled", None),
             "write_after_close": write_after_close.count,
             "write_after_close_stacks": write_after_close.stacks,
             "write_after_close_times": write_after_close.times,

@@ -3,6 +3,7 @@ minutes, stops everything in order and hands the reports to the analysis."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -19,6 +20,7 @@ from typing import IO, Any
 
 from .analysis import Analysis
 from .common import ROOT, MiB, Params, raise_fd_limit
+from .hostile import idle_probes
 
 # Every child is this soak's command again, in one of its roles (--role).
 SCRIPT = ROOT / "scripts" / "soak.py"
@@ -151,6 +153,22 @@ def progress_line(t_go: float) -> Callable[[dict[str, Any]], None]:
     return show
 
 
+def idle_figures(p: Params, hub: Child) -> dict[str, Any]:
+    """The hub before the load, for the loaded figures to be read against:
+    ``/health`` probed for ``idle_seconds``, then ``idle_restarts`` restarts."""
+    loadavg = os.getloadavg()
+    print(
+        f"soak: the hub idle: /health for {p.idle_seconds:g} s, {p.idle_restarts} restarts "
+        f"(load average {loadavg[0]:.2f})",
+        file=sys.stderr,
+        flush=True,
+    )
+    probed = asyncio.run(idle_probes(p.ports["rest"], p.idle_seconds))
+    hub.send({"cmd": "idle_restarts", "n": p.idle_restarts})
+    restarts = hub.expect("idle_restarts", 60 + 10 * p.idle_restarts)["ms"]
+    return {**probed, "restarts": restarts, "loadavg": loadavg}
+
+
 def orchestrate(p: Params, log_dir: Path) -> int:
     raise_fd_limit()
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -161,6 +179,7 @@ def orchestrate(p: Params, log_dir: Path) -> int:
         children.append(hub)
         ready = hub.expect("ready", 60)
         p.ports = ready["ports"]
+        idle = idle_figures(p, hub)
         stalled = Child("stalled", "stalled", p, log_dir)
         children.append(stalled)
         healthy = []
@@ -206,6 +225,8 @@ def orchestrate(p: Params, log_dir: Path) -> int:
         raise
     reports = {
         "params": dataclasses.asdict(p),
+        "loadavg": {"idle": idle["loadavg"], "end": os.getloadavg()},
+        "idle": idle,
         "ready": ready,
         "head": head,
         "final": final,
@@ -224,6 +245,7 @@ def analyze(reports: dict[str, Any], log_dir: Path) -> int:
     p = Params(**reports["params"])
     result = Analysis(
         p,
+        reports.get("idle"),
         reports["ready"],
         reports["head"],
         reports["final"],
@@ -234,4 +256,5 @@ def analyze(reports: dict[str, Any], log_dir: Path) -> int:
         log_dir,
     )
     result.cpu = reports["cpu"]
+    result.loadavg = reports.get("loadavg")
     return result.report()

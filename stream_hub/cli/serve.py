@@ -63,6 +63,7 @@ def cmd_serve(args: argparse.Namespace, demo: bool = False) -> int:
     from ..backend import MissingExtraError
     from ..demo import run_demo_threads
     from ..manager import get_stream_server, get_stream_server_manager, release_stream_server
+    from ..runtime.collector import tune_for_serving
     from ..runtime.memory import fix_mmap_threshold
 
     # This process only serves: freed buffers go back to the kernel (runtime/memory.py).
@@ -92,6 +93,9 @@ def cmd_serve(args: argparse.Namespace, demo: bool = False) -> int:
                 file=sys.stderr,
             )
             return EXIT_ERROR
+        # Everything loaded for serving lives as long as this process: full
+        # collections need not walk it, and they can be rarer (runtime/collector.py).
+        tune_for_serving()
         try:
             _print_ready(args, server, demo)
             if demo:

@@ -40,6 +40,8 @@ MAX_CHUNK_EVENTS = 4096
 MAX_CHUNK_BYTES = 256 * 1024
 # The most bytes of events one /api/history answer carries (``more`` says the rest).
 MAX_HISTORY_BYTES = 8 * 1024 * 1024
+#: Bytes of archived events' frames kept for cursors resuming from the same seq.
+BACKFILL_CACHE_BYTES = 16 * 1024 * 1024
 
 
 class Hub:
@@ -81,6 +83,9 @@ class Hub:
         self.numbered_elsewhere = False
         # What subscribers get as their stream ends, besides history (see farewell).
         self.farewell_frames: dict[int, bytes] | None = None
+        # Archived events' frames by (epoch, format, the seq they follow): see backfill_chunk.
+        self._backfilled: dict[tuple[str, int, int], tuple[bytes, int, int, int]] = {}
+        self._backfilled_bytes = 0
 
     def store_batch(self, batch: list[Any], count: int) -> None:
         """The intake's sink: a committed batch goes into the ring and the curves."""
@@ -370,6 +375,49 @@ class Hub:
                 parts.append(frame(cursor.fmt, seq, event_type, body))
             cursor.pos = seq
         return parts
+
+    def cached_backfill(self, cursor: Cursor) -> tuple[bytes, int] | None:
+        """What :meth:`backfill_chunk` gave the last unfiltered cursor of this
+        format at ``cursor.pos`` (advancing this one the same way), or None."""
+        if cursor.filtered or cursor.pending_gap is not None:
+            return None
+        found = self._backfilled.get((self.epoch, cursor.fmt, cursor.pos))
+        if found is None:
+            return None
+        chunk, frames, pos, lost = found
+        self.counters.dropped += lost
+        cursor.pos = pos
+        return chunk, frames
+
+    def backfill_chunk(self, cursor: Cursor, events: list[Archived]) -> tuple[bytes, int]:
+        """:meth:`backfill` as one chunk, and how many frames.
+
+        An unfiltered cursor's chunk is kept (``BACKFILL_CACHE_BYTES`` of
+        them, the oldest let go first) for the next cursor of its format at
+        the same seq (:meth:`cached_backfill`): clients resuming from the same
+        old seq, as every client does after a restart that replays from the
+        start, then cost one archive read and one framing between them, not
+        one each. An archived event never changes; the archive may let it go
+        later (retention, Redis's MAXLEN), and a client resuming there then
+        gets the kept chunk rather than a ``gap``.
+        """
+        start, dropped = cursor.pos, self.counters.dropped
+        parts = self.backfill(cursor, events)
+        if not parts:
+            return b"", 0
+        chunk = b"".join(parts)
+        if not cursor.filtered and len(chunk) <= BACKFILL_CACHE_BYTES // 4:
+            cache = self._backfilled
+            key = (self.epoch, cursor.fmt, start)
+            replaced = cache.pop(key, None)  # two cursors read it at once
+            if replaced is not None:
+                self._backfilled_bytes -= len(replaced[0])
+            cache[key] = (chunk, len(parts), cursor.pos, self.counters.dropped - dropped)
+            self._backfilled_bytes += len(chunk)
+            while self._backfilled_bytes > BACKFILL_CACHE_BYTES:
+                oldest = cache.pop(next(iter(cache)))
+                self._backfilled_bytes -= len(oldest[0])
+        return chunk, len(parts)
 
     def history(
         self,

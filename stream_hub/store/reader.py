@@ -165,11 +165,20 @@ def read_stored(conn: sqlite3.Connection, history_size: int, max_runs: int) -> S
 
 
 class StoreReader:
-    """Reads for a hub's loop on a thread of its own (see the module docstring)."""
+    """Reads for a hub's loop on a thread of its own (see the module docstring).
+
+    Requests for the same events that arrive while one for them waits in the
+    queue share its answer: after a restart every client replaying from the
+    same old seq asks at once, and one read answers them all. (The answer
+    may end before a later request's ``last``: the ring moved on meanwhile;
+    callers read on from where it ends.)
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._jobs: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[str, int, int, int] | None] = queue.SimpleQueue()
+        # Who waits for each queued job: (epoch, first, max_bytes) -> [(loop, future)].
+        self._waiting: dict[tuple[str, int, int], list[tuple[asyncio.AbstractEventLoop, Any]]] = {}
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.conn: sqlite3.Connection | None = None
@@ -183,7 +192,13 @@ class StoreReader:
                     target=self._work, name="stream-hub-store-reader", daemon=True
                 )
                 self._thread.start()
-        self._jobs.put((epoch, first, last, max_bytes, loop, future))
+            key = (epoch, first, max_bytes)
+            waiting = self._waiting.get(key)
+            if waiting is not None:
+                waiting.append((loop, future))
+            else:
+                self._waiting[key] = [(loop, future)]
+                self._jobs.put((epoch, first, last, max_bytes))
         return await future
 
     def _work(self) -> None:
@@ -192,7 +207,13 @@ class StoreReader:
             job = self._jobs.get()
             if job is None:
                 break
-            epoch, first, last, max_bytes, loop, future = job
+            epoch, first, last, max_bytes = job
+            with self._lock:
+                waiting = self._waiting.pop((epoch, first, max_bytes), [])
+            # Cancelled futures: nobody waits for them any more (streams that ended, a stop).
+            waiting = [(loop, future) for loop, future in waiting if not future.done()]
+            if not waiting:
+                continue
             try:
                 if self.conn is None:
                     self.conn = connect(self.path, read_only=True)
@@ -200,8 +221,9 @@ class StoreReader:
                 ok = True
             except Exception as exc:  # the loop's caller gets it
                 result, ok = exc, False
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(_deliver, future, ok, result)
+            for loop, future in waiting:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(_deliver, future, ok, result)
         if self.conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 self.conn.close()
@@ -217,6 +239,7 @@ class StoreReader:
     def forget_after_fork(self) -> None:
         self._thread = None
         self._lock = threading.Lock()
+        self._waiting = {}
 
 
 def _deliver(future: asyncio.Future[list[Archived]], ok: bool, value: Any) -> None:

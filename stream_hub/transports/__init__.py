@@ -118,24 +118,27 @@ class Transports:
         """Stop listening, let every stream flush and end, close every connection.
 
         Streams still running near ``deadline`` (a ``time.monotonic()``
-        value; clients that stopped reading) are dropped, so this returns by it.
+        value) are dropped, so this returns by it. Clients that read nothing
+        are not waited for: once only theirs are left, their connections are
+        dropped at once (:class:`~.clients.StallWatch`).
         """
         total = max(0.0, deadline - time.monotonic())
         flush_by = deadline - min(1.0, 0.3 * total)  # the rest is for dropping what is stuck
         clients = self.server.clients
-        # 1. Stop accepting connections on all three ports: out of the selector
-        # first, closed once the connections already accepted are set up.
-        for server in self._listeners(asyncio.get_running_loop()):
-            _pause_accepting(server)
-        for _ in range(2):
-            await asyncio.sleep(0)
-        for listener in self.http.values():
-            listener.stop_accepting()
-        self.ws.stop_accepting()
-        # 2. Let every stream flush to the head (the shutdown event) and end.
-        tasks: set[asyncio.Task[Any]] = set(self.ws.handlers) | set(self.server.streams)
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=max(0.0, flush_by - time.monotonic()))
+        stalls = clients.watch_stalls()  # its first look: what is queued as the stop begins
+        try:
+            # 1. Stop accepting connections on all three ports: out of the selector
+            # first, closed once the connections already accepted are set up.
+            for server in self._listeners(asyncio.get_running_loop()):
+                _pause_accepting(server)
+            for _ in range(2):
+                await asyncio.sleep(0)
+            for listener in self.http.values():
+                listener.stop_accepting()
+            self.ws.stop_accepting()
+            # 2. Let every stream flush to the head (the shutdown event) and end.
+            tasks: set[asyncio.Task[Any]] = set(self.ws.handlers) | set(self.server.streams)
+            pending = await stalls.flush(tasks, flush_by)
             if pending:
                 logger.warning("%d stream(s) did not end within %.1f s; aborting them", len(pending), total)
                 clients.abort_all()
@@ -144,15 +147,17 @@ class Transports:
                     task.cancel()
                 if pending:
                     await asyncio.wait(pending, timeout=_left(deadline, 0.5))
-        # 3. Close what is left: WebSocket handshakes, idle HTTP keep-alives.
-        await self.ws.close(_left(deadline, 1.0))
-        for listener in self.http.values():
-            listener.close_idle()
-        # 4. Closed connections flush what is queued for them until the flush
-        # deadline; then everything still open is dropped, closing ones too (a
-        # request caught in the middle, a client that reads nothing and never
-        # lets a flush end: one its stream had not yet paused when it ended).
-        await clients.wait_closed(max(0.0, flush_by - time.monotonic()))
+            # 3. Close what is left: WebSocket handshakes, idle HTTP keep-alives.
+            await self.ws.close(_left(deadline, 1.0))
+            for listener in self.http.values():
+                listener.close_idle()
+            # 4. Closed connections flush what is queued for them until the flush
+            # deadline, those of clients that read nothing excepted; then
+            # everything still open is dropped, closing ones too (a request
+            # caught in the middle, a client that never lets a flush end).
+            await stalls.until_closed(flush_by)
+        finally:
+            clients.end_watch(stalls)
         clients.stop()
         dropped = clients.abort_all()
         if dropped:

@@ -18,6 +18,11 @@ of a loop that closed anyway is dropped.
 The kernel's send buffer of a stream connection is capped
 (:func:`cap_send_buffer`), so a client that stops reading is paused, and
 ``send_timeout`` starts counting, after a few hundred KiB rather than ~4 MiB.
+
+A stop does not wait for such clients either: :class:`StallWatch` tells,
+while the stop waits for streams to flush their shutdown event and for
+connections to close, which clients are taking nothing, and those are
+dropped at once instead of at the stop's flush deadline.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ import asyncio
 import logging
 import socket
 import time
-from typing import Protocol
+from collections.abc import Collection
+from typing import Any, Protocol
 
-__all__ = ["STREAM_SEND_BUFFER", "ClientRegistry", "FlowState", "Tracked", "cap_send_buffer"]
+__all__ = ["STREAM_SEND_BUFFER", "ClientRegistry", "FlowState", "StallWatch", "Tracked", "cap_send_buffer"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +69,13 @@ def cap_send_buffer(listener: socket.socket, size: int | None = STREAM_SEND_BUFF
 class Tracked(Protocol):
     """A client connection the registry watches: ``wire`` is its transport
     (None before it is connected), ``paused_since`` when it stopped taking
-    data, ``home`` the loop it lives on (set by :meth:`ClientRegistry.add`)."""
+    data, ``home`` the loop it lives on (set by :meth:`ClientRegistry.add`),
+    ``stream`` the task writing its event stream (SSE, WebSocket), if any."""
 
     wire: asyncio.WriteTransport | None
     paused_since: float | None
     home: asyncio.AbstractEventLoop | None
+    stream: asyncio.Task[Any] | None
 
 
 class FlowState:
@@ -76,11 +84,14 @@ class FlowState:
     The protocol calls :meth:`_paused` / :meth:`_resumed` from its
     ``pause_writing`` / ``resume_writing`` (and :meth:`_resumed` when the
     connection is lost); writers await :meth:`writable` before writing more.
+    The protocol class sets ``registry``, the server's registry.
     """
 
+    registry: ClientRegistry
     wire: asyncio.WriteTransport | None = None
     paused_since: float | None = None
     home: asyncio.AbstractEventLoop | None = None
+    stream: asyncio.Task[Any] | None = None
     _writable: asyncio.Future[None] | None = None
 
     def writable(self) -> asyncio.Future[None] | None:
@@ -93,6 +104,7 @@ class FlowState:
 
     def _paused(self) -> None:
         self.paused_since = time.monotonic()
+        self.registry.changed()
 
     def _resumed(self) -> None:
         self.paused_since = None
@@ -115,11 +127,13 @@ class ClientRegistry:
         self.live: set[Tracked] = set()
         self.by_peer: dict[tuple[str, int], Tracked] = {}
         self.evicted = 0
+        #: Connections a stop dropped at once because their clients read nothing.
+        self.dropped_stalled = 0
+        self._watch: StallWatch | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._logged: list[float] = []
         self._counts: dict[asyncio.AbstractEventLoop, int] = {}  # connections per loop
-        self._waiting: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     # -- membership (loop thread) ---------------------------------------------------
 
@@ -144,9 +158,13 @@ class ClientRegistry:
                 self._counts[home] = left
             else:
                 self._counts.pop(home, None)
-                waiting = self._waiting
-                if waiting is not None and waiting[0] is home:
-                    waiting[1].set()
+        self.changed()
+
+    def changed(self) -> None:
+        """A connection paused or went away: a stop's :class:`StallWatch` looks again."""
+        watch = self._watch
+        if watch is not None:
+            watch.wake()
 
     def of_loop(self, loop: asyncio.AbstractEventLoop | None = None) -> list[Tracked]:
         """The connections living on ``loop`` (the running one by default)."""
@@ -238,19 +256,16 @@ class ClientRegistry:
 
     # -- shutdown ----------------------------------------------------------------------
 
-    async def wait_closed(self, timeout: float) -> None:
-        """Wait (at most ``timeout`` s) until the running loop has no connection left."""
-        loop = asyncio.get_running_loop()
-        if not self._counts.get(loop):
-            return
-        gone = asyncio.Event()
-        self._waiting = (loop, gone)
-        try:
-            await asyncio.wait_for(gone.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
-        finally:
-            self._waiting = None
+    def watch_stalls(self) -> StallWatch:
+        """A :class:`StallWatch` over the running loop's connections, which
+        takes its first look now (when a stop begins)."""
+        watch = self._watch = StallWatch(self, asyncio.get_running_loop())
+        watch.look()
+        return watch
+
+    def end_watch(self, watch: StallWatch) -> None:
+        if self._watch is watch:
+            self._watch = None
 
     def abort_all(self, loop: asyncio.AbstractEventLoop | None = None) -> int:
         """Drop every connection of ``loop`` (the running one by default) at
@@ -274,3 +289,133 @@ class ClientRegistry:
             except Exception:  # the loop closed under it; see _drop_stale
                 logger.debug("aborting %r failed", transport, exc_info=True)
         return dropped
+
+
+class StallWatch:
+    """Which connections a stop need not wait for: those whose clients read nothing.
+
+    A connection is *stalled* when bytes wait in its transport (the kernel's
+    send buffer is full), bytes waited there at an earlier look too, at least
+    one turn of the loop before (each turn offers every writable socket the
+    data queued for it), and none of them has left since: it never held fewer
+    than at that look, and it has not resumed (if it was paused). A client
+    that is merely behind drains between two looks and is waited for, like
+    every connection with nothing queued.
+
+    A stop waits for the streams and the connections of healthy clients, and
+    drops the stalled ones once they are all that is left (:meth:`flush`,
+    :meth:`until_closed`): their clients get neither the rest of their
+    stream nor its shutdown event, which they could not read anyway, and
+    they reconnect and resume like any other. The looks are taken when
+    something changes (a stream ends, a connection pauses or closes) and,
+    while a connection seen stalling for the first time is what is left,
+    once a turn.
+    """
+
+    def __init__(self, registry: ClientRegistry, loop: asyncio.AbstractEventLoop) -> None:
+        self._registry = registry
+        self._loop = loop
+        # At the look that first saw bytes queued: how many, and paused since when.
+        self._first: dict[Tracked, tuple[int, float | None]] = {}
+        self._draining: set[Tracked] = set()  # took data since: waited for from then on
+        self._fresh: set[Tracked] = set()  # first seen with bytes queued at the last look
+        self._changed: asyncio.Future[None] | None = None
+
+    def look(self) -> set[Tracked]:
+        """The stalled connections now (see the class docstring)."""
+        stalled: set[Tracked] = set()
+        self._fresh = set()
+        for conn in self._registry.of_loop(self._loop):
+            wire = conn.wire
+            if wire is None or conn in self._draining:
+                continue
+            queued = wire.get_write_buffer_size()
+            first = self._first.get(conn)
+            if first is None:
+                if queued:
+                    self._first[conn] = (queued, conn.paused_since)
+                    self._fresh.add(conn)
+            elif queued < first[0] or conn.paused_since != first[1]:
+                self._draining.add(conn)
+            else:
+                stalled.add(conn)
+        return stalled
+
+    def wake(self) -> None:
+        changed = self._changed
+        if changed is not None and not changed.done():
+            changed.set_result(None)
+
+    async def flush(self, tasks: Collection[asyncio.Task[Any]], deadline: float) -> set[asyncio.Task[Any]]:
+        """Wait for ``tasks`` (the streams) to end, by ``deadline`` (a
+        ``time.monotonic()`` value); once only stalled connections' streams
+        are left, drop those connections, and their streams end. Returns the
+        tasks still running at ``deadline``.
+
+        It looks again when the other streams have all ended, or when a
+        connection paused (its client may be one that reads nothing), not
+        at each stream's end: one look costs a pass over every connection."""
+        pending = {task for task in tasks if not task.done()}
+        while pending:
+            stalled = self.look()
+            stuck = {conn.stream for conn in stalled if conn.stream in pending}
+            if stuck and stuck == pending:
+                self._drop(stalled)
+                continue  # the dropped connections' streams end within a turn or two
+            # Streams of connections seen stalling for the first time are
+            # judged at the next look: that look comes when the rest have ended.
+            others = pending - stuck - {conn.stream for conn in self._fresh}
+            if not await self._wait(others, deadline, turn=not others):
+                break
+            pending = {task for task in pending if not task.done()}
+        return pending
+
+    async def until_closed(self, deadline: float) -> None:
+        """Wait, at most until ``deadline``, until the loop's connections have
+        closed, dropping the stalled ones once only they are left open."""
+        while True:
+            left = set(self._registry.of_loop(self._loop))
+            if not left:
+                return
+            stalled = self.look()
+            if stalled >= left:
+                self._drop(stalled)
+                return
+            if not await self._wait(set(), deadline, turn=self._fresh >= left - stalled):
+                return
+
+    async def _wait(self, tasks: set[asyncio.Task[Any]], deadline: float, turn: bool) -> bool:
+        """Wait until every one of ``tasks`` has ended, a connection paused or
+        closed, or (with ``turn``) one turn of the loop has passed; False
+        once ``deadline`` has."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        changed = self._changed = self._loop.create_future()
+        # asyncio.wait() leaves the tasks alone when it is cancelled.
+        ended = self._loop.create_task(asyncio.wait(tasks)) if tasks else None
+        try:
+            await asyncio.wait(
+                {changed} if ended is None else {changed, ended},
+                timeout=0 if turn else left,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            self._changed = None
+            changed.cancel()
+            if ended is not None:
+                ended.cancel()
+        return True
+
+    def _drop(self, stalled: set[Tracked]) -> None:
+        for conn in stalled:
+            self._draining.add(conn)  # looked at no more: a drop that fails is not retried
+            wire = conn.wire
+            if wire is None:
+                continue
+            try:
+                wire.abort()
+            except Exception:  # the loop closed under it; see ClientRegistry._drop_stale
+                logger.debug("aborting %r failed", wire, exc_info=True)
+        self._registry.dropped_stalled += len(stalled)
+        logger.info("dropped %d connection(s) at once: their clients read nothing", len(stalled))

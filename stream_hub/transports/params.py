@@ -169,20 +169,40 @@ async def catch_up(hub: Hub, notifier: LoopNotifier, since: int | None) -> None:
             return
 
 
-async def next_chunk(hub: Hub, cursor: Cursor) -> tuple[bytes, int]:
+async def next_chunk(
+    hub: Hub, cursor: Cursor, notifier: LoopNotifier | None = None
+) -> tuple[bytes, int] | None:
     """What a writer sends next to ``cursor``, and how many frames: events
     from the hub's archive while the cursor is behind the ring (when there is
     an archive), else the ring's next chunk (:meth:`Hub.read`). The writer
-    counts the frames in ``hub.counters.delivered`` once it has written them."""
+    counts the frames in ``hub.counters.delivered`` once it has written them.
+
+    None once the server is stopping (``notifier`` closing) while the cursor
+    is still behind the ring: the stream ends there, without the shutdown
+    event (whose seq would make the client resume past events it never got),
+    instead of holding the stop until the archive has been read to the ring;
+    the client reconnects and resumes from its last seq."""
     archive = hub.archive
     while archive is not None:
         span = hub.backfill_range(cursor)
         if span is None:
             break
-        events = await archive.read(span[0], span[1], MAX_CHUNK_BYTES)
+        if notifier is not None and notifier.closing:
+            return None
+        cached = hub.cached_backfill(cursor)
+        if cached is not None:
+            return cached
+        read = asyncio.ensure_future(archive.read(span[0], span[1], MAX_CHUNK_BYTES))
+        if not read.done() and notifier is not None:
+            closed: asyncio.Future[Any] = notifier.when_closed()
+            await asyncio.wait({read, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if not read.done():
+                read.cancel()  # the archive skips what nobody waits for any more
+                return None
+        events = await read
         if not events:
             break  # the archive has none of them: read() announces the stretch
-        frames = hub.backfill(cursor, events)
+        chunk, frames = hub.backfill_chunk(cursor, events)
         if frames:
-            return b"".join(frames), len(frames)
+            return chunk, frames
     return hub.read(cursor)

@@ -68,14 +68,17 @@ class EventStream:
             headers += [(b"access-control-allow-origin", self.origin.encode()), (b"vary", b"Origin")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         client = scope.get("client")
-        conn = self.server.clients.by_peer.get((client[0], client[1])) if client else None
+        found = self.server.clients.by_peer.get((client[0], client[1])) if client else None
+        conn = found if isinstance(found, TrackedH11Protocol) else None
         listener = asyncio.get_running_loop().create_task(self._listen(receive))
         task = asyncio.current_task()
         streams = self.server.streams
         if task is not None:
             streams.add(task)
+            if conn is not None:
+                conn.stream = task
         try:
-            await self._stream(send, conn if isinstance(conn, TrackedH11Protocol) else None)
+            await self._stream(send, conn)
         finally:
             listener.cancel()
             if task is not None:
@@ -97,6 +100,7 @@ class EventStream:
         if notifier is None:
             return
         hub, cursor, latency, clients = server.hub, self.cursor, server.latency, server.clients
+        turns = notifier.turns
         wire = conn.wire if conn is not None else None
         notifier.clients["sse"] += 1
         try:
@@ -107,8 +111,16 @@ class EventStream:
                     # history would go nowhere without the loop ever yielding.
                     # (Detached: the server stopped without this loop.)
                     return
-                chunk, frames = await next_chunk(hub, cursor)
+                got = await next_chunk(hub, cursor, notifier)
+                if got is None:
+                    return  # stopping while behind the ring: the client resumes from its last seq
+                chunk, frames = got
                 if chunk:
+                    turn = turns.take(len(chunk))
+                    if turn is not None:
+                        await turn
+                        if wire is not None and wire.is_closing():
+                            return  # gone while it waited; the client resumes from its last seq
                     if conn is not None and clients.over_budget(conn, len(chunk)):
                         return
                     # Waits (in uvicorn) while the client's transport is paused.

@@ -84,8 +84,6 @@ class TrackedConnection(FlowState, ServerConnection):
     :func:`_connection_class`).
     """
 
-    registry: ClientRegistry
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         assert isinstance(transport, asyncio.WriteTransport)
@@ -229,6 +227,7 @@ class WebSocketServer:
         task = asyncio.current_task()
         if task is not None:
             self.handlers.add(task)
+            connection.stream = task
         writer = asyncio.create_task(self._write_loop(connection, session, hub))
         try:
             await self._read_loop(connection, session, hub)
@@ -278,9 +277,19 @@ class WebSocketServer:
             return None  # gone (reset, evicted): writing on would never yield
         if session.notifier.detached:
             return None  # the server stopped without this loop: the hub is not ours to read
-        chunk, frames = await next_chunk(hub, session.cursor)
+        got = await next_chunk(hub, session.cursor, session.notifier)
+        if got is None:
+            # Stopping while behind the ring: dropped, the client resumes from
+            # its last seq. Not closed with 1001: the closing handshake would
+            # wait (up to a second) for a client that may read nothing.
+            wire.abort()
+            return None
+        chunk, frames = got
         if not chunk:
             return False
+        turn = session.notifier.turns.take(len(chunk))
+        if turn is not None:
+            await turn
         if wire.is_closing() or connection.state is not State.OPEN:
             return None
         if self.server.clients.over_budget(connection, len(chunk)):
@@ -358,10 +367,18 @@ class WebSocketServer:
             self.ws_server.server.close()
 
     async def close(self, timeout: float) -> None:
-        """Close the listener and every connection (1001), wait for handlers."""
+        """Close the listener and every connection (1001), wait for handlers.
+
+        A connection whose opening handshake has not arrived yet is dropped:
+        websockets would wait for it (to answer 503) until ``handshake_timeout``,
+        and a client trickling it a byte at a time would hold the stop that long.
+        """
         ws_server = self.ws_server
         if ws_server is None:
             return
+        for conn in self.server.clients.of_loop():
+            if isinstance(conn, TrackedConnection) and conn.request is None and conn.wire is not None:
+                conn.wire.abort()
         ws_server.close(close_connections=True, code=GOING_AWAY, reason="server shutting down")
         try:
             await asyncio.wait_for(ws_server.wait_closed(), timeout)

@@ -344,6 +344,30 @@ def test_publish_bad_event_is_422_with_message(server, body):
     assert error_message(response)
 
 
+def test_a_large_publish_body_is_checked_off_the_loop_with_the_same_answers(server):
+    """Bodies of OFF_LOOP_BODY bytes and more are decoded and checked on a
+    worker thread: accepted, refused (all or nothing) and counted alike."""
+    from stream_hub.transports.publish import OFF_LOOP_BODY
+
+    before = fill(server, 1)[-1]
+    events = [{"run": "big", "step": i, "metrics": {"loss": 1.0 / (i + 1)}} for i in range(2000)]
+    body = json.dumps({"events": events}).encode()
+    assert len(body) >= OFF_LOOP_BODY
+    response = post(server, "/api/publish", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert json_body(response)["seqs"] == list(range(before + 1, before + 2001))
+    rejected = server.status()["events"]["rejected"]
+    events[1999]["metrics"] = {"loss": "low"}
+    bad = json.dumps({"events": events}).encode()
+    response = post(server, "/api/publish", content=bad, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422 and "event 1999" in error_message(response)
+    response = post(server, "/api/publish", content=bad[:-1], headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and "JSON" in error_message(response)
+    status = server.status()
+    assert status["last_seq"] == before + 2000
+    assert status["events"]["rejected"] == rejected + 2
+
+
 def test_publish_body_over_max_body_size_is_413(make_server):
     server = make_server(max_body_size=1024)
     big = json.dumps({"type": "log", "data": {"blob": "x" * 2000}}).encode()

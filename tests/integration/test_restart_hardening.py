@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from stream_hub import TrainingStreamServer, get_stream_server, get_stream_server_manager
 from stream_hub.core.hub import MAX_CHUNK_EVENTS
 
-from ..clients import ping, stalled_sse, stalled_ws, ws_open
+from ..clients import SSEStream, ping, stalled_sse, stalled_ws, strict_json, ws_open
 from ..conftest import committed, free_config, wait_for
 
 
@@ -219,6 +219,71 @@ def test_a_stalled_client_its_stream_had_not_paused_is_closed_by_the_restart() -
         wait_for(lambda: established({"sse": ports["sse"]}) == 0, what="its connection closed")
     finally:
         sock.close()
+
+
+def test_a_restart_drops_clients_that_read_nothing_at_once_and_the_others_get_their_shutdown_event(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Stalled clients (connected, reading nothing, their transports paused)
+    are not waited for: the restart drops them as soon as the clients that
+    read (following new events) have their shutdown event, instead of waiting
+    for its flush deadline (here ~23 s away: shutdown_timeout 30 s)."""
+    server = get_stream_server(config=free_config(shutdown_timeout=30.0, send_timeout=600.0))
+    manager = get_stream_server_manager()
+    caplog.set_level(logging.INFO, logger="stream_hub")
+    sockets: list[socket.socket] = []
+    got: dict[str, Any] = {}
+
+    def read_sse(stream: SSEStream) -> None:
+        with stream:
+            while (frame := stream.next()) is not None:
+                if frame.event == "shutdown":
+                    got["sse"] = frame.json
+                    return
+
+    def read_ws() -> None:
+        with ws_open(server) as conn:
+            opened.set()
+            while (event := strict_json(conn.recv(timeout=60)))["type"] != "shutdown":
+                pass
+            got["ws"] = event
+
+    opened = threading.Event()
+    try:
+        seq = 0
+        for step in range(2000):  # ~1.8 MB of history to replay
+            seq = server.log({f"metric_{k}": 1.0 + k for k in range(40)}, step=step, run="r")
+        committed(server, seq)
+        sockets = [stalled_sse(server, last_event_id=1) for _ in range(5)]
+        sockets += [stalled_ws(server, "?since=1") for _ in range(5)]
+        wait_for(
+            lambda: sum(conn.paused_since is not None for conn in list(server.clients.live)) == 10,
+            what="the ten stalled clients paused",
+        )
+        readers = [
+            threading.Thread(target=read_sse, args=(SSEStream(f"{server.urls['sse']}/events"),)),
+            threading.Thread(target=read_ws),
+        ]
+        for reader in readers:
+            reader.start()
+        assert opened.wait(10)
+        wait_for(
+            lambda: server.client_counts()["sse"] == server.client_counts()["ws"] == 6,
+            what="the two readers counted",
+        )
+        manager.force_restart()
+        for reader in readers:
+            reader.join(30)
+        assert server.clients.dropped_stalled == 10
+        assert got["sse"]["data"]["restart"] is True and got["ws"]["data"]["restart"] is True
+        # Nothing waited for the flush deadline: no stream, no connection was left for it.
+        messages = [record.getMessage() for record in caplog.records]
+        assert not [m for m in messages if "did not end within" in m or "at the flush deadline" in m]
+        assert server.running and serves_everything(server)
+    finally:
+        for sock in sockets:
+            sock.close()
+        get_stream_server_manager().cleanup()
 
 
 def test_sse_clients_that_reset_are_not_sent_the_rest_of_a_replay(

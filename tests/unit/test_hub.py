@@ -624,10 +624,50 @@ async def _drain(hub: Hub, cursor: Any) -> list[dict[str, Any]]:
 
     out: list[dict[str, Any]] = []
     while True:
-        chunk, _ = await next_chunk(hub, cursor)
+        got = await next_chunk(hub, cursor)
+        assert got is not None
+        chunk, _ = got
         if not chunk:
             return out
         out += events_of(chunk, cursor.fmt)
+
+
+class CountingArchive(MemoryArchive):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def read(self, first: int, last: int, max_bytes: int) -> list[Any]:
+        self.reads += 1
+        return await super().read(first, last, max_bytes)
+
+
+async def test_clients_resuming_from_the_same_old_seq_share_one_archive_read() -> None:
+    hub = Hub(10)
+    archive = hub.archive = CountingArchive()
+    for i in range(3000):
+        hub.log({"x": i}, run="a" if i % 2 else "b")
+    archive.keep_from = 1
+    first = await _drain(hub, hub.open_cursor(5))
+    reads = archive.reads
+    assert reads > 1  # the archive holds more than one chunk's worth
+    assert await _drain(hub, hub.open_cursor(5)) == first
+    assert await _drain(hub, hub.open_cursor(5, fmt=WS)) == first  # one more framing, of the other format
+    assert archive.reads == 2 * reads
+    only_a = await _drain(hub, hub.open_cursor(5, runs=["a"]))  # filtered: never from the cache
+    assert archive.reads == 3 * reads
+    assert [e["seq"] for e in only_a] == [e["seq"] for e in first if e["run"] == "a"]
+
+
+async def test_a_shared_archive_read_counts_what_the_archive_lost_for_each_client() -> None:
+    hub = Hub(10)
+    hub.archive = MemoryArchive(keep_from=40)
+    for i in range(100):
+        hub.log({"x": i})
+    for _ in range(2):
+        before = hub.counters.dropped
+        events = await _drain(hub, hub.open_cursor(5))
+        assert events[0]["type"] == "gap" and hub.counters.dropped - before == 34
 
 
 async def test_a_resume_older_than_the_ring_is_served_from_the_archive() -> None:

@@ -166,3 +166,41 @@ def test_columns_of_one_value_and_counting_columns_are_kept_short_and_come_back_
             for seq, ts, kind, run, step, payload, rank in zip(it, it, it, it, it, it, it)
         ]
         assert [body for *_, body in got] == expected
+
+
+async def test_reads_of_the_same_events_queued_together_share_one_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a restart every client replaying from the same old seq asks at
+    once: the requests that wait in the queue together are answered by one read."""
+    import asyncio
+    import sqlite3
+    import threading
+
+    from stream_hub.store import reader as reader_module
+
+    busy, release = threading.Event(), threading.Event()
+    reads: list[tuple[int, int]] = []
+
+    def read_range(conn: object, epoch: str, first: int, last: int, max_bytes: int, cache: object) -> list:
+        reads.append((first, last))
+        if first == 1:  # the first job holds the thread while the others queue up
+            busy.set()
+            release.wait(10)
+        return [(first, "metric", None, None, b"{}")]
+
+    monkeypatch.setattr(reader_module, "read_range", read_range)
+    monkeypatch.setattr(reader_module, "connect", lambda path, read_only: sqlite3.connect(":memory:"))
+    reader = reader_module.StoreReader("unused.db")
+    try:
+        first = asyncio.ensure_future(reader.read(EPOCH, 1, 50, 1000))
+        await asyncio.to_thread(busy.wait, 10)
+        same = [asyncio.ensure_future(reader.read(EPOCH, 7, 50 + k, 1000)) for k in range(3)]
+        other = asyncio.ensure_future(reader.read(EPOCH, 9, 50, 1000))
+        await asyncio.sleep(0)
+        release.set()
+        answers = await asyncio.wait_for(asyncio.gather(first, *same, other), 10)
+    finally:
+        await asyncio.to_thread(reader.close, 5)
+    assert reads == [(1, 50), (7, 50), (9, 50)]  # seq 7 read once, for the first asker's range
+    assert [a[0][0] for a in answers] == [1, 7, 7, 7, 9]
