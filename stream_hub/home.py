@@ -42,6 +42,7 @@ __all__ = [
     "ensure_home",
     "ensure_private_directory",
     "home_directory",
+    "machine_name",
 ]
 
 logger = logging.getLogger(__name__)
@@ -142,6 +143,13 @@ def _check_owner(path: Path, info: os.stat_result, what: str, remedy: str | None
             f"the stream_hub {what} {path} belongs to uid {info.st_uid}, not to this user "
             f"({os.getuid()}): {remedy or f'set {HOME_VARIABLE} to a directory of your own'}"
         )
+
+
+def machine_name() -> str:
+    """This machine's name as one safe path component (the data directory's
+    per-machine subdirectories: its store files, its registry, its
+    processes' runs — on an NFS home shared by several machines)."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in socket.gethostname())[:64] or "localhost"
 
 
 # -- run names ---------------------------------------------------------------------------
@@ -315,9 +323,8 @@ class ProcessRuns:
         """Raises:
         StreamHubError: the data directory cannot be used."""
         runs = ensure_private_directory(ensure_home(environ) / "runs")
-        machine = "".join(c if c.isalnum() or c in "._-" else "_" for c in socket.gethostname())[:64]
         processes = ensure_private_directory(runs / "processes")
-        return cls(ensure_private_directory(processes / (machine or "localhost")))
+        return cls(ensure_private_directory(processes / machine_name()))
 
     def record(self, pid: int, started: float, run: str, alive: Callable[[int], bool]) -> None:
         """Say that process ``pid`` (started at ``started``) logs into ``run``.

@@ -375,6 +375,26 @@ def store_path() -> Kind:
     return Kind(parse, check, show, from_flag)
 
 
+def _url(
+    value: Any, schemes: tuple[str, str], what: str, shown: Callable[[Any], Any]
+) -> urllib.parse.SplitResult:
+    """``value`` split, when it is a URL of one of ``schemes`` whose port (if
+    any) is one and that names a host; else :class:`Invalid` saying it
+    expected ``what``, showing the value as ``shown`` makes it (a secret in
+    it hidden)."""
+    expected = f"expected {what} (or None)"
+    if not isinstance(value, str) or not value.startswith(tuple(s + "://" for s in schemes)):
+        raise Invalid(f"{expected}, got {shown(value)!r}")
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError as exc:
+        raise Invalid(f"{expected}, got {shown(value)!r}: {exc}") from None
+    if not parts.hostname or any(c.isspace() for c in value):
+        raise Invalid(f"{expected}, got {shown(value)!r}: it names no host, or has spaces")
+    return parts
+
+
 def redis_url() -> Kind:
     """A ``redis://`` or ``rediss://`` URL naming a host (a valid port, if
     any, and a database number, if any), or ``None``."""
@@ -382,20 +402,13 @@ def redis_url() -> Kind:
     def check(value: Any) -> str | None:
         if value is None:
             return None
-        expected = "expected a redis:// or rediss:// URL (or None)"
-        if not isinstance(value, str) or not value.startswith(("redis://", "rediss://")):
-            raise Invalid(f"{expected}, got {mask_url(value)!r}")
-        try:
-            parts = urllib.parse.urlsplit(value)
-            parts.port  # noqa: B018 - raises ValueError for a port that is not one
-        except ValueError as exc:
-            raise Invalid(f"{expected}, got {mask_url(value)!r}: {exc}") from None
-        if not parts.hostname:
-            raise Invalid(f"{expected}, got {mask_url(value)!r}: it names no host (redis://host:6379/0)")
-        database = parts.path.strip("/")
+        database = _url(value, ("redis", "rediss"), "a redis:// or rediss:// URL", mask_url).path.strip("/")
         if database and not database.isdigit():
-            raise Invalid(f"{expected}, got {mask_url(value)!r}: the database must be a number")
-        return value
+            raise Invalid(
+                f"expected a redis:// or rediss:// URL (or None), got {mask_url(value)!r}: "
+                "the database must be a number"
+            )
+        return str(value)
 
     return Kind(_text_or_none, check)
 
@@ -406,17 +419,8 @@ def http_url() -> Kind:
     def check(value: Any) -> str | None:
         if value is None:
             return None
-        expected = "expected an http:// or https:// URL (or None)"
-        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-            raise Invalid(f"{expected}, got {_hide_path(value)!r}")
-        try:
-            parts = urllib.parse.urlsplit(value)
-            parts.port  # noqa: B018 - raises ValueError for a port that is not one
-        except ValueError as exc:
-            raise Invalid(f"{expected}, got {_hide_path(value)!r}: {exc}") from None
-        if not parts.hostname or any(c.isspace() for c in value):
-            raise Invalid(f"{expected}, got {_hide_path(value)!r}: it names no host, or has spaces")
-        return value
+        _url(value, ("http", "https"), "an http:// or https:// URL", _hide_path)
+        return str(value)
 
     return Kind(_text_or_none, check)
 

@@ -43,7 +43,6 @@ import logging
 import os
 import re
 import secrets
-import socket
 import stat
 import sys
 import tempfile
@@ -56,7 +55,7 @@ from typing import IO, Any
 import orjson
 
 from ..errors import StreamHubError
-from ..home import ensure_home, ensure_private_directory, home_directory
+from ..home import ensure_home, ensure_private_directory, home_directory, machine_name
 from ..private_files import open_private, private_opener
 
 __all__ = ["PROTOCOL_VERSION", "HubRecord", "LockHolderStopped", "Registry", "record_key"]
@@ -225,8 +224,7 @@ def _places() -> list[Path]:
 
 
 def _home_place() -> Path:
-    host = _UNSAFE.sub("_", socket.gethostname())[:64] or "host"
-    return home_directory() / "registry" / host
+    return home_directory() / "registry" / machine_name()
 
 
 def _uid() -> int | None:

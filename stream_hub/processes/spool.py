@@ -23,8 +23,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
-import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -34,7 +32,7 @@ import orjson
 
 from ..core.intake import Submission
 from ..errors import StreamHubError
-from ..home import ensure_home, ensure_private_directory, home_directory
+from ..home import ensure_home, ensure_private_directory, home_directory, machine_name
 from .channel import ProtocolError, decode_events
 
 __all__ = ["ingest", "spool", "spool_directory"]
@@ -60,10 +58,9 @@ def spool(events: Iterable[list[Any]]) -> str | None:
     kept = list(events)
     if not kept:
         return None
-    machine = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname().split(".")[0])[:64] or "localhost"
     try:
         directory = ensure_private_directory(ensure_home() / "spool")
-        name = f"{machine}-{os.getpid()}-{time.time_ns()}{_SUFFIX}"
+        name = f"{machine_name()}-{os.getpid()}-{time.time_ns()}{_SUFFIX}"
         temporary = directory / f".{name}.tmp"
         flags = (
             os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import socket
 import sqlite3
 import sys
 import time
@@ -32,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import StreamHubError
-from ..home import ensure_home, ensure_private_directory, home_directory
+from ..home import ensure_home, ensure_private_directory, home_directory, machine_name
 from .lock import StoreLock
 
 if sys.platform == "win32":  # pragma: no cover - Windows
@@ -68,11 +66,6 @@ def stores_directory() -> Path:
     return home_directory() / "store"
 
 
-def _machine() -> str:
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname().split(".")[0]) or "localhost"
-    return name[:64]
-
-
 def is_default_store(path: str) -> bool:
     """Whether ``path`` is a file of the default store (under this home)."""
     try:
@@ -89,7 +82,7 @@ def new_store_file(now: float | None = None) -> str:
         StreamHubError: the data directory cannot be used.
     """
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
-    directory = ensure_private_directory(ensure_private_directory(ensure_home() / "store") / _machine())
+    directory = ensure_private_directory(ensure_private_directory(ensure_home() / "store") / machine_name())
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     for n in range(1, 1000):
         path = directory / f"{stamp}-{os.getpid()}{'' if n == 1 else f'-{n}'}{SUFFIX}"

@@ -15,6 +15,16 @@ def contend(notifier: LoopNotifier) -> None:
     notifier._contended_until = time.monotonic() + 3600
 
 
+async def until_contended(notifier: LoopNotifier, hub: Hub) -> float:
+    """Log every 10 ms until the notifier spaces commits (a spinning thread
+    makes every wake-up late), 30 s at most; that deadline."""
+    deadline = time.monotonic() + 30
+    while not notifier.contended and time.monotonic() < deadline:
+        hub.log({"x": 1})
+        await asyncio.sleep(0.01)
+    return deadline
+
+
 def spin(stop: threading.Event) -> None:
     """A training thread busy in Python: it holds the GIL but at switch intervals."""
     n = 0
@@ -46,10 +56,7 @@ async def test_a_thread_busy_in_python_spaces_commits_by_the_busy_interval() -> 
         await asyncio.sleep(0)
         spinner.start()
         # Every wake-up now waits for the GIL behind the spinning thread.
-        deadline = time.monotonic() + 30
-        while not notifier.contended and time.monotonic() < deadline:
-            hub.log({"x": 1})
-            await asyncio.sleep(0.01)
+        deadline = await until_contended(notifier, hub)
         assert notifier.contended and notifier.busy_share >= 0.5
         # 40 events 10 ms apart: a commit each when idle; now one per 0.2 s.
         commits = notifier.commits
@@ -94,10 +101,7 @@ async def test_spacing_ends_once_the_busy_thread_stops() -> None:
     try:
         await asyncio.sleep(0)
         spinner.start()
-        deadline = time.monotonic() + 30
-        while not notifier.contended and time.monotonic() < deadline:
-            hub.log({"x": 1})
-            await asyncio.sleep(0.01)
+        await until_contended(notifier, hub)
         assert notifier.contended
         stop.set()
         spinner.join()
