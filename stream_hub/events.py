@@ -12,6 +12,8 @@ client of a transport is sent the same bytes.
 
 from __future__ import annotations
 
+import binascii
+import itertools
 import math
 import struct
 from collections.abc import Mapping
@@ -21,9 +23,13 @@ import orjson
 
 __all__ = [
     "ALERT_LEVELS",
+    "IMAGE_MIMES",
     "INT64_MAX",
     "INT64_MIN",
+    "MAX_HISTOGRAM_BINS",
+    "MAX_IMAGE_BYTES",
     "MAX_TS",
+    "MEDIA_TYPES",
     "RESERVED_TYPES",
     "alert_data",
     "compose",
@@ -33,6 +39,9 @@ __all__ = [
     "event_fields",
     "sse_frame",
     "validate_alert",
+    "validate_data",
+    "validate_histogram",
+    "validate_image",
     "validate_metrics",
     "validate_rank",
     "validate_run",
@@ -51,6 +60,19 @@ ALERT_LEVELS = ("info", "warning", "error")
 _ALERT_KEYS = frozenset({"level", "title", "text", "metric", "source"})
 _MAX_ALERT_TITLE = 200
 _MAX_ALERT_TEXT = 4000
+
+#: The event types whose data is media (contract v3, "New event types"): kept
+#: in history under a byte budget of their own, so they never push metrics out.
+MEDIA_TYPES = frozenset({"histogram", "image"})
+#: The most bins a ``histogram`` event carries.
+MAX_HISTOGRAM_BINS = 512
+#: The most characters of an ``image`` event's ``b64`` (its encoded bytes).
+MAX_IMAGE_BYTES = 256 * 1024
+#: The image formats an ``image`` event may carry (browsers show each in an ``<img>``).
+IMAGE_MIMES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+_HISTOGRAM_KEYS = frozenset({"tag", "edges", "counts"})
+_IMAGE_KEYS = frozenset({"tag", "mime", "width", "height", "b64"})
+_MAX_IMAGE_SIDE = 1 << 15
 
 #: The steps and int metric values JSON carries exactly everywhere (orjson,
 #: SQLite, the dashboard's BigInt-free JSON.parse aside): the signed 64-bit range.
@@ -267,6 +289,117 @@ def validate_alert(data: object) -> dict[str, Any]:
             f'a published alert\'s source is "user" (only the hub raises its own), got {source!r:.40}'
         )
     return alert_data(data["title"], data["text"], data.get("level", "warning"), data.get("metric"))
+
+
+def _media_tag(kind: str, data: Mapping[Any, Any], keys: frozenset[str]) -> str:
+    """The checked ``tag`` of a media event's ``data`` (and no unknown field)."""
+    unknown = set(data) - keys
+    if unknown:
+        raise TypeError(f"{kind} data has unknown field(s) {', '.join(sorted(map(str, unknown)))[:200]}")
+    missing = keys - set(data)
+    if missing:
+        raise TypeError(f"{kind} data needs {', '.join(sorted(missing))}")
+    tag = data["tag"]
+    if type(tag) is not str or not tag or len(tag) > _MAX_NAME:
+        raise TypeError(
+            f"{kind} tag must be a non-empty str of at most {_MAX_NAME} characters, got {tag!r:.60}"
+        )
+    return tag
+
+
+def _finite_list(kind: str, field: str, values: object) -> list[float]:
+    """``values`` as a list of finite floats (any sequence of real numbers)."""
+    if isinstance(values, (str, bytes, Mapping)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{kind} {field} must be a list of numbers, got {type(values).__name__}")
+    out: list[float] = []
+    for value in values:
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):
+            raise TypeError(f"{kind} {field} must hold numbers, got {type(value).__name__}: {value!r:.40}")
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"{kind} {field} must be finite numbers, got {number}")
+        out.append(number)
+    return out
+
+
+def validate_histogram(data: object) -> dict[str, Any]:
+    """The ``data`` of a ``histogram`` event, checked: ``{"tag", "edges",
+    "counts"}``, ``counts[i]`` values falling in ``[edges[i], edges[i+1])``
+    (the last bin closed), at most :data:`MAX_HISTOGRAM_BINS` bins.
+
+    Raises:
+        TypeError: ``data`` is not an object of those fields, or a field has
+            the wrong type.
+        ValueError: no bin or more than 512; ``edges`` not one longer than
+            ``counts`` or decreasing; a count negative; a value not finite.
+    """
+    if not isinstance(data, Mapping):
+        raise TypeError('histogram data must be an object: {"tag", "edges", "counts"}')
+    tag = _media_tag("histogram", data, _HISTOGRAM_KEYS)
+    edges = _finite_list("histogram", "edges", data["edges"])
+    counts = _finite_list("histogram", "counts", data["counts"])
+    if not 1 <= len(counts) <= MAX_HISTOGRAM_BINS:
+        raise ValueError(f"a histogram has 1 to {MAX_HISTOGRAM_BINS} bins, got {len(counts)}")
+    if len(edges) != len(counts) + 1:
+        raise ValueError(
+            f"a histogram's edges are one more than its counts: {len(edges)} edges, {len(counts)} counts"
+        )
+    if any(b < a for a, b in itertools.pairwise(edges)):
+        raise ValueError("a histogram's edges must not decrease")
+    if any(c < 0 for c in counts):
+        raise ValueError("a histogram's counts must not be negative")
+    return {"tag": tag, "edges": edges, "counts": counts}
+
+
+def validate_image(data: object) -> dict[str, Any]:
+    """The ``data`` of an ``image`` event, checked: ``{"tag", "mime",
+    "width", "height", "b64"}``, ``b64`` the image file in base64, at most
+    :data:`MAX_IMAGE_BYTES` characters, ``mime`` one of :data:`IMAGE_MIMES`.
+
+    Raises:
+        TypeError: ``data`` is not an object of those fields, or a field has
+            the wrong type.
+        ValueError: an unknown mime type, a side not from 1 to 32768, ``b64``
+            empty, too long or not base64.
+    """
+    if not isinstance(data, Mapping):
+        raise TypeError('image data must be an object: {"tag", "mime", "width", "height", "b64"}')
+    tag = _media_tag("image", data, _IMAGE_KEYS)
+    mime = data["mime"]
+    if mime not in IMAGE_MIMES:
+        raise ValueError(f"image mime must be one of {', '.join(sorted(IMAGE_MIMES))}, got {mime!r:.60}")
+    sides = []
+    for side in ("width", "height"):
+        value = data[side]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_IMAGE_SIDE:
+            raise ValueError(f"image {side} must be an int from 1 to {_MAX_IMAGE_SIDE}, got {value!r:.40}")
+        sides.append(value)
+    b64 = data["b64"]
+    if type(b64) is not str:
+        raise TypeError(f"image b64 must be a str (the image file in base64), got {type(b64).__name__}")
+    if not b64 or len(b64) > MAX_IMAGE_BYTES:
+        raise ValueError(
+            f"image b64 must hold 1 to {MAX_IMAGE_BYTES} characters (256 KiB encoded), got {len(b64)}: "
+            "scale the image down"
+        )
+    try:
+        binascii.a2b_base64(b64, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"image b64 is not base64: {exc}") from None
+    return {"tag": tag, "mime": mime, "width": sides[0], "height": sides[1], "b64": b64}
+
+
+def validate_data(event_type: str, data: object) -> object:
+    """A non-metric event's ``data`` checked for the types whose shape the
+    contract defines with checks (``alert``, ``histogram``, ``image``); any
+    other type's data as it is."""
+    if event_type == "alert":
+        return validate_alert(data)
+    if event_type == "histogram":
+        return validate_histogram(data)
+    if event_type == "image":
+        return validate_image(data)
+    return data
 
 
 def wire_numbers(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -107,6 +107,7 @@ class TrainingStreamServer:
             run=identity.run,
             rank=identity.rank,
             alert_outbox=self._webhook,
+            history_media_bytes=cfg.history_media_bytes,
         )
         self.log = self.hub.intake.log  # HOT PATH: see the class docstring
         # With a backend, events go into Redis whatever the role, but joined

@@ -174,6 +174,12 @@ class StreamConfig:
         64 * 1024 * 1024,
         "history is also bounded in bytes: large events push the oldest out early (announced by a `gap`)",
     )
+    history_media_bytes: int = setting(
+        kinds.size(1 << 20, 1 << 40, "a size in bytes from 1 MiB (1048576) to 2**40"),
+        64 * 1024 * 1024,
+        "the byte budget of `histogram` and `image` events in history, apart from `history_bytes`: "
+        "past it the oldest media event leaves (a one-event `gap`, reason `media`), metrics never do",
+    )
     max_series: int = setting(
         kinds.integer(1, 10_000_000, "an integer from 1 to 10 000 000"),
         10_000,

@@ -52,6 +52,8 @@ class Hub:
             before it skips ahead with a ``gap`` event.
         series_points: buckets kept per metric curve (see :mod:`stream_hub.core.series`).
         history_bytes: the most bytes of events kept (see :mod:`stream_hub.core.ring`).
+        history_media_bytes: the most bytes of media events (histograms, images) kept,
+            apart from ``history_bytes``.
         max_series: the most metric curves kept over all runs.
         run, rank: the default run and the rank of this process's own events.
         max_runs: the most runs summarised (the oldest finished ones make room).
@@ -68,6 +70,7 @@ class Hub:
         rank: int | None = None,
         max_runs: int = 10_000,
         alert_outbox: AlertOutbox | None = None,
+        history_media_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.epoch = uuid.uuid4().hex
         self.capacity = history_size
@@ -75,7 +78,7 @@ class Hub:
         self.runs = RunIndex(series_points, max_runs=max_runs, max_series=max_series)
         # The detectors, fed by the run index (see stream_hub.core.watch).
         self.watch = self.runs.watch = Watch(Rules(), alert_outbox)
-        self.ring = Ring(history_size, self.epoch, self.counters, history_bytes)
+        self.ring = Ring(history_size, self.epoch, self.counters, history_bytes, history_media_bytes)
         self.intake = Intake(self.store_batch, max(4 * history_size, 50_000), run=run, rank=rank)
         # What keeps events beyond the ring, if anything (see Archive).
         self.archive: Archive | None = None

@@ -29,7 +29,7 @@ from ..events import (
     INT64_MAX,
     INT64_MIN,
     encode_data,
-    validate_alert,
+    validate_data,
     validate_metrics,
     validate_run,
     validate_step,
@@ -223,15 +223,15 @@ class Intake:
         Raises:
             TypeError: ``event_type`` is not a plain word or is reserved, or
                 ``data`` cannot be encoded as JSON (an int beyond 64 bits in it, too),
-                or an ``alert``'s data is not an alert's (:func:`~stream_hub.events.validate_alert`).
+                or an ``alert``'s, ``histogram``'s or ``image``'s data is not of
+                its shape (:func:`~stream_hub.events.validate_data`).
             ValueError: ``step`` is outside the signed 64-bit range, or a field
-                of an ``alert`` is out of range.
+                of an ``alert``, ``histogram`` or ``image`` is out of range.
         """
         if event_type == "metric":
             return self.log(data, step=step, run=run)
         validate_type(event_type)
-        if event_type == "alert":
-            data = validate_alert(data)
+        data = validate_data(event_type, data)  # an alert's, a histogram's, an image's fields
         run = validate_run(run, self.default_run)
         self._note_run(run)
         submission = (event_type, run, validate_step(step), encode_data(data), None, self.rank)

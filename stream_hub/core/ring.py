@@ -11,6 +11,13 @@ History is bounded twice: by events (``capacity``) and by bytes
 it waits to be encoded, the size of its three encodings afterwards. When the
 total passes ``max_bytes`` the oldest events leave early, so a publisher of
 large events cannot make memory grow with ``capacity``.
+
+Media (``histogram`` and ``image`` events, :data:`~stream_hub.events.MEDIA_TYPES`)
+are charged to a budget of their own (``media_max_bytes``), so a run logging
+images never pushes metrics out of history. Past it, the oldest media event
+still kept leaves: its slot becomes a one-event ``gap`` (reason ``media``),
+as a rejected event's does, so the ring stays one unbroken stretch and a
+client replaying it is told what it missed. An archive (the store) still has it.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..events import encode_event, sse_frame, ws_text_frame
+from ..events import MEDIA_TYPES, encode_event, sse_frame, ws_text_frame
 from .extremes import must_observe
 from .intake import FIELDS
 
@@ -79,10 +86,20 @@ class Ring:
     """
 
     def __init__(
-        self, capacity: int, epoch: str, counters: RejectCounter, max_bytes: int = 64 * 1024 * 1024
+        self,
+        capacity: int,
+        epoch: str,
+        counters: RejectCounter,
+        max_bytes: int = 64 * 1024 * 1024,
+        media_max_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.capacity = capacity
         self.max_bytes = max_bytes
+        self.media_max_bytes = media_max_bytes
+        self.media_bytes = 0  # what the kept media events are charged (not in ``bytes``)
+        self.media_dropped = 0  # media events that left early for the media budget
+        # The kept media events, oldest first: seq -> what each is charged.
+        self._media: dict[int, int] = {}
         self.epoch = epoch
         self.counters = counters
         self.head = 0  # seq of the newest committed event
@@ -146,6 +163,12 @@ class Ring:
             start = columns[0][0] % cap
             head_part = cap - start
             column_costs = [_estimate(p) for p in columns[5]]
+            if not MEDIA_TYPES.isdisjoint(columns[2]):  # C-level: media are rare in a flood
+                for k, event_type in enumerate(columns[2]):
+                    if event_type in MEDIA_TYPES:
+                        self._media[columns[0][k]] = column_costs[k]
+                        self.media_bytes += column_costs[k]
+                        column_costs[k] = 0
             targets: tuple[list[Any], ...] = (tss, types_, runs_, steps, payloads, ranks, costs)
             for ring, column in zip(targets, (*columns[1:], column_costs)):
                 ring[start:] = column[:head_part]
@@ -182,6 +205,10 @@ class Ring:
                     cost = _BASE_COST + _METRIC_COST * len(payload)
                 elif kind is bytes:
                     cost = _BASE_COST + 3 * len(payload)
+                    if event_type in MEDIA_TYPES:  # charged to the media budget instead
+                        self._media[seq] = cost
+                        self.media_bytes += cost
+                        cost = 0
                 else:
                     cost = _BASE_COST
                 charged += cost - costs[i]  # the slot's previous event leaves
@@ -191,7 +218,48 @@ class Ring:
         self.bytes = charged
         self._chunk_cache.clear()
         self._trim()
+        if self._media:
+            self._trim_media()
         return skipped
+
+    def _trim_media(self) -> None:
+        """Forget media events that left the ring, then let the oldest kept
+        ones go (each a one-event ``gap``) until the rest fit ``media_max_bytes``.
+
+        The newest media event always stays, however large.
+        """
+        media = self._media
+        oldest = self.oldest
+        while media:
+            seq = next(iter(media))
+            if seq >= oldest:
+                break
+            self.media_bytes -= media.pop(seq)
+        while self.media_bytes > self.media_max_bytes and len(media) > 1:
+            seq = next(iter(media))
+            self.media_bytes -= media.pop(seq)
+            self._drop_media(seq)
+        self._chunk_cache.clear()
+
+    def _drop_media(self, seq: int) -> None:
+        """The slot of media event ``seq`` now holds a one-event ``gap``."""
+        i = seq % self.capacity
+        data = {"lost": 1, "from": seq, "to": seq, "reason": "media", "type": self.types[i]}
+        self.media_dropped += 1
+        self.types[i] = "gap"
+        self.runs[i] = None
+        if seq <= self._encoded:
+            body = encode_event(seq, self.epoch, self._ts[i], "gap", None, self._step[i], data)
+            self._json[i] = body
+            self._sse[i] = frame = sse_frame(seq, "gap", body)
+            self._ws[i] = ws_frame = ws_text_frame(body)
+            self._payload[i] = None
+            cost = _BASE_COST + len(body) + len(frame) + len(ws_frame)
+        else:
+            self._payload[i] = data
+            cost = _BASE_COST
+        self.bytes += cost - self._cost[i]
+        self._cost[i] = cost
 
     def _trim(self) -> None:
         """Let the oldest events go until the kept ones fit ``max_bytes``.
@@ -254,11 +322,17 @@ class Ring:
             ws[i] = ws_frame = ws_text_frame(body)
             payloads[i] = None
             cost = _BASE_COST + len(body) + len(frame) + len(ws_frame)
+            if event_type in MEDIA_TYPES and seq in self._media:  # its own budget
+                self.media_bytes += cost - self._media[seq]
+                self._media[seq] = cost
+                cost = 0
             charged += cost - costs[i]
             costs[i] = cost
         self._encoded = end
         self.bytes = charged
         self._trim()
+        if self._media:
+            self._trim_media()
 
     def clear(self) -> None:
         """Forget every event (a new epoch starts at seq 1)."""
@@ -271,6 +345,8 @@ class Ring:
             column[:] = [b""] * cap
         self._cost[:] = [0] * cap
         self._payload[:] = [None] * cap
+        self._media.clear()
+        self.media_bytes = 0
         self._chunk_cache.clear()
 
     def store_encoded(self, events: list[Numbered], observe: Observe) -> int:
@@ -302,6 +378,10 @@ class Ring:
             self._sse[i] = frame = sse_frame(seq, event_type, body)
             self._ws[i] = ws_frame = ws_text_frame(body)
             cost = _BASE_COST + len(body) + len(frame) + len(ws_frame)
+            if event_type in MEDIA_TYPES:  # charged to the media budget instead
+                self._media[seq] = cost
+                self.media_bytes += cost
+                cost = 0
             self.bytes += cost - self._cost[i]
             self._cost[i] = cost
             self.head = self._encoded = seq
@@ -310,6 +390,8 @@ class Ring:
         if stored:
             self._chunk_cache.clear()
             self._trim()
+            if self._media:
+                self._trim_media()
         return stored
 
     def reset_at(self, seq: int) -> None:

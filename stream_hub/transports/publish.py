@@ -29,7 +29,7 @@ from ..core.intake import Submission
 from ..core.run_index import RunIndex
 from ..events import (
     encode_data,
-    validate_alert,
+    validate_data,
     validate_metrics,
     validate_rank,
     validate_run,
@@ -238,9 +238,9 @@ def check_event(item: Any, index: int) -> Submission:
                 )
             return ("metric", run, step, metrics, ts, rank)
         validate_type(event_type)
-        data = item.get("data")
-        if event_type == "alert":  # an alert's fields checked; its source is the user's, never the hub's
-            data = validate_alert(data)
+        # An alert's, a histogram's or an image's fields checked (an alert's
+        # source is the user's, never the hub's).
+        data = validate_data(event_type, item.get("data"))
         # Encoded now: what cannot be stored is refused here, not dropped later.
         return (event_type, run, step, encode_data(data), ts, rank)
     except (TypeError, ValueError) as exc:  # ValueError: a step or int JSON cannot carry

@@ -1,0 +1,157 @@
+"""Media events (contract v3, "New event types"): the checks of ``histogram``
+and ``image`` data, and their byte budget in the ring, apart from metrics."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from stream_hub.core.cursor import HubCounters
+from stream_hub.core.hub import Hub
+from stream_hub.core.ring import JSON, Ring
+from stream_hub.events import (
+    MAX_HISTOGRAM_BINS,
+    MAX_IMAGE_BYTES,
+    encode_data,
+    validate_data,
+    validate_histogram,
+    validate_image,
+)
+
+EPOCH = "e" * 32
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 40).decode()
+
+
+def image(b64: str = PNG, **changes: Any) -> dict[str, Any]:
+    return {"tag": "sample", "mime": "image/png", "width": 4, "height": 3, "b64": b64, **changes}
+
+
+# -- the checks --------------------------------------------------------------------------
+
+
+def test_a_histogram_is_kept_as_float_lists() -> None:
+    data = validate_histogram({"tag": "w", "edges": (0, 1, 2.5), "counts": [3, 0]})
+    assert data == {"tag": "w", "edges": [0.0, 1.0, 2.5], "counts": [3.0, 0.0]}
+    assert validate_data("histogram", {"tag": "w", "edges": [0, 0], "counts": [5]})["counts"] == [5.0]
+
+
+@pytest.mark.parametrize(
+    ("data", "kind", "says"),
+    [
+        ([1, 2], TypeError, "must be an object"),
+        ({"tag": "w", "edges": [0, 1]}, TypeError, "needs counts"),
+        ({"tag": "w", "edges": [0, 1], "counts": [1], "extra": 1}, TypeError, "unknown field(s) extra"),
+        ({"tag": "", "edges": [0, 1], "counts": [1]}, TypeError, "tag must be a non-empty str"),
+        ({"tag": "w", "edges": [0, 1, 2], "counts": [1]}, ValueError, "one more than its counts"),
+        ({"tag": "w", "edges": [1, 0], "counts": [1]}, ValueError, "must not decrease"),
+        ({"tag": "w", "edges": [0, 1], "counts": [-1]}, ValueError, "must not be negative"),
+        ({"tag": "w", "edges": [0, float("nan")], "counts": [1]}, ValueError, "finite"),
+        ({"tag": "w", "edges": [0, "1"], "counts": [1]}, TypeError, "must hold numbers"),
+        ({"tag": "w", "edges": [0], "counts": []}, ValueError, "1 to 512 bins"),
+        (
+            {
+                "tag": "w",
+                "edges": list(range(MAX_HISTOGRAM_BINS + 2)),
+                "counts": [1] * (MAX_HISTOGRAM_BINS + 1),
+            },
+            ValueError,
+            "1 to 512 bins",
+        ),
+    ],
+)
+def test_a_histogram_that_is_not_one_is_refused_saying_why(
+    data: Any, kind: type[Exception], says: str
+) -> None:
+    with pytest.raises(kind, match=None) as caught:
+        validate_histogram(data)
+    assert says in str(caught.value)
+
+
+def test_an_image_is_checked_field_by_field() -> None:
+    assert validate_image(image()) == image()
+    for changes, says in [
+        ({"mime": "image/svg+xml"}, "image mime must be one of"),
+        ({"width": 0}, "width must be an int from 1"),
+        ({"height": 2.0}, "height must be an int"),
+        ({"b64": ""}, "1 to 262144 characters"),
+        ({"b64": "A" * (MAX_IMAGE_BYTES + 4)}, "scale the image down"),
+        ({"b64": "not base64!"}, "not base64"),
+    ]:
+        with pytest.raises(ValueError) as caught:
+            validate_image(image(**changes))
+        assert says in str(caught.value), changes
+    with pytest.raises(TypeError, match="needs b64"):
+        validate_image({k: v for k, v in image().items() if k != "b64"})
+
+
+def test_publish_checks_media_in_the_callers_thread() -> None:
+    hub = Hub(history_size=10)
+    with pytest.raises(ValueError, match="edges must not decrease"):
+        hub.intake.publish("histogram", {"tag": "w", "edges": [2, 1], "counts": [1]})
+    with pytest.raises(ValueError, match="image mime"):
+        hub.intake.publish("image", image(mime="text/html"))
+    seq = hub.intake.publish("histogram", {"tag": "w", "edges": [0, 1], "counts": [2]}, run="r", step=3)
+    assert seq == 1
+
+
+# -- the media budget -----------------------------------------------------------------------
+
+
+def flat(seq: int, event_type: str, payload: Any) -> list[Any]:
+    return [seq, 1000.0 + seq, event_type, "r", seq, payload, None]
+
+
+def events(ring: Ring) -> list[dict[str, Any]]:
+    ring.encode_all()
+    return [json.loads(body) for body in ring.json_range(ring.oldest, ring.head)]
+
+
+def test_media_past_their_budget_leave_as_gaps_and_metrics_stay() -> None:
+    big = image("A" * 200_000)  # about 600 KB charged (three encodings)
+    ring = Ring(100, EPOCH, HubCounters(), max_bytes=1 << 20, media_max_bytes=1 << 20)
+    batch: list[Any] = []
+    for seq in range(1, 21):
+        kind, payload = ("image", encode_data(big)) if seq % 2 else ("metric", {"x": float(seq)})
+        batch += flat(seq, kind, payload)
+    ring.store(batch, 20, lambda *args: None, {})
+    kept = events(ring)
+    assert [e["seq"] for e in kept] == list(range(1, 21))  # one unbroken stretch, every metric kept
+    assert [e["seq"] for e in kept if e["type"] == "metric"] == list(range(2, 21, 2))
+    images = [e["seq"] for e in kept if e["type"] == "image"]
+    gaps = [e for e in kept if e["type"] == "gap"]
+    assert images and images[-1] == 19 and len(images) <= 2
+    assert all(g["data"]["reason"] == "media" and g["data"]["type"] == "image" for g in gaps)
+    assert len(images) + len(gaps) == 10 and ring.media_dropped == len(gaps)
+    assert ring.media_bytes <= 1 << 20 and ring.bytes < 1 << 20
+
+
+def test_media_leaving_the_ring_with_old_events_are_no_longer_charged() -> None:
+    ring = Ring(4, EPOCH, HubCounters(), media_max_bytes=1 << 30)
+    batch: list[Any] = []
+    for seq in range(1, 4):
+        batch += flat(seq, "histogram", encode_data({"tag": "w", "edges": [0, 1], "counts": [seq]}))
+    ring.store(batch, 3, lambda *args: None, {})
+    assert ring.media_bytes > 0
+    batch = []
+    for seq in range(4, 10):
+        batch += flat(seq, "metric", {"x": 1.0})
+    ring.store(batch, 6, lambda *args: None, {})
+    ring.encode_all()
+    assert ring.media_bytes == 0 and ring.media_dropped == 0
+
+
+def test_a_hub_serves_histograms_and_images_like_any_event() -> None:
+    hub = Hub(history_size=50)
+    hub.intake.publish("histogram", {"tag": "w", "edges": [0, 1, 2], "counts": [1, 2]}, run="r", step=1)
+    hub.intake.publish("image", image(), run="r", step=1)
+    hub.intake.commit()
+    hub.ring.encode_all()
+    bodies = [json.loads(b) for b in hub.ring.json_range(1, 2)]
+    assert bodies[0]["data"] == {"tag": "w", "edges": [0.0, 1.0, 2.0], "counts": [1.0, 2.0]}
+    assert bodies[1]["data"] == image() and bodies[1]["step"] == 1
+    assert hub.ring.select(JSON, 0, 2, lambda run, kind: kind == "image")[0] == [
+        hub.ring.json_range(2, 2)[0].encode()
+    ]
