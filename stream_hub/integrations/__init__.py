@@ -1,8 +1,9 @@
 """Bridges from the tools training code already uses to a stream_hub hub,
 each a one-line change and each importable without its framework:
 
-- :mod:`.tensorboard` — ``SummaryWriter`` (``add_scalar``, ``add_scalars``,
-  ``add_text``, ``add_hparams``; real event files too with ``also_tensorboard=``);
+- :mod:`.tensorboard` — ``SummaryWriter``: every method of TensorBoard's,
+  scalars, histograms and images streamed, the rest warned once (real event
+  files too with ``also_tensorboard=``);
 - :mod:`.logging` — ``StreamHandler``: log records as ``log`` events, rate-limited;
 - :mod:`.transformers` — ``StreamHubCallback``, a Hugging Face ``TrainerCallback``;
 - :mod:`.lightning` — ``StreamHubLogger``, a Lightning ``Logger``, rank-aware.

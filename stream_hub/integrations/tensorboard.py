@@ -6,11 +6,23 @@
     writer = SummaryWriter("runs/exp1")               # the run is "exp1"
     writer.add_scalar("Loss/train", loss, global_step=step)
 
-What streams: ``add_scalar`` and ``add_scalars`` as ``metric`` events (the
-tags are the metric names: ``Loss/train``, ``main/a``), ``add_text`` as a
-``log`` event (the tag as its ``logger``), ``add_hparams`` as a ``config``
-event plus its metrics. Other ``add_*`` calls (images, histograms, ...) are
-accepted and not streamed.
+Every public name of ``torch.utils.tensorboard.SummaryWriter`` is decided
+once, here: :data:`IMPLEMENTED` (streamed with TensorBoard's meaning) or
+:data:`WARNED` (accepted, one WARNING per method and writer naming what the
+dashboard does not show, and still written to event files with
+``also_tensorboard=``); :data:`ATTRIBUTES` are there as in TensorBoard. Any
+other name raises ``AttributeError`` (a typo such as ``add_scaler`` is not
+swallowed), unless the event-file writer has it (a tensorboardX extra):
+then it is forwarded, with the same one warning.
+
+TensorBoard's meanings kept: ``global_step=None`` records step 0;
+``add_scalars("loss", {"train": a, "val": b})`` makes one chart ``loss``
+with a run per key, named as TensorBoard names them: ``<run>/loss_train``,
+``<run>/loss_val`` (the metric is ``loss`` in each) — never the metric
+``loss/train`` of the writer's own run, which ``add_scalar("loss/train", ...)``
+writes. Histograms are ``histogram`` events, images and figures ``image``
+events (a PNG of at most 256 KiB encoded: halved until it fits, with a
+warning).
 
 With ``also_tensorboard=logdir`` (or ``True``: the same ``log_dir``) every call
 is also written to real TensorBoard event files, by ``torch.utils.tensorboard``
@@ -25,18 +37,70 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 from .. import job
 from ..config import StreamConfig
 from ..server import TrainingStreamServer
+from . import media
 from ._hub import HubHandle, flat, require
 
-__all__ = ["SummaryWriter"]
+__all__ = ["ATTRIBUTES", "IMPLEMENTED", "WARNED", "SummaryWriter"]
 
 logger = logging.getLogger(__name__)
+
+#: TensorBoard's methods streamed to the hub, and how.
+IMPLEMENTED: dict[str, str] = {
+    "add_scalar": "a `metric` event: the tag is the metric's name",
+    "add_scalars": "a `metric` event per key, in the run `<run>/<main_tag>_<key>`, metric `<main_tag>`",
+    "add_text": "a `log` event (the tag as its `logger`)",
+    "add_hparams": "a `config` event, and `metric_dict` as a `metric` event",
+    "add_histogram": "a `histogram` event (at most 512 bins)",
+    "add_histogram_raw": "a `histogram` event from the buckets given",
+    "add_image": "an `image` event (PNG)",
+    "add_images": "an `image` event: the batch as one grid, as TensorBoard shows it",
+    "add_figure": "an `image` event: the figure rendered to PNG (a list of figures: one grid)",
+    "add_image_with_boxes": "an `image` event of the image; its boxes are not drawn (warned once)",
+    "flush": "flushes the event files (streamed events need no flushing)",
+    "close": "closes the event files and gives the shared server's reference back",
+    "get_logdir": "the event files' directory",
+}
+
+#: TensorBoard's methods the dashboard does not show: accepted, warned once
+#: per writer, and written to the event files with ``also_tensorboard=``.
+WARNED: dict[str, str] = {
+    "add_audio": "audio",
+    "add_custom_scalars": "custom scalar layouts",
+    "add_custom_scalars_marginchart": "custom scalar layouts",
+    "add_custom_scalars_multilinechart": "custom scalar layouts",
+    "add_embedding": "embeddings (the projector)",
+    "add_graph": "model graphs",
+    "add_mesh": "meshes",
+    "add_onnx_graph": "ONNX graphs",
+    "add_pr_curve": "precision-recall curves",
+    "add_pr_curve_raw": "precision-recall curves",
+    "add_tensor": "raw tensors",
+    "add_video": "videos",
+}
+
+#: TensorBoard's attributes, present on every writer.
+ATTRIBUTES = frozenset(
+    {
+        "log_dir",
+        "purge_step",
+        "max_queue",
+        "flush_secs",
+        "filename_suffix",
+        "file_writer",
+        "all_writers",
+        "default_bins",
+    }
+)
+
+_DEFAULT_BINS = "tensorflow"
 
 
 class SummaryWriter:
@@ -70,8 +134,13 @@ class SummaryWriter:
     ) -> None:
         self.run = run or _run_name(log_dir, comment)
         self._hub = HubHandle(server, config)
-        self._skipped: set[str] = set()
+        self._warned: set[str] = set()
         self._tensorboard: Any = None
+        self.purge_step = purge_step
+        self.max_queue = max_queue
+        self.flush_secs = flush_secs
+        self.filename_suffix = filename_suffix
+        self.default_bins = _DEFAULT_BINS
         if also_tensorboard:
             target = log_dir if also_tensorboard is True else also_tensorboard
             writer_class = _event_file_writer()
@@ -84,11 +153,28 @@ class SummaryWriter:
                 filename_suffix=filename_suffix,
             )
         self.log_dir = self._tensorboard.get_logdir() if self._tensorboard is not None else _fspath(log_dir)
+        self._no_files = _NoEventFiles(self)
 
     @property
     def server(self) -> TrainingStreamServer:
         """The server this writer publishes to."""
         return self._hub.server
+
+    @property
+    def file_writer(self) -> Any:
+        """TensorBoard's ``FileWriter`` of ``log_dir`` (with ``also_tensorboard=``),
+        else a stand-in whose methods write nothing (said once)."""
+        if self._tensorboard is not None:
+            return self._tensorboard.file_writer
+        return self._no_files
+
+    @property
+    def all_writers(self) -> dict[str, Any]:
+        """Every ``FileWriter`` by directory (TensorBoard's: ``add_scalars``
+        makes one per key); without event files, ``{log_dir: file_writer}``."""
+        if self._tensorboard is not None:
+            return self._tensorboard.all_writers  # type: ignore[no-any-return]
+        return {self.log_dir or "": self._no_files}
 
     def get_logdir(self) -> str | None:
         """The event files' directory (``log_dir`` when none are written)."""
@@ -105,8 +191,8 @@ class SummaryWriter:
         new_style: bool = False,
         double_precision: bool = False,
     ) -> None:
-        """One value of the metric ``tag`` at ``global_step``."""
-        self.server.log({tag: _scalar(scalar_value)}, step=global_step, run=self.run)
+        """One value of the metric ``tag`` at ``global_step`` (None: step 0)."""
+        self.server.log({tag: _scalar(scalar_value)}, step=_step(global_step), run=self.run)
         if self._tensorboard is not None:
             self._tensorboard.add_scalar(
                 tag,
@@ -124,9 +210,13 @@ class SummaryWriter:
         global_step: int | None = None,
         walltime: float | None = None,
     ) -> None:
-        """Several values at once, as the metrics ``main_tag/<tag>`` of one event."""
-        metrics = {f"{main_tag}/{tag}": _scalar(value) for tag, value in tag_scalar_dict.items()}
-        self.server.log(metrics, step=global_step, run=self.run)
+        """Several values in one chart ``main_tag``, as TensorBoard shows them:
+        each key ``k`` its own run ``<run>/<main_tag>_<k>`` (``/`` in
+        ``main_tag`` made ``_``), its metric ``main_tag``."""
+        step = _step(global_step)
+        prefix = f"{self.run}/{main_tag.replace('/', '_')}_"
+        for tag, value in tag_scalar_dict.items():
+            self.server.log({main_tag: _scalar(value)}, step=step, run=prefix + str(tag))
         if self._tensorboard is not None:
             self._tensorboard.add_scalars(main_tag, dict(tag_scalar_dict), global_step, walltime)
 
@@ -135,7 +225,7 @@ class SummaryWriter:
     ) -> None:
         """A text, as a ``log`` event whose ``logger`` is ``tag``."""
         data = {"message": str(text_string), "level": "INFO", "logger": tag}
-        self.server.publish("log", data, run=self.run, step=global_step)
+        self.server.publish("log", data, run=self.run, step=_step(global_step))
         if self._tensorboard is not None:
             self._tensorboard.add_text(tag, text_string, global_step, walltime)
 
@@ -151,7 +241,7 @@ class SummaryWriter:
         self.server.publish("config", flat(hparam_dict), run=self.run)
         if metric_dict:
             metrics = {name: _scalar(value) for name, value in metric_dict.items()}
-            self.server.log(metrics, step=global_step, run=self.run)
+            self.server.log(metrics, step=_step(global_step), run=self.run)
         if self._tensorboard is not None:
             self._tensorboard.add_hparams(
                 dict(hparam_dict),
@@ -161,39 +251,190 @@ class SummaryWriter:
                 global_step=global_step,
             )
 
+    def add_histogram(
+        self,
+        tag: str,
+        values: Any,
+        global_step: int | None = None,
+        bins: Any = "tensorflow",
+        walltime: float | None = None,
+        max_bins: int | None = None,
+    ) -> None:
+        """The distribution of ``values`` (a tensor, an array, a list) as a
+        ``histogram`` event: ``bins`` equal bins (``"tensorflow"``: 64), or
+        numpy's method of that name; never more than 512. Non-finite values
+        are left out; none finite: nothing is streamed (said once)."""
+        data = media.histogram_data(tag, values, bins, max_bins)
+        if data is None:
+            self._warn_once(
+                f"add_histogram:{tag}", "%r has no finite value: no histogram streamed for it", tag
+            )
+        else:
+            self.server.publish("histogram", data, run=self.run, step=_step(global_step))
+        if self._tensorboard is not None:
+            # TensorBoard's writer takes arrays and tensors only: a list is given as an array.
+            given = media.as_array(values) if isinstance(values, (list, tuple)) else values
+            self._tensorboard.add_histogram(tag, given, global_step, bins, walltime, max_bins)
+
+    def add_histogram_raw(
+        self,
+        tag: str,
+        min: float,
+        max: float,
+        num: int,
+        sum: float,
+        sum_squares: float,
+        bucket_limits: Sequence[float],
+        bucket_counts: Sequence[float],
+        global_step: int | None = None,
+        walltime: float | None = None,
+    ) -> None:
+        """A histogram TensorBoard's way (each bucket's right edge and count)."""
+        data = media.raw_histogram_data(tag, min, max, bucket_limits, bucket_counts)
+        if data is None:
+            self._warn_once(
+                f"add_histogram_raw:{tag}", "%r: bucket_limits and bucket_counts differ in length", tag
+            )
+        else:
+            self.server.publish("histogram", data, run=self.run, step=_step(global_step))
+        if self._tensorboard is not None:
+            self._tensorboard.add_histogram_raw(
+                tag, min, max, num, sum, sum_squares, bucket_limits, bucket_counts, global_step, walltime
+            )
+
+    def add_image(
+        self,
+        tag: str,
+        img_tensor: Any,
+        global_step: int | None = None,
+        walltime: float | None = None,
+        dataformats: str = "CHW",
+    ) -> None:
+        """An image (``dataformats`` CHW, HWC or HW; floats in [0, 1] or uint8)
+        as an ``image`` event."""
+        self._publish_image(tag, media.image_pixels(img_tensor, dataformats), global_step)
+        if self._tensorboard is not None:
+            self._tensorboard.add_image(tag, img_tensor, global_step, walltime, dataformats=dataformats)
+
+    def add_images(
+        self,
+        tag: str,
+        img_tensor: Any,
+        global_step: int | None = None,
+        walltime: float | None = None,
+        dataformats: str = "NCHW",
+    ) -> None:
+        """A batch of images, shown as one grid (as TensorBoard does)."""
+        self._publish_image(tag, media.image_grid(img_tensor, dataformats), global_step)
+        if self._tensorboard is not None:
+            self._tensorboard.add_images(tag, img_tensor, global_step, walltime, dataformats=dataformats)
+
+    def add_figure(
+        self,
+        tag: str,
+        figure: Any,
+        global_step: int | None = None,
+        close: bool = True,
+        walltime: float | None = None,
+    ) -> None:
+        """A matplotlib figure (or a list of them: one grid) as an ``image``
+        event; closed afterwards when ``close``, as TensorBoard does."""
+        figures = list(figure) if isinstance(figure, (list, tuple)) else [figure]
+        rendered = [media.figure_pixels(one) for one in figures]
+        if len(rendered) == 1:
+            pixels = rendered[0]
+        else:
+            pixels = media.image_grid(_stacked(rendered), "NHWC")
+        self._publish_image(tag, pixels, global_step)
+        if self._tensorboard is not None:
+            self._tensorboard.add_figure(tag, figure, global_step, close, walltime)
+        elif close:
+            pyplot = sys.modules.get("matplotlib.pyplot")
+            if pyplot is not None:
+                for one in figures:
+                    pyplot.close(one)
+
+    def add_image_with_boxes(
+        self,
+        tag: str,
+        img_tensor: Any,
+        box_tensor: Any,
+        global_step: int | None = None,
+        walltime: float | None = None,
+        rescale: int = 1,
+        dataformats: str = "CHW",
+        labels: list[str] | None = None,
+    ) -> None:
+        """The image as an ``image`` event; its boxes are not drawn (said once)."""
+        self._warn_once(
+            "add_image_with_boxes",
+            "SummaryWriter.add_image_with_boxes: the image streams, its boxes are not drawn%s",
+            self._where(),
+        )
+        self._publish_image(tag, media.image_pixels(img_tensor, dataformats), global_step)
+        if self._tensorboard is not None:
+            self._tensorboard.add_image_with_boxes(
+                tag, img_tensor, box_tensor, global_step, walltime, rescale, dataformats, labels
+            )
+
+    def _publish_image(self, tag: str, pixels: Any, global_step: int | None) -> None:
+        encoded = media.png_image(pixels)
+        if encoded.downscaled:
+            self._warn_once(
+                f"image:{tag}",
+                "image %r of %dx%d is over 256 KiB as PNG: streamed at %dx%d (event files keep it whole)",
+                tag,
+                *encoded.original,
+                encoded.width,
+                encoded.height,
+            )
+        self.server.publish("image", encoded.data(tag), run=self.run, step=_step(global_step))
+
     # -- the rest of TensorBoard's interface --------------------------------------------
 
     def __getattr__(self, name: str) -> Any:
-        """Other ``add_*`` methods: written to event files when there are any,
-        never streamed (said once, at INFO)."""
+        """A method of :data:`WARNED` (or one only the event-file writer has):
+        warned once, then written to the event files when there are any."""
         if name.startswith("_"):
             raise AttributeError(name)
         tensorboard = self.__dict__.get("_tensorboard")
-        if tensorboard is not None:
-            attribute = getattr(tensorboard, name)
-            if name.startswith("add_") and callable(attribute):
-                self._note_skipped(name)
-            return attribute
-        if name.startswith("add_"):
-            return self._skipper(name)
-        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+        if name in WARNED:
+            if tensorboard is not None:
+                return self._warned_call(name, getattr(tensorboard, name))
+            return self._warned_call(name, None)
+        if tensorboard is not None and callable(getattr(tensorboard, name, None)):
+            return self._warned_call(name, getattr(tensorboard, name))
+        raise AttributeError(
+            f"{type(self).__name__} has no attribute {name!r} (TensorBoard's SummaryWriter has none either)"
+        )
 
-    def _skipper(self, name: str) -> Callable[..., None]:
-        def skip(*args: Any, **kwargs: Any) -> None:
-            self._note_skipped(name)
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | WARNED.keys())
 
-        return skip
-
-    def _note_skipped(self, name: str) -> None:
-        if name not in self._skipped:
-            self._skipped.add(name)
-            where = "written to the event files only" if self._tensorboard is not None else "ignored"
-            logger.info(
-                "SummaryWriter.%s is not streamed to the hub (scalars, text and hparams are); %s%s",
+    def _warned_call(self, name: str, forward: Callable[..., Any] | None) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            what = WARNED.get(name, "its data")
+            self._warn_once(
                 name,
-                where,
-                "" if self._tensorboard is not None else " (pass also_tensorboard= to keep it)",
+                "SummaryWriter.%s: the stream_hub dashboard does not show %s%s",
+                name,
+                what,
+                self._where(),
             )
+            return None if forward is None else forward(*args, **kwargs)
+
+        call.__name__ = name
+        return call
+
+    def _where(self) -> str:
+        if self._tensorboard is not None:
+            return f"; written to the TensorBoard event files in {self.log_dir}"
+        return "; dropped (pass also_tensorboard= to keep it in TensorBoard event files)"
+
+    def _warn_once(self, key: str, message: str, *args: Any) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(message, *args)
 
     def flush(self) -> None:
         """Flush the event files (streamed events need no flushing)."""
@@ -215,10 +456,65 @@ class SummaryWriter:
         self.close()
 
 
+class _NoEventFiles:
+    """``SummaryWriter.file_writer`` when no event files are written:
+    TensorBoard's ``FileWriter`` methods, writing nothing (said once)."""
+
+    def __init__(self, writer: SummaryWriter) -> None:
+        self._writer = writer
+
+    def get_logdir(self) -> str | None:
+        return self._writer.log_dir
+
+    def _nothing(self, name: str) -> None:
+        self._writer._warn_once(
+            f"file_writer.{name}",
+            "SummaryWriter.file_writer.%s: nothing written (no event files; pass also_tensorboard=)",
+            name,
+        )
+
+    def add_event(self, *args: Any, **kwargs: Any) -> None:
+        self._nothing("add_event")
+
+    def add_summary(self, *args: Any, **kwargs: Any) -> None:
+        self._nothing("add_summary")
+
+    def add_graph(self, *args: Any, **kwargs: Any) -> None:
+        self._nothing("add_graph")
+
+    def add_onnx_graph(self, *args: Any, **kwargs: Any) -> None:
+        self._nothing("add_onnx_graph")
+
+    def flush(self) -> None:
+        """Nothing to flush."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def reopen(self) -> None:
+        """Nothing to reopen."""
+
+
+def _step(global_step: Any) -> Any:
+    """TensorBoard's step: None records step 0."""
+    return 0 if global_step is None else global_step
+
+
 def _scalar(value: Any) -> Any:
     """A tensor as TensorBoard reads it: detached from autograd (no warning)."""
     detach = getattr(value, "detach", None)
     return detach() if callable(detach) else value
+
+
+def _stacked(images: list[Any]) -> Any:
+    """Figures of different sizes as one NHWC batch (padded to the largest)."""
+    np = require("numpy", "tensorboard", "SummaryWriter.add_figure")
+    height = max(image.shape[0] for image in images)
+    width = max(image.shape[1] for image in images)
+    batch = np.zeros((len(images), height, width, 4), dtype=np.uint8)
+    for k, image in enumerate(images):
+        batch[k, : image.shape[0], : image.shape[1]] = image
+    return batch
 
 
 def _fspath(path: str | os.PathLike[str] | None) -> str | None:

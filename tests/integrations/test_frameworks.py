@@ -29,9 +29,11 @@ def framework(name: str) -> ModuleType:
         raise  # unreachable: need() skipped or failed
 
 
-def history(server: TrainingStreamServer, run: str, kind: str) -> list[dict[str, Any]]:
+def history(server: TrainingStreamServer, run: str | None, kind: str) -> list[dict[str, Any]]:
     committed(server, server.hub.last_seq)
-    params = {"run": run, "since": 0, "limit": 1000, "types": kind}
+    params: dict[str, Any] = {"since": 0, "limit": 1000, "types": kind}
+    if run is not None:
+        params["run"] = run
     response = httpx.get(server.urls["rest"] + "/api/history", params=params, timeout=10)
     assert response.status_code == 200, response.text
     return [e for e in response.json()["events"] if e["type"] == kind]
@@ -62,12 +64,13 @@ def test_summary_writer_streams_and_writes_real_event_files(
             writer.add_scalar("Loss/train", loss, global_step=step)  # a 0-d tensor, as people pass it
             writer.add_scalars("weights", {"w0": model.weight[0, 0], "b": model.bias[0]}, step)
         writer.add_text("notes", "two steps", global_step=1)
-        writer.add_histogram("w", model.weight, 1)  # written to the event files only
+        writer.add_histogram("w", model.weight, 1)  # streamed, and written to the event files
         writer.add_hparams({"lr": 0.1, "batch": 8}, {"hparam/loss": loss.item()})
     metrics = history(server, "exp1", "metric")
     losses = [(e["step"], e["metrics"]["Loss/train"]) for e in metrics if "Loss/train" in e["metrics"]]
     assert [step for step, _ in losses] == [0, 1] and all(isinstance(v, float) for _, v in losses)
-    assert {"weights/w0", "weights/b"} <= set(metrics[1]["metrics"])
+    weights = {e["run"] for e in history(server, None, "metric")} - {"exp1"}
+    assert weights == {"exp1/weights_w0", "exp1/weights_b"}  # TensorBoard's runs of add_scalars
     assert history(server, "exp1", "config")[0]["data"] == {"lr": 0.1, "batch": 8}
     assert history(server, "exp1", "log")[0]["data"]["message"] == "two steps"
 
@@ -77,6 +80,7 @@ def test_summary_writer_streams_and_writes_real_event_files(
     assert [s.step for s in scalars] == [0, 1]
     assert [round(s.value, 5) for s in scalars] == [round(v, 5) for _, v in losses]
     assert "w" in events.Tags()["histograms"]
+    assert [e["data"]["tag"] for e in history(server, "exp1", "histogram")] == ["w"]
 
 
 # -- Hugging Face transformers -----------------------------------------------------------------

@@ -155,3 +155,76 @@ def test_a_hub_serves_histograms_and_images_like_any_event() -> None:
     assert hub.ring.select(JSON, 0, 2, lambda run, kind: kind == "image")[0] == [
         hub.ring.json_range(2, 2)[0].encode()
     ]
+
+
+# -- what SummaryWriter makes of arrays (stream_hub/integrations/media.py) ------------------
+
+np = pytest.importorskip("numpy")
+
+
+def decode_png(b64: str) -> Any:
+    """The pixels of a PNG media.png_image wrote (8-bit, filter 0 rows)."""
+    import struct
+    import zlib
+
+    raw = base64.b64decode(b64)
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height, depth, colour = struct.unpack("!IIBB", raw[16:26])
+    channels = {0: 1, 2: 3, 6: 4}[colour]
+    idat = raw[raw.index(b"IDAT") + 4 : raw.index(b"IEND") - 8]
+    rows = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(height, 1 + width * channels)
+    assert depth == 8 and not rows[:, 0].any()
+    return rows[:, 1:].reshape(height, width, channels)
+
+
+def test_histograms_of_arrays_count_every_finite_value_in_at_most_512_bins() -> None:
+    from stream_hub.integrations.media import histogram_data, raw_histogram_data
+
+    values = np.concatenate([np.arange(1000.0), [np.nan, np.inf]])
+    data = histogram_data("w", values)
+    assert data is not None and len(data["counts"]) == 64 and sum(data["counts"]) == 1000
+    assert data["edges"][0] == 0 and data["edges"][-1] == 999
+    assert validate_histogram(data) == data
+    merged = histogram_data("w", values, bins=5000)
+    assert (
+        merged is not None and len(merged["counts"]) <= MAX_HISTOGRAM_BINS and sum(merged["counts"]) == 1000
+    )
+    auto = histogram_data("w", [1.0, 2.0, 3.0], bins="auto", max_bins=2)
+    assert auto is not None and len(auto["counts"]) <= 2 and sum(auto["counts"]) == 3
+    assert histogram_data("w", [np.nan]) is None
+    raw = raw_histogram_data("w", -1.0, 3.0, [0.0, 1.0, 1e308], [2, 3, 4])
+    assert raw == {"tag": "w", "edges": [-1.0, 0.0, 1.0, 3.0], "counts": [2.0, 3.0, 4.0]}
+
+
+def test_images_become_pngs_that_decode_to_their_pixels() -> None:
+    from stream_hub.integrations.media import image_grid, image_pixels, png_image
+
+    chw = np.linspace(0.0, 1.0, 12).reshape(1, 3, 4).repeat(3, axis=0)  # CHW floats in [0, 1]
+    pixels = image_pixels(chw, "CHW")
+    assert pixels.shape == (3, 4, 3) and pixels.dtype == np.uint8 and pixels[-1, -1, 0] == 255
+    encoded = png_image(pixels)
+    assert (encoded.width, encoded.height, encoded.downscaled) == (4, 3, False)
+    assert (decode_png(encoded.b64) == pixels).all()
+    assert validate_image(encoded.data("t"))["width"] == 4
+    assert image_pixels(np.zeros((5, 6), dtype=np.uint8), "HW").shape == (5, 6, 1)
+    assert image_pixels(np.zeros((5, 6, 4)), "HWC").shape == (5, 6, 4)
+    with pytest.raises(ValueError, match="needs 3 dimensions"):
+        image_pixels(np.zeros((5, 6)), "CHW")
+    with pytest.raises(ValueError, match="1, 3 or 4 channels"):
+        image_pixels(np.zeros((2, 5, 6)), "CHW")
+    grid = image_grid(np.ones((9, 1, 2, 3)), "NCHW")
+    assert grid.shape == (4, 24, 1) and grid[:2].all() and grid[2:, :3].all() and not grid[2:, 3:].any()
+
+
+def test_an_image_over_the_budget_is_halved_until_it_fits() -> None:
+    from stream_hub.integrations.media import png_image
+
+    noise = np.random.default_rng(0).integers(0, 256, (256, 200, 3), dtype=np.uint8)
+    encoded = png_image(noise, max_b64=40_000)
+    assert len(encoded.b64) <= 40_000 and encoded.downscaled
+    assert encoded.original == (200, 256) and (encoded.width, encoded.height) in {
+        (100, 128),
+        (50, 64),
+        (25, 32),
+    }
+    assert decode_png(encoded.b64).shape == (encoded.height, encoded.width, 3)
