@@ -39,6 +39,7 @@
   const Inspect = global.StreamHubInspect;
   const { RunSelection } = global.StreamHubSelection;
   const UrlState = global.StreamHubUrlState;
+  const { MediaPanels } = global.StreamHubMedia;
 
   const REST_MAX_POINTS = 1500;   // buckets per curve asked of the server (up to 3 points each)
   const SERIES_CAP = 5000;        // points per curve kept here before thinning
@@ -49,7 +50,7 @@
   const LOADING_PASS_MS = 500;    // while loading: DOM and charts refreshed at most this often
   const RUNS_POLL_MS = 5000;      // /api/runs: states, ranks, hyper-parameters
   const LOG_BACKLOG = 1000;       // log events fetched from history on load
-  const EVENT_TYPES = ["metric", "log", "config", "run_end", "alert", "status", "gap", "shutdown"];
+  const EVENT_TYPES = ["metric", "log", "config", "run_end", "alert", "histogram", "image", "status", "gap", "shutdown"];
   const TOKEN = new URLSearchParams(location.search).get("token");
 
   const settings = new global.StreamHubSettings.Settings();
@@ -109,6 +110,10 @@
   });
   const detail = new DetailStore(api);
   const logs = new LogPanel({ onFilter: viewChanged });
+  // Histograms and images (media.js): their own cards under the charts.
+  const media = new MediaPanels(document.getElementById("media"), {
+    api, theme: () => theme, run: (name) => ensureRun(name), changed: () => requestFrame(),
+  });
   const views = new ChartViews({
     state, settings, grid, detail,
     theme: () => theme,
@@ -212,6 +217,7 @@
     // The run list is updated in place (not rebuilt: the focus stays on its button), at once.
     dirty.runMeta = dirty.table = dirty.params = true;
     lastRunsAt = 0;
+    media.markAll();
     requestFrame();
   }
 
@@ -266,6 +272,9 @@
     } else if (type === "alert") {
       applyAlert(event);
       if (logs.add(event)) requestFrame();
+    } else if (type === "histogram" || type === "image") {
+      if (event.run != null) ensureRun(String(event.run));
+      media.add(event);
     } else if (type !== "status" && type !== "shutdown") {
       if (logs.add(event)) requestFrame();
     }
@@ -369,6 +378,7 @@
     }
     // After the charts: history's log lines go in their place among live ones.
     if (current()) Loading.loadLogs(api, logs, LOG_BACKLOG, current).then(requestFrame);
+    if (current()) media.load(current);
   }
 
   function finishLoading() {
@@ -433,6 +443,7 @@
     views.clear();
     detail.clearAll();
     logs.reset();
+    media.reset();
     state.runs.clear();
     dirty.charts.clear();
     dirty.entries.clear();
@@ -586,6 +597,7 @@
       dirty.params = false;
     }
     logs.render();
+    media.render();
     // Numbers that change 50 times a second cannot be read anyway: the table
     // follows 4 times a second while on screen (once off it), the run list twice.
     if (dirty.table && now - lastTableAt >= (tableOnScreen ? 250 : 1000)) {
@@ -668,6 +680,7 @@
       run.color = run.system ? theme.accent : Runs.slotColour(run.colourSlot, theme.scheme);
     }
     dirty.runs = dirty.tableShape = dirty.params = true;
+    media.markAll();
     markAll(true);
   }
 
@@ -767,6 +780,7 @@
       state, settings, views, grid, detail, logs, rate, sse, ws, systemRun: SYSTEM_RUN,
     });
     described.url = location.hash;
+    described.media = media.describe();
     described.selection = selection.describe();
     return described;
   }
