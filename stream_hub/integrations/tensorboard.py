@@ -6,14 +6,17 @@
     writer = SummaryWriter("runs/exp1")               # the run is "exp1"
     writer.add_scalar("Loss/train", loss, global_step=step)
 
-Every public name of ``torch.utils.tensorboard.SummaryWriter`` is decided
-once, here: :data:`IMPLEMENTED` (streamed with TensorBoard's meaning) or
-:data:`WARNED` (accepted, one WARNING per method and writer naming what the
-dashboard does not show, and still written to event files with
-``also_tensorboard=``); :data:`ATTRIBUTES` are there as in TensorBoard. Any
-other name raises ``AttributeError`` (a typo such as ``add_scaler`` is not
-swallowed), unless the event-file writer has it (a tensorboardX extra):
-then it is forwarded, with the same one warning.
+Every public name of ``torch.utils.tensorboard.SummaryWriter`` and of
+tensorboardX's ``SummaryWriter`` is decided once, here: :data:`IMPLEMENTED`
+(streamed with TensorBoard's meaning) or :data:`WARNED` (accepted, one
+WARNING per method and writer naming what the dashboard does not show, and
+still written to event files with ``also_tensorboard=``); :data:`ATTRIBUTES`
+are there as in TensorBoard. Any other name raises ``AttributeError`` (a
+typo such as ``add_scaler`` is not swallowed), unless the event-file writer
+has it (a name a newer TensorBoard added): then it is forwarded, with the
+same one warning. The arguments only one of the two writers takes (torch's
+``new_style``, tensorboardX's ``display_name``, ``logdir=``, ...) are
+accepted and handed to the event-file writer.
 
 TensorBoard's meanings kept: ``global_step=None`` records step 0;
 ``add_scalars("loss", {"train": a, "val": b})`` makes one chart ``loss``
@@ -35,10 +38,11 @@ Nothing here needs torch or tensorboard unless ``also_tensorboard`` is asked for
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -57,6 +61,7 @@ IMPLEMENTED: dict[str, str] = {
     "add_scalar": "a `metric` event: the tag is the metric's name",
     "add_scalars": "a `metric` event per key, in the run `<run>/<main_tag>_<key>`, metric `<main_tag>`",
     "add_text": "a `log` event (the tag as its `logger`)",
+    "use_metadata": "tensorboardX's: the step (and walltime) of the `add_*` calls inside the `with`",
     "add_hparams": "a `config` event, and `metric_dict` as a `metric` event",
     "add_histogram": "a `histogram` event (at most 512 bins)",
     "add_histogram_raw": "a `histogram` event from the buckets given",
@@ -84,6 +89,8 @@ WARNED: dict[str, str] = {
     "add_pr_curve_raw": "precision-recall curves",
     "add_tensor": "raw tensors",
     "add_video": "videos",
+    "add_openvino_graph": "OpenVINO graphs",
+    "export_scalars_to_json": "tensorboardX's JSON export of scalars (`stream-hub export` exports a run)",
 }
 
 #: TensorBoard's attributes, present on every writer.
@@ -97,6 +104,10 @@ ATTRIBUTES = frozenset(
         "file_writer",
         "all_writers",
         "default_bins",
+        # tensorboardX's
+        "logdir",
+        "kwargs",
+        "scalar_dict",
     }
 )
 
@@ -116,6 +127,13 @@ class SummaryWriter:
         config: the config of the shared server, when it is started here.
         also_tensorboard: also write TensorBoard event files, to this
             directory (``True``: to ``log_dir``, or TensorBoard's default).
+        event_files: which writer writes the event files: ``"torch"``
+            (``torch.utils.tensorboard``), ``"tensorboardX"``, or ``"auto"``:
+            torch's when it is installed and no tensorboardX-only argument is
+            given, else tensorboardX's.
+        **kwargs: tensorboardX's other arguments (``logdir=`` is ``log_dir``;
+            ``write_to_disk``, ``comet_config``, ...), handed to the event-file
+            writer.
     """
 
     def __init__(
@@ -131,7 +149,15 @@ class SummaryWriter:
         server: TrainingStreamServer | None = None,
         config: StreamConfig | None = None,
         also_tensorboard: bool | str | os.PathLike[str] | None = None,
+        event_files: str = "auto",
+        **kwargs: Any,
     ) -> None:
+        if log_dir is None and kwargs.get("logdir") is not None:  # tensorboardX's name of it
+            log_dir = kwargs["logdir"]
+        kwargs.pop("logdir", None)
+        self.kwargs = kwargs
+        self.scalar_dict: dict[str, Any] = {}
+        self._metadata: tuple[int | None, float | None] = (None, None)
         self.run = run or _run_name(log_dir, comment)
         self._hub = HubHandle(server, config)
         self._warned: set[str] = set()
@@ -143,7 +169,7 @@ class SummaryWriter:
         self.default_bins = _DEFAULT_BINS
         if also_tensorboard:
             target = log_dir if also_tensorboard is True else also_tensorboard
-            writer_class = _event_file_writer()
+            writer_class = _event_file_writer(event_files, bool(kwargs))
             self._tensorboard = writer_class(
                 None if target is None else os.fspath(target),
                 comment=comment,
@@ -151,9 +177,15 @@ class SummaryWriter:
                 max_queue=max_queue,
                 flush_secs=flush_secs,
                 filename_suffix=filename_suffix,
+                **kwargs,
             )
-        self.log_dir = self._tensorboard.get_logdir() if self._tensorboard is not None else _fspath(log_dir)
+        self.log_dir = _fspath(log_dir) if self._tensorboard is None else _logdir_of(self._tensorboard)
         self._no_files = _NoEventFiles(self)
+
+    @property
+    def logdir(self) -> str | None:
+        """tensorboardX's name of :attr:`log_dir`."""
+        return self.log_dir
 
     @property
     def server(self) -> TrainingStreamServer:
@@ -188,20 +220,15 @@ class SummaryWriter:
         scalar_value: Any,
         global_step: int | None = None,
         walltime: float | None = None,
-        new_style: bool = False,
-        double_precision: bool = False,
+        *args: Any,
+        **options: Any,
     ) -> None:
-        """One value of the metric ``tag`` at ``global_step`` (None: step 0)."""
-        self.server.log({tag: _scalar(scalar_value)}, step=_step(global_step), run=self.run)
+        """One value of the metric ``tag`` at ``global_step`` (None: step 0).
+        ``args``/``options``: torch's ``new_style``, ``double_precision`` or
+        tensorboardX's ``display_name``, ``summary_description``, for the event files."""
+        self.server.log({tag: _scalar(scalar_value)}, step=self._step(global_step), run=self.run)
         if self._tensorboard is not None:
-            self._tensorboard.add_scalar(
-                tag,
-                scalar_value,
-                global_step,
-                walltime,
-                new_style=new_style,
-                double_precision=double_precision,
-            )
+            self._tensorboard.add_scalar(tag, scalar_value, global_step, walltime, *args, **options)
 
     def add_scalars(
         self,
@@ -213,7 +240,7 @@ class SummaryWriter:
         """Several values in one chart ``main_tag``, as TensorBoard shows them:
         each key ``k`` its own run ``<run>/<main_tag>_<k>`` (``/`` in
         ``main_tag`` made ``_``), its metric ``main_tag``."""
-        step = _step(global_step)
+        step = self._step(global_step)
         prefix = f"{self.run}/{main_tag.replace('/', '_')}_"
         for tag, value in tag_scalar_dict.items():
             self.server.log({main_tag: _scalar(value)}, step=step, run=prefix + str(tag))
@@ -225,31 +252,27 @@ class SummaryWriter:
     ) -> None:
         """A text, as a ``log`` event whose ``logger`` is ``tag``."""
         data = {"message": str(text_string), "level": "INFO", "logger": tag}
-        self.server.publish("log", data, run=self.run, step=_step(global_step))
+        self.server.publish("log", data, run=self.run, step=self._step(global_step))
         if self._tensorboard is not None:
             self._tensorboard.add_text(tag, text_string, global_step, walltime)
 
     def add_hparams(
-        self,
-        hparam_dict: Mapping[str, Any],
-        metric_dict: Mapping[str, Any],
-        hparam_domain_discrete: Mapping[str, list[Any]] | None = None,
-        run_name: str | None = None,
-        global_step: int | None = None,
+        self, hparam_dict: Mapping[str, Any], metric_dict: Mapping[str, Any], *args: Any, **options: Any
     ) -> None:
-        """Hyper-parameters as the run's ``config`` event; ``metric_dict`` as metrics."""
+        """Hyper-parameters as the run's ``config`` event; ``metric_dict`` as
+        metrics at ``global_step``. The other arguments are torch's
+        (``hparam_domain_discrete, run_name, global_step``) or tensorboardX's
+        (``name, global_step``), as the event-file writer takes them."""
+        global_step = options.get("global_step")
+        if global_step is None and args:  # given by position: its place in the writer's order
+            position = 1 if _is_tensorboardx(self._tensorboard) else 2
+            global_step = args[position] if len(args) > position else None
         self.server.publish("config", flat(hparam_dict), run=self.run)
         if metric_dict:
             metrics = {name: _scalar(value) for name, value in metric_dict.items()}
-            self.server.log(metrics, step=_step(global_step), run=self.run)
+            self.server.log(metrics, step=self._step(global_step), run=self.run)
         if self._tensorboard is not None:
-            self._tensorboard.add_hparams(
-                dict(hparam_dict),
-                dict(metric_dict),
-                hparam_domain_discrete=hparam_domain_discrete,
-                run_name=run_name,
-                global_step=global_step,
-            )
+            self._tensorboard.add_hparams(dict(hparam_dict), dict(metric_dict), *args, **options)
 
     def add_histogram(
         self,
@@ -270,7 +293,7 @@ class SummaryWriter:
                 f"add_histogram:{tag}", "%r has no finite value: no histogram streamed for it", tag
             )
         else:
-            self.server.publish("histogram", data, run=self.run, step=_step(global_step))
+            self.server.publish("histogram", data, run=self.run, step=self._step(global_step))
         if self._tensorboard is not None:
             # TensorBoard's writer takes arrays and tensors only: a list is given as an array.
             given = media.as_array(values) if isinstance(values, (list, tuple)) else values
@@ -296,7 +319,7 @@ class SummaryWriter:
                 f"add_histogram_raw:{tag}", "%r: bucket_limits and bucket_counts differ in length", tag
             )
         else:
-            self.server.publish("histogram", data, run=self.run, step=_step(global_step))
+            self.server.publish("histogram", data, run=self.run, step=self._step(global_step))
         if self._tensorboard is not None:
             self._tensorboard.add_histogram_raw(
                 tag, min, max, num, sum, sum_squares, bucket_limits, bucket_counts, global_step, walltime
@@ -361,11 +384,13 @@ class SummaryWriter:
         box_tensor: Any,
         global_step: int | None = None,
         walltime: float | None = None,
-        rescale: int = 1,
-        dataformats: str = "CHW",
-        labels: list[str] | None = None,
+        *args: Any,
+        **options: Any,
     ) -> None:
-        """The image as an ``image`` event; its boxes are not drawn (said once)."""
+        """The image as an ``image`` event; its boxes are not drawn (said once).
+        The other arguments are torch's (``rescale, dataformats, labels``) or
+        tensorboardX's (``dataformats, labels``)."""
+        dataformats = options.get("dataformats") or next((a for a in args if isinstance(a, str)), "CHW")
         self._warn_once(
             "add_image_with_boxes",
             "SummaryWriter.add_image_with_boxes: the image streams, its boxes are not drawn%s",
@@ -374,8 +399,30 @@ class SummaryWriter:
         self._publish_image(tag, media.image_pixels(img_tensor, dataformats), global_step)
         if self._tensorboard is not None:
             self._tensorboard.add_image_with_boxes(
-                tag, img_tensor, box_tensor, global_step, walltime, rescale, dataformats, labels
+                tag, img_tensor, box_tensor, global_step, walltime, *args, **options
             )
+
+    @contextlib.contextmanager
+    def use_metadata(self, *, global_step: int | None = None, walltime: float | None = None) -> Iterator[Any]:
+        """tensorboardX's: the ``add_*`` calls inside the ``with`` that give no
+        step record ``global_step`` (and ``walltime`` in the event files)."""
+        before = self._metadata
+        self._metadata = (global_step, walltime)
+        try:
+            if self._tensorboard is not None and hasattr(self._tensorboard, "use_metadata"):
+                with self._tensorboard.use_metadata(global_step=global_step, walltime=walltime):
+                    yield self
+            else:
+                yield self
+        finally:
+            self._metadata = before
+
+    def _step(self, global_step: Any) -> Any:
+        """TensorBoard's step: None records step 0 (or ``use_metadata``'s)."""
+        if global_step is not None:
+            return global_step
+        default = self._metadata[0]
+        return 0 if default is None else default
 
     def _publish_image(self, tag: str, pixels: Any, global_step: int | None) -> None:
         encoded = media.png_image(pixels)
@@ -388,7 +435,7 @@ class SummaryWriter:
                 encoded.width,
                 encoded.height,
             )
-        self.server.publish("image", encoded.data(tag), run=self.run, step=_step(global_step))
+        self.server.publish("image", encoded.data(tag), run=self.run, step=self._step(global_step))
 
     # -- the rest of TensorBoard's interface --------------------------------------------
 
@@ -495,9 +542,8 @@ class _NoEventFiles:
         """Nothing to reopen."""
 
 
-def _step(global_step: Any) -> Any:
-    """TensorBoard's step: None records step 0."""
-    return 0 if global_step is None else global_step
+def _is_tensorboardx(writer: Any) -> bool:
+    return writer is not None and type(writer).__module__.startswith("tensorboardX")
 
 
 def _scalar(value: Any) -> Any:
@@ -517,6 +563,12 @@ def _stacked(images: list[Any]) -> Any:
     return batch
 
 
+def _logdir_of(writer: Any) -> str | None:
+    """The directory of an event-file writer (tensorboardX's has no ``get_logdir``)."""
+    get_logdir = getattr(writer, "get_logdir", None)
+    return get_logdir() if callable(get_logdir) else writer.logdir  # type: ignore[no-any-return]
+
+
 def _fspath(path: str | os.PathLike[str] | None) -> str | None:
     return None if path is None else os.fspath(path)
 
@@ -530,13 +582,25 @@ def _run_name(log_dir: str | os.PathLike[str] | None, comment: str) -> str:
     return job.current().run + comment
 
 
-def _event_file_writer() -> Any:
-    """TensorBoard's own writer: torch's when torch is installed, else tensorboardX's."""
-    try:
-        module = require("torch.utils.tensorboard", "tensorboard", "also_tensorboard=")
-    except ImportError as torch_missing:
+def _event_file_writer(which: str = "auto", tensorboardx_arguments: bool = False) -> Any:
+    """TensorBoard's own writer: torch's (when installed, unless tensorboardX's
+    own arguments were given), else tensorboardX's; or the one ``which`` names."""
+    if which not in ("auto", "torch", "tensorboardX"):
+        raise ValueError(f"event_files must be 'auto', 'torch' or 'tensorboardX', got {which!r}")
+    what = "also_tensorboard="
+    if which == "tensorboardX" or (which == "auto" and tensorboardx_arguments):
         try:
-            module = require("tensorboardX", "tensorboard", "also_tensorboard=")
+            return require("tensorboardX", "tensorboard", what).SummaryWriter
+        except ImportError:
+            if which == "tensorboardX":
+                raise
+    try:
+        module = require("torch.utils.tensorboard", "tensorboard", what)
+    except ImportError as torch_missing:
+        if which == "torch":
+            raise
+        try:
+            module = require("tensorboardX", "tensorboard", what)
         except ImportError:
             raise ImportError(
                 "also_tensorboard= writes TensorBoard event files with torch.utils.tensorboard "

@@ -46,6 +46,10 @@ def torch_writer_class() -> Any:
     return TorchWriter
 
 
+def tensorboardx_writer_class() -> Any:
+    return framework("tensorboardX").SummaryWriter
+
+
 def event_files(logdir: Path) -> Any:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -65,17 +69,20 @@ def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
 # -- every name decided ---------------------------------------------------------------------
 
 
-def test_every_public_name_of_torchs_writer_is_implemented_or_warned(
+def test_every_public_name_of_torchs_and_tensorboardxs_writers_is_implemented_or_warned(
     server: TrainingStreamServer, tmp_path: Path
 ) -> None:
-    torch_writer = torch_writer_class()
-    instance = torch_writer(str(tmp_path / "torch"))
-    instance.close()
-    names = {n for n in dir(torch_writer) if not n.startswith("_")} | {
-        n for n in vars(instance) if not n.startswith("_")
-    }
+    names: set[str] = set()
+    for kind, writer_class in (
+        ("torch", torch_writer_class()),
+        ("tensorboardX", tensorboardx_writer_class()),
+    ):
+        instance = writer_class(str(tmp_path / kind))
+        instance.close()
+        names |= {n for n in dir(writer_class) if not n.startswith("_")}
+        names |= {n for n in vars(instance) if not n.startswith("_")}
     decided = IMPLEMENTED.keys() | WARNED.keys() | ATTRIBUTES
-    assert names - decided == set(), "a name of torch's SummaryWriter this bridge has not decided"
+    assert names - decided == set(), "a name of TensorBoard's SummaryWriter this bridge has not decided"
     assert not (IMPLEMENTED.keys() & WARNED.keys())
     ours = SummaryWriter(tmp_path / "ours", server=server)
     for name in names:
@@ -277,3 +284,45 @@ def test_warned_methods_warn_once_each_and_are_still_forwarded(
     said = warnings_of(caplog)
     assert len(said) == len(WARNED) and all("also_tensorboard=" in m for m in said)
     assert history(server, "metric") == []
+
+
+def test_a_tensorboardx_script_runs_unchanged_use_metadata_logdir_and_its_arguments(
+    server: TrainingStreamServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    torch_writer_class()
+    tensorboardx_writer_class()
+    logdir = tmp_path / "tbx"
+    with SummaryWriter(
+        logdir=str(logdir), server=server, also_tensorboard=True, event_files="tensorboardX"
+    ) as writer:
+        assert type(writer._tensorboard).__module__.startswith("tensorboardX")
+        assert writer.logdir == writer.log_dir == str(logdir) and writer.run == "tbx"
+        with writer.use_metadata(global_step=7):
+            writer.add_scalar("a", 1.0)  # the step of the with
+        writer.add_scalar("b", 2.0, 1, display_name="B", summary_description="the b")
+        writer.add_hparams({"lr": 0.1}, {"m": 1.0}, name="h", global_step=3)
+        writer.add_image_with_boxes(
+            "boxed", zeros_image(), boxes(), 4, None, "CHW", ["box"]
+        )  # tensorboardX's order: no rescale
+        writer.export_scalars_to_json(str(tmp_path / "scalars.json"))
+        writer.export_scalars_to_json(str(tmp_path / "scalars.json"))
+    steps = {name: e["step"] for e in history(server, "metric", "tbx") for name in e["metrics"]}
+    assert steps == {"a": 7, "b": 1, "m": 3}
+    assert [e["step"] for e in history(server, "image", "tbx")] == [4]
+    assert (tmp_path / "scalars.json").exists()  # forwarded to tensorboardX
+    said = warnings_of(caplog)
+    assert len([m for m in said if "export_scalars_to_json" in m]) == 1
+    assert len([m for m in said if "boxes are not drawn" in m]) == 1
+    assert [s.step for s in event_files(logdir).Scalars("a")] == [7]
+
+
+def zeros_image() -> Any:
+    import numpy as np
+
+    return np.zeros((3, 4, 4), dtype=np.float32)
+
+
+def boxes() -> Any:
+    import numpy as np
+
+    return np.array([[0, 0, 2, 2]], dtype=np.float32)
