@@ -113,6 +113,16 @@ class _ServerCollector(Collector):
         yield GaugeMetricFamily(
             "stream_hub_history_bytes", "Bytes of events kept in history", value=hub.ring.bytes
         )
+        yield GaugeMetricFamily(
+            "stream_hub_history_media_bytes",
+            "Bytes of histogram and image events kept in history (their own budget: history_media_bytes)",
+            value=hub.ring.media_bytes,
+        )
+        yield CounterMetricFamily(
+            "stream_hub_history_media_dropped",
+            "Histogram and image events that left history early for history_media_bytes (a gap each)",
+            value=hub.ring.media_dropped,
+        )
         yield GaugeMetricFamily("stream_hub_series", "Metric curves kept", value=hub.runs.series_count)
         yield CounterMetricFamily(
             "stream_hub_series_points_dropped",

@@ -135,3 +135,30 @@ def run_joined(sse: int, ws: int, rest: int) -> subprocess.CompletedProcess[str]
         STREAM_HUB_STORE="off",
     )
     return run(["-c", textwrap.dedent(code)], prefix=PYTHON, env=env, timeout=60)
+
+
+def test_images_past_history_media_bytes_leave_history_as_gaps_and_metrics_stay() -> None:
+    big = {**IMAGE, "b64": base64.b64encode(bytes(150_000)).decode()}  # 200 000 characters
+    server = TrainingStreamServer(
+        free_config(store=False, history_media_bytes=1 << 20, history_bytes=1 << 20)
+    )
+    server.start()
+    try:
+        for step in range(20):
+            server.publish("image", big, run="exp", step=step)
+            server.log({"loss": 1.0 / (step + 1)}, step=step, run="exp")
+        last = server.hub.last_seq
+        wait_for(lambda: server.status()["last_seq"] >= last, what="committed")
+        answer = httpx.get(server.urls["rest"] + "/api/history", params={"since": 0}, timeout=10).json()
+        events = answer["events"]
+        assert [e["seq"] for e in events] == list(range(1, last + 1))  # one unbroken stretch
+        assert [e["step"] for e in events if e["type"] == "metric"] == list(range(20))  # every metric kept
+        images = [e["step"] for e in events if e["type"] == "image"]
+        gaps = [e["data"] for e in events if e["type"] == "gap"]
+        assert images[-1] == 19 and len(images) < 10 and len(images) + len(gaps) == 20
+        assert all(g["reason"] == "media" and g["type"] == "image" for g in gaps)
+        metrics = httpx.get(server.urls["rest"] + "/metrics", timeout=10).text
+        assert f"stream_hub_history_media_dropped_total {float(len(gaps))}" in metrics
+        assert "stream_hub_history_media_bytes " in metrics
+    finally:
+        server.stop()
