@@ -43,7 +43,10 @@ def as_array(values: Any) -> Any:
     np = _numpy()
     detach = getattr(values, "detach", None)
     if callable(detach):
-        values = detach().cpu().numpy()
+        values = detach().cpu()
+        if str(values.dtype) == "torch.bfloat16":  # numpy has no bfloat16
+            values = values.float()
+        values = values.numpy()
     return np.asarray(values)
 
 

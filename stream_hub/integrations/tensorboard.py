@@ -547,9 +547,18 @@ def _is_tensorboardx(writer: Any) -> bool:
 
 
 def _scalar(value: Any) -> Any:
-    """A tensor as TensorBoard reads it: detached from autograd (no warning)."""
+    """A value as TensorBoard reads it: a tensor detached from autograd (no
+    warning); a one-element array or tensor (``np.array([0.5])``) as its value."""
     detach = getattr(value, "detach", None)
-    return detach() if callable(detach) else value
+    if callable(detach):
+        value = detach()
+    item = getattr(value, "item", None)
+    if getattr(value, "ndim", 0) and callable(item):
+        try:
+            return item()
+        except (ValueError, RuntimeError):  # more elements: log() refuses it, naming the metric
+            return value
+    return value
 
 
 def _stacked(images: list[Any]) -> Any:

@@ -141,15 +141,24 @@ def test_file_writer_and_all_writers_exist_as_in_tensorboard(
 def test_add_scalar_without_a_step_records_step_0_as_tensorboard_does(
     server: TrainingStreamServer, tmp_path: Path
 ) -> None:
+    torch = framework("torch")
     torch_writer_class()
+    import numpy as np
+
     for n in range(3):
         server.log({"other": float(n)}, step=n, run="exp0")  # the hub has counted events already
     with SummaryWriter(tmp_path / "exp0", server=server, also_tensorboard=True) as writer:
         writer.add_scalar("loss", 0.5)
         writer.add_text("note", "no step")
+        writer.add_scalar("one", np.array([0.25]), 1)  # a one-element array, as TensorBoard takes it
+        writer.add_scalar("one", torch.tensor([0.5], requires_grad=True) * 1, 2)
     steps = [e["step"] for e in history(server, "metric", "exp0") if "loss" in e["metrics"]]
     assert steps == [0]
     assert [e["step"] for e in history(server, "log", "exp0")] == [0]
+    ones = [
+        (e["step"], e["metrics"]["one"]) for e in history(server, "metric", "exp0") if "one" in e["metrics"]
+    ]
+    assert ones == [(1, 0.25), (2, 0.5)]
     assert [s.step for s in event_files(tmp_path / "exp0").Scalars("loss")] == [0]
 
 
@@ -192,6 +201,7 @@ def test_add_histogram_streams_a_histogram_per_step_and_still_writes_event_files
         writer.add_histogram("w", np.random.default_rng(0).normal(1.0, 1.0, 1000), 1)
         writer.add_histogram("w", [float(v) for v in range(100)], 2, bins=10)
         writer.add_histogram("w", torch.ones(5))  # no step: 0
+        writer.add_histogram("half", torch.randn(100, dtype=torch.bfloat16), 4)  # numpy has no bfloat16
         writer.add_histogram("many", np.arange(10_000.0), 3, bins=2000)  # more than 512: merged
     events = history(server, "histogram", "hist")
     w = [e for e in events if e["data"]["tag"] == "w"]
@@ -204,6 +214,7 @@ def test_add_histogram_streams_a_histogram_per_step_and_still_writes_event_files
     )
     assert w[3]["data"] == {"tag": "w", "edges": [1.0, 1.0], "counts": [5.0]}
     many = next(e for e in events if e["data"]["tag"] == "many")["data"]
+    assert sum(next(e for e in events if e["data"]["tag"] == "half")["data"]["counts"]) == 100
     assert len(many["counts"]) <= 512 and sum(many["counts"]) == 10_000
     assert [h.step for h in event_files(logdir).Histograms("w")] == [0, 1, 2, 0]
 
