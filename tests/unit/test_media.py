@@ -21,6 +21,8 @@ from stream_hub.events import (
     validate_image,
 )
 
+from ..conftest import need
+
 EPOCH = "e" * 32
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 40).decode()
 
@@ -159,7 +161,15 @@ def test_a_hub_serves_histograms_and_images_like_any_event() -> None:
 
 # -- what SummaryWriter makes of arrays (stream_hub/integrations/media.py) ------------------
 
-np = pytest.importorskip("numpy")
+
+def numpy() -> Any:
+    """numpy (the [tensorboard] extra's): a skip without it, a failure in CI."""
+    try:
+        import numpy
+    except ImportError:
+        need(False, "numpy (pip install 'stream_hub[tensorboard]')")
+        raise
+    return numpy
 
 
 def decode_png(b64: str) -> Any:
@@ -167,6 +177,7 @@ def decode_png(b64: str) -> Any:
     import struct
     import zlib
 
+    np = numpy()
     raw = base64.b64decode(b64)
     assert raw[:8] == b"\x89PNG\r\n\x1a\n"
     width, height, depth, colour = struct.unpack("!IIBB", raw[16:26])
@@ -178,6 +189,7 @@ def decode_png(b64: str) -> Any:
 
 
 def test_histograms_of_arrays_count_every_finite_value_in_at_most_512_bins() -> None:
+    np = numpy()
     from stream_hub.integrations.media import histogram_data, raw_histogram_data
 
     values = np.concatenate([np.arange(1000.0), [np.nan, np.inf]])
@@ -197,6 +209,7 @@ def test_histograms_of_arrays_count_every_finite_value_in_at_most_512_bins() -> 
 
 
 def test_images_become_pngs_that_decode_to_their_pixels() -> None:
+    np = numpy()
     from stream_hub.integrations.media import image_grid, image_pixels, png_image
 
     chw = np.linspace(0.0, 1.0, 12).reshape(1, 3, 4).repeat(3, axis=0)  # CHW floats in [0, 1]
@@ -217,6 +230,7 @@ def test_images_become_pngs_that_decode_to_their_pixels() -> None:
 
 
 def test_an_image_over_the_budget_is_halved_until_it_fits() -> None:
+    np = numpy()
     from stream_hub.integrations.media import png_image
 
     noise = np.random.default_rng(0).integers(0, 256, (256, 200, 3), dtype=np.uint8)
