@@ -41,11 +41,18 @@
     return String(value);
   }
 
-  /** Does a config value equal the text of a `key=value` word (numbers by value)? */
+  /** A number written as text ("3e-4", " 0.001"), or NaN. */
+  function numeric(value) {
+    if (typeof value === "number") return value;
+    return typeof value === "string" && value.trim() !== "" ? Number(value) : NaN;
+  }
+
+  /** Does a config value equal the text of a `key=value` word (numbers by value: 3e-4 is 0.0003)? */
   function sameValue(value, text) {
-    if (typeof value === "number" && text.trim() !== "") {
-      const n = Number(text);
-      if (Number.isFinite(n)) return n === value || Math.abs(n - value) <= 1e-9 * Math.max(Math.abs(n), Math.abs(value));
+    const a = numeric(value);
+    const b = numeric(text);
+    if (Number.isFinite(a) && Number.isFinite(b)) {
+      return a === b || Math.abs(a - b) <= 1e-9 * Math.max(Math.abs(a), Math.abs(b));
     }
     return paramText(value).toLowerCase() === text.toLowerCase();
   }

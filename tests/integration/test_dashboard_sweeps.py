@@ -302,3 +302,58 @@ def test_differences_only_keeps_the_keys_that_differ(page: Any) -> None:
         assert cells == ["lr0", "0.001", "0"], cells
         page.keyboard.press("Enter")
         wait_js(page, "document.querySelectorAll('#params-table thead th[data-key]').length === 5")
+
+
+PURE = """() => {
+  const S = window.StreamHubSweeps;
+  const run = (name, config) => ({ name, config });
+  const found = (text, runs) => runs.filter(S.matcher(text).test).map((r) => r.name);
+  const runs = [
+    run("a/lr=1e-3", { lr: 0.001, opt: "SGD" }),
+    run("b", { lr: "0.001", opt: "adam" }),
+    run("c", { lr: 3e-4, tags: ["x", "y"] }),
+    run("d", {}),
+  ];
+  const g = S.matcher("/a/g");
+  return {
+    byValue: found("lr=1e-3", runs),
+    caseless: found("OPT=sgd", runs),
+    words: found("lr 0.0003", runs),
+    json: found('tags=["x","y"]', runs),
+    regex: found("/^(b|c)$/", runs),
+    sticky: [g.test(runs[0]), g.test(runs[0]), g.test(runs[0])],
+    broken: [S.matcher("/(/").error !== null, S.matcher("/(/").test(runs[3]), S.matcher("//").error !== null],
+    blank: [S.matcher("  ").active, S.matcher("/").active],
+    groups: S.groupRuns(
+      [run("x", { lr: 0.001 }), run("y", {}), run("z", { lr: 0.0003 }), run("w", { lr: 1e-4 })], "lr",
+    ).map(([label, members]) => [label, members.map((r) => r.name)]),
+    keys: S.groupKeys(
+      [run("x", { seed: 1, group: "g", lr: 1, batch: 8 }), run("y", { seed: 2, lr: 2, batch: 8 })],
+    ),
+    one: S.compressNames(["sweep/one/a"]).prefix,
+    short: S.compressNames(["run-a", "run-b"]).prefix,
+    date: S.compressNames(["exp-2026-12-07-a", "exp-2026-12-08-b"]).prefix,
+    whole: S.compressNames(["project/x", "project/"]).prefix,
+    folded: [...S.compressNames(["project/alpha/1", "project/alpha/22", "project/beta"]).short.values()],
+  };
+}"""
+
+
+def test_the_search_groups_and_short_names_on_plain_values(page: Any) -> None:
+    """sweeps.js's pure functions, on their own."""
+    with serving() as server:
+        page.goto(server.urls["rest"] + "/")
+        wait_for(page, "!d.loading")
+        r = page.evaluate(PURE)
+        assert r["byValue"] == ["a/lr=1e-3", "b"]  # 0.001 by value, "0.001" as text, the name's text
+        assert r["caseless"] == ["a/lr=1e-3"]
+        assert r["words"] == ["c"]
+        assert r["json"] == ["c"]
+        assert r["regex"] == ["b", "c"]
+        assert r["sticky"] == [True, True, True]  # a "g" flag keeps no position between runs
+        assert r["broken"] == [True, True, True]  # said, and filtering nothing
+        assert r["blank"] == [False, True]
+        assert r["groups"] == [["0.0001", ["w"]], ["0.0003", ["z"]], ["0.001", ["x"]], ["\u2013", ["y"]]]
+        assert r["keys"] == ["group", "lr", "seed", "batch"]
+        assert r["one"] == "" and r["short"] == "" and r["date"] == "" and r["whole"] == ""
+        assert r["folded"] == ["\u2026alpha/1", "\u2026alpha/22", "\u2026beta"]
