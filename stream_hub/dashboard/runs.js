@@ -152,17 +152,12 @@
     const Sweeps = global.StreamHubSweeps;
     const groups = groupBy ? Sweeps.groupRuns(runs, groupBy) : [[null, runs]];
     for (const [group, members] of groups) {
-      if (group !== null) {
-        const heading = document.createElement("li");
-        heading.className = "run-group";
-        heading.dataset.group = group;
-        heading.textContent = `${groupBy}=${group}`;
-        const count = document.createElement("span");
-        count.className = "run-group-count";
-        heading.append(count);
-        list.append(heading);
+      const folded = group !== null && foldedGroups.has(`${groupBy}\u0000${group}`);
+      if (group !== null) list.append(groupHeading(groupBy, group, folded));
+      for (const run of members) {
+        renderRun(list, run, handlers);
+        if (folded) list.lastElementChild.dataset.folded = "true";
       }
-      for (const run of members) renderRun(list, run, handlers);
     }
     $("runs-empty").hidden = runs.length > 0;
     updateRuns(runs);
@@ -171,6 +166,38 @@
       const button = item && item.querySelector(keep.solo ? ".run-solo" : ".run-toggle");
       if (button) button.focus({ preventScroll: true });
     }
+  }
+
+  // Groups folded in the run list (their runs still drawn), this page's: "key\0label".
+  const foldedGroups = new Set();
+
+  /** A group's heading: a button folding its runs in the list (the charts keep them). */
+  function groupHeading(key, label, folded) {
+    const heading = document.createElement("li");
+    heading.className = "run-group";
+    heading.dataset.group = label;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "run-group-toggle";
+    button.setAttribute("aria-expanded", String(!folded));
+    button.title = "Fold or unfold this group's runs in the list (they stay on the charts)";
+    const chevron = document.createElement("span");
+    chevron.className = "chevron";
+    chevron.setAttribute("aria-hidden", "true");
+    const count = document.createElement("span");
+    count.className = "run-group-count";
+    button.append(chevron, document.createTextNode(`${key}=${label}`), count);
+    button.addEventListener("click", () => {
+      const fold = button.getAttribute("aria-expanded") === "true";
+      if (fold) foldedGroups.add(`${key}\u0000${label}`); else foldedGroups.delete(`${key}\u0000${label}`);
+      button.setAttribute("aria-expanded", String(!fold));
+      for (let item = heading.nextElementSibling; item && !item.classList.contains("run-group");
+        item = item.nextElementSibling) {
+        if (fold) item.dataset.folded = "true"; else delete item.dataset.folded;
+      }
+    });
+    heading.append(button);
+    return heading;
   }
 
   /** One run's item of the list. */

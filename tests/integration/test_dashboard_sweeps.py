@@ -149,6 +149,19 @@ def test_group_by_a_config_key_draws_each_groups_mean_and_band(page: Any) -> Non
         # The run list is grouped too, each heading with its count.
         headings = page.locator("#runs-list .run-group").all_text_contents()
         assert headings == [f"lr={lr:g} · 10" for lr in LRS], headings
+        # A heading folds its group's runs in the list; the charts keep drawing them.
+        fold = page.get_by_role("button", name="lr=0.0001 · 10")
+        assert fold.get_attribute("aria-expanded") == "true"
+        fold.click()
+        listed = "[...document.querySelectorAll('#runs-list .run')].filter((li) => li.offsetParent).length"
+        wait_js(page, f"{listed} === 40")
+        assert fold.get_attribute("aria-expanded") == "false"
+        assert debug(page)["charts"]["loss"]["lines"] == lines and all(
+            r["visible"] for r in debug(page)["runs"]
+        )
+        fold.focus()
+        page.keyboard.press("Enter")
+        wait_js(page, f"{listed} === 50")
 
         # A group's legend button hides (and shows) its runs everywhere; keyboard reachable.
         button = card(page, "loss").locator('.chart-legend .item[data-group="0.001"]')
