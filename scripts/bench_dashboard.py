@@ -1,20 +1,31 @@
 #!/usr/bin/env python3
 """The dashboard under load, in headless Chromium (software rendering): figures, not a test.
 
-Two parts:
+Three parts:
 
 1. live: ``--runs`` runs x ``--metrics`` metrics, ``--prefill`` steps per run
    logged before the page opens (it joins a job already running), then
    ``--rate`` metric events per second (round-robin over the runs, every
-   metric in each) for ``--seconds``. Reported: the first full render (from
-   navigation until every chart on screen is drawn with everything loaded),
-   the render pass per frame (the dashboard's own script: reductions and
-   canvas calls of the charts it draws), the main thread's work per frame
-   (from the frame's first animation callback until a task posted there
-   runs: scripts, style, layout, paint), frame intervals, long animation
-   frames (the Long Animation Frames API, frames over 50 ms), the points
-   drawn per pixel of plot width, and the events per second the page got.
-2. lod: one ``--lod-steps``-step curve in a ring that holds it all; the page
+   metric in each) for ``--seconds``. Each run has a config (``lr``, one of
+   5 values, and ``seed``) and the page opens grouped by ``--group`` (``lr``:
+   5 groups of 10 runs, each a mean with a min–max band; ``--group ''``: a
+   line per run); the hub keeps ``--series-points`` buckets per whole-run
+   curve, fewer than the prefilled steps, so the curves the page loads are
+   buckets and each line's envelope is drawn. Reported: the first full
+   render (from navigation until every chart on screen is drawn with
+   everything loaded), the render pass per frame (the dashboard's own
+   script: reductions and canvas calls of the charts it draws), the main
+   thread's work per frame (from the frame's first animation callback until
+   a task posted there runs: scripts, style, layout, paint), frame
+   intervals, long animation frames (the Long Animation Frames API, frames
+   over 50 ms), the points drawn per pixel of plot width, the events per
+   second the page got, and log() → drawn for the first run's events.
+2. latency: log() → drawn at light load: one run of 4 metrics logging
+   ``--latency-rate`` events per second, ``--latency-samples`` of them; each
+   from the moment ``server.log()`` is called in this process to the end of
+   the first chart draw in the page holding that step (the page's clock and
+   ours compared first: both the machine's wall clock).
+3. lod: one ``--lod-steps``-step curve in a ring that holds it all; the page
    zooms in by factors of 8 and pans, each zoom fetching the range at the
    ring's resolution, ``--think`` seconds after the page loaded; reported:
    each zoom until drawn with the finer data.
@@ -22,7 +33,7 @@ Two parts:
 Run from the repository (uses this checkout, Debian's /usr/bin/chromium and
 Playwright's Python package; never ``playwright install``)::
 
-    python scripts/bench_dashboard.py                 # both parts, ~2 min
+    python scripts/bench_dashboard.py                 # every part, ~3 min
     python scripts/bench_dashboard.py --skip-lod --seconds 10
     python scripts/bench_dashboard.py --json out.json
 """
@@ -177,12 +188,72 @@ def summary(values: list[float]) -> str:
 
 
 def wait(page: Any, condition: str, timeout: float = 120) -> None:
-    page.wait_for_function(
-        "() => { try { const d = window.streamHub.debug(); return "
-        + condition
-        + "; } catch (e) { return false; } }",
-        timeout=timeout * 1000,
+    """Wait until ``condition`` (JavaScript over ``d = debug()``) holds, polled
+    with ``evaluate``: the page's Content-Security-Policy refuses the string
+    evaluation ``wait_for_function`` would do."""
+    deadline = time.monotonic() + timeout
+    script = (
+        "() => { try { const d = window.streamHub.debug(); return !!(" + condition + "); }"
+        " catch (e) { return false; } }"
     )
+    while not page.evaluate(script):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:g} s for {condition}")
+        time.sleep(0.05)
+
+
+# Installed once the page is up: the wall-clock time (ms) of the first chart
+# draw holding each new last step of `run`'s curve (in any chart; grouped, the
+# run's curve inside its group's band).
+DRAWN_PROBE = """(run) => {
+  const proto = window.StreamHubChart.LineChart.prototype;
+  const draw = proto.draw;
+  const drawn = window.__drawn = [];
+  let last = -Infinity;
+  proto.draw = function (...args) {
+    const result = draw.apply(this, args);
+    for (const entry of this.entries) {
+      if (!entry.visible || !entry.curves) continue;
+      entry.sources.forEach((source, i) => {
+        if ((source.run || entry.run).name !== run) return;
+        const steps = entry.curves[i].steps;
+        const step = steps.length ? steps[steps.length - 1] : -Infinity;
+        if (step > last) {
+          last = step;
+          drawn.push([step, performance.timeOrigin + performance.now()]);
+        }
+      });
+    }
+    return result;
+  };
+}"""
+
+
+def clock_offset(page: Any) -> tuple[float, float]:
+    """(the page's wall clock minus ours, ± how well that is known), in ms."""
+    best = (0.0, math.inf)
+    for _ in range(20):
+        t0 = time.time() * 1000
+        theirs = page.evaluate("performance.timeOrigin + performance.now()")
+        t1 = time.time() * 1000
+        if (t1 - t0) / 2 < best[1]:
+            best = (theirs - (t0 + t1) / 2, (t1 - t0) / 2)
+    return best
+
+
+def log_to_drawn(logged: dict[int, float], drawn: list[list[float]], offset: float) -> list[float]:
+    """ms from each logged step's log() to the first draw holding it (a draw
+    whose last step is at or past it: events coalesced into one frame count
+    from their own log())."""
+    out = []
+    k = 0
+    for step in sorted(logged):
+        while k < len(drawn) and drawn[k][0] < step:
+            k += 1
+        if k == len(drawn):
+            break
+        out.append(drawn[k][1] - offset - logged[step])
+    return out
 
 
 def launch(playwright: Any) -> Any:
@@ -201,15 +272,28 @@ def values_for(run: int, step: int, metrics: list[str], rng: random.Random) -> d
     }
 
 
+LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+
+
+def serve(**settings: Any) -> TrainingStreamServer:
+    """A started server on free ports, keeping nothing on disk."""
+    config = StreamConfig(sse_port=0, ws_port=0, rest_port=0, port_conflict="fail", store=False, **settings)
+    server = TrainingStreamServer(config)
+    server.start()
+    return server
+
+
 def live(args: argparse.Namespace, playwright: Any) -> dict[str, Any]:
     runs = [f"run{r:02d}" for r in range(args.runs)]
     prefixes = ["train", "val", "opt", "data"]
     metrics = [f"{prefixes[k % len(prefixes)]}/m{k:02d}" for k in range(args.metrics)]
-    config = StreamConfig(sse_port=0, ws_port=0, rest_port=0, port_conflict="fail")
-    server = TrainingStreamServer(config)
-    server.start()
+    server = serve(series_points=args.series_points)
     rng = random.Random(1)
+    probe = runs[0]
+    logged: dict[int, float] = {}  # the probe run's steps -> when log() was called (ms, wall clock)
     try:
+        for r, run in enumerate(runs):
+            server.publish("config", {"lr": LRS[r % len(LRS)], "seed": r // len(LRS)}, run=run)
         steps = dict.fromkeys(runs, 0)
         for step in range(args.prefill):
             for r, run in enumerate(runs):
@@ -232,7 +316,10 @@ def live(args: argparse.Namespace, playwright: Any) -> dict[str, Any]:
                 for _ in range(per_tick):
                     r = i % len(runs)
                     run = runs[r]
-                    server.log(values_for(r, steps[run], metrics, rng), step=steps[run], run=run)
+                    values = values_for(r, steps[run], metrics, rng)
+                    if run == probe:
+                        logged[steps[run]] = time.time() * 1000
+                    server.log(values, step=steps[run], run=run)
                     steps[run] += 1
                     i += 1
                 published[0] = i
@@ -252,9 +339,12 @@ def live(args: argparse.Namespace, playwright: Any) -> dict[str, Any]:
         publisher = threading.Thread(target=publish, name="bench-publisher", daemon=True)
         publisher.start()
         try:
-            page.goto(server.urls["rest"] + "/")
+            view = f"#group={args.group}" if args.group else ""
+            page.goto(server.urls["rest"] + "/" + view)
             wait(page, "d.stats.firstFullRenderMs !== null")
             first = page.evaluate("window.streamHub.debug().stats.firstFullRenderMs")
+            page.evaluate(DRAWN_PROBE, probe)
+            offset, uncertainty = clock_offset(page)
             marks = page.evaluate(
                 "performance.getEntriesByType('mark').filter((m) => m.name.startsWith('stream_hub:'))"
                 ".map((m) => [m.name.slice(11), m.startTime])"
@@ -272,9 +362,14 @@ def live(args: argparse.Namespace, playwright: Any) -> dict[str, Any]:
             browser.start_tracing(page=page, categories=TRACE_CATEGORIES)
             t0 = time.perf_counter()
             published0 = published[0]
+            since = time.time() * 1000
             time.sleep(args.seconds)
+            until = time.time() * 1000 - 1000  # steps logged in the last second may not be drawn yet
             sent = published[0] - published0
             page.evaluate("window.__probe.on = false")
+            drawn = page.evaluate("window.__drawn")
+            window = {step: t for step, t in list(logged.items()) if since <= t <= until}
+            latencies = log_to_drawn(window, drawn, offset)
             elapsed = time.perf_counter() - t0
             d = page.evaluate("window.streamHub.debug()")
             probe = page.evaluate("window.__probe")
@@ -286,6 +381,12 @@ def live(args: argparse.Namespace, playwright: Any) -> dict[str, Any]:
                     width = chart["box"]["right"] - chart["box"]["left"]
                     density.append(chart["pointsDrawn"] / (width * len(chart["lines"])))
             visible = sum(1 for c in d["charts"].values() if c["onScreen"] and not c["hidden"])
+            lines_on_screen = [
+                len(c["lines"]) for c in d["charts"].values() if c["onScreen"] and not c["hidden"]
+            ]
+            envelopes = page.evaluate(
+                "Object.values(window.streamHub.debug().charts).filter((c) => c.resolution > 1).length"
+            )
         finally:
             stop.set()
             publisher.join()
@@ -300,7 +401,13 @@ def live(args: argparse.Namespace, playwright: Any) -> dict[str, Any]:
                 "rate_events_per_s": round(sent / elapsed),
                 "points_per_s": round(sent * args.metrics / elapsed),
                 "seconds": args.seconds,
+                "group": args.group,
+                "series_points": args.series_points,
             },
+            "lines_per_chart_on_screen": lines_on_screen,
+            "charts_with_envelope": envelopes,
+            "log_to_drawn_ms": latencies,
+            "clock_uncertainty_ms": uncertainty,
             "first_full_render_ms": first,
             "first_render_marks_ms": dict(marks),
             "series_loaded": loaded,
@@ -325,21 +432,54 @@ def live(args: argparse.Namespace, playwright: Any) -> dict[str, Any]:
         server.stop()
 
 
-# -- part 2: level of detail ---------------------------------------------------------------------------
+# -- part 2: log() -> drawn at light load --------------------------------------------------------------
+
+
+def latency(args: argparse.Namespace, playwright: Any) -> dict[str, Any]:
+    server = serve()
+    rng = random.Random(3)
+    metrics = ["loss", "acc", "lr", "grad_norm"]
+    try:
+        server.log(values_for(0, 0, metrics, rng), step=0, run="probe")
+        browser = launch(playwright)
+        context = browser.new_context(viewport=VIEWPORT, color_scheme="dark")
+        page = context.new_page()
+        try:
+            page.goto(server.urls["rest"] + "/")
+            wait(page, "d.stats.firstFullRenderMs !== null && d.charts.loss && d.charts.loss.draws > 0")
+            page.evaluate(DRAWN_PROBE, "probe")
+            offset, uncertainty = clock_offset(page)
+            logged: dict[int, float] = {}
+            interval = 1 / args.latency_rate
+            next_at = time.perf_counter()
+            for step in range(1, args.latency_samples + 1):
+                next_at += interval
+                time.sleep(max(0.0, next_at - time.perf_counter()))
+                values = values_for(0, step, metrics, rng)
+                logged[step] = time.time() * 1000
+                server.log(values, step=step, run="probe")
+            wait(page, f"d.series.probe.loss.maxStep === {args.latency_samples}")
+            time.sleep(0.5)  # the last draw
+            drawn = page.evaluate("window.__drawn")
+        finally:
+            context.close()
+            browser.close()
+        return {
+            "rate_events_per_s": args.latency_rate,
+            "metrics": len(metrics),
+            "log_to_drawn_ms": log_to_drawn(logged, drawn, offset),
+            "clock_uncertainty_ms": uncertainty,
+        }
+    finally:
+        server.stop()
+
+
+# -- part 3: level of detail ---------------------------------------------------------------------------
 
 
 def lod(args: argparse.Namespace, playwright: Any) -> dict[str, Any]:
     n = args.lod_steps
-    config = StreamConfig(
-        sse_port=0,
-        ws_port=0,
-        rest_port=0,
-        port_conflict="fail",
-        history_size=n + 1000,
-        history_bytes=4 * 1024**3,
-    )
-    server = TrainingStreamServer(config)
-    server.start()
+    server = serve(history_size=n + 1000, history_bytes=4 * 1024**3)
     rng = random.Random(2)
     try:
         t = time.perf_counter()
@@ -458,8 +598,25 @@ def report(results: dict[str, Any]) -> None:
         print(f"  chart draws per second       {r['chart_draws_per_s']:8.1f}")
         print(f"  events received per second   {r['events_received_per_s']:8.0f}  (gaps: {r['gaps']})")
         print(f"  points drawn per px per line {r['max_points_per_px_per_line']:8.2f}  (most of any chart)")
+        print(
+            f"  grouped by                   {load['group'] or '(none)'}: lines per chart on screen"
+            f" {r['lines_per_chart_on_screen']}; charts with an envelope {r['charts_with_envelope']}"
+            f" ({load['series_points']} buckets per whole-run curve)"
+        )
+        print(
+            f"  log() -> drawn (run00)       {summary(r['log_to_drawn_ms'])}"
+            f"  (clocks ± {r['clock_uncertainty_ms']:.1f} ms)"
+        )
         if r["errors"]:
             print(f"  page errors: {r['errors']}")
+    if "latency" in results:
+        r = results["latency"]
+        print(
+            f"\nlog() -> drawn, light load: one run of {r['metrics']} metrics"
+            f" at {r['rate_events_per_s']:g} events/s"
+        )
+        print(f"  log() -> drawn               {summary(r['log_to_drawn_ms'])}")
+        print(f"    (the page's clock and ours compared to ± {r['clock_uncertainty_ms']:.1f} ms)")
     if "lod" in results:
         r = results["lod"]
         print(
@@ -489,11 +646,21 @@ def main() -> int:
     parser.add_argument(
         "--warmup", type=float, default=3.0, help="live seconds after the first render, unmeasured"
     )
+    parser.add_argument("--group", default="lr", help="the config key the live page groups by ('': none)")
+    parser.add_argument(
+        "--series-points",
+        type=int,
+        default=250,
+        help="buckets per whole-run curve (fewer than --prefill: the page loads buckets, envelopes drawn)",
+    )
+    parser.add_argument("--latency-rate", type=float, default=5.0, help="events per second of part 2")
+    parser.add_argument("--latency-samples", type=int, default=100)
     parser.add_argument("--lod-steps", type=int, default=1_000_000)
     parser.add_argument(
         "--think", type=float, default=8.0, help="seconds between the page's load and the zooms"
     )
     parser.add_argument("--skip-live", action="store_true")
+    parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-lod", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     args = parser.parse_args()
@@ -505,6 +672,8 @@ def main() -> int:
     with sync_playwright() as playwright:
         if not args.skip_live:
             results["live"] = live(args, playwright)
+        if not args.skip_latency:
+            results["latency"] = latency(args, playwright)
         if not args.skip_lod:
             results["lod"] = lod(args, playwright)
     report(results)

@@ -40,6 +40,7 @@
   const { RunSelection } = global.StreamHubSelection;
   const UrlState = global.StreamHubUrlState;
   const { MediaPanels } = global.StreamHubMedia;
+  const Sweeps = global.StreamHubSweeps;
 
   const REST_MAX_POINTS = 1500;   // buckets per curve asked of the server (up to 3 points each)
   const SERIES_CAP = 5000;        // points per curve kept here before thinning
@@ -55,6 +56,17 @@
 
   const settings = new global.StreamHubSettings.Settings();
   const selection = new RunSelection();
+  // The run search and grouping (sweeps.js); a run shows when selected and found.
+  const finder = new Sweeps.RunFinder({
+    change: () => {
+      refilter();
+      dirty.runs = dirty.tableShape = dirty.params = true;
+      markAll(true);
+      viewChanged();
+    },
+  });
+  let paramsDiff = false; // the hyper-parameter table: only the keys that differ
+  let namesPrefix = null; // the prefix folded out of every run's name (sweeps.js compressNames)
   let chartPrefs = new Map(); // the URL's settings of charts not made yet: view id -> {logY, rankMode, zoom}
   let url = null; // UrlView, once started
   const viewChanged = () => {
@@ -119,6 +131,8 @@
     theme: () => theme,
     markChart, markEntries,
     toggleRun: (name) => toggleRun(name),
+    toggleRuns,
+    groupBy: () => finder.group,
     setCompareStep,
     exportCsv, exportJson, exportPng,
     chartPrefs: takeChartPrefs,
@@ -139,6 +153,10 @@
         color: system ? theme.accent : Runs.slotColour(slot, theme.scheme),
         visible: system || selection.shows(name),
       });
+      if (!system) {
+        run.matched = finder.matches(run);
+        run.visible = run.visible && run.matched;
+      }
       state.runs.set(name, run);
       dirty.runs = dirty.tableShape = dirty.params = true;
     }
@@ -193,8 +211,48 @@
     if (!run || run.system) return;
     const shown = visible === undefined ? !run.visible : visible;
     selection.set(name, shown);
-    setVisible(run, shown);
+    setVisible(run, shown && run.matched !== false);
     viewChanged();
+  }
+
+  /** A group's runs (a legend's group button): all hidden when any shows, else all shown. */
+  function toggleRuns(names) {
+    const runs = names.map((name) => state.runs.get(name)).filter((run) => run && !run.system);
+    const shown = !runs.some((run) => run.visible);
+    for (const run of runs) {
+      selection.set(run.name, shown);
+      setVisible(run, shown && run.matched !== false);
+    }
+    viewChanged();
+  }
+
+  /** Which runs the search finds (after it or a run's hyper-parameters changed). */
+  function refilter() {
+    for (const run of userRuns()) {
+      const matched = finder.matches(run);
+      if (run.matched !== matched) {
+        run.matched = matched;
+        dirty.tableShape = dirty.params = dirty.runMeta = true;
+        lastRunsAt = 0; // the list follows at once
+        for (const metric of run.curves.keys()) dirty.entries.add(ChartViews.idOf(run.name, metric));
+      }
+      setVisible(run, selection.shows(run.name) && matched);
+    }
+  }
+
+  /** Short names (the shared prefix folded) for every run; charts relabelled when they change. */
+  function renameRuns(users) {
+    const { prefix, short } = Sweeps.compressNames(users.map((run) => run.name));
+    for (const run of users) run.short = short.get(run.name);
+    finder.setKeys(Sweeps.groupKeys(users));
+    if (prefix === namesPrefix) return;
+    namesPrefix = prefix;
+    const note = document.getElementById("runs-prefix");
+    note.hidden = !prefix;
+    note.textContent = prefix ? `every name starts with ${prefix}\u2026` : "";
+    note.title = prefix ? `Shown as \u2026: ${prefix}` : "";
+    dirty.tableShape = dirty.params = true;
+    for (const id of views.views.keys()) dirty.entries.add(id);
   }
 
   /** Show only `name`; when it already is the only one shown, show all again. */
@@ -207,7 +265,7 @@
 
   /** Every run shown or hidden as the selection says. */
   function applySelection() {
-    for (const run of userRuns()) setVisible(run, selection.shows(run.name));
+    for (const run of userRuns()) setVisible(run, selection.shows(run.name) && run.matched !== false);
   }
 
   function setVisible(run, visible) {
@@ -295,7 +353,7 @@
   function applyRunEvent(event) {
     if (event.run == null) return;
     Model.applyRunEvent(ensureRun(String(event.run)), event);
-    if (event.type === "config") dirty.params = true; else dirty.runMeta = true;
+    if (event.type === "config") configChanged(); else dirty.runMeta = true;
     requestFrame();
   }
 
@@ -333,8 +391,15 @@
     const run = ensureRun(String(info.run));
     const changed = Model.applyRunInfo(run, info, initial);
     if (changed.state || changed.alerts) dirty.runMeta = true;
-    if (changed.config) dirty.params = true;
+    if (changed.config) configChanged();
     return run;
+  }
+
+  /** A run's hyper-parameters changed: the table, the group keys, the search and the groups follow. */
+  function configChanged() {
+    dirty.params = dirty.runs = true;
+    if (finder.match.active) refilter();
+    if (finder.group) markAll(true);
   }
 
   async function loadFromRest() {
@@ -568,8 +633,11 @@
     const started = performance.now();
     const runs = Array.from(state.runs.values());
     const users = runs.filter((run) => !run.system);
+    const found = users.filter((run) => run.matched !== false);
     if (dirty.runs) {
-      Runs.renderRuns(users, { toggle: (name) => toggleRun(name), solo: soloRun });
+      renameRuns(users);
+      Runs.renderRuns(users, { toggle: (name) => toggleRun(name), solo: soloRun }, finder.group);
+      finder.showCount(found.length, users.length);
       dirty.runs = false;
       dirty.runMeta = false;
       lastRunsAt = now;
@@ -588,12 +656,12 @@
     dirty.entries.clear();
     if (dirty.tableShape) {
       const metrics = Array.from(views.views.values()).filter((v) => !v.system).map((v) => v.metric);
-      ui.buildTable(users, metrics);
+      ui.buildTable(found, metrics);
       dirty.tableShape = false;
       dirty.table = true;
     }
     if (dirty.params) {
-      Runs.renderParams(users);
+      Runs.renderParams(found, paramsDiff);
       dirty.params = false;
     }
     logs.render();
@@ -601,12 +669,13 @@
     // Numbers that change 50 times a second cannot be read anyway: the table
     // follows 4 times a second while on screen (once off it), the run list twice.
     if (dirty.table && now - lastTableAt >= (tableOnScreen ? 250 : 1000)) {
-      ui.updateTable(users, state.compareStep);
+      ui.updateTable(found, state.compareStep);
       dirty.table = false;
       lastTableAt = now;
     }
     if (dirty.runMeta && now - lastRunsAt >= 500) {
       Runs.updateRuns(users);
+      finder.showCount(found.length, users.length);
       dirty.runMeta = false;
       lastRunsAt = now;
     }
@@ -710,10 +779,19 @@
     const step = $("compare-step");
     step.addEventListener("change", () => setCompareStep(step.value === "" ? null : Number(step.value)));
     $("compare-latest").addEventListener("click", () => setCompareStep(null));
+    $("params-diff").addEventListener("click", () => setParamsDiff(!paramsDiff));
     new IntersectionObserver((entries) => {
       tableOnScreen = entries.some((e) => e.isIntersecting);
       if (tableOnScreen && dirty.table) requestFrame();
     }).observe($("latest-panel"));
+  }
+
+  function setParamsDiff(on) {
+    if (paramsDiff === Boolean(on)) return;
+    paramsDiff = Boolean(on);
+    dirty.params = true;
+    requestFrame();
+    viewChanged();
   }
 
   /** x by step, wall time or relative time; zooms are dropped (another unit). */
@@ -751,6 +829,9 @@
       rankMode: settings.rankMode,
       smoothing: settings.smoothing,
       selection: selection.describe(),
+      runSearch: finder.query,
+      groupBy: finder.group,
+      paramsDiff,
       filter: grid.saved.filter,
       compareStep: state.compareStep,
       logRun: logFilters.run,
@@ -762,7 +843,15 @@
   /** Show the view a URL describes (at start, and when the user changes the hash). */
   function applyView(view, atStart = false) {
     selection.assign(view.selection);
+    const searched = finder.setQuery(view.runSearch);
+    const grouped = finder.setGroup(view.groupBy);
+    if (searched) refilter();
+    if (searched || grouped) {
+      dirty.runs = dirty.tableShape = dirty.params = true;
+      markAll(true);
+    }
     applySelection();
+    setParamsDiff(view.paramsDiff);
     // Smoothing left out: none, but a page opened without a view starts from the user's default.
     const smoothing = view.smoothing != null ? view.smoothing : atStart && view.empty ? settings.defaultSmoothing : 0;
     if (settings.setSmoothing(smoothing)) markAll(false);
@@ -782,6 +871,10 @@
     described.url = location.hash;
     described.media = media.describe();
     described.selection = selection.describe();
+    described.sweeps = {
+      search: finder.query, error: finder.match.error, group: finder.group, groupKeys: finder.keys.slice(),
+      prefix: namesPrefix || "", paramsDiff,
+    };
     return described;
   }
 

@@ -53,36 +53,70 @@
 
   // ---- legends ------------------------------------------------------------------
 
+  const LEGEND_FOLD = 6; // a legend of more entries shows the first LEGEND_SHOWN and a button for the rest
+  const LEGEND_SHOWN = 4;
+
   /**
-   * One button per run shown in a chart (click: hide or show the run
-   * everywhere), named with the chart's metric ("loss: exp1"). The focus stays
-   * on the same run's button when the legend is rebuilt.
+   * One button per run (or group) shown in a chart (click: hide or show the
+   * run, or every run of the group, everywhere), named with the chart's
+   * metric ("loss: exp1"). A legend of more than LEGEND_FOLD entries is
+   * folded to its first few and a "+N more" button (its state kept per
+   * chart: view.legendOpen); open, it scrolls past a few lines. The focus
+   * stays on the same button when the legend is rebuilt.
+   * items: [{run, group?, label, title, color, visible, band}]; toggle(item).
    */
   function renderLegend(view, items, toggle) {
     const focused = document.activeElement;
-    const focusedRun = focused && view.legend.contains(focused) ? focused.dataset.run : null;
-    const nodes = items.map((entry) => {
+    const inLegend = focused && view.legend.contains(focused);
+    const focusedKey = inLegend ? focused.dataset.key : null;
+    const folded = items.length > LEGEND_FOLD && !view.legendOpen;
+    const shown = folded ? items.slice(0, LEGEND_SHOWN) : items;
+    const nodes = shown.map((entry) => {
       const item = document.createElement("button");
       item.type = "button";
-      item.className = "item";
-      item.dataset.run = entry.run;
+      item.className = entry.group != null ? "item group" : "item";
+      item.dataset.key = entry.group != null ? `group\u0000${entry.group}` : entry.run;
+      if (entry.group != null) item.dataset.group = entry.group; else item.dataset.run = entry.run;
       item.dataset.visible = String(entry.visible);
       item.setAttribute("aria-pressed", String(entry.visible));
       item.style.setProperty("--swatch", entry.color);
-      item.title = `${entry.run}: click to ${entry.visible ? "hide" : "show"}`;
-      item.setAttribute("aria-label", `${view.metric}: ${entry.label}`);
+      item.title = `${entry.title || entry.label}: click to ${entry.visible ? "hide" : "show"}`;
+      item.setAttribute("aria-label", `${view.metric}: ${entry.title || entry.label}`);
       const line = document.createElement("span");
       line.className = entry.band ? "line band" : "line";
       line.setAttribute("aria-hidden", "true");
       const label = document.createElement("span");
       label.textContent = entry.label;
       item.append(line, label);
-      item.addEventListener("click", () => toggle(entry.run));
+      item.addEventListener("click", () => toggle(entry));
       return item;
     });
+    if (items.length > LEGEND_FOLD) {
+      const more = document.createElement("button");
+      more.type = "button";
+      more.className = "legend-more";
+      more.dataset.key = "\u0000more";
+      more.setAttribute("aria-expanded", String(!folded));
+      if (!view.legend.id) view.legend.id = `legend-${Math.random().toString(36).slice(2, 10)}`;
+      more.setAttribute("aria-controls", view.legend.id);
+      more.textContent = folded ? `+${items.length - shown.length} more` : "fewer";
+      more.setAttribute("aria-label", folded
+        ? `${view.metric}: show all ${items.length} in the legend`
+        : `${view.metric}: show the legend's first ${LEGEND_SHOWN}`);
+      more.title = folded ? `Show all ${items.length} entries` : "Fold the legend";
+      more.addEventListener("click", () => {
+        view.legendOpen = folded;
+        renderLegend(view, items, toggle);
+        const again = view.legend.querySelector(".legend-more");
+        if (again) again.focus({ preventScroll: true });
+      });
+      nodes.push(more);
+    }
     view.legend.replaceChildren(...nodes);
-    if (focusedRun != null) {
-      const again = nodes.find((node) => node.dataset.run === focusedRun);
+    view.legend.dataset.open = String(items.length > LEGEND_FOLD && !folded);
+    view.legend.dataset.folded = String(folded);
+    if (focusedKey != null) {
+      const again = nodes.find((node) => node.dataset.key === focusedKey);
       if (again) again.focus({ preventScroll: true });
     }
     view.card.dataset.series = String(items.filter((e) => e.visible).length);
@@ -111,7 +145,8 @@
       const swatch = document.createElement("span");
       swatch.className = "swatch-inline";
       th.style.setProperty("--swatch", run.color);
-      th.append(swatch, document.createTextNode(run.name));
+      th.append(swatch, document.createTextNode(run.short || run.name));
+      if (run.short && run.short !== run.name) th.title = run.name;
       head.append(th);
     }
     const body = document.createElement("tbody");

@@ -1,5 +1,8 @@
 /* stream_hub dashboard — runs: their stable colours, the run list (toggle,
- * solo, state, ranks, alerts, drops) and the hyper-parameter table (from `config` events).
+ * solo, state, ranks, alerts, drops; runs the search leaves out hidden, a
+ * heading per group when grouped; names shortened as sweeps.js says, the
+ * full name in each title and accessible name) and the hyper-parameter
+ * table (from `config` events; "differences only" keeps the keys that differ).
  * Names and values from the server are always set as text, never as HTML.
  */
 (function (global) {
@@ -134,57 +137,27 @@
     running: "running", finished: "finished", failed: "failed", killed: "killed", stale: "stale",
   };
 
-  /** Rebuild the list (the focus stays on the same run's button). handlers: {toggle(name), solo(name)}. */
-  function renderRuns(runs, handlers) {
+  /**
+   * Rebuild the list (the focus stays on the same run's button).
+   * handlers: {toggle(name), solo(name)}; groupBy: a config key (a heading
+   * per group, its runs under it) or "".
+   */
+  function renderRuns(runs, handlers, groupBy = "") {
     const list = $("runs-list");
     const focused = document.activeElement;
     const keep = focused && list.contains(focused) && focused.closest(".run")
       ? { run: focused.closest(".run").dataset.run, solo: focused.classList.contains("run-solo") }
       : null;
     list.replaceChildren();
-    for (const run of runs) {
-      const item = document.createElement("li");
-      item.className = "run";
-      item.dataset.run = run.name;
-      item.style.setProperty("--swatch", run.color);
-      const toggle = document.createElement("button");
-      toggle.type = "button";
-      toggle.className = "run-toggle";
-      const swatch = document.createElement("span");
-      swatch.className = "swatch";
-      swatch.setAttribute("aria-hidden", "true");
-      const title = document.createElement("span");
-      title.className = "run-title";
-      const name = document.createElement("span");
-      name.className = "run-name";
-      name.textContent = run.name;
-      const alerts = document.createElement("span");
-      alerts.className = "run-alerts";
-      alerts.hidden = true;
-      title.append(name, alerts);
-      const step = document.createElement("span");
-      step.className = "run-step";
-      const meta = document.createElement("span");
-      meta.className = "run-meta";
-      const badge = document.createElement("span");
-      badge.className = "run-state";
-      const details = document.createElement("span");
-      details.className = "run-details";
-      const drops = document.createElement("span");
-      drops.className = "run-drops";
-      drops.hidden = true;
-      meta.append(badge, details, drops);
-      toggle.append(swatch, title, step, meta);
-      toggle.addEventListener("click", () => handlers.toggle(run.name));
-      const solo = document.createElement("button");
-      solo.type = "button";
-      solo.className = "run-solo";
-      solo.textContent = "solo";
-      solo.title = `Show only ${run.name} (again: show all)`;
-      solo.setAttribute("aria-label", `Show only ${run.name}`);
-      solo.addEventListener("click", () => handlers.solo(run.name));
-      item.append(toggle, solo);
-      list.append(item);
+    const Sweeps = global.StreamHubSweeps;
+    const groups = groupBy ? Sweeps.groupRuns(runs, groupBy) : [[null, runs]];
+    for (const [group, members] of groups) {
+      const folded = group !== null && foldedGroups.has(`${groupBy}\u0000${group}`);
+      if (group !== null) list.append(groupHeading(groupBy, group, folded));
+      for (const run of members) {
+        renderRun(list, run, handlers);
+        if (folded) list.lastElementChild.dataset.folded = "true";
+      }
     }
     $("runs-empty").hidden = runs.length > 0;
     updateRuns(runs);
@@ -193,6 +166,94 @@
       const button = item && item.querySelector(keep.solo ? ".run-solo" : ".run-toggle");
       if (button) button.focus({ preventScroll: true });
     }
+  }
+
+  // Groups folded in the run list (their runs still drawn), this page's: "key\0label".
+  const foldedGroups = new Set();
+
+  /** A group's heading: a button folding its runs in the list (the charts keep them). */
+  function groupHeading(key, label, folded) {
+    const heading = document.createElement("li");
+    heading.className = "run-group";
+    heading.dataset.group = label;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "run-group-toggle";
+    button.setAttribute("aria-expanded", String(!folded));
+    button.title = "Fold or unfold this group's runs in the list (they stay on the charts)";
+    const chevron = document.createElement("span");
+    chevron.className = "chevron";
+    chevron.setAttribute("aria-hidden", "true");
+    const count = document.createElement("span");
+    count.className = "run-group-count";
+    button.append(chevron, document.createTextNode(`${key}=${label}`), count);
+    button.addEventListener("click", () => {
+      const fold = button.getAttribute("aria-expanded") === "true";
+      if (fold) foldedGroups.add(`${key}\u0000${label}`); else foldedGroups.delete(`${key}\u0000${label}`);
+      button.setAttribute("aria-expanded", String(!fold));
+      for (let item = heading.nextElementSibling; item && !item.classList.contains("run-group");
+        item = item.nextElementSibling) {
+        if (fold) item.dataset.folded = "true"; else delete item.dataset.folded;
+      }
+    });
+    heading.append(button);
+    return heading;
+  }
+
+  /** One run's item of the list. */
+  function renderRun(list, run, handlers) {
+    const item = document.createElement("li");
+    item.className = "run";
+    item.dataset.run = run.name;
+    item.style.setProperty("--swatch", run.color);
+    const toggle = document.createElement("button");
+    toggle.type = "button";
+    toggle.className = "run-toggle";
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.setAttribute("aria-hidden", "true");
+    const title = document.createElement("span");
+    title.className = "run-title";
+    const name = document.createElement("span");
+    name.className = "run-name";
+    name.textContent = run.short || run.name;
+    if (run.short && run.short !== run.name) {
+      // Seen: the short name (its title: the whole); heard: the whole name.
+      name.title = run.name;
+      name.setAttribute("aria-hidden", "true");
+      const whole = document.createElement("span");
+      whole.className = "sr-only";
+      whole.textContent = run.name;
+      title.append(whole);
+    }
+    const alerts = document.createElement("span");
+    alerts.className = "run-alerts";
+    alerts.hidden = true;
+    title.append(name, alerts);
+    const step = document.createElement("span");
+    step.className = "run-step";
+    const meta = document.createElement("span");
+    meta.className = "run-meta";
+    const badge = document.createElement("span");
+    badge.className = "run-state";
+    const details = document.createElement("span");
+    details.className = "run-details";
+    const drops = document.createElement("span");
+    drops.className = "run-drops";
+    drops.hidden = true;
+    // The step on the second line: the name has the first line's whole width.
+    meta.append(step, badge, details, drops);
+    toggle.append(swatch, title, meta);
+    toggle.addEventListener("click", () => handlers.toggle(run.name));
+    const solo = document.createElement("button");
+    solo.type = "button";
+    solo.className = "run-solo";
+    solo.textContent = "solo";
+    solo.title = `Show only ${run.name} (again: show all)`;
+    solo.setAttribute("aria-label", `Show only ${run.name}`);
+    solo.addEventListener("click", () => handlers.solo(run.name));
+    item.append(toggle, solo);
+    list.append(item);
   }
 
   function setText(node, text) {
@@ -268,12 +329,31 @@
     node.setAttribute("aria-label", lost ? `${lost} dropped: ${lines.join("; ")}` : lines.join("; "));
   }
 
-  /** Refresh what changes in place: visibility, state, step, counts, alerts, drops. */
+  /** Refresh what changes in place: visibility, state, step, counts, alerts, drops, what the search leaves out. */
   function updateRuns(runs) {
     const list = $("runs-list");
+    const byName = new Map(runs.map((r) => [r.name, r]));
+    let heading = null;
+    let shown = 0;
+    let total = 0;
+    const closeGroup = () => {
+      if (!heading) return;
+      heading.hidden = shown === 0;
+      setText(heading.querySelector(".run-group-count"), ` · ${shown === total ? total : `${shown} of ${total}`}`);
+    };
     for (const item of list.children) {
-      const run = runs.find((r) => r.name === item.dataset.run);
+      if (item.classList.contains("run-group")) {
+        closeGroup();
+        heading = item;
+        shown = total = 0;
+        continue;
+      }
+      const run = byName.get(item.dataset.run);
       if (!run) continue;
+      const matched = run.matched !== false;
+      if (item.hidden === matched) item.hidden = !matched;
+      total += 1;
+      if (matched) shown += 1;
       const visible = String(run.visible);
       if (item.dataset.visible !== visible) {
         item.dataset.visible = visible;
@@ -300,6 +380,11 @@
       updateAlerts(item.querySelector(".run-alerts"), run.alerts);
       updateDrops(item.querySelector(".run-drops"), run.dropped);
     }
+    closeGroup();
+    const matched = runs.filter((run) => run.matched !== false).length;
+    const empty = $("runs-empty");
+    setText(empty, runs.length ? "No run matches the search." : "No runs yet.");
+    empty.hidden = matched > 0;
   }
 
   // ---- hyper-parameters -------------------------------------------------------------
@@ -311,8 +396,11 @@
     return String(value);
   }
 
-  /** The table of every run's `config`: a row per run, a column per key; keys that differ marked. */
-  function renderParams(runs) {
+  /**
+   * The table of every run's `config`: a row per run, a column per key; keys
+   * that differ marked, or (diffOnly) the only ones shown.
+   */
+  function renderParams(runs, diffOnly = false) {
     const withConfig = runs.filter((run) => Object.keys(run.config).length > 0);
     const panel = $("params-panel");
     panel.hidden = withConfig.length === 0;
@@ -321,6 +409,13 @@
     const differs = new Set(
       keys.filter((key) => new Set(withConfig.map((run) => JSON.stringify(run.config[key]))).size > 1),
     );
+    const toggle = $("params-diff");
+    toggle.setAttribute("aria-pressed", String(diffOnly));
+    const allKeys = keys.length;
+    if (diffOnly) keys.splice(0, keys.length, ...keys.filter((key) => differs.has(key)));
+    setText($("params-caption"), diffOnly
+      ? `${differs.size} of ${allKeys} key${allKeys === 1 ? "" : "s"} differ${differs.size === 1 ? "s" : ""}`
+      : "from config events; keys that differ are marked");
     const head = document.createElement("tr");
     const corner = document.createElement("th");
     corner.scope = "col";
@@ -347,7 +442,8 @@
       th.style.setProperty("--swatch", run.color);
       const swatch = document.createElement("span");
       swatch.className = "swatch-inline";
-      th.append(swatch, document.createTextNode(run.name));
+      th.append(swatch, document.createTextNode(run.short || run.name));
+      if (run.short && run.short !== run.name) th.title = run.name;
       row.append(th);
       for (const key of keys) {
         const td = document.createElement("td");

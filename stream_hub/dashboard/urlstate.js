@@ -1,7 +1,7 @@
 /* stream_hub dashboard — the view in the URL. What the page shows is kept in
  * its hash, so a reload, a bookmark or a copied link shows the same view:
  *
- *   #x=wall&ranks=band&smooth=0.6&hide=exp2,sweep/lr%3D3e-4&filter=loss&step=800
+ *   #x=wall&ranks=band&smooth=0.6&hide=exp2,sweep/lr%3D3e-4&search=lr%3D3e-4&group=seed&filter=loss&step=800
  *    &logrun=exp1&loglevel=WARNING&c:train/loss=log,band,1200..1500&sys:cpu/percent=log
  *
  *   x         the x axis: step (left out), wall or relative
@@ -9,6 +9,9 @@
  *   smooth    smoothing (left out: none)
  *   hide      runs hidden (every other run shows, new ones too), or
  *   only      the runs shown (solo, none: a new run stays hidden)
+ *   search    the run search (names and hyper-parameters: words, key=value, /regex/)
+ *   group     the config key runs are grouped by (left out: none)
+ *   params    diff: the hyper-parameter table shows only the keys that differ
  *   filter    the metric filter
  *   step      the comparison table's step (left out: the latest)
  *   logrun, loglevel   the log panel's filters
@@ -57,6 +60,9 @@
       rankMode: "lines",
       smoothing: null,
       selection: { only: false, names: [] },
+      runSearch: "",
+      groupBy: "",
+      paramsDiff: false,
       filter: "",
       compareStep: null,
       logRun: "",
@@ -105,6 +111,12 @@
         view.selection = { only: key === "only", names: raw === "" ? [] : raw.split(",").map(decode) };
       } else if (key === "filter") {
         view.filter = value;
+      } else if (key === "search") {
+        view.runSearch = value;
+      } else if (key === "group") {
+        view.groupBy = value;
+      } else if (key === "params") {
+        view.paramsDiff = value === "diff";
       } else if (key === "step") {
         const step = Number(value);
         if (value !== "" && Number.isFinite(step)) view.compareStep = Math.round(step);
@@ -130,6 +142,9 @@
     const names = view.selection.names.slice().sort();
     if (view.selection.only) parts.push(`only=${names.map(encode).join(",")}`);
     else if (names.length) parts.push(`hide=${names.map(encode).join(",")}`);
+    if (view.runSearch) parts.push(`search=${encode(view.runSearch)}`);
+    if (view.groupBy) parts.push(`group=${encode(view.groupBy)}`);
+    if (view.paramsDiff) parts.push("params=diff");
     if (view.filter) parts.push(`filter=${encode(view.filter)}`);
     if (view.compareStep != null) parts.push(`step=${view.compareStep}`);
     if (view.logRun) parts.push(`logrun=${encode(view.logRun)}`);

@@ -1,8 +1,9 @@
 /* stream_hub dashboard — chart views: one per metric (and one per metric of
  * the machine's own, run "_system"), each a card with its chart, legend and
  * tools, and what it draws: the entries built from the runs (a line per run,
- * per rank, or a run's mean with its min–max band), their x values for the x
- * mode, the finer data of a zoom.
+ * per rank, or a run's mean with its min–max band; grouped by a config key,
+ * a group's mean with the min–max band across its runs' curves, drawn as the
+ * ranks' band is), their x values for the x mode, the finer data of a zoom.
  *
  * The app owns the data (runs and their Series); a view reads it when its
  * entries are rebuilt (a run, rank or visibility changed) and when drawn.
@@ -42,7 +43,8 @@
   class ChartViews {
     /**
      * app: {state, settings, grid, detail, theme(), markChart(id), markEntries(id),
-     *       toggleRun(name), setCompareStep(step), exportCsv(view), exportJson(view),
+     *       toggleRun(name), toggleRuns(names), groupBy() -> a config key or "",
+     *       setCompareStep(step), exportCsv(view), exportJson(view),
      *       exportPng(view), chartPrefs(id) -> the URL's settings of a new chart,
      *       viewChanged() after the user changed a chart's settings or zoom}
      */
@@ -183,6 +185,11 @@
      */
     rebuild(view, runs) {
       const app = this.app;
+      const groupBy = view.system ? "" : app.groupBy();
+      if (groupBy) {
+        this.rebuildGroups(view, runs, groupBy);
+        return;
+      }
       const band = this.rankMode(view) === "band";
       const scheme = app.theme().scheme;
       const entries = [];
@@ -191,14 +198,15 @@
       for (const run of runs) {
         if ((run.name === SYSTEM_RUN) !== view.system) continue;
         const curves = run.curves.get(view.metric);
-        if (!curves) continue;
+        if (!curves || run.matched === false) continue;
         const keys = Array.from(curves.keys()).sort((a, b) => Number(a) - Number(b));
         const withRanks = keys.length > 1 || keys[0] !== "";
         ranked = ranked || withRanks;
         const label = view.system ? "this machine" : run.name;
+        const ranksSaid = withRanks ? ` (${keys.length} rank${keys.length === 1 ? "" : "s"})` : "";
         legend.push({
           run: run.name, color: run.color, visible: run.visible, band: withRanks && band,
-          label: withRanks ? `${label} (${keys.length} rank${keys.length === 1 ? "" : "s"})` : label,
+          label: `${view.system ? label : run.short || label}${ranksSaid}`, title: `${label}${ranksSaid}`,
         });
         const base = { run, visible: run.visible };
         if (!withRanks) {
@@ -218,7 +226,12 @@
         }
       }
       view.entries = entries;
-      ui.renderLegend(view, legend, (name) => app.toggleRun(name));
+      ui.renderLegend(view, legend, (item) => app.toggleRun(item.run));
+      this.rankTool(view, ranked, band);
+    }
+
+    /** The chart's ranks/band button: shown when a run has ranks. */
+    rankTool(view, ranked, band) {
       const ranks = view.tools.querySelector('[data-tool="ranks"]');
       ranks.hidden = !ranked;
       ranks.setAttribute("aria-pressed", String(band));
@@ -229,13 +242,58 @@
         : "Runs with ranks: a line per rank (click: mean and min–max band)";
     }
 
+    /**
+     * Grouped by a config key: per group of the runs (the search's) with this
+     * metric, one entry over every curve of its shown runs (each rank's, for
+     * a run with ranks): their mean with the min–max band across them, or a
+     * line when it is one curve. The legend names each group and toggles its runs.
+     */
+    rebuildGroups(view, runs, key) {
+      const app = this.app;
+      const scheme = app.theme().scheme;
+      const Sweeps = global.StreamHubSweeps;
+      const withMetric = runs.filter((run) => !run.system && run.matched !== false && run.curves.has(view.metric));
+      const entries = [];
+      const legend = [];
+      for (const [label, members] of Sweeps.groupRuns(withMetric, key)) {
+        const shown = members.filter((run) => run.visible);
+        const sources = [];
+        for (const run of shown) {
+          const curves = run.curves.get(view.metric);
+          const rankKeys = Array.from(curves.keys()).sort((a, b) => Number(a) - Number(b));
+          for (const rankKey of rankKeys) sources.push({ run, rankKey, series: curves.get(rankKey) });
+        }
+        const color = Runs.slotColour(Sweeps.groupSlot(key, label, Runs.colourSlot), scheme);
+        const name = `${key}=${label}`;
+        const count = `${members.length} run${members.length === 1 ? "" : "s"}`;
+        legend.push({
+          group: label, runs: members.map((run) => run.name), color, visible: shown.length > 0,
+          band: sources.length > 1, label: `${name} (${count})`, title: `${name} (${count}: mean, min–max band)`,
+        });
+        entries.push({
+          key: `\u0000group\u0000${label}`, label: `${name} (mean of ${shown.length})`, color,
+          kind: sources.length > 1 ? "band" : "line", visible: sources.length > 0,
+          run: shown[0] || members[0], sources, group: label,
+        });
+      }
+      view.entries = entries;
+      ui.renderLegend(view, legend, (item) => app.toggleRuns(item.runs));
+      this.rankTool(view, false, false);
+    }
+
     /** Draw a view now: resolve its curves (with a zoom's finer data) and x values, then draw. */
     draw(view) {
       const app = this.app;
       const mode = app.settings.xMode;
       for (const entry of view.entries) {
-        entry.curves = entry.sources.map((s) => app.detail.curve(view.id, entry.run.name, s.rankKey, s.series));
-        entry.xsOf = xsFor(entry.run, mode);
+        entry.curves = entry.sources.map((s) => app.detail.curve(view.id, (s.run || entry.run).name, s.rankKey, s.series));
+        if (mode === "step" || entry.sources.every((s) => !s.run || s.run === entry.run)) {
+          entry.xsOf = xsFor(entry.run, mode);
+        } else {
+          // A group's curves come from several runs, each with its own clock.
+          const byCurve = new Map(entry.curves.map((curve, i) => [curve, xsFor(entry.sources[i].run, mode)]));
+          entry.xsOf = (curve) => byCurve.get(curve)(curve);
+        }
       }
       view.chart.setEntries(view.entries);
       view.chart.draw(app.theme(), app.settings);
@@ -260,11 +318,15 @@
       }
       const mode = app.settings.xMode;
       const wants = [];
+      const runs = [];
       for (const entry of view.entries) {
-        if (!entry.visible || wants.some((w) => w.run === entry.run.name)) continue;
-        const coarse = entry.sources.some((s) => !s.series.exact);
-        if (!coarse) continue;
-        const run = entry.run;
+        if (!entry.visible) continue;
+        for (const source of entry.sources) {
+          const run = source.run || entry.run;
+          if (!source.series.exact && !runs.includes(run)) runs.push(run);
+        }
+      }
+      for (const run of runs) {
         let [from, to] = range;
         if (mode !== "step") {
           const origin = mode === "relative" ? run.origin() : 0;
