@@ -17,7 +17,9 @@ The default run, first rule that applies:
    whose environment lacks the marker (forked from a forkserver started
    before its parent worked out its run) asks the data directory, where
    each process records its run (:class:`stream_hub.home.ProcessRuns`).
-4. ``<program>-<start time>`` (``train-20261129-221503``), claimed under
+4. ``<program>-<start time>`` (``train-20261129-221503``; in a notebook's
+   kernel the program is the notebook, when it is known: ``exp-20261129-221503``
+   for ``exp.ipynb``, see :func:`notebook_path`), claimed under
    ``STREAM_HUB_HOME`` (:class:`stream_hub.home.RunClaims`) so that two
    launches never share it: the second launch of a program in the same second
    gets ``train-20261129-221503-2``. For one rank of several without a job id
@@ -68,6 +70,7 @@ __all__ = [
     "ProcessFacts",
     "adopt_rank",
     "current",
+    "notebook_path",
     "resolve",
 ]
 
@@ -168,7 +171,7 @@ class ProcessFacts:
             except (psutil.Error, OSError):
                 pass
         return cls(
-            argv0=sys.argv[0] if sys.argv else "",
+            argv0=notebook_path(os.environ) or (sys.argv[0] if sys.argv else ""),
             pid=pid,
             started=started,
             host=socket.gethostname(),
@@ -318,13 +321,41 @@ def _forkserver(argv: Sequence[str]) -> bool:
     return any("multiprocessing.forkserver" in arg for arg in argv)
 
 
+#: Where a notebook's front end leaves the notebook's path in its kernel's
+#: namespace: VS Code, then Jupyter (``__session__``, ipykernel 6.10+).
+NOTEBOOK_NAMES = ("__vsc_ipynb_file__", "__session__")
+
+
+def notebook_path(env: Mapping[str, str]) -> str | None:
+    """The notebook this process runs as a kernel of, when its front end
+    says (None otherwise): VS Code's ``__vsc_ipynb_file__`` or Jupyter's
+    ``__session__`` in IPython's namespace, else ``JPY_SESSION_NAME`` (set by
+    Jupyter Server in a kernel's environment). Only inside IPython: a
+    program started from a notebook (``!python train.py``) inherits
+    ``JPY_SESSION_NAME`` but is not the notebook. IPython is never imported."""
+    ipython = sys.modules.get("IPython")
+    get_ipython = getattr(ipython, "get_ipython", None)
+    shell = get_ipython() if callable(get_ipython) else None
+    if shell is None:
+        return None
+    namespace = getattr(shell, "user_ns", None)
+    if isinstance(namespace, dict):
+        for key in NOTEBOOK_NAMES:
+            value = namespace.get(key)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+    value = env.get("JPY_SESSION_NAME", "").strip()
+    return value or None
+
+
 def program(argv0: str) -> str:
-    """The program's name for a run: the script's stem, a ``-m`` package's
-    name, else ``python``."""
+    """The program's name for a run: the script's (or notebook's) stem, a
+    ``-m`` package's name, else ``python``."""
     path = argv0.rstrip("/") if argv0 and argv0 != "-c" else ""
     name = os.path.basename(path)
-    if name.endswith(".py"):
-        name = name[:-3]
+    for suffix in (".py", ".ipynb"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
     if name == "__main__":  # python -m package: the package's name
         name = os.path.basename(os.path.dirname(path))
     if name in ("", "-m", "ipykernel_launcher"):

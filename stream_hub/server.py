@@ -38,6 +38,7 @@ from .core.hub import Hub
 from .core.intake import Notifier
 from .errors import StreamHubError
 from .events import alert_data
+from .inline import InlineDashboard, dashboard_url
 from .processes.channel import JoinTarget
 from .processes.membership import Membership
 from .reporting import ServerOwner
@@ -237,6 +238,15 @@ class TrainingStreamServer:
             return
         self.finish_local_runs(status)
         backend.flush(self.config.shutdown_timeout)
+
+    def _repr_html_(self) -> str:
+        """In a notebook, a server shown as a cell's value is its live
+        dashboard, filtered to this process's run (:mod:`stream_hub.inline`)."""
+        rest = self.urls.get("rest")
+        if not rest:
+            return "<p>stream_hub server: stopped</p>"
+        run = self.hub.intake.default_run
+        return InlineDashboard(dashboard_url(rest, run), run)._repr_html_()
 
     # -- state ----------------------------------------------------------------------
 

@@ -169,6 +169,7 @@ def test_the_rank(env: dict[str, str], rank: int | None, world: int | None, clai
         ("-c", "python"),
         ("", "python"),
         ("/x/ipykernel_launcher.py", "python"),
+        ("/home/me/exp 1.ipynb", "exp-1"),
         ("my run!.py", "my-run-"),
         ("..", "python"),
     ],
@@ -284,3 +285,8 @@ def test_a_rank_adopted_later_is_kept_and_a_known_one_is_not_replaced(
     for bad in ((-1, None), (2, 2), (True, None)):
         with pytest.raises(ValueError, match="rank"):
             job.adopt_rank(*bad)  # type: ignore[arg-type]
+
+
+def test_no_notebook_outside_a_running_ipython_shell() -> None:
+    # JPY_SESSION_NAME inherited by a program started from a notebook (!python train.py)
+    assert job.notebook_path({"JPY_SESSION_NAME": "/home/me/exp.ipynb"}) is None
