@@ -1,0 +1,55 @@
+"""``STREAM_HUB_REGISTRY``: the registry's own override (before, the only way
+to move it was ``XDG_RUNTIME_DIR``, which other programs read too)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from stream_hub import StreamConfig, TrainingStreamServer
+from stream_hub.errors import StreamHubError
+from stream_hub.processes.registry import REGISTRY_VARIABLE, Registry, default_directory, registry_variable
+
+
+def test_unset_or_empty_is_the_usual_places(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert registry_variable({}) is None and registry_variable({REGISTRY_VARIABLE: "  "}) is None
+    monkeypatch.delenv(REGISTRY_VARIABLE, raising=False)
+    assert default_directory().name in ("stream_hub", f"stream_hub-{os.geteuid()}") or "registry" in str(
+        default_directory()
+    )
+
+
+def test_a_relative_path_is_refused_naming_the_variable() -> None:
+    with pytest.raises(StreamHubError, match=f"{REGISTRY_VARIABLE} must be an absolute path"):
+        registry_variable({REGISTRY_VARIABLE: "hubs"})
+    home = Path(os.path.expanduser("~"))
+    assert registry_variable({REGISTRY_VARIABLE: "~/hubs"}) == home / "hubs"
+
+
+def test_the_named_directory_is_where_hubs_meet(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    place = tmp_path / "meet here"
+    monkeypatch.setenv(REGISTRY_VARIABLE, str(place))
+    assert default_directory() == place
+    assert Registry().directory == place
+    assert stat.S_IMODE(place.stat().st_mode) == 0o700
+    server = TrainingStreamServer(StreamConfig(sse_port=0, ws_port=0, rest_port=0, store=False))
+    server.start()
+    try:
+        assert list(place.glob("hub-*")), sorted(p.name for p in place.iterdir())  # its channel
+    finally:
+        server.stop()
+
+
+def test_a_named_place_that_is_not_ours_is_refused_not_passed_over(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    monkeypatch.setenv(REGISTRY_VARIABLE, str(link))
+    with pytest.raises(StreamHubError, match="link"):
+        Registry()
