@@ -150,7 +150,14 @@ class _Capture:
         record: logging.LogRecord = self.previous(*args, **kwargs)
         # makeLogRecord() makes an empty record (name None) and fills it in
         # afterwards: that is a record received from elsewhere, not logged here.
-        if self.active and record.name is not None and record.levelno >= self.handler.level:
+        if (
+            self.active
+            and record.name is not None
+            and record.levelno >= self.handler.level
+            and not (record.levelno < logging.INFO and record.name.startswith("stream_hub."))
+        ):
+            # (stream_hub's DEBUG records come with publishing itself: taken,
+            # each publish would log the next one, on the loop's thread.)
             self.handler.handle(record)
         return record
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 import stat
+import textwrap
 from pathlib import Path
 
 import pytest
 
-from stream_hub import StreamConfig, TrainingStreamServer
 from stream_hub.errors import StreamHubError
 from stream_hub.processes.registry import REGISTRY_VARIABLE, Registry, default_directory, registry_variable
+
+from ..processes import PYTHON, child_env, run
 
 
 def test_unset_or_empty_is_the_usual_places(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,12 +37,22 @@ def test_the_named_directory_is_where_hubs_meet(monkeypatch: pytest.MonkeyPatch,
     assert default_directory() == place
     assert Registry().directory == place
     assert stat.S_IMODE(place.stat().st_mode) == 0o700
-    server = TrainingStreamServer(StreamConfig(sse_port=0, ws_port=0, rest_port=0, store=False))
-    server.start()
-    try:
-        assert list(place.glob("hub-*")), sorted(p.name for p in place.iterdir())  # its channel
-    finally:
+    # A process of its own (a process keeps the registry it first found): its hub's channel is there.
+    code = """
+        import os, sys
+        from stream_hub import StreamConfig, TrainingStreamServer
+        server = TrainingStreamServer(StreamConfig(sse_port=0, ws_port=0, rest_port=0, store=False))
+        server.start()
+        print(sorted(os.listdir(sys.argv[1])))
         server.stop()
+    """
+    done = run(
+        ["-c", textwrap.dedent(code), str(place)],
+        prefix=PYTHON,
+        env=child_env(**{REGISTRY_VARIABLE: str(place)}),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "hub-" in done.stdout, done.stdout
 
 
 def test_a_named_place_that_is_not_ours_is_refused_not_passed_over(
