@@ -13,7 +13,7 @@ import pytest
 from stream_hub.errors import StreamHubError
 from stream_hub.processes.registry import REGISTRY_VARIABLE, Registry, default_directory, registry_variable
 
-from ..processes import PYTHON, child_env, run
+from ..processes import PYTHON, child_env, free_ports, run
 
 
 def test_unset_or_empty_is_the_usual_places(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,11 +37,14 @@ def test_the_named_directory_is_where_hubs_meet(monkeypatch: pytest.MonkeyPatch,
     assert default_directory() == place
     assert Registry().directory == place
     assert stat.S_IMODE(place.stat().st_mode) == 0o700
-    # A process of its own (a process keeps the registry it first found): its hub's channel is there.
-    code = """
+    # A process of its own (a process keeps the registry it first found),
+    # on configured ports: its hub's record is there.
+    sse, ws, rest = free_ports(3)
+    code = f"""
         import os, sys
         from stream_hub import StreamConfig, TrainingStreamServer
-        server = TrainingStreamServer(StreamConfig(sse_port=0, ws_port=0, rest_port=0, store=False))
+        config = StreamConfig(sse_port={sse}, ws_port={ws}, rest_port={rest}, store=False)
+        server = TrainingStreamServer(config)
         server.start()
         print(sorted(os.listdir(sys.argv[1])))
         server.stop()
@@ -49,10 +52,10 @@ def test_the_named_directory_is_where_hubs_meet(monkeypatch: pytest.MonkeyPatch,
     done = run(
         ["-c", textwrap.dedent(code), str(place)],
         prefix=PYTHON,
-        env=child_env(**{REGISTRY_VARIABLE: str(place)}),
+        env=child_env(**{REGISTRY_VARIABLE: str(place), "STREAM_HUB_PORT_CONFLICT": "auto"}),
     )
     assert done.returncode == 0, done.stderr
-    assert "hub-" in done.stdout, done.stdout
+    assert ".json" in done.stdout and "hub-" in done.stdout, done.stdout
 
 
 def test_a_named_place_that_is_not_ours_is_refused_not_passed_over(
