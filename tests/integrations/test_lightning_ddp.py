@@ -7,7 +7,8 @@ Before: only rank 0 published — rank 1 said at INFO that stream_hub knew no
 rank for it and stayed silent — and the hub went with rank 0's process. Now
 both ranks publish into one run, each event stamped with its rank; rank 0
 exits while rank 1 still logs, and the hub (same ports) takes rank 1's
-events; everything is persisted.
+events — a client following from the start sees every one, once — and
+everything is persisted.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
+
+from stream_hub.client import follow
 
 from ..conftest import wait_for
 from ..integration.test_processes import hub_env
@@ -50,6 +54,20 @@ def test_lightning_ddp_ranks_share_one_run_that_outlives_rank_0(spawn: Spawner, 
         [str(SCRIPT), str(tmp_path / "root"), str(go)], env=hub_env(ports), prefix=PYTHON
     )  # rank 0; rank 1 is its child, sharing its stdout
     rank1_pid: int | None = None
+    # A client following the hub from its start, as the dashboard does: it
+    # must see every metric of both ranks, those after rank 0's exit too, once.
+    seen: list[dict[str, Any]] = []
+
+    def watch() -> None:
+        url = f"http://127.0.0.1:{ports[0]}"
+        with follow(url, types="metric", since=0, on_shutdown="wait", retry_for=240) as events:
+            for event in events:
+                seen.append(event)
+                if event.get("step") == 1004:
+                    return
+
+    follower = threading.Thread(target=watch, name="test-follower", daemon=True)
+    follower.start()
     try:
         lines = proc.out.wait(
             lambda got: got if any("after" in v for v in _lines(got)) else None,
@@ -77,6 +95,19 @@ def test_lightning_ddp_ranks_share_one_run_that_outlives_rank_0(spawn: Spawner, 
         after = wait_for(lambda: len(after_events()) == 5 and after_events(), 30, "rank 1's late metrics")
         assert {e["rank"] for e in after} == {1}
         assert [e["step"] for e in after] == list(range(1000, 1005))
+        follower.join(60)
+        assert not follower.is_alive(), f"the follower stopped at {seen[-1:]}"
+        assert len({e["seq"] for e in seen}) == len(seen)  # each once
+        followed = sorted((e.get("rank"), e["step"]) for e in seen if e["run"] == run_name)
+        assert followed == [
+            (0, 0),
+            (0, 1),
+            (0, 2),
+            (1, 0),
+            (1, 1),
+            (1, 2),
+            *((1, s) for s in range(1000, 1005)),
+        ]
         running = httpx.get(f"{rest}/api/runs", timeout=10).json()
         runs = running["runs"] if isinstance(running, dict) else running
         ours = [r for r in runs if r.get("run", r.get("name")) == run_name]
