@@ -9,7 +9,8 @@
 # holders, redis-server for the Redis backend) are installed with apt-get when
 # missing; Python packages with pip: the [test] extra and the bridges' extras
 # ([tensorboard], [transformers], [lightning]) on the CPU build of torch 2.13.0,
-# pinned (newer torch builds are gigabytes).
+# pinned (newer torch builds are gigabytes). The [test] extra brings nbclient,
+# nbformat and ipykernel too (a real notebook in a real kernel).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

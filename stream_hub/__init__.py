@@ -30,6 +30,7 @@ from .manager import (
 )
 
 if TYPE_CHECKING:
+    from .notebook import show
     from .server import TrainingStreamServer
 
 __all__ = [
@@ -45,10 +46,11 @@ __all__ = [
     "get_stream_server",
     "get_stream_server_manager",
     "release_stream_server",
+    "show",
 ]
 
 # Public names whose module is heavy: imported on first use (PEP 562).
-_LAZY = {"TrainingStreamServer": ".server"}
+_LAZY = {"TrainingStreamServer": ".server", "show": ".notebook"}
 
 
 def __getattr__(name: str) -> Any:

@@ -14,6 +14,7 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "StreamHubError",
+    "port_holder",
 ]
 
 
@@ -46,6 +47,20 @@ def _find_commands(port: int) -> str:
     return f"lsof -i :{port}"
 
 
+def port_holder(pid: int | None, process: str | None, me: int | None = None) -> str:
+    """Who holds a port, for a message: this process (``me``, default
+    ``os.getpid()``), another one (its pid and command line), or nobody this
+    user can see."""
+    if pid is None:
+        return "an unknown process (its PID is not visible to this user)"
+    if pid == (os.getpid() if me is None else me):
+        return (
+            f"this process (pid {pid}): a socket opened here, e.g. a server not stopped "
+            "or one started by an earlier notebook cell"
+        )
+    return f"process {pid}" + (f" ({process})" if process else "")
+
+
 class PortInUseError(StreamHubError, OSError):
     """A port stream_hub needs is held by another socket or process.
 
@@ -76,11 +91,10 @@ class PortInUseError(StreamHubError, OSError):
 
     def _compose(self) -> str:
         what = f"{self.transport} port" if self.transport else "port"
-        if self.pid is not None:
-            holder = f"process {self.pid}" + (f" ({self.process})" if self.process else "")
-        else:
-            holder = "an unknown process (its PID is not visible to this user)"
-        lines = [f"{what} {self.port} on {self.host} is already in use by {holder}."]
+        mine = self.pid is not None and self.pid == os.getpid()
+        lines = [
+            f"{what} {self.port} on {self.host} is already in use by {port_holder(self.pid, self.process)}."
+        ]
         if self.reason:
             lines.append(f"Not freed automatically: {self.reason}.")
         env_name = {
@@ -88,6 +102,15 @@ class PortInUseError(StreamHubError, OSError):
             "ws": "STREAM_HUB_WS_PORT",
             "rest": "STREAM_HUB_REST_PORT",
         }.get(self.transport or "", "STREAM_HUB_<SSE|WS|REST>_PORT")
+        if mine:
+            lines += [
+                "What to do:",
+                "  1. stop what holds it in this program: server.stop() or release_stream_server() "
+                "for a server of yours, close() for a socket",
+                "  2. in a notebook, get_stream_server() gives the running server instead of a second one",
+                f'  3. or use another port: {env_name}=... or StreamConfig(port_conflict="next")',
+            ]
+            return "\n".join(lines)
         lines += [
             "What to do:",
             f"  1. find the holder: {_find_commands(self.port)}",

@@ -17,20 +17,30 @@ The default run, first rule that applies:
    whose environment lacks the marker (forked from a forkserver started
    before its parent worked out its run) asks the data directory, where
    each process records its run (:class:`stream_hub.home.ProcessRuns`).
-4. ``<program>-<start time>`` (``train-20261129-221503``), claimed under
+4. ``<program>-<start time>`` (``train-20261129-221503``; in a notebook's
+   kernel the program is the notebook, when it is known: ``exp-20261129-221503``
+   for ``exp.ipynb``, see :func:`notebook_path`), claimed under
    ``STREAM_HUB_HOME`` (:class:`stream_hub.home.RunClaims`) so that two
    launches never share it: the second launch of a program in the same second
    gets ``train-20261129-221503-2``. For one rank of several without a job id
    (``RANK``/``LOCAL_RANK`` set, by ``torchrun``, ``mpirun``, ...) the time
    and the claim are the launcher's (the parent process: its pid and start
-   time), so all its ranks find the same name.
+   time), so all its ranks find the same name. Lightning's own launcher
+   (``Trainer(strategy="ddp")`` started as one ``python train.py``) runs
+   local rank 0 in the process the user started and re-launches the script
+   for the others (``LOCAL_RANK``, ``NODE_RANK``, ``WORLD_SIZE``, no
+   ``RANK``): its local rank 0 is the launcher, so it claims for itself and
+   the other ranks (its children) find the same name.
 
 A process *owns* its run unless it took it from its parent (rule 3, or the
 same run by rules 1-2 as the parent that started it): a multiprocessing child
 never ends its parent's run.
 
 The rank comes from ``RANK`` (torchrun) or ``SLURM_PROCID`` (srun), when the
-job has more than one process (``WORLD_SIZE``/``SLURM_NTASKS``).
+job has more than one process (``WORLD_SIZE``/``SLURM_NTASKS``); under
+Lightning's launcher on its first node (``NODE_RANK`` 0) it is ``LOCAL_RANK``.
+A framework that learns the rank later (Lightning's rank 0, whose variables
+are set after it started; other nodes) gives it with :func:`adopt_rank`.
 
 The identity is worked out once per process, the first time a hub needs it
 (at the latest when a server is made), never at import. A child forked
@@ -53,7 +63,16 @@ import psutil
 from .errors import StreamHubError
 from .home import ProcessRuns, RunClaims
 
-__all__ = ["PARENT_MARKER", "RUN_VARIABLE", "JobIdentity", "ProcessFacts", "current", "resolve"]
+__all__ = [
+    "PARENT_MARKER",
+    "RUN_VARIABLE",
+    "JobIdentity",
+    "ProcessFacts",
+    "adopt_rank",
+    "current",
+    "notebook_path",
+    "resolve",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +171,7 @@ class ProcessFacts:
             except (psutil.Error, OSError):
                 pass
         return cls(
-            argv0=sys.argv[0] if sys.argv else "",
+            argv0=notebook_path(os.environ) or (sys.argv[0] if sys.argv else ""),
             pid=pid,
             started=started,
             host=socket.gethostname(),
@@ -182,6 +201,10 @@ def resolve(
         run, source = job_run, "job"
     elif inherited is not None:
         run, source = inherited, "parent"
+    elif _lightning_launcher(env):  # the ranks it starts find this process's claim
+        base = default_name(facts.argv0, facts.started)
+        run = _claimed(claim, base, facts.host, facts.pid, facts.started)
+        source = "launcher"
     elif _launched(env, rank) and facts.parent_pid is not None and facts.parent_started is not None:
         base = default_name(facts.argv0, facts.parent_started)
         run = _claimed(claim, base, facts.host, facts.parent_pid, facts.parent_started)
@@ -208,7 +231,33 @@ def _rank(env: Mapping[str, str]) -> tuple[int | None, int | None]:
         rank, size = _int(env.get(rank_var)), _int(env.get(size_var))
         if rank is not None and rank >= 0 and (size is None or size > 1):
             return rank, size
+    if _lightning_launch(env) and _int(env.get("NODE_RANK")) in (None, 0):
+        # On the first node a local rank is the global one; on others the
+        # number of processes per node is not in the environment (adopt_rank).
+        rank, size = _int(env.get("LOCAL_RANK")), _int(env.get("WORLD_SIZE"))
+        if rank is not None and size is not None and 0 <= rank < size:
+            return rank, size
     return None, None
+
+
+def _lightning_launch(env: Mapping[str, str]) -> bool:
+    """A rank started by Lightning's own launcher (``_SubprocessScriptLauncher``):
+    it sets ``LOCAL_RANK``, ``NODE_RANK`` and ``WORLD_SIZE`` but no ``RANK``
+    (torchrun, mpirun, accelerate and srun set theirs)."""
+    return (
+        "RANK" not in env
+        and "SLURM_PROCID" not in env
+        and "TORCHELASTIC_RUN_ID" not in env
+        and "NODE_RANK" in env
+        and (_int(env.get("WORLD_SIZE")) or 0) > 1
+        and _int(env.get("LOCAL_RANK")) is not None
+    )
+
+
+def _lightning_launcher(env: Mapping[str, str]) -> bool:
+    """Local rank 0 under Lightning's launcher: the process the user started,
+    which re-launched the script for the other local ranks."""
+    return _lightning_launch(env) and _int(env.get("LOCAL_RANK")) == 0
 
 
 def _launched(env: Mapping[str, str], rank: int | None) -> bool:
@@ -272,13 +321,41 @@ def _forkserver(argv: Sequence[str]) -> bool:
     return any("multiprocessing.forkserver" in arg for arg in argv)
 
 
+#: Where a notebook's front end leaves the notebook's path in its kernel's
+#: namespace: VS Code, then Jupyter (``__session__``, ipykernel 6.10+).
+NOTEBOOK_NAMES = ("__vsc_ipynb_file__", "__session__")
+
+
+def notebook_path(env: Mapping[str, str]) -> str | None:
+    """The notebook this process runs as a kernel of, when its front end
+    says (None otherwise): VS Code's ``__vsc_ipynb_file__`` or Jupyter's
+    ``__session__`` in IPython's namespace, else ``JPY_SESSION_NAME`` (set by
+    Jupyter Server in a kernel's environment). Only inside IPython: a
+    program started from a notebook (``!python train.py``) inherits
+    ``JPY_SESSION_NAME`` but is not the notebook. IPython is never imported."""
+    ipython = sys.modules.get("IPython")
+    get_ipython = getattr(ipython, "get_ipython", None)
+    shell = get_ipython() if callable(get_ipython) else None
+    if shell is None:
+        return None
+    namespace = getattr(shell, "user_ns", None)
+    if isinstance(namespace, dict):
+        for key in NOTEBOOK_NAMES:
+            value = namespace.get(key)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+    value = env.get("JPY_SESSION_NAME", "").strip()
+    return value or None
+
+
 def program(argv0: str) -> str:
-    """The program's name for a run: the script's stem, a ``-m`` package's
-    name, else ``python``."""
+    """The program's name for a run: the script's (or notebook's) stem, a
+    ``-m`` package's name, else ``python``."""
     path = argv0.rstrip("/") if argv0 and argv0 != "-c" else ""
     name = os.path.basename(path)
-    if name.endswith(".py"):
-        name = name[:-3]
+    for suffix in (".py", ".ipynb"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
     if name == "__main__":  # python -m package: the package's name
         name = os.path.basename(os.path.dirname(path))
     if name in ("", "-m", "ipykernel_launcher"):
@@ -369,4 +446,27 @@ def current() -> JobIdentity:
         "" if identity.owns_run else ", not owned",
         identity.rank,
     )
+    return identity
+
+
+def adopt_rank(rank: int, world_size: int | None = None) -> JobIdentity:
+    """Take ``rank`` as this process's rank when it has none yet (a framework
+    that knows it — Lightning's rank 0, whose launcher variables appear after
+    the identity was worked out); a rank already known is kept. Returns the
+    identity now in force. Servers made before keep stamping what they
+    stamped: :meth:`stream_hub.TrainingStreamServer.adopt_rank` updates one.
+
+    Raises:
+        ValueError: ``rank`` is negative, or not below ``world_size``.
+    """
+    global _CURRENT
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise ValueError(f"rank must be a non-negative int, got {rank!r}")
+    if world_size is not None and not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not below world_size {world_size}")
+    identity = current()
+    if identity.rank is None:
+        identity = replace(identity, rank=rank, world_size=world_size)
+        _CURRENT = identity
+        logger.debug("rank %s adopted (world size %s)", rank, world_size)
     return identity

@@ -38,6 +38,7 @@ from .core.hub import Hub
 from .core.intake import Notifier
 from .errors import StreamHubError
 from .events import alert_data
+from .inline import InlineDashboard, dashboard_url
 from .processes.channel import JoinTarget
 from .processes.membership import Membership
 from .reporting import ServerOwner
@@ -186,8 +187,28 @@ class TrainingStreamServer:
         a ``run_end`` event with ``status`` (finished, failed or killed)."""
         if status not in ("finished", "failed", "killed"):
             raise ValueError(f"status must be finished, failed or killed, got {status!r}")
-        self.hub.intake.finished_runs.add(run or self.hub.intake.default_run)
-        return self.publish("run_end", {"status": status}, run=run)
+        seq = self.publish("run_end", {"status": status}, run=run)
+        self.hub.intake.ended(run or self.hub.intake.default_run)
+        return seq
+
+    def adopt_rank(self, rank: int, world_size: int | None = None) -> int | None:
+        """Stamp this process's events with ``rank`` from now on, when it had
+        no rank (:func:`stream_hub.job.adopt_rank`: a rank already known is
+        kept). For a framework that learns the rank after the server was made
+        (the Lightning bridge under Lightning's own launcher). Returns the
+        rank in force.
+
+        Raises:
+            ValueError: ``rank`` is negative, or not below ``world_size``.
+        """
+        identity = job.adopt_rank(rank, world_size)
+        intake = self.hub.intake
+        if intake.rank is None and identity.rank is not None:
+            intake.rank = identity.rank  # one attribute the intake reads per event
+            role = self._role
+            if isinstance(role, Joined):
+                role.forwarder.rank = identity.rank  # said in its next hello
+        return intake.rank
 
     def finish_local_runs(self, status: str = "finished", forget: bool = False) -> None:
         """Finish every run this process logged to and did not finish itself
@@ -218,6 +239,15 @@ class TrainingStreamServer:
             return
         self.finish_local_runs(status)
         backend.flush(self.config.shutdown_timeout)
+
+    def _repr_html_(self) -> str:
+        """In a notebook, a server shown as a cell's value is its live
+        dashboard, filtered to this process's run (:mod:`stream_hub.inline`)."""
+        rest = self.urls.get("rest")
+        if not rest:
+            return "<p>stream_hub server: stopped</p>"
+        run = self.hub.intake.default_run
+        return InlineDashboard(dashboard_url(rest, run), run)._repr_html_()
 
     # -- state ----------------------------------------------------------------------
 

@@ -200,6 +200,7 @@ def is_production(environment: str | None = None) -> bool:
 OTHER_VARIABLES: Mapping[str, str] = {
     "STREAM_HUB_RUN": "the run a process logs into (contract v3)",
     "STREAM_HUB_HOME": "the data directory of the default store (contract v3)",
+    "STREAM_HUB_REGISTRY": "the directory where this user's hubs meet (processes/registry.py)",
     "STREAM_HUB_REQUIRE_ALL": "tests: a missing optional tool fails its tests instead of skipping them",
     "STREAM_HUB_SAVE_SCREENSHOT": "tests: the dashboard tests also write the README's pictures",
     "STREAM_HUB_BENCH_TINY": "scripts/bench.py: the same as --tiny",

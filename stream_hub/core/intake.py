@@ -233,7 +233,7 @@ class Intake:
         validate_type(event_type)
         data = validate_data(event_type, data)  # an alert's, a histogram's, an image's fields
         run = validate_run(run, self.default_run)
-        self._note_run(run)
+        self.local_runs.add(run)
         submission = (event_type, run, validate_step(step), encode_data(data), None, self.rank)
         seq = self.submit_many([submission])
         return seq[0] if self.numbered else None
@@ -245,9 +245,18 @@ class Intake:
         self.finished_runs = set()
         self._last_run = None
 
+    def ended(self, run: str) -> None:
+        """Note that this process ended ``run`` (its ``run_end`` is submitted):
+        the end at exit leaves it alone, until a metric is logged to it again
+        (the run index then counts it running again, and so does this)."""
+        self.finished_runs.add(run)
+        self._last_run = None  # the next log() to it notes it again
+
     def _note_run(self, run: str) -> None:
+        """A metric's run, when it is not the last call's (not per event)."""
         self._last_run = run
         self.local_runs.add(run)
+        self.finished_runs.discard(run)
 
     def submit(
         self,

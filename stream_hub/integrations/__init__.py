@@ -4,7 +4,8 @@ each a one-line change and each importable without its framework:
 - :mod:`.tensorboard` — ``SummaryWriter``: every method of TensorBoard's,
   scalars, histograms and images streamed, the rest warned once (real event
   files too with ``also_tensorboard=``);
-- :mod:`.logging` — ``StreamHandler``: log records as ``log`` events, rate-limited;
+- :mod:`.logging` — ``capture()``: log records as ``log`` events, rate-limited,
+  the console untouched (or ``StreamHandler`` on the loggers you choose);
 - :mod:`.transformers` — ``StreamHubCallback``, a Hugging Face ``TrainerCallback``;
 - :mod:`.lightning` — ``StreamHubLogger``, a Lightning ``Logger``, rank-aware.
 

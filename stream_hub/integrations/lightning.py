@@ -13,17 +13,23 @@ one hub and each event carries its rank, so the hub keeps one curve per rank.
 What each rank does:
 
 - ``ranks="all"`` (default): every rank publishes its own values (what
-  ``self.log(...)`` gives on that rank), stamped with its rank — when
-  stream_hub knows the rank (``RANK``/``WORLD_SIZE`` from torchrun, or
-  ``SLURM_PROCID``/``SLURM_NTASKS``). When it does not (Lightning started the
-  processes itself, which sets no ``RANK``), the ranks' events could not be
-  told apart, so only global rank 0 publishes, as Lightning's own loggers
-  do; this is said once at INFO.
+  ``self.log(...)`` gives on that rank), stamped with its rank. Under
+  torchrun or srun stream_hub knows the rank from the environment; under
+  Lightning's own launcher (``Trainer(strategy="ddp", devices=N)`` started
+  as one ``python train.py``, which re-launches the script for the other
+  ranks without ``RANK``) the logger gives the server Lightning's global
+  rank (:meth:`~stream_hub.TrainingStreamServer.adopt_rank`) before its
+  first publish. All ranks share the run: the process you started claims
+  it and the ranks it launches find the same name.
 - ``ranks="zero"``: only global rank 0 publishes (Lightning's loggers' way;
   values logged with ``sync_dist=True`` are the same on every rank anyway).
 
 Hyper-parameters are published by global rank 0 only (they are the run's).
-The global rank is Lightning's (``rank_zero_only.rank``).
+The global rank is Lightning's (``rank_zero_only.rank``). Each rank's
+``finalize`` ends its own part of the run (a ``run_end`` stamped with its
+rank): the run is over when every rank that published has ended, so rank
+0 finishing first does not end it while another rank still logs, and the
+hub outlives rank 0 (its host hands it to a rank still connected).
 
 Importing this module needs nothing; using ``StreamHubLogger`` needs
 Lightning (``pip install 'stream_hub[lightning]'``; ``lightning`` or
@@ -145,6 +151,7 @@ def _build() -> type:
             self._hub = HubHandle(server, config)
             self._noted = False
             self._published = False
+            self._stamped = False
 
         @property
         def name(self) -> str:
@@ -158,7 +165,19 @@ def _build() -> type:
         def global_rank(self) -> int:
             return int(getattr(rank_zero_only, "rank", 0) or 0)
 
+        def _stamp(self) -> None:
+            """Give the server Lightning's global rank when stream_hub knows
+            none (Lightning's own launcher sets no ``RANK``), once."""
+            if self._stamped:
+                return
+            world = _world_size()
+            if world > 1:  # else not launched yet, or one process: asked again next time
+                if job.current().rank is None:
+                    self._hub.server.adopt_rank(self.global_rank, world)
+                self._stamped = True
+
         def _publishes(self) -> bool:
+            self._stamp()
             stamped = job.current().rank  # what stream_hub stamps on this process's events
             yes, why = publishes_on_this_rank(self.ranks, self.global_rank, _world_size(), stamped)
             if why is not None and not self._noted:
@@ -175,6 +194,7 @@ def _build() -> type:
         def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
             if self.global_rank != 0:
                 return
+            self._stamp()
             if isinstance(params, argparse.Namespace):
                 params = vars(params)
             self._hub.server.publish("config", flat(params), run=self.run)

@@ -1,9 +1,25 @@
 """Log records as the hub's ``log`` events.
 
-    import logging
-    from stream_hub.integrations.logging import StreamHandler
+The one-liner, which leaves the console as it was::
 
-    logging.getLogger().addHandler(StreamHandler())
+    import stream_hub.integrations.logging
+    stream_hub.integrations.logging.capture()
+
+:func:`capture` takes every record your logging configuration lets through
+(a logger enabled for its level: by default WARNING and above, INFO too after
+``logging.basicConfig(level=logging.INFO)``), whatever the handlers, and
+adds no handler to any logger. So ``logging.basicConfig()`` called after it
+still configures the console, and without one Python's last-resort output of
+warnings to stderr stays as it was. (A handler added to the root logger
+changes both: ``basicConfig`` does nothing once the root logger has a handler,
+and the last resort speaks only when no handler exists.) It hooks the
+record factory (:func:`logging.setLogRecordFactory`, chaining the one in
+place); a factory set later without chaining to it ends the capture.
+
+Or, to choose the loggers yourself, the handler::
+
+    from stream_hub.integrations.logging import StreamHandler
+    logging.getLogger("train").addHandler(StreamHandler())
 
 Each record becomes ``{"type": "log", "data": {"message": ..., "level":
 "INFO", "logger": "train"}}`` (the contract's shape; the message is the
@@ -19,15 +35,17 @@ can sit on the root logger alongside stream_hub's own loggers.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
+from typing import Any
 
 from ..config import StreamConfig
 from ..server import TrainingStreamServer
 from ._hub import HubHandle
 
-__all__ = ["StreamHandler"]
+__all__ = ["StreamHandler", "capture", "stop_capture"]
 
 
 class StreamHandler(logging.Handler):
@@ -87,7 +105,10 @@ class StreamHandler(logging.Handler):
                     "logger": __name__,
                 }
                 server.publish("log", note, run=self.run)
-            data = {"message": self.format(record), "level": record.levelname, "logger": record.name}
+            # A copy: formatting caches the traceback's text on the record,
+            # which the console's own formatter would then print as ours.
+            message = self.format(copy.copy(record)) if record.exc_info else self.format(record)
+            data = {"message": message, "level": record.levelname, "logger": record.name}
             server.publish("log", data, run=self.run)
         except Exception:
             self.handleError(record)
@@ -114,3 +135,79 @@ class StreamHandler(logging.Handler):
             self._hub.release()
         finally:
             super().close()
+
+
+class _Capture:
+    """The record factory :func:`capture` installs: the previous factory's
+    record, handed to ``handler`` before it is returned."""
+
+    def __init__(self, handler: StreamHandler, previous: Any) -> None:
+        self.handler = handler
+        self.previous = previous
+        self.active = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record: logging.LogRecord = self.previous(*args, **kwargs)
+        # makeLogRecord() makes an empty record (name None) and fills it in
+        # afterwards: that is a record received from elsewhere, not logged here.
+        if (
+            self.active
+            and record.name is not None
+            and record.levelno >= self.handler.level
+            and not (record.levelno < logging.INFO and record.name.startswith("stream_hub."))
+        ):
+            # (stream_hub's DEBUG records come with publishing itself: taken,
+            # each publish would log the next one, on the loop's thread.)
+            self.handler.handle(record)
+        return record
+
+
+_capture_lock = threading.Lock()
+_capture: _Capture | None = None
+
+
+def capture(
+    level: int | str = logging.NOTSET,
+    *,
+    run: str | None = None,
+    server: TrainingStreamServer | None = None,
+    config: StreamConfig | None = None,
+    rate: float | None = 20.0,
+    burst: int = 100,
+) -> StreamHandler:
+    """Publish every record the program logs as a ``log`` event, leaving
+    the console (and every logger's handlers and levels) as it is.
+
+    Calling it again while capturing returns the same handler (a notebook
+    cell run twice); :func:`stop_capture` ends it. The arguments are
+    :class:`StreamHandler`'s; ``level`` only takes fewer records than the
+    loggers let through, never more (raising a logger's level would change
+    what the console shows).
+
+    Returns:
+        the handler the records go through (its ``dropped`` counts what the
+        rate limit left out).
+    """
+    global _capture
+    with _capture_lock:
+        if _capture is not None and _capture.active and logging.getLogRecordFactory() is _capture:
+            return _capture.handler
+        handler = StreamHandler(level, run=run, server=server, config=config, rate=rate, burst=burst)
+        _capture = _Capture(handler, logging.getLogRecordFactory())
+        logging.setLogRecordFactory(_capture)
+        return handler
+
+
+def stop_capture() -> None:
+    """End what :func:`capture` started (nothing if it is not capturing) and
+    give the shared server's reference back."""
+    global _capture
+    with _capture_lock:
+        current, _capture = _capture, None
+        if current is None:
+            return
+        current.active = False
+        if logging.getLogRecordFactory() is current:
+            logging.setLogRecordFactory(current.previous)
+        # Else a factory set later chains to this one: it stays, passing records through.
+    current.handler.close()

@@ -161,7 +161,7 @@ def next_free(
                     policy,
                 )
             return candidate
-    pid = get_process_using_port(port, host)
+    pid = find_holder(port, host)
     raise PortInUseError(
         port,
         pid,

@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -290,8 +291,40 @@ def own_socket_on(port: int) -> bool:
     try:
         conns = connections(psutil.Process())
     except psutil.Error:
+        conns = []
+    return any(conn.laddr and conn.laddr.port == port for conn in conns) or _own_bound_socket(port)
+
+
+def _own_bound_socket(port: int) -> bool:
+    """Whether one of this process's descriptors is a socket bound to ``port``.
+
+    A TCP socket bound but neither listening nor connected is in no table
+    the kernel lists (``/proc/net/tcp``, sock_diag: what psutil and lsof
+    read), so the holder of such a port would be "unknown" even when it is
+    this very process (a socket bound and never listened on, a server left
+    half-started). Its own descriptors it can ask: ``getsockname`` on a
+    duplicate of each socket. Only on a busy port, never per event."""
+    directory = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    try:
+        names = os.listdir(directory)
+    except OSError:
         return False
-    return any(conn.laddr and conn.laddr.port == port for conn in conns)
+    for name in names:
+        if not name.isdigit():
+            continue
+        fd = int(name)
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                if sock.family not in (socket.AF_INET, socket.AF_INET6):
+                    continue
+                address = sock.getsockname()
+        except OSError:
+            continue
+        if isinstance(address, tuple) and len(address) >= 2 and address[1] == port:
+            return True
+    return False
 
 
 def connections(proc: psutil.Process) -> list[Any]:
@@ -328,8 +361,9 @@ def describe_process(pid: int) -> str | None:
     try:
         name, cmdline = _cmdline_of(psutil.Process(pid))
     except (psutil.Error, OSError, ValueError):
-        return None
-    return f"{name}: {_join_cmdline(cmdline)}" if cmdline else name
+        return "this process" if pid == os.getpid() else None
+    described = f"{name}: {_join_cmdline(cmdline)}" if cmdline else name
+    return f"this process, {described}" if pid == os.getpid() else described
 
 
 def looks_like_stream_hub(pid: int) -> bool:

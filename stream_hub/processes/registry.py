@@ -13,7 +13,11 @@ Decisions about a record are taken under an advisory lock on the key
 (``flock`` on POSIX), held by whoever is deciding to host, so two processes
 starting at once cannot both decide to host.
 
-Where the directory is (:func:`default_directory`): the first usable of
+Where the directory is (:func:`default_directory`): ``$STREAM_HUB_REGISTRY``
+when it is set (an absolute path; it must be this user's private directory
+or not exist yet: it is never passed over — a user who names a place means
+it, e.g. a directory shared by the processes of a container or a job that
+see different ``XDG_RUNTIME_DIR``/``TMPDIR``), else the first usable of
 
 1. ``$XDG_RUNTIME_DIR/stream_hub``, when ``XDG_RUNTIME_DIR`` is a directory
    of this user;
@@ -200,8 +204,30 @@ def default_directory() -> Path:
     return places[-1]
 
 
+REGISTRY_VARIABLE = "STREAM_HUB_REGISTRY"
+
+
+def registry_variable(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The directory ``STREAM_HUB_REGISTRY`` names (None when unset or empty).
+
+    Raises:
+        StreamHubError: it is not an absolute path (after ``~`` expansion).
+    """
+    env = os.environ if environ is None else environ
+    value = env.get(REGISTRY_VARIABLE, "").strip()
+    if not value:
+        return None
+    path = Path(os.path.expanduser(value))
+    if not path.is_absolute():
+        raise StreamHubError(f"{REGISTRY_VARIABLE} must be an absolute path (a directory), got {value!r}")
+    return path
+
+
 def _places() -> list[Path]:
     """The places the registry may be, in order (see the module docstring)."""
+    explicit = registry_variable()
+    if explicit is not None:
+        return [explicit]  # named by the user: used, or refused with the reason
     uid = _uid()
     places: list[Path] = []
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")

@@ -39,7 +39,7 @@ from collections.abc import Mapping, Set
 from typing import Protocol
 
 from ..config import StreamConfig
-from ..errors import ConfigError, PortInUseError, StreamHubError
+from ..errors import ConfigError, PortInUseError, StreamHubError, port_holder
 from ..processes.channel import JoinTarget
 from ..processes.registry import HubRecord
 
@@ -278,16 +278,19 @@ def _moved_off(
                     "never takes other ports by itself"
                 )
             new = facts.next_free(port, name, taken | set(avoid) | {p for p in wanted.values() if p != port})
-            what = f"pid {holder.pid} ({holder.process or 'unknown'})" if holder.pid else "an unknown process"
+            mine = holder.pid is not None and holder.pid == facts.my_pid
+            if holder.pid is None or mine:
+                what = port_holder(holder.pid, holder.process, facts.my_pid)
+            else:
+                what = f"pid {holder.pid} ({holder.process or 'command line not visible'})"
             logger.warning(
                 "%s port %d is held by %s, which is not a hub to join; this hub takes port %d instead "
-                "(other processes find it through the registry; `stream-hub ports --free %d` would end "
-                "the holder)",
+                "(other processes find it through the registry%s)",
                 name,
                 port,
                 what,
                 new,
-                port,
+                "" if mine else f"; `stream-hub ports --free {port}` would end the holder",
             )
             port = new
         out[name] = port

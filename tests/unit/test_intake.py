@@ -176,6 +176,17 @@ def test_the_runs_logged_to_are_noted_until_forgotten() -> None:
     assert it.local_runs == {"a"}
 
 
+def test_a_run_ended_and_logged_to_again_is_running_again() -> None:
+    it, _sink = intake(run="job")
+    it.log({"x": 1.0})
+    it.publish("run_end", {"status": "finished"})
+    it.ended("job")
+    it.publish("note", {})  # not a metric: still ended
+    assert it.finished_runs == {"job"}
+    it.log({"x": 2.0})  # the same run as the last log(): noted again all the same
+    assert it.finished_runs == set() and it.local_runs == {"job"}
+
+
 # -- who commits ------------------------------------------------------------------------------------
 
 

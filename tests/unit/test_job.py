@@ -169,6 +169,7 @@ def test_the_rank(env: dict[str, str], rank: int | None, world: int | None, clai
         ("-c", "python"),
         ("", "python"),
         ("/x/ipykernel_launcher.py", "python"),
+        ("/home/me/exp 1.ipynb", "exp-1"),
         ("my run!.py", "my-run-"),
         ("..", "python"),
     ],
@@ -233,3 +234,59 @@ def test_a_child_forked_after_its_parent_worked_it_out_keeps_the_run_without_own
     child = job.current()
     assert child == JobIdentity("train-1", 2, 4, owns_run=False, source="parent")
     assert os.environ[PARENT_MARKER] == f"{os.getpid()}:train-1"
+
+
+# -- Lightning's own launcher (one ``python train.py``, ranks re-launched without RANK) ----------
+
+LIGHTNING = {"LOCAL_RANK": "0", "NODE_RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "29500"}
+
+
+def test_lightnings_local_rank_0_is_the_launcher_and_claims_for_itself(claims: Claims) -> None:
+    identity = resolve(LIGHTNING, FACTS, claims)
+    assert (identity.run, identity.rank, identity.world_size, identity.source) == (BASE, 0, 2, "launcher")
+    assert claims.asked == [(BASE, f"node1:200:{STARTED:.2f}")]  # its own launch, as before the launch
+
+
+def test_a_rank_lightning_relaunched_finds_its_launchers_claim(claims: Claims) -> None:
+    # rank 1's parent is local rank 0: FACTS' parent (100) stands for it here
+    identity = resolve({**LIGHTNING, "LOCAL_RANK": "1"}, FACTS, claims)
+    assert (identity.run, identity.rank, identity.world_size) == (LAUNCHER_BASE, 1, 2)
+    assert claims.asked == [(LAUNCHER_BASE, f"node1:100:{LAUNCHER_STARTED:.2f}")]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {**LIGHTNING, "LOCAL_RANK": "1", "NODE_RANK": "1"},  # another node: the global rank is unknown
+        {**LIGHTNING, "WORLD_SIZE": "1"},  # one process
+        {"LOCAL_RANK": "1", "WORLD_SIZE": "2"},  # no NODE_RANK: not Lightning's launcher
+    ],
+)
+def test_no_rank_from_lightnings_variables_when_they_do_not_tell_it(
+    env: dict[str, str], claims: Claims
+) -> None:
+    assert resolve(env, FACTS, claims).rank is None
+
+
+def test_torchrun_variables_win_over_lightnings(claims: Claims) -> None:
+    env = {**LIGHTNING, "RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}
+    identity = resolve(env, FACTS, claims)
+    assert (identity.rank, identity.source) == (3, "launcher") and identity.run == LAUNCHER_BASE
+
+
+def test_a_rank_adopted_later_is_kept_and_a_known_one_is_not_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(job, "_CURRENT", JobIdentity("r", None, None))
+    monkeypatch.setattr(job, "_CURRENT_PID", os.getpid())
+    assert job.adopt_rank(1, 2) == JobIdentity("r", 1, 2)
+    assert job.current().rank == 1
+    assert job.adopt_rank(0, 2).rank == 1  # known: kept
+    for bad in ((-1, None), (2, 2), (True, None)):
+        with pytest.raises(ValueError, match="rank"):
+            job.adopt_rank(*bad)  # type: ignore[arg-type]
+
+
+def test_no_notebook_outside_a_running_ipython_shell() -> None:
+    # JPY_SESSION_NAME inherited by a program started from a notebook (!python train.py)
+    assert job.notebook_path({"JPY_SESSION_NAME": "/home/me/exp.ipynb"}) is None
