@@ -17,14 +17,11 @@ store, and have no baseline.
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import logging
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +35,7 @@ from benchmarks.figures import calibrate_work  # noqa: E402
 from benchmarks.groups import GROUPS, OURS_ONLY  # noqa: E402
 from benchmarks.report import machine_info, render_table, summarize  # noqa: E402
 from benchmarks.runner import run_isolated  # noqa: E402
+from benchmarks.scratch import scratch_home  # noqa: E402
 from benchmarks.sides import SIDES  # noqa: E402
 
 logger = logging.getLogger("bench")
@@ -177,9 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     raise_fd_limit()
     # Hubs persist by default (contract v3): a benchmark's thousands of runs
     # go to a data directory of its own, never to the user's.
-    if not os.environ.get("STREAM_HUB_HOME"):
-        os.environ["STREAM_HUB_HOME"] = tempfile.mkdtemp(prefix="stream_hub-bench-")
-        atexit.register(shutil.rmtree, os.environ["STREAM_HUB_HOME"], True)
+    scratch_home()
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     sizes = dict(TINY if args.tiny else QUICK if args.quick else FULL)
     sizes["work_n"] = calibrate_work(0.002)

@@ -56,6 +56,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.scratch import scratch_home  # noqa: E402
+
+scratch_home("stream_hub-bench-dashboard-")  # before stream_hub claims any run name
+
 from stream_hub import StreamConfig, TrainingStreamServer  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"

@@ -16,10 +16,8 @@ to its idle one, and the load average. ``--baseline`` runs a git ref's
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -30,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.scratch import scratch_home  # noqa: E402
 
 
 def _connect(port: int) -> socket.socket:
@@ -143,9 +144,7 @@ def export(ref: str, into: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     # Hubs persist by default (contract v3): a benchmark's runs go to a data
     # directory of its own (its child processes inherit it), never to the user's.
-    if not os.environ.get("STREAM_HUB_HOME"):
-        os.environ["STREAM_HUB_HOME"] = tempfile.mkdtemp(prefix="stream_hub-bench-")
-        atexit.register(shutil.rmtree, os.environ["STREAM_HUB_HOME"], True)
+    scratch_home()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--stalled", type=int, default=200, help="stalled clients, half SSE, half WebSocket")
     parser.add_argument("--rounds", type=int, default=5, help="idle + stalled restarts per set")

@@ -21,16 +21,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import tempfile
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("STREAM_HUB_HOME", tempfile.mkdtemp(prefix="stream_hub-screenshots-"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.scratch import scratch_home
 
-from stream_hub import StreamConfig, TrainingStreamServer
-from stream_hub.integrations.tensorboard import SummaryWriter
+scratch_home("stream_hub-screenshots-")
+
+from stream_hub import StreamConfig, TrainingStreamServer  # noqa: E402
+from stream_hub.integrations.tensorboard import SummaryWriter  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
