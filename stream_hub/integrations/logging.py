@@ -12,9 +12,13 @@ adds no handler to any logger. So ``logging.basicConfig()`` called after it
 still configures the console, and without one Python's last-resort output of
 warnings to stderr stays as it was. (A handler added to the root logger
 changes both: ``basicConfig`` does nothing once the root logger has a handler,
-and the last resort speaks only when no handler exists.) It hooks the
-record factory (:func:`logging.setLogRecordFactory`, chaining the one in
-place); a factory set later without chaining to it ends the capture.
+and the last resort speaks only when no handler exists.) It takes each record
+where a logger hands it to the handlers (``logging.Logger.callHandlers``,
+wrapped, chaining what was in place): past the logger's level, its
+``disabled`` flag and its filters — a record a filter drops is not
+published, one a filter rewrites (redacts) is published rewritten — and
+with its ``extra`` fields set. A ``callHandlers`` set later without chaining
+to this one ends the capture.
 
 Or, to choose the loggers yourself, the handler::
 
@@ -39,7 +43,7 @@ import copy
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
 
 from ..config import StreamConfig
 from ..server import TrainingStreamServer
@@ -138,28 +142,33 @@ class StreamHandler(logging.Handler):
 
 
 class _Capture:
-    """The record factory :func:`capture` installs: the previous factory's
-    record, handed to ``handler`` before it is returned."""
+    """What :func:`capture` installs as ``logging.Logger.callHandlers``
+    (:attr:`hook`): each record a logger gives its handlers is handed to
+    ``handler`` first, then to the ``callHandlers`` that was in place."""
 
-    def __init__(self, handler: StreamHandler, previous: Any) -> None:
+    def __init__(
+        self, handler: StreamHandler, previous: Callable[[logging.Logger, logging.LogRecord], None]
+    ) -> None:
         self.handler = handler
         self.previous = previous
         self.active = True
+        capture = self
 
-    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
-        record: logging.LogRecord = self.previous(*args, **kwargs)
-        # makeLogRecord() makes an empty record (name None) and fills it in
-        # afterwards: that is a record received from elsewhere, not logged here.
-        if (
-            self.active
-            and record.name is not None
-            and record.levelno >= self.handler.level
-            and not (record.levelno < logging.INFO and record.name.startswith("stream_hub."))
-        ):
-            # (stream_hub's DEBUG records come with publishing itself: taken,
-            # each publish would log the next one, on the loop's thread.)
-            self.handler.handle(record)
-        return record
+        def callHandlers(self: logging.Logger, record: logging.LogRecord) -> None:
+            # Here, not in a record factory: the logger's filters have run (a
+            # record one drops never arrives; one it redacts arrives redacted)
+            # and ``extra`` is on the record.
+            if (
+                capture.active
+                and record.levelno >= capture.handler.level
+                and not (record.levelno < logging.INFO and str(record.name).startswith("stream_hub."))
+            ):
+                # (stream_hub's DEBUG records come with publishing itself: taken,
+                # each publish would log the next one, on the loop's thread.)
+                capture.handler.handle(record)
+            capture.previous(self, record)
+
+        self.hook = callHandlers
 
 
 _capture_lock = threading.Lock()
@@ -190,11 +199,11 @@ def capture(
     """
     global _capture
     with _capture_lock:
-        if _capture is not None and _capture.active and logging.getLogRecordFactory() is _capture:
+        if _capture is not None and _capture.active and logging.Logger.callHandlers is _capture.hook:
             return _capture.handler
         handler = StreamHandler(level, run=run, server=server, config=config, rate=rate, burst=burst)
-        _capture = _Capture(handler, logging.getLogRecordFactory())
-        logging.setLogRecordFactory(_capture)
+        _capture = _Capture(handler, logging.Logger.callHandlers)
+        logging.Logger.callHandlers = _capture.hook  # type: ignore[method-assign]
         return handler
 
 
@@ -207,7 +216,7 @@ def stop_capture() -> None:
         if current is None:
             return
         current.active = False
-        if logging.getLogRecordFactory() is current:
-            logging.setLogRecordFactory(current.previous)
-        # Else a factory set later chains to this one: it stays, passing records through.
+        if logging.Logger.callHandlers is current.hook:
+            logging.Logger.callHandlers = current.previous  # type: ignore[method-assign,assignment]
+        # Else a wrapper set later chains to this one: it stays, passing records through.
     current.handler.close()

@@ -12,10 +12,18 @@ printing warnings (a handler was found). The last case here holds that.
 from __future__ import annotations
 
 import json
+import logging
 import textwrap
+from collections.abc import Iterator
+from typing import Any
 
+import httpx
 import pytest
 
+import stream_hub.integrations.logging as hub_logging
+from stream_hub import TrainingStreamServer
+
+from ..conftest import committed
 from ..processes import PYTHON, child_env, run
 
 # The user's program: {setup} before, {capture}, {after} after, then logging.
@@ -130,3 +138,94 @@ def test_a_root_handler_would_have_changed_the_console() -> None:
     done = run(["-c", textwrap.dedent(code)], prefix=PYTHON, env=child_env(), timeout=60)
     assert "console: loss is high" in plain
     assert "console: loss is high" not in done.stderr  # basicConfig did nothing
+
+
+# -- where the records are taken: past the logger's filters, with extra --------------------
+
+
+def _logged(server: TrainingStreamServer, run: str) -> list[dict[str, Any]]:
+    """The ``log`` events of ``run`` in the hub, once a marker logged last is committed."""
+    seq = server.log({"marker": 1.0}, run=run)
+    assert seq is not None
+    committed(server, seq)
+    rest = server.urls["rest"]
+    events = httpx.get(rest + "/api/history", params={"run": run, "since": 0}, timeout=10).json()["events"]
+    return [e["data"] for e in events if e["type"] == "log"]
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """Whatever a test does to logging's classes and loggers is undone."""
+    call_handlers = logging.Logger.callHandlers
+    yield
+    hub_logging.stop_capture()
+    logging.Logger.callHandlers = call_handlers  # type: ignore[method-assign]
+    for name in ("review.filtered", "review.extra", "review.chain"):
+        logger = logging.getLogger(name)
+        logger.filters.clear()
+        logger.handlers.clear()
+        logger.propagate = True
+
+
+def test_capture_respects_the_loggers_filters(server: TrainingStreamServer, restored_logging: None) -> None:
+    """A record a logger's filter drops never reaches the console, so it is
+    not published either; one a filter redacts is published redacted (a
+    record factory sees records before any filter: the token went out)."""
+
+    def redact(record: logging.LogRecord) -> bool:
+        record.msg = str(record.msg).replace("hunter2", "***")
+        return True
+
+    logger = logging.getLogger("review.filtered")
+    logger.addFilter(lambda record: "drop me" not in record.getMessage())
+    logger.addFilter(redact)
+    hub_logging.capture(server=server, run="filtered", rate=None)
+    logger.warning("drop me, a noisy line")
+    logger.warning("token hunter2 refreshed")
+    messages = [
+        data["message"] for data in _logged(server, "filtered") if data["logger"] == "review.filtered"
+    ]
+    assert messages == ["token *** refreshed"]
+
+
+def test_capture_formats_with_the_records_extra(server: TrainingStreamServer, restored_logging: None) -> None:
+    """``extra=`` is on the record when it is taken: a format using it works."""
+    handler = hub_logging.capture(server=server, run="extra", rate=None)
+    handler.setFormatter(logging.Formatter("%(user)s: %(message)s"))
+    logging.getLogger("review.extra").warning("logged in", extra={"user": "ada"})
+    messages = [data["message"] for data in _logged(server, "extra") if data["logger"] == "review.extra"]
+    assert messages == ["ada: logged in"]
+
+
+def test_capture_chains_and_comes_off(server: TrainingStreamServer, restored_logging: None) -> None:
+    """Another library's wrapper of the same hook, installed after capture()
+    and chaining to it, keeps working after stop_capture(), which then only
+    stops publishing; a new capture() publishes again; stopped on top, the
+    hook before it is back."""
+    before = logging.Logger.callHandlers
+    hub_logging.capture(server=server, run="chain", rate=None)
+    seen: list[str] = []
+    inner = logging.Logger.callHandlers
+
+    def library(self: logging.Logger, record: logging.LogRecord) -> None:
+        seen.append(record.getMessage())
+        inner(self, record)
+
+    logging.Logger.callHandlers = library  # type: ignore[method-assign]
+    logger = logging.getLogger("review.chain")
+    logger.warning("one")
+    hub_logging.stop_capture()
+    logger.warning("two")
+    assert logging.Logger.callHandlers is library
+    hub_logging.capture(server=server, run="chain", rate=None)
+    logger.warning("three")
+    hub_logging.stop_capture()
+    logger.warning("four")
+    assert logging.Logger.callHandlers is library  # its own wrapper, set before the second capture
+    messages = [data["message"] for data in _logged(server, "chain") if data["logger"] == "review.chain"]
+    assert messages == ["one", "three"]
+    assert seen == ["one", "two", "three", "four"]
+    logging.Logger.callHandlers = before  # type: ignore[method-assign]
+    hub_logging.capture(server=server, run="chain", rate=None)
+    hub_logging.stop_capture()
+    assert logging.Logger.callHandlers is before
