@@ -18,7 +18,8 @@ same one warning. The arguments only one of the two writers takes (torch's
 ``new_style``, tensorboardX's ``display_name``, ``logdir=``, ...) are
 accepted and handed to the event-file writer.
 
-TensorBoard's meanings kept: ``global_step=None`` records step 0;
+TensorBoard's meanings kept: ``global_step=None`` records step 0, any other
+step ``int(global_step)`` (a float, a numpy number, a tensor);
 ``add_scalars("loss", {"train": a, "val": b})`` makes one chart ``loss``
 with a run per key, named as TensorBoard names them: ``<run>/loss_train``,
 ``<run>/loss_val`` (the metric is ``loss`` in each) — never the metric
@@ -417,12 +418,19 @@ class SummaryWriter:
         finally:
             self._metadata = before
 
-    def _step(self, global_step: Any) -> Any:
-        """TensorBoard's step: None records step 0 (or ``use_metadata``'s)."""
-        if global_step is not None:
-            return global_step
-        default = self._metadata[0]
-        return 0 if default is None else default
+    def _step(self, global_step: Any) -> int:
+        """TensorBoard's step: ``int(global_step)``, as its event files take it
+        (a float such as ``epoch + i / n``, a numpy number, a one-element
+        tensor); None records step 0 (or ``use_metadata``'s).
+
+        Raises:
+            ValueError, TypeError: ``int()`` refuses it (NaN), as TensorBoard's writer does.
+        """
+        if global_step is None:
+            global_step = self._metadata[0]
+            if global_step is None:
+                return 0
+        return global_step if type(global_step) is int else int(global_step)
 
     def _publish_image(self, tag: str, pixels: Any, global_step: int | None) -> None:
         encoded = media.png_image(pixels)

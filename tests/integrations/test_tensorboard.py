@@ -162,6 +162,34 @@ def test_add_scalar_without_a_step_records_step_0_as_tensorboard_does(
     assert [s.step for s in event_files(tmp_path / "exp0").Scalars("loss")] == [0]
 
 
+def test_a_step_is_taken_as_tensorboard_takes_it(server: TrainingStreamServer, tmp_path: Path) -> None:
+    """TensorBoard's writer records ``int(global_step)``: a float (``epoch +
+    i / n``), a numpy number or a tensor is a step there; every method here
+    records the same step as TensorBoard's event files (it raised TypeError)."""
+    torch = framework("torch")
+    torch_writer_class()
+    import numpy as np
+
+    given = [5.7, np.float64(6.0), np.int64(7), torch.tensor(8), torch.tensor([9.0])]
+    logdir = tmp_path / "steps"
+    with SummaryWriter(logdir, server=server, also_tensorboard=True) as writer:
+        for step in given:
+            writer.add_scalar("loss", 0.5, step)
+            writer.add_scalars("pair", {"a": 1.0}, step)
+            writer.add_text("note", "text", step)
+            writer.add_histogram("w", np.arange(4.0), step)
+            writer.add_image("img", np.zeros((3, 2, 2)), step)
+            writer.add_hparams({"lr": 0.1}, {"hp/acc": 0.5}, global_step=step)
+    written = [s.step for s in event_files(logdir).Scalars("loss")]
+    assert written == [5, 6, 7, 8, 9]
+    assert [e["step"] for e in history(server, "metric", "steps") if "loss" in e["metrics"]] == written
+    assert [e["step"] for e in history(server, "metric", "steps/pair_a")] == written
+    for kind in ("log", "histogram", "image"):
+        assert [e["step"] for e in history(server, kind, "steps")] == written, kind
+    with SummaryWriter(tmp_path / "nan", server=server) as writer, pytest.raises(ValueError):
+        writer.add_scalar("loss", 0.5, float("nan"))  # TensorBoard's int() refuses it too
+
+
 def test_add_scalars_makes_tensorboards_runs_and_never_collides_with_add_scalar(
     server: TrainingStreamServer, tmp_path: Path
 ) -> None:
