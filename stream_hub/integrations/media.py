@@ -10,6 +10,7 @@ library's zlib, so no imaging package is needed.
 from __future__ import annotations
 
 import base64
+import math
 import struct
 import zlib
 from collections.abc import Sequence
@@ -78,7 +79,14 @@ def histogram_data(
     low, high = float(flat.min()), float(flat.max())
     if low == high:  # one value: numpy would widen the range by 0.5 each side; keep it exact
         return {"tag": tag, "edges": [low, high], "counts": [float(flat.size)]}
+    if not math.isfinite(high - low) and (isinstance(how, (int, str)) or np.ndim(how) == 0):
+        # The span overflows a float (values near ±1.8e308): numpy cannot
+        # split it, so the equal edges are made from the halves (exact).
+        parts = min(DEFAULT_BINS, limit) if isinstance(how, str) else max(1, min(int(how), limit))
+        how = np.linspace(low / 2, high / 2, parts + 1) * 2
     counts, edges = np.histogram(flat, bins=how)
+    if not np.isfinite(edges).all():  # explicit edges such as [-inf, 0, inf], as TensorBoard takes them
+        edges = np.clip(edges, min(low, float(edges[1])), max(high, float(edges[-2])))
     counts, edges = _merged(counts.astype(np.float64), edges.astype(np.float64), limit)
     return {"tag": tag, "edges": edges.tolist(), "counts": counts.tolist()}
 

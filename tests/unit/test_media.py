@@ -208,6 +208,25 @@ def test_histograms_of_arrays_count_every_finite_value_in_at_most_512_bins() -> 
     assert raw == {"tag": "w", "edges": [-1.0, 0.0, 1.0, 3.0], "counts": [2.0, 3.0, 4.0]}
 
 
+def test_histograms_of_any_range_and_of_edges_tensorboard_takes() -> None:
+    """Values whose span overflows a float (near ±1.8e308) and explicit edges
+    reaching to ±inf: TensorBoard's writer takes both; each is a valid
+    histogram event here (numpy raised, or the infinite edges were refused)."""
+    np = numpy()
+    from stream_hub.integrations.media import histogram_data
+
+    wide = histogram_data("w", np.array([-1e308, 0.0, 1e308]))
+    assert wide is not None and validate_histogram(wide) == wide
+    assert sum(wide["counts"]) == 3 and (wide["edges"][0], wide["edges"][-1]) == (-1e308, 1e308)
+    counted = histogram_data("w", np.array([-1.7e308, 1.7e308]), bins=np.int64(7))
+    assert counted is not None and len(counted["counts"]) == 7 and validate_histogram(counted)
+    assert histogram_data("w", [-1e308, 1e308], bins="auto") is not None
+    values = np.array([-3.0, -1.0, 0.5, 2.0, 10.0])
+    open_ended = histogram_data("w", values, bins=[-np.inf, 0.0, 1.0, np.inf])
+    assert open_ended == {"tag": "w", "edges": [-3.0, 0.0, 1.0, 10.0], "counts": [2.0, 1.0, 2.0]}
+    assert validate_histogram(open_ended) == open_ended
+
+
 def test_images_become_pngs_that_decode_to_their_pixels() -> None:
     np = numpy()
     from stream_hub.integrations.media import image_grid, image_pixels, png_image
