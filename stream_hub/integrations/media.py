@@ -147,7 +147,7 @@ class EncodedImage:
 
 def image_pixels(img: Any, dataformats: str = "CHW") -> Any:
     """An image as TensorBoard's ``add_image`` reads it, as HxWxC uint8 (C is
-    1, 3 or 4): floats are scaled by 255 (images in [0, 1]), uint8 kept, as
+    1 to 4): floats are scaled by 255 (images in [0, 1]), uint8 kept, as
     TensorBoard does; ``dataformats`` is ``CHW``, ``HWC`` or ``HW``.
 
     Raises:
@@ -165,8 +165,8 @@ def image_pixels(img: Any, dataformats: str = "CHW") -> Any:
         array = array.transpose(formats.index("H"), formats.index("W"))[:, :, None]
     else:
         array = array.transpose(formats.index("H"), formats.index("W"), formats.index("C"))
-    if array.shape[2] == 2 or array.shape[2] > 4:
-        raise ValueError(f"an image has 1, 3 or 4 channels, got {array.shape[2]}")
+    if not 1 <= array.shape[2] <= 4:
+        raise ValueError(f"an image has 1 to 4 channels, got {array.shape[2]}")
     return _as_uint8(np, array)
 
 
@@ -186,8 +186,8 @@ def image_grid(images: Any, dataformats: str = "NCHW") -> Any:
             f"got shape {tuple(array.shape)}"
         )
     array = array.transpose(*(formats.index(axis) for axis in "NHWC"))
-    if array.shape[3] == 2 or array.shape[3] > 4:
-        raise ValueError(f"an image has 1, 3 or 4 channels, got {array.shape[3]}")
+    if not 1 <= array.shape[3] <= 4:
+        raise ValueError(f"an image has 1 to 4 channels, got {array.shape[3]}")
     tiles = _as_uint8(np, array)
     count, height, width, channels = tiles.shape
     columns = max(1, min(8, count))
@@ -238,7 +238,7 @@ def _halved(pixels: Any) -> Any:
     return (blocks.sum(axis=(1, 3)) // (fy * fx)).astype(np.uint8)
 
 
-_PNG_COLOUR = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type (grey, RGB, RGBA)
+_PNG_COLOUR = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type (grey, grey+alpha, RGB, RGBA)
 
 
 def _png(pixels: Any) -> bytes:

@@ -227,7 +227,7 @@ class SummaryWriter:
         """One value of the metric ``tag`` at ``global_step`` (None: step 0).
         ``args``/``options``: torch's ``new_style``, ``double_precision`` or
         tensorboardX's ``display_name``, ``summary_description``, for the event files."""
-        self.server.log({tag: _scalar(scalar_value)}, step=self._step(global_step), run=self.run)
+        self.server.log({_name(tag): _scalar(scalar_value)}, step=self._step(global_step), run=self.run)
         if self._tensorboard is not None:
             self._tensorboard.add_scalar(tag, scalar_value, global_step, walltime, *args, **options)
 
@@ -244,7 +244,7 @@ class SummaryWriter:
         step = self._step(global_step)
         prefix = f"{self.run}/{main_tag.replace('/', '_')}_"
         for tag, value in tag_scalar_dict.items():
-            self.server.log({main_tag: _scalar(value)}, step=step, run=prefix + str(tag))
+            self.server.log({_name(main_tag): _scalar(value)}, step=step, run=prefix + str(tag))
         if self._tensorboard is not None:
             self._tensorboard.add_scalars(main_tag, dict(tag_scalar_dict), global_step, walltime)
 
@@ -288,7 +288,7 @@ class SummaryWriter:
         ``histogram`` event: ``bins`` equal bins (``"tensorflow"``: 64), or
         numpy's method of that name; never more than 512. Non-finite values
         are left out; none finite: nothing is streamed (said once)."""
-        data = media.histogram_data(tag, values, bins, max_bins)
+        data = media.histogram_data(_name(tag), values, bins, max_bins)
         if data is None:
             self._warn_once(
                 f"add_histogram:{tag}", "%r has no finite value: no histogram streamed for it", tag
@@ -314,7 +314,7 @@ class SummaryWriter:
         walltime: float | None = None,
     ) -> None:
         """A histogram TensorBoard's way (each bucket's right edge and count)."""
-        data = media.raw_histogram_data(tag, min, max, bucket_limits, bucket_counts)
+        data = media.raw_histogram_data(_name(tag), min, max, bucket_limits, bucket_counts)
         if data is None:
             self._warn_once(
                 f"add_histogram_raw:{tag}", "%r: bucket_limits and bucket_counts differ in length", tag
@@ -443,7 +443,7 @@ class SummaryWriter:
                 encoded.width,
                 encoded.height,
             )
-        self.server.publish("image", encoded.data(tag), run=self.run, step=self._step(global_step))
+        self.server.publish("image", encoded.data(_name(tag)), run=self.run, step=self._step(global_step))
 
     # -- the rest of TensorBoard's interface --------------------------------------------
 
@@ -554,9 +554,22 @@ def _is_tensorboardx(writer: Any) -> bool:
     return writer is not None and type(writer).__module__.startswith("tensorboardX")
 
 
+def _name(tag: Any) -> str:
+    """A tag as the hub's name: a subclass of str (numpy's ``np.str_``, from
+    an array of names, which TensorBoard takes) as a plain str."""
+    return tag if type(tag) is str else str(tag)
+
+
 def _scalar(value: Any) -> Any:
     """A value as TensorBoard reads it: a tensor detached from autograd (no
-    warning); a one-element array or tensor (``np.array([0.5])``) as its value."""
+    warning); a one-element array or tensor (``np.array([0.5])``) as its value;
+    a number written as text (``"0.5"``) as that number.
+
+    Raises:
+        ValueError: text that is not a number (as in TensorBoard's writer).
+    """
+    if isinstance(value, str):
+        return float(value)
     detach = getattr(value, "detach", None)
     if callable(detach):
         value = detach()

@@ -190,6 +190,28 @@ def test_a_step_is_taken_as_tensorboard_takes_it(server: TrainingStreamServer, t
         writer.add_scalar("loss", 0.5, float("nan"))  # TensorBoard's int() refuses it too
 
 
+def test_tags_and_values_tensorboard_takes(server: TrainingStreamServer, tmp_path: Path) -> None:
+    """numpy's strings as tags (an array of names) and numbers written as
+    text: TensorBoard's writer takes them; here they raised TypeError."""
+    torch_writer_class()
+    import numpy as np
+
+    names = np.array(["loss", "w", "img", "pair"])
+    logdir = tmp_path / "tags"
+    with SummaryWriter(logdir, server=server, also_tensorboard=True) as writer:
+        writer.add_scalar(names[0], "0.5", 1)
+        writer.add_scalars(names[3], {"a": np.float32(1.0)}, 1)
+        writer.add_histogram(names[1], np.arange(4.0), 1)
+        writer.add_image(names[2], np.zeros((3, 2, 2)), 1)
+        with pytest.raises(ValueError):
+            writer.add_scalar("loss", "not a number", 2)
+    assert [s.value for s in event_files(logdir).Scalars("loss")] == [0.5]
+    assert [e["metrics"] for e in history(server, "metric", "tags")] == [{"loss": 0.5}]
+    assert [e["metrics"] for e in history(server, "metric", "tags/pair_a")] == [{"pair": 1.0}]
+    assert [e["data"]["tag"] for e in history(server, "histogram", "tags")] == ["w"]
+    assert [e["data"]["tag"] for e in history(server, "image", "tags")] == ["img"]
+
+
 def test_add_scalars_makes_tensorboards_runs_and_never_collides_with_add_scalar(
     server: TrainingStreamServer, tmp_path: Path
 ) -> None:

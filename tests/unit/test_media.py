@@ -181,7 +181,7 @@ def decode_png(b64: str) -> Any:
     raw = base64.b64decode(b64)
     assert raw[:8] == b"\x89PNG\r\n\x1a\n"
     width, height, depth, colour = struct.unpack("!IIBB", raw[16:26])
-    channels = {0: 1, 2: 3, 6: 4}[colour]
+    channels = {0: 1, 4: 2, 2: 3, 6: 4}[colour]
     idat = raw[raw.index(b"IDAT") + 4 : raw.index(b"IEND") - 8]
     rows = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(height, 1 + width * channels)
     assert depth == 8 and not rows[:, 0].any()
@@ -242,8 +242,13 @@ def test_images_become_pngs_that_decode_to_their_pixels() -> None:
     assert image_pixels(np.zeros((5, 6, 4)), "HWC").shape == (5, 6, 4)
     with pytest.raises(ValueError, match="needs 3 dimensions"):
         image_pixels(np.zeros((5, 6)), "CHW")
-    with pytest.raises(ValueError, match="1, 3 or 4 channels"):
-        image_pixels(np.zeros((2, 5, 6)), "CHW")
+    with pytest.raises(ValueError, match="1 to 4 channels"):
+        image_pixels(np.zeros((5, 5, 6)), "CHW")
+    # Grey and alpha, as TensorBoard takes it (it was refused): a PNG of colour type 4.
+    grey_alpha = image_pixels(np.stack([np.full((5, 6), 0.5), np.ones((5, 6))]), "CHW")
+    assert grey_alpha.shape == (5, 6, 2)
+    assert (decode_png(png_image(grey_alpha).b64) == grey_alpha).all()
+    assert image_grid(np.zeros((3, 2, 4, 4)), "NCHW").shape == (4, 12, 2)
     grid = image_grid(np.ones((9, 1, 2, 3)), "NCHW")
     assert grid.shape == (4, 24, 1) and grid[:2].all() and grid[2:, :3].all() and not grid[2:, 3:].any()
 
