@@ -132,15 +132,18 @@ def places(config: StreamConfig, registry: str | None = None) -> tuple[list[Plac
     configured = {"sse": config.sse_port, "ws": config.ws_port, "rest": config.rest_port}
     key = record_key(config.host, configured)
     found: list[Place] = []
+    refused: str | None = None
     try:
         directory = default_directory() if registry is None else registry
         record = Registry(directory).read(key) if os.path.isdir(directory) else None
     except StreamHubError as exc:  # not this user's private directory: nothing in it is trusted
         logger.debug("hub registry not used: %s", exc)
-        record = None
+        record, refused = None, str(exc)
     if record is not None and record.ports.get("rest"):
         found.append(Place("registry", record.host, dict(record.ports), record.pid))
         where = f"the registry record {key}"
+    elif refused is not None:  # said, or "no record" would hide a wrong STREAM_HUB_REGISTRY
+        where = f"the registry (not used: {refused.rstrip('.')})"
     else:
         where = f"the registry (no record for {key})"
     if config.rest_port:

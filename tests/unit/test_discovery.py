@@ -80,3 +80,14 @@ def test_places_reads_the_record_of_the_configured_ports(tmp_path: Path) -> None
     )
     found, note = places(CONFIG, str(directory))
     assert found == [RECORDED, CONFIGURED] and key in note
+
+
+def test_a_registry_that_cannot_be_used_is_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrong STREAM_HUB_REGISTRY is named in what discovery says, not
+    reported as a registry without a record (the CLI's one line hid it)."""
+    monkeypatch.setenv("STREAM_HUB_REGISTRY", "relative/registry")
+    found, note = places(CONFIG)
+    assert found == [CONFIGURED]
+    assert "STREAM_HUB_REGISTRY must be an absolute path" in note and "no record" not in note
+    with pytest.raises(HubNotFound, match="STREAM_HUB_REGISTRY must be an absolute path"):
+        decide([(CONFIGURED, "nothing", None)], note, CONFIG)
