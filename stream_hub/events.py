@@ -28,6 +28,7 @@ __all__ = [
     "INT64_MIN",
     "MAX_HISTOGRAM_BINS",
     "MAX_IMAGE_BYTES",
+    "MAX_IMAGE_SIDE",
     "MAX_TS",
     "MEDIA_TYPES",
     "RESERVED_TYPES",
@@ -72,7 +73,8 @@ MAX_IMAGE_BYTES = 256 * 1024
 IMAGE_MIMES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 _HISTOGRAM_KEYS = frozenset({"tag", "edges", "counts"})
 _IMAGE_KEYS = frozenset({"tag", "mime", "width", "height", "b64"})
-_MAX_IMAGE_SIDE = 1 << 15
+#: The longest side of an ``image`` event, in pixels.
+MAX_IMAGE_SIDE = 1 << 15
 
 #: The steps and int metric values JSON carries exactly everywhere (orjson,
 #: SQLite, the dashboard's BigInt-free JSON.parse aside): the signed 64-bit range.
@@ -371,8 +373,8 @@ def validate_image(data: object) -> dict[str, Any]:
     sides = []
     for side in ("width", "height"):
         value = data[side]
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_IMAGE_SIDE:
-            raise ValueError(f"image {side} must be an int from 1 to {_MAX_IMAGE_SIDE}, got {value!r:.40}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_IMAGE_SIDE:
+            raise ValueError(f"image {side} must be an int from 1 to {MAX_IMAGE_SIDE}, got {value!r:.40}")
         sides.append(value)
     b64 = data["b64"]
     if type(b64) is not str:

@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from ..events import MAX_HISTOGRAM_BINS, MAX_IMAGE_BYTES
+from ..events import MAX_HISTOGRAM_BINS, MAX_IMAGE_BYTES, MAX_IMAGE_SIDE
 from ._hub import require
 
 __all__ = [
@@ -217,9 +217,12 @@ def _as_uint8(np: Any, array: Any) -> Any:
 
 def png_image(pixels: Any, max_b64: int = MAX_IMAGE_BYTES) -> EncodedImage:
     """HxWxC uint8 pixels as a PNG in base64 of at most ``max_b64``
-    characters: halved (each pixel the mean of 2x2) until it fits."""
+    characters and sides of at most ``MAX_IMAGE_SIDE``: halved (each pixel
+    the mean of 2x2) until it fits."""
     height, width = int(pixels.shape[0]), int(pixels.shape[1])
     original = (width, height)
+    while max(int(pixels.shape[0]), int(pixels.shape[1])) > MAX_IMAGE_SIDE:  # a long strip compresses well
+        pixels = _halved(pixels)
     while True:
         b64 = base64.b64encode(_png(pixels)).decode("ascii")
         h, w = int(pixels.shape[0]), int(pixels.shape[1])

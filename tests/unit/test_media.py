@@ -266,3 +266,18 @@ def test_an_image_over_the_budget_is_halved_until_it_fits() -> None:
         (25, 32),
     }
     assert decode_png(encoded.b64).shape == (encoded.height, encoded.width, 3)
+
+
+def test_an_image_longer_than_an_events_side_is_halved_until_it_fits() -> None:
+    """A long strip (1 x 40 000: a waveform, a row of tiles) compresses to a
+    few bytes, but an ``image`` event's sides stop at 32 768 pixels: it is
+    halved to fit them (the event was refused, the caller's script crashed)."""
+    np = numpy()
+    from stream_hub.events import MAX_IMAGE_SIDE
+    from stream_hub.integrations.media import image_pixels, png_image
+
+    encoded = png_image(image_pixels(np.zeros((1, 1, 40_000)), "CHW"))
+    assert (encoded.width, encoded.height, encoded.original) == (20_000, 1, (40_000, 1))
+    assert validate_image(encoded.data("strip"))["width"] == 20_000 <= MAX_IMAGE_SIDE
+    tall = png_image(np.zeros((70_000, 3, 1), dtype=np.uint8))
+    assert (tall.width, tall.height) == (1, 17_500) and validate_image(tall.data("tall"))
