@@ -209,10 +209,16 @@ def figure_pixels(figure: Any) -> Any:
 
 
 def _as_uint8(np: Any, array: Any) -> Any:
+    """uint8 kept; anything else times 255 in float32, as TensorBoard scales
+    it (one new array, worked on in place: an image may be 50 M values)."""
     if array.dtype == np.uint8:
         return np.ascontiguousarray(array)
-    scaled = np.nan_to_num(array.astype(np.float64) * 255.0, nan=0.0, posinf=255.0, neginf=0.0)
-    return np.clip(scaled, 0, 255).astype(np.uint8)
+    if np.iscomplexobj(array):
+        array = array.real
+    scaled = np.multiply(array, np.float32(255.0), dtype=np.float32)
+    np.nan_to_num(scaled, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 def png_image(pixels: Any, max_b64: int = MAX_IMAGE_BYTES) -> EncodedImage:
@@ -223,12 +229,36 @@ def png_image(pixels: Any, max_b64: int = MAX_IMAGE_BYTES) -> EncodedImage:
     original = (width, height)
     while max(int(pixels.shape[0]), int(pixels.shape[1])) > MAX_IMAGE_SIDE:  # a long strip compresses well
         pixels = _halved(pixels)
+    while _surely_over(pixels, max_b64):  # a huge image: halved before it is encoded whole
+        pixels = _halved(pixels)
     while True:
         b64 = base64.b64encode(_png(pixels)).decode("ascii")
         h, w = int(pixels.shape[0]), int(pixels.shape[1])
         if len(b64) <= max_b64 or (h == 1 and w == 1):
             return EncodedImage(b64, w, h, original)
         pixels = _halved(pixels)
+
+
+#: Bands of rows a huge image's compressed size is judged from (an eighth of it).
+_BANDS = 8
+
+
+def _surely_over(pixels: Any, max_b64: int) -> bool:
+    """Whether the PNG of ``pixels`` is more than twice ``max_b64``, judged
+    from :data:`_BANDS` bands of rows spread over the image, compressed as the
+    PNG would be: encoding a 4096 x 4096 image whole to learn that it does not
+    fit took seconds of the caller's thread. Small images are not judged."""
+    np = _numpy()
+    height = int(pixels.shape[0])
+    row_bytes = 1 + int(pixels.shape[1]) * int(pixels.shape[2])
+    if height < 8 * _BANDS or height * row_bytes < 8 * max_b64:
+        return False
+    band = height // (8 * _BANDS)
+    starts = [k * height // _BANDS for k in range(_BANDS)]
+    sample = np.concatenate([pixels[start : start + band] for start in starts])
+    compressed = len(zlib.compress(_rows(sample).tobytes(), 6))
+    estimate = compressed * (height / sample.shape[0]) * 4 / 3  # base64
+    return bool(estimate > 2 * max_b64)
 
 
 def _halved(pixels: Any) -> Any:
@@ -246,17 +276,23 @@ _PNG_COLOUR = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type (grey, gre
 
 def _png(pixels: Any) -> bytes:
     """A PNG file (8 bits per channel, no filter) of HxWxC uint8 pixels."""
-    np = _numpy()
     height, width, channels = pixels.shape
-    rows = np.zeros((height, 1 + width * channels), dtype=np.uint8)  # filter byte 0 per row
-    rows[:, 1:] = pixels.reshape(height, width * channels)
     header = struct.pack("!IIBBBBB", width, height, 8, _PNG_COLOUR[channels], 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
         + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+        + _chunk(b"IDAT", zlib.compress(_rows(pixels).tobytes(), 6))
         + _chunk(b"IEND", b"")
     )
+
+
+def _rows(pixels: Any) -> Any:
+    """A PNG's scanlines of HxWxC uint8 pixels: filter byte 0, then the row."""
+    np = _numpy()
+    height, width, channels = pixels.shape
+    rows = np.zeros((height, 1 + width * channels), dtype=np.uint8)
+    rows[:, 1:] = pixels.reshape(height, width * channels)
+    return rows
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:

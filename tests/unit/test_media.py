@@ -281,3 +281,51 @@ def test_an_image_longer_than_an_events_side_is_halved_until_it_fits() -> None:
     assert validate_image(encoded.data("strip"))["width"] == 20_000 <= MAX_IMAGE_SIDE
     tall = png_image(np.zeros((70_000, 3, 1), dtype=np.uint8))
     assert (tall.width, tall.height) == (1, 17_500) and validate_image(tall.data("tall"))
+
+
+def test_a_huge_image_is_not_encoded_whole_to_learn_it_does_not_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """add_image runs in the training thread: a 2048 x 2048 photo-like image
+    (noise: it compresses least) is judged from a sample and halved before
+    any PNG of it is made (each PNG of it whole took about a second at 4096);
+    a flat one of the same size, which fits, is still kept whole."""
+    np = numpy()
+    from stream_hub.integrations import media
+
+    encoded_sides: list[tuple[int, int]] = []
+    png = media._png
+
+    def counted(pixels: Any) -> bytes:
+        encoded_sides.append((int(pixels.shape[1]), int(pixels.shape[0])))
+        return png(pixels)
+
+    monkeypatch.setattr(media, "_png", counted)
+    noise = np.random.default_rng(0).integers(0, 256, (2048, 2048, 3), dtype=np.uint8)
+    encoded = media.png_image(noise)
+    assert len(encoded.b64) <= MAX_IMAGE_BYTES and encoded.downscaled
+    assert max(encoded_sides) <= (512, 512), encoded_sides
+    encoded_sides.clear()
+    flat = media.png_image(np.full((2048, 2048, 3), 200, dtype=np.uint8))
+    assert (flat.width, flat.height, flat.downscaled) == (2048, 2048, False) and encoded_sides == [
+        (2048, 2048)
+    ]
+
+
+def test_float_images_are_scaled_as_tensorboard_scales_them() -> None:
+    """x * 255 in float32, clipped, truncated: TensorBoard's own pixels."""
+    np = numpy()
+    from stream_hub.integrations.media import image_pixels
+
+    x = np.random.default_rng(1).random((3, 32, 32))
+    theirs = (x.transpose(1, 2, 0).astype(np.float32) * 255).clip(0, 255).astype(np.uint8)
+    assert (image_pixels(x, "CHW") == theirs).all()
+    assert (
+        image_pixels(x.astype(np.float16), "CHW")
+        == image_pixels(x.astype(np.float16).astype(np.float32), "CHW")
+    ).all()
+    assert image_pixels(np.array([[[np.nan, np.inf, -np.inf, 2.0, -1.0]]]), "CHW").ravel().tolist() == [
+        0,
+        255,
+        0,
+        255,
+        0,
+    ]
