@@ -437,7 +437,8 @@ class SummaryWriter:
         if encoded.downscaled:
             self._warn_once(
                 f"image:{tag}",
-                "image %r of %dx%d is over 256 KiB as PNG: streamed at %dx%d (event files keep it whole)",
+                "image %r of %dx%d is over 256 KiB as PNG or 32768 pixels on a side: streamed at %dx%d "
+                "(event files keep it whole)",
                 tag,
                 *encoded.original,
                 encoded.width,
