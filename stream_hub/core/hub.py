@@ -436,17 +436,20 @@ class Hub:
         more)``; ``more`` is true when ``limit`` (or the size bound of one
         answer) cut it short.
         """
-        self.encode_all()
+        # Only the events answered are encoded (Ring.json_of): a ring of a
+        # million events nobody read yet is not encoded for a page of them.
         cursor = self.open_cursor(since, epoch=epoch, fmt=JSON, runs=runs, types=types)
         out = self.backfill(cursor, archived) if archived else []
         if len(out) >= limit:
             return out[:limit], True
         out += self._gaps(cursor, "history")
+        if len(out) >= limit:
+            return out[:limit], True
         head = self.head
-        selected, last = self.ring.select(JSON, cursor.pos, head, cursor.wants, MAX_HISTORY_BYTES)
-        events = out + selected
-        if len(events) > limit:
-            return events[:limit], True
+        selected, last = self.ring.select_json(
+            cursor.pos, head, cursor.wants, MAX_HISTORY_BYTES, limit - len(out)
+        )
+        events = out + [body for _seq, body in selected]
         return events, last < head
 
     def _rebase(self, cursor: Cursor) -> None:

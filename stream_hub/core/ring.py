@@ -404,6 +404,63 @@ class Ring:
                     return out, seq
         return out, end
 
+    def json_of(self, seq: int) -> bytes:
+        """The JSON of a committed event still in the ring, encoded for this
+        answer only when the ring has not encoded it yet: a few answers'
+        worth of events costs that much, not every event before them."""
+        i = seq % self.capacity
+        if seq <= self._encoded:
+            return self._json[i]
+        try:
+            return encode_event(
+                seq,
+                self.epoch,
+                self._ts[i],
+                self.types[i],
+                self.runs[i],
+                self._step[i],
+                self._payload[i],
+                self.ranks[i],
+            )
+        except (TypeError, ValueError, OverflowError, orjson.JSONEncodeError):
+            self.encode_upto(seq)  # the ring turns it into a gap, and counts it
+            return self._json[i]
+
+    def select_json(
+        self, pos: int, end: int, wants: Callable[[str | None, str], bool], max_bytes: int, limit: int
+    ) -> tuple[list[tuple[int, bytes]], int]:
+        """(seq, JSON) of the events of seqs pos+1..end that ``wants(run,
+        type)`` accepts, at most ``limit`` of them and about ``max_bytes``,
+        encoding only those (:meth:`json_of`). Returns them and the last seq
+        looked at (less than ``end`` when cut short)."""
+        runs_, types_, cap = self.runs, self.types, self.capacity
+        out: list[tuple[int, bytes]] = []
+        size = 0
+        for seq in range(pos + 1, end + 1):
+            i = seq % cap
+            if wants(runs_[i], types_[i]):
+                body = self.json_of(seq)
+                out.append((seq, body))
+                size += len(body)
+                if len(out) >= limit or size >= max_bytes:
+                    return out, seq
+        return out, end
+
+    def newest_json(
+        self, before: int, wants: Callable[[str | None, str], bool], limit: int, after: int = 0
+    ) -> list[tuple[int, bytes]]:
+        """(seq, JSON) of the newest ``limit`` events of seqs after+1..before-1
+        that ``wants(run, type)`` accepts, oldest first (:meth:`json_of`)."""
+        runs_, types_, cap = self.runs, self.types, self.capacity
+        seqs: list[int] = []
+        for seq in range(min(before, self.head + 1) - 1, max(self.oldest, after + 1) - 1, -1):
+            i = seq % cap
+            if wants(runs_[i], types_[i]):
+                seqs.append(seq)
+                if len(seqs) >= limit:
+                    break
+        return [(seq, self.json_of(seq)) for seq in reversed(seqs)]
+
     def matching(self, pos: int, end: int, wants: Callable[[str | None, str], bool]) -> int:
         """How many events of seqs pos+1..end ``wants(run, type)`` accepts."""
         runs_, types_, cap = self.runs, self.types, self.capacity

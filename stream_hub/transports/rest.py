@@ -45,7 +45,8 @@ from .params import (
 from .past_runs import PastRuns
 from .publish import add_publish_route
 from .ranges import RingCurves, range_body
-from .run_views import NotFound, export_csv, export_jsonl, run_events, runs_body, series_body
+from .run_record import BadCursor, coverage_of, record_events, text_page
+from .run_views import NotFound, export_csv, export_jsonl, runs_body, series_body
 
 __all__ = ["create_rest_app"]
 
@@ -237,15 +238,19 @@ def create_rest_app(
         format: str = Query("jsonl", pattern="^(csv|jsonl)$", description="csv (metrics) or jsonl (events)"),
         metric: str | None = Query(None, description="csv: only this metric's column"),
     ) -> Response:
-        """The run's events at full resolution (what the ring, and the store or
-        Redis stream, hold): JSON lines of every event, or CSV of its metrics."""
+        """The run's events at full resolution — its record: the hub's store
+        (every epoch of it) or Redis stream, then the ring; a past run's
+        files — as JSON lines of every event, or CSV of its metrics.
+        ``X-Stream-Hub-Coverage``: ``record``, or ``window`` when the hub
+        keeps no record (``store=False``): only the events still in memory,
+        the last ``X-Stream-Hub-Window-Events`` of all runs."""
         denied = check_read(request)
         if denied:
             return denied
         if run in hub.runs.runs:
-            events = run_events(hub, run)
+            events, coverage = record_events(hub, run), coverage_of(hub)
         elif past is not None and await past.has(run):
-            events = past.events(run)
+            events, coverage = past.events(run), coverage_of(hub, persisted=True)
         else:
             return unknown_run(run)
         # An ASCII file name for every browser, the run's own in UTF-8 beside it (RFC 6266).
@@ -255,10 +260,44 @@ def create_rest_app(
         else:
             body, media, suffix = export_jsonl(events), "application/x-ndjson", "jsonl"
         utf8 = urllib.parse.quote(f"{run}.{suffix}", safe="")
-        disposition = {
-            "Content-Disposition": f"attachment; filename=\"{name}.{suffix}\"; filename*=UTF-8''{utf8}"
+        headers = {
+            "Content-Disposition": f"attachment; filename=\"{name}.{suffix}\"; filename*=UTF-8''{utf8}",
+            **coverage.headers(),
         }
-        return StreamingResponse(body, media_type=media, headers=disposition)
+        return StreamingResponse(body, media_type=media, headers=headers)
+
+    @app.get("/api/logs", tags=["events"])
+    async def logs(
+        request: Request,
+        run: str | None = Query(
+            None, description="one run (a live or, with past runs, a persisted one); all when omitted"
+        ),
+        types: list[str] | None = Query(None, description="event types (default: every text type)"),
+        before: str | None = Query(
+            None, max_length=64, description="the cursor of the previous answer: older events"
+        ),
+        limit: int = Query(1000, ge=1, le=10_000),
+    ) -> Response:
+        """Text events — logs, alerts, any type that is not a metric nor the
+        hub's own (status, gap, shutdown, config, run_end) — from the run's
+        record (the store, then the ring; a past run's files), newest page
+        first, each page oldest first. ``before``: the cursor of the next
+        older page (null: the start was reached). ``coverage``: ``record``,
+        or ``window`` (no store: only the last ``window_events`` events are
+        in memory)."""
+        denied = check_read(request)
+        if denied:
+            return denied
+        if run is not None and run not in hub.runs.runs and not (past is not None and await past.has(run)):
+            return unknown_run(run)
+        try:
+            types_ = parse_list(types, "types")
+            page = await text_page(hub, past, run, before, limit, types_)
+        except (BadRequest, BadCursor) as exc:
+            return error_response(400, str(exc))
+        page["last_seq"] = hub.head
+        page["epoch"] = hub.epoch
+        return json_response(orjson.dumps(page))
 
     @app.get("/api/sources", tags=["runs"])
     async def sources(request: Request) -> Response:
