@@ -759,3 +759,24 @@ def test_encode_some_is_a_bounded_step() -> None:
     assert hub.ring.encoded == 100
     history, more = hub.history(0, limit=1000)
     assert len(history) == 100 and not more
+
+
+def test_a_history_page_encodes_only_the_events_it_answers() -> None:
+    # A ring of events nobody read yet: a page of history used to encode all
+    # of them first (seconds for a million), now only those it returns.
+    hub = Hub(200_000)
+    held(hub)
+    for step in range(100_000):
+        hub.log({"loss": float(step)}, step=step, run="big" if step % 1000 else "rare")
+    hub.commit()
+    assert hub.ring.encoded == 0
+    events, more = hub.history(0, limit=10)
+    assert [json.loads(e)["step"] for e in events] == list(range(10)) and more
+    assert hub.ring.encoded < 100
+    # Filtered: the matching events, each encoded exactly as the ring would.
+    rare, more = hub.history(0, runs=["rare"], limit=1000)
+    assert [json.loads(e)["step"] for e in rare] == list(range(0, 100_000, 1000)) and not more
+    assert hub.ring.encoded < 100
+    hub.encode_all()  # (charged their real size, the oldest may go: the byte bound)
+    again, _more = hub.history(0, runs=["rare"], limit=1000)
+    assert again and again == rare[len(rare) - len(again) :]
