@@ -54,7 +54,7 @@
       runs: users.map((run) => ({
         run: run.name, visible: run.visible, lastStep: run.lastStep, events: run.events, color: run.color,
         state: run.state, ranks: Array.from(run.ranks).sort(), config: { ...run.config },
-        alerts: { ...run.alerts }, dropped: { ...run.dropped },
+        alerts: { ...run.alerts }, dropped: { ...run.dropped }, past: Boolean(run.past),
       })),
       system: system ? Array.from(system.curves.keys()) : [],
       metrics: Array.from(views.views.values()).filter((v) => !v.system).map((v) => v.metric),

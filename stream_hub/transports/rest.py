@@ -150,6 +150,11 @@ def create_rest_app(
         request: Request,
         offset: int = Query(0, ge=0, description="skip this many runs (paging)"),
         limit: int | None = Query(None, ge=1, description="at most this many runs (default: all)"),
+        past_offset: int = Query(0, ge=0, description="persisted runs: skip this many (their own paging)"),
+        past_limit: int | None = Query(None, ge=0, description="persisted runs: at most this many"),
+        past_match: str | None = Query(
+            None, max_length=200, description="persisted runs: only those whose name contains this"
+        ),
     ) -> Response:
         """Every run kept: last step, metric names, event counts, ranks, each
         rank's last metric time (``rank_last_ts``), state (running,
@@ -158,19 +163,30 @@ def create_rest_app(
         make room (``max_runs``). A hub serving past runs (``stream-hub
         serve``) lists the persisted runs after the live ones
         (``"persisted": true``); ``total`` counts them all, and ``offset`` and
-        ``limit`` page through them."""
+        ``limit`` page through them. ``past_offset``, ``past_limit`` and
+        ``past_match`` choose among the persisted runs alone (a dashboard
+        lists every live run and a page of the past ones); ``past_total``:
+        how many persisted runs match."""
         denied = check_read(request)
         if denied:
             return denied
         items = runs_body(hub.runs.runs, server.live_runs())
-        if past is not None:
-            items += await past.described(set(hub.runs.runs))
+        live_total = len(items)
+        past_total = 0
+        if past is not None and past_limit != 0:  # (0: the live runs alone, as a dashboard polls them)
+            described = await past.described(set(hub.runs.runs))
+            if past_match:
+                described = [item for item in described if past_match in item["run"]]
+            past_total = len(described)
+            end = None if past_limit is None else past_offset + past_limit
+            items += described[past_offset:end]
         body = {
             "runs": items[offset : None if limit is None else offset + limit],
-            "total": len(items),
+            "total": live_total + past_total,
             "epoch": hub.epoch,
             "last_seq": hub.head,
             "evicted": hub.runs.runs_evicted,
+            "past_total": past_total,
         }
         return json_response(orjson.dumps(body))
 

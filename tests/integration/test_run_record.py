@@ -205,3 +205,11 @@ def test_past_runs_carry_their_drops_alerts_logs_and_whole_export(tmp_path: Path
     answer = httpx.get(served.rest + "/api/runs/crashed/export?format=csv&metric=loss", timeout=60)
     assert answer.headers["x-stream-hub-coverage"] == "record"
     assert len(csv_rows(answer.text)) == 12_051
+    # The persisted runs page on their own: none (the live runs alone, as a dashboard polls), a match.
+    alone = httpx.get(served.rest + "/api/runs", params={"past_limit": 0}, timeout=30).json()
+    assert not any(r.get("persisted") for r in alone["runs"])
+    found = httpx.get(served.rest + "/api/runs", params={"past_limit": 5, "past_match": "rash"}, timeout=30)
+    assert [r["run"] for r in found.json()["runs"] if r.get("persisted")] == ["crashed"]
+    assert found.json()["past_total"] == 1
+    none = httpx.get(served.rest + "/api/runs", params={"past_match": "nobody"}, timeout=30).json()
+    assert none["past_total"] == 0 and not any(r.get("persisted") for r in none["runs"])
