@@ -163,7 +163,9 @@ async def text_page(
 
 
 def _page(hub: Hub, bodies: list[bytes], before: str | None) -> dict[str, Any]:
-    return {"events": [orjson.Fragment(b) for b in bodies], "before": before, **coverage_of(hub).describe()}
+    # Text pages read a record the store's way only (a Redis stream's: not by run): else the ring's window.
+    coverage = Coverage(isinstance(hub.archive, Record), hub.ring.capacity)
+    return {"events": [orjson.Fragment(b) for b in bodies], "before": before, **coverage.describe()}
 
 
 def _cursor_number(text: str, prefix: str) -> int:

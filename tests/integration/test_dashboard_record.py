@@ -104,6 +104,10 @@ for r in range(45):
     for step in range(20):
         server.log({"loss": 1.0 / (step + 1) + r}, step=step, run=name)
     server.publish("run_end", {"status": "finished"}, run=name)
+# The newest: an alert (a NaN loss) and values its curves left out (STREAM_HUB_MAX_SERIES=46).
+server.log({"loss": 1.0, "extra": 1.0}, step=0, run="past-bad")
+server.log({"loss": float("nan"), "extra": 2.0}, step=1, run="past-bad")
+server.publish("run_end", {"status": "failed"}, run="past-bad")
 release_stream_server()
 print("done", flush=True)
 """
@@ -114,7 +118,7 @@ def test_serve_lists_a_page_of_past_runs_and_loads_curves_only_for_those_shown(
 ) -> None:
     home = tmp_path / "home"
     env = child_env(STREAM_HUB_HOME=str(home))
-    result = run(["-c", PAST_RUNS], prefix=PYTHON, env=env, timeout=120)
+    result = run(["-c", PAST_RUNS], prefix=PYTHON, env={**env, "STREAM_HUB_MAX_SERIES": "46"}, timeout=120)
     assert "done" in result.stdout, result.stderr
     served = spawn.serve(env=env)
     asked: list[str] = []
@@ -127,9 +131,13 @@ def test_serve_lists_a_page_of_past_runs_and_loads_curves_only_for_those_shown(
     page.goto(served.rest + "/")
     # The newest page of past runs, and their curves: not all 45.
     wait_for(page, "!d.loading && d.runs.length === 20 && d.runs.every((r) => r.past)")
-    wait_js(page, "document.getElementById('past-runs-count').textContent.includes('45 past runs')")
-    assert sorted(asked) == [f"past-{r:03d}" for r in range(25, 45)]
-    assert page.locator("#past-runs-count").text_content() == "20 listed · 45 past runs"
+    wait_js(page, "document.getElementById('past-runs-count').textContent.includes('46 past runs')")
+    assert sorted(asked) == sorted(["past-bad"] + [f"past-{r:03d}" for r in range(26, 45)])
+    assert page.locator("#past-runs-count").text_content() == "20 listed · 46 past runs"
+    # A past run's drops and alerts, from its persisted summary.
+    bad = page.locator('#runs-list .run[data-run="past-bad"]')
+    assert bad.locator(".run-drops").text_content() == "2 dropped"
+    assert bad.locator(".run-alerts").is_visible()
     # Hidden runs listed next get no curves until they are shown.
     page.locator("#runs-none").click()
     page.locator("#past-runs-more").click()
