@@ -96,14 +96,14 @@
       });
     }
 
-    /** Take an event (live or from history); true when it became a line. */
-    add(event) {
+    /** Take an event (live, or `history`: from the record); true when it became a line. */
+    add(event, history = false) {
       const key = keyOf(event);
       if (key !== null && this.keys.has(key)) return false;
       const line = lineOf(event);
       if (!line) return false;
       const last = this.lines[this.lines.length - 1];
-      if (last && before(line, last)) {
+      if (history && last && before(line, last)) {
         // From history, after newer lines: in its place, unless older than all kept.
         if (this.lines.length >= this.cap && before(line, this.lines[0])) return false;
         let i = this.lines.length;
@@ -133,7 +133,7 @@
     takePage(run, answer, older) {
       const events = Array.isArray(answer.events) ? answer.events : [];
       if (older) this.cap += events.length;
-      for (const event of events) this.add(event);
+      for (const event of events) this.add(event, true);
       this.cursors.set(run || "", typeof answer.before === "string" ? answer.before : null);
       const windowed = answer.coverage === "window";
       this.windowNote.hidden = !windowed;
