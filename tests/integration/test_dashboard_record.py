@@ -138,6 +138,12 @@ def test_serve_lists_a_page_of_past_runs_and_loads_curves_only_for_those_shown(
     bad = page.locator('#runs-list .run[data-run="past-bad"]')
     assert bad.locator(".run-drops").text_content() == "2 dropped"
     assert bad.locator(".run-alerts").is_visible()
+    # Its log lines (the hub's alerts) from its files, when it is chosen in the log's filter.
+    page.select_option("#log-run", "past-bad")
+    wait_for(
+        page,
+        "d.logs.length === 2 && d.logs[0].startsWith('loss is NaN') && d.logs[1].startsWith('run failed')",
+    )
     # Hidden runs listed next get no curves until they are shown.
     page.locator("#runs-none").click()
     page.locator("#past-runs-more").click()
