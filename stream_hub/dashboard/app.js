@@ -372,6 +372,7 @@
       }
       const listed = (snapshot.runs || []).map((info) => applyRunInfo(info, true));
       state.past.offset = listed.filter((run) => run.past).length;
+      if (snapshot.past_total) listed.push(...(await findPastByName(current)));
       showPastTotal(snapshot.past_total);
       // Past runs hidden now get their curves when they are shown (setVisible).
       const runs = listed.filter((run) => !run.past || run.visible);
@@ -396,6 +397,21 @@
         loadLogPage(chosen, null);
       }
     }
+  }
+
+  /** Past runs the URL shows by name that the page did not list: found by name (a shared link). */
+  async function findPastByName(current) {
+    if (!selection.only) return [];
+    const missing = Array.from(selection.names).filter((name) => !state.runs.has(name)).slice(0, PAST_PAGE);
+    const answers = await Promise.all(missing.map((name) =>
+      api(`/api/runs?past_limit=${PAST_PAGE}&past_match=${encodeURIComponent(name)}`).catch(() => null)));
+    if (!current()) return [];
+    const found = [];
+    answers.forEach((answer, i) => {
+      const info = answer && (answer.runs || []).find((item) => item.persisted === true && item.run === missing[i]);
+      if (info) found.push(applyRunInfo(info, true));
+    });
+    return found;
   }
 
   /** A run's whole curves from REST (see Loading.loadRunCurves); a past run's once. */

@@ -160,3 +160,8 @@ def test_serve_lists_a_page_of_past_runs_and_loads_curves_only_for_those_shown(
     wait_for(page, "d.runs.some((r) => r.run === 'past-000')")
     wait_js(page, "document.getElementById('past-runs-more').hidden")
     assert len(asked) == 21  # found hidden (the selection shows none): no curves yet
+    # A shared link naming a past run the first page does not list: found by name, shown with its curves.
+    page.goto(served.rest + "/#only=past-001")
+    page.reload()
+    wait_for(page, "!d.loading && d.series['past-001'] && d.series['past-001'].loss.maxStep === 19")
+    assert [r["run"] for r in dashboard.debug(page)["runs"] if r["visible"]] == ["past-001"]
