@@ -314,9 +314,16 @@ class Hub:
             self._rebase(cursor)
         head = self.head
         ring = self.ring
-        if cursor.pos < head:
-            ring.encode_upto(head)  # first: encoding may let old events go
-        gaps = self._gaps(cursor, "behind")
+        gaps: list[bytes] = []
+        # What this read sends is encoded first (encoding may let old events
+        # go: then the cursor gets a gap, and what it sends instead is
+        # encoded); the unread events before it are left for whoever reads them.
+        for _ in range(3):
+            if cursor.pos < head:
+                ring.encode_range(cursor.pos + 1, min(head, cursor.pos + limit))
+            gaps += self._gaps(cursor, "behind")
+            if cursor.pos >= ring.oldest - 1:
+                break
         pos = cursor.pos
         if pos >= head:
             if not gaps:

@@ -99,6 +99,9 @@ class Ring:
         self._payload: list[Any] = [None] * capacity
         self.ranks: list[int | None] = [None] * capacity
         self._encoded = 0  # events up to this seq are encoded
+        # The seq whose frames each slot holds (0: none): events past
+        # ``_encoded`` a reader needed are encoded alone (encode_range).
+        self._enc: list[int] = [0] * capacity
         self._formats = (self._sse, self._ws, self._json)
         self._chunk_cache: dict[tuple[int, int, int], bytes] = {}
 
@@ -208,6 +211,7 @@ class Ring:
             self._cost[i] = 0
             self._payload[i] = None
             self._json[i] = self._sse[i] = self._ws[i] = b""
+            self._enc[i] = 0
             seq += 1
         self._floor = seq
         self._chunk_cache.clear()
@@ -230,12 +234,37 @@ class Ring:
         start = max(self._encoded + 1, self.oldest)
         if start > end:
             return
+        self._encode(start, end)
+        self._encoded = end
+        self._trim()
+
+    def encode_range(self, first: int, end: int) -> None:
+        """Encode the committed events of seqs ``first..end`` (what one reader
+        is about to send), not the events before them that nobody has read:
+        a client following from the head of a ring of a million unread
+        events encodes its own, not the million. May let old events go, as
+        :meth:`encode_upto`."""
+        if first <= self._encoded + 1:
+            self.encode_upto(end)
+            return
+        start = max(first, self.oldest)
+        if start > end:
+            return
+        self._encode(start, end)
+        self._trim()
+
+    def _encode(self, start: int, end: int) -> None:
+        """Encode seqs start..end (those not encoded yet) and charge them."""
         cap, epoch = self.capacity, self.epoch
         js, sse, ws, runs_, types_ = self._json, self._sse, self._ws, self.runs, self.types
         tss, steps, payloads, costs, ranks = self._ts, self._step, self._payload, self._cost, self.ranks
         charged = self.bytes
+        enc = self._enc
         for seq in range(start, end + 1):
             i = seq % cap
+            if enc[i] == seq:
+                continue  # encoded already, for a reader ahead of the others
+            enc[i] = seq
             event_type, run, step = types_[i], runs_[i], steps[i]
             try:
                 body = encode_event(seq, epoch, tss[i], event_type, run, step, payloads[i], ranks[i])
@@ -256,9 +285,7 @@ class Ring:
             cost = _BASE_COST + len(body) + len(frame) + len(ws_frame)
             charged += cost - costs[i]
             costs[i] = cost
-        self._encoded = end
         self.bytes = charged
-        self._trim()
 
     def clear(self) -> None:
         """Forget every event (a new epoch starts at seq 1)."""
@@ -271,6 +298,7 @@ class Ring:
             column[:] = [b""] * cap
         self._cost[:] = [0] * cap
         self._payload[:] = [None] * cap
+        self._enc[:] = [0] * cap  # seqs start again from 1
         self._chunk_cache.clear()
 
     def store_encoded(self, events: list[Numbered], observe: Observe) -> int:
@@ -301,6 +329,7 @@ class Ring:
             self._json[i] = body
             self._sse[i] = frame = sse_frame(seq, event_type, body)
             self._ws[i] = ws_frame = ws_text_frame(body)
+            self._enc[i] = seq
             cost = _BASE_COST + len(body) + len(frame) + len(ws_frame)
             self.bytes += cost - self._cost[i]
             self._cost[i] = cost
@@ -409,7 +438,7 @@ class Ring:
         answer only when the ring has not encoded it yet: a few answers'
         worth of events costs that much, not every event before them."""
         i = seq % self.capacity
-        if seq <= self._encoded:
+        if seq <= self._encoded or self._enc[i] == seq:
             return self._json[i]
         try:
             return encode_event(

@@ -780,3 +780,21 @@ def test_a_history_page_encodes_only_the_events_it_answers() -> None:
     hub.encode_all()  # (charged their real size, the oldest may go: the byte bound)
     again, _more = hub.history(0, runs=["rare"], limit=1000)
     assert again and again == rare[len(rare) - len(again) :]
+
+
+def test_a_reader_at_the_head_encodes_its_events_not_the_unread_ones_before() -> None:
+    hub = Hub(200_000)
+    held(hub)
+    for step in range(100_000):
+        hub.log({"loss": float(step)}, step=step)
+    hub.commit()
+    live = hub.open_cursor(None)  # follows new events only, as a page that just loaded
+    hub.log({"loss": -1.0}, step=100_000)
+    hub.commit()
+    assert [e["step"] for e in events_of(hub.read(live)[0])] == [100_000]
+    assert hub.ring.encoded == 0  # the 100 000 nobody read stay as they were
+    # A reader from the start gets them all, each once and in order, a chunk at a time.
+    behind = hub.open_cursor(0)
+    got = read_all(hub, behind)
+    assert [e["step"] for e in got] == list(range(100_001))
+    assert hub.ring.encoded == hub.head
