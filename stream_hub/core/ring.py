@@ -99,9 +99,11 @@ class Ring:
         self._payload: list[Any] = [None] * capacity
         self.ranks: list[int | None] = [None] * capacity
         self._encoded = 0  # events up to this seq are encoded
-        # The seq whose frames each slot holds (0: none): events past
-        # ``_encoded`` a reader needed are encoded alone (encode_range).
+        # Events past ``_encoded`` a reader needed are encoded alone
+        # (encode_range): the seq each such slot holds (0: none), and the
+        # newest of them, so the common path checks nothing.
         self._enc: list[int] = [0] * capacity
+        self._ahead = 0
         self._formats = (self._sse, self._ws, self._json)
         self._chunk_cache: dict[tuple[int, int, int], bytes] = {}
 
@@ -250,21 +252,25 @@ class Ring:
         start = max(first, self.oldest)
         if start > end:
             return
-        self._encode(start, end)
+        self._encode(start, end, ahead=True)
+        self._ahead = max(self._ahead, end)
         self._trim()
 
-    def _encode(self, start: int, end: int) -> None:
-        """Encode seqs start..end (those not encoded yet) and charge them."""
+    def _encode(self, start: int, end: int, ahead: bool = False) -> None:
+        """Encode seqs start..end (those not encoded yet) and charge them;
+        ``ahead``: past ``_encoded`` (each slot marked)."""
         cap, epoch = self.capacity, self.epoch
         js, sse, ws, runs_, types_ = self._json, self._sse, self._ws, self.runs, self.types
         tss, steps, payloads, costs, ranks = self._ts, self._step, self._payload, self._cost, self.ranks
         charged = self.bytes
         enc = self._enc
+        marked = ahead or start <= self._ahead  # else no slot of the span was encoded ahead
         for seq in range(start, end + 1):
             i = seq % cap
-            if enc[i] == seq:
-                continue  # encoded already, for a reader ahead of the others
-            enc[i] = seq
+            if marked:
+                if enc[i] == seq:
+                    continue  # encoded already, for a reader ahead of the others
+                enc[i] = seq
             event_type, run, step = types_[i], runs_[i], steps[i]
             try:
                 body = encode_event(seq, epoch, tss[i], event_type, run, step, payloads[i], ranks[i])
@@ -299,6 +305,7 @@ class Ring:
         self._cost[:] = [0] * cap
         self._payload[:] = [None] * cap
         self._enc[:] = [0] * cap  # seqs start again from 1
+        self._ahead = 0
         self._chunk_cache.clear()
 
     def store_encoded(self, events: list[Numbered], observe: Observe) -> int:
