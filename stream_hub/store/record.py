@@ -7,8 +7,9 @@ Pages follow the chunks' ids, the order they were written in, over every
 epoch of the file (a hub that continued the file after a crash numbers in
 a new epoch; the run's older events stay in the old one). Only chunks
 holding the run are read (their ``runs`` column names it). A caller
-combining the file with a hub's ring leaves out the events the ring holds
-(``skip``: the hub's epoch, from its oldest seq).
+combining the file with a hub's ring leaves out the events it takes from
+the ring (``skip``: the hub's epoch, after its split; see
+``core.archive.Record``).
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def text_before(
             if count + len(kept) >= limit:
                 kept = kept[len(kept) - (limit - count) :]
                 found.append(kept)
-                return _oldest_first(found), (number, kept[0][1]) if kept else (number, 0)
+                return _oldest_first(found), (number, kept[0][1])  # (kept: limit > count)
             if kept:
                 found.append(kept)
                 count += len(kept)

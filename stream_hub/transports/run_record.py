@@ -22,7 +22,7 @@ events of the hub's epoch after the split were the ring's) or
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,7 @@ EXPORT_PAGE_BYTES = 4 * 1024 * 1024
 
 
 class BadCursor(ValueError):
-    """A ``before`` cursor this hub did not make (or from another epoch)."""
+    """A ``before`` cursor that is not one of this kind of answer."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ async def record_events(hub: Hub, run: str) -> AsyncIterator[dict[str, Any]]:
         yield orjson.loads(body)
 
 
-def _text_filter(run: str | None, types: Collection[str] | None) -> Any:
+def _text_filter(run: str | None, types: Collection[str] | None) -> Callable[[str | None, str], bool]:
     def wants(event_run: str | None, event_type: str) -> bool:
         if event_type in NOT_TEXT or (types is not None and event_type not in types):
             return False
