@@ -315,14 +315,16 @@ class Hub:
         head = self.head
         ring = self.ring
         gaps: list[bytes] = []
-        # What this read sends is encoded first (encoding may let old events
-        # go: then the cursor gets a gap, and what it sends instead is
-        # encoded); the unread events before it are left for whoever reads them.
-        for _ in range(3):
-            if cursor.pos < head:
-                ring.encode_range(cursor.pos + 1, min(head, cursor.pos + limit))
+        # What this read sends is encoded first; encoding may let old events
+        # go, and a gap then moves the cursor on: what it sends instead is
+        # encoded in turn (the cursor only moves forward, to the head at
+        # most). The unread events before it are left for whoever reads them.
+        while True:
+            before = cursor.pos
+            if before < head:
+                ring.encode_range(before + 1, min(head, before + limit))
             gaps += self._gaps(cursor, "behind")
-            if cursor.pos >= ring.oldest - 1:
+            if cursor.pos == before:
                 break
         pos = cursor.pos
         if pos >= head:

@@ -798,3 +798,43 @@ def test_a_reader_at_the_head_encodes_its_events_not_the_unread_ones_before() ->
     got = read_all(hub, behind)
     assert [e["step"] for e in got] == list(range(100_001))
     assert hub.ring.encoded == hub.head
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.integers(1, 400), st.integers(0, 3000)),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_readers_at_any_place_get_every_event_or_a_gap_never_a_silent_hole(
+    steps: list[tuple[int, int, int]],
+) -> None:
+    # Small bounds (events and bytes) and readers far apart: some encode
+    # ahead of the others, encoding lets old events go, gaps move cursors on.
+    hub = Hub(500, history_bytes=1 << 20)
+    held(hub)
+    cursors = [hub.open_cursor(None), hub.open_cursor(0), hub.open_cursor(None, fmt=WS), hub.open_cursor(0)]
+    seen: list[list[int]] = [[] for _ in cursors]
+    step = 0
+    for reader, count, size in steps:
+        for _ in range(count):
+            hub.publish("log", {"pad": "x" * size}, run="r", step=step)
+            step += 1
+        hub.commit()
+        cursor = cursors[reader]
+        chunk, _n = hub.read(cursor, limit=97)
+        for event in events_of(chunk, cursor.fmt):
+            if event["type"] == "gap":
+                seen[reader].append(-event["data"]["to"])  # the gap says up to where
+            else:
+                seen[reader].append(event["seq"])
+    for got in seen:
+        last = None
+        for seq in got:
+            if seq < 0:
+                last = -seq
+                continue
+            assert last is None or seq == last + 1, (last, seq)
+            last = seq
