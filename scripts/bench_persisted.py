@@ -12,7 +12,14 @@ default-store files, each written by a real hub holding ``--runs`` runs of
   whole, curves included);
 - ``GET /api/runs`` of a ``stream-hub serve`` over that directory (the first
   answer reads the files; later ones within 5 s are served from memory);
-- one persisted run's curves, ``GET /api/runs/{run}/series``.
+- one persisted run's curves, ``GET /api/runs/{run}/series``;
+- with ``--page``: the dashboard of that ``stream-hub serve`` in headless
+  Chromium (Playwright, ``/usr/bin/chromium``): first render (the page's
+  ``firstFullRenderMs``: every chart on screen drawn after the first load),
+  the curve requests it made, and the page's JavaScript heap.
+
+``--home DIR`` builds the data directory there once and reuses it on the
+next runs (the build takes minutes at 3 000 runs).
 """
 
 from __future__ import annotations
@@ -76,18 +83,61 @@ def timed(fn: object, repeats: int) -> list[float]:
     return out
 
 
+def first_render(rest: str) -> dict[str, float]:
+    """Open the dashboard of ``rest`` in headless Chromium: its first render,
+    the curve requests made until then, the runs it knows, its heap."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            requests: list[str] = []
+            page.on("request", lambda r: requests.append(r.url) if "/series" in r.url else None)
+            page.goto(rest + "/")
+            deadline = time.monotonic() + 300
+            while True:
+                done = page.evaluate(
+                    "() => { const d = window.streamHub && window.streamHub.debug();"
+                    " return d ? d.stats.firstFullRenderMs : null; }"
+                )
+                if done is not None:
+                    break
+                if time.monotonic() > deadline:  # reported as such, with what it had asked for
+                    done = float("inf")
+                    break
+                time.sleep(0.05)  # polling the page, bounded by the deadline
+            heap = page.evaluate("() => performance.memory ? performance.memory.usedJSHeapSize : 0")
+            runs = page.evaluate("() => window.streamHub.debug().runs.length")
+            return {
+                "first_ms": float(done),
+                "series_requests": float(len(requests)),
+                "runs": float(runs),
+                "heap_mb": heap / 1e6,
+            }
+        finally:
+            browser.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=30)
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--page", action="store_true", help="also time the dashboard's first render")
+    parser.add_argument("--home", type=Path, help="build the data directory here once, reuse it after")
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="stream_hub-bench-persisted-"))
+    kept = args.home is not None
+    home = args.home.resolve() if kept else Path(tempfile.mkdtemp(prefix="stream_hub-bench-persisted-"))
     os.environ["STREAM_HUB_HOME"] = str(home)
     try:
         t0 = time.perf_counter()
-        build(home, args.files, args.runs, args.steps)
+        if not (home / "built").exists():
+            build(home, args.files, args.runs, args.steps)
+            (home / "built").write_text("")
         total = args.files * args.runs
         size = sum(p.stat().st_size for p in (home / "store").glob("*/*"))
         print(
@@ -139,6 +189,7 @@ def main() -> None:
                 lambda: httpx.get(rest + "/api/runs/sweep-000-000/series", timeout=60).raise_for_status(),
                 args.repeats,
             )
+            pages = [first_render(rest) for _ in range(max(1, args.repeats // 2))] if args.page else []
         finally:
             serve.terminate()
             serve.wait(30)
@@ -161,8 +212,20 @@ def main() -> None:
         print(f"| first GET /api/runs of stream-hub serve (all {total}) | {first_ms:.1f} | - | - |")
         row("GET /api/runs?limit=100 after it", cached)
         row("GET /api/runs/{run}/series of a persisted run", series)
+        if pages:
+            if all(p["first_ms"] != float("inf") for p in pages):
+                row("dashboard first render (firstFullRenderMs)", [p["first_ms"] for p in pages])
+            else:
+                print("| dashboard first render (firstFullRenderMs) | not within 300 s | - | - |")
+            last = pages[-1]
+            print(
+                f"| dashboard: curve requests at first render | {last['series_requests']} | - | - |\n"
+                f"| dashboard: runs known to the page | {last['runs']} | - | - |\n"
+                f"| dashboard: JS heap after it (MB) | {last['heap_mb']:.1f} | - | - |"
+            )
     finally:
-        shutil.rmtree(home, ignore_errors=True)
+        if not kept:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -317,9 +317,18 @@ class Hub:
             self._rebase(cursor)
         head = self.head
         ring = self.ring
-        if cursor.pos < head:
-            ring.encode_upto(head)  # first: encoding may let old events go
-        gaps = self._gaps(cursor, "behind")
+        gaps: list[bytes] = []
+        # What this read sends is encoded first; encoding may let old events
+        # go, and a gap then moves the cursor on: what it sends instead is
+        # encoded in turn (the cursor only moves forward, to the head at
+        # most). The unread events before it are left for whoever reads them.
+        while True:
+            before = cursor.pos
+            if before < head:
+                ring.encode_range(before + 1, min(head, before + limit))
+            gaps += self._gaps(cursor, "behind")
+            if cursor.pos == before:
+                break
         pos = cursor.pos
         if pos >= head:
             if not gaps:
@@ -439,17 +448,20 @@ class Hub:
         more)``; ``more`` is true when ``limit`` (or the size bound of one
         answer) cut it short.
         """
-        self.encode_all()
+        # Only the events answered are encoded (Ring.json_of): a ring of a
+        # million events nobody read yet is not encoded for a page of them.
         cursor = self.open_cursor(since, epoch=epoch, fmt=JSON, runs=runs, types=types)
         out = self.backfill(cursor, archived) if archived else []
         if len(out) >= limit:
             return out[:limit], True
         out += self._gaps(cursor, "history")
+        if len(out) >= limit:
+            return out[:limit], True
         head = self.head
-        selected, last = self.ring.select(JSON, cursor.pos, head, cursor.wants, MAX_HISTORY_BYTES)
-        events = out + selected
-        if len(events) > limit:
-            return events[:limit], True
+        selected, last = self.ring.select_json(
+            cursor.pos, head, cursor.wants, MAX_HISTORY_BYTES, limit - len(out)
+        )
+        events = out + [body for _seq, body in selected]
         return events, last < head
 
     def _rebase(self, cursor: Cursor) -> None:

@@ -116,6 +116,11 @@ class Ring:
         self._payload: list[Any] = [None] * capacity
         self.ranks: list[int | None] = [None] * capacity
         self._encoded = 0  # events up to this seq are encoded
+        # Events past ``_encoded`` a reader needed are encoded alone
+        # (encode_range): the seq each such slot holds (0: none), and the
+        # newest of them, so the common path checks nothing.
+        self._enc: list[int] = [0] * capacity
+        self._ahead = 0
         self._formats = (self._sse, self._ws, self._json)
         self._chunk_cache: dict[tuple[int, int, int], bytes] = {}
 
@@ -248,7 +253,7 @@ class Ring:
         self.media_dropped += 1
         self.types[i] = "gap"
         self.runs[i] = None
-        if seq <= self._encoded:
+        if seq <= self._encoded or self._enc[i] == seq:  # encoded (ahead, for one reader, too)
             body = encode_event(seq, self.epoch, self._ts[i], "gap", None, self._step[i], data)
             self._json[i] = body
             self._sse[i] = frame = sse_frame(seq, "gap", body)
@@ -276,6 +281,7 @@ class Ring:
             self._cost[i] = 0
             self._payload[i] = None
             self._json[i] = self._sse[i] = self._ws[i] = b""
+            self._enc[i] = 0
             seq += 1
         self._floor = seq
         self._chunk_cache.clear()
@@ -298,12 +304,45 @@ class Ring:
         start = max(self._encoded + 1, self.oldest)
         if start > end:
             return
+        self._encode(start, end)
+        self._encoded = end
+        self._trim()
+        if self._media:
+            self._trim_media()
+
+    def encode_range(self, first: int, end: int) -> None:
+        """Encode the committed events of seqs ``first..end`` (what one reader
+        is about to send), not the events before them that nobody has read:
+        a client following from the head of a ring of a million unread
+        events encodes its own, not the million. May let old events go, as
+        :meth:`encode_upto`."""
+        if first <= self._encoded + 1:
+            self.encode_upto(end)
+            return
+        start = max(first, self.oldest)
+        if start > end:
+            return
+        self._encode(start, end, ahead=True)
+        self._ahead = max(self._ahead, end)
+        self._trim()
+        if self._media:
+            self._trim_media()
+
+    def _encode(self, start: int, end: int, ahead: bool = False) -> None:
+        """Encode seqs start..end (those not encoded yet) and charge them;
+        ``ahead``: past ``_encoded`` (each slot marked)."""
         cap, epoch = self.capacity, self.epoch
         js, sse, ws, runs_, types_ = self._json, self._sse, self._ws, self.runs, self.types
         tss, steps, payloads, costs, ranks = self._ts, self._step, self._payload, self._cost, self.ranks
         charged = self.bytes
+        enc = self._enc
+        marked = ahead or start <= self._ahead  # else no slot of the span was encoded ahead
         for seq in range(start, end + 1):
             i = seq % cap
+            if marked:
+                if enc[i] == seq:
+                    continue  # encoded already, for a reader ahead of the others
+                enc[i] = seq
             event_type, run, step = types_[i], runs_[i], steps[i]
             try:
                 body = encode_event(seq, epoch, tss[i], event_type, run, step, payloads[i], ranks[i])
@@ -328,11 +367,7 @@ class Ring:
                 cost = 0
             charged += cost - costs[i]
             costs[i] = cost
-        self._encoded = end
         self.bytes = charged
-        self._trim()
-        if self._media:
-            self._trim_media()
 
     def clear(self) -> None:
         """Forget every event (a new epoch starts at seq 1)."""
@@ -347,6 +382,8 @@ class Ring:
         self._payload[:] = [None] * cap
         self._media.clear()
         self.media_bytes = 0
+        self._enc[:] = [0] * cap  # seqs start again from 1
+        self._ahead = 0
         self._chunk_cache.clear()
 
     def store_encoded(self, events: list[Numbered], observe: Observe) -> int:
@@ -377,6 +414,7 @@ class Ring:
             self._json[i] = body
             self._sse[i] = frame = sse_frame(seq, event_type, body)
             self._ws[i] = ws_frame = ws_text_frame(body)
+            self._enc[i] = seq
             cost = _BASE_COST + len(body) + len(frame) + len(ws_frame)
             if event_type in MEDIA_TYPES:  # charged to the media budget instead
                 self._media[seq] = cost
@@ -485,6 +523,63 @@ class Ring:
                 if size >= max_bytes:
                     return out, seq
         return out, end
+
+    def json_of(self, seq: int) -> bytes:
+        """The JSON of a committed event still in the ring, encoded for this
+        answer only when the ring has not encoded it yet: a few answers'
+        worth of events costs that much, not every event before them."""
+        i = seq % self.capacity
+        if seq <= self._encoded or self._enc[i] == seq:
+            return self._json[i]
+        try:
+            return encode_event(
+                seq,
+                self.epoch,
+                self._ts[i],
+                self.types[i],
+                self.runs[i],
+                self._step[i],
+                self._payload[i],
+                self.ranks[i],
+            )
+        except (TypeError, ValueError, OverflowError, orjson.JSONEncodeError):
+            self.encode_upto(seq)  # the ring turns it into a gap, and counts it
+            return self._json[i]
+
+    def select_json(
+        self, pos: int, end: int, wants: Callable[[str | None, str], bool], max_bytes: int, limit: int
+    ) -> tuple[list[tuple[int, bytes]], int]:
+        """(seq, JSON) of the events of seqs pos+1..end that ``wants(run,
+        type)`` accepts, at most ``limit`` of them and about ``max_bytes``,
+        encoding only those (:meth:`json_of`). Returns them and the last seq
+        looked at (less than ``end`` when cut short)."""
+        runs_, types_, cap = self.runs, self.types, self.capacity
+        out: list[tuple[int, bytes]] = []
+        size = 0
+        for seq in range(pos + 1, end + 1):
+            i = seq % cap
+            if wants(runs_[i], types_[i]):
+                body = self.json_of(seq)
+                out.append((seq, body))
+                size += len(body)
+                if len(out) >= limit or size >= max_bytes:
+                    return out, seq
+        return out, end
+
+    def newest_json(
+        self, before: int, wants: Callable[[str | None, str], bool], limit: int, after: int = 0
+    ) -> list[tuple[int, bytes]]:
+        """(seq, JSON) of the newest ``limit`` events of seqs after+1..before-1
+        that ``wants(run, type)`` accepts, oldest first (:meth:`json_of`)."""
+        runs_, types_, cap = self.runs, self.types, self.capacity
+        seqs: list[int] = []
+        for seq in range(min(before, self.head + 1) - 1, max(self.oldest, after + 1) - 1, -1):
+            i = seq % cap
+            if wants(runs_[i], types_[i]):
+                seqs.append(seq)
+                if len(seqs) >= limit:
+                    break
+        return [(seq, self.json_of(seq)) for seq in reversed(seqs)]
 
     def matching(self, pos: int, end: int, wants: Callable[[str | None, str], bool]) -> int:
         """How many events of seqs pos+1..end ``wants(run, type)`` accepts."""

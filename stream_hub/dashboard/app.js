@@ -8,9 +8,9 @@
  *      ranks; the whole-run curves the hub keeps, never the events): each
  *      answer carries its own last_seq, the curve's "floor": live events at or
  *      below it are already in the curve.
- *   4. Apply the buffer, then every live event as it comes; then GET the log
- *      events history still holds (that request can keep a hub with a long
- *      history busy for seconds: the charts do not wait for it). Events change the
+ *   4. Apply the buffer, then every live event as it comes; then GET the
+ *      newest page of the log's record (/api/logs; it can keep a hub with a
+ *      long history busy for seconds: the charts do not wait for it). Events change the
  *      data at once (cheap); charts are drawn in animation frames, only those
  *      whose data changed and that can be seen, as many as fit in the frame's
  *      budget (the others in the next frames, least recently drawn first).
@@ -50,7 +50,8 @@
   const LIVE_REDRAW_COST = 15;    // ...and at most once per this many times its drawing time
   const LOADING_PASS_MS = 500;    // while loading: DOM and charts refreshed at most this often
   const RUNS_POLL_MS = 5000;      // /api/runs: states, ranks, hyper-parameters
-  const LOG_BACKLOG = 1000;       // log events fetched from history on load
+  const PAST_PAGE = 20;           // persisted runs (stream-hub serve) listed at a time
+  const LOG_BACKLOG = 1000;       // log lines per page of the record (on load, per run, "Load earlier")
   const EVENT_TYPES = ["metric", "log", "config", "run_end", "alert", "histogram", "image", "status", "gap", "shutdown"];
   const TOKEN = new URLSearchParams(location.search).get("token");
 
@@ -94,6 +95,9 @@
       firstFullRenderMs: null,
     },
     loadedAt: null,        // when the first load finished (for firstFullRenderMs)
+    // Persisted runs (a hub serving past runs): a page of them is listed, more on
+    // demand; a past run's curves are loaded when it is shown, not at start.
+    past: { offset: 0, total: 0, match: "" }, // offset: the next page of the list starts there
   };
   const frameTimes = [];   // ms of each render pass (script), the newest last
 
@@ -121,7 +125,16 @@
     },
   });
   const detail = new DetailStore(api);
-  const logs = new LogPanel({ onFilter: viewChanged });
+  const logs = new LogPanel({
+    onFilter: viewChanged,
+    onEarlier: (run, cursor) => loadLogPage(run, cursor),
+    onRun: (run) => loadLogPage(run, null),
+  });
+  function loadLogPage(run, cursor) {
+    const generation = state.generation;
+    Loading.loadLogPage(api, logs, run, cursor, LOG_BACKLOG, () => generation === state.generation)
+      .then(requestFrame);
+  }
   // Histograms and images (media.js): their own cards under the charts.
   const media = new MediaPanels(document.getElementById("media"), {
     api, theme: () => theme, run: (name) => ensureRun(name), changed: () => requestFrame(),
@@ -158,6 +171,7 @@
         run.visible = run.visible && run.matched;
       }
       state.runs.set(name, run);
+      if (!system) logs.knowRun(name);
       dirty.runs = dirty.tableShape = dirty.params = true;
     }
     return run;
@@ -271,6 +285,7 @@
   function setVisible(run, visible) {
     if (run.visible === visible) return;
     run.visible = visible;
+    if (visible && run.past && !run.curvesAsked && !state.loading) loadPastCurves([run]);
     for (const metric of run.curves.keys()) dirty.entries.add(ChartViews.idOf(run.name, metric));
     // The run list is updated in place (not rebuilt: the focus stays on its button), at once.
     dirty.runMeta = dirty.table = dirty.params = true;
@@ -385,10 +400,10 @@
     }
   }
 
-  /** What /api/runs says of a run: state, ranks, hyper-parameters, counts. */
   /** What /api/runs says of a run (see Model.applyRunInfo). */
   function applyRunInfo(info, initial) {
     const run = ensureRun(String(info.run));
+    if (info.persisted === true) run.past = true; // its curves: when shown (loadPastCurves)
     const changed = Model.applyRunInfo(run, info, initial);
     if (changed.state || changed.alerts) dirty.runMeta = true;
     if (changed.config) configChanged();
@@ -413,7 +428,10 @@
       mark("status");
       if (current()) applyStatus(status);
       if (!current()) return; // a new epoch started a fresh load
-      const snapshot = await api("/api/runs");
+      // Every live run, and a page of the persisted ones (as many as were listed before a reload).
+      const pastLimit = Math.max(PAST_PAGE, userRuns().filter((run) => run.past).length);
+      const match = state.past.match ? `&past_match=${encodeURIComponent(state.past.match)}` : "";
+      const snapshot = await api(`/api/runs?past_limit=${pastLimit}${match}`);
       mark("runs");
       if (!current()) return;
       state.epoch = snapshot.epoch || status.epoch || state.epoch;
@@ -426,13 +444,16 @@
         sse.start();
         ws.start();
       }
-      const runs = (snapshot.runs || []).map((info) => applyRunInfo(info, true));
+      const listed = (snapshot.runs || []).map((info) => applyRunInfo(info, true));
+      state.past.offset = listed.filter((run) => run.past).length;
+      if (snapshot.past_total) listed.push(...(await findPastByName(current)));
+      showPastTotal(snapshot.past_total);
+      // Past runs hidden now get their curves when they are shown (setVisible).
+      const runs = listed.filter((run) => !run.past || run.visible);
       const latest = api("/api/metrics/latest").catch(() => null);
       await Loading.pool(runs, RUN_FETCHES, async (run) => {
         if (!current()) return;
-        const loaded = await Loading.loadRunCurves(api, run, REST_MAX_POINTS, ensureSeries, state.snapshotSeq, current);
-        for (const metric of loaded) dirty.charts.add(ChartViews.idOf(run.name, metric));
-        requestFrame();
+        await loadCurves(run, current);
       });
       mark("curves");
       const latestAnswer = await latest;
@@ -441,9 +462,83 @@
     } finally {
       if (current()) finishLoading();
     }
-    // After the charts: history's log lines go in their place among live ones.
-    if (current()) Loading.loadLogs(api, logs, LOG_BACKLOG, current).then(requestFrame);
-    if (current()) media.load(current);
+    // After the charts: the record's log lines go in their place among live ones.
+    if (current()) {
+      loadLogPage("", null);
+      const chosen = logs.filters().run;
+      if (chosen && !logs.cursors.has(chosen)) {
+        logs.cursors.set(chosen, null);
+        loadLogPage(chosen, null);
+      }
+    }
+  }
+
+  /** Past runs the URL shows by name that the page did not list: found by name (a shared link). */
+  async function findPastByName(current) {
+    if (!selection.only) return [];
+    const missing = Array.from(selection.names).filter((name) => !state.runs.has(name)).slice(0, PAST_PAGE);
+    const answers = await Promise.all(missing.map((name) =>
+      api(`/api/runs?past_limit=${PAST_PAGE}&past_match=${encodeURIComponent(name)}`).catch(() => null)));
+    if (!current()) return [];
+    const found = [];
+    answers.forEach((answer, i) => {
+      const info = answer && (answer.runs || []).find((item) => item.persisted === true && item.run === missing[i]);
+      if (info) found.push(applyRunInfo(info, true));
+    });
+    return found;
+  }
+
+  /** A run's whole curves from REST (see Loading.loadRunCurves); a past run's once. */
+  async function loadCurves(run, current) {
+    if (run.past) run.curvesAsked = true;
+    const loaded = await Loading.loadRunCurves(api, run, REST_MAX_POINTS, ensureSeries, state.snapshotSeq, current);
+    for (const metric of loaded) dirty.charts.add(ChartViews.idOf(run.name, metric));
+    requestFrame();
+  }
+
+  /** Past runs shown whose curves were not asked for yet: ask (a few at a time). */
+  let pastQueue = Promise.resolve();
+  function loadPastCurves(runs) {
+    const wanted = runs.filter((run) => run.past && run.visible && !run.curvesAsked);
+    if (!wanted.length) return pastQueue;
+    for (const run of wanted) run.curvesAsked = true;
+    const generation = state.generation;
+    const current = () => generation === state.generation;
+    pastQueue = pastQueue.then(() => Loading.pool(wanted, RUN_FETCHES, (run) => (current() ? loadCurves(run, current) : null)));
+    return pastQueue;
+  }
+
+  /** The next page of persisted runs (or, with a new `match`, the first page of those matching). */
+  async function listMorePast(match) {
+    const fresh = match !== undefined && match !== state.past.match;
+    if (fresh) state.past.match = match;
+    const offset = fresh ? 0 : state.past.offset;
+    const query = `past_offset=${offset}&past_limit=${PAST_PAGE}` +
+      (state.past.match ? `&past_match=${encodeURIComponent(state.past.match)}` : "");
+    let answer;
+    try {
+      answer = await api(`/api/runs?${query}`);
+    } catch (error) {
+      ui.showNotice(`Cannot list past runs: ${error.message || error}`);
+      return;
+    }
+    const added = (answer.runs || []).filter((info) => info.persisted === true).map((info) => applyRunInfo(info, true));
+    state.past.offset = offset + added.length;
+    showPastTotal(answer.past_total);
+    dirty.runs = dirty.tableShape = dirty.params = true;
+    requestFrame();
+    await loadPastCurves(added);
+  }
+
+  function showPastTotal(total) {
+    if (typeof total === "number") state.past.total = total;
+    const box = document.getElementById("past-runs");
+    box.hidden = !state.past.total && !state.past.match;
+    const listed = userRuns().filter((run) => run.past).length;
+    const what = state.past.match ? `past runs matching \u201c${state.past.match}\u201d` : "past runs";
+    document.getElementById("past-runs-count").textContent =
+      `${listed.toLocaleString("en-US")} listed · ${state.past.total.toLocaleString("en-US")} ${what}`;
+    document.getElementById("past-runs-more").hidden = state.past.offset >= state.past.total;
   }
 
   function finishLoading() {
@@ -485,7 +580,8 @@
   async function pollRuns() {
     if (!state.booted || state.loading) return;
     try {
-      const snapshot = await api("/api/runs", 4000);
+      // The live runs' states; past runs do not change (past_limit=0: not listed again).
+      const snapshot = await api("/api/runs?past_limit=0", 4000);
       if (snapshot.epoch && state.epoch && snapshot.epoch !== state.epoch) return; // the status poll resets
       for (const info of snapshot.runs || []) applyRunInfo(info, false);
       requestFrame();
@@ -576,7 +672,7 @@
       ? [SYSTEM_RUN]
       : userRuns().filter((run) => run.visible && run.curves.has(view.metric)).map((run) => run.name);
     if (!names.length) return Promise.resolve(null);
-    lastExport = download(view.metric, names, TOKEN).catch((error) => {
+    lastExport = download(view.metric, names, TOKEN, (note) => { if (note) ui.showNotice(note); }).catch((error) => {
       ui.showNotice(`${kind} export failed: ${error.message || error}`);
       return null;
     });
@@ -774,6 +870,8 @@
       applySelection();
       viewChanged();
     };
+    $("past-runs-more").addEventListener("click", () => listMorePast());
+    $("past-runs-match").addEventListener("change", (event) => listMorePast(event.target.value.trim()));
     $("runs-all").addEventListener("click", () => showAll(true));
     $("runs-none").addEventListener("click", () => showAll(false));
     const step = $("compare-step");

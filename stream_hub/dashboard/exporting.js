@@ -1,12 +1,14 @@
 /* stream_hub dashboard — a chart's downloads.
  *
- * CSV: the data behind the chart at the best resolution the hub holds — what
- * REST's export gives (GET /api/runs/{run}/export?format=csv&metric=NAME: the
- * ring's events, and the store's when there is one), not the drawn view. With
- * one run shown the file is that answer as it came; with several, each row
- * gets its run in a first column.
+ * CSV: the data behind the chart at full resolution — what REST's export
+ * gives (GET /api/runs/{run}/export?format=csv&metric=NAME: the run's whole
+ * record, from the store and the ring), not the drawn view. With one run
+ * shown the file is that answer as it came; with several, each row gets its
+ * run in a first column. A hub that keeps no store has only a window of each
+ * run (X-Stream-Hub-Coverage: window): the page says so.
  * JSON: the same data, per run: {"metric", "runs": {run: {"steps", "values",
- * "ts", "ranks", "seqs"}}}, a point per event that has the metric; NaN and the
+ * "ts", "ranks", "seqs"}}, "coverage": {run: "record" | "window"},
+ * "window_events"?}, a point per event that has the metric; NaN and the
  * infinities spelled as on the wire ("NaN", "Infinity", "-Infinity").
  * PNG: the canvas as drawn, on the page's background, with the metric's name.
  */
@@ -32,18 +34,37 @@
     return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
   }
 
-  /** The export of one run's metric as text (CSV with its header line). */
+  /**
+   * The export of one run's metric: {text (CSV with its header line),
+   * coverage ("record": the run's whole record; "window": only the events
+   * the hub still holds in memory, it keeps no store), windowEvents}.
+   */
   async function fetchCsv(run, metric, token) {
     const headers = token ? { Authorization: `Bearer ${token}` } : {};
     const url = `/api/runs/${encodeURIComponent(run)}/export?format=csv&metric=${encodeURIComponent(metric)}`;
     const response = await fetch(url, { headers, cache: "no-store" });
     if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
-    return response.text();
+    const coverage = response.headers.get("X-Stream-Hub-Coverage") || "record";
+    const windowEvents = Number(response.headers.get("X-Stream-Hub-Window-Events")) || null;
+    return { text: await response.text(), coverage, windowEvents };
   }
 
-  /** Download the CSV of `metric` for `runs` (names). Resolves to the file's text. */
-  async function downloadCsv(metric, runs, token) {
-    const texts = await Promise.all(runs.map((run) => fetchCsv(run, metric, token)));
+  /** What a download tells its user when the hub had only a window of a run. */
+  function windowNote(kind, metric, answers) {
+    const windowed = answers.find((a) => a.coverage === "window");
+    if (!windowed) return "";
+    const n = windowed.windowEvents ? windowed.windowEvents.toLocaleString("en-US") : "few";
+    return `${kind} of ${metric}: only the last ${n} events are in memory — this hub keeps no store, ` +
+      "so older points are not in the file.";
+  }
+
+  /**
+   * Download the CSV of `metric` for `runs` (names). Resolves to the file's
+   * text; `note(text)` is told when the file holds only a window of a run.
+   */
+  async function downloadCsv(metric, runs, token, note) {
+    const answers = await Promise.all(runs.map((run) => fetchCsv(run, metric, token)));
+    const texts = answers.map((a) => a.text);
     let text;
     if (runs.length === 1) {
       text = texts[0];
@@ -57,6 +78,7 @@
       text = lines.join("\r\n") + "\r\n";
     }
     save(new Blob([text], { type: "text/csv" }), `${safeName(metric)}.csv`);
+    if (note) note(windowNote("CSV", metric, answers));
     return text;
   }
 
@@ -92,14 +114,21 @@
     return out;
   }
 
-  /** Download the JSON of `metric` for `runs` (names). Resolves to the document. */
-  async function downloadJson(metric, runs, token) {
-    const texts = await Promise.all(runs.map((run) => fetchCsv(run, metric, token)));
-    const data = { metric, runs: {} };
+  /**
+   * Download the JSON of `metric` for `runs` (names). Resolves to the
+   * document: its `coverage` says, per run, "record" or "window" (then
+   * `window_events`: how many events the hub keeps in memory).
+   */
+  async function downloadJson(metric, runs, token, note) {
+    const answers = await Promise.all(runs.map((run) => fetchCsv(run, metric, token)));
+    const data = { metric, runs: {}, coverage: {} };
     runs.forEach((run, i) => {
-      data.runs[run] = columns(texts[i]);
+      data.runs[run] = columns(answers[i].text);
+      data.coverage[run] = answers[i].coverage;
+      if (answers[i].coverage === "window") data.window_events = answers[i].windowEvents;
     });
     save(new Blob([JSON.stringify(data)], { type: "application/json" }), `${safeName(metric)}.json`);
+    if (note) note(windowNote("JSON", metric, answers));
     return data;
   }
 

@@ -54,8 +54,8 @@
       runs: users.map((run) => ({
         run: run.name, visible: run.visible, lastStep: run.lastStep, events: run.events, color: run.color,
         state: run.state, ranks: Array.from(run.ranks).sort(), config: { ...run.config },
-        alerts: { ...run.alerts }, dropped: { ...run.dropped }, matched: run.matched !== false,
-        short: run.short || run.name,
+        alerts: { ...run.alerts }, dropped: { ...run.dropped }, past: Boolean(run.past),
+        matched: run.matched !== false, short: run.short || run.name,
       })),
       system: system ? Array.from(system.curves.keys()) : [],
       metrics: Array.from(views.views.values()).filter((v) => !v.system).map((v) => v.metric),

@@ -1,5 +1,5 @@
 /* stream_hub dashboard — what the app asks REST for besides the status:
- * every curve of a run in one request, the log events history still holds,
+ * every curve of a run in one request, the log panel's pages of the record,
  * the latest values, and each run's clock (for x by time). Each function
  * takes what it writes to; `current()` says whether the answer still matters
  * (false once the page started over for a new epoch).
@@ -54,18 +54,26 @@
   // request: a million of them keep it busy for seconds.
   const HISTORY_TIMEOUT_MS = 120000;
 
-  /** The log and alert events history still holds, into the log panel. */
-  async function loadLogs(api, logs, limit, current) {
+  /**
+   * A page of text events from the record (GET /api/logs: logs, alerts; the
+   * store, then the ring; a past run's files) into the log panel: the newest
+   * of `run` ("": every run of the hub) or, with `before`, the page before it.
+   */
+  async function loadLogPage(api, logs, run, before, limit, current) {
+    const params = new URLSearchParams({ limit: String(limit) });
+    if (run) params.set("run", run);
+    if (before) params.set("before", before);
     let answer;
+    logs.setLoading(true);
     try {
-      answer = await api(`/api/history?types=log,alert&since=0&limit=${limit}`, HISTORY_TIMEOUT_MS);
+      answer = await api(`/api/logs?${params}`, HISTORY_TIMEOUT_MS);
     } catch (_) {
       return;
+    } finally {
+      logs.setLoading(false);
     }
     if (!current()) return;
-    for (const event of answer.events || []) {
-      if (event.type === "log" || event.type === "alert") logs.add(event);
-    }
+    logs.takePage(run, answer, Boolean(before));
   }
 
   /**
@@ -105,5 +113,5 @@
     }
   }
 
-  global.StreamHubLoading = { pool, loadRunCurves, loadLogs, loadClock, applyLatest };
+  global.StreamHubLoading = { pool, loadRunCurves, loadLogPage, loadClock, applyLatest };
 })(window);

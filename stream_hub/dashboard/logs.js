@@ -3,8 +3,14 @@
  * filterable by run and by lowest level. A `log` event's data is
  * {"message", "level", "logger"} (level and logger optional); the older
  * {"text"} is shown as the message. An `alert` shows its title and text at
- * its level, from "alert (hub)" or "alert (user)". Kept: the last MAX_LINES,
- * in seq order (history that arrives after live lines goes in its place).
+ * its level, from "alert (hub)" or "alert (user)". Kept: the last MAX_LINES
+ * (more once the user loads earlier pages), in time order (history that
+ * arrives after live lines goes in its place; an event is one line however
+ * often it comes: its epoch and seq name it).
+ * History comes from the run's record (GET /api/logs: the store, a past
+ * run's files), a page at a time: the newest page on load and when a run is
+ * chosen in the filter, older ones with "Load earlier". A hub that keeps no
+ * record says so: only its last N events are in memory.
  * The filters are part of the view, kept in the URL (urlstate.js).
  */
 (function (global) {
@@ -13,7 +19,7 @@
   const $ = (id) => document.getElementById(id);
   const MAX_LINES = 2000;
   const LEVELS = { DEBUG: 10, INFO: 20, WARNING: 30, WARN: 30, ERROR: 40, CRITICAL: 50, FATAL: 50 };
-  const SERVER_TYPES = new Set(["metric", "status", "gap", "shutdown", "config", "run_end"]);
+  const SERVER_TYPES = new Set(["metric", "status", "gap", "shutdown", "config", "run_end", "histogram", "image"]);
 
   const pad2 = (n) => String(n).padStart(2, "0");
   function clock(ts) {
@@ -51,53 +57,119 @@
     };
   }
 
+  /** Which event a line is: its epoch and seq (a record spans epochs and files). */
+  const keyOf = (event) => (typeof event.seq === "number" ? `${event.epoch || ""}:${event.seq}` : null);
+  /** Line order: time, then seq. */
+  const before = (a, b) => a.ts < b.ts || (a.ts === b.ts && a.seq < b.seq);
+
   class LogPanel {
-    /** hooks: {onFilter()} after the user changed a filter. */
+    /** hooks: {onFilter()} after the user changed a filter; {onEarlier(run, cursor)}
+     * when the user asks for the page before `cursor` ("" run: every run);
+     * {onRun(run)} when a run is chosen whose history was not asked for yet. */
     constructor(hooks = {}) {
+      this.hooks = hooks;
       this.lines = [];
-      this.seqs = new Set(); // the seqs of `lines`
-      this.lastSeq = 0;
+      this.keys = new Set(); // the keys of `lines`
+      this.cap = MAX_LINES;
       this.runs = new Set();
+      this.cursors = new Map(); // run ("" every run) -> the cursor of its next older page (null: none)
+      this.loading = false;
       this.list = $("log-list");
       this.runFilter = $("log-run");
       this.levelFilter = $("log-level");
+      this.earlierButton = $("log-earlier");
+      this.windowNote = $("log-window");
       this.pending = [];
       this.dirty = false;
       this.rebuild = false;
       const changed = () => {
         this._refilter();
+        this._askRun();
         if (hooks.onFilter) hooks.onFilter();
       };
       this.runFilter.addEventListener("change", changed);
       this.levelFilter.addEventListener("change", changed);
+      this.earlierButton.addEventListener("click", () => {
+        const run = this.runFilter.value;
+        const cursor = this.cursors.get(run);
+        if (cursor && !this.loading && this.hooks.onEarlier) this.hooks.onEarlier(run, cursor);
+      });
     }
 
-    /** Take an event (live or from history); true when it became a line. */
-    add(event) {
-      const seq = typeof event.seq === "number" ? event.seq : null;
-      if (seq !== null && this.seqs.has(seq)) return false;
+    /** Take an event (live, or `history`: from the record); true when it became a line. */
+    add(event, history = false) {
+      const key = keyOf(event);
+      if (key !== null && this.keys.has(key)) return false;
       const line = lineOf(event);
       if (!line) return false;
-      if (seq !== null && seq < this.lastSeq) {
-        // From history, after live lines: in its place, unless older than all kept.
-        if (this.lines.length >= MAX_LINES && seq < this.lines[0].seq) return false;
+      const last = this.lines[this.lines.length - 1];
+      if (history && last && before(line, last)) {
+        // From history, after newer lines: in its place, unless older than all kept.
+        if (this.lines.length >= this.cap && before(line, this.lines[0])) return false;
         let i = this.lines.length;
-        while (i > 0 && !(this.lines[i - 1].seq < seq)) i--;
+        while (i > 0 && !before(this.lines[i - 1], line)) i--;
         this.lines.splice(i, 0, line);
         this.rebuild = true;
       } else {
-        if (seq !== null) this.lastSeq = seq;
         this.lines.push(line);
         this.pending.push(line);
       }
-      if (seq !== null) this.seqs.add(seq);
-      if (this.lines.length > MAX_LINES) {
-        for (const old of this.lines.splice(0, this.lines.length - MAX_LINES)) this.seqs.delete(old.seq);
+      line.key = key;
+      if (key !== null) this.keys.add(key);
+      if (this.lines.length > this.cap) {
+        for (const old of this.lines.splice(0, this.lines.length - this.cap)) this.keys.delete(old.key);
         this.rebuild = true;
       }
       if (line.run) this._runOption(line.run);
       this.dirty = true;
       return true;
+    }
+
+    /**
+     * A page of GET /api/logs for `run` ("": every run): its events, the
+     * cursor of the page before it, and whether the hub keeps a record.
+     * `older`: asked for with "Load earlier" (the panel keeps that many more lines).
+     */
+    takePage(run, answer, older) {
+      const events = Array.isArray(answer.events) ? answer.events : [];
+      if (older) this.cap += events.length;
+      for (const event of events) this.add(event, true);
+      this.cursors.set(run || "", typeof answer.before === "string" ? answer.before : null);
+      const windowed = answer.coverage === "window";
+      this.windowNote.hidden = !windowed;
+      if (windowed) {
+        const n = Number(answer.window_events);
+        this.windowNote.textContent = `Only the last ${Number.isFinite(n) ? n.toLocaleString("en-US") : "few"} ` +
+          "events are in memory: this hub keeps no store, older log lines are gone.";
+      }
+      this._showEarlier();
+      this.dirty = true;
+    }
+
+    /** Whether a page is being fetched (the button waits). */
+    setLoading(loading) {
+      this.loading = loading;
+      this._showEarlier();
+    }
+
+    /** A run the page knows of: the run filter offers it. */
+    knowRun(run) {
+      if (run) this._runOption(run);
+    }
+
+    _askRun() {
+      const run = this.runFilter.value;
+      if (run && !this.cursors.has(run) && this.hooks.onRun) {
+        this.cursors.set(run, null); // asked once
+        this.hooks.onRun(run);
+      }
+      this._showEarlier();
+    }
+
+    _showEarlier() {
+      const cursor = this.cursors.get(this.runFilter.value);
+      this.earlierButton.hidden = !cursor;
+      this.earlierButton.disabled = this.loading;
     }
 
     /** The filters, as the URL keeps them: {run ("": all), level}. */
@@ -108,11 +180,14 @@
     /** Set the filters (from the URL); a run not seen yet gets its option now. */
     setFilters(run, level) {
       if (run) this._runOption(run);
-      const before = `${this.runFilter.value}\u0000${this.levelFilter.value}`;
+      const was = `${this.runFilter.value}\u0000${this.levelFilter.value}`;
       this.runFilter.value = run || "";
       this.levelFilter.value = level || "INFO";
       if (!this.levelFilter.value) this.levelFilter.value = "INFO";
-      if (`${this.runFilter.value}\u0000${this.levelFilter.value}` !== before) this._refilter();
+      if (`${this.runFilter.value}\u0000${this.levelFilter.value}` !== was) {
+        this._refilter();
+        this._askRun();
+      }
     }
 
     _runOption(run) {
@@ -125,10 +200,12 @@
     }
 
     reset() {
-      this.seqs.clear();
+      this.keys.clear();
       this.lines = [];
       this.pending = [];
-      this.lastSeq = 0;
+      this.cap = MAX_LINES;
+      this.cursors.clear();
+      this._showEarlier();
       this.rebuild = true;
       this.dirty = true;
     }
@@ -146,7 +223,7 @@
         const nodes = this.pending.filter((l) => this._shows(l)).map((l) => this._node(l));
         this.pending = [];
         if (nodes.length) this.list.append(...nodes);
-        while (this.list.childElementCount > MAX_LINES) this.list.firstElementChild.remove();
+        while (this.list.childElementCount > this.cap) this.list.firstElementChild.remove();
       }
       $("log-empty").hidden = this.list.childElementCount > 0;
       $("log-count").textContent = `${this.list.childElementCount} of ${this.lines.length}`;

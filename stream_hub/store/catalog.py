@@ -22,7 +22,7 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ import orjson
 from ..errors import StoreError
 from .directory import live_store_files, store_files
 from .offline import open_store, run_events
-from .sqlite import summary_of
+from .sqlite import dropped_of, summary_of
 
 __all__ = ["PersistedRun", "persisted_run_events", "persisted_run_state", "persisted_runs"]
 
@@ -56,6 +56,10 @@ class PersistedRun:
     files: list[str]
     config: dict[str, Any]
     rank_last_ts: dict[str, float | None]
+    #: What was lost of the run per cause (``/api/runs``' ``dropped``).
+    dropped: dict[str, int] = field(default_factory=dict)
+    #: Its alerts (``count``, worst ``level``, latest ``title``); None without any.
+    alerts: dict[str, Any] | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -71,6 +75,8 @@ class PersistedRun:
             "metrics": self.metrics,
             "config": self.config,
             "files": self.files,
+            "dropped": self.dropped,
+            "alerts": self.alerts,
         }
 
 
@@ -129,6 +135,9 @@ def persisted_runs(directory: Path | None = None, live_files: set[str] | None = 
                 files=[f.path],
                 config=dict(summary.get("config") or {}),
                 rank_last_ts=dict(summary.get("rank_last_ts") or {}),
+                # Summaries written before they carried these: the drops unknown (zeros).
+                dropped=summary.get("dropped") or dropped_of({}),
+                alerts=summary.get("alerts") if isinstance(summary.get("alerts"), dict) else None,
             )
             known = found.get(run)
             if known is None:
@@ -138,10 +147,23 @@ def persisted_runs(directory: Path | None = None, live_files: set[str] | None = 
             newer, older = (item, known) if (item.last_ts or 0) >= (known.last_ts or 0) else (known, item)
             newer.files = sorted(set(known.files) | set(item.files))
             newer.events = known.events + item.events
+            newer.dropped = {c: known.dropped.get(c, 0) + item.dropped.get(c, 0) for c in newer.dropped}
+            newer.alerts = _alerts_added(newer.alerts, older.alerts)
             if older.first_ts is not None and (newer.first_ts is None or older.first_ts < newer.first_ts):
                 newer.first_ts = older.first_ts
             found[run] = newer
     return sorted(found.values(), key=lambda r: r.last_ts or 0.0, reverse=True)
+
+
+def _alerts_added(newer: dict[str, Any] | None, older: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A run's alerts over two files: the counts add up, the newer file's title wins, the worst level."""
+    if not newer or not older:
+        return newer or older
+    levels = ("info", "warning", "error")
+    worst = max(
+        newer.get("level"), older.get("level"), key=lambda lv: levels.index(lv) if lv in levels else -1
+    )
+    return {**newer, "count": int(newer.get("count") or 0) + int(older.get("count") or 0), "level": worst}
 
 
 def persisted_run_state(run: str, directory: Path | None = None) -> dict[str, Any] | None:

@@ -27,7 +27,18 @@ from ..core.hub import Archived
 from ..core.intake import FIELDS
 from ..events import encode_event, event_fields
 
-__all__ = ["Chunk", "compress", "decode", "encode", "event_json", "events_in", "metrics_of", "pack", "rows"]
+__all__ = [
+    "Chunk",
+    "compress",
+    "decode",
+    "decode_columns",
+    "encode",
+    "event_json",
+    "events_in",
+    "metrics_of",
+    "pack",
+    "rows",
+]
 
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 _FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -161,7 +172,11 @@ def _one_by_one(
 
 def decode(body: bytes) -> list[list[Any]]:
     """A chunk's seven columns: seqs, ts, types, runs, steps, ranks, payloads."""
-    columns: list[Any] = orjson.loads(zlib.decompress(body))
+    return decode_columns(orjson.loads(zlib.decompress(body)))
+
+
+def decode_columns(columns: list[Any]) -> list[list[Any]]:
+    """:func:`decode` of a body already parsed (its columns as stored)."""
     n = len(columns[1])
     return [_column(column, n) for column in columns]
 

@@ -21,6 +21,7 @@ that changed (taken on the committing thread, where they live).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import logging
@@ -30,15 +31,18 @@ import time
 import weakref
 import zlib
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 
 from ..config import StreamConfig
+from ..core.archive import RecordEvent
 from ..core.hub import Archived, Hub
 from ..core.intake import FIELDS
 from ..errors import StoreError
 from ..runtime import hooks
+from . import record
 from .directory import DEFAULT_MAX_BYTES, DEFAULT_MAX_DAYS, discard_if_empty
 from .lock import StoreLock
 from .reader import Stored, StoreReader, read_stored
@@ -53,6 +57,10 @@ logger = logging.getLogger(__name__)
 #: (a hub continuing the store replays the events after into the curves).
 CURVES_INTERVAL = 2.0
 CURVES_EVENTS = 200_000
+#: Seconds a reader of a run's record waits for the writer to write what left the ring.
+RECORD_WAIT = 10.0
+
+_T = TypeVar("_T")
 
 _OPEN: weakref.WeakSet[HubStore] = weakref.WeakSet()
 # Connections a forked child inherited: never closed there (see _after_fork_in_child).
@@ -106,6 +114,46 @@ class StoreArchive:
 
     async def read(self, first: int, last: int, max_bytes: int) -> list[Archived]:
         return await self.reader.read(self.hub.epoch, first, last, max_bytes)
+
+    # -- the run's record (core.archive.Record): on worker threads, a connection per page
+
+    def split(self, oldest: int) -> int:
+        return max(self.writer.durable_seq, oldest - 1)
+
+    async def run_events(
+        self, run: str, after: int, max_events: int, split: tuple[str, int]
+    ) -> tuple[list[RecordEvent], int]:
+        return await asyncio.to_thread(self._read, record.events_after, split, run, after, max_events)
+
+    async def text_events(
+        self,
+        run: str | None,
+        before: tuple[int, int] | None,
+        limit: int,
+        types: frozenset[str] | None,
+        split: tuple[str, int],
+    ) -> tuple[list[RecordEvent], tuple[int, int] | None]:
+        def wanted(kind: str) -> bool:
+            return types is None or kind in types
+
+        return await asyncio.to_thread(self._read, record.text_before, split, run, before, limit, wanted)
+
+    def _read(self, read: Callable[..., _T], split: tuple[str, int], *args: Any) -> _T:
+        """``read(conn, *args, skip=...)`` on a connection of its own, once
+        every event of the hub's epoch up to the split is written (a page
+        read before would lack those that left the ring meanwhile)."""
+        epoch, last = split
+        if not self.writer.wait_durable(last, RECORD_WAIT):
+            logger.warning("store %s: seq %d not written after %.0f s", self.writer.path, last, RECORD_WAIT)
+
+        def skip(event_epoch: str, seq: int) -> bool:
+            return bool(event_epoch == epoch and seq > last)
+
+        conn = connect(self.writer.path, read_only=True)
+        try:
+            return read(conn, *args, skip=skip)
+        finally:
+            conn.close()
 
 
 class HubStore:

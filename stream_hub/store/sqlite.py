@@ -49,7 +49,7 @@ from typing import Any
 import orjson
 
 from ..core.intake import FIELDS
-from ..core.run_index import RunIndex
+from ..core.run_index import DROP_CAUSES, RunIndex
 from ..errors import StoreError
 from ..private_files import open_private
 from . import chunks
@@ -61,6 +61,7 @@ __all__ = [
     "chunk_row",
     "connect",
     "create",
+    "dropped_of",
     "epoch_id",
     "make_private",
     "meta",
@@ -358,7 +359,23 @@ def summary_of(state: dict[str, Any]) -> dict[str, Any]:
         "metrics": sorted({name for t in tracks for name in t.get("series", {})}),
         "ends": [t.get("ended") for t in tracks],
         "config": state.get("config") or {},
+        # What was lost of the run per cause, and its alerts (RunSummary.dropped(), alert_summary()).
+        "dropped": dropped_of(state),
+        "alerts": state.get("alerts") if isinstance(state.get("alerts"), dict) else None,
     }
+
+
+def dropped_of(state: dict[str, Any]) -> dict[str, int]:
+    """A saved state's drops per cause, as ``/api/runs`` says them (zeros
+    included; states written before drops were counted have none)."""
+    drops = state.get("drops")
+    forwarder = state.get("forwarder_drops")
+    out = {cause: 0 for cause in DROP_CAUSES}
+    if isinstance(drops, dict):
+        out.update({str(k): v for k, v in drops.items() if type(v) is int and v > 0})
+    if isinstance(forwarder, dict):
+        out["forwarder"] = sum(v for v in forwarder.values() if type(v) is int and v > 0)
+    return out
 
 
 def _summary(state: dict[str, Any]) -> bytes:

@@ -108,6 +108,7 @@ class StoreWriter:
         self._on_finish: Callable[[], None] | None = None
         self._finished = False
         self._finish_lock = threading.Lock()
+        self._wrote = threading.Condition()  # notified after each transaction and at the end
 
     # -- the committing thread ----------------------------------------------------------------
 
@@ -155,6 +156,17 @@ class StoreWriter:
         """Seconds the oldest event not yet written has waited (0 when none waits)."""
         oldest = self._oldest
         return 0.0 if oldest is None else max(0.0, time.monotonic() - oldest)
+
+    def wait_durable(self, seq: int, timeout: float) -> bool:
+        """Block (not on the loop) until every event queued up to ``seq`` is
+        written or will never be (the queue emptied, the writer ended), at
+        most ``timeout`` s; whether it came to that. A reader of the file
+        that found the ring past what is written waits here for the rest."""
+        self._hurry.set()
+        with self._wrote:
+            return self._wrote.wait_for(
+                lambda: self.durable_seq >= seq or not self._queued or self._finished, timeout
+            )
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -237,6 +249,8 @@ class StoreWriter:
         with self._finish_lock:
             self._finished = True
             callback = self._on_finish
+        with self._wrote:
+            self._wrote.notify_all()
         if callback is not None:
             callback()
 
@@ -287,6 +301,8 @@ class StoreWriter:
         self._deleted(deleted)
         if written:
             self.durable_seq = max(self.durable_seq, max(c.last_seq for c in written))
+        with self._wrote:
+            self._wrote.notify_all()
         if self._failing:
             self._failing = False
             logger.warning("store %s: writing again", self.path)

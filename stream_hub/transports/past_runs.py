@@ -16,14 +16,18 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import orjson
+
 from ..core.run_index import RunIndex, RunSummary
 from ..store.catalog import PersistedRun, persisted_run_events, persisted_run_state, persisted_runs
+from ..store.record import NOT_TEXT
 
 __all__ = ["LIST_TTL", "PastRuns"]
 
 #: Seconds a read of the persisted runs' list is served again.
 LIST_TTL = 5.0
 _KEPT_SUMMARIES = 8
+_KEPT_TEXTS = 8
 _EVENTS_PER_READ = 2000
 
 
@@ -36,6 +40,7 @@ class PastRuns:
         self._listed_at = -LIST_TTL
         self._listing: asyncio.Task[list[PersistedRun]] | None = None
         self._summaries: OrderedDict[str, RunSummary] = OrderedDict()
+        self._texts: OrderedDict[str, list[tuple[str, bytes]]] = OrderedDict()
 
     async def runs(self) -> list[PersistedRun]:
         """Every persisted run, newest first (read again after :data:`LIST_TTL`)."""
@@ -68,6 +73,8 @@ class PastRuns:
                     "rank_last_ts": run.rank_last_ts,
                     "ended": run.status if run.status in ("finished", "failed", "killed") else None,
                     "config": run.config,
+                    "alerts": run.alerts,
+                    "dropped": run.dropped,
                     "state": run.status if run.status != "running" else "running",
                     "persisted": True,
                 }
@@ -118,3 +125,35 @@ class PastRuns:
                 return
             for event in batch:
                 yield event
+
+    async def text_events(
+        self, run: str, before: int | None, limit: int, types: frozenset[str] | None
+    ) -> tuple[list[bytes], int | None]:
+        """The newest ``limit`` text events of ``run`` (not metrics, not the
+        hub's own; of ``types`` when given) before the ``before``-th of them
+        (None: the newest), oldest first; and the index to page on from
+        (None: the first was reached). A run's text events are read once
+        (every event of it looked at, on a worker thread) and kept for a few runs."""
+        texts = self._texts.get(run)
+        if texts is None:
+            texts = await asyncio.to_thread(_text_of, run)
+            self._texts[run] = texts
+            while len(self._texts) > _KEPT_TEXTS:
+                self._texts.popitem(last=False)
+        else:
+            self._texts.move_to_end(run)
+        chosen = [(i, body) for i, (kind, body) in enumerate(texts) if types is None or kind in types]
+        end = len(chosen) if before is None else sum(1 for i, _b in chosen if i < before)
+        page = chosen[max(0, end - limit) : end]
+        first = page[0][0] if page else None
+        more = end - limit > 0
+        return [body for _i, body in page], first if more else None
+
+
+def _text_of(run: str) -> list[tuple[str, bytes]]:
+    """(type, JSON) of every text event of a persisted run, oldest first."""
+    return [
+        (event["type"], orjson.dumps(event))
+        for event in persisted_run_events(run)
+        if event.get("type") not in NOT_TEXT
+    ]

@@ -45,7 +45,8 @@ from .params import (
 from .past_runs import PastRuns
 from .publish import add_publish_route
 from .ranges import RingCurves, range_body
-from .run_views import NotFound, export_csv, export_jsonl, run_events, runs_body, series_body
+from .run_record import BadCursor, coverage_of, record_events, text_page
+from .run_views import NotFound, export_csv, export_jsonl, runs_body, series_body
 
 __all__ = ["create_rest_app"]
 
@@ -149,6 +150,11 @@ def create_rest_app(
         request: Request,
         offset: int = Query(0, ge=0, description="skip this many runs (paging)"),
         limit: int | None = Query(None, ge=1, description="at most this many runs (default: all)"),
+        past_offset: int = Query(0, ge=0, description="persisted runs: skip this many (their own paging)"),
+        past_limit: int | None = Query(None, ge=0, description="persisted runs: at most this many"),
+        past_match: str | None = Query(
+            None, max_length=200, description="persisted runs: only those whose name contains this"
+        ),
     ) -> Response:
         """Every run kept: last step, metric names, event counts, ranks, each
         rank's last metric time (``rank_last_ts``), state (running,
@@ -157,19 +163,30 @@ def create_rest_app(
         make room (``max_runs``). A hub serving past runs (``stream-hub
         serve``) lists the persisted runs after the live ones
         (``"persisted": true``); ``total`` counts them all, and ``offset`` and
-        ``limit`` page through them."""
+        ``limit`` page through them. ``past_offset``, ``past_limit`` and
+        ``past_match`` choose among the persisted runs alone (a dashboard
+        lists every live run and a page of the past ones); ``past_total``:
+        how many persisted runs match."""
         denied = check_read(request)
         if denied:
             return denied
         items = runs_body(hub.runs.runs, server.live_runs())
-        if past is not None:
-            items += await past.described(set(hub.runs.runs))
+        live_total = len(items)
+        past_total = 0
+        if past is not None and past_limit != 0:  # (0: the live runs alone, as a dashboard polls them)
+            described = await past.described(set(hub.runs.runs))
+            if past_match:
+                described = [item for item in described if past_match in item["run"]]
+            past_total = len(described)
+            end = None if past_limit is None else past_offset + past_limit
+            items += described[past_offset:end]
         body = {
             "runs": items[offset : None if limit is None else offset + limit],
-            "total": len(items),
+            "total": live_total + past_total,
             "epoch": hub.epoch,
             "last_seq": hub.head,
             "evicted": hub.runs.runs_evicted,
+            "past_total": past_total,
         }
         return json_response(orjson.dumps(body))
 
@@ -237,15 +254,19 @@ def create_rest_app(
         format: str = Query("jsonl", pattern="^(csv|jsonl)$", description="csv (metrics) or jsonl (events)"),
         metric: str | None = Query(None, description="csv: only this metric's column"),
     ) -> Response:
-        """The run's events at full resolution (what the ring, and the store or
-        Redis stream, hold): JSON lines of every event, or CSV of its metrics."""
+        """The run's events at full resolution — its record: the hub's store
+        (every epoch of it) or Redis stream, then the ring; a past run's
+        files — as JSON lines of every event, or CSV of its metrics.
+        ``X-Stream-Hub-Coverage``: ``record``, or ``window`` when the hub
+        keeps no record (``store=False``): only the events still in memory,
+        the last ``X-Stream-Hub-Window-Events`` of all runs."""
         denied = check_read(request)
         if denied:
             return denied
         if run in hub.runs.runs:
-            events = run_events(hub, run)
+            events, coverage = record_events(hub, run), coverage_of(hub)
         elif past is not None and await past.has(run):
-            events = past.events(run)
+            events, coverage = past.events(run), coverage_of(hub, persisted=True)
         else:
             return unknown_run(run)
         # An ASCII file name for every browser, the run's own in UTF-8 beside it (RFC 6266).
@@ -255,10 +276,44 @@ def create_rest_app(
         else:
             body, media, suffix = export_jsonl(events), "application/x-ndjson", "jsonl"
         utf8 = urllib.parse.quote(f"{run}.{suffix}", safe="")
-        disposition = {
-            "Content-Disposition": f"attachment; filename=\"{name}.{suffix}\"; filename*=UTF-8''{utf8}"
+        headers = {
+            "Content-Disposition": f"attachment; filename=\"{name}.{suffix}\"; filename*=UTF-8''{utf8}",
+            **coverage.headers(),
         }
-        return StreamingResponse(body, media_type=media, headers=disposition)
+        return StreamingResponse(body, media_type=media, headers=headers)
+
+    @app.get("/api/logs", tags=["events"])
+    async def logs(
+        request: Request,
+        run: str | None = Query(
+            None, description="one run (a live or, with past runs, a persisted one); all when omitted"
+        ),
+        types: list[str] | None = Query(None, description="event types (default: every text type)"),
+        before: str | None = Query(
+            None, max_length=64, description="the cursor of the previous answer: older events"
+        ),
+        limit: int = Query(1000, ge=1, le=10_000),
+    ) -> Response:
+        """Text events — logs, alerts, any type that is not a metric nor the
+        hub's own (status, gap, shutdown, config, run_end) — from the run's
+        record (the store, then the ring; a past run's files), newest page
+        first, each page oldest first. ``before``: the cursor of the next
+        older page (null: the start was reached). ``coverage``: ``record``,
+        or ``window`` (no store: only the last ``window_events`` events are
+        in memory)."""
+        denied = check_read(request)
+        if denied:
+            return denied
+        if run is not None and run not in hub.runs.runs and not (past is not None and await past.has(run)):
+            return unknown_run(run)
+        try:
+            types_ = parse_list(types, "types")
+            page = await text_page(hub, past, run, before, limit, types_)
+        except (BadRequest, BadCursor) as exc:
+            return error_response(400, str(exc))
+        page["last_seq"] = hub.head
+        page["epoch"] = hub.epoch
+        return json_response(orjson.dumps(page))
 
     @app.get("/api/sources", tags=["runs"])
     async def sources(request: Request) -> Response:

@@ -18,7 +18,6 @@ from typing import Any
 
 import orjson
 
-from ..core.hub import JSON, Hub
 from ..core.run_index import RunSummary, Series, Track
 
 __all__ = [
@@ -26,7 +25,6 @@ __all__ = [
     "NotFound",
     "export_csv",
     "export_jsonl",
-    "run_events",
     "run_state",
     "runs_body",
     "series_body",
@@ -124,31 +122,8 @@ def _track_body(
 
 # -- export ---------------------------------------------------------------------------------
 
-EXPORT_PAGE_BYTES = 4 * 1024 * 1024
 # The CSV columns are the metrics seen in this many first events.
 CSV_SCAN = 10_000
-
-
-async def run_events(hub: Hub, run: str) -> AsyncIterator[dict[str, Any]]:
-    """Every event of ``run`` the hub has, oldest first, at full resolution:
-    what its archive has of the events that left the ring, then the ring's."""
-    hub.encode_all()
-    oldest = hub.oldest
-    archive = hub.archive
-    if archive is not None and oldest > 1:
-        first = 1
-        while first < oldest:
-            page = await archive.read(first, oldest - 1, EXPORT_PAGE_BYTES)
-            if not page:
-                break
-            for _seq, _type, event_run, _rank, body in page:
-                if event_run == run:
-                    yield orjson.loads(body)
-            first = page[-1][0] + 1
-    hub.encode_all()  # the ring may have moved while we read the archive
-    bodies, _last = hub.ring.select(JSON, hub.oldest - 1, hub.head, lambda event_run, _type: event_run == run)
-    for body in bodies:
-        yield orjson.loads(body)
 
 
 async def export_jsonl(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:

@@ -1701,8 +1701,9 @@ REST_STATES = """() => {
 def test_a_long_history_draws_the_charts_first_and_rest_is_busy_not_down(page: Any) -> None:
     """A first load of a hub holding a long history (issue 23: 1 M events, 21 s,
     REST "down"): the curves come from the whole-run series, the charts are
-    drawn before the log lines (whose request keeps the hub busy), and the
-    REST pill says the hub is busy loading, never down."""
+    drawn before the log lines are asked for (a page of them: no longer the
+    whole unread history encoded first), and the REST pill says the hub is
+    busy loading, never down."""
     with serving(history_size=1_000_000, history_bytes=1 << 30, store=False) as server:
         for i in range(1_000_000):
             server.log({"loss": 1 / (i + 1)}, step=i, run="long")
@@ -1713,15 +1714,15 @@ def test_a_long_history_draws_the_charts_first_and_rest_is_busy_not_down(page: A
         timing = page.evaluate(
             """() => ({
               drawn: window.streamHub.debug().stats.firstFullRenderMs,
-              history: performance.getEntriesByType('resource').filter((e) => e.name.includes('/api/history'))
+              history: performance.getEntriesByType('resource').filter((e) => e.name.includes('/api/logs'))
                 .map((e) => ({ start: e.startTime, end: e.responseEnd })),
             })"""
         )
         states = page.evaluate("window.__restStates")
         assert timing["history"] and timing["drawn"] is not None, timing
         history = timing["history"][0]
-        assert history["end"] - history["start"] > 2000, timing  # the hub was busy: the case at hand
-        assert timing["drawn"] < history["end"] - 1000, timing  # the charts did not wait for it
+        # The log page no longer encodes the million unread events first (5 s and more before).
+        assert history["end"] - history["start"] < 2000, timing
         assert not [s for s in states if s.startswith("down")], states
         if history["end"] - history["start"] > 4000:  # a /health poll (every 2 s) waited over 1.5 s
             assert "busy: loading" in states, (states, timing)

@@ -759,3 +759,82 @@ def test_encode_some_is_a_bounded_step() -> None:
     assert hub.ring.encoded == 100
     history, more = hub.history(0, limit=1000)
     assert len(history) == 100 and not more
+
+
+def test_a_history_page_encodes_only_the_events_it_answers() -> None:
+    # A ring of events nobody read yet: a page of history used to encode all
+    # of them first (seconds for a million), now only those it returns.
+    hub = Hub(200_000)
+    held(hub)
+    for step in range(100_000):
+        hub.log({"loss": float(step)}, step=step, run="big" if step % 1000 else "rare")
+    hub.commit()
+    assert hub.ring.encoded == 0
+    events, more = hub.history(0, limit=10)
+    assert [json.loads(e)["step"] for e in events] == list(range(10)) and more
+    assert hub.ring.encoded < 100
+    # Filtered: the matching events, each encoded exactly as the ring would.
+    rare, more = hub.history(0, runs=["rare"], limit=1000)
+    assert [json.loads(e)["step"] for e in rare] == list(range(0, 100_000, 1000)) and not more
+    assert hub.ring.encoded < 100
+    hub.encode_all()  # (charged their real size, the oldest may go: the byte bound)
+    again, _more = hub.history(0, runs=["rare"], limit=1000)
+    assert again and again == rare[len(rare) - len(again) :]
+
+
+def test_a_reader_at_the_head_encodes_its_events_not_the_unread_ones_before() -> None:
+    hub = Hub(200_000)
+    held(hub)
+    for step in range(100_000):
+        hub.log({"loss": float(step)}, step=step)
+    hub.commit()
+    live = hub.open_cursor(None)  # follows new events only, as a page that just loaded
+    hub.log({"loss": -1.0}, step=100_000)
+    hub.commit()
+    assert [e["step"] for e in events_of(hub.read(live)[0])] == [100_000]
+    assert hub.ring.encoded == 0  # the 100 000 nobody read stay as they were
+    # A reader from the start gets them all, each once and in order, a chunk at a time.
+    behind = hub.open_cursor(0)
+    got = read_all(hub, behind)
+    assert [e["step"] for e in got] == list(range(100_001))
+    assert hub.ring.encoded == hub.head
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.integers(1, 400), st.integers(0, 3000)),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_readers_at_any_place_get_every_event_or_a_gap_never_a_silent_hole(
+    steps: list[tuple[int, int, int]],
+) -> None:
+    # Small bounds (events and bytes) and readers far apart: some encode
+    # ahead of the others, encoding lets old events go, gaps move cursors on.
+    hub = Hub(500, history_bytes=1 << 20)
+    held(hub)
+    cursors = [hub.open_cursor(None), hub.open_cursor(0), hub.open_cursor(None, fmt=WS), hub.open_cursor(0)]
+    seen: list[list[int]] = [[] for _ in cursors]
+    step = 0
+    for reader, count, size in steps:
+        for _ in range(count):
+            hub.publish("log", {"pad": "x" * size}, run="r", step=step)
+            step += 1
+        hub.commit()
+        cursor = cursors[reader]
+        chunk, _n = hub.read(cursor, limit=97)
+        for event in events_of(chunk, cursor.fmt):
+            if event["type"] == "gap":
+                seen[reader].append(-event["data"]["to"])  # the gap says up to where
+            else:
+                seen[reader].append(event["seq"])
+    for got in seen:
+        last = None
+        for seq in got:
+            if seq < 0:
+                last = -seq
+                continue
+            assert last is None or seq == last + 1, (last, seq)
+            last = seq
