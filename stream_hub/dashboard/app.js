@@ -471,6 +471,7 @@
         loadLogPage(chosen, null);
       }
     }
+    if (current()) media.load(current);
   }
 
   /** Past runs the URL shows by name that the page did not list: found by name (a shared link). */

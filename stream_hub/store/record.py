@@ -26,7 +26,8 @@ from . import chunks
 
 __all__ = ["NOT_TEXT", "events_after", "text_before"]
 
-#: Event types that are not text: metrics, media (histograms, images), and what the hub writes about runs and streams.
+#: Event types that are not text: metrics, media (histograms, images), and what the hub
+#: writes about runs and streams.
 NOT_TEXT = frozenset({"metric", "status", "gap", "shutdown", "config", "run_end", "histogram", "image"})
 
 #: Chunks read per query (each holds up to 32 768 events).

@@ -125,6 +125,8 @@ def test_the_log_endpoint_pages_back_through_the_whole_record() -> None:
             server.log({"loss": float(i)}, step=i, run="first")
             server.publish("log", {"message": f"line {i}", "level": "INFO"}, run="first")
         server.alert("diverged", "loss x10", level="error", run="first")
+        # Media are not lines of the log.
+        server.publish("histogram", {"tag": "w", "edges": [0.0, 1.0], "counts": [3]}, run="first", step=1)
         for step in range(OTHER_EVENTS):
             server.log({"x": step}, step=step, run="second")
         server.publish("log", {"message": "second's", "level": "WARNING"}, run="second")
