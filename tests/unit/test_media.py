@@ -130,6 +130,26 @@ def test_media_past_their_budget_leave_as_gaps_and_metrics_stay() -> None:
     assert ring.media_bytes <= 1 << 20 and ring.bytes < 1 << 20
 
 
+def test_a_media_event_a_reader_encoded_ahead_leaves_as_its_gap() -> None:
+    # A reader following from the head encodes its own events ahead of the
+    # unread ones (Ring.encode_range); an image so encoded and then pushed
+    # out of the media budget must be sent as its gap, not as the image.
+    big = image("A" * 200_000)  # about 600 KB charged once encoded
+    ring = Ring(100, EPOCH, HubCounters(), max_bytes=1 << 24, media_max_bytes=1 << 20)
+    batch = (
+        flat(1, "image", encode_data(big))
+        + flat(2, "image", encode_data(big))
+        + flat(3, "metric", {"x": 1.0})
+    )
+    ring.store(batch, 3, lambda *args: None, {})
+    ring.encode_range(2, 2)
+    ring.store(flat(4, "image", encode_data(big)), 1, lambda *args: None, {})
+    ring.encode_range(4, 4)
+    kept = {e["seq"]: e for e in events(ring)}
+    assert [kept[seq]["type"] for seq in (1, 2, 3, 4)] == ["gap", "gap", "metric", "image"]
+    assert kept[2]["data"] == {"lost": 1, "from": 2, "to": 2, "reason": "media", "type": "image"}
+
+
 def test_media_leaving_the_ring_with_old_events_are_no_longer_charged() -> None:
     ring = Ring(4, EPOCH, HubCounters(), media_max_bytes=1 << 30)
     batch: list[Any] = []
