@@ -241,6 +241,8 @@ class Hosting:
 
     def disown_after_fork(self) -> None:
         channel = self.serving.channel
+        if channel is not None:
+            channel.rings.release_after_fork()
         unix = [channel.address[5:]] if channel is not None and channel.address.startswith("unix:") else []
         if self.serving.ports or unix:
             close_inherited_sockets(self.serving.ports.values(), unix)
