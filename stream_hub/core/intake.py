@@ -194,8 +194,10 @@ class Intake:
         # and one range comparison per int, one uncontended lock, one append;
         # the wake-up happens once per batch. No logging, no I/O.
         # ``validate_metrics`` and ``submit_many`` are inlined here on purpose.
+        direct = self._direct
         if type(metrics) is dict:
-            values = metrics.copy()
+            # A direct writer encodes the values at once: no snapshot to take.
+            values = metrics if direct is not None else metrics.copy()
             for key, value in values.items():
                 if type(key) is not str or (
                     type(value) is not float
@@ -214,9 +216,10 @@ class Intake:
         if step is not None and (type(step) is not int or not INT64_MIN <= step <= INT64_MAX):
             step = validate_step(step)
         ts = _time()
-        direct = self._direct
-        if direct is not None and direct(ts, run, step, values):
-            return None  # written where it goes (a shared-memory ring): never numbered here
+        if direct is not None:
+            if direct(ts, run, step, values):
+                return None  # written where it goes (a shared-memory ring): never numbered here
+            values = values.copy()  # (not written: it waits in the batch like any other)
         lock = self._lock
         lock.acquire()  # explicit acquire/release: half the cost of ``with``
         try:

@@ -84,6 +84,10 @@ HEAD_AT, DROPPED_AT, CLOSED_AT, TAIL_AT = 64, 72, 80, 128
 #: length, kind, flags, run length, ts, step, rank
 RECORD = struct.Struct("<IBBHdqi")
 KIND_METRIC, KIND_EVENT, KIND_NOTICE = 1, 2, 3
+_RECORD_SIZE = RECORD.size
+_pack_record = RECORD.pack_into
+_pack_u64 = _U64.pack_into
+_dumps = orjson.dumps
 _HAS_STEP, _HAS_RANK = 1, 2
 #: A record larger than this share of the ring is refused (it could never
 #: fit beside the others).
@@ -188,6 +192,7 @@ class RingWriter:
         self.dropped = 0  # events dropped: the ring was full (or an event too large for it)
         self.dropped_runs: Counter[str] = Counter()
         self._notice = False  # a drop notice is owed before the next event
+        self._smooth = True  # open, no notice owed: metric() may take its short way
 
     # -- writing (the training threads) -----------------------------------------------------
 
@@ -195,20 +200,35 @@ class RingWriter:
         """Write one checked metric event; False when this ring takes no more
         (closed): the caller sends it another way."""
         # HOT PATH (training thread, every log() while joined over shared memory):
-        # one orjson call, one struct pack, one copy into the map, one 8-byte store.
-        body = orjson.dumps(values)
+        # one orjson call, one header packed into the map, one copy, one 8-byte
+        # store; the uncommon cases (a wrap, a full ring, a notice owed) below.
+        body = _dumps(values)
         if b"null" in body:  # a NaN or an infinity (orjson writes null): the wire's strings
-            body = orjson.dumps(wire_numbers(values))
+            body = _dumps(wire_numbers(values))
         if run is not self._run:
             self._run, self._run_bytes = run, run.encode()
-        run_bytes = self._run_bytes
+        rest = self._run_bytes + body
         flags = self._flags
         if step is None:
             step, flags = 0, flags & ~_HAS_STEP
-        size = RECORD.size + len(run_bytes) + len(body)
-        record = (
-            RECORD.pack(size, KIND_METRIC, flags, len(run_bytes), ts, step, self._rank) + run_bytes + body
-        )
+        size = _RECORD_SIZE + len(rest)
+        lock = self._lock
+        lock.acquire()  # explicit acquire/release: half the cost of ``with``
+        try:
+            head, capacity = self._head, self.capacity
+            at = head % capacity
+            if self._smooth and at + size <= capacity and head + size - self._tail <= capacity:
+                at += HEADER
+                mapped = self._map
+                _pack_record(mapped, at, size, KIND_METRIC, flags, len(self._run_bytes), ts, step, self._rank)
+                mapped[at + _RECORD_SIZE : at + size] = rest
+                self._head = head = head + size
+                _pack_u64(mapped, HEAD_AT, head)  # publishes the record
+                self.written += 1
+                return True
+        finally:
+            lock.release()
+        record = RECORD.pack(size, KIND_METRIC, flags, len(self._run_bytes), ts, step, self._rank) + rest
         return self._put(record, run)
 
     def event(self, event: list[Any]) -> bool:
@@ -232,6 +252,7 @@ class RingWriter:
                 self._copy(self._notice_record())
             self._copy(record)
             self.written += 1
+            self._smooth = not (self.closed or self._notice)
         return True
 
     def count_drop(self, run: str | None) -> None:
@@ -247,6 +268,7 @@ class RingWriter:
             self.dropped_runs[run] += 1
         _U64.pack_into(self._map, DROPPED_AT, self.dropped)
         self._notice = True
+        self._smooth = False
 
     def _notice_record(self) -> bytes:
         body = orjson.dumps({"dropped": self.dropped, "runs": dict(self.dropped_runs)})
@@ -289,6 +311,7 @@ class RingWriter:
             if self.closed:
                 return
             self.closed = True
+            self._smooth = False
             if self._notice:  # the last drops, said in the header all the same
                 with contextlib.suppress(ValueError):
                     if self._head + self._notice_size() - self._tail <= self.capacity:
@@ -300,6 +323,7 @@ class RingWriter:
     def release_after_fork(self) -> None:
         """In a forked child: let go of the parent's ring (never written from here)."""
         self.closed = True
+        self._smooth = False
         with contextlib.suppress(Exception):
             self._map.close()
         with contextlib.suppress(OSError):
