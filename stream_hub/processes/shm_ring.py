@@ -42,7 +42,6 @@ hub announces the loss (a ``gap``) where it happened.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import mmap
 import os
 import struct
@@ -343,6 +342,8 @@ class RingReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.closed_map = False
+        import fcntl  # POSIX: rings are read only where the channel is a Unix socket
+
         fd = open_private(path, os.O_RDWR, what="shared-memory ring")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
