@@ -15,7 +15,8 @@ Wake-ups: none from the writer (a training thread pays no syscall per
 event). The hub polls: every ``ACTIVE_POLL`` while some ring had events in
 the last ``ACTIVE_FOR`` seconds, else every ``IDLE_POLL``. So an event
 waits at most ``IDLE_POLL`` (10 ms) before the hub takes it, 2 ms in a
-steady stream; with no ring at all, only the scan runs.
+steady stream; with no ring at all, only the scan runs, and a joiner's
+hello wakes the poller at once.
 
 A ring whose writer closed it or died (its pid gone) is read to its end,
 its last drops announced, and its file removed.
@@ -75,6 +76,7 @@ class HostRings:
         self.rings: dict[str, _Ring] = {}
         self._channel_path: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._nudge: asyncio.Event | None = None  # set by a hello while no ring is read
         self._active_until = 0.0
         self._next_scan = 0.0
         self.read_events = 0  # events taken from rings
@@ -86,6 +88,7 @@ class HostRings:
     def start(self, channel_path: Path) -> None:
         """Read the rings beside ``channel_path`` from now on (a task on the running loop)."""
         self._channel_path = str(channel_path)
+        self._nudge = asyncio.Event()
         self.scan()
         self._task = asyncio.get_running_loop().create_task(self._poll(), name="stream-hub-rings")
 
@@ -145,6 +148,8 @@ class HostRings:
         source = name.rsplit(".ring-", 1)[-1].partition("-")[2] or name
         self.rings[str(path)] = _Ring(reader, source)
         self._active_until = time.monotonic() + ACTIVE_FOR
+        if self._nudge is not None:
+            self._nudge.set()  # (on the loop: hellos and scans run there)
         return True
 
     def scan(self) -> None:
@@ -176,13 +181,17 @@ class HostRings:
                 logger.debug("ring %s read to its end and removed", reader.path)
 
     async def _poll(self) -> None:
+        nudge = self._nudge
+        assert nudge is not None  # made by start(), which runs this
         while True:
             now = time.monotonic()
             if not self.rings:
-                pause = max(0.0, self._next_scan - now)
+                # Nothing to read until the next scan, or a joiner's hello (a nudge).
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(nudge.wait(), max(0.0, self._next_scan - now))
+                nudge.clear()
             else:
-                pause = ACTIVE_POLL if now < self._active_until else IDLE_POLL
-            await asyncio.sleep(pause)
+                await asyncio.sleep(ACTIVE_POLL if now < self._active_until else IDLE_POLL)
             try:
                 if self.read_all():
                     self._active_until = time.monotonic() + ACTIVE_FOR
