@@ -188,11 +188,15 @@ class RingLink:
 
     def abandon(self) -> list[list[Any]]:
         """This process ends now (a forked child whose flush did not finish):
-        the ring closes and stays for the hub, which reads it and removes it."""
+        the ring closes and stays for its hub, which reads it and removes it;
+        with the hub gone, what it holds comes back (for the spool: the next
+        hub with a store takes it, whatever its ports)."""
         self.intake.use_direct(None)
         self._closing = True
         self.ring.close()
-        return []
+        if process_alive(self.target.pid):
+            return []
+        return self._read_back()
 
     def retire(self, acked: dict[str, int]) -> list[Submission]:
         """This process hosts now: the link goes (the control thread may be the
