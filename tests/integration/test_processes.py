@@ -292,10 +292,16 @@ def test_a_suspended_host_is_never_ended(spawn: Spawner) -> None:
 # -- hand-over and election ------------------------------------------------------------------------
 
 
-def test_a_clean_host_exit_hands_every_curve_to_a_joined_process(spawn: Spawner) -> None:
+# Joined over a shared-memory ring (the default) or over the socket channel.
+JOIN_PATHS = pytest.mark.parametrize("shared_memory", ["on", "off"])
+
+
+@JOIN_PATHS
+def test_a_clean_host_exit_hands_every_curve_to_a_joined_process(spawn: Spawner, shared_memory: str) -> None:
     ports = free_ports(3)
-    a, ready_a = start(spawn, hub_env(ports), "--steps", "100", "--interval", "0", "--run", "a", "--hold")
-    b, ready_b = start(spawn, hub_env(ports), "--steps", "100", "--interval", "0", "--run", "b", "--hold")
+    env = hub_env(ports, STREAM_HUB_SHARED_MEMORY=shared_memory)
+    a, ready_a = start(spawn, env, "--steps", "100", "--interval", "0", "--run", "a", "--hold")
+    b, ready_b = start(spawn, env, "--steps", "100", "--interval", "0", "--run", "b", "--hold")
     assert (ready_a["ready"], ready_b["ready"]) == ("host", "joined")
     rest = ready_a["urls"]["rest"]
     wait_for(lambda: sum(r["metric_events"] for r in runs(rest).values()) == 200, what="both runs")
@@ -334,11 +340,15 @@ def _pid_of(rest: str) -> int | None:
         return None
 
 
-def test_when_the_host_is_killed_another_serves_and_loses_nothing_logged_after(spawn: Spawner) -> None:
+@JOIN_PATHS
+def test_when_the_host_is_killed_another_serves_and_loses_nothing_logged_after(
+    spawn: Spawner, shared_memory: str
+) -> None:
     ports = free_ports(3)
-    host, ready = start(spawn, hub_env(ports), "--steps", "1", "--interval", "0", "--hold")
+    env = hub_env(ports, STREAM_HUB_SHARED_MEMORY=shared_memory)
+    host, ready = start(spawn, env, "--steps", "1", "--interval", "0", "--hold")
     joined, ready_joined = start(
-        spawn, hub_env(ports), "--steps", "600", "--interval", "0.005", "--run", "b", "--trace", "--hold"
+        spawn, env, "--steps", "600", "--interval", "0.005", "--run", "b", "--trace", "--hold"
     )
     assert ready_joined["ready"] == "joined"
     joined.out.wait(lambda lines: len(lines) > 100, what="some steps")
