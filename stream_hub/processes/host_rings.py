@@ -37,7 +37,7 @@ from ..core.hub import Hub
 from ..core.intake import Submission
 from ..errors import StreamHubError
 from .channel import ProtocolError, decode_events
-from .shm_ring import NEW, RingCorrupt, RingReader, process_alive, rings_of, writer_pid
+from .shm_ring import NEW, RingCorrupt, RingReader, process_alive, ring_prefix, rings_of, writer_pid
 
 __all__ = ["ACTIVE_POLL", "IDLE_POLL", "HostRings"]
 
@@ -266,6 +266,35 @@ class HostRings:
                 self.hub.counters.rejected += 1
                 logger.warning("an event in a shared-memory ring is rejected: %s", exc)
         return kept
+
+    def take_orphans(self, directory: Path, hub_alive: Callable[[str], bool]) -> int:
+        """Rings of other hubs' keys in ``directory`` whose writer died and
+        whose hub is gone too (``hub_alive(key)`` false: no host of that key
+        would ever read them): read into this hub, like the spool, and
+        removed; how many events. For a hub with a store (what it takes is
+        kept). One reader at a time, so a hub of that key starting meanwhile
+        never reads an event twice."""
+        own = Path(ring_prefix(self._channel_path)).name if self._channel_path else None
+        taken = 0
+        for path in sorted(directory.glob("hub-*.ring-*")):
+            name = path.name
+            key = name[len("hub-") :].rsplit(".ring-", 1)[0]
+            pid = writer_pid(path)
+            if name.endswith(NEW) or (own is not None and name.startswith(own)) or pid is None:
+                continue
+            if process_alive(pid) or hub_alive(key):
+                continue  # its writer or its hub will see to it
+            try:
+                reader = RingReader(path)
+            except (OSError, StreamHubError, RingCorrupt) as exc:
+                logger.debug("left orphan ring %s: %s", path, exc)
+                continue
+            ring = _Ring(reader, name.rsplit(".ring-", 1)[1].partition("-")[2] or name)
+            taken += self._read(ring)
+            self._announce_rest(ring)
+            reader.remove()
+            logger.info("took %d events from ring %s, left by pid %d with no hub", ring.events, name, pid)
+        return taken
 
     # -- drops -----------------------------------------------------------------------------
 

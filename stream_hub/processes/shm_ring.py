@@ -67,6 +67,7 @@ __all__ = [
     "RingWriter",
     "process_alive",
     "ring_path",
+    "ring_prefix",
     "rings_of",
     "writer_pid",
 ]
@@ -95,10 +96,11 @@ _LARGEST_SHARE = 4
 
 def ring_path(channel_path: str, pid: int, source: str) -> Path:
     """Where a process's ring lives, beside the hub's channel socket."""
-    return Path(f"{_prefix(channel_path)}{pid}-{source}")
+    return Path(f"{ring_prefix(channel_path)}{pid}-{source}")
 
 
-def _prefix(channel_path: str) -> str:
+def ring_prefix(channel_path: str) -> str:
+    """The start of the names of the rings of the hub whose channel socket is ``channel_path``."""
     base = channel_path[:-5] if channel_path.endswith(".sock") else channel_path
     return f"{base}.ring-"
 
@@ -110,7 +112,7 @@ NEW = ".new"
 def rings_of(channel_path: str, making: bool = False) -> list[Path]:
     """Every ring file of the hub whose channel socket is ``channel_path``
     (``making``: also those being made)."""
-    prefix = _prefix(channel_path)
+    prefix = ring_prefix(channel_path)
     directory, _, start = prefix.rpartition("/")
     try:
         names = os.listdir(directory)

@@ -52,7 +52,10 @@ def tell(proc: Proc) -> None:
 
 
 def line_with(proc: Proc, key: str, timeout: float = 30.0) -> dict[str, Any]:
-    lines = proc.out.wait(lambda lines: [x for x in lines if f'"{key}"' in x], timeout, what=key)
+    try:
+        lines = proc.out.wait(lambda lines: [x for x in lines if f'"{key}"' in x], timeout, what=key)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; its stderr:\n{proc.err.text[-4000:]}") from None
     return dict(json.loads(lines[-1]))
 
 
@@ -160,6 +163,32 @@ def test_a_sigkilled_writers_last_events_arrive_and_its_ring_is_removed(spawn: S
     wait_for(lambda: not ring_files(ports), 20, what="the dead writer's ring removed")
     release(host)
     done(host)
+
+
+def test_a_ring_whose_writer_and_hub_both_died_is_taken_by_the_next_hub_with_a_store(spawn: Spawner) -> None:
+    ports = free_ports(3)
+    host, _ready = start(spawn, hub_env(ports), "--steps", "1", "--interval", "0", "--hold")
+    proc = joiner(spawn, ports, JOINER, "2000")
+    host.signal(signal.SIGSTOP)  # nothing is read: the events stay in the ring
+    tell(proc)
+    line_with(proc, "logged")
+    proc.popen.kill()
+    host.popen.kill()  # the hub of those ports dies too, and none comes back
+    proc.popen.wait(10)
+    host.popen.wait(10)
+    assert len(ring_files(ports)) == 1
+    # A hub of other ports, with the default store, keeps them like the spool.
+    other = free_ports(3)
+    nxt, ready = start(spawn, hub_env(other), "--steps", "1", "--interval", "0", "--hold")
+    rest = ready["urls"]["rest"]
+    try:
+        wait_for(lambda: runs(rest).get("j", {}).get("metric_events") == 2000, 20, what="the orphan's events")
+    except AssertionError:
+        raise AssertionError(f"{ready} {runs(rest)} {ring_files(ports)} {nxt.err.text[-3000:]}") from None
+    assert [e["step"] for e in history(rest, "j")] == list(range(2000))
+    assert not ring_files(ports)
+    release(nxt)
+    done(nxt)
 
 
 # Logs steps 0.. of run "c" at a steady pace until told to stop; then releases.
