@@ -7,9 +7,10 @@ processes) share one private ``XDG_RUNTIME_DIR``, so they meet in a registry
 of their own: with ``port_conflict="auto"`` this worker *joins* the served
 hub (``log()`` returns ``None`` there; the host numbers the events).
 
-- ``joined_publish_us``: µs per ``log()`` call in the joined worker, long
-  batches of back-to-back calls as in the in-process publish figure (the
-  forwarder thread shares the GIL meanwhile; the hub's last_seq is waited for
+- ``joined_publish_us``: µs per ``log()`` call in the joined worker (joined
+  the default way: over a shared-memory ring, see :mod:`benchmarks.shm_figures`
+  for the socket channel beside it), long batches of back-to-back calls as in
+  the in-process publish figure (the hub's last_seq is waited for
   between batches, so every batch starts with nothing queued). Each joined
   batch is followed by one into a hub this process hosts, for a comparison at
   the same moment (details).
@@ -165,10 +166,15 @@ def _publisher_main(config: dict[str, Any], n: int, ready: Any, failed: Any, go:
     for i in range(n):
         log(METRICS, step=i, run="ingest")
     spent = time.perf_counter() - t0
-    # The host acknowledges each batch once it has numbered its events; the
-    # forwarder reads the acknowledgements at least every 50 ms.
+    # Over the socket, the host acknowledges each batch once it has taken its
+    # events (the forwarder reads the acknowledgements at least every 50 ms);
+    # over shared memory, "sent" is what went into the ring, and the hub has
+    # taken it all once the ring holds nothing unread.
     deadline = time.monotonic() + 300
-    while (forwarding := server.status()["forwarding"])["sent"] < n and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        forwarding = server.status()["forwarding"]
+        if forwarding["sent"] >= n and not forwarding.get("unread_bytes"):
+            break
         threading.Event().wait(0.001)
     acknowledged_at = time.time()
     server.stop(timeout=60)

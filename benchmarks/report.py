@@ -173,6 +173,55 @@ FIGURES: tuple[Figure, ...] = (
         "store_train_cpu_overhead_pct_explicit", "  the same, an explicit store file (%)", "store_slowdown"
     ),
     Figure("store_train_cpu_overhead_pct_without", "  the same, store=False (%)", "store_slowdown"),
+    # Issue 24: a CPU-bound training thread, the hub in process, joined over
+    # the socket channel, joined over shared memory (the baseline: its hub in
+    # process, under each key).
+    Figure(
+        "shm_spin_p99_ms_shm",
+        "latency p99, training thread spinning, {shm_spin_rate} ev/s, joined over shared memory (ms)",
+        "shm",
+        max_value=10.0,
+    ),
+    Figure("shm_spin_p50_ms_shm", "  the same, p50 (ms)", "shm"),
+    Figure("shm_spin_p99_ms_socket", "  the same, joined over the socket channel: p99 (ms)", "shm"),
+    Figure("shm_spin_p50_ms_socket", "  the same, joined over the socket channel: p50 (ms)", "shm"),
+    Figure(
+        "shm_spin_p99_ms_inproc",
+        "  the same, hub in process, {latency_clients} SSE: p99 (ms)",
+        "shm",
+        max_value=50.0,
+    ),
+    Figure("shm_spin_p50_ms_inproc", "  the same, hub in process: p50 (ms)", "shm"),
+    Figure("shm_log_cpu_us_shm", "training thread's CPU per log(), joined over shared memory (us)", "shm"),
+    Figure("shm_log_cpu_us_socket", "  the same, joined over the socket channel (us)", "shm"),
+    Figure("shm_log_cpu_us_inproc", "  the same, hub in process (us)", "shm"),
+    Figure(
+        "shm_log_cpu_vs_inproc",
+        "  shared memory / in process (ratio of the two above)",
+        "shm",
+        max_value=1.5,
+    ),
+    Figure(
+        "shm_process_cpu_us_shm",
+        "training process's CPU per event at {shm_train_rate} ev/s, every thread, shared memory (us)",
+        "shm",
+    ),
+    Figure("shm_process_cpu_us_socket", "  the same, joined over the socket channel (us)", "shm"),
+    Figure("shm_process_cpu_us_inproc", "  the same, hub in process (us)", "shm"),
+    Figure(
+        "shm_slowdown_pct_shm",
+        "training slowdown at {shm_train_rate} ev/s, joined over shared memory (%, median)",
+        "shm",
+    ),
+    Figure("shm_slowdown_pct_socket", "  the same, joined over the socket channel (%)", "shm"),
+    Figure("shm_slowdown_pct_inproc", "  the same, hub in process (%)", "shm"),
+    Figure(
+        "shm_slowdown_below_socket_pp",
+        "  socket's slowdown minus shared memory's (points)",
+        "shm",
+        higher_is_better=True,
+        min_value=0.0,
+    ),
 )
 
 

@@ -152,11 +152,12 @@ class ServedHub:
         """The StreamConfig fields of a process that meets this hub and joins it."""
         return {"host": HOST, "port_conflict": "auto", **self.configured}
 
-    def join(self) -> Any:
-        """A started TrainingStreamServer of this process, joined to the hub."""
+    def join(self, shared_memory: bool = True) -> Any:
+        """A started TrainingStreamServer of this process, joined to the hub
+        (over a shared-memory ring, or with ``shared_memory=False`` the socket)."""
         from stream_hub import StreamConfig, TrainingStreamServer
 
-        server = TrainingStreamServer(StreamConfig(**self.config()))
+        server = TrainingStreamServer(StreamConfig(**self.config(), shared_memory=shared_memory))
         server.start()
         if server.role != "joined":
             server.stop()

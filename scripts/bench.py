@@ -68,6 +68,13 @@ FULL: dict[str, Any] = {
     "store_seconds": 4.0,
     "store_train_rate": 10_000,
     "store_train_segments": 7,
+    "shm_spin_rate": 1000,
+    "shm_spin_seconds": 5.0,
+    "shm_cpu_batches": 7,
+    "shm_cpu_batch": 20_000,
+    "shm_train_rate": 10_000,
+    "shm_train_segment_s": 1.0,
+    "shm_train_reps": 7,
 }
 QUICK: dict[str, Any] = {
     **FULL,
@@ -90,6 +97,10 @@ QUICK: dict[str, Any] = {
     "redis_burst": 2_000,
     "store_seconds": 2.0,
     "store_train_segments": 4,
+    "shm_spin_seconds": 2.0,
+    "shm_cpu_batches": 3,
+    "shm_train_segment_s": 0.5,
+    "shm_train_reps": 3,
 }
 TINY: dict[str, Any] = {
     **QUICK,
@@ -118,6 +129,12 @@ TINY: dict[str, Any] = {
     "redis_burst": 100,
     "store_seconds": 1.0,
     "store_train_segments": 1,
+    "shm_spin_rate": 200,
+    "shm_spin_seconds": 0.3,
+    "shm_cpu_batches": 1,
+    "shm_cpu_batch": 500,
+    "shm_train_segment_s": 0.1,
+    "shm_train_reps": 1,
 }
 
 

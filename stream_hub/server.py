@@ -652,7 +652,7 @@ class TrainingStreamServer:
         if not done:
             logger.warning(
                 "a forked child ended before the hub took all its events (%s); spooling the rest",
-                role.forwarder.status(),
+                role.link.status(),
             )
             role.spool_the_rest()
         return True

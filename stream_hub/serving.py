@@ -328,6 +328,10 @@ class ServingRuntime:
         every connection (streams still running at ``deadline`` are dropped)."""
         hub = self.server.hub
         channel = self.channel
+        if channel is not None:
+            # The joiners' rings, read one last time before the shutdown event
+            # and the hand-over: a successor goes on from where this left them.
+            channel.rings.stop()
         # Handing over, the hub lives on in the successor: clients should come back.
         handing_over = handover is not None and channel is not None and channel.successor() is not None
         farewell = {

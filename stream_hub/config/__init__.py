@@ -230,6 +230,13 @@ class StreamConfig:
         "how long a stopping host waits for its joined processes to hand over their last events and "
         "leave (the end of a job: they serve their clients) before it hands the hub to one still there",
     )
+    shared_memory: bool = setting(
+        kinds.boolean("True (join a hub of this machine over a shared-memory ring) or False (its socket)"),
+        True,
+        "a process that joins a hub of this machine writes its events into a shared-memory ring the "
+        "hub reads (no thread of ours works per event while it trains); `false`: over the hub's socket "
+        "channel, through a forwarder thread (see [Many processes, one hub](#many-processes-one-hub))",
+    )
     store: str | Literal[False] | None = setting(
         kinds.store_path(),
         None,

@@ -36,12 +36,15 @@ from ..events import (
     validate_type,
 )
 
-__all__ = ["FIELDS", "Intake", "Notifier", "Sink"]
+__all__ = ["FIELDS", "Direct", "Intake", "Notifier", "Sink"]
 
 FIELDS = 7  # values per event in a flat batch: seq, ts, type, run, step, payload, rank
 
 #: Takes a flat batch (FIELDS values per event, oldest first) and its event count.
 Sink = Callable[[list[Any], int], None]
+#: Writes one checked metric event (ts, run, step, values) where it goes, from
+#: the caller's thread (a shared-memory ring); False: not taken, submit it as usual.
+Direct = Callable[[float, str, "int | None", dict[str, Any]], bool]
 
 #: One already checked event: (type, run, step, payload, ts or None for "now",
 #: rank or None).
@@ -116,6 +119,8 @@ class Intake:
         # Written only with both locks held; read under either.
         self._notifier: Notifier | None = None
         self._commit_lock = threading.Lock()
+        # Where log() writes its events itself, bypassing the batch (see use_direct).
+        self._direct: Direct | None = None
 
     # -- who commits -------------------------------------------------------------------
 
@@ -144,6 +149,17 @@ class Intake:
     def notifier(self) -> Notifier | None:
         return self._notifier
 
+    def use_direct(self, direct: Direct | None) -> None:
+        """From now on ``log()`` hands each checked metric event to ``direct``
+        in the caller's thread (a shared-memory ring: no batch, no wake-up),
+        or, with None, submits it as usual. Any change of sink ends it.
+
+        Events already submitted keep their order only within each path: call
+        it with nothing pending (a role's start, after the sink changed).
+        """
+        with self._lock:
+            self._direct = direct
+
     def set_sink(self, sink: Sink, numbered: bool, release: Notifier | None = None) -> None:
         """Send committed batches somewhere else from now on (a role change:
         hosting stores them in the hub, joined forwards them).
@@ -156,6 +172,7 @@ class Intake:
         with self._commit_lock, self._lock:
             self._sink = sink
             self.numbered = numbered
+            self._direct = None
             if release is not None and self._notifier is release:
                 self._notifier = None
             inline = self._notifier is None
@@ -177,8 +194,10 @@ class Intake:
         # and one range comparison per int, one uncontended lock, one append;
         # the wake-up happens once per batch. No logging, no I/O.
         # ``validate_metrics`` and ``submit_many`` are inlined here on purpose.
+        direct = self._direct
         if type(metrics) is dict:
-            values = metrics.copy()
+            # A direct writer encodes the values at once: no snapshot to take.
+            values = metrics if direct is not None else metrics.copy()
             for key, value in values.items():
                 if type(key) is not str or (
                     type(value) is not float
@@ -197,6 +216,10 @@ class Intake:
         if step is not None and (type(step) is not int or not INT64_MIN <= step <= INT64_MAX):
             step = validate_step(step)
         ts = _time()
+        if direct is not None:
+            if direct(ts, run, step, values):
+                return None  # written where it goes (a shared-memory ring): never numbered here
+            values = values.copy()  # (not written: it waits in the batch like any other)
         lock = self._lock
         lock.acquire()  # explicit acquire/release: half the cost of ``with``
         try:
@@ -408,3 +431,4 @@ class Intake:
         self._urgent_sent = False
         self._again = False
         self._notifier = None
+        self._direct = None

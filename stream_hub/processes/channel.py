@@ -30,7 +30,9 @@ encoded, as a JSON string, so the host stores it without parsing it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import os
 import socket
 import struct
 from typing import Any
@@ -50,6 +52,8 @@ __all__ = [
     "decode_events",
     "encode_events",
     "frame",
+    "hello",
+    "let_go_after_fork",
     "parse",
     "read_frame",
     "recv_frame",
@@ -210,6 +214,33 @@ def take_frames(buffer: bytearray) -> list[dict[str, Any]]:
         out.append(parse(bytes(buffer[HEADER.size : end])))
         del buffer[:end]
     return out
+
+
+def hello(target: JoinTarget, source: str, rank: int | None, role: str, version: int) -> dict[str, Any]:
+    """A joiner's ``hello`` to ``target``."""
+    return {
+        "op": "hello",
+        "token": target.token,
+        "source": source,
+        "pid": os.getpid(),
+        "rank": rank,
+        "host": socket.gethostname(),
+        "role": role,
+        "version": version,
+    }
+
+
+def let_go_after_fork(sock: socket.socket | None) -> None:
+    """In a forked child: let go of the parent's connection without closing
+    it for the parent (its descriptor then points at /dev/null)."""
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, sock.fileno())
+        finally:
+            os.close(null)
 
 
 def connect(address: str) -> socket.socket:

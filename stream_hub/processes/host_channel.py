@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from ..core.hub import Hub
+from ..core.intake import Submission
 from ..events import validate_run
 from .channel import ChannelClosed, ProtocolError, decode_events, frame, read_frame
+from .host_rings import HostRings
 from .registry import PROTOCOL_VERSION
 
 __all__ = ["HostChannel", "Source"]
@@ -54,6 +56,8 @@ class Source:
     connected: bool = True
     left_at: float | None = None
     runs: set[str] = dataclasses.field(default_factory=set)
+    #: How its events come: ``"socket"`` (batches) or ``"shared-memory"`` (a ring).
+    path: str = "socket"
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -66,6 +70,7 @@ class Source:
             "dropped": self.dropped,
             "connected": self.connected,
             "connected_since": self.connected_since,
+            "path": self.path,
         }
 
 
@@ -82,6 +87,8 @@ class HostChannel:
         self.hub = hub
         self.token = token
         self._welcome = welcome
+        #: The shared-memory rings of joined processes (read while listening on a Unix socket).
+        self.rings = HostRings(hub, self._credit)
         self.sources: dict[str, Source] = {}
         self.acked: dict[str, int] = {}
         self._server: asyncio.AbstractServer | None = None
@@ -113,6 +120,7 @@ class HostChannel:
             info = unix_path.stat()
             self._path_id = (info.st_dev, info.st_ino)
             self.address = f"unix:{unix_path}"
+            self.rings.start(unix_path)
         else:
             self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
             port = self._server.sockets[0].getsockname()[1]
@@ -126,6 +134,7 @@ class HostChannel:
         (the listener of a closed loop still closes; its joiners' connections
         went with the loop's last pass). Safe more than once.
         """
+        self.rings.stop()
         server, self._server = self._server, None
         if server is not None:
             try:
@@ -213,6 +222,9 @@ class HostChannel:
             self._writers[source.source] = writer
             self.all_gone.clear()
             welcome = {"op": "welcome", **self._welcome(), "acked": self.acked.get(source.source, 0)}
+            if "ring" in hello:
+                welcome["ring"] = self.rings.adopt(hello["ring"])
+                source.path = "shared-memory" if welcome["ring"] else "socket"
             welcome["last_seq"] = self.hub.last_seq
             writer.write(frame(welcome))
             while True:
@@ -222,6 +234,10 @@ class HostChannel:
                     writer.write(frame({"op": "ack", "n": message["n"], "last_seq": self.hub.last_seq}))
                     if writer.transport.get_write_buffer_size() > 1 << 20:
                         await writer.drain()
+                elif message["op"] == "flush":
+                    # A joiner over shared memory stops: its ring read to the end now.
+                    unread = self.rings.read_source(source.source)
+                    writer.write(frame({"op": "flushed", "unread": unread, "last_seq": self.hub.last_seq}))
                 elif message["op"] == "bye":
                     return
         except (ChannelClosed, ConnectionError, asyncio.TimeoutError):
@@ -271,6 +287,13 @@ class HostChannel:
         else:
             source.connected, source.left_at = True, None
         return source
+
+    def _credit(self, key: str, events: list[Submission]) -> None:
+        """Events a source's ring gave (see HostRings)."""
+        source = self.sources.get(key)
+        if source is not None:
+            source.events += len(events)
+            source.runs.update(run for _t, run, *_rest in events if run is not None)
 
     def _take(self, source: Source, message: dict[str, Any]) -> None:
         """One batch: into the intake once, whatever the resends."""

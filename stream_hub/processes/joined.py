@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import select
 import socket
 import threading
@@ -36,15 +35,18 @@ from typing import Any
 
 import orjson
 
-from ..core.intake import FIELDS, Intake
+from ..core.intake import FIELDS, Intake, Submission
 from ..runtime.signals import block_sigterm_in_this_thread
 from .channel import (
     ChannelClosed,
     JoinTarget,
     ProtocolError,
     connect,
+    decode_events,
     encode_events,
     frame,
+    hello,
+    let_go_after_fork,
     recv_frame,
     send_whole,
     take_frames,
@@ -215,8 +217,35 @@ class Forwarder:
         """Events waiting for the host's acknowledgement."""
         return self._queued
 
-    def status(self) -> dict[str, int]:
-        return {"queued": self._queued, "sent": self.sent, "dropped": self.dropped}
+    path_name = "socket"
+
+    @property
+    def notifier(self) -> Forwarder | None:
+        """The intake's notifier while joined (a forked child's commits inline)."""
+        return self
+
+    def status(self) -> dict[str, Any]:
+        return {"path": self.path_name, "queued": self._queued, "sent": self.sent, "dropped": self.dropped}
+
+    def leave(self, timeout: float) -> list[list[Any]]:
+        """Stop: send what is queued (``timeout`` s at most for the host);
+        what no hub took (channel form, for the spool)."""
+        return [event for batch in self.close(timeout) for event in batch.events]
+
+    def abandon(self) -> list[list[Any]]:
+        """This process ends now: what the hub never acknowledged."""
+        return [event for batch in self.close(0.0, commit=False) for event in batch.events]
+
+    def retire(self, acked: dict[str, int]) -> list[Submission]:
+        """This process hosts now: the forwarder stops (its thread may be the
+        caller); the events the old host never acknowledged come back."""
+        left = self.close(0.0, commit=False)
+        took = int(acked.get(self.source, 0))
+        events: list[Submission] = []
+        for batch in left:
+            if batch.n > took:
+                events.extend(decode_events(batch.events))
+        return events
 
     def start(self) -> None:
         """From now on the intake's batches go to the host: a joined process's
@@ -319,15 +348,7 @@ class Forwarder:
     def release_after_fork(self) -> None:
         """In a forked child: let go of this (the parent's) connection without
         closing it for the parent (its descriptor now points at /dev/null)."""
-        sock = self._sock
-        if sock is None:
-            return
-        with contextlib.suppress(OSError):
-            null = os.open(os.devnull, os.O_RDWR)
-            try:
-                os.dup2(null, sock.fileno())
-            finally:
-                os.close(null)
+        let_go_after_fork(self._sock)
 
     def reconnect(self) -> None:
         """Drop the connection; the forwarder thread connects again (and resends)."""
@@ -416,18 +437,8 @@ class Forwarder:
         """Connect and say hello; with ``wait_welcome``, read the host's answer
         before sending anything else (it says what it already has)."""
         sock = connect(target.channel)
-        hello = {
-            "op": "hello",
-            "token": target.token,
-            "source": self.source,
-            "pid": os.getpid(),
-            "rank": self.rank,
-            "host": socket.gethostname(),
-            "role": self.role,
-            "version": PROTOCOL_VERSION,
-        }
         try:
-            sock.sendall(frame(hello))
+            sock.sendall(frame(hello(target, self.source, self.rank, self.role, PROTOCOL_VERSION)))
             acked = 0
             if wait_welcome:
                 welcome = recv_frame(sock)

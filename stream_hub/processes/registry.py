@@ -68,7 +68,7 @@ logger = logging.getLogger(__name__)
 
 #: Bumped when what processes say to each other changes: hubs of another
 #: protocol version are never joined (they count as foreign programs).
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9.]+")
 #: How long a process waits for another that is deciding whether to host.

@@ -34,6 +34,7 @@ from ..core.intake import Submission
 from ..errors import StreamHubError
 from ..home import ensure_home, ensure_private_directory, home_directory, machine_name
 from .channel import ProtocolError, decode_events
+from .shm_ring import process_alive
 
 __all__ = ["ingest", "spool", "spool_directory"]
 
@@ -102,9 +103,9 @@ def _claim(directory: Path) -> list[Path]:
         if _TAKEN in name:
             with contextlib.suppress(OSError, ValueError):
                 taker = int(name.rsplit(_TAKEN, 1)[1])
-                stale = now - entry.stat(follow_symlinks=False).st_mtime > _STALE_CLAIM_S and not _alive(
-                    taker
-                )
+                stale = now - entry.stat(
+                    follow_symlinks=False
+                ).st_mtime > _STALE_CLAIM_S and not process_alive(taker)
             if not stale:
                 continue
         elif not name.endswith(_SUFFIX):
@@ -117,16 +118,6 @@ def _claim(directory: Path) -> list[Path]:
             continue  # another hub took it first
         claimed.append(target)
     return claimed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def ingest(submit: Callable[[Sequence[Submission]], object], directory: Path | None = None) -> int:

@@ -32,6 +32,7 @@ from ..processes.handover import HandoverToSuccessor
 from ..processes.host_channel import HostChannel
 from ..processes.joined import RESTART_WINDOW
 from ..processes.membership import Membership
+from ..processes.shm_ring import process_alive
 from ..processes.spool import ingest
 from ..runtime.forking import close_inherited_sockets
 from ..serving import ServingRuntime, announce
@@ -160,7 +161,27 @@ class Hosting:
         if opened and serving.store is not None:
             # What processes that ended with no hub to take their events kept.
             ingest(hub.submit_many)
+            self._take_orphan_rings(channel)
         announce(self.urls)
+
+    def _take_orphan_rings(self, channel: HostChannel) -> None:
+        """The rings of writers that died while no hub of their ports was left
+        (a SIGKILLed process whose host died too): kept like the spool."""
+        registry = self.membership.registry
+        if registry is None:
+            return
+
+        def hub_alive(key: str) -> bool:
+            record = registry.read(key)
+            return record is not None and process_alive(record.pid)
+
+        async def take() -> int:  # on the loop, which owns the hub's runs and the rings
+            return channel.rings.take_orphans(registry.directory, hub_alive)
+
+        try:
+            self.serving.run_on_loop(take(), timeout=30)
+        except Exception:  # serving goes on: the rings stay for the next hub
+            logger.exception("taking the rings of processes that died with no hub failed")
 
     def _welcome(self) -> dict[str, Any]:
         return {"epoch": self.server.hub.epoch, "pid": os.getpid(), "ports": self.ports, "urls": self.urls}
@@ -241,6 +262,8 @@ class Hosting:
 
     def disown_after_fork(self) -> None:
         channel = self.serving.channel
+        if channel is not None:
+            channel.rings.release_after_fork()
         unix = [channel.address[5:]] if channel is not None and channel.address.startswith("unix:") else []
         if self.serving.ports or unix:
             close_inherited_sockets(self.serving.ports.values(), unix)

@@ -9,6 +9,14 @@ role is then retired and gives back the events the hub never acknowledged.
 
 ``"forked"``: a child forked from a process that hosted or was joined sends
 to that hub, each batch right away from the calling thread; it never hosts.
+
+How the events get there, the *path*: on this machine, over shared memory
+(a :class:`~stream_hub.processes.shm_link.RingLink`: ``log()`` writes into a
+ring the hub reads, no thread of ours works per event) unless the
+``shared_memory`` setting is off or the hub's channel is not a Unix socket;
+otherwise, or when the hub does not read the ring, over the socket channel
+(a :class:`~stream_hub.processes.joined.Forwarder`). ``status()["forwarding"]["path"]``
+says which.
 """
 
 from __future__ import annotations
@@ -18,8 +26,10 @@ from typing import Any
 
 from ..config import StreamConfig
 from ..core.intake import Intake, Notifier, Sink, Submission
-from ..processes.channel import JoinTarget, decode_events
+from ..errors import StreamHubError
+from ..processes.channel import ChannelClosed, JoinTarget, ProtocolError
 from ..processes.joined import FindHost, Forwarder, TakeOver
+from ..processes.shm_link import RingLink, RingRefused
 from ..processes.spool import spool
 
 __all__ = ["Joined"]
@@ -52,18 +62,25 @@ class Joined:
     ) -> None:
         self.name = "forked" if forked else "joined"
         self.config = config
-        self.forwarder = Forwarder(
+        self._intake = intake
+        self._find_host = find_host
+        self._take_over = take_over
+        # The socket's until start() finds that the hub reads a ring of ours.
+        self.link: Forwarder | RingLink = Forwarder(
             intake, target, find_host, take_over=take_over, role=self.name, rank=intake.rank
         )
 
     @property
     def target(self) -> JoinTarget:
         """The hub forwarded to now (it changes when the host moves)."""
-        return self.forwarder.target
+        return self.link.target
 
     @property
     def sink(self) -> Sink:
-        return self.forwarder.take
+        return self._take
+
+    def _take(self, batch: list[Any], count: int) -> None:
+        self.link.take(batch, count)  # the link of the moment (start() may change it)
 
     @property
     def numbered(self) -> bool:
@@ -71,7 +88,7 @@ class Joined:
 
     @property
     def notifier(self) -> Notifier | None:
-        return self.forwarder  # attached while joined (a forked child's never is)
+        return self.link.notifier  # a forwarder attached while joined (a forked child's never is)
 
     @property
     def running(self) -> bool:
@@ -87,8 +104,18 @@ class Joined:
 
     def start(self) -> None:
         target = self.target
-        self.forwarder.start()
-        logger.info("joined the stream_hub hub of pid %d: dashboard %s/", target.pid, target.urls.get("rest"))
+        if not (
+            self.config.shared_memory
+            and target.channel.startswith("unix:")
+            and self._over_shared_memory(target)
+        ):
+            self.link.start()
+        logger.info(
+            "joined the stream_hub hub of pid %d over %s: dashboard %s/",
+            target.pid,
+            self.link.path_name,
+            target.urls.get("rest"),
+        )
         # (A process with the default store has no store of its own to compare:
         # the hub's file, whichever it is, is where its events go.)
         differ = [
@@ -104,50 +131,70 @@ class Joined:
                 ", ".join(f"{n}={target.settings[n]!r}" for n in differ),
             )
 
+    def _over_shared_memory(self, target: JoinTarget) -> bool:
+        """Join over a shared-memory ring if the hub reads it; whether it does
+        (if not, the socket's forwarder is still to start)."""
+        try:
+            link = RingLink(
+                self._intake,
+                target,
+                self._find_host,
+                take_over=self._take_over,
+                role=self.name,
+                rank=self._intake.rank,
+            )
+        except (OSError, StreamHubError) as exc:
+            logger.info("joining over the socket channel: no shared-memory ring (%s)", exc)
+            return False
+        try:
+            link.start()
+        except (OSError, StreamHubError, ChannelClosed, ProtocolError) as exc:
+            level = logging.DEBUG if isinstance(exc, RingRefused) else logging.INFO
+            logger.log(level, "joining over the socket channel: %s", exc)
+            return False
+        # What the intake committed before (into the socket's outbox) goes first.
+        for event in self.link.abandon():
+            link.ring.event(event)
+        self.link = link
+        return True
+
     def stop(self, timeout: float) -> None:
-        """Send what is queued (waiting at most ``timeout`` s for the host),
+        """Get what is queued to the host (waiting at most ``timeout`` s),
         then let go; what no hub took is spooled for the next one."""
-        spool(event for batch in self.forwarder.close(timeout) for event in batch.events)
+        spool(self.link.leave(timeout))
 
     def spool_the_rest(self) -> None:
         """This process ends (a forked child whose flush did not get
-        everything through): keep what the hub never acknowledged."""
-        spool(event for batch in self.forwarder.close(0.0, commit=False) for event in batch.events)
+        everything through): keep what the hub never took."""
+        spool(self.link.abandon())
 
     def flush_before_exit(self, timeout: float) -> bool | None:
         """This process ends without a stop (a forked child): get what is
         queued to the host, ``timeout`` s at most; whether it all arrived
         (None: a flush was already under way)."""
-        return self.forwarder.flush(timeout)
+        return self.link.flush(timeout)
 
     def restart(self, timeout: float) -> None:
         """Reconnect to the host (never restarting another process's hub)."""
-        self.forwarder.reconnect()
+        self.link.reconnect()
 
     def retire(self, acked: dict[str, int]) -> list[Submission]:
-        """This process hosts now: the forwarder stops (its thread may be the
-        caller), and the events the old host never acknowledged come back."""
-        forwarder = self.forwarder
-        left = forwarder.close(0.0, commit=False)
-        took = int(acked.get(forwarder.source, 0))
-        events: list[Submission] = []
-        for batch in left:
-            if batch.n > took:
-                events.extend(decode_events(batch.events))
-        return events
+        """This process hosts now: the link stops (its thread may be the
+        caller), and the events the old host never took come back."""
+        return self.link.retire(acked)
 
     def fork_target(self) -> JoinTarget | None:
         return self.target
 
     def disown_after_fork(self) -> None:
-        self.forwarder.release_after_fork()
+        self.link.release_after_fork()
 
     def report(self, status: dict[str, Any]) -> None:
-        forwarder = self.forwarder
-        status["epoch"] = forwarder.target.epoch
-        status["last_seq"] = forwarder.host_last_seq
-        status["host"] = {"pid": forwarder.target.pid, "urls": forwarder.target.urls}
-        status["forwarding"] = forwarder.status()
+        link = self.link
+        status["epoch"] = link.target.epoch
+        status["last_seq"] = link.host_last_seq
+        status["host"] = {"pid": link.target.pid, "urls": link.target.urls}
+        status["forwarding"] = link.status()
 
     def sources(self) -> list[dict[str, Any]]:
         return []

@@ -292,10 +292,16 @@ def test_a_suspended_host_is_never_ended(spawn: Spawner) -> None:
 # -- hand-over and election ------------------------------------------------------------------------
 
 
-def test_a_clean_host_exit_hands_every_curve_to_a_joined_process(spawn: Spawner) -> None:
+# Joined over a shared-memory ring (the default) or over the socket channel.
+JOIN_PATHS = pytest.mark.parametrize("shared_memory", ["on", "off"])
+
+
+@JOIN_PATHS
+def test_a_clean_host_exit_hands_every_curve_to_a_joined_process(spawn: Spawner, shared_memory: str) -> None:
     ports = free_ports(3)
-    a, ready_a = start(spawn, hub_env(ports), "--steps", "100", "--interval", "0", "--run", "a", "--hold")
-    b, ready_b = start(spawn, hub_env(ports), "--steps", "100", "--interval", "0", "--run", "b", "--hold")
+    env = hub_env(ports, STREAM_HUB_SHARED_MEMORY=shared_memory)
+    a, ready_a = start(spawn, env, "--steps", "100", "--interval", "0", "--run", "a", "--hold")
+    b, ready_b = start(spawn, env, "--steps", "100", "--interval", "0", "--run", "b", "--hold")
     assert (ready_a["ready"], ready_b["ready"]) == ("host", "joined")
     rest = ready_a["urls"]["rest"]
     wait_for(lambda: sum(r["metric_events"] for r in runs(rest).values()) == 200, what="both runs")
@@ -334,11 +340,15 @@ def _pid_of(rest: str) -> int | None:
         return None
 
 
-def test_when_the_host_is_killed_another_serves_and_loses_nothing_logged_after(spawn: Spawner) -> None:
+@JOIN_PATHS
+def test_when_the_host_is_killed_another_serves_and_loses_nothing_logged_after(
+    spawn: Spawner, shared_memory: str
+) -> None:
     ports = free_ports(3)
-    host, ready = start(spawn, hub_env(ports), "--steps", "1", "--interval", "0", "--hold")
+    env = hub_env(ports, STREAM_HUB_SHARED_MEMORY=shared_memory)
+    host, ready = start(spawn, env, "--steps", "1", "--interval", "0", "--hold")
     joined, ready_joined = start(
-        spawn, hub_env(ports), "--steps", "600", "--interval", "0.005", "--run", "b", "--trace", "--hold"
+        spawn, env, "--steps", "600", "--interval", "0.005", "--run", "b", "--trace", "--hold"
     )
     assert ready_joined["ready"] == "joined"
     joined.out.wait(lambda lines: len(lines) > 100, what="some steps")
@@ -397,7 +407,8 @@ print(json.dumps(out))
     assert result.wait(60) == 0, result.err.text[-3000:]
     out = json.loads(result.out.lines[-1])
     assert out["seqs"] == [None] * 11 and out["role"] == "joined"
-    assert out["host"]["pid"] == ready["pid"] and set(out["forwarding"]) == {"queued", "sent", "dropped"}
+    assert out["host"]["pid"] == ready["pid"] and {"queued", "sent", "dropped"} <= set(out["forwarding"])
+    assert out["forwarding"]["path"] == "shared-memory"
     rest = ready["urls"]["rest"]
     # 10 metrics, the log, and the run_end of the last release: all forwarded.
     wait_for(lambda: runs(rest).get("j", {}).get("events") == 12, what="all 12 forwarded")
@@ -471,7 +482,7 @@ def test_what_a_joined_processs_forwarder_drops_shows_on_its_run(spawn: Spawner)
 import json
 from stream_hub import get_stream_server, release_stream_server
 server = get_stream_server()
-forwarder = server._role.forwarder  # the joined role's
+forwarder = server._role.link  # the joined role's forwarder
 forwarder.buffer_events = 10
 intake = server.hub.intake
 intake.detach(forwarder)  # each event its own batch, taken on this thread
@@ -483,7 +494,9 @@ status = server.status()
 release_stream_server()
 print(json.dumps({"role": status["role"], "forwarding": status["forwarding"]}))
 """
-    result = spawn.start(["-c", code], env=hub_env(ports), prefix=PYTHON)
+    # The socket channel's forwarder (see test_shared_memory for the ring's drops).
+    env = hub_env(ports, STREAM_HUB_SHARED_MEMORY="off")
+    result = spawn.start(["-c", code], env=env, prefix=PYTHON)
     assert result.wait(60) == 0, result.err.text[-3000:]
     out = json.loads(result.out.lines[-1])
     assert out["role"] == "joined" and out["forwarding"]["dropped"] == 90

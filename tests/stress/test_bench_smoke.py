@@ -52,6 +52,12 @@ def test_bench_quick_tiny_produces_every_figure(tmp_path: Path) -> None:
         "rss_kb_per_client",
         "train_cpu_s_per_m_inproc",
         "train_slowdown_inproc_pct",
+        # The baseline's side: its in-process hub, under each mode's key.
+        "shm_spin_p99_ms_shm",
+        "shm_spin_p99_ms_socket",
+        "shm_log_cpu_us_shm",
+        "shm_process_cpu_us_shm",
+        "shm_slowdown_pct_shm",
     }
     # Many processes, one hub: the hand-written baseline can neither join nor serve.
     ours_only = {
@@ -59,6 +65,8 @@ def test_bench_quick_tiny_produces_every_figure(tmp_path: Path) -> None:
         "ingest_4proc_per_s",
         "train_cpu_s_per_m_serve",
         "train_slowdown_serve_pct",
+        "shm_log_cpu_vs_inproc",
+        "shm_slowdown_below_socket_pp",
     }
     assert expected | ours_only <= set(figures)
     for key in expected | ours_only:

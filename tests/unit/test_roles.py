@@ -213,10 +213,10 @@ def test_joined_queues_batches_and_a_retire_gives_back_what_the_hub_did_not_ackn
     for step in range(3):  # three committed batches, numbered 1, 2, 3 by the forwarder
         intake.log({"loss": float(step)}, step=step, run="r")
         intake.commit()
-    assert role.forwarder.queued == 3
-    events = role.retire({role.forwarder.source: 1})
+    assert role.link.queued == 3
+    events = role.retire({role.link.source: 1})
     assert [event[2] for event in events] == [1, 2]  # batch 1 was acknowledged
-    assert role.forwarder.queued == 0
+    assert role.link.queued == 0
 
 
 def test_joined_reports_its_host_and_forwarding(server: TrainingStreamServer) -> None:
@@ -227,4 +227,4 @@ def test_joined_reports_its_host_and_forwarding(server: TrainingStreamServer) ->
     status: dict[str, Any] = {}
     role.report(status)
     assert status["host"]["pid"] == 4242 and status["epoch"] == "ep"
-    assert status["forwarding"] == {"queued": 0, "sent": 0, "dropped": 0}
+    assert status["forwarding"] == {"path": "socket", "queued": 0, "sent": 0, "dropped": 0}
