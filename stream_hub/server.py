@@ -207,7 +207,7 @@ class TrainingStreamServer:
             intake.rank = identity.rank  # one attribute the intake reads per event
             role = self._role
             if isinstance(role, Joined):
-                role.forwarder.rank = identity.rank  # said in its next hello
+                role.link.rank = identity.rank  # said in its next hello; the ring's events stamped
         return intake.rank
 
     def finish_local_runs(self, status: str = "finished", forget: bool = False) -> None:

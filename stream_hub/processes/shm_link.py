@@ -101,7 +101,7 @@ class RingLink:
         self.intake = intake
         self.target = target
         self.role = role
-        self.rank = rank
+        self._rank = rank
         self.source = uuid.uuid4().hex
         self._find_host = find_host
         self._take_over = take_over
@@ -121,6 +121,16 @@ class RingLink:
         self._pid = os.getpid()
 
     # -- what the role asks ------------------------------------------------------------------
+
+    @property
+    def rank(self) -> int | None:
+        """The rank this process reports about itself (said in its next hello)."""
+        return self._rank
+
+    @rank.setter
+    def rank(self, rank: int | None) -> None:
+        self._rank = rank
+        self.ring.set_rank(rank)  # log()'s metric events, written straight into the ring
 
     @property
     def notifier(self) -> Notifier | None:
@@ -299,7 +309,7 @@ class RingLink:
     def _open(self, target: JoinTarget, wait_welcome: bool = True) -> None:
         sock = connect(target.channel)
         try:
-            greeting = hello(target, self.source, self.rank, self.role, PROTOCOL_VERSION)
+            greeting = hello(target, self.source, self._rank, self.role, PROTOCOL_VERSION)
             sock.sendall(frame({**greeting, "ring": str(self.ring.path)}))
             if wait_welcome:
                 welcome = recv_frame(sock)

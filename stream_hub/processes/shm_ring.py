@@ -197,6 +197,13 @@ class RingWriter:
 
     # -- writing (the training threads) -----------------------------------------------------
 
+    def set_rank(self, rank: int | None) -> None:
+        """Stamp the metric events written from now on with ``rank`` (a rank
+        the process learned after joining: ``TrainingStreamServer.adopt_rank``)."""
+        with self._lock:
+            self._rank = -1 if rank is None else rank
+            self._flags = _HAS_STEP | (0 if rank is None else _HAS_RANK)
+
     def metric(self, ts: float, run: str, step: int | None, values: dict[str, Any]) -> bool:
         """Write one checked metric event; False when this ring takes no more
         (closed): the caller sends it another way."""

@@ -371,3 +371,36 @@ def test_the_events_of_a_cpu_bound_loop_arrive_while_it_spins(spawn: Spawner) ->
     proc.popen.wait(10)
     release(host)
     done(host)
+
+
+# Logs one event, learns its rank (as the Lightning bridge does under
+# Lightning's own launcher), logs another.
+ADOPTER = """
+import json, sys
+from stream_hub import get_stream_server, release_stream_server
+server = get_stream_server()
+print(json.dumps({"ready": server.role, "pid": __import__("os").getpid()}), flush=True)
+sys.stdin.readline()
+server.log({"loss": 1.0}, step=0, run=sys.argv[1])
+server.adopt_rank(1, 2)
+server.log({"loss": 0.5}, step=1, run=sys.argv[1])
+print(json.dumps({"logged": 2, "path": server.status()["forwarding"]["path"]}), flush=True)
+sys.stdin.readline()
+release_stream_server()
+"""
+
+
+def test_a_rank_adopted_after_joining_stamps_the_rings_events(spawn: Spawner) -> None:
+    ports = free_ports(3)
+    host, ready = start(spawn, hub_env(ports), "--steps", "1", "--interval", "0", "--hold")
+    rest = ready["urls"]["rest"]
+    for run, env in (("over-ring", {}), ("over-socket", {"STREAM_HUB_SHARED_MEMORY": "off"})):
+        proc = joiner(spawn, ports, ADOPTER, run, **env)
+        tell(proc)
+        assert line_with(proc, "logged")["path"] == ("socket" if env else "shared-memory")
+        wait_for(lambda run=run: len(history(rest, run)) == 2, what=f"both events of {run}")
+        assert [(e["step"], e.get("rank")) for e in history(rest, run)] == [(0, None), (1, 1)]
+        tell(proc)
+        assert proc.wait(30) == 0, proc.err.text[-2000:]
+    release(host)
+    done(host)
