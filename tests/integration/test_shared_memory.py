@@ -66,6 +66,23 @@ def ring_files(ports: list[int]) -> list[Path]:
     return sorted(directory.glob(pattern)) if directory.is_dir() else []
 
 
+def stop(proc: Proc) -> None:
+    """SIGSTOP ``proc`` and wait until every thread of it is stopped: the
+    signal is delivered asynchronously, and a hub's loop thread on another
+    CPU may read a ring for a moment after kill() returned."""
+    proc.signal(signal.SIGSTOP)
+
+    def all_stopped() -> bool:
+        tasks = Path(f"/proc/{proc.pid}/task")
+        try:  # a thread may end meanwhile
+            states = [(task / "stat").read_text().rsplit(")", 1)[1].split()[0] for task in tasks.iterdir()]
+        except OSError:
+            return False
+        return all(state in ("T", "t") for state in states)
+
+    wait_for(all_stopped, what=f"every thread of pid {proc.pid} stopped")
+
+
 def all_events(rest: str) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     since = 0
@@ -113,7 +130,7 @@ def test_overflow_is_counted_and_announced_as_a_gap(spawn: Spawner) -> None:
     host, ready = start(spawn, hub_env(ports), "--steps", "1", "--interval", "0", "--hold")
     rest = ready["urls"]["rest"]
     proc = joiner(spawn, ports, JOINER, "200000", STREAM_HUB_SHUTDOWN_TIMEOUT="30")
-    host.signal(signal.SIGSTOP)  # nobody reads the ring: it fills up
+    stop(host)  # nobody reads the ring: it fills up
     try:
         tell(proc)
         forwarding = line_with(proc, "logged", timeout=60)["status"]["forwarding"]
@@ -147,7 +164,7 @@ def test_a_sigkilled_writers_last_events_arrive_and_its_ring_is_removed(spawn: S
     host, ready = start(spawn, hub_env(ports), "--steps", "1", "--interval", "0", "--hold")
     rest = ready["urls"]["rest"]
     proc = joiner(spawn, ports, JOINER, "3000")
-    host.signal(signal.SIGSTOP)  # the events stay in the ring until the writer is dead
+    stop(host)  # the events stay in the ring until the writer is dead
     try:
         tell(proc)
         line_with(proc, "logged")
@@ -169,7 +186,7 @@ def test_a_ring_whose_writer_and_hub_both_died_is_taken_by_the_next_hub_with_a_s
     ports = free_ports(3)
     host, _ready = start(spawn, hub_env(ports), "--steps", "1", "--interval", "0", "--hold")
     proc = joiner(spawn, ports, JOINER, "2000")
-    host.signal(signal.SIGSTOP)  # nothing is read: the events stay in the ring
+    stop(host)  # nothing is read: the events stay in the ring
     tell(proc)
     line_with(proc, "logged")
     proc.popen.kill()
