@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from ..conftest import wait_for
 from ..processes import PYTHON, Proc, Spawner, alive, free_ports
@@ -279,8 +280,15 @@ def test_the_forked_children_of_a_process_joined_over_shared_memory(spawn: Spawn
     ports = free_ports(3)
     host, ready = start(spawn, hub_env(ports), "--steps", "1", "--interval", "0", "--hold")
     rest = ready["urls"]["rest"]
-    proc = joiner(spawn, ports, FORKING)
-    out = line_with(proc, "paths", timeout=60)
+    proc = joiner(spawn, ports, FORKING, PYTHONFAULTHANDLER="1")
+    try:
+        out = line_with(proc, "paths", timeout=60)
+    except AssertionError:  # a hang: every thread's stack, from the parent and its workers
+        family = [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]
+        for member in family:
+            member.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: the stacks to stderr
+        wait_for(lambda: not alive(proc.popen), 10, what="the dumps written")
+        raise AssertionError(f"no answer from the pool; the stacks:\n{proc.err.text[-20000:]}") from None
     assert out == {"paths": ["shared-memory"] * 3, "parent": "shared-memory"}
     assert proc.wait(30) == 0, proc.err.text[-2000:]
     wait_for(
@@ -380,9 +388,20 @@ def test_the_events_of_a_cpu_bound_loop_arrive_while_it_spins(spawn: Spawner) ->
     proc = joiner(spawn, ports, SPINNING, "1000")
     tell(proc)
     line_with(proc, "logged")
-    wait_for(
-        lambda: runs(rest).get("spin", {}).get("metric_events") == 1000, 20, what="the spinning loop's events"
-    )
+    try:
+        wait_for(
+            lambda: runs(rest).get("spin", {}).get("metric_events") == 1000,
+            20,
+            what="the spinning loop's events",
+        )
+    except AssertionError:
+        steps = sorted(e["step"] for e in history(rest, "spin"))
+        missing = sorted(set(range(1000)) - set(steps))
+        src = httpx.get(f"{rest}/api/sources", timeout=5).json()
+        raise AssertionError(
+            f"{len(steps)} of 1000 arrived; missing {missing[:20]}...{missing[-5:]}; sources {src}; "
+            f"the loop's stderr: {proc.err.text[-3000:]}; the hub's: {host.err.text[-3000:]}"
+        ) from None
     assert alive(proc.popen), "the loop was still spinning: its events came without its help"
     proc.popen.kill()
     proc.popen.wait(10)
