@@ -234,7 +234,8 @@ def _number(value: Any) -> float | None:
 def summarize(
     results: Mapping[str, Mapping[str, Any]], sizes: Mapping[str, Any]
 ) -> dict[str, dict[str, Any]]:
-    """Per figure: both values, the ratio (>1 = stream_hub better) and PASS/MISS."""
+    """Per figure: both values, the ratio (>1 = stream_hub better) and PASS/MISS
+    (``not run`` when the figure's group was not run)."""
     out: dict[str, dict[str, Any]] = {}
     for fig in FIGURES:
         values = {
@@ -249,7 +250,9 @@ def summarize(
             elif not fig.higher_is_better and ours > 0:
                 ratio = theirs / ours
         verdict = None
-        if fig.has_target:
+        if fig.has_target and fig.group not in results.get("stream_hub", {}):
+            verdict = "not run"  # its group was left out (--only): no verdict
+        elif fig.has_target:
             ok = ours is not None
             if ok and fig.max_value is not None:
                 ok = ours <= fig.max_value  # type: ignore[operator]
