@@ -232,10 +232,11 @@ class StreamConfig:
     )
     shared_memory: bool = setting(
         kinds.boolean("True (join a hub of this machine over a shared-memory ring) or False (its socket)"),
-        True,
-        "a process that joins a hub of this machine writes its events into a shared-memory ring the "
-        "hub reads (no thread of ours works per event while it trains); `false`: over the hub's socket "
-        "channel, through a forwarder thread (see [Many processes, one hub](#many-processes-one-hub))",
+        False,
+        "`true`: a process that joins a hub of this machine writes its events into a shared-memory ring "
+        "the hub reads (no thread of ours works per event while it trains; opt-in for now); `false`: over "
+        "the hub's socket channel, through a forwarder thread (see [Many processes, one "
+        "hub](#many-processes-one-hub))",
     )
     store: str | Literal[False] | None = setting(
         kinds.store_path(),

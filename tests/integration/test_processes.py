@@ -408,7 +408,7 @@ print(json.dumps(out))
     out = json.loads(result.out.lines[-1])
     assert out["seqs"] == [None] * 11 and out["role"] == "joined"
     assert out["host"]["pid"] == ready["pid"] and {"queued", "sent", "dropped"} <= set(out["forwarding"])
-    assert out["forwarding"]["path"] == "shared-memory"
+    assert out["forwarding"]["path"] == "socket"  # the default (shared memory is opt-in)
     rest = ready["urls"]["rest"]
     # 10 metrics, the log, and the run_end of the last release: all forwarded.
     wait_for(lambda: runs(rest).get("j", {}).get("events") == 12, what="all 12 forwarded")

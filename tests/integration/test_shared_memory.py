@@ -41,8 +41,14 @@ print(json.dumps({"done": True}), flush=True)
 """
 
 
+def shm_env(ports: list[int], **env: str) -> dict[str, str]:
+    """A process of these ports joining over shared memory (opt-in: the default is the socket)."""
+    env.setdefault("STREAM_HUB_SHARED_MEMORY", "on")
+    return hub_env(ports, **env)
+
+
 def joiner(spawn: Spawner, ports: list[int], code: str = JOINER, *args: str, **env: str) -> Proc:
-    proc = spawn.start(["-c", code, *args], env=hub_env(ports, **env), prefix=PYTHON, stdin=True)
+    proc = spawn.start(["-c", code, *args], env=shm_env(ports, **env), prefix=PYTHON, stdin=True)
     line = proc.out.wait(lambda lines: lines, timeout=30, what="the joiner's ready line")
     assert json.loads(line[0])["ready"] == "joined", proc.err.text[-2000:]
     return proc
@@ -97,7 +103,7 @@ def all_events(rest: str) -> list[dict[str, Any]]:
 
 def test_a_joined_process_logs_over_shared_memory_and_says_so(spawn: Spawner) -> None:
     ports = free_ports(3)
-    host, ready = start(spawn, hub_env(ports), "--steps", "1", "--interval", "0", "--hold")
+    host, ready = start(spawn, shm_env(ports), "--steps", "1", "--interval", "0", "--hold")
     rest = ready["urls"]["rest"]
     shm = joiner(spawn, ports, JOINER, "500")
     over_socket = joiner(
@@ -128,7 +134,7 @@ def test_a_joined_process_logs_over_shared_memory_and_says_so(spawn: Spawner) ->
 
 def test_overflow_is_counted_and_announced_as_a_gap(spawn: Spawner) -> None:
     ports = free_ports(3)
-    host, ready = start(spawn, hub_env(ports), "--steps", "1", "--interval", "0", "--hold")
+    host, ready = start(spawn, shm_env(ports), "--steps", "1", "--interval", "0", "--hold")
     rest = ready["urls"]["rest"]
     proc = joiner(spawn, ports, JOINER, "200000", STREAM_HUB_SHUTDOWN_TIMEOUT="30")
     stop(host)  # nobody reads the ring: it fills up
@@ -162,7 +168,7 @@ def test_overflow_is_counted_and_announced_as_a_gap(spawn: Spawner) -> None:
 
 def test_a_sigkilled_writers_last_events_arrive_and_its_ring_is_removed(spawn: Spawner) -> None:
     ports = free_ports(3)
-    host, ready = start(spawn, hub_env(ports), "--steps", "1", "--interval", "0", "--hold")
+    host, ready = start(spawn, shm_env(ports), "--steps", "1", "--interval", "0", "--hold")
     rest = ready["urls"]["rest"]
     proc = joiner(spawn, ports, JOINER, "3000")
     stop(host)  # the events stay in the ring until the writer is dead
@@ -185,7 +191,7 @@ def test_a_sigkilled_writers_last_events_arrive_and_its_ring_is_removed(spawn: S
 
 def test_a_ring_whose_writer_and_hub_both_died_is_taken_by_the_next_hub_with_a_store(spawn: Spawner) -> None:
     ports = free_ports(3)
-    host, _ready = start(spawn, hub_env(ports), "--steps", "1", "--interval", "0", "--hold")
+    host, _ready = start(spawn, shm_env(ports), "--steps", "1", "--interval", "0", "--hold")
     proc = joiner(spawn, ports, JOINER, "2000")
     stop(host)  # nothing is read: the events stay in the ring
     tell(proc)
@@ -197,7 +203,7 @@ def test_a_ring_whose_writer_and_hub_both_died_is_taken_by_the_next_hub_with_a_s
     assert len(ring_files(ports)) == 1
     # A hub of other ports, with the default store, keeps them like the spool.
     other = free_ports(3)
-    nxt, ready = start(spawn, hub_env(other), "--steps", "1", "--interval", "0", "--hold")
+    nxt, ready = start(spawn, shm_env(other), "--steps", "1", "--interval", "0", "--hold")
     rest = ready["urls"]["rest"]
     try:
         wait_for(lambda: runs(rest).get("j", {}).get("metric_events") == 2000, 20, what="the orphan's events")
@@ -232,8 +238,8 @@ print(json.dumps({"logged": step, "path": status["forwarding"]["path"]}), flush=
 
 def test_a_hand_over_delivers_every_event_of_a_joined_process_once(spawn: Spawner) -> None:
     ports = free_ports(3)
-    a, ready_a = start(spawn, hub_env(ports), "--steps", "50", "--interval", "0", "--run", "a", "--hold")
-    b, ready_b = start(spawn, hub_env(ports), "--steps", "50", "--interval", "0", "--run", "b", "--hold")
+    a, ready_a = start(spawn, shm_env(ports), "--steps", "50", "--interval", "0", "--run", "a", "--hold")
+    b, ready_b = start(spawn, shm_env(ports), "--steps", "50", "--interval", "0", "--run", "b", "--hold")
     assert (ready_a["ready"], ready_b["ready"]) == ("host", "joined")
     rest = ready_a["urls"]["rest"]
     c = joiner(spawn, ports, STEADY)
@@ -278,7 +284,7 @@ print(json.dumps({"paths": paths, "parent": parent}), flush=True)
 
 def test_the_forked_children_of_a_process_joined_over_shared_memory(spawn: Spawner) -> None:
     ports = free_ports(3)
-    host, ready = start(spawn, hub_env(ports), "--steps", "1", "--interval", "0", "--hold")
+    host, ready = start(spawn, shm_env(ports), "--steps", "1", "--interval", "0", "--hold")
     rest = ready["urls"]["rest"]
     proc = joiner(spawn, ports, FORKING, PYTHONFAULTHANDLER="1")
     try:
@@ -341,7 +347,7 @@ release_stream_server()
 
 def test_no_thread_of_ours_works_per_event_in_a_process_joined_over_shared_memory(spawn: Spawner) -> None:
     ports = free_ports(3)
-    host, ready = start(spawn, hub_env(ports), "--steps", "1", "--interval", "0", "--hold")
+    host, ready = start(spawn, shm_env(ports), "--steps", "1", "--interval", "0", "--hold")
     rest = ready["urls"]["rest"]
     proc = joiner(spawn, ports, THREADS)
     out = line_with(proc, "others", timeout=60)
@@ -383,7 +389,7 @@ while time.perf_counter() < end:
 
 def test_the_events_of_a_cpu_bound_loop_arrive_while_it_spins(spawn: Spawner) -> None:
     ports = free_ports(3)
-    host, ready = start(spawn, hub_env(ports), "--steps", "1", "--interval", "0", "--hold")
+    host, ready = start(spawn, shm_env(ports), "--steps", "1", "--interval", "0", "--hold")
     rest = ready["urls"]["rest"]
     proc = joiner(spawn, ports, SPINNING, "1000")
     tell(proc)
@@ -428,7 +434,7 @@ release_stream_server()
 
 def test_a_rank_adopted_after_joining_stamps_the_rings_events(spawn: Spawner) -> None:
     ports = free_ports(3)
-    host, ready = start(spawn, hub_env(ports), "--steps", "1", "--interval", "0", "--hold")
+    host, ready = start(spawn, shm_env(ports), "--steps", "1", "--interval", "0", "--hold")
     rest = ready["urls"]["rest"]
     for run, env in (("over-ring", {}), ("over-socket", {"STREAM_HUB_SHARED_MEMORY": "off"})):
         proc = joiner(spawn, ports, ADOPTER, run, **env)
