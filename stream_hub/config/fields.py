@@ -329,9 +329,10 @@ def file_path(what: str) -> Kind:
             raise Invalid(f"expected the path of {what} (or None), got {value!r}")
         if value is None:
             return None
-        path = os.path.abspath(os.path.expanduser(os.fspath(value)))
-        if "\x00" in path:
+        text = os.fspath(value)
+        if ("\x00" if isinstance(text, str) else b"\x00") in text:  # before expanduser: "~\x00" raised
             raise Invalid(f"expected the path of {what} (or None), got {value!r}: a NUL byte is in it")
+        path = os.path.abspath(os.path.expanduser(text))
         if _on_pseudo_file_system(path):
             raise Invalid(
                 f"expected the path of {what} on a real file system, got {path!r} "

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from stream_hub.config import SETTINGS, StreamConfig, environment, is_production, settings
@@ -266,6 +266,7 @@ def test_any_list_of_origins_reads_back_from_its_comma_separated_text(origins: l
 
 
 @given(text=st.text(st.characters(blacklist_categories=["Cs"]), max_size=20))
+@example(text="~\x00")  # a home lookup of a NUL byte: ValueError from expanduser
 def test_no_text_of_any_variable_escapes_as_anything_but_a_config_error(text: str) -> None:
     for declared in SETTINGS.values():
         try:
